@@ -1,0 +1,164 @@
+# statemesh — top-level build.
+#
+#   make                 build everything into build/
+#   make run             install deps if missing, build, run the greeter example
+#   make test            install deps if missing, build, run every test
+#   make SANITIZE=1 ...  the same with ASan+UBSan
+#   make install PREFIX=/usr/local
+#   make clean
+#
+# Every dependency comes through pkg-config except LevelDB, which ships none.
+
+PREFIX   ?= /usr/local
+PYTHON   ?= /usr/bin/python3
+B        := build
+CC       ?= cc
+
+PKGS     := grpc libprotobuf-c libconfig libxxhash
+DEPS_OK  := $(shell pkg-config --exists $(PKGS) cmocka 2>/dev/null && command -v protoc-c >/dev/null && command -v grpc_python_plugin >/dev/null && echo yes)
+
+OPT      ?= -O2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -Wno-unused-parameter \
+               -fPIC -pthread -I$(B)/gen -Isdk-c/include -Iruntime
+ifeq ($(SANITIZE),1)
+  OPT      := -O1
+  CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS_SAN := -fsanitize=address,undefined
+endif
+ifeq ($(DEPS_OK),yes)
+  PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+  PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -lleveldb
+  CMOCKA_LIBS := $(shell pkg-config --libs cmocka)
+endif
+CFLAGS  := $(CFLAGS_BASE) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := -pthread $(LDFLAGS_SAN)
+LIBS    := $(PKG_LIBS) -lm -ldl
+
+# ---- sources ---------------------------------------------------------------
+PROTOS      := $(wildcard protocol/statemesh/v1/*.proto) protocol/grpc/health/v1/health.proto
+PROTO_C     := $(patsubst protocol/%.proto,$(B)/gen/%.pb-c.c,$(PROTOS))
+PROTO_H     := $(PROTO_C:.c=.h)
+PROTO_O     := $(patsubst $(B)/gen/%.c,$(B)/obj/gen/%.o,$(PROTO_C))
+PY_GEN_DIR  := sdk-python
+PY_PROTOS   := $(wildcard protocol/statemesh/v1/*.proto)
+PY_GEN      := $(patsubst protocol/%.proto,$(PY_GEN_DIR)/%_pb2.py,$(PY_PROTOS))
+
+SDK_SRCS    := $(wildcard sdk-c/*.c)
+SDK_O       := $(patsubst %.c,$(B)/obj/%.o,$(SDK_SRCS))
+RT_SRCS     := $(filter-out runtime/main.c runtime/cli.c,$(wildcard runtime/*.c))
+RT_O        := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRCS))
+UNIT_SRCS   := $(wildcard test/unit/test_*.c)
+UNIT_BINS   := $(patsubst test/unit/%.c,$(B)/test/%,$(UNIT_SRCS))
+EXAMPLE_SRCS := $(wildcard examples/*/*.c)
+EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
+TESTFN_SRCS := $(wildcard test/fn/*.c)
+TESTFN_BINS := $(patsubst test/fn/%.c,$(B)/test/fn/%,$(TESTFN_SRCS))
+
+ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
+       $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(PY_GEN)
+
+.PHONY: all deps run test unit integration clean install bench
+all: deps-check $(ALL)
+
+# Install missing Debian packages only when something is missing.
+deps:
+	@if [ "$(DEPS_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest' 2>/dev/null; then \
+	  ci/install-deps.sh; fi
+
+deps-check:
+	@if [ "$(DEPS_OK)" != "yes" ]; then echo "missing build dependencies: run 'make deps' (or ci/install-deps.sh)"; exit 1; fi
+
+# Rebuild everything when the compiler flags change (e.g. SANITIZE=1).
+$(B)/.cflags: FORCE
+	@mkdir -p $(B)
+	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
+FORCE:
+
+# ---- code generation -------------------------------------------------------
+$(B)/gen/%.pb-c.c $(B)/gen/%.pb-c.h: protocol/%.proto
+	@mkdir -p $(B)/gen
+	protoc-c --c_out=$(B)/gen -Iprotocol $<
+
+$(PY_GEN_DIR)/%_pb2.py: protocol/%.proto
+	protoc -Iprotocol --python_out=$(PY_GEN_DIR) --grpc_out=$(PY_GEN_DIR) \
+	  --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) $<
+
+# ---- objects ---------------------------------------------------------------
+$(B)/obj/gen/%.o: $(B)/gen/%.c $(PROTO_H) $(B)/.cflags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-error -c $< -o $@
+
+$(B)/obj/%.o: %.c $(PROTO_H) $(B)/.cflags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+
+# ---- libraries and binaries ------------------------------------------------
+$(B)/libstatemesh.a: $(SDK_O) $(PROTO_O)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/libstatemesh.so: $(SDK_O) $(PROTO_O)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/libruntime.a: $(RT_O)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/libstatemesh.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/examples/%: $(B)/obj/examples/%.o $(B)/libstatemesh.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/test/fn/%: $(B)/obj/test/fn/%.o $(B)/libstatemesh.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/test/%: $(B)/obj/test/unit/%.o $(B)/libruntime.a $(B)/libstatemesh.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CMOCKA_LIBS)
+
+$(B)/statemesh.pc: sdk-c/statemesh.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|g' $< > $@
+
+# ---- run, test -------------------------------------------------------------
+EXAMPLE ?= greeter
+run: deps
+	@$(MAKE) --no-print-directory all
+	examples/$(EXAMPLE)/run.sh
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+# Python SDK unit tests (no runtime), then integration and fault tests
+# against the real runtime.
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+integration: all
+	@if [ -d sdk-python/tests ]; then PYTHONPATH=$(CURDIR)/sdk-python $(PYTEST) sdk-python/tests; fi
+	PYTHONPATH=$(CURDIR)/sdk-python $(PYTEST) $(PYTEST_ARGS) test/integration
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BINS)
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+bench:
+	@echo "make bench: not yet implemented (see the performance issue)"; exit 1
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/statemesh
+	install -m 755 $(B)/statemeshd $(B)/statemesh $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(B)/libstatemesh.a $(B)/libstatemesh.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 sdk-c/include/statemesh/*.h $(DESTDIR)$(PREFIX)/include/statemesh/
+	install -d $(DESTDIR)$(PREFIX)/include/statemesh/v1
+	install -m 644 $(B)/gen/statemesh/v1/*.pb-c.h $(DESTDIR)$(PREFIX)/include/statemesh/v1/
+	install -m 644 $(B)/statemesh.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf $(B) $(PY_GEN_DIR)/statemesh/v1/*_pb2*.py

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package statemesh needs to build, test and run.
+# Idempotent: installs only what is missing; safe to run repeatedly.
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  protobuf-compiler-grpc
+  libleveldb-dev libsnappy-dev libconfig-dev libcmocka-dev libxxhash-dev
+  python3 python3-grpcio python3-protobuf python3-pytest
+  valgrind
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
