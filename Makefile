@@ -18,7 +18,7 @@ PKGS     := grpc libprotobuf-c libconfig libxxhash
 DEPS_OK  := $(shell pkg-config --exists $(PKGS) cmocka 2>/dev/null && command -v protoc-c >/dev/null && command -v grpc_python_plugin >/dev/null && echo yes)
 
 OPT      ?= -O2
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -Wno-unused-parameter \
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -Wno-unused-parameter -Wno-comment \
                -fPIC -pthread -I$(B)/gen -Isdk-c/include -Iruntime
 ifeq ($(SANITIZE),1)
   OPT      := -O1

@@ -1,0 +1,848 @@
+/*
+ * config — loading and validating statemeshd's configuration; see config.h.
+ *
+ * How a load goes:
+ *
+ *   cfg_load(path)
+ *     fopen(path)           a missing/unreadable file: "PATH: cannot read: <strerror>"
+ *     config_read_file()    syntax errors: "FILE:LINE: <libconfig's text>"
+ *     walk the tree         every member of every group is checked against the
+ *                           settings we know; each problem adds one line and
+ *                           the walk goes on, so one run shows every error
+ *     errors? free the draft, return -1   :   move the draft into *out
+ *
+ * Decisions the header leaves open, recorded here:
+ *
+ *  - Setting names in messages are paths: "runtime.checkpoint.sync",
+ *    "endpoints[2].target". Lines come from libconfig (the setting's own line;
+ *    for a missing setting, the line of the group that should hold it).
+ *  - runtime.data_dir defaults to "./data", resolved like an explicit value:
+ *    relative to the config file's directory. @include paths are resolved
+ *    against that directory too.
+ *  - ${VAR:-default} follows the shell: the default also applies when VAR is
+ *    set but empty. The default runs to the first '}'; a '$' not followed by
+ *    '{' is literal. Expanded strings are capped at CFG_MAX_STRING bytes.
+ *  - Integers: libconfig 1.5 wraps a literal beyond 32 bits written without
+ *    the L suffix (4294967296 reads as 0) and says nothing. For every integer
+ *    setting we therefore re-read its literal from the source line; if it
+ *    differs from what libconfig parsed, the literal is what gets
+ *    range-checked, so "interval_ms = 4294967296" is an error, not 0.
+ *  - Targets: "unix:PATH" (absolute or relative; "unix:///abs" too),
+ *    "unix-abstract:NAME", or "HOST:PORT" / "[IPv6]:PORT" with a numeric port
+ *    1..65535. Socket paths must fit sockaddr_un (107 bytes).
+ *  - An endpoint needs `functions` and `target`; `endpoints` may be missing
+ *    or empty.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "address.h"
+
+#define CFG_MAX_STRING 4096                 /* any string value after expansion */
+#define CFG_MAX_SOURCE (16u * 1024 * 1024)  /* config files re-read for literals */
+#define CFG_SUN_PATH_MAX 107                /* sizeof(sun_path) - 1 */
+#define CFG_SETTING_MAX 96                  /* "endpoints[123].max_in_flight" */
+
+/* A source file loaded for the integer-literal check, split into lines. */
+struct srcfile {
+    char *name;
+    char *text;
+    size_t *line_start;       /* line_start[i] = offset of line i+1 */
+    size_t n_lines;
+};
+
+struct loader {
+    const char *path;         /* the file as given */
+    char *dir;                /* its directory, NULL when it has no '/' */
+    char *err;
+    size_t errlen;
+    size_t used;              /* bytes written into err, excluding NUL */
+    int n_errors;
+    struct srcfile src;       /* last file read by source_line() */
+};
+
+/* ---- errors --------------------------------------------------------------- */
+
+/* libconfig names an @included file as written in the directive, relative to
+ * the include directory; turn it into a path a user (and fopen) can follow. */
+static const char *display_file(const struct loader *ld, const char *file, char *buf,
+                                size_t size)
+{
+    if (file == NULL) return ld->path;
+    if (file[0] == '/' || ld->dir == NULL || strcmp(file, ld->path) == 0) return file;
+    snprintf(buf, size, "%s%s%s", ld->dir, strcmp(ld->dir, "/") == 0 ? "" : "/", file);
+    return buf;
+}
+
+/* Appends one "FILE:LINE: SETTING: message" line (LINE omitted when 0,
+ * SETTING when NULL). Lines are separated by '\n'; the text is truncated to
+ * the caller's buffer and always NUL-terminated. */
+static void add_error(struct loader *ld, const char *file, unsigned line, const char *setting,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void add_error(struct loader *ld, const char *file, unsigned line, const char *setting,
+                      const char *fmt, ...)
+{
+    char msg[1024];
+    char head[1200];
+    char fbuf[1024];
+    va_list ap;
+    int w;
+
+    ld->n_errors++;
+    if (ld->err == NULL || ld->errlen == 0 || ld->used + 1 >= ld->errlen) return;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    file = display_file(ld, file, fbuf, sizeof fbuf);
+    if (line > 0)
+        snprintf(head, sizeof head, "%s:%u: ", file, line);
+    else
+        snprintf(head, sizeof head, "%s: ", file);
+    w = snprintf(ld->err + ld->used, ld->errlen - ld->used, "%s%s%s%s%s",
+                 ld->used > 0 ? "\n" : "", head, setting ? setting : "", setting ? ": " : "",
+                 msg);
+    if (w < 0) return;
+    ld->used += (size_t)w;
+    if (ld->used >= ld->errlen) ld->used = ld->errlen - 1;
+}
+
+static void setting_error(struct loader *ld, const config_setting_t *s, const char *name,
+                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void setting_error(struct loader *ld, const config_setting_t *s, const char *name,
+                          const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    add_error(ld, config_setting_source_file(s), config_setting_source_line(s), name, "%s", msg);
+}
+
+static const char *type_name(int type)
+{
+    switch (type) {
+    case CONFIG_TYPE_GROUP: return "a group { ... }";
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64: return "an integer";
+    case CONFIG_TYPE_FLOAT: return "a floating-point number";
+    case CONFIG_TYPE_STRING: return "a string";
+    case CONFIG_TYPE_BOOL: return "a boolean";
+    case CONFIG_TYPE_ARRAY: return "an array [ ... ]";
+    case CONFIG_TYPE_LIST: return "a list ( ... )";
+    default: return "nothing";
+    }
+}
+
+/* Quotes a user-supplied value for a message, shortened if long. */
+static const char *shown(char *buf, size_t size, const char *s)
+{
+    size_t len = strlen(s);
+    if (len + 3 <= size)
+        snprintf(buf, size, "\"%s\"", s);
+    else
+        snprintf(buf, size, "\"%.*s...\"", (int)(size - 6), s);
+    return buf;
+}
+
+/* ---- source lines (for integer literals libconfig may have wrapped) ------- */
+
+static void srcfile_free(struct srcfile *f)
+{
+    free(f->name);
+    free(f->text);
+    free(f->line_start);
+    memset(f, 0, sizeof *f);
+}
+
+static int srcfile_load(struct srcfile *f, const char *name)
+{
+    FILE *fp = NULL;
+    struct stat st;
+    size_t n = 0, lines = 1;
+    int rc = -1;
+
+    srcfile_free(f);
+    fp = fopen(name, "r");
+    if (fp == NULL) goto out;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+        (uint64_t)st.st_size > CFG_MAX_SOURCE)
+        goto out;
+    f->text = malloc((size_t)st.st_size + 1);
+    f->name = strdup(name);
+    if (f->text == NULL || f->name == NULL) goto out;
+    n = fread(f->text, 1, (size_t)st.st_size, fp);
+    f->text[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (f->text[i] == '\n') lines++;
+    f->line_start = malloc(lines * sizeof *f->line_start);
+    if (f->line_start == NULL) goto out;
+    f->line_start[0] = 0;
+    f->n_lines = 1;
+    for (size_t i = 0; i < n; i++)
+        if (f->text[i] == '\n') f->line_start[f->n_lines++] = i + 1;
+    rc = 0;
+out:
+    if (fp) fclose(fp);
+    if (rc != 0) srcfile_free(f);
+    return rc;
+}
+
+/* Line `line` (1-based) of `file` as [*begin, *end), or -1 if unavailable. */
+static int source_line(struct loader *ld, const char *file, unsigned line, const char **begin,
+                       const char **end)
+{
+    struct srcfile *f = &ld->src;
+    const char *nl;
+
+    if (file == NULL || line == 0) return -1;
+    if (f->name == NULL || strcmp(f->name, file) != 0)
+        if (srcfile_load(f, file) != 0) return -1;
+    if (line > f->n_lines) return -1;
+    *begin = f->text + f->line_start[line - 1];
+    nl = strchr(*begin, '\n');
+    *end = nl ? nl : *begin + strlen(*begin);
+    return 0;
+}
+
+static int ident_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-' || c == '*';
+}
+
+/* Finds "name = <integer>" (or ':') on the setting's line and parses the
+ * literal as written. Returns 0 and *lit, or -1 when it cannot be found. */
+static int integer_literal(struct loader *ld, const config_setting_t *s, long long *lit)
+{
+    const char *name = config_setting_name(s);
+    const char *b, *e, *p;
+    char fbuf[1024];
+    size_t nlen;
+
+    if (name == NULL ||
+        source_line(ld, display_file(ld, config_setting_source_file(s), fbuf, sizeof fbuf),
+                    config_setting_source_line(s), &b, &e) != 0)
+        return -1;
+    nlen = strlen(name);
+    for (p = b; p + nlen <= e; p++) {
+        const char *q = p + nlen;
+        char digits[64];
+        size_t dl = 0;
+        char *endp;
+        int neg = 0, base = 10;
+        unsigned long long v;
+
+        if (*p == '"') {                          /* skip string literals */
+            for (p++; p < e && *p != '"'; p++)
+                if (*p == '\\' && p + 1 < e) p++;
+            if (p >= e) return -1;
+            continue;
+        }
+        if (*p == '#' || (p[0] == '/' && (p[1] == '/' || p[1] == '*'))) return -1;
+        if (memcmp(p, name, nlen) != 0 || (p > b && ident_char(p[-1])) ||
+            (q < e && ident_char(*q)))
+            continue;
+        while (q < e && (*q == ' ' || *q == '\t')) q++;
+        if (q >= e || (*q != '=' && *q != ':')) continue;
+        q++;
+        while (q < e && (*q == ' ' || *q == '\t')) q++;
+        if (q < e && (*q == '-' || *q == '+')) neg = (*q++ == '-');
+        if (q + 1 < e && q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) {
+            base = 16;
+            q += 2;
+        }
+        while (q < e && dl + 1 < sizeof digits &&
+               ((*q >= '0' && *q <= '9') ||
+                (base == 16 && ((*q >= 'a' && *q <= 'f') || (*q >= 'A' && *q <= 'F')))))
+            digits[dl++] = *q++;
+        if (dl == 0 || (q < e && ident_char(*q) && *q != '-')) return -1;
+        digits[dl] = '\0';
+        errno = 0;
+        v = strtoull(digits, &endp, base);
+        if (errno == ERANGE || v > (unsigned long long)LLONG_MAX)
+            *lit = neg ? LLONG_MIN : LLONG_MAX;
+        else
+            *lit = neg ? -(long long)v : (long long)v;
+        return 0;
+    }
+    return -1;
+}
+
+/* ---- ${VAR} expansion ----------------------------------------------------- */
+
+static int var_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+static int var_char(char c) { return var_start(c) || (c >= '0' && c <= '9'); }
+
+/* Expands ${VAR} and ${VAR:-default} in `in`. Returns a malloc'd string, or
+ * NULL with a message in why. */
+static char *expand(const char *in, char *why, size_t whylen)
+{
+    char *out = malloc(CFG_MAX_STRING + 1);
+    size_t o = 0;
+    const char *p = in;
+
+    if (out == NULL) {
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    while (*p) {
+        const char *piece = p;
+        size_t plen = 1;
+
+        if (p[0] == '$' && p[1] == '{') {
+            const char *name = p + 2, *q = name, *close, *def = NULL;
+            char var[256];
+            const char *val;
+
+            if (*q == '\0') goto unterminated;
+            if (!var_start(*q)) goto bad_name;
+            while (var_char(*q)) q++;
+            if ((size_t)(q - name) >= sizeof var) goto bad_name;
+            if (*q == '\0') goto unterminated;
+            if (q[0] == ':' && q[1] == '-') def = q + 2;
+            else if (q[0] != '}') goto bad_name;
+            close = strchr(q, '}');
+            if (close == NULL) goto unterminated;
+            memcpy(var, name, (size_t)(q - name));
+            var[q - name] = '\0';
+            val = getenv(var);
+            if (def && (val == NULL || val[0] == '\0')) {
+                piece = def;
+                plen = (size_t)(close - def);
+            } else if (val == NULL) {
+                snprintf(why, whylen,
+                         "environment variable %.64s is not set (set it, or write ${%.64s:-default})",
+                         var, var);
+                goto fail;
+            } else {
+                piece = val;
+                plen = strlen(val);
+            }
+            p = close + 1;
+        } else {
+            p++;
+        }
+        if (o + plen > CFG_MAX_STRING) {
+            snprintf(why, whylen, "value is longer than %d bytes after expansion", CFG_MAX_STRING);
+            goto fail;
+        }
+        memcpy(out + o, piece, plen);
+        o += plen;
+    }
+    out[o] = '\0';
+    return out;
+
+unterminated:
+    snprintf(why, whylen, "unterminated \"${\" (write ${VAR} or ${VAR:-default})");
+    goto fail;
+bad_name:
+    snprintf(why, whylen,
+             "bad variable reference \"%.40s\": write ${VAR} or ${VAR:-default}, "
+             "VAR made of [A-Za-z0-9_]", p);
+fail:
+    free(out);
+    return NULL;
+}
+
+/* ---- typed getters: each reports its own error and returns -1 ------------- */
+
+static int get_string(struct loader *ld, const config_setting_t *s, const char *name,
+                      char **out /* OUT, malloc'd */)
+{
+    char why[256];
+
+    if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+        setting_error(ld, s, name, "expected a string in double quotes, got %s",
+                      type_name(config_setting_type(s)));
+        return -1;
+    }
+    *out = expand(config_setting_get_string(s), why, sizeof why);
+    if (*out == NULL) {
+        setting_error(ld, s, name, "%s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_int(struct loader *ld, struct config_setting_t *s, const char *name,
+                   long long min, long long max, long long *out)
+{
+    long long v, lit;
+    int type = config_setting_type(s);
+
+    if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+        setting_error(ld, s, name, "expected an integer, got %s", type_name(type));
+        return -1;
+    }
+    v = type == CONFIG_TYPE_INT ? config_setting_get_int(s) : config_setting_get_int64(s);
+    if (type == CONFIG_TYPE_INT && integer_literal(ld, s, &lit) == 0 && lit != v)
+        v = lit;   /* libconfig wrapped a >32-bit literal */
+    if (v < min || v > max) {
+        if (v == LLONG_MAX || v == LLONG_MIN)
+            setting_error(ld, s, name, "value is out of range; must be %lld..%lld", min, max);
+        else
+            setting_error(ld, s, name, "%lld is out of range; must be %lld..%lld", v, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_bool(struct loader *ld, const config_setting_t *s, const char *name, bool *out)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        setting_error(ld, s, name, "expected true or false, got %s",
+                      type_name(config_setting_type(s)));
+        return -1;
+    }
+    *out = config_setting_get_bool(s) != 0;
+    return 0;
+}
+
+static void unknown_setting(struct loader *ld, const config_setting_t *s, const char *name,
+                            const char *known)
+{
+    setting_error(ld, s, name, "unknown setting; expected one of: %s", known);
+}
+
+/* ---- targets -------------------------------------------------------------- */
+
+static int host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '-' || c == '_';
+}
+
+/* NULL if `t` is a target we can dial or listen on, else why not. */
+static const char *check_target(const char *t, char *why, size_t whylen)
+{
+    const char *colon, *port, *host_end;
+    size_t hlen;
+    long pv = 0;
+
+    if (strncmp(t, "unix:", 5) == 0) {
+        const char *path = t + 5;
+        if (strncmp(path, "//", 2) == 0) {
+            if (path[2] != '/') return "unix:// must be followed by an absolute path: unix:///path";
+            path += 2;
+        }
+        if (*path == '\0') return "unix: needs a socket path, e.g. unix:/run/fn.sock";
+        if (strlen(path) > CFG_SUN_PATH_MAX) {
+            snprintf(why, whylen, "unix socket path is longer than %d bytes", CFG_SUN_PATH_MAX);
+            return why;
+        }
+        return NULL;
+    }
+    if (strncmp(t, "unix-abstract:", 14) == 0) {
+        if (t[14] == '\0') return "unix-abstract: needs a name, e.g. unix-abstract:statemesh";
+        if (strlen(t + 14) > CFG_SUN_PATH_MAX - 1) {
+            snprintf(why, whylen, "abstract socket name is longer than %d bytes",
+                     CFG_SUN_PATH_MAX - 1);
+            return why;
+        }
+        return NULL;
+    }
+    colon = strrchr(t, ':');
+    if (colon == NULL)
+        return "expected unix:/path/to.sock, unix-abstract:name or host:port";
+    port = colon + 1;
+    host_end = colon;
+    if (t[0] == '[') {
+        if (colon == t || colon[-1] != ']')
+            return "an IPv6 address needs brackets and a port: [::1]:7070";
+        for (const char *p = t + 1; p < colon - 1; p++)
+            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+                  (*p >= 'A' && *p <= 'F') || *p == ':' || *p == '.'))
+                return "bad character in the bracketed IPv6 address";
+        hlen = (size_t)(colon - 1 - (t + 1));
+    } else {
+        for (const char *p = t; p < host_end; p++) {
+            if (*p == ':')
+                return "unknown scheme or bad host (write IPv6 addresses as [::1]:7070; "
+                       "supported: unix:/path, unix-abstract:name, host:port)";
+            if (!host_char(*p)) return "bad character in the host name";
+        }
+        hlen = (size_t)(host_end - t);
+    }
+    if (hlen == 0) return "host is empty (use 0.0.0.0:PORT or 127.0.0.1:PORT)";
+    if (*port == '\0') return "port is missing (host:port)";
+    for (const char *p = port; *p; p++) {
+        if (*p < '0' || *p > '9') return "port must be a number 1..65535";
+        if (pv <= 65535) pv = pv * 10 + (*p - '0');
+    }
+    if (pv < 1 || pv > 65535) {
+        snprintf(why, whylen, "port %.20s is out of range 1..65535", port);
+        return why;
+    }
+    return NULL;
+}
+
+static int get_target(struct loader *ld, const config_setting_t *s, const char *name,
+                      char **out)
+{
+    char why[128], buf[96];
+    const char *bad;
+
+    if (get_string(ld, s, name, out) != 0) return -1;
+    bad = check_target(*out, why, sizeof why);
+    if (bad) {
+        setting_error(ld, s, name, "%s is not a valid address: %s", shown(buf, sizeof buf, *out),
+                      bad);
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- data_dir ------------------------------------------------------------- */
+
+/* dirname(config path) + "/" + dir, unless dir is absolute or the config
+ * file is in the working directory. Returns malloc'd or NULL (no memory). */
+static char *resolve_dir(const char *cfg_path, const char *dir)
+{
+    const char *slash = strrchr(cfg_path, '/');
+    size_t blen;
+    char *r;
+
+    if (dir[0] == '/') return strdup(dir);
+    while (dir[0] == '.' && dir[1] == '/') {
+        dir += 2;
+        while (*dir == '/') dir++;
+    }
+    if (strcmp(dir, ".") == 0) dir = "";
+    if (slash == NULL) return strdup(dir[0] ? dir : ".");
+    blen = slash == cfg_path ? 1 : (size_t)(slash - cfg_path);
+    r = malloc(blen + 1 + strlen(dir) + 1);
+    if (r == NULL) return NULL;
+    memcpy(r, cfg_path, blen);
+    r[blen] = '\0';
+    if (dir[0]) {
+        if (r[blen - 1] != '/') strcat(r, "/");
+        strcat(r, dir);
+    }
+    return r;
+}
+
+/* ---- sections ------------------------------------------------------------- */
+
+static void load_checkpoint(struct loader *ld, config_setting_t *g, struct cfg *c)
+{
+    const char *known = "interval_ms, sync";
+    char name[CFG_SETTING_MAX];
+
+    if (!config_setting_is_group(g)) {
+        setting_error(ld, g, "runtime.checkpoint",
+                      "expected a group { interval_ms = ...; sync = ...; }, got %s",
+                      type_name(config_setting_type(g)));
+        return;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        long long v;
+
+        snprintf(name, sizeof name, "runtime.checkpoint.%s", key);
+        if (strcmp(key, "interval_ms") == 0) {
+            if (get_int(ld, s, name, 0, 60000, &v) == 0) c->checkpoint_interval_ms = (int)v;
+        } else if (strcmp(key, "sync") == 0) {
+            (void)get_bool(ld, s, name, &c->checkpoint_sync);
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+}
+
+static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
+{
+    const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint";
+    char name[CFG_SETTING_MAX];
+
+    if (!config_setting_is_group(g)) {
+        setting_error(ld, g, "runtime", "expected a group { ... }, got %s",
+                      type_name(config_setting_type(g)));
+        return;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        char *str = NULL;
+        long long v;
+
+        snprintf(name, sizeof name, "runtime.%s", key);
+        if (strcmp(key, "data_dir") == 0) {
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (str[0] == '\0') {
+                setting_error(ld, s, name, "must not be empty");
+                free(str);
+                continue;
+            }
+            free(c->data_dir);
+            c->data_dir = resolve_dir(ld->path, str);
+            free(str);
+            if (c->data_dir == NULL) setting_error(ld, s, name, "out of memory");
+        } else if (strcmp(key, "ingress") == 0) {
+            if (get_target(ld, s, name, &str) != 0) continue;
+            free(c->ingress);
+            c->ingress = str;
+        } else if (strcmp(key, "log_level") == 0) {
+            char buf[64];
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (log_level_parse(str, &c->log_level) != 0)
+                setting_error(ld, s, name, "unknown level %s; use debug, info, warn or error",
+                              shown(buf, sizeof buf, str));
+            free(str);
+        } else if (strcmp(key, "max_message_bytes") == 0) {
+            if (get_int(ld, s, name, 1024, 64LL * 1024 * 1024, &v) == 0)
+                c->max_message_bytes = (size_t)v;
+        } else if (strcmp(key, "checkpoint") == 0) {
+            load_checkpoint(ld, s, c);
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+}
+
+static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
+                          struct cfg_endpoint *ep)
+{
+    const char *known = "functions, target, mode, max_batch, max_in_flight";
+    char name[CFG_SETTING_MAX];
+    char base[32];
+    int seen_functions = 0, seen_target = 0;
+
+    snprintf(base, sizeof base, "endpoints[%zu]", idx);
+    ep->max_batch = 100;
+    ep->max_in_flight = 1000;
+    ep->mode = CFG_MODE_SIDECAR;
+    ep->line = (int)config_setting_source_line(g);
+    if (!config_setting_is_group(g)) {
+        setting_error(ld, g, base,
+                      "expected a group { functions = \"ns/*\"; target = \"...\"; }, got %s",
+                      type_name(config_setting_type(g)));
+        return;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        char *str = NULL;
+        char buf[96];
+        long long v;
+
+        snprintf(name, sizeof name, "%s.%s", base, key);
+        if (strcmp(key, "functions") == 0) {
+            const char *bad;
+            seen_functions = 1;
+            if (get_string(ld, s, name, &str) != 0) continue;
+            bad = addr_check_pattern(str, strlen(str));
+            if (bad) {
+                setting_error(ld, s, name, "bad pattern %s: %s%s", shown(buf, sizeof buf, str),
+                              bad, strstr(bad, "/*") ? "" : " (patterns: ns/name or ns/*)");
+                free(str);
+                continue;
+            }
+            ep->functions = str;
+        } else if (strcmp(key, "target") == 0) {
+            seen_target = 1;
+            if (get_target(ld, s, name, &str) != 0) continue;
+            ep->target = str;
+        } else if (strcmp(key, "mode") == 0) {
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (strcmp(str, "sidecar") == 0)
+                ep->mode = CFG_MODE_SIDECAR;
+            else if (strcmp(str, "remote") == 0 || strcmp(str, "embedded") == 0)
+                setting_error(ld, s, name, "mode %s is not supported yet; supported: sidecar",
+                              shown(buf, sizeof buf, str));
+            else
+                setting_error(ld, s, name, "unknown mode %s; supported: sidecar",
+                              shown(buf, sizeof buf, str));
+            free(str);
+        } else if (strcmp(key, "max_batch") == 0) {
+            if (get_int(ld, s, name, 1, 100000, &v) == 0) ep->max_batch = (int)v;
+        } else if (strcmp(key, "max_in_flight") == 0) {
+            if (get_int(ld, s, name, 1, 1000000, &v) == 0) ep->max_in_flight = (int)v;
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+    if (!seen_functions) {
+        snprintf(name, sizeof name, "%s.functions", base);
+        setting_error(ld, g, name, "missing; say which function types this endpoint serves, "
+                      "e.g. functions = \"example/*\"");
+    }
+    if (!seen_target) {
+        snprintf(name, sizeof name, "%s.target", base);
+        setting_error(ld, g, name, "missing; say where the function server listens, "
+                      "e.g. target = \"unix:/run/fn.sock\"");
+    }
+}
+
+static void load_endpoints(struct loader *ld, config_setting_t *list, struct cfg *c)
+{
+    int n;
+
+    if (config_setting_is_array(list) && config_setting_length(list) == 0) return;
+    if (!config_setting_is_list(list)) {
+        setting_error(ld, list, "endpoints",
+                      "expected a list ( { functions = ...; target = ...; }, ... ), got %s",
+                      type_name(config_setting_type(list)));
+        return;
+    }
+    n = config_setting_length(list);
+    if (n == 0) return;
+    c->endpoints = calloc((size_t)n, sizeof *c->endpoints);
+    if (c->endpoints == NULL) {
+        setting_error(ld, list, "endpoints", "out of memory");
+        return;
+    }
+    c->n_endpoints = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        struct cfg_endpoint *ep = &c->endpoints[i];
+
+        load_endpoint(ld, g, (size_t)i, ep);
+        if (ep->functions == NULL) continue;
+        for (int j = 0; j < i; j++) {
+            if (c->endpoints[j].functions && strcmp(c->endpoints[j].functions, ep->functions) == 0) {
+                char name[CFG_SETTING_MAX], buf[96];
+                config_setting_t *f = config_setting_get_member(g, "functions");
+                snprintf(name, sizeof name, "endpoints[%d].functions", i);
+                setting_error(ld, f ? f : g, name,
+                              "pattern %s is already served by endpoints[%d] (line %d); "
+                              "each pattern may appear once",
+                              shown(buf, sizeof buf, ep->functions), j, c->endpoints[j].line);
+                break;
+            }
+        }
+    }
+}
+
+/* ---- public --------------------------------------------------------------- */
+
+void cfg_cleanup(struct cfg *cfg)
+{
+    if (cfg == NULL) return;
+    free(cfg->path);
+    free(cfg->data_dir);
+    free(cfg->ingress);
+    for (size_t i = 0; i < cfg->n_endpoints; i++) {
+        free(cfg->endpoints[i].functions);
+        free(cfg->endpoints[i].target);
+    }
+    free(cfg->endpoints);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
+{
+    struct loader ld = {.path = path, .err = err, .errlen = errlen};
+    struct cfg c = {0};
+    config_t lc;
+    const char *slash;
+    FILE *fp;
+    struct stat st;
+    config_setting_t *root;
+    int rc = -1;
+
+    memset(out, 0, sizeof *out);
+    if (err && errlen) err[0] = '\0';
+    config_init(&lc);
+
+    fp = fopen(path, "r");
+    if (fp == NULL) {
+        add_error(&ld, path, 0, NULL, "cannot read: %s", strerror(errno));
+        goto out;
+    }
+    if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(fp);
+        add_error(&ld, path, 0, NULL, "cannot read: %s", strerror(EISDIR));
+        goto out;
+    }
+    fclose(fp);
+
+    /* @include "x.conf" is relative to the including file's directory. */
+    slash = strrchr(path, '/');
+    if (slash) {
+        ld.dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+        if (ld.dir == NULL) {
+            add_error(&ld, path, 0, NULL, "out of memory");
+            goto out;
+        }
+        config_set_include_dir(&lc, ld.dir);
+    }
+    if (!config_read_file(&lc, path)) {
+        if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
+            add_error(&ld, config_error_file(&lc), 0, NULL, "cannot read: %s",
+                      config_error_text(&lc));
+        else
+            add_error(&ld, config_error_file(&lc), (unsigned)config_error_line(&lc), NULL, "%s",
+                      config_error_text(&lc));
+        goto out;
+    }
+
+    c.path = strdup(path);
+    c.data_dir = resolve_dir(path, "./data");
+    c.ingress = strdup("127.0.0.1:7070");
+    c.log_level = LOG_LEVEL_INFO;
+    c.max_message_bytes = 4u * 1024 * 1024;
+    c.checkpoint_interval_ms = 0;
+    c.checkpoint_sync = true;
+    if (c.path == NULL || c.data_dir == NULL || c.ingress == NULL) {
+        add_error(&ld, path, 0, NULL, "out of memory");
+        goto out;
+    }
+
+    root = config_root_setting(&lc);
+    for (int i = 0; i < config_setting_length(root); i++) {
+        config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+        const char *key = config_setting_name(s);
+
+        if (strcmp(key, "runtime") == 0)
+            load_runtime(&ld, s, &c);
+        else if (strcmp(key, "endpoints") == 0)
+            load_endpoints(&ld, s, &c);
+        else
+            unknown_setting(&ld, s, key, "runtime, endpoints");
+    }
+    if (ld.n_errors == 0) {
+        *out = c;
+        memset(&c, 0, sizeof c);
+        rc = 0;
+    }
+out:
+    cfg_cleanup(&c);
+    config_destroy(&lc);
+    free(ld.dir);
+    srcfile_free(&ld.src);
+    return rc;
+}
+
+int cfg_match_endpoint(const struct cfg *cfg, const char *type)
+{
+    int wildcard = -1;
+
+    for (size_t i = 0; i < cfg->n_endpoints; i++) {
+        const char *p = cfg->endpoints[i].functions;
+        size_t plen = strlen(p);
+
+        if (!addr_pattern_match(p, type)) continue;
+        if (plen >= 2 && p[plen - 2] == '/' && p[plen - 1] == '*') {
+            if (wildcard < 0) wildcard = (int)i;
+        } else {
+            return (int)i;
+        }
+    }
+    return wildcard;
+}

@@ -1,0 +1,473 @@
+/*
+ * dispatch — see dispatch.h.
+ *
+ * The life of an address (struct mbox), one batch in flight at a time:
+ *
+ *             disp_accept / disp_recover
+ *   (absent) ---------------------------> IDLE --push ready--> READY
+ *                                                                |
+ *                                               disp_run: take <= max_batch
+ *                                                                v
+ *   READY <--incomplete (specs added)------------------------ INFLIGHT
+ *   READY <--stream lost: batch back at the head------------/  |   |
+ *   BACKOFF <--failure / invalid result / timeout-------------/    |
+ *      | retry timer (100 ms doubling to 10 s)                    | result
+ *      v                                                          v
+ *    READY                                PARKED (effects in the open checkpoint)
+ *                                                                 |
+ *                                       ckpt_commit -> disp_unpark
+ *                                   queue non-empty: READY;  empty: removed
+ *
+ * New messages for an address in any state are appended to its queue; only
+ * IDLE addresses move to READY on arrival, so a message arriving while a batch
+ * is in flight waits and goes out with the next batch (guarantee 1). Parking
+ * until the checkpoint commits means the next batch reads committed state
+ * from the store, so no state overlay is needed.
+ */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "address.h"
+#include "endpoint.h"
+#include "server.h"
+#include "statemesh/v1/storage.pb-c.h"
+
+#define RETRY_INITIAL_MS 100
+#define RETRY_MAX_MS 10000
+
+static void make_ready(struct mbox *mb)
+{
+    mb->state = MBOX_READY;
+    mbox_list_push(&mb->ep->ready, mb);
+}
+
+static void on_retry_timer(void *arg)
+{
+    struct mbox *mb = arg;
+    if (mb->state == MBOX_BACKOFF) make_ready(mb);
+}
+
+static void enqueue(struct server *s, struct endpoint *ep, const char *type, const char *id,
+                    struct msg *m)
+{
+    struct mbox *mb = mbox_get(&s->mboxes, type, id, ep);
+    mbox_push(mb, m);
+    s->stats.queued_messages++;
+    if (mb->state == MBOX_IDLE) make_ready(mb);
+}
+
+void disp_accept(struct server *s, struct endpoint *ep, const char *type, const char *id,
+                 struct msg *m)
+{
+    Statemesh__V1__StoredMessage sm = STATEMESH__V1__STORED_MESSAGE__INIT;
+    Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
+    Statemesh__V1__TypedValue arg = STATEMESH__V1__TYPED_VALUE__INIT;
+    uint8_t stack[512], *buf = stack;
+    size_t n;
+
+    m->seq = s->next_seq++;
+    if (m->caller_type) {
+        caller.type = (char *)m->caller_type;
+        caller.id = (char *)m->caller_id;
+        sm.caller = &caller;
+    }
+    arg.typename_ = (char *)m->typename;
+    arg.value.data = (uint8_t *)m->data;
+    arg.value.len = m->len;
+    sm.argument = &arg;
+    n = statemesh__v1__stored_message__get_packed_size(&sm);
+    if (n > sizeof stack && !(buf = malloc(n))) abort();
+    statemesh__v1__stored_message__pack(&sm, buf);
+    store_batch_put_message(s->ckpt.batch, type, id, m->seq, buf, n);
+    if (buf != stack) free(buf);
+    ckpt_touch(&s->ckpt, rpc_now_ms());
+    enqueue(s, ep, type, id, m);
+}
+
+void disp_recover(struct server *s, struct endpoint *ep, const char *type, const char *id,
+                  struct msg *m)
+{
+    if (m->seq >= s->next_seq) s->next_seq = m->seq + 1;
+    enqueue(s, ep, type, id, m);
+}
+
+/* Puts the batch back and schedules a retry with exponential backoff. */
+static void retry_later(struct server *s, struct mbox *mb, const char *why)
+{
+    int64_t delay = RETRY_INITIAL_MS;
+    char q[600];
+
+    mbox_return_batch(mb);
+    mb->attempts++;
+    for (uint32_t i = 1; i < mb->attempts && delay < RETRY_MAX_MS; i++) delay *= 2;
+    if (delay > RETRY_MAX_MS) delay = RETRY_MAX_MS;
+    s->stats.batches_failed++;
+    LOG_WARN(&s->log, "batch.retry", "type=%s id=%s attempt=%u retry_in_ms=%lld reason=%s",
+             mb->type, log_quote(q, 120, mb->id), mb->attempts, (long long)delay,
+             log_quote(q + 120, sizeof q - 120, why));
+    mb->state = MBOX_BACKOFF;
+    mb->retry.fn = on_retry_timer;
+    mb->retry.arg = mb;
+    timer_start(&s->timers, &mb->retry, rpc_now_ms() + delay);
+}
+
+void disp_on_lost(struct server *s, struct mbox *mb, int failed, const char *why)
+{
+    if (failed) {
+        retry_later(s, mb, why);
+        return;
+    }
+    mbox_return_batch(mb);
+    s->stats.batches_resent++;
+    make_ready(mb);
+}
+
+void disp_unpark(struct server *s, struct mbox *mb)
+{
+    if (mb->nqueued) {
+        make_ready(mb);
+    } else {
+        mb->state = MBOX_IDLE;
+        mbox_remove(&s->mboxes, mb);
+    }
+}
+
+/* ---- building batches ---------------------------------------------------- */
+
+struct batch_build {
+    Statemesh__V1__BatchRequest req;
+    Statemesh__V1__Address target;
+    Statemesh__V1__StateValue *sv, **svp;
+    Statemesh__V1__StoredState **stored;
+    Statemesh__V1__Invocation *inv, **invp;
+    Statemesh__V1__Address *callers;
+    Statemesh__V1__TypedValue *args;
+    size_t nstate;
+};
+
+static void build_free(struct batch_build *b)
+{
+    for (size_t i = 0; i < b->nstate; i++)
+        if (b->stored[i]) statemesh__v1__stored_state__free_unpacked(b->stored[i], NULL);
+    free(b->sv);
+    free(b->svp);
+    free(b->stored);
+    free(b->inv);
+    free(b->invp);
+    free(b->callers);
+    free(b->args);
+}
+
+/* Reads the declared state of mb. Returns 0, or -1 with `why` set. */
+static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
+                      struct batch_build *b, char *why, size_t whylen)
+{
+    b->nstate = ft->nspecs;
+    b->sv = calloc(ft->nspecs + 1, sizeof *b->sv);
+    b->svp = calloc(ft->nspecs + 1, sizeof *b->svp);
+    b->stored = calloc(ft->nspecs + 1, sizeof *b->stored);
+    if (!b->sv || !b->svp || !b->stored) abort();
+    for (size_t i = 0; i < ft->nspecs; i++) {
+        uint8_t *val;
+        size_t len;
+        int rc = store_get_state(s->store, mb->type, mb->id, ft->spec_names[i], &val, &len);
+        statemesh__v1__state_value__init(&b->sv[i]);
+        b->sv[i].name = ft->spec_names[i];
+        b->svp[i] = &b->sv[i];
+        if (rc < 0) {
+            snprintf(why, whylen, "cannot read state '%s' from the store", ft->spec_names[i]);
+            return -1;
+        }
+        if (rc == 1) continue;
+        b->stored[i] = statemesh__v1__stored_state__unpack(NULL, len, val);
+        free(val);
+        if (!b->stored[i]) {
+            snprintf(why, whylen, "stored state '%s' is corrupt", ft->spec_names[i]);
+            return -1;
+        }
+        b->sv[i].value = b->stored[i]->value;
+    }
+    return 0;
+}
+
+static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
+{
+    struct ftype *ft = ep_find_type(ep, mb->type);
+    struct batch_build b;
+    char why[256];
+    uint32_t n;
+    struct msg *m;
+    uint8_t *buf;
+    size_t len, i;
+
+    n = mbox_take_batch(mb, (uint32_t)ep->cfg->max_batch);
+    mb->state = MBOX_INFLIGHT;
+    if (!ft) {
+        snprintf(why, sizeof why, "function type %s is not served by endpoint %s", mb->type,
+                 ep->cfg->target);
+        retry_later(s, mb, why);
+        return;
+    }
+    memset(&b, 0, sizeof b);
+    if (read_state(s, mb, ft, &b, why, sizeof why) != 0) {
+        build_free(&b);
+        retry_later(s, mb, why);
+        return;
+    }
+    statemesh__v1__batch_request__init(&b.req);
+    statemesh__v1__address__init(&b.target);
+    b.target.type = (char *)mb->type;
+    b.target.id = (char *)mb->id;
+    b.inv = calloc(n, sizeof *b.inv);
+    b.invp = calloc(n, sizeof *b.invp);
+    b.callers = calloc(n, sizeof *b.callers);
+    b.args = calloc(n, sizeof *b.args);
+    if (!b.inv || !b.invp || !b.callers || !b.args) abort();
+    for (i = 0, m = mb->batch; m; m = m->next, i++) {
+        statemesh__v1__invocation__init(&b.inv[i]);
+        statemesh__v1__typed_value__init(&b.args[i]);
+        b.args[i].typename_ = (char *)m->typename;
+        b.args[i].value.data = (uint8_t *)m->data;
+        b.args[i].value.len = m->len;
+        b.inv[i].argument = &b.args[i];
+        if (m->caller_type) {
+            statemesh__v1__address__init(&b.callers[i]);
+            b.callers[i].type = (char *)m->caller_type;
+            b.callers[i].id = (char *)m->caller_id;
+            b.inv[i].caller = &b.callers[i];
+        }
+        b.invp[i] = &b.inv[i];
+    }
+    b.req.target = &b.target;
+    b.req.n_state = b.nstate;
+    b.req.state = b.svp;
+    b.req.n_invocations = n;
+    b.req.invocations = b.invp;
+    b.req.batch_id = ep_reserve(ep, mb);
+    buf = rpc_pack(&b.req.base, &len);
+    ep_append(ep, buf, len);
+    free(buf);
+    build_free(&b);
+    s->stats.batches_sent++;
+}
+
+void disp_run(struct server *s)
+{
+    if (s->stopping) return;
+    for (size_t i = 0; i < s->n_endpoints; i++) {
+        struct endpoint *ep = &s->endpoints[i];
+        struct mbox *mb;
+        if (ep->state != EP_UP) continue;
+        while (ep_has_capacity(ep) && (mb = mbox_list_pop(&ep->ready)) != NULL) {
+            if (mb->state != MBOX_READY) continue;     /* stale entry */
+            dispatch_one(s, ep, mb);
+        }
+        ep_flush(ep);
+    }
+}
+
+/* ---- answers ------------------------------------------------------------- */
+
+static int spec_index(const struct ftype *ft, const char *name)
+{
+    for (size_t i = 0; i < ft->nspecs; i++)
+        if (strcmp(ft->spec_names[i], name) == 0) return (int)i;
+    return -1;
+}
+
+/* Checks a whole result before anything is applied. Returns NULL or a
+ * message in `why`. */
+static const char *validate(struct server *s, struct endpoint *ep, const struct ftype *ft,
+                            const struct mbox *mb, const Statemesh__V1__Result *r, char *why,
+                            size_t whylen)
+{
+    size_t max = s->cfg.max_message_bytes;
+    const char *e;
+
+    for (size_t i = 0; i < r->n_state_mutations; i++) {
+        const Statemesh__V1__StateMutation *mu = r->state_mutations[i];
+        int k = spec_index(ft, mu->name);
+        if (k < 0) {
+            snprintf(why, whylen, "mutation of undeclared state '%.128s'", mu->name);
+            return why;
+        }
+        if (mu->kind == STATEMESH__V1__STATE_MUTATION__KIND__DELETE) continue;
+        if (mu->kind != STATEMESH__V1__STATE_MUTATION__KIND__MODIFY) {
+            snprintf(why, whylen, "mutation of '%s' has unknown kind %d", mu->name, (int)mu->kind);
+            return why;
+        }
+        if (!mu->value) {
+            snprintf(why, whylen, "MODIFY of '%s' without a value", mu->name);
+            return why;
+        }
+        if (strcmp(mu->value->typename_, ft->spec_types[k]) != 0) {
+            snprintf(why, whylen, "state '%s' is declared as %s but the mutation carries %.128s",
+                     mu->name, ft->spec_types[k], mu->value->typename_);
+            return why;
+        }
+        if (mu->value->value.len > max) {
+            snprintf(why, whylen, "value of state '%s' is %zu bytes, over max_message_bytes %zu",
+                     mu->name, mu->value->value.len, max);
+            return why;
+        }
+    }
+    for (size_t i = 0; i < r->n_outgoing_messages; i++) {
+        const Statemesh__V1__OutgoingMessage *o = r->outgoing_messages[i];
+        int idx;
+        if (!o->target) return "outgoing message without a target";
+        if ((e = addr_check_type(o->target->type, strlen(o->target->type))) ||
+            (e = addr_check_id(o->target->id, strlen(o->target->id)))) {
+            snprintf(why, whylen, "outgoing message to an invalid address: %s", e);
+            return why;
+        }
+        idx = cfg_match_endpoint(&s->cfg, o->target->type);
+        if (idx < 0 || ep_rejects_type(&s->endpoints[idx], o->target->type)) {
+            snprintf(why, whylen, "outgoing message to function type %.256s, which no endpoint serves",
+                     o->target->type);
+            return why;
+        }
+        if (!o->argument || !o->argument->typename_[0]) return "outgoing message without a typed argument";
+        if (o->argument->value.len > max) {
+            snprintf(why, whylen, "outgoing message of %zu bytes, over max_message_bytes %zu",
+                     o->argument->value.len, max);
+            return why;
+        }
+        if (o->invocation_index >= mb->nbatch) return "outgoing message with invocation_index out of range";
+    }
+    for (size_t i = 0; i < r->n_replies; i++) {
+        const Statemesh__V1__Reply *rp = r->replies[i];
+        if (rp->invocation_index >= mb->nbatch) return "reply with invocation_index out of range";
+        if (!rp->value || !rp->value->typename_[0]) return "reply without a typed value";
+        if (rp->value->value.len > max) return "reply larger than max_message_bytes";
+    }
+    (void)ep;
+    return NULL;
+}
+
+static void apply_result(struct server *s, struct mbox *mb, const Statemesh__V1__Result *r)
+{
+    struct store_batch *b = s->ckpt.batch;
+    struct msg **msgs = calloc(mb->nbatch, sizeof *msgs);
+    struct msg *m;
+    size_t i;
+
+    if (!msgs) abort();
+    for (i = 0, m = mb->batch; m; m = m->next, i++) msgs[i] = m;
+
+    for (i = 0; i < r->n_state_mutations; i++) {
+        const Statemesh__V1__StateMutation *mu = r->state_mutations[i];
+        if (mu->kind == STATEMESH__V1__STATE_MUTATION__KIND__DELETE) {
+            store_batch_delete_state(b, mb->type, mb->id, mu->name);
+        } else {
+            Statemesh__V1__StoredState st = STATEMESH__V1__STORED_STATE__INIT;
+            size_t len;
+            uint8_t *buf;
+            st.value = mu->value;
+            buf = rpc_pack(&st.base, &len);
+            store_batch_put_state(b, mb->type, mb->id, mu->name, buf, len);
+            free(buf);
+        }
+    }
+    for (i = 0; i < mb->nbatch; i++)
+        store_batch_delete_message(b, mb->type, mb->id, msgs[i]->seq);
+    for (i = 0; i < r->n_outgoing_messages; i++) {
+        const Statemesh__V1__OutgoingMessage *o = r->outgoing_messages[i];
+        int idx = cfg_match_endpoint(&s->cfg, o->target->type);
+        struct msg *nm = msg_create(mb->type, mb->id, o->argument->typename_,
+                                    o->argument->value.data, o->argument->value.len);
+        nm->call_id = msgs[o->invocation_index]->call_id;
+        disp_accept(s, &s->endpoints[idx], o->target->type, o->target->id, nm);
+        s->stats.messages_produced++;
+    }
+    for (i = 0; i < r->n_replies; i++) {
+        const Statemesh__V1__Reply *rp = r->replies[i];
+        uint64_t call_id = msgs[rp->invocation_index]->call_id;
+        if (!call_id) continue;
+        ckpt_add_reply(&s->ckpt, call_id, rp->value->typename_, rp->value->value.data,
+                       rp->value->value.len);
+        s->stats.replies++;
+    }
+    free(msgs);
+    s->stats.messages_delivered += mb->nbatch;
+    s->stats.queued_messages -= mb->nbatch;
+    mbox_drop_batch(mb);
+    mb->attempts = 0;
+    mb->state = MBOX_PARKED;
+    mbox_list_push(&s->ckpt.parked, mb);
+    ckpt_touch(&s->ckpt, rpc_now_ms());
+}
+
+static void handle_incomplete(struct server *s, struct endpoint *ep, struct ftype *ft,
+                              struct mbox *mb, const Statemesh__V1__Incomplete *inc)
+{
+    size_t added = 0;
+    char why[300];
+
+    for (size_t i = 0; i < inc->n_missing_states; i++) {
+        const Statemesh__V1__StateSpec *sp = inc->missing_states[i];
+        const char *e = addr_check_state_name(sp->name, strlen(sp->name));
+        if (e || !sp->typename_[0]) {
+            snprintf(why, sizeof why, "incomplete answer with an invalid state spec: %s",
+                     e ? e : "empty typename");
+            retry_later(s, mb, why);
+            return;
+        }
+        if (spec_index(ft, sp->name) < 0) {
+            ep_add_specs(ep, ft, sp->name, sp->typename_);
+            LOG_INFO(&s->log, "state.registered", "type=%s name=%s typename=%s", ft->name,
+                     sp->name, sp->typename_);
+            added++;
+        }
+    }
+    s->stats.batches_incomplete++;
+    if (added == 0) {
+        retry_later(s, mb, "incomplete answer names no state the runtime lacks");
+        return;
+    }
+    mbox_return_batch(mb);
+    make_ready(mb);
+}
+
+void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
+                      const Statemesh__V1__BatchResponse *resp)
+{
+    struct ftype *ft = ep_find_type(ep, mb->type);
+    char why[512];
+    const char *e;
+
+    switch (resp->outcome_case) {
+    case STATEMESH__V1__BATCH_RESPONSE__OUTCOME_RESULT:
+        if (!ft) {
+            retry_later(s, mb, "result for a function type the endpoint no longer serves");
+            return;
+        }
+        e = validate(s, ep, ft, mb, resp->result, why, sizeof why);
+        if (e) {
+            char msg[600];
+            s->stats.invalid_results++;
+            snprintf(msg, sizeof msg, "invalid result: %s", e);
+            retry_later(s, mb, msg);
+            return;
+        }
+        apply_result(s, mb, resp->result);
+        return;
+    case STATEMESH__V1__BATCH_RESPONSE__OUTCOME_INCOMPLETE:
+        if (!ft) {
+            retry_later(s, mb, "incomplete answer for a function type the endpoint does not serve");
+            return;
+        }
+        handle_incomplete(s, ep, ft, mb, resp->incomplete);
+        return;
+    case STATEMESH__V1__BATCH_RESPONSE__OUTCOME_FAILURE:
+        snprintf(why, sizeof why, "function failed: %s", resp->failure->message);
+        retry_later(s, mb, why);
+        return;
+    default:
+        retry_later(s, mb, "answer with neither result, incomplete nor failure");
+        return;
+    }
+}

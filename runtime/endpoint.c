@@ -1,0 +1,389 @@
+/* endpoint — see endpoint.h for the state diagram and the contract. */
+#include "endpoint.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "address.h"
+#include "dispatch.h"
+#include "statemesh/v1/function.pb-c.h"
+#include "server.h"
+
+#define DESCRIBE_TIMEOUT_MS 2000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define SWEEP_INTERVAL_MS 1000
+
+static void connect_now(void *arg);
+static void sweep(void *arg);
+
+int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cfg, int index)
+{
+    uint32_t n = (uint32_t)cfg->max_in_flight;
+    memset(ep, 0, sizeof *ep);
+    ep->srv = s;
+    ep->cfg = cfg;
+    ep->index = index;
+    ep->state = EP_DOWN;
+    ep->slots = calloc(n, sizeof *ep->slots);
+    ep->free_slots = calloc(n, sizeof *ep->free_slots);
+    if (!ep->slots || !ep->free_slots) return -1;
+    for (uint32_t i = 0; i < n; i++) ep->free_slots[i] = n - 1 - i;
+    ep->nfree = n;
+    ep->backoff_ms = BACKOFF_MIN_MS;
+    timer_init(&ep->reconnect, connect_now, ep);
+    timer_init(&ep->sweep, sweep, ep);
+    return 0;
+}
+
+static void free_types(struct endpoint *ep)
+{
+    for (size_t i = 0; i < ep->ntypes; i++) {
+        struct ftype *ft = &ep->types[i];
+        for (size_t k = 0; k < ft->nspecs; k++) {
+            free(ft->spec_names[k]);
+            free(ft->spec_types[k]);
+        }
+        free(ft->spec_names);
+        free(ft->spec_types);
+        free(ft->name);
+    }
+    free(ep->types);
+    ep->types = NULL;
+    ep->ntypes = 0;
+}
+
+void ep_cleanup(struct endpoint *ep)
+{
+    free_types(ep);
+    free(ep->slots);
+    free(ep->free_slots);
+    free(ep->frame);
+    ep->slots = NULL;
+    ep->free_slots = NULL;
+    ep->frame = NULL;
+    rpc_channel_destroy(&ep->ch);
+}
+
+struct ftype *ep_find_type(struct endpoint *ep, const char *type)
+{
+    for (size_t i = 0; i < ep->ntypes; i++)
+        if (strcmp(ep->types[i].name, type) == 0) return &ep->types[i];
+    return NULL;
+}
+
+int ep_rejects_type(struct endpoint *ep, const char *type)
+{
+    return ep->described && ep_find_type(ep, type) == NULL;
+}
+
+void ep_add_specs(struct endpoint *ep, struct ftype *ft, const char *name, const char *typename)
+{
+    char **n = realloc(ft->spec_names, (ft->nspecs + 1) * sizeof *n);
+    char **t;
+    (void)ep;
+    if (!n) abort();
+    ft->spec_names = n;
+    t = realloc(ft->spec_types, (ft->nspecs + 1) * sizeof *t);
+    if (!t) abort();
+    ft->spec_types = t;
+    ft->spec_names[ft->nspecs] = strdup(name);
+    ft->spec_types[ft->nspecs] = strdup(typename);
+    ft->nspecs++;
+}
+
+/* ---- slots ---------------------------------------------------------------- */
+
+uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb)
+{
+    uint32_t slot = ep->free_slots[--ep->nfree];
+    struct ep_slot *sl = &ep->slots[slot];
+    sl->mb = mb;
+    sl->gen++;
+    sl->deadline_ms = rpc_now_ms() + EP_INVOCATION_TIMEOUT_MS;
+    ep->inflight++;
+    return ((uint64_t)sl->gen << 32) | slot;
+}
+
+static void release_slot(struct endpoint *ep, uint32_t slot)
+{
+    ep->slots[slot].mb = NULL;
+    ep->free_slots[ep->nfree++] = slot;
+    ep->inflight--;
+}
+
+/* Returns every in-flight batch to its address. */
+static void return_all(struct endpoint *ep, int failed, const char *why)
+{
+    uint32_t n = (uint32_t)ep->cfg->max_in_flight;
+    for (uint32_t i = 0; i < n && ep->inflight; i++) {
+        struct mbox *mb = ep->slots[i].mb;
+        if (!mb) continue;
+        release_slot(ep, i);
+        disp_on_lost(ep->srv, mb, failed, why);
+    }
+    ep->frame_len = 0;           /* its batches were all in slots */
+}
+
+int ep_has_capacity(const struct endpoint *ep)
+{
+    return ep->state == EP_UP && ep->nfree > 0 && ep->frame_len < EP_MAX_FRAME_BYTES;
+}
+
+void ep_append(struct endpoint *ep, const uint8_t *batch, size_t len)
+{
+    size_t need = ep->frame_len + len + 11;
+    if (need > ep->frame_cap) {
+        size_t cap = ep->frame_cap ? ep->frame_cap : 4096;
+        uint8_t *f;
+        while (cap < need) cap *= 2;
+        f = realloc(ep->frame, cap);
+        if (!f) abort();
+        ep->frame = f;
+        ep->frame_cap = cap;
+    }
+    /* ToFunction.batches is field 1, wire type 2: tag, varint length, body. */
+    ep->frame[ep->frame_len++] = 0x0a;
+    for (size_t v = len;; v >>= 7) {
+        if (v < 0x80) {
+            ep->frame[ep->frame_len++] = (uint8_t)v;
+            break;
+        }
+        ep->frame[ep->frame_len++] = (uint8_t)(v | 0x80);
+    }
+    memcpy(ep->frame + ep->frame_len, batch, len);
+    ep->frame_len += len;
+}
+
+void ep_flush(struct endpoint *ep)
+{
+    if (!ep->frame_len || !ep->stream || !rpc_stream_writable(ep->stream)) return;
+    rpc_stream_send(ep->stream, ep->frame, ep->frame_len);
+    ep->frame = NULL;
+    ep->frame_len = ep->frame_cap = 0;
+}
+
+/* ---- connection ----------------------------------------------------------- */
+
+static void schedule_reconnect(struct endpoint *ep, int64_t delay_ms)
+{
+    struct server *s = ep->srv;
+    ep->state = EP_DOWN;
+    if (s->stopping) return;
+    timer_start(&s->timers, &ep->reconnect, rpc_now_ms() + delay_ms);
+}
+
+static void connect_failed(struct endpoint *ep, const char *why)
+{
+    char q[600];
+    ep->failures++;
+    /* Log the first failure and then every 30th, so a missing server is
+     * visible without flooding the log. */
+    if (ep->failures == 1 || ep->failures % 30 == 0)
+        LOG_WARN(&ep->srv->log, "endpoint.unreachable", "target=%s attempts=%u error=%s",
+                 ep->cfg->target, ep->failures, log_quote(q, sizeof q, why));
+    schedule_reconnect(ep, ep->backoff_ms);
+    ep->backoff_ms *= 2;
+    if (ep->backoff_ms > BACKOFF_MAX_MS) ep->backoff_ms = BACKOFF_MAX_MS;
+}
+
+static void on_message(void *arg, const uint8_t *data, size_t len)
+{
+    struct endpoint *ep = arg;
+    struct server *s = ep->srv;
+    Statemesh__V1__FromFunction *f = statemesh__v1__from_function__unpack(NULL, len, data);
+    uint32_t nslots = (uint32_t)ep->cfg->max_in_flight;
+
+    if (!f) {
+        LOG_ERROR(&s->log, "endpoint.garbage", "target=%s bytes=%zu msg=\"answer is not a FromFunction message; resetting the stream\"",
+                  ep->cfg->target, len);
+        ep->poisoned = 1;
+        rpc_stream_cancel(ep->stream);
+        return;
+    }
+    for (size_t i = 0; i < f->n_responses; i++) {
+        const Statemesh__V1__BatchResponse *r = f->responses[i];
+        uint32_t slot = (uint32_t)(r->batch_id & 0xffffffffu);
+        uint32_t gen = (uint32_t)(r->batch_id >> 32);
+        struct mbox *mb;
+        if (slot >= nslots || !ep->slots[slot].mb || ep->slots[slot].gen != gen) {
+            LOG_WARN(&s->log, "endpoint.unknown_batch", "target=%s batch_id=%llu", ep->cfg->target,
+                     (unsigned long long)r->batch_id);
+            continue;
+        }
+        mb = ep->slots[slot].mb;
+        release_slot(ep, slot);
+        disp_on_response(s, ep, mb, r);
+    }
+    statemesh__v1__from_function__free_unpacked(f, NULL);
+}
+
+static void on_writable(void *arg)
+{
+    ep_flush(arg);
+}
+
+static void on_closed(void *arg, int status, const char *details)
+{
+    struct endpoint *ep = arg;
+    struct server *s = ep->srv;
+    char q[600];
+    int failed = ep->poisoned;
+
+    ep->stream = NULL;
+    ep->poisoned = 0;
+    if (!s->stopping)
+        LOG_WARN(&s->log, "endpoint.stream_closed", "target=%s status=%s details=%s inflight=%u",
+                 ep->cfg->target, rpc_status_name(status), log_quote(q, sizeof q, details),
+                 ep->inflight);
+    return_all(ep, failed, failed ? "function server sent garbage" : "stream closed");
+    schedule_reconnect(ep, failed ? ep->backoff_ms : BACKOFF_MIN_MS);
+    if (failed && ep->backoff_ms < BACKOFF_MAX_MS) ep->backoff_ms *= 2;
+}
+
+static const char *check_describe(struct endpoint *ep, const Statemesh__V1__DescribeResponse *d,
+                                  char *why, size_t whylen)
+{
+    for (size_t i = 0; i < d->n_functions; i++) {
+        const Statemesh__V1__FunctionSpec *fs = d->functions[i];
+        const char *e = addr_check_type(fs->type, strlen(fs->type));
+        if (e) {
+            snprintf(why, whylen, "Describe lists an invalid function type: %s", e);
+            return why;
+        }
+        for (size_t k = 0; k < fs->n_states; k++) {
+            e = addr_check_state_name(fs->states[k]->name, strlen(fs->states[k]->name));
+            if (e || !fs->states[k]->typename_[0]) {
+                snprintf(why, whylen, "Describe lists an invalid state spec for %s: %s", fs->type,
+                         e ? e : "empty typename");
+                return why;
+            }
+        }
+    }
+    (void)ep;
+    return NULL;
+}
+
+static void on_describe(void *arg, int status, const char *details, const uint8_t *resp,
+                        size_t len)
+{
+    struct endpoint *ep = arg;
+    struct server *s = ep->srv;
+    Statemesh__V1__DescribeResponse *d;
+    struct rpc_stream_callbacks cb = {on_message, on_writable, on_closed};
+    char why[600], list[1024];
+    size_t used = 0;
+    const char *e;
+
+    ep->describe_pending = 0;
+    if (s->stopping) {
+        ep->state = EP_DOWN;
+        return;
+    }
+    if (status != RPC_OK) {
+        snprintf(why, sizeof why, "Describe: %s: %s", rpc_status_name(status), details);
+        connect_failed(ep, why);
+        return;
+    }
+    d = statemesh__v1__describe_response__unpack(NULL, len, resp);
+    if (!d) {
+        connect_failed(ep, "Describe answer is not a DescribeResponse");
+        return;
+    }
+    if ((e = check_describe(ep, d, why, sizeof why)) != NULL) {
+        statemesh__v1__describe_response__free_unpacked(d, NULL);
+        connect_failed(ep, e);
+        return;
+    }
+    free_types(ep);
+    list[0] = '\0';
+    ep->types = calloc(d->n_functions + 1, sizeof *ep->types);
+    if (!ep->types) abort();
+    for (size_t i = 0; i < d->n_functions; i++) {
+        const Statemesh__V1__FunctionSpec *fs = d->functions[i];
+        struct ftype *ft;
+        if (!addr_pattern_match(ep->cfg->functions, fs->type) ||
+            cfg_match_endpoint(&s->cfg, fs->type) != ep->index) {
+            LOG_WARN(&s->log, "endpoint.type_ignored", "target=%s type=%s msg=\"routed to another endpoint by the config\"",
+                     ep->cfg->target, fs->type);
+            continue;
+        }
+        ft = &ep->types[ep->ntypes++];
+        ft->name = strdup(fs->type);
+        for (size_t k = 0; k < fs->n_states; k++)
+            ep_add_specs(ep, ft, fs->states[k]->name, fs->states[k]->typename_);
+        if (used + strlen(fs->type) + 2 < sizeof list)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? "," : "",
+                                     fs->type);
+    }
+    ep->described = 1;
+    statemesh__v1__describe_response__free_unpacked(d, NULL);
+
+    if (rpc_stream_open(&ep->stream, ep->ch, "/statemesh.v1.FunctionService/Invoke", &cb, ep) != 0) {
+        connect_failed(ep, "cannot open the Invoke stream");
+        return;
+    }
+    ep->state = EP_UP;
+    LOG_INFO(&s->log, "endpoint.up", "target=%s types=%s after_attempts=%u", ep->cfg->target,
+             list[0] ? list : "none", ep->failures + 1);
+    ep->failures = 0;
+    ep->backoff_ms = BACKOFF_MIN_MS;
+}
+
+static void connect_now(void *arg)
+{
+    struct endpoint *ep = arg;
+    Statemesh__V1__DescribeRequest req = STATEMESH__V1__DESCRIBE_REQUEST__INIT;
+    if (ep->srv->stopping || ep->state != EP_DOWN) return;
+    ep->state = EP_DESCRIBING;
+    if (rpc_unary_start(ep->ch, "/statemesh.v1.FunctionService/Describe", &req.base,
+                        DESCRIBE_TIMEOUT_MS, on_describe, ep) != 0) {
+        connect_failed(ep, "cannot start Describe");
+        return;
+    }
+    ep->describe_pending = 1;
+}
+
+static void sweep(void *arg)
+{
+    struct endpoint *ep = arg;
+    struct server *s = ep->srv;
+    uint32_t n = (uint32_t)ep->cfg->max_in_flight;
+    int64_t now = rpc_now_ms();
+    char why[128];
+
+    for (uint32_t i = 0; i < n && ep->inflight; i++) {
+        struct mbox *mb = ep->slots[i].mb;
+        if (!mb || ep->slots[i].deadline_ms > now) continue;
+        release_slot(ep, i);
+        snprintf(why, sizeof why, "no answer within %d ms", EP_INVOCATION_TIMEOUT_MS);
+        disp_on_lost(s, mb, 1, why);
+    }
+    if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + SWEEP_INTERVAL_MS);
+}
+
+int ep_start(struct endpoint *ep)
+{
+    struct server *s = ep->srv;
+    if (rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target) != 0) {
+        LOG_ERROR(&s->log, "endpoint.bad_target", "target=%s", ep->cfg->target);
+        return -1;
+    }
+    timer_start(&s->timers, &ep->sweep, rpc_now_ms() + SWEEP_INTERVAL_MS);
+    connect_now(ep);
+    return 0;
+}
+
+void ep_stop(struct endpoint *ep)
+{
+    struct server *s = ep->srv;
+    timer_stop(&s->timers, &ep->reconnect);
+    timer_stop(&s->timers, &ep->sweep);
+    if (ep->stream) rpc_stream_cancel(ep->stream);
+}
+
+int ep_closed(const struct endpoint *ep)
+{
+    return ep->stream == NULL && !ep->describe_pending;
+}

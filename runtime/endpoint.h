@@ -1,0 +1,96 @@
+/*
+ * endpoint — the runtime's gRPC client to one function server (sidecar).
+ *
+ * Life of an endpoint:
+ *
+ *   DOWN --timer--> DESCRIBING --Describe ok--> UP (Invoke stream open)
+ *    ^                  |                        |
+ *    +----- failure ----+------ stream closed ---+   (backoff 100 ms .. 2 s)
+ *
+ * Describe tells which function types the server serves and their declared
+ * state; only declared state is sent. Batches are coalesced: while a stream
+ * message is being sent, newly built batches accumulate in the next frame
+ * (ToFunction.batches is a repeated field, so a frame is the concatenation of
+ * encoded batches). Each in-flight batch occupies a slot (<= max_in_flight);
+ * batch_id = generation << 32 | slot, so stale or forged ids are ignored.
+ * When the stream fails, every in-flight batch goes back to its address to
+ * be sent again: invocations are at-least-once, effects exactly-once.
+ * A batch not answered within the invocation timeout counts as failed.
+ */
+#ifndef SM_ENDPOINT_H
+#define SM_ENDPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "mailbox.h"
+#include "rpc.h"
+#include "timer.h"
+
+#define EP_INVOCATION_TIMEOUT_MS 30000
+#define EP_MAX_FRAME_BYTES (4u << 20)
+
+struct ftype {
+    char *name;
+    char **spec_names, **spec_types;
+    size_t nspecs;
+};
+
+enum ep_state { EP_DOWN, EP_DESCRIBING, EP_UP };
+
+struct ep_slot {
+    struct mbox *mb;           /* NULL: free */
+    uint32_t gen;
+    int64_t deadline_ms;
+};
+
+struct server;
+
+struct endpoint {
+    struct server *srv;
+    const struct cfg_endpoint *cfg;
+    int index;
+    enum ep_state state;
+    struct rpc_channel *ch;
+    struct rpc_stream *stream;
+    int describe_pending;
+    struct ftype *types;       /* served types, from Describe */
+    size_t ntypes;
+    int described;             /* types[] is known */
+    struct mbox_list ready;    /* addresses waiting to be dispatched */
+    struct ep_slot *slots;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint32_t inflight;
+    uint8_t *frame;            /* encoded batches waiting to be sent */
+    size_t frame_len, frame_cap;
+    struct timer reconnect, sweep;
+    int64_t backoff_ms;
+    unsigned failures;         /* consecutive connect failures, for log pacing */
+    int poisoned;              /* we reset the stream over garbage */
+};
+
+int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cfg, int index);
+int ep_start(struct endpoint *ep);               /* begins connecting; -1 bad target */
+void ep_stop(struct endpoint *ep);               /* cancels stream and timers */
+int ep_closed(const struct endpoint *ep);        /* no rpc in progress */
+void ep_cleanup(struct endpoint *ep);
+
+/* The served type, or NULL (unknown type or not yet described). */
+struct ftype *ep_find_type(struct endpoint *ep, const char *type);
+/* 1 if the endpoint is known not to serve `type`. */
+int ep_rejects_type(struct endpoint *ep, const char *type);
+/* Adds specs reported missing by an Incomplete answer. */
+void ep_add_specs(struct endpoint *ep, struct ftype *ft, const char *name, const char *typename);
+
+/* 1 if another batch may be added now. */
+int ep_has_capacity(const struct endpoint *ep);
+/* Takes an in-flight slot for `mb`'s batch; returns its batch_id. */
+uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb);
+/* Appends one encoded BatchRequest to the next frame. */
+void ep_append(struct endpoint *ep, const uint8_t *batch, size_t len);
+/* Sends the pending frame if the stream is writable. */
+void ep_flush(struct endpoint *ep);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * ingress — the gRPC server clients talk to: Ingress (Send, Call), Admin
+ * (GetState, Stats) and grpc.health.v1.Health/Check, all on one address.
+ *
+ * Send is acknowledged after the checkpoint holding the message is durable;
+ * Call is answered with the first reply of its chain of messages, released
+ * after the checkpoint holding that reply. Pending calls live in a slot
+ * table; call ids (generation << 32 | slot + 1) travel with messages, so a
+ * reply for a call whose client gave up finds nothing and is dropped.
+ */
+#ifndef SM_INGRESS_H
+#define SM_INGRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct ingress;
+
+int ingress_create(struct ingress **out /* OUT */, struct server *s)
+    __attribute__((warn_unused_result));
+int ingress_start(struct ingress *in, const char *addr) __attribute__((warn_unused_result));
+/* Stops accepting calls; pending calls stay answerable until cancel_all. */
+void ingress_shutdown(struct ingress *in);
+void ingress_cancel_all(struct ingress *in);
+int ingress_done(const struct ingress *in);
+void ingress_destroy(struct ingress **inp);
+
+/* Completes a pending call after its checkpoint: a Send with OK, a Call with
+ * the reply value (typename != NULL). Unknown/expired ids are ignored. */
+void ingress_complete(struct ingress *in, uint64_t call_id, const char *typename,
+                      const uint8_t *data, size_t len);
+size_t ingress_pending(const struct ingress *in);
+
+#endif

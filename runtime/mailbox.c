@@ -1,0 +1,235 @@
+/* mailbox — see mailbox.h. */
+#include "mailbox.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+struct msg *msg_create(const char *caller_type, const char *caller_id, const char *typename,
+                       const uint8_t *data, size_t len)
+{
+    size_t ctl = caller_type ? strlen(caller_type) + 1 : 0;
+    size_t cil = caller_id ? strlen(caller_id) + 1 : 0;
+    size_t tnl = strlen(typename) + 1;
+    struct msg *m = malloc(sizeof *m + ctl + cil + tnl + len);
+    char *p;
+
+    if (!m) abort();
+    memset(m, 0, sizeof *m);
+    p = (char *)(m + 1);
+    if (caller_type) {
+        memcpy(p, caller_type, ctl);
+        m->caller_type = p;
+        p += ctl;
+    }
+    if (caller_id) {
+        memcpy(p, caller_id, cil);
+        m->caller_id = p;
+        p += cil;
+    }
+    memcpy(p, typename, tnl);
+    m->typename = p;
+    p += tnl;
+    if (len) memcpy(p, data, len);
+    m->data = (const uint8_t *)p;
+    m->len = len;
+    return m;
+}
+
+void msg_destroy(struct msg *m) { free(m); }
+
+size_t msg_footprint(const struct msg *m)
+{
+    return sizeof *m + (m->caller_type ? strlen(m->caller_type) + strlen(m->caller_id) + 2 : 0) +
+           strlen(m->typename) + 1 + m->len;
+}
+
+static uint64_t addr_hash(const char *type, const char *id)
+{
+    char buf[2048];
+    size_t tl = strlen(type) + 1, il = strlen(id);
+    uint64_t h;
+    char *p = buf;
+
+    if (tl + il > sizeof buf && !(p = malloc(tl + il))) abort();
+    memcpy(p, type, tl);
+    memcpy(p + tl, id, il);
+    h = XXH3_64bits(p, tl + il);
+    if (p != buf) free(p);
+    return h;
+}
+
+void mbox_table_init(struct mbox_table *t)
+{
+    t->nbuckets = 1024;
+    t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
+    if (!t->buckets) abort();
+    t->count = 0;
+}
+
+static void free_chain(struct msg *m)
+{
+    while (m) {
+        struct msg *next = m->next;
+        msg_destroy(m);
+        m = next;
+    }
+}
+
+void mbox_table_cleanup(struct mbox_table *t)
+{
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct mbox *mb = t->buckets[i];
+        while (mb) {
+            struct mbox *next = mb->hnext;
+            free_chain(mb->head);
+            free_chain(mb->batch);
+            free(mb);
+            mb = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = NULL;
+    t->nbuckets = t->count = 0;
+}
+
+struct mbox *mbox_find(const struct mbox_table *t, const char *type, const char *id)
+{
+    uint64_t h = addr_hash(type, id);
+    for (struct mbox *mb = t->buckets[h & (t->nbuckets - 1)]; mb; mb = mb->hnext)
+        if (mb->hash == h && strcmp(mb->type, type) == 0 && strcmp(mb->id, id) == 0) return mb;
+    return NULL;
+}
+
+static void grow(struct mbox_table *t)
+{
+    size_t n = t->nbuckets * 2;
+    struct mbox **b = calloc(n, sizeof *b);
+    if (!b) abort();
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct mbox *mb = t->buckets[i];
+        while (mb) {
+            struct mbox *next = mb->hnext;
+            mb->hnext = b[mb->hash & (n - 1)];
+            b[mb->hash & (n - 1)] = mb;
+            mb = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+}
+
+struct mbox *mbox_get(struct mbox_table *t, const char *type, const char *id, struct endpoint *ep)
+{
+    struct mbox *mb = mbox_find(t, type, id);
+    size_t tl, il;
+    char *p;
+
+    if (mb) return mb;
+    if (t->count >= t->nbuckets) grow(t);
+    tl = strlen(type) + 1;
+    il = strlen(id) + 1;
+    mb = calloc(1, sizeof *mb + tl + il);
+    if (!mb) abort();
+    p = (char *)(mb + 1);
+    memcpy(p, type, tl);
+    memcpy(p + tl, id, il);
+    mb->type = p;
+    mb->id = p + tl;
+    mb->hash = addr_hash(type, id);
+    mb->ep = ep;
+    mb->state = MBOX_IDLE;
+    timer_init(&mb->retry, NULL, mb);
+    mb->hnext = t->buckets[mb->hash & (t->nbuckets - 1)];
+    t->buckets[mb->hash & (t->nbuckets - 1)] = mb;
+    t->count++;
+    return mb;
+}
+
+void mbox_remove(struct mbox_table *t, struct mbox *mb)
+{
+    struct mbox **pp = &t->buckets[mb->hash & (t->nbuckets - 1)];
+    while (*pp != mb) pp = &(*pp)->hnext;
+    *pp = mb->hnext;
+    t->count--;
+    free_chain(mb->head);
+    free_chain(mb->batch);
+    free(mb);
+}
+
+void mbox_push(struct mbox *mb, struct msg *m)
+{
+    m->next = NULL;
+    if (mb->tail) mb->tail->next = m;
+    else mb->head = m;
+    mb->tail = m;
+    mb->nqueued++;
+}
+
+uint32_t mbox_take_batch(struct mbox *mb, uint32_t max)
+{
+    struct msg *last = NULL, *m = mb->head;
+    uint32_t n = 0;
+    while (m && n < max) {
+        last = m;
+        m = m->next;
+        n++;
+    }
+    if (n == 0) return 0;
+    mb->batch = mb->head;
+    last->next = NULL;
+    mb->head = m;
+    if (!m) mb->tail = NULL;
+    mb->nbatch = n;
+    mb->nqueued -= n;
+    return n;
+}
+
+void mbox_return_batch(struct mbox *mb)
+{
+    struct msg *last = mb->batch;
+    if (!last) return;
+    while (last->next) last = last->next;
+    last->next = mb->head;
+    if (!mb->head) mb->tail = last;
+    mb->head = mb->batch;
+    mb->nqueued += mb->nbatch;
+    mb->batch = NULL;
+    mb->nbatch = 0;
+}
+
+void mbox_drop_batch(struct mbox *mb)
+{
+    free_chain(mb->batch);
+    mb->batch = NULL;
+    mb->nbatch = 0;
+}
+
+struct msg *mbox_batch_at(const struct mbox *mb, uint32_t i)
+{
+    struct msg *m = mb->batch;
+    while (i-- && m) m = m->next;
+    return m;
+}
+
+void mbox_list_push(struct mbox_list *l, struct mbox *mb)
+{
+    mb->lnext = NULL;
+    if (l->tail) l->tail->lnext = mb;
+    else l->head = mb;
+    l->tail = mb;
+    l->len++;
+}
+
+struct mbox *mbox_list_pop(struct mbox_list *l)
+{
+    struct mbox *mb = l->head;
+    if (!mb) return NULL;
+    l->head = mb->lnext;
+    if (!l->head) l->tail = NULL;
+    mb->lnext = NULL;
+    l->len--;
+    return mb;
+}

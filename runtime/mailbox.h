@@ -1,0 +1,95 @@
+/*
+ * mailbox — per-address message queues and the table of active addresses.
+ *
+ * A `struct mbox` exists only while its address has queued or in-flight
+ * messages (or effects waiting for a checkpoint), so memory follows the
+ * active set, not the number of addresses ever seen. The table is a chained
+ * hash table that doubles as it grows: O(1) lookups at any size.
+ *
+ * A message is one allocation: the struct followed by its strings and bytes.
+ * Queues are FIFO in arrival order (seq order); a batch takes messages from
+ * the head and, if it fails, puts them back at the head in the same order.
+ *
+ * The life of an mbox (state field; transitions live in dispatch.c):
+ *   IDLE, READY (in its endpoint's ready list), INFLIGHT (a batch is out),
+ *   PARKED (a result waits for its checkpoint), BACKOFF (retry timer armed).
+ */
+#ifndef SM_MAILBOX_H
+#define SM_MAILBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "timer.h"
+
+struct msg {
+    struct msg *next;
+    uint64_t seq;              /* inbox key; global arrival order */
+    uint64_t call_id;          /* pending ingress Call answered by this chain; 0 none */
+    const char *caller_type;   /* NULL when from the ingress */
+    const char *caller_id;
+    const char *typename;
+    const uint8_t *data;
+    size_t len;
+    /* strings and bytes follow in the same allocation */
+};
+
+/* Copies everything into one allocation. caller_type/id may be NULL. */
+struct msg *msg_create(const char *caller_type, const char *caller_id, const char *typename,
+                       const uint8_t *data, size_t len);
+void msg_destroy(struct msg *m);
+size_t msg_footprint(const struct msg *m);   /* bytes held, for accounting */
+
+enum mbox_state { MBOX_IDLE, MBOX_READY, MBOX_INFLIGHT, MBOX_PARKED, MBOX_BACKOFF };
+
+struct endpoint;
+
+struct mbox {
+    struct mbox *hnext;        /* hash chain */
+    uint64_t hash;
+    const char *type, *id;     /* inline after the struct */
+    struct endpoint *ep;       /* serves this type */
+    struct msg *head, *tail;   /* queued, not yet sent */
+    uint32_t nqueued;
+    struct msg *batch;         /* in flight, in order */
+    uint32_t nbatch;
+    enum mbox_state state;
+    struct mbox *lnext;        /* ready list or parked list */
+    uint32_t attempts;         /* consecutive failures of the current batch */
+    struct timer retry;        /* BACKOFF */
+};
+
+struct mbox_table {
+    struct mbox **buckets;
+    size_t nbuckets;
+    size_t count;
+};
+
+void mbox_table_init(struct mbox_table *t);
+/* Frees every mbox and message. */
+void mbox_table_cleanup(struct mbox_table *t);
+struct mbox *mbox_find(const struct mbox_table *t, const char *type, const char *id);
+/* Returns the mbox, creating it (IDLE, empty) when absent. */
+struct mbox *mbox_get(struct mbox_table *t, const char *type, const char *id, struct endpoint *ep);
+/* Unlinks and frees an mbox; it must be empty and not in any list. */
+void mbox_remove(struct mbox_table *t, struct mbox *mb);
+
+void mbox_push(struct mbox *mb, struct msg *m);          /* append to the queue */
+/* Moves up to `max` queued messages into the batch. Returns the count. */
+uint32_t mbox_take_batch(struct mbox *mb, uint32_t max);
+/* Puts the batch back at the head of the queue, order kept. */
+void mbox_return_batch(struct mbox *mb);
+/* Frees the batch's messages (they were consumed). */
+void mbox_drop_batch(struct mbox *mb);
+/* The i-th message of the batch (i < nbatch). */
+struct msg *mbox_batch_at(const struct mbox *mb, uint32_t i);
+
+/* FIFO of mboxes linked through lnext. */
+struct mbox_list {
+    struct mbox *head, *tail;
+    size_t len;
+};
+void mbox_list_push(struct mbox_list *l, struct mbox *mb);
+struct mbox *mbox_list_pop(struct mbox_list *l);
+
+#endif

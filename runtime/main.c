@@ -1,0 +1,347 @@
+/*
+ * statemeshd — the statemesh runtime.
+ *
+ *   statemeshd -c statemesh.conf        run
+ *   statemeshd --check-config FILE      validate and exit (0 ok, 2 errors)
+ *
+ * Start-up: config (refuse on any error) -> data dir lock -> store ->
+ * recovery (queues rebuilt from the inbox keys) -> ingress -> endpoints ->
+ * `runtime.ready`. Then one event loop (DESIGN §9):
+ *
+ *   wait for a completion (deadline: next timer, <= 100 ms) and drain the rest
+ *   -> run due timers -> look at signals -> commit the checkpoint -> dispatch
+ *
+ * Shutdown on SIGTERM/SIGINT: stop accepting and dispatching, wait up to
+ * DRAIN_MS for in-flight batches, commit the final checkpoint (which releases
+ * the last acks and replies), close streams and calls, exit 0. Queued messages
+ * stay on disk for the next start.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+
+#include "address.h"
+#include "dispatch.h"
+#include "server.h"
+#include "statemesh/v1/storage.pb-c.h"
+
+#define DRAIN_MS 5000
+#define CLOSE_MS 3000
+#define LOOP_MAX_WAIT_MS 100
+#define EVENTS_PER_ITERATION 1024
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: statemeshd -c FILE            run the runtime with this configuration\n"
+            "       statemeshd --check-config FILE  validate a configuration and exit\n"
+            "       statemeshd --help | --version\n");
+}
+
+static int mkdirs(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf) return -1;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* Takes the data dir's lock file; returns the fd or -1 with a message. */
+static int lock_data_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[4200], pid[32] = "";
+    int fd;
+    ssize_t n;
+
+    snprintf(path, sizeof path, "%s/statemeshd.lock", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "data dir %s is locked by another statemeshd (pid %s)", dir,
+                 pid[0] ? pid : "unknown");
+        close(fd);
+        return -1;
+    }
+    if (ftruncate(fd, 0) == 0) {
+        n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (pwrite(fd, pid, (size_t)n, 0) < 0) { /* the lock is what matters */ }
+    }
+    return fd;
+}
+
+struct recover_ctx {
+    struct server *s;
+    long skipped;
+    int64_t count;
+};
+
+static int recover_one(void *arg, const char *type, const char *id, uint64_t seq,
+                       const uint8_t *val, size_t len)
+{
+    struct recover_ctx *rc = arg;
+    struct server *s = rc->s;
+    Statemesh__V1__StoredMessage *sm = statemesh__v1__stored_message__unpack(NULL, len, val);
+    int idx = cfg_match_endpoint(&s->cfg, type);
+    struct msg *m;
+
+    if (!sm || !sm->argument) {
+        LOG_ERROR(&s->log, "recovery.corrupt_message", "type=%s seq=%llu", type, (unsigned long long)seq);
+        if (sm) statemesh__v1__stored_message__free_unpacked(sm, NULL);
+        rc->skipped++;
+        return 0;
+    }
+    if (idx < 0) {
+        /* Kept on disk: it is delivered once a config routes its type again. */
+        if (rc->skipped++ == 0)
+            LOG_WARN(&s->log, "recovery.unroutable", "type=%s msg=\"no endpoint serves this type; its messages stay stored\"", type);
+        statemesh__v1__stored_message__free_unpacked(sm, NULL);
+        return 0;
+    }
+    m = msg_create(sm->caller ? sm->caller->type : NULL, sm->caller ? sm->caller->id : NULL,
+                   sm->argument->typename_, sm->argument->value.data, sm->argument->value.len);
+    m->seq = seq;
+    disp_recover(s, &s->endpoints[idx], type, id, m);
+    rc->count++;
+    statemesh__v1__stored_message__free_unpacked(sm, NULL);
+    return 0;
+}
+
+static int recover(struct server *s)
+{
+    struct recover_ctx rc = {s, 0, 0};
+    int64_t t0 = rpc_now_ms();
+    if (store_scan_messages(s->store, recover_one, &rc) != 0) return -1;
+    s->stats.recovered_messages = rc.count;
+    LOG_INFO(&s->log, "recovery.done", "messages=%lld addresses=%zu skipped=%ld next_seq=%llu ms=%lld",
+             (long long)rc.count, s->mboxes.count, rc.skipped, (unsigned long long)s->next_seq,
+             (long long)(rpc_now_ms() - t0));
+    return 0;
+}
+
+/* 1 if SIGINT or SIGTERM is pending (they are blocked in every thread). */
+static int stop_requested(void)
+{
+    sigset_t set;
+    struct timespec zero = {0, 0};
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return sigtimedwait(&set, NULL, &zero) > 0;
+}
+
+static void run_loop(struct server *s)
+{
+    int64_t drain_until = 0, close_until = 0;
+    enum { RUNNING, DRAINING, CLOSING } phase = RUNNING;
+
+    for (;;) {
+        int64_t now = rpc_now_ms();
+        int64_t deadline = now + LOOP_MAX_WAIT_MS;
+        int64_t due = timer_next_due(&s->timers);
+        int rc;
+
+        if (due < deadline) deadline = due;
+        if (s->cfg.checkpoint_interval_ms > 0 && s->ckpt.opened_ms &&
+            s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms < deadline)
+            deadline = s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms;
+        rc = rpc_loop_next(&s->loop, deadline);
+        for (int i = 0; rc == 1 && i < EVENTS_PER_ITERATION; i++)
+            rc = rpc_loop_next(&s->loop, 0);
+        now = rpc_now_ms();
+        timer_run_due(&s->timers, now);
+
+        if (phase == RUNNING && stop_requested()) {
+            LOG_INFO(&s->log, "runtime.stopping", "queued_messages=%lld pending_calls=%zu",
+                     (long long)s->stats.queued_messages, ingress_pending(s->ingress));
+            s->stopping = 1;
+            ingress_shutdown(s->ingress);
+            phase = DRAINING;
+            drain_until = now + DRAIN_MS;
+        }
+        if (ckpt_dirty(&s->ckpt) &&
+            (s->cfg.checkpoint_interval_ms == 0 || phase != RUNNING ||
+             now >= s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms))
+            ckpt_commit(s);
+        disp_run(s);
+
+        if (phase == DRAINING) {
+            uint32_t inflight = 0;
+            for (size_t i = 0; i < s->n_endpoints; i++) inflight += s->endpoints[i].inflight;
+            if (inflight == 0 || now >= drain_until) {
+                ckpt_commit(s);
+                for (size_t i = 0; i < s->n_endpoints; i++) ep_stop(&s->endpoints[i]);
+                ingress_cancel_all(s->ingress);
+                phase = CLOSING;
+                close_until = now + CLOSE_MS;
+            }
+        } else if (phase == CLOSING) {
+            int closed = ingress_done(s->ingress);
+            for (size_t i = 0; i < s->n_endpoints; i++) closed &= ep_closed(&s->endpoints[i]);
+            if (closed) return;
+            if (now >= close_until) {
+                LOG_WARN(&s->log, "runtime.close_timeout", "msg=\"calls still open after %d ms\"", CLOSE_MS);
+                return;
+            }
+        }
+    }
+}
+
+static int check_config(const char *path)
+{
+    struct cfg cfg;
+    char err[16384];
+    if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s", err);
+        if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
+        return 2;
+    }
+    printf("%s: ok (%zu endpoints, data_dir %s, ingress %s)\n", path, cfg.n_endpoints,
+           cfg.data_dir, cfg.ingress);
+    cfg_cleanup(&cfg);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check-config", required_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+    struct server s;
+    const char *config = NULL;
+    char err[16384], dbdir[4200];
+    struct store_options so = {0, 0, true};
+    sigset_t set;
+    int c, rc = 1, grpc_up = 0;
+
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'C': return check_config(optarg);
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("statemeshd 0.1.0\n"); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!config || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    memset(&s, 0, sizeof s);
+    s.lock_fd = -1;
+    s.log.level = LOG_LEVEL_INFO;
+    s.log.out = stderr;
+    if (cfg_load(config, &s.cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "statemeshd: invalid configuration, not starting:\n%s", err);
+        if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
+        return 2;
+    }
+    s.log.level = s.cfg.log_level;
+
+    /* Block the stop signals before gRPC starts its threads, so they stay
+     * pending for the loop's sigtimedwait instead of killing a thread. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdirs(s.cfg.data_dir) != 0) {
+        LOG_ERROR(&s.log, "runtime.data_dir", "dir=%s error=\"%s\"", s.cfg.data_dir, strerror(errno));
+        fprintf(stderr, "statemeshd: cannot create data dir %s: %s\n", s.cfg.data_dir, strerror(errno));
+        goto out;
+    }
+    if ((s.lock_fd = lock_data_dir(s.cfg.data_dir, err, sizeof err)) < 0) {
+        fprintf(stderr, "statemeshd: %s\n", err);
+        goto out;
+    }
+    snprintf(dbdir, sizeof dbdir, "%s/store", s.cfg.data_dir);
+    if (mkdirs(dbdir) != 0 || store_open(&s.store, dbdir, &so, &s.log, err, sizeof err) != 0) {
+        fprintf(stderr, "statemeshd: %s\n", err);
+        goto out;
+    }
+    ckpt_init(&s.ckpt);
+    mbox_table_init(&s.mboxes);
+    s.next_seq = 1;
+
+    grpc_init();
+    grpc_up = 1;
+    if (rpc_loop_init(&s.loop, &s.log) != 0) goto out;
+    s.n_endpoints = s.cfg.n_endpoints;
+    s.endpoints = calloc(s.n_endpoints + 1, sizeof *s.endpoints);
+    if (!s.endpoints) goto out;
+    for (size_t i = 0; i < s.n_endpoints; i++)
+        if (ep_init(&s.endpoints[i], &s, &s.cfg.endpoints[i], (int)i) != 0) goto out;
+    if (recover(&s) != 0) {
+        fprintf(stderr, "statemeshd: recovery failed: cannot read the store\n");
+        goto out;
+    }
+    if (ingress_create(&s.ingress, &s) != 0 || ingress_start(s.ingress, s.cfg.ingress) != 0) {
+        fprintf(stderr, "statemeshd: cannot listen on %s (address in use or invalid)\n", s.cfg.ingress);
+        goto out;
+    }
+    for (size_t i = 0; i < s.n_endpoints; i++)
+        if (ep_start(&s.endpoints[i]) != 0) {
+            fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
+            goto out;
+        }
+    if (s.n_endpoints == 0)
+        LOG_WARN(&s.log, "runtime.no_endpoints", "msg=\"no endpoints configured: every message will be refused\"");
+    LOG_INFO(&s.log, "runtime.ready", "ingress=%s data_dir=%s endpoints=%zu pid=%ld",
+             s.cfg.ingress, s.cfg.data_dir, s.n_endpoints, (long)getpid());
+
+    run_loop(&s);
+    LOG_INFO(&s.log, "runtime.stopped", "checkpoints=%lld queued_messages=%lld",
+             (long long)s.stats.checkpoints, (long long)s.stats.queued_messages);
+    rc = 0;
+
+out:
+    if (rc != 0 && s.ingress) {
+        ingress_shutdown(s.ingress);
+        ingress_cancel_all(s.ingress);
+        s.stopping = 1;
+        for (size_t i = 0; i < s.n_endpoints; i++)
+            if (s.endpoints[i].ch) ep_stop(&s.endpoints[i]);
+        for (int64_t until = rpc_now_ms() + CLOSE_MS; rpc_now_ms() < until;) {
+            int closed = ingress_done(s.ingress);
+            for (size_t i = 0; i < s.n_endpoints; i++) closed &= ep_closed(&s.endpoints[i]);
+            if (closed) break;
+            rpc_loop_next(&s.loop, rpc_now_ms() + 50);
+        }
+    }
+    if (s.ingress && ingress_done(s.ingress)) ingress_destroy(&s.ingress);
+    for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);
+    free(s.endpoints);
+    if (s.loop.cq) rpc_loop_cleanup(&s.loop);
+    timer_heap_cleanup(&s.timers);
+    if (s.mboxes.buckets) mbox_table_cleanup(&s.mboxes);
+    if (s.ckpt.batch) ckpt_cleanup(&s.ckpt);
+    store_close(&s.store);
+    if (grpc_up) grpc_shutdown();
+    if (s.lock_fd >= 0) close(s.lock_fd);
+    cfg_cleanup(&s.cfg);
+    return rc;
+}

@@ -1,0 +1,769 @@
+/*
+ * rpc — see rpc.h for the contract.
+ *
+ * Design notes
+ * ------------
+ * One NEXT completion queue, drained by the single event-loop thread. Every
+ * tag is a `struct rpc_tag` embedded in the object it belongs to, one per
+ * kind of outstanding operation, so starting a batch never allocates.
+ *
+ * Unary server call states:
+ *
+ *     requested --on_new(ok)--> open --reply/error--> answered
+ *         |                      |                        |
+ *     on_new(!ok)           on_close(cancelled)       on_send
+ *         v                      v                        v
+ *       freed        cancel callback, answered      freed once closed
+ *
+ * A call object is freed when RECV_CLOSE_ON_SERVER has completed, no send is
+ * pending, and the module has either answered or been told of the cancel.
+ *
+ * Client stream: three batches are posted at open (initial metadata, status,
+ * first receive); a receive is re-posted after every message; at most one
+ * send is in flight. on_closed fires once the status has arrived and every
+ * other batch has completed, and the object is freed right after.
+ */
+#include "rpc.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RPC_MAX_METHODS 16
+#define RPC_PREPOSTED 32          /* outstanding request_call per method */
+
+static const char *const status_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED"};
+
+const char *rpc_status_name(int code)
+{
+    if (code < 0 || code > 16) return "UNKNOWN";
+    return status_names[code];
+}
+
+/* ---- loop ---------------------------------------------------------------- */
+
+static gpr_timespec ms_to_deadline(int64_t deadline_ms)
+{
+    gpr_timespec t;
+    if (deadline_ms == INT64_MAX) return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    t.clock_type = GPR_CLOCK_MONOTONIC;
+    t.tv_sec = deadline_ms / 1000;
+    t.tv_nsec = (int32_t)((deadline_ms % 1000) * 1000000);
+    return t;
+}
+
+int64_t rpc_now_ms(void)
+{
+    gpr_timespec t = gpr_now(GPR_CLOCK_MONOTONIC);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int rpc_loop_init(struct rpc_loop *loop, const struct log *lg)
+{
+    memset(loop, 0, sizeof *loop);
+    loop->log = lg;
+    loop->cq = grpc_completion_queue_create_for_next(NULL);
+    return loop->cq ? 0 : -1;
+}
+
+int rpc_loop_next(struct rpc_loop *loop, int64_t deadline_ms)
+{
+    grpc_event ev = grpc_completion_queue_next(loop->cq, ms_to_deadline(deadline_ms), NULL);
+    switch (ev.type) {
+    case GRPC_OP_COMPLETE: {
+        struct rpc_tag *t = ev.tag;
+        t->fn(t->owner, ev.success);
+        return 1;
+    }
+    case GRPC_QUEUE_TIMEOUT:
+        return 0;
+    case GRPC_QUEUE_SHUTDOWN:
+    default:
+        return -1;
+    }
+}
+
+void rpc_loop_cleanup(struct rpc_loop *loop)
+{
+    if (!loop->cq) return;
+    grpc_completion_queue_shutdown(loop->cq);
+    while (rpc_loop_next(loop, INT64_MAX) >= 0)
+        ;
+    grpc_completion_queue_destroy(loop->cq);
+    loop->cq = NULL;
+}
+
+/* ---- buffers ------------------------------------------------------------- */
+
+uint8_t *rpc_pack(const ProtobufCMessage *m, size_t *len)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) abort();
+    protobuf_c_message_pack(m, buf);
+    *len = n;
+    return buf;
+}
+
+/* Takes ownership of `data` (malloc'd). */
+static grpc_byte_buffer *bb_from_owned(uint8_t *data, size_t len)
+{
+    grpc_slice s;
+    grpc_byte_buffer *bb;
+    if (len == 0) {
+        free(data);
+        s = grpc_empty_slice();
+    } else {
+        s = grpc_slice_new(data, len, free);
+    }
+    bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+/* Reads a received buffer into one slice; returns 0, or -1 if unreadable. */
+static int bb_read(grpc_byte_buffer *bb, grpc_slice *out)
+{
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, bb)) return -1;
+    *out = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    return 0;
+}
+
+static void start_batch(grpc_call *call, const grpc_op *ops, size_t n, struct rpc_tag *tag)
+{
+    grpc_call_error e = grpc_call_start_batch(call, ops, n, tag, NULL);
+    if (e != GRPC_CALL_OK) {
+        /* Only a programming error gets here (wrong op order or count). */
+        fprintf(stderr, "level=error event=panic msg=\"grpc_call_start_batch failed: %d\"\n", e);
+        abort();
+    }
+}
+
+/* ---- server -------------------------------------------------------------- */
+
+struct rpc_method {
+    struct rpc_server *srv;
+    const char *name;          /* points into names[] of the server */
+    void *handle;              /* from grpc_server_register_method, NULL = catch-all */
+    rpc_request_fn on_request;
+    void *arg;
+};
+
+struct rpc_call {
+    struct rpc_server *srv;
+    struct rpc_method *method;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details;       /* catch-all only */
+    grpc_byte_buffer *send_bb;
+    grpc_slice status_details;
+    int status_details_set;
+    int cancelled;                   /* out-param of RECV_CLOSE_ON_SERVER */
+    struct rpc_tag t_new, t_close, t_send;
+    unsigned started : 1, close_pending : 1, send_pending : 1, answered : 1;
+    rpc_cancel_fn cancel_fn;
+    void *cancel_arg;
+};
+
+struct rpc_server {
+    struct rpc_loop *loop;
+    grpc_server *server;
+    struct rpc_method methods[RPC_MAX_METHODS];
+    char *names[RPC_MAX_METHODS];
+    int nmethods;
+    struct rpc_method catchall;
+    long ncalls;                     /* call objects alive (requested or open) */
+    int started, shutting_down, shutdown_done;
+    struct rpc_tag t_shutdown;
+};
+
+static void server_on_new(void *owner, int ok);
+static void server_on_close(void *owner, int ok);
+static void server_on_send(void *owner, int ok);
+
+static void call_free(struct rpc_call *c)
+{
+    struct rpc_server *srv = c->srv;
+    if (c->call) grpc_call_unref(c->call);
+    grpc_metadata_array_destroy(&c->md);
+    if (c->method->handle == NULL) grpc_call_details_destroy(&c->details);
+    if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
+    if (c->status_details_set) grpc_slice_unref(c->status_details);
+    free(c);
+    srv->ncalls--;
+}
+
+static void call_maybe_free(struct rpc_call *c)
+{
+    if (c->close_pending || c->send_pending || !c->answered) return;
+    call_free(c);
+}
+
+static void request_one(struct rpc_method *m)
+{
+    struct rpc_server *srv = m->srv;
+    struct rpc_call *c = calloc(1, sizeof *c);
+    grpc_call_error e;
+
+    if (!c) abort();
+    c->srv = srv;
+    c->method = m;
+    c->t_new = (struct rpc_tag){server_on_new, c};
+    c->t_close = (struct rpc_tag){server_on_close, c};
+    c->t_send = (struct rpc_tag){server_on_send, c};
+    grpc_metadata_array_init(&c->md);
+    srv->ncalls++;
+    if (m->handle) {
+        e = grpc_server_request_registered_call(srv->server, m->handle, &c->call, &c->deadline,
+                                                &c->md, &c->payload, srv->loop->cq, srv->loop->cq,
+                                                &c->t_new);
+    } else {
+        grpc_call_details_init(&c->details);
+        e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md, srv->loop->cq,
+                                     srv->loop->cq, &c->t_new);
+    }
+    if (e != GRPC_CALL_OK) {
+        LOG_ERROR(srv->loop->log, "rpc.request_failed", "code=%d", (int)e);
+        c->answered = 1;
+        call_free(c);
+    }
+}
+
+static void server_on_new(void *owner, int ok)
+{
+    struct rpc_call *c = owner;
+    struct rpc_server *srv = c->srv;
+    grpc_op op;
+    grpc_slice s;
+
+    if (!ok) {                       /* server shutting down */
+        c->answered = 1;
+        call_free(c);
+        return;
+    }
+    if (!srv->shutting_down) request_one(c->method);   /* re-arm first */
+
+    c->started = 1;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    c->close_pending = 1;
+    start_batch(c->call, &op, 1, &c->t_close);
+
+    if (c->method->handle == NULL) {
+        rpc_call_error(c, RPC_UNIMPLEMENTED, "unknown method");
+        return;
+    }
+    if (c->payload == NULL) {
+        rpc_call_error(c, RPC_INVALID_ARGUMENT, "request message missing");
+        return;
+    }
+    if (bb_read(c->payload, &s) != 0) {
+        rpc_call_error(c, RPC_INVALID_ARGUMENT, "unreadable request message");
+        return;
+    }
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    c->method->on_request(c->method->arg, c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+    grpc_slice_unref(s);
+}
+
+static void server_on_close(void *owner, int ok)
+{
+    struct rpc_call *c = owner;
+    (void)ok;
+    c->close_pending = 0;
+    if (!c->answered && c->cancel_fn) {
+        c->answered = 1;             /* the handle dies with the callback */
+        c->cancel_fn(c->cancel_arg, c);
+    }
+    call_maybe_free(c);
+}
+
+static void server_on_send(void *owner, int ok)
+{
+    struct rpc_call *c = owner;
+    (void)ok;
+    c->send_pending = 0;
+    call_maybe_free(c);
+}
+
+static void call_finish(struct rpc_call *c, int code, const char *details, uint8_t *data,
+                        size_t len)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+
+    if (c->answered) {               /* the module answered after a cancel */
+        free(data);
+        return;
+    }
+    c->answered = 1;
+    memset(ops, 0, sizeof ops);
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (data) {
+        c->send_bb = bb_from_owned(data, len);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->send_bb;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+    if (details && details[0]) {
+        c->status_details = grpc_slice_from_copied_string(details);
+        c->status_details_set = 1;
+        ops[n].data.send_status_from_server.status_details = &c->status_details;
+    }
+    n++;
+    c->send_pending = 1;
+    start_batch(c->call, ops, n, &c->t_send);
+}
+
+void rpc_call_reply(struct rpc_call *c, const ProtobufCMessage *resp)
+{
+    size_t len;
+    uint8_t *data = rpc_pack(resp, &len);
+    call_finish(c, RPC_OK, NULL, data, len);
+    call_maybe_free(c);
+}
+
+void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    call_finish(c, code, msg, NULL, 0);
+    call_maybe_free(c);
+}
+
+void rpc_call_set_cancel(struct rpc_call *c, rpc_cancel_fn fn, void *arg)
+{
+    c->cancel_fn = fn;
+    c->cancel_arg = arg;
+}
+
+int64_t rpc_call_deadline_ms(const struct rpc_call *c)
+{
+    gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0) return INT64_MAX;
+    return gpr_time_to_millis(gpr_time_sub(d, now));
+}
+
+int rpc_server_create(struct rpc_server **out, struct rpc_loop *loop,
+                      const struct rpc_server_options *opt)
+{
+    struct rpc_server *srv = calloc(1, sizeof *srv);
+    grpc_arg args[2];
+    grpc_channel_args ca;
+
+    if (!srv) return -1;
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = opt->max_receive_bytes > INT32_MAX ? INT32_MAX
+                                                                : (int)opt->max_receive_bytes;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;   /* never share a port silently */
+    args[1].value.integer = 0;
+    ca.num_args = 2;
+    ca.args = args;
+    srv->loop = loop;
+    srv->server = grpc_server_create(&ca, NULL);
+    grpc_server_register_completion_queue(srv->server, loop->cq, NULL);
+    srv->catchall.srv = srv;
+    srv->catchall.name = "*";
+    srv->t_shutdown.owner = srv;
+    *out = srv;
+    return 0;
+}
+
+int rpc_server_add_unary(struct rpc_server *srv, const char *method, rpc_request_fn on_request,
+                         void *arg)
+{
+    struct rpc_method *m;
+    if (srv->started || srv->nmethods == RPC_MAX_METHODS) return -1;
+    m = &srv->methods[srv->nmethods];
+    srv->names[srv->nmethods] = strdup(method);
+    m->srv = srv;
+    m->name = srv->names[srv->nmethods];
+    m->on_request = on_request;
+    m->arg = arg;
+    m->handle = grpc_server_register_method(srv->server, m->name, NULL,
+                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    if (!m->handle) return -1;
+    srv->nmethods++;
+    return 0;
+}
+
+int rpc_server_start(struct rpc_server *srv, const char *addr)
+{
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(srv->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (port == 0) {
+        LOG_ERROR(srv->loop->log, "rpc.bind_failed", "addr=%s", addr);
+        return -1;
+    }
+    grpc_server_start(srv->server);
+    srv->started = 1;
+    for (int i = 0; i < srv->nmethods; i++)
+        for (int k = 0; k < RPC_PREPOSTED; k++) request_one(&srv->methods[i]);
+    for (int k = 0; k < 4; k++) request_one(&srv->catchall);
+    return 0;
+}
+
+static void server_on_shutdown(void *owner, int ok)
+{
+    struct rpc_server *srv = owner;
+    (void)ok;
+    srv->shutdown_done = 1;
+}
+
+void rpc_server_shutdown(struct rpc_server *srv)
+{
+    if (srv->shutting_down) return;
+    srv->shutting_down = 1;
+    srv->t_shutdown.fn = server_on_shutdown;
+    if (!srv->started) {
+        srv->shutdown_done = 1;
+        return;
+    }
+    grpc_server_shutdown_and_notify(srv->server, srv->loop->cq, &srv->t_shutdown);
+}
+
+void rpc_server_cancel_all(struct rpc_server *srv)
+{
+    if (srv->started) grpc_server_cancel_all_calls(srv->server);
+}
+
+int rpc_server_done(const struct rpc_server *srv)
+{
+    return srv->shutdown_done && srv->ncalls == 0;
+}
+
+void rpc_server_destroy(struct rpc_server **srvp)
+{
+    struct rpc_server *srv = *srvp;
+    if (!srv) return;
+    grpc_server_destroy(srv->server);
+    for (int i = 0; i < srv->nmethods; i++) free(srv->names[i]);
+    free(srv);
+    *srvp = NULL;
+}
+
+/* ---- client ------------------------------------------------------------- */
+
+struct rpc_channel {
+    struct rpc_loop *loop;
+    grpc_channel *ch;
+    long ncalls;
+};
+
+int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const char *target)
+{
+    struct rpc_channel *ch = calloc(1, sizeof *ch);
+    grpc_channel_credentials *creds;
+    grpc_arg args[4];
+    grpc_channel_args ca;
+
+    if (!ch) return -1;
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = -1;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[1].value.integer = 100;
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+    args[2].value.integer = 100;
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[3].value.integer = 2000;
+    ca.num_args = 4;
+    ca.args = args;
+    creds = grpc_insecure_credentials_create();
+    ch->ch = grpc_channel_create(target, creds, &ca);
+    grpc_channel_credentials_release(creds);
+    ch->loop = loop;
+    if (!ch->ch) {
+        free(ch);
+        return -1;
+    }
+    *out = ch;
+    return 0;
+}
+
+void rpc_channel_destroy(struct rpc_channel **chp)
+{
+    struct rpc_channel *ch = *chp;
+    if (!ch) return;
+    if (ch->ncalls) SM_PANIC("rpc_channel_destroy with calls alive");
+    grpc_channel_destroy(ch->ch);
+    free(ch);
+    *chp = NULL;
+}
+
+struct rpc_ucall {
+    struct rpc_channel *ch;
+    grpc_call *call;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+    struct rpc_tag t_done;
+    rpc_unary_done_fn on_done;
+    void *arg;
+};
+
+static void ucall_on_done(void *owner, int ok)
+{
+    struct rpc_ucall *u = owner;
+    char details[512] = "";
+    grpc_slice s;
+    int status = ok ? (int)u->status : RPC_UNAVAILABLE;
+    size_t dl = GRPC_SLICE_LENGTH(u->details);
+
+    if (dl >= sizeof details) dl = sizeof details - 1;
+    memcpy(details, GRPC_SLICE_START_PTR(u->details), dl);
+    details[dl] = '\0';
+    if (status == RPC_OK && (!u->recv_bb || bb_read(u->recv_bb, &s) != 0)) {
+        u->on_done(u->arg, RPC_INTERNAL, "empty or unreadable response", NULL, 0);
+    } else if (status == RPC_OK) {
+        u->on_done(u->arg, RPC_OK, "", GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+        grpc_slice_unref(s);
+    } else {
+        u->on_done(u->arg, status, details, NULL, 0);
+    }
+    grpc_slice_unref(u->details);
+    if (u->error_string) gpr_free((void *)u->error_string);
+    grpc_metadata_array_destroy(&u->initial_md);
+    grpc_metadata_array_destroy(&u->trailing_md);
+    if (u->send_bb) grpc_byte_buffer_destroy(u->send_bb);
+    if (u->recv_bb) grpc_byte_buffer_destroy(u->recv_bb);
+    grpc_call_unref(u->call);
+    u->ch->ncalls--;
+    free(u);
+}
+
+int rpc_unary_start(struct rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                    int64_t timeout_ms, rpc_unary_done_fn on_done, void *arg)
+{
+    struct rpc_ucall *u = calloc(1, sizeof *u);
+    grpc_slice m = grpc_slice_from_copied_string(method);
+    grpc_op ops[6];
+    size_t len;
+    uint8_t *data;
+
+    if (!u) return -1;
+    u->ch = ch;
+    u->on_done = on_done;
+    u->arg = arg;
+    u->t_done = (struct rpc_tag){ucall_on_done, u};
+    u->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, ch->loop->cq, m,
+                                       NULL, ms_to_deadline(rpc_now_ms() + timeout_ms), NULL);
+    grpc_slice_unref(m);
+    grpc_metadata_array_init(&u->initial_md);
+    grpc_metadata_array_init(&u->trailing_md);
+    data = rpc_pack(req, &len);
+    u->send_bb = bb_from_owned(data, len);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = u->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &u->recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &u->trailing_md;
+    ops[5].data.recv_status_on_client.status = &u->status;
+    ops[5].data.recv_status_on_client.status_details = &u->details;
+    ops[5].data.recv_status_on_client.error_string = &u->error_string;
+    ch->ncalls++;
+    start_batch(u->call, ops, 6, &u->t_done);
+    return 0;
+}
+
+struct rpc_stream {
+    struct rpc_channel *ch;
+    grpc_call *call;
+    struct rpc_stream_callbacks cb;
+    void *arg;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+    struct rpc_tag t_start, t_recv, t_send, t_status;
+    int pending;                 /* batches outstanding */
+    unsigned send_inflight : 1, status_received : 1;
+};
+
+static void stream_maybe_close(struct rpc_stream *s)
+{
+    char details[512];
+    size_t dl;
+
+    if (!s->status_received || s->pending) return;
+    dl = GRPC_SLICE_LENGTH(s->details);
+    if (dl >= sizeof details) dl = sizeof details - 1;
+    memcpy(details, GRPC_SLICE_START_PTR(s->details), dl);
+    details[dl] = '\0';
+    s->cb.on_closed(s->arg, (int)s->status, details);
+    grpc_slice_unref(s->details);
+    if (s->error_string) gpr_free((void *)s->error_string);
+    grpc_metadata_array_destroy(&s->initial_md);
+    grpc_metadata_array_destroy(&s->trailing_md);
+    grpc_call_unref(s->call);
+    s->ch->ncalls--;
+    free(s);
+}
+
+static void stream_post_recv(struct rpc_stream *s)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv_bb;
+    s->pending++;
+    start_batch(s->call, &op, 1, &s->t_recv);
+}
+
+static void stream_on_start(void *owner, int ok)
+{
+    struct rpc_stream *s = owner;
+    (void)ok;
+    s->pending--;
+    stream_maybe_close(s);
+}
+
+static void stream_on_recv(void *owner, int ok)
+{
+    struct rpc_stream *s = owner;
+    grpc_slice data;
+
+    s->pending--;
+    if (ok && s->recv_bb) {
+        int rc = bb_read(s->recv_bb, &data);
+        grpc_byte_buffer_destroy(s->recv_bb);
+        s->recv_bb = NULL;
+        if (rc == 0) {
+            if (!s->status_received) stream_post_recv(s);
+            s->cb.on_message(s->arg, GRPC_SLICE_START_PTR(data), GRPC_SLICE_LENGTH(data));
+            grpc_slice_unref(data);
+        } else {
+            grpc_call_cancel_with_status(s->call, GRPC_STATUS_INTERNAL, "unreadable message", NULL);
+        }
+    }
+    stream_maybe_close(s);
+}
+
+static void stream_on_send(void *owner, int ok)
+{
+    struct rpc_stream *s = owner;
+    s->pending--;
+    s->send_inflight = 0;
+    grpc_byte_buffer_destroy(s->send_bb);
+    s->send_bb = NULL;
+    if (ok && !s->status_received && s->cb.on_writable) s->cb.on_writable(s->arg);
+    stream_maybe_close(s);
+}
+
+static void stream_on_status(void *owner, int ok)
+{
+    struct rpc_stream *s = owner;
+    (void)ok;
+    s->pending--;
+    s->status_received = 1;
+    stream_maybe_close(s);
+}
+
+int rpc_stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                    const struct rpc_stream_callbacks *cb, void *arg)
+{
+    struct rpc_stream *s = calloc(1, sizeof *s);
+    grpc_slice m = grpc_slice_from_copied_string(method);
+    grpc_op ops[2];
+
+    if (!s) return -1;
+    s->ch = ch;
+    s->cb = *cb;
+    s->arg = arg;
+    s->t_start = (struct rpc_tag){stream_on_start, s};
+    s->t_recv = (struct rpc_tag){stream_on_recv, s};
+    s->t_send = (struct rpc_tag){stream_on_send, s};
+    s->t_status = (struct rpc_tag){stream_on_status, s};
+    grpc_metadata_array_init(&s->initial_md);
+    grpc_metadata_array_init(&s->trailing_md);
+    s->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, ch->loop->cq, m,
+                                       NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_slice_unref(m);
+    ch->ncalls++;
+
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    s->pending++;
+    start_batch(s->call, ops, 2, &s->t_start);
+
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[0].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+    ops[0].data.recv_status_on_client.status = &s->status;
+    ops[0].data.recv_status_on_client.status_details = &s->details;
+    ops[0].data.recv_status_on_client.error_string = &s->error_string;
+    s->pending++;
+    start_batch(s->call, ops, 1, &s->t_status);
+
+    stream_post_recv(s);
+    *out = s;
+    return 0;
+}
+
+int rpc_stream_writable(const struct rpc_stream *s)
+{
+    return !s->send_inflight && !s->status_received;
+}
+
+int rpc_stream_send(struct rpc_stream *s, uint8_t *data, size_t len)
+{
+    grpc_op op;
+    if (!rpc_stream_writable(s)) {
+        free(data);
+        return -1;
+    }
+    s->send_bb = bb_from_owned(data, len);
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = s->send_bb;
+    s->send_inflight = 1;
+    s->pending++;
+    start_batch(s->call, &op, 1, &s->t_send);
+    return 0;
+}
+
+void rpc_stream_cancel(struct rpc_stream *s)
+{
+    grpc_call_cancel(s->call, NULL);
+}

@@ -1,0 +1,150 @@
+/*
+ * rpc — the runtime's thin layer over the gRPC C core.
+ *
+ * No other module touches completion-queue tags, grpc_op arrays, slices or
+ * byte buffers: they see decoded bytes (`const uint8_t *, size_t`, borrowed for
+ * the duration of a callback) and hand over encoded bytes as malloc'd buffers
+ * whose ownership moves to rpc.
+ *
+ * Threading: everything runs on the one event-loop thread that calls
+ * rpc_loop_next(); callbacks are invoked from there, never concurrently.
+ *
+ * Lifetimes (the invariant that keeps this ASan/valgrind clean): every object
+ * that owns a tag (server call, client call, stream) is freed only when no
+ * operation can still complete on it. Modules never free rpc objects; they
+ * release their interest (reply, cancel) and rpc frees when gRPC is done.
+ *
+ *   unary server call:  on_request -> module keeps handle -> rpc_call_reply()
+ *                       or rpc_call_error() exactly once; if the client goes
+ *                       away first, on_cancel fires instead and the handle is
+ *                       invalid once it returns.
+ *   client stream:      rpc_stream_open -> on_message* -> on_closed (last
+ *                       callback; handle invalid once it returns).
+ *   client unary:       rpc_unary_start -> on_done exactly once.
+ */
+#ifndef SM_RPC_H
+#define SM_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "log.h"
+
+/* gRPC status codes, as the module edge sees them. */
+enum rpc_status {
+    RPC_OK = 0, RPC_CANCELLED = 1, RPC_UNKNOWN = 2, RPC_INVALID_ARGUMENT = 3,
+    RPC_DEADLINE_EXCEEDED = 4, RPC_NOT_FOUND = 5, RPC_ALREADY_EXISTS = 6,
+    RPC_PERMISSION_DENIED = 7, RPC_RESOURCE_EXHAUSTED = 8, RPC_FAILED_PRECONDITION = 9,
+    RPC_ABORTED = 10, RPC_OUT_OF_RANGE = 11, RPC_UNIMPLEMENTED = 12, RPC_INTERNAL = 13,
+    RPC_UNAVAILABLE = 14, RPC_DATA_LOSS = 15, RPC_UNAUTHENTICATED = 16
+};
+const char *rpc_status_name(int code);
+
+/* Every completion-queue tag is one of these, embedded in its owner. */
+struct rpc_tag {
+    void (*fn)(void *owner, int ok);
+    void *owner;
+};
+
+struct rpc_loop {
+    grpc_completion_queue *cq;
+    const struct log *log;
+    int shutdown_started;
+};
+
+int rpc_loop_init(struct rpc_loop *loop, const struct log *lg);
+/* Waits until `deadline_ms` (monotonic, see rpc_now_ms) for one event and
+ * dispatches it. Returns 1 if an event ran, 0 on timeout, -1 once the queue
+ * has been shut down and drained. */
+int rpc_loop_next(struct rpc_loop *loop, int64_t deadline_ms);
+/* Shuts the queue down and drains it; call after every server, channel and
+ * call is gone. */
+void rpc_loop_cleanup(struct rpc_loop *loop);
+int64_t rpc_now_ms(void);
+
+/* Encodes a protobuf message into a malloc'd buffer (caller owns). */
+uint8_t *rpc_pack(const ProtobufCMessage *m, size_t *len /* OUT */);
+
+/* ---- server ------------------------------------------------------------ */
+
+struct rpc_server;
+struct rpc_call;      /* one unary server call */
+
+/* `req` is the request payload, borrowed during the callback. The module must
+ * eventually answer with rpc_call_reply()/rpc_call_error() unless on_cancel
+ * fires first. `arg` is the method's registration argument. */
+typedef void (*rpc_request_fn)(void *arg, struct rpc_call *call, const uint8_t *req, size_t len);
+typedef void (*rpc_cancel_fn)(void *arg, struct rpc_call *call);
+
+struct rpc_server_options {
+    size_t max_receive_bytes;   /* larger requests get RESOURCE_EXHAUSTED from gRPC */
+};
+
+int rpc_server_create(struct rpc_server **out /* OUT, owned */, struct rpc_loop *loop,
+                      const struct rpc_server_options *opt)
+    __attribute__((warn_unused_result));
+/* Registers a unary method ("/pkg.Service/Method"). Before start only. */
+int rpc_server_add_unary(struct rpc_server *srv, const char *method, rpc_request_fn on_request,
+                         void *arg) __attribute__((warn_unused_result));
+/* Binds `addr` (host:port or unix:/path) and starts serving. Unknown methods
+ * get UNIMPLEMENTED. Returns 0 or -1 (logged). */
+int rpc_server_start(struct rpc_server *srv, const char *addr)
+    __attribute__((warn_unused_result));
+/* Stops accepting new calls; calls in progress may still be answered.
+ * After `grace_ms` the remaining calls are cancelled (their on_cancel fires).
+ * rpc_server_done() turns true once every call is over. */
+void rpc_server_shutdown(struct rpc_server *srv);
+void rpc_server_cancel_all(struct rpc_server *srv);
+int rpc_server_done(const struct rpc_server *srv);
+void rpc_server_destroy(struct rpc_server **srvp);   /* only when done */
+
+/* Module bookkeeping on a call: an opaque pointer and a cancel callback. */
+void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
+/* Milliseconds left before the client's deadline (INT64_MAX: none). */
+int64_t rpc_call_deadline_ms(const struct rpc_call *call);
+/* Answers OK with `resp`; the handle is invalid afterwards. */
+void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp);
+/* Answers with a status; the handle is invalid afterwards. */
+void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- client ------------------------------------------------------------ */
+
+struct rpc_channel;
+struct rpc_stream;
+
+int rpc_channel_create(struct rpc_channel **out /* OUT, owned */, struct rpc_loop *loop,
+                       const char *target) __attribute__((warn_unused_result));
+/* Only once every stream and unary call on it has completed. */
+void rpc_channel_destroy(struct rpc_channel **chp);
+
+/* Unary client call; on_done runs exactly once with the status and, on OK,
+ * the response bytes (borrowed). */
+typedef void (*rpc_unary_done_fn)(void *arg, int status, const char *details,
+                                  const uint8_t *resp, size_t len);
+int rpc_unary_start(struct rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                    int64_t timeout_ms, rpc_unary_done_fn on_done, void *arg)
+    __attribute__((warn_unused_result));
+
+struct rpc_stream_callbacks {
+    void (*on_message)(void *arg, const uint8_t *data, size_t len);
+    void (*on_writable)(void *arg);            /* the previous send completed */
+    void (*on_closed)(void *arg, int status, const char *details);  /* last call */
+};
+
+/* Opens a bidi stream. */
+int rpc_stream_open(struct rpc_stream **out /* OUT */, struct rpc_channel *ch, const char *method,
+                    const struct rpc_stream_callbacks *cb, void *arg)
+    __attribute__((warn_unused_result));
+/* 1 if a send may start now (no send in flight and the stream is open). */
+int rpc_stream_writable(const struct rpc_stream *s);
+/* Sends `data` (malloc'd; ownership moves to rpc, also on failure).
+ * Returns 0, or -1 if not writable. */
+int rpc_stream_send(struct rpc_stream *s, uint8_t *data, size_t len);
+/* Cancels the stream; on_closed follows. */
+void rpc_stream_cancel(struct rpc_stream *s);
+
+#endif

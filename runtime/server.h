@@ -1,0 +1,57 @@
+/*
+ * server — the one process-wide struct of statemeshd (Redis's `server`).
+ *
+ * Everything mutable lives here and is touched only by the event-loop thread
+ * (DESIGN §9): the loop waits in the completion queue with the deadline of
+ * the next timer, runs what completed, commits the checkpoint, then
+ * dispatches. The struct is passed explicitly; there is no global instance.
+ */
+#ifndef SM_SERVER_H
+#define SM_SERVER_H
+
+#include <stdint.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "endpoint.h"
+#include "ingress.h"
+#include "log.h"
+#include "mailbox.h"
+#include "rpc.h"
+#include "store.h"
+#include "timer.h"
+
+struct stats {
+    int64_t messages_received;     /* accepted at the ingress */
+    int64_t messages_produced;     /* sent by functions */
+    int64_t messages_delivered;    /* consumed by committed results */
+    int64_t batches_sent;
+    int64_t batches_failed;
+    int64_t batches_incomplete;
+    int64_t batches_resent;        /* after a lost stream or timeout */
+    int64_t invalid_results;
+    int64_t replies;
+    int64_t checkpoints;
+    int64_t checkpoint_ops;
+    int64_t queued_messages;       /* current: waiting or in flight */
+    int64_t recovered_messages;
+};
+
+struct server {
+    struct cfg cfg;
+    struct log log;
+    struct rpc_loop loop;
+    struct timer_heap timers;
+    struct store *store;
+    struct ckpt ckpt;
+    struct mbox_table mboxes;
+    struct endpoint *endpoints;
+    size_t n_endpoints;
+    struct ingress *ingress;
+    uint64_t next_seq;
+    struct stats stats;
+    int lock_fd;
+    int stopping;                  /* no new batches are dispatched */
+};
+
+#endif

@@ -1,0 +1,659 @@
+/*
+ * store — statemeshd's LevelDB; see store.h for the key layout and contract.
+ *
+ * Opening:
+ *
+ *   stat(dir)                       must exist and be a directory
+ *   STATEMESH_FAULT_WRITE_FAIL_AFTER parsed (a bad value refuses to open)
+ *   leveldb_open(create_if_missing) a second open of the same dir fails here
+ *                                   with LevelDB's LOCK error
+ *   "X format" present?
+ *     no,  database empty     -> new store: write X format = "1" and
+ *                                X key_groups = u32be 4096 in one synced batch
+ *     no,  database not empty -> refuse: not a statemesh store
+ *     yes                     -> must be "1", and X key_groups must be 4096
+ *
+ * Keys are built on the stack (KEY_STACK bytes covers every valid address:
+ * type <= 256, id <= 1024, state name <= 128) and on the heap beyond that.
+ * Meta keys are 'X' followed directly by the name: "Xformat", "Xkey_groups".
+ *
+ * The store does no writing of its own after open; store_write() is the one
+ * path to disk, which is also where fault injection sits: the counter of
+ * store_write() calls lives in the store, so two stores in one process
+ * (tests) count independently.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <leveldb/c.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#define KEY_STACK 1536
+#define KEY_MAX (64u * 1024)          /* longer keys on disk are treated as corrupt */
+#define DEFAULT_CACHE (32u * 1024 * 1024)
+#define DEFAULT_WRITE_BUFFER (16u * 1024 * 1024)
+#define BLOOM_BITS 10
+#define META_FORMAT "format"
+#define META_KEY_GROUPS "key_groups"
+#define FAULT_ENV "STATEMESH_FAULT_WRITE_FAIL_AFTER"
+
+struct store {
+    leveldb_t *db;
+    leveldb_options_t *opt;
+    leveldb_filterpolicy_t *bloom;     /* not owned by opt: destroyed after close */
+    leveldb_cache_t *cache;            /* likewise */
+    leveldb_readoptions_t *ro;         /* point reads and state scans */
+    leveldb_readoptions_t *ro_bulk;    /* recovery scans: do not fill the cache */
+    leveldb_writeoptions_t *wo_sync;
+    leveldb_writeoptions_t *wo_nosync;
+    const struct log *lg;              /* not owned; NULL = silent */
+    char *dir;
+    bool opened;                       /* fully open: store_close() logs */
+    bool fault_armed;
+    unsigned long long fault_after;    /* store_write() calls that succeed */
+    unsigned long long n_writes;       /* store_write() calls so far */
+};
+
+struct store_batch {
+    leveldb_writebatch_t *wb;
+    size_t count;
+    size_t bytes;
+};
+
+/* ---- keys ----------------------------------------------------------------- */
+
+struct key {
+    char *p;
+    size_t len;
+    char *heap;
+    char stack[KEY_STACK];
+};
+
+static void key_init(struct key *k, size_t need)
+{
+    k->len = 0;
+    k->heap = NULL;
+    k->p = k->stack;
+    if (need > sizeof k->stack) {
+        k->heap = malloc(need);
+        if (k->heap == NULL) SM_PANIC("store: out of memory building a key");
+        k->p = k->heap;
+    }
+}
+
+static void key_free(struct key *k)
+{
+    free(k->heap);
+    k->heap = NULL;
+}
+
+static void key_add(struct key *k, const void *b, size_t n)
+{
+    memcpy(k->p + k->len, b, n);
+    k->len += n;
+}
+
+static void put_u16be(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put_u64be(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+static uint64_t get_u64be(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+static uint32_t get_u32be(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+uint16_t store_key_group(const char *type, const char *id)
+{
+    size_t tl = strlen(type), il = strlen(id);
+    struct key k;
+    uint16_t kg;
+
+    key_init(&k, tl + 1 + il);
+    key_add(&k, type, tl);
+    key_add(&k, "", 1);
+    key_add(&k, id, il);
+    kg = (uint16_t)(XXH3_64bits(k.p, k.len) % STORE_KEY_GROUPS);
+    key_free(&k);
+    return kg;
+}
+
+/* tag kg type '\0' id '\0' followed by `extra` bytes still to be added. */
+static void key_address(struct key *k, char tag, const char *type, const char *id, size_t extra)
+{
+    size_t tl = strlen(type), il = strlen(id);
+    uint8_t kg[2];
+
+    key_init(k, 1 + 2 + tl + 1 + il + 1 + extra);
+    put_u16be(kg, store_key_group(type, id));
+    key_add(k, &tag, 1);
+    key_add(k, kg, 2);
+    key_add(k, type, tl);
+    key_add(k, "", 1);
+    key_add(k, id, il);
+    key_add(k, "", 1);
+}
+
+static void key_state(struct key *k, const char *type, const char *id, const char *name)
+{
+    size_t nl = strlen(name);
+    key_address(k, 'S', type, id, nl);
+    key_add(k, name, nl);
+}
+
+static void key_message(struct key *k, const char *type, const char *id, uint64_t seq)
+{
+    uint8_t be[8];
+    put_u64be(be, seq);
+    key_address(k, 'M', type, id, 8);
+    key_add(k, be, 8);
+}
+
+static void key_meta(struct key *k, const char *name)
+{
+    size_t nl = strlen(name);
+    key_init(k, 1 + nl);
+    key_add(k, "X", 1);
+    key_add(k, name, nl);
+}
+
+/* ---- errors --------------------------------------------------------------- */
+
+static void log_failure(const struct store *s, const char *event, const char *msg)
+{
+    char qdir[512], qerr[1024];
+
+    if (s->lg == NULL) return;
+    LOG_ERROR(s->lg, event, "dir=%s err=%s", log_quote(qdir, sizeof qdir, s->dir),
+              log_quote(qerr, sizeof qerr, msg));
+}
+
+/* Logs a LevelDB error string and releases it. */
+static void ldb_failure(const struct store *s, const char *event, char **lerr)
+{
+    log_failure(s, event, *lerr);
+    leveldb_free(*lerr);
+    *lerr = NULL;
+}
+
+/* ---- batches -------------------------------------------------------------- */
+
+struct store_batch *store_batch_create(void)
+{
+    struct store_batch *b = calloc(1, sizeof *b);
+    if (b == NULL) return NULL;
+    b->wb = leveldb_writebatch_create();
+    return b;
+}
+
+void store_batch_destroy(struct store_batch **bp)
+{
+    if (bp == NULL || *bp == NULL) return;
+    leveldb_writebatch_destroy((*bp)->wb);
+    free(*bp);
+    *bp = NULL;
+}
+
+void store_batch_clear(struct store_batch *b)
+{
+    leveldb_writebatch_clear(b->wb);
+    b->count = 0;
+    b->bytes = 0;
+}
+
+size_t store_batch_count(const struct store_batch *b) { return b->count; }
+size_t store_batch_bytes(const struct store_batch *b) { return b->bytes; }
+
+static void batch_put(struct store_batch *b, struct key *k, const void *val, size_t len)
+{
+    leveldb_writebatch_put(b->wb, k->p, k->len, val ? (const char *)val : "", len);
+    b->count++;
+    b->bytes += k->len + len;
+    key_free(k);
+}
+
+static void batch_delete(struct store_batch *b, struct key *k)
+{
+    leveldb_writebatch_delete(b->wb, k->p, k->len);
+    b->count++;
+    b->bytes += k->len;
+    key_free(k);
+}
+
+void store_batch_put_state(struct store_batch *b, const char *type, const char *id,
+                           const char *name, const void *val, size_t len)
+{
+    struct key k;
+    key_state(&k, type, id, name);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_delete_state(struct store_batch *b, const char *type, const char *id,
+                              const char *name)
+{
+    struct key k;
+    key_state(&k, type, id, name);
+    batch_delete(b, &k);
+}
+
+void store_batch_put_message(struct store_batch *b, const char *type, const char *id,
+                             uint64_t seq, const void *val, size_t len)
+{
+    struct key k;
+    key_message(&k, type, id, seq);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_delete_message(struct store_batch *b, const char *type, const char *id,
+                                uint64_t seq)
+{
+    struct key k;
+    key_message(&k, type, id, seq);
+    batch_delete(b, &k);
+}
+
+void store_batch_put_meta(struct store_batch *b, const char *name, const void *val, size_t len)
+{
+    struct key k;
+    key_meta(&k, name);
+    batch_put(b, &k, val, len);
+}
+
+int store_write(struct store *s, struct store_batch *b, bool sync)
+{
+    char *lerr = NULL;
+
+    s->n_writes++;
+    if (s->fault_armed && s->n_writes > s->fault_after) {
+        log_failure(s, "store.write_failed", "injected fault (" FAULT_ENV ")");
+        return -EIO;
+    }
+    leveldb_write(s->db, sync ? s->wo_sync : s->wo_nosync, b->wb, &lerr);
+    if (lerr) {
+        ldb_failure(s, "store.write_failed", &lerr);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+/* Point read of key k (consumed). 0 + malloc'd copy, 1 absent, <0 error. */
+static int get_key(struct store *s, struct key *k, uint8_t **val, size_t *len)
+{
+    char *lerr = NULL;
+    size_t vlen = 0;
+    char *v;
+    int rc;
+
+    *val = NULL;
+    *len = 0;
+    v = leveldb_get(s->db, s->ro, k->p, k->len, &vlen, &lerr);
+    key_free(k);
+    if (lerr) {
+        ldb_failure(s, "store.read_failed", &lerr);
+        return -EIO;
+    }
+    if (v == NULL) return 1;
+    rc = 0;
+    *val = malloc(vlen ? vlen : 1);
+    if (*val == NULL) {
+        rc = -ENOMEM;
+    } else {
+        memcpy(*val, v, vlen);
+        *len = vlen;
+    }
+    leveldb_free(v);
+    return rc;
+}
+
+int store_get_state(struct store *s, const char *type, const char *id, const char *name,
+                    uint8_t **val, size_t *len)
+{
+    struct key k;
+    key_state(&k, type, id, name);
+    return get_key(s, &k, val, len);
+}
+
+int store_get_meta(struct store *s, const char *name, uint8_t **val, size_t *len)
+{
+    struct key k;
+    key_meta(&k, name);
+    return get_key(s, &k, val, len);
+}
+
+/* Reusable NUL-terminated copy buffer for keys handed to callbacks. */
+struct scratch {
+    char *p;
+    size_t cap;
+};
+
+static char *scratch_copy(struct scratch *sc, const char *b, size_t n)
+{
+    if (n + 1 > sc->cap) {
+        size_t cap = sc->cap ? sc->cap : 256;
+        char *np;
+        while (cap < n + 1) cap *= 2;
+        np = realloc(sc->p, cap);
+        if (np == NULL) return NULL;
+        sc->p = np;
+        sc->cap = cap;
+    }
+    memcpy(sc->p, b, n);
+    sc->p[n] = '\0';
+    return sc->p;
+}
+
+/* Checks the iterator for an error after a scan; destroys it. */
+static int iter_finish(struct store *s, leveldb_iterator_t *it, int rc)
+{
+    char *lerr = NULL;
+
+    leveldb_iter_get_error(it, &lerr);
+    if (lerr) {
+        ldb_failure(s, "store.scan_failed", &lerr);
+        if (rc == 0) rc = -EIO;
+    }
+    leveldb_iter_destroy(it);
+    return rc;
+}
+
+int store_scan_states(struct store *s, const char *type, const char *id, store_state_fn fn,
+                      void *arg)
+{
+    struct key prefix;
+    struct scratch name = {0};
+    leveldb_iterator_t *it;
+    int rc = 0;
+
+    key_address(&prefix, 'S', type, id, 0);
+    it = leveldb_create_iterator(s->db, s->ro);
+    for (leveldb_iter_seek(it, prefix.p, prefix.len); leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        const char *n;
+
+        if (klen < prefix.len || memcmp(k, prefix.p, prefix.len) != 0) break;
+        v = leveldb_iter_value(it, &vlen);
+        n = scratch_copy(&name, k + prefix.len, klen - prefix.len);
+        if (n == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        if (fn(arg, n, (const uint8_t *)v, vlen) != 0) break;
+    }
+    key_free(&prefix);
+    free(name.p);
+    return iter_finish(s, it, rc);
+}
+
+int store_scan_messages(struct store *s, store_message_fn fn, void *arg)
+{
+    struct scratch buf = {0};
+    leveldb_iterator_t *it;
+    int rc = 0;
+
+    it = leveldb_create_iterator(s->db, s->ro_bulk);
+    for (leveldb_iter_seek(it, "M", 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v, *type_end, *id_end;
+        char *copy;
+
+        if (klen == 0 || k[0] != 'M') break;
+        /* 'M' kg:2 type '\0' id '\0' seq:8 */
+        type_end = klen > KEY_MAX || klen < 3 + 2 + 2 + 8 ? NULL
+                                                         : memchr(k + 3, '\0', klen - 3 - 8);
+        id_end = type_end ? memchr(type_end + 1, '\0', (size_t)(k + klen - 8 - (type_end + 1)))
+                          : NULL;
+        if (type_end == NULL || id_end == NULL || id_end != k + klen - 9) {
+            log_failure(s, "store.corrupt_key", "malformed message key in the M range");
+            rc = -EIO;
+            break;
+        }
+        copy = scratch_copy(&buf, k, klen);
+        if (copy == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        v = leveldb_iter_value(it, &vlen);
+        if (fn(arg, copy + 3, copy + (type_end + 1 - k), get_u64be((const uint8_t *)k + klen - 8),
+               (const uint8_t *)v, vlen) != 0)
+            break;
+    }
+    free(buf.p);
+    return iter_finish(s, it, rc);
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+void store_close(struct store **sp)
+{
+    struct store *s;
+
+    if (sp == NULL || *sp == NULL) return;
+    s = *sp;
+    if (s->db) leveldb_close(s->db);
+    if (s->opt) leveldb_options_destroy(s->opt);
+    if (s->bloom) leveldb_filterpolicy_destroy(s->bloom);
+    if (s->cache) leveldb_cache_destroy(s->cache);
+    if (s->ro) leveldb_readoptions_destroy(s->ro);
+    if (s->ro_bulk) leveldb_readoptions_destroy(s->ro_bulk);
+    if (s->wo_sync) leveldb_writeoptions_destroy(s->wo_sync);
+    if (s->wo_nosync) leveldb_writeoptions_destroy(s->wo_nosync);
+    if (s->opened) {
+        char qdir[512];
+        LOG_INFO(s->lg, "store.close", "dir=%s n_writes=%llu",
+                 log_quote(qdir, sizeof qdir, s->dir), s->n_writes);
+    }
+    free(s->dir);
+    free(s);
+    *sp = NULL;
+}
+
+static int parse_fault_env(struct store *s, char *err, size_t errlen)
+{
+    const char *v = getenv(FAULT_ENV);
+    char *end;
+
+    if (v == NULL || v[0] == '\0') return 0;
+    errno = 0;
+    s->fault_after = strtoull(v, &end, 10);
+    if (v[0] < '0' || v[0] > '9' || *end != '\0' || errno == ERANGE) {
+        snprintf(err, errlen, "%s=%.40s: expected a non-negative integer (the number of "
+                 "store writes that succeed before all later ones fail)", FAULT_ENV, v);
+        return -1;
+    }
+    s->fault_armed = true;
+    LOG_WARN(s->lg, "store.fault_injection", "write_fail_after=%llu", s->fault_after);
+    return 0;
+}
+
+/* Describes a metadata value for a message: itself if short and printable. */
+static const char *meta_shown(char *buf, size_t size, const uint8_t *v, size_t len)
+{
+    if (len == 0 || len > 16) return "unrecognised";
+    for (size_t i = 0; i < len; i++)
+        if (v[i] < 0x20 || v[i] > 0x7e) return "unrecognised";
+    snprintf(buf, size, "\"%.*s\"", (int)len, (const char *)v);
+    return buf;
+}
+
+/* New store: stamp it. Existing: check format version and key-group count. */
+static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    char shown[32];
+    int rc = -1, r;
+
+    *created = false;
+    r = store_get_meta(s, META_FORMAT, &v, &len);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot read metadata of the store in %s (see the log)", s->dir);
+        goto out;
+    }
+    if (r == 1) {
+        leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro);
+        struct store_batch *b;
+        uint8_t kg[4] = {0, 0, (uint8_t)(STORE_KEY_GROUPS >> 8), (uint8_t)STORE_KEY_GROUPS};
+        char *lerr = NULL;
+        bool empty;
+
+        leveldb_iter_seek_to_first(it);
+        empty = !leveldb_iter_valid(it);
+        if (iter_finish(s, it, 0) != 0) {
+            snprintf(err, errlen, "cannot read the store in %s (see the log)", s->dir);
+            goto out;
+        }
+        if (!empty) {
+            snprintf(err, errlen, "%s holds a LevelDB database without statemesh metadata "
+                     "(no \"X" META_FORMAT "\" key); refusing to use it", s->dir);
+            goto out;
+        }
+        b = store_batch_create();
+        if (b == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        store_batch_put_meta(b, META_FORMAT, "1", 1);
+        store_batch_put_meta(b, META_KEY_GROUPS, kg, sizeof kg);
+        leveldb_write(s->db, s->wo_sync, b->wb, &lerr);
+        store_batch_destroy(&b);
+        if (lerr) {
+            snprintf(err, errlen, "cannot initialise the store in %s: %s", s->dir, lerr);
+            ldb_failure(s, "store.write_failed", &lerr);
+            goto out;
+        }
+        *created = true;
+        rc = 0;
+        goto out;
+    }
+    if (len != 1 || v[0] != '0' + STORE_FORMAT_VERSION) {
+        snprintf(err, errlen, "the store in %s has format version %s; this statemeshd reads "
+                 "version %d only", s->dir, meta_shown(shown, sizeof shown, v, len),
+                 STORE_FORMAT_VERSION);
+        goto out;
+    }
+    free(v);
+    v = NULL;
+    r = store_get_meta(s, META_KEY_GROUPS, &v, &len);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot read metadata of the store in %s (see the log)", s->dir);
+        goto out;
+    }
+    if (r == 1 || len != 4) {
+        snprintf(err, errlen, "the store in %s has %s key-group count (\"X" META_KEY_GROUPS
+                 "\"); it is damaged or not a statemesh store", s->dir,
+                 r == 1 ? "no" : "a malformed");
+        goto out;
+    }
+    if (get_u32be(v) != STORE_KEY_GROUPS) {
+        snprintf(err, errlen, "the store in %s was created with %u key groups; this statemeshd "
+                 "uses %d and cannot read it", s->dir, get_u32be(v), STORE_KEY_GROUPS);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(v);
+    return rc;
+}
+
+int store_open(struct store **out, const char *dir, const struct store_options *opt,
+               const struct log *lg, char *err, size_t errlen)
+{
+    static const struct store_options defaults = {0};
+    struct store *s = NULL;
+    char *lerr = NULL;
+    char why[1024] = "";
+    struct stat st;
+    bool created = false;
+    int rc = -1;
+
+    *out = NULL;
+    if (opt == NULL) opt = &defaults;
+    if (stat(dir, &st) != 0) {
+        snprintf(why, sizeof why, "cannot open store in %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(why, sizeof why, "cannot open store in %s: not a directory", dir);
+        goto out;
+    }
+    s = calloc(1, sizeof *s);
+    if (s == NULL || (s->dir = strdup(dir)) == NULL) {
+        snprintf(why, sizeof why, "cannot open store in %s: out of memory", dir);
+        goto out;
+    }
+    s->lg = lg;
+    if (parse_fault_env(s, why, sizeof why) != 0) goto out;
+
+    s->opt = leveldb_options_create();
+    s->bloom = leveldb_filterpolicy_create_bloom(BLOOM_BITS);
+    s->cache = leveldb_cache_create_lru(opt->block_cache_bytes ? opt->block_cache_bytes
+                                                               : DEFAULT_CACHE);
+    leveldb_options_set_create_if_missing(s->opt, 1);
+    leveldb_options_set_filter_policy(s->opt, s->bloom);
+    leveldb_options_set_cache(s->opt, s->cache);
+    leveldb_options_set_write_buffer_size(s->opt, opt->write_buffer_bytes
+                                                      ? opt->write_buffer_bytes
+                                                      : DEFAULT_WRITE_BUFFER);
+    leveldb_options_set_compression(s->opt, opt->compression ? leveldb_snappy_compression
+                                                             : leveldb_no_compression);
+    s->ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_verify_checksums(s->ro, 1);
+    s->ro_bulk = leveldb_readoptions_create();
+    leveldb_readoptions_set_verify_checksums(s->ro_bulk, 1);
+    leveldb_readoptions_set_fill_cache(s->ro_bulk, 0);
+    s->wo_sync = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(s->wo_sync, 1);
+    s->wo_nosync = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(s->wo_nosync, 0);
+
+    s->db = leveldb_open(s->opt, dir, &lerr);
+    if (lerr) {
+        snprintf(why, sizeof why, "cannot open store in %s: %s", dir, lerr);
+        leveldb_free(lerr);
+        s->db = NULL;
+        goto out;
+    }
+    if (check_meta(s, &created, why, sizeof why) != 0) goto out;
+
+    {
+        char qdir[512];
+        LOG_INFO(lg, "store.open", "dir=%s created=%d format=%d key_groups=%d",
+                 log_quote(qdir, sizeof qdir, dir), created ? 1 : 0, STORE_FORMAT_VERSION,
+                 STORE_KEY_GROUPS);
+    }
+    s->opened = true;
+    *out = s;
+    s = NULL;
+    rc = 0;
+out:
+    if (rc != 0) {
+        char qdir[512], qerr[1100];
+        LOG_ERROR(lg, "store.open_failed", "dir=%s err=%s", log_quote(qdir, sizeof qdir, dir),
+                  log_quote(qerr, sizeof qerr, why));
+        if (err && errlen) snprintf(err, errlen, "%s", why);
+    }
+    store_close(&s);
+    return rc;
+}
