@@ -1,0 +1,540 @@
+/* Unit tests for runtime/config.c. Run from the repository root (make unit):
+ * the config files live in test/unit/configs/ and the expected messages name
+ * them by that relative path. Temporary files go to a mkdtemp() directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define CONFIGS "test/unit/configs/"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static int count_lines(const char *s)
+{
+    int n = s[0] ? 1 : 0;
+    for (; *s; s++)
+        if (*s == '\n') n++;
+    return n;
+}
+
+/* Fails unless one line of err starts with `prefix`. */
+static void assert_error(const char *err, const char *prefix)
+{
+    size_t plen = strlen(prefix);
+    const char *line = err;
+
+    while (line && *line) {
+        if (strncmp(line, prefix, plen) == 0) return;
+        line = strchr(line, '\n');
+        if (line) line++;
+    }
+    print_error("expected a line starting with\n  %s\nin:\n%s\n", prefix, err);
+    fail();
+}
+
+static int load_expect_fail(const char *path, char *err, size_t errlen)
+{
+    struct cfg c;
+    int rc = cfg_load(path, &c, err, errlen);
+    assert_int_equal(rc, -1);
+    /* Nothing partially applied: nothing to clean up. */
+    assert_null(c.path);
+    assert_null(c.data_dir);
+    assert_null(c.ingress);
+    assert_null(c.endpoints);
+    assert_int_equal(c.n_endpoints, 0);
+    return count_lines(err);
+}
+
+struct tmp {
+    char dir[64];
+    char path[128];
+};
+
+static void tmp_write(struct tmp *t, const char *text)
+{
+    FILE *f;
+
+    strcpy(t->dir, "/tmp/sm_test_config.XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    snprintf(t->path, sizeof t->path, "%s/statemesh.conf", t->dir);
+    f = fopen(t->path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void tmp_remove(struct tmp *t)
+{
+    unlink(t->path);
+    rmdir(t->dir);
+}
+
+/* ---- good files ------------------------------------------------------------- */
+
+static void good_config_all_settings(void **state)
+{
+    struct cfg c;
+    char err[4096];
+
+    (void)state;
+    assert_int_equal(cfg_load(CONFIGS "good.conf", &c, err, sizeof err), 0);
+    assert_string_equal(err, "");
+    assert_string_equal(c.path, CONFIGS "good.conf");
+    assert_string_equal(c.data_dir, CONFIGS "state");     /* relative to the file */
+    assert_string_equal(c.ingress, "0.0.0.0:7071");
+    assert_int_equal(c.log_level, LOG_LEVEL_DEBUG);
+    assert_int_equal(c.max_message_bytes, 1048576);
+    assert_int_equal(c.checkpoint_interval_ms, 250);
+    assert_false(c.checkpoint_sync);
+    assert_int_equal(c.n_endpoints, 4);
+
+    assert_string_equal(c.endpoints[0].functions, "example/*");
+    assert_string_equal(c.endpoints[0].target, "unix:/tmp/greeter.sock");
+    assert_int_equal(c.endpoints[0].mode, CFG_MODE_SIDECAR);
+    assert_int_equal(c.endpoints[0].max_batch, 50);
+    assert_int_equal(c.endpoints[0].max_in_flight, 20);
+    assert_int_equal(c.endpoints[0].line, 10);
+
+    assert_string_equal(c.endpoints[1].functions, "example/special");
+    assert_string_equal(c.endpoints[1].target, "[::1]:9000");
+    assert_int_equal(c.endpoints[1].max_batch, 100);        /* defaults */
+    assert_int_equal(c.endpoints[1].max_in_flight, 1000);
+    assert_int_equal(c.endpoints[1].line, 16);
+
+    assert_string_equal(c.endpoints[2].target, "unix-abstract:statemesh-cart");
+    assert_int_equal(c.endpoints[2].max_batch, 100000);     /* upper bounds */
+    assert_int_equal(c.endpoints[2].max_in_flight, 1000000);
+
+    assert_string_equal(c.endpoints[3].functions, "big/*");
+    assert_string_equal(c.endpoints[3].target, "fn.svc.local:65535");
+
+    cfg_cleanup(&c);
+    assert_null(c.endpoints);
+    cfg_cleanup(&c);                                        /* idempotent */
+}
+
+static void defaults(void **state)
+{
+    struct cfg c;
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(cfg_load(CONFIGS "minimal.conf", &c, err, sizeof err), 0);
+    assert_string_equal(c.data_dir, CONFIGS "data");
+    assert_string_equal(c.ingress, "127.0.0.1:7070");
+    assert_int_equal(c.log_level, LOG_LEVEL_INFO);
+    assert_int_equal(c.max_message_bytes, 4 * 1024 * 1024);
+    assert_int_equal(c.checkpoint_interval_ms, 0);
+    assert_true(c.checkpoint_sync);
+    assert_int_equal(c.n_endpoints, 0);
+    assert_null(c.endpoints);
+    cfg_cleanup(&c);
+}
+
+static void empty_endpoints_and_paths(void **state)
+{
+    struct tmp t;
+    struct cfg c;
+    char err[1024], want[256];
+
+    (void)state;
+    tmp_write(&t, "runtime = { data_dir = \"./db/../db2\"; };\nendpoints = ();\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_int_equal(c.n_endpoints, 0);
+    snprintf(want, sizeof want, "%s/db/../db2", t.dir);
+    assert_string_equal(c.data_dir, want);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = { data_dir = \"/var/lib/statemesh\"; ingress = \"unix:rel.sock\"; };\n"
+                  "endpoints = [];\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_string_equal(c.data_dir, "/var/lib/statemesh");   /* absolute: unchanged */
+    assert_string_equal(c.ingress, "unix:rel.sock");
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = { data_dir = \".\"; };\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_string_equal(c.data_dir, t.dir);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+}
+
+static void include_relative_to_file(void **state)
+{
+    struct cfg c;
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(cfg_load(CONFIGS "include.conf", &c, err, sizeof err), 0);
+    assert_string_equal(c.data_dir, "/var/lib/statemesh");
+    assert_int_equal(c.n_endpoints, 1);
+    assert_string_equal(c.endpoints[0].functions, "inc/*");
+    assert_int_equal(c.endpoints[0].max_batch, 7);
+    cfg_cleanup(&c);
+
+    /* Errors inside an included file name that file, as a usable path. A
+     * 33-bit literal that libconfig wraps to 1 (valid!) is still refused. */
+    assert_int_equal(load_expect_fail(CONFIGS "include_bad.conf", err, sizeof err), 2);
+    assert_error(err, CONFIGS "include_bad.inc:4: endpoints[0].max_batch: -7 is out of range");
+    assert_error(err, CONFIGS "include_bad.inc:5: endpoints[0].max_in_flight: "
+                      "4294967297 is out of range; must be 1..1000000");
+}
+
+/* ---- ${VAR} expansion --------------------------------------------------------- */
+
+static void env_expansion(void **state)
+{
+    struct tmp t;
+    struct cfg c;
+    char err[1024];
+
+    (void)state;
+    setenv("SM_TEST_DATA", "/srv/sm", 1);
+    setenv("SM_TEST_HOST", "127.0.0.2", 1);
+    setenv("SM_TEST_EMPTY", "", 1);
+    unsetenv("SM_TEST_PORT");
+    unsetenv("SM_TEST_NS");
+    tmp_write(&t,
+              "runtime = {\n"
+              "  data_dir = \"${SM_TEST_DATA}/db\";\n"
+              "  ingress = \"${SM_TEST_HOST}:${SM_TEST_PORT:-7171}\";\n"
+              "  log_level = \"${SM_TEST_EMPTY:-warn}\";\n"
+              "};\n"
+              "endpoints = ( {\n"
+              "  functions = \"${SM_TEST_NS:-example}/*\";\n"
+              "  target = \"unix:${SM_TEST_DATA}/fn$1.sock${SM_TEST_EMPTY}\";\n"
+              "} );\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_string_equal(c.data_dir, "/srv/sm/db");
+    assert_string_equal(c.ingress, "127.0.0.2:7171");
+    assert_int_equal(c.log_level, LOG_LEVEL_WARN);       /* :- also covers set-but-empty */
+    assert_string_equal(c.endpoints[0].functions, "example/*");
+    assert_string_equal(c.endpoints[0].target, "unix:/srv/sm/fn$1.sock"); /* lone $ literal */
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+    unsetenv("SM_TEST_DATA");
+    unsetenv("SM_TEST_HOST");
+    unsetenv("SM_TEST_EMPTY");
+}
+
+static void env_expansion_errors(void **state)
+{
+    struct tmp t;
+    char err[2048], want[256];
+
+    (void)state;
+    unsetenv("SM_TEST_UNSET");
+    setenv("SM_TEST_HOST", "h", 1);
+    tmp_write(&t,
+              "runtime = {\n"
+              "  ingress = \"${SM_TEST_UNSET}:7070\";\n"
+              "  data_dir = \"${SM_TEST_HOST\";\n"
+              "  log_level = \"${1X}\";\n"
+              "};\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 3);
+    snprintf(want, sizeof want,
+             "%s:2: runtime.ingress: environment variable SM_TEST_UNSET is not set", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:3: runtime.data_dir: unterminated \"${\"", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:4: runtime.log_level: bad variable reference", t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
+    unsetenv("SM_TEST_HOST");
+}
+
+/* ---- bad files ------------------------------------------------------------------ */
+
+static void syntax_error(void **state)
+{
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_syntax.conf", err, sizeof err), 1);
+    assert_string_equal(err, CONFIGS "bad_syntax.conf:4: syntax error");
+}
+
+static void unknown_settings(void **state)
+{
+    char err[4096];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_unknown.conf", err, sizeof err), 4);
+    assert_error(err, CONFIGS "bad_unknown.conf:3: runtime.datadir: unknown setting; "
+                      "expected one of: data_dir, ingress,");
+    assert_error(err, CONFIGS "bad_unknown.conf:4: runtime.checkpoint.fsync: unknown setting");
+    assert_error(err, CONFIGS "bad_unknown.conf:6: egresses: unknown setting");
+    assert_error(err, CONFIGS "bad_unknown.conf:10: endpoints[0].retries: unknown setting");
+}
+
+static void wrong_types(void **state)
+{
+    char err[4096];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_type.conf", err, sizeof err), 6);
+    assert_error(err, CONFIGS "bad_type.conf:2: runtime.data_dir: expected a string");
+    assert_error(err, CONFIGS "bad_type.conf:3: runtime.ingress: expected a string");
+    assert_error(err, CONFIGS "bad_type.conf:5: runtime.max_message_bytes: expected an integer, "
+                      "got a string");
+    assert_error(err, CONFIGS "bad_type.conf:6: runtime.checkpoint.interval_ms: expected an integer");
+    assert_error(err, CONFIGS "bad_type.conf:6: runtime.checkpoint.sync: expected true or false");
+    assert_error(err, CONFIGS "bad_type.conf:11: endpoints[0].max_batch: expected an integer, "
+                      "got a boolean");
+
+    assert_int_equal(load_expect_fail(CONFIGS "bad_type2.conf", err, sizeof err), 2);
+    assert_error(err, CONFIGS "bad_type2.conf:1: runtime: expected a group");
+    assert_error(err, CONFIGS "bad_type2.conf:2: endpoints: expected a list");
+}
+
+static void out_of_range(void **state)
+{
+    char err[4096];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_range.conf", err, sizeof err), 8);
+    assert_error(err, CONFIGS "bad_range.conf:2: runtime.max_message_bytes: 1023 is out of range; "
+                      "must be 1024..67108864");
+    /* 4294967296 reads as 0 in libconfig 1.5, which would be valid: refused. */
+    assert_error(err, CONFIGS "bad_range.conf:4: runtime.checkpoint.interval_ms: 4294967296 is "
+                      "out of range; must be 0..60000");
+    assert_error(err, CONFIGS "bad_range.conf:10: endpoints[0].max_batch: 0 is out of range");
+    assert_error(err, CONFIGS "bad_range.conf:11: endpoints[0].max_in_flight: 1000001 is out");
+    assert_error(err, CONFIGS "bad_range.conf:15: endpoints[1].max_batch: 100001 is out");
+    assert_error(err, CONFIGS "bad_range.conf:16: endpoints[1].max_in_flight: 3000000000 is out");
+    assert_error(err, CONFIGS "bad_range.conf:20: endpoints[2].max_batch: 9999999999 is out");
+    assert_error(err, CONFIGS "bad_range.conf:21: endpoints[2].max_in_flight: -1 is out");
+}
+
+/* libconfig 1.5 wraps integer literals beyond 32 bits written without L; the
+ * wrapped values here (0, 1024, 1) would all be in range. */
+static void wrapped_integer_literals(void **state)
+{
+    struct tmp t;
+    char err[2048], want[256];
+
+    (void)state;
+    tmp_write(&t,
+              "runtime = { checkpoint = { interval_ms = 4294967296; sync = true; };"
+              " max_message_bytes = 0x100000400; };\n"
+              "endpoints = ( { functions = \"a/*\"; target = \"unix:/max_batch = 5\";"
+              " max_batch = 4294967297; max_in_flight = 4294967296L; } );\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 4);
+    snprintf(want, sizeof want, "%s:1: runtime.checkpoint.interval_ms: 4294967296 is out", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:1: runtime.max_message_bytes: 4294968320 is out", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:2: endpoints[0].max_batch: 4294967297 is out", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:2: endpoints[0].max_in_flight: 4294967296 is out", t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
+}
+
+static void bad_targets(void **state)
+{
+    char err[8192];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_target.conf", err, sizeof err), 10);
+    assert_error(err, CONFIGS "bad_target.conf:1: runtime.ingress: \"localhost\" is not a valid");
+    assert_error(err, CONFIGS "bad_target.conf:3: endpoints[0].target: \"localhost:0\" is not a "
+                      "valid address: port 0 is out of range 1..65535");
+    assert_error(err, CONFIGS "bad_target.conf:4: endpoints[1].target: \"localhost:70000\" is not "
+                      "a valid address: port 70000 is out of range 1..65535");
+    assert_error(err, CONFIGS "bad_target.conf:5: endpoints[2].target: \"localhost:http\"");
+    assert_error(err, CONFIGS "bad_target.conf:6: endpoints[3].target: \"unix:\"");
+    assert_error(err, CONFIGS "bad_target.conf:7: endpoints[4].target: \"dns:///fn.svc:7000\"");
+    assert_error(err, CONFIGS "bad_target.conf:8: endpoints[5].target: \"::1:80\"");
+    assert_error(err, CONFIGS "bad_target.conf:9: endpoints[6].target: \":8080\"");
+    assert_error(err, CONFIGS "bad_target.conf:10: endpoints[7].target: \"unix-abstract:\"");
+    assert_error(err, CONFIGS "bad_target.conf:11: endpoints[8].target: \"\" is not a valid");
+}
+
+static void long_unix_path(void **state)
+{
+    struct tmp t;
+    char text[512], err[1024], want[256];
+    char path[120];
+
+    (void)state;
+    memset(path, 'p', sizeof path - 1);
+    path[0] = '/';
+    path[sizeof path - 1] = '\0';                           /* 119 bytes > 107 */
+    snprintf(text, sizeof text, "runtime = { ingress = \"unix:%s\"; };\n", path);
+    tmp_write(&t, text);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:1: runtime.ingress: ", t.path);
+    assert_error(err, want);
+    assert_non_null(strstr(err, "unix socket path is longer than 107 bytes"));
+    tmp_remove(&t);
+}
+
+static void bad_patterns(void **state)
+{
+    char err[4096];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_pattern.conf", err, sizeof err), 6);
+    assert_error(err, CONFIGS "bad_pattern.conf:2: endpoints[0].functions: bad pattern \"example\"");
+    assert_error(err, CONFIGS "bad_pattern.conf:3: endpoints[1].functions: bad pattern \"example/x*\"");
+    assert_error(err, CONFIGS "bad_pattern.conf:4: endpoints[2].functions: bad pattern \"*\"");
+    assert_error(err, CONFIGS "bad_pattern.conf:5: endpoints[3].functions: bad pattern \"ex ample/*\"");
+    assert_error(err, CONFIGS "bad_pattern.conf:6: endpoints[4].functions: missing");
+    assert_error(err, CONFIGS "bad_pattern.conf:7: endpoints[5].target: missing");
+}
+
+static void duplicate_pattern(void **state)
+{
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "dup_pattern.conf", err, sizeof err), 1);
+    assert_string_equal(err, CONFIGS "dup_pattern.conf:8: endpoints[2].functions: pattern "
+                             "\"example/*\" is already served by endpoints[0] (line 2); "
+                             "each pattern may appear once");
+}
+
+static void bad_mode(void **state)
+{
+    char err[2048];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_mode.conf", err, sizeof err), 3);
+    assert_error(err, CONFIGS "bad_mode.conf:2: endpoints[0].mode: mode \"remote\" is not "
+                      "supported yet; supported: sidecar");
+    assert_error(err, CONFIGS "bad_mode.conf:3: endpoints[1].mode: unknown mode \"bogus\"; "
+                      "supported: sidecar");
+    assert_error(err, CONFIGS "bad_mode.conf:4: endpoints[2].mode: expected a string");
+}
+
+static void missing_file(void **state)
+{
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "does-not-exist.conf", err, sizeof err), 1);
+    assert_string_equal(err, CONFIGS "does-not-exist.conf: cannot read: No such file or directory");
+    assert_int_equal(load_expect_fail("test/unit/configs", err, sizeof err), 1);
+    assert_string_equal(err, "test/unit/configs: cannot read: Is a directory");
+}
+
+static void several_errors_at_once(void **state)
+{
+    char err[4096];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_many.conf", err, sizeof err), 6);
+    assert_error(err, CONFIGS "bad_many.conf:3: runtime.log_level: unknown level \"verbose\"; "
+                      "use debug, info, warn or error");
+    assert_error(err, CONFIGS "bad_many.conf:4: runtime.max_message_bytes: 0 is out of range");
+    assert_error(err, CONFIGS "bad_many.conf:5: runtime.colour: unknown setting");
+    assert_error(err, CONFIGS "bad_many.conf:10: endpoints[0].mode: mode \"embedded\" is not "
+                      "supported yet");
+    assert_error(err, CONFIGS "bad_many.conf:12: endpoints[1].functions: pattern \"example/*\" "
+                      "is already served by endpoints[0] (line 8)");
+    assert_error(err, CONFIGS "bad_many.conf:13: endpoints[1].target: \"nowhere\" is not a valid");
+}
+
+static void error_buffer_truncated(void **state)
+{
+    struct cfg c;
+    char err[32];
+
+    (void)state;
+    memset(err, 'x', sizeof err);
+    assert_int_equal(cfg_load(CONFIGS "bad_many.conf", &c, err, sizeof err), -1);
+    assert_int_equal(strlen(err), sizeof err - 1);
+    assert_memory_equal(err, CONFIGS "bad_many.conf:3:", 31);
+    assert_int_equal(cfg_load(CONFIGS "bad_many.conf", &c, NULL, 0), -1);
+    assert_int_equal(cfg_load(CONFIGS "good.conf", &c, NULL, 0), 0);
+    cfg_cleanup(&c);
+}
+
+/* ---- matching ------------------------------------------------------------------- */
+
+static void match_precedence(void **state)
+{
+    struct cfg_endpoint eps[3] = {
+        {.functions = "example/*"},
+        {.functions = "example/special"},
+        {.functions = "other/x"},
+    };
+    struct cfg_endpoint rev[2] = {
+        {.functions = "example/special"},
+        {.functions = "example/*"},
+    };
+    struct cfg c = {.endpoints = eps, .n_endpoints = 3};
+
+    (void)state;
+    assert_int_equal(cfg_match_endpoint(&c, "example/special"), 1);  /* exact beats wildcard */
+    assert_int_equal(cfg_match_endpoint(&c, "example/greeter"), 0);
+    assert_int_equal(cfg_match_endpoint(&c, "example/specialx"), 0);
+    assert_int_equal(cfg_match_endpoint(&c, "other/x"), 2);
+    assert_int_equal(cfg_match_endpoint(&c, "other/y"), -1);
+    assert_int_equal(cfg_match_endpoint(&c, "examplex/y"), -1);
+    assert_int_equal(cfg_match_endpoint(&c, "example2/greeter"), -1);
+
+    c.endpoints = rev;
+    c.n_endpoints = 2;
+    assert_int_equal(cfg_match_endpoint(&c, "example/special"), 0);
+    assert_int_equal(cfg_match_endpoint(&c, "example/greeter"), 1);
+
+    c.n_endpoints = 0;
+    assert_int_equal(cfg_match_endpoint(&c, "example/greeter"), -1);
+}
+
+static void match_loaded_config(void **state)
+{
+    struct cfg c;
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(cfg_load(CONFIGS "good.conf", &c, err, sizeof err), 0);
+    assert_int_equal(cfg_match_endpoint(&c, "example/special"), 1);
+    assert_int_equal(cfg_match_endpoint(&c, "example/greeter"), 0);
+    assert_int_equal(cfg_match_endpoint(&c, "shop/cart"), 2);
+    assert_int_equal(cfg_match_endpoint(&c, "shop/other"), -1);
+    assert_int_equal(cfg_match_endpoint(&c, "big/thing"), 3);
+    cfg_cleanup(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(good_config_all_settings),
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(empty_endpoints_and_paths),
+        cmocka_unit_test(include_relative_to_file),
+        cmocka_unit_test(env_expansion),
+        cmocka_unit_test(env_expansion_errors),
+        cmocka_unit_test(syntax_error),
+        cmocka_unit_test(unknown_settings),
+        cmocka_unit_test(wrong_types),
+        cmocka_unit_test(out_of_range),
+        cmocka_unit_test(wrapped_integer_literals),
+        cmocka_unit_test(bad_targets),
+        cmocka_unit_test(long_unix_path),
+        cmocka_unit_test(bad_patterns),
+        cmocka_unit_test(duplicate_pattern),
+        cmocka_unit_test(bad_mode),
+        cmocka_unit_test(missing_file),
+        cmocka_unit_test(several_errors_at_once),
+        cmocka_unit_test(error_buffer_truncated),
+        cmocka_unit_test(match_precedence),
+        cmocka_unit_test(match_loaded_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,686 @@
+/* Unit tests for runtime/store.c. Each test works in its own mkdtemp()
+ * directory under /tmp and removes it. The on-disk key layout promised by
+ * store.h is checked by reading the database back with the raw LevelDB API. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <leveldb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "store.h"
+
+#define FAULT_ENV "STATEMESH_FAULT_WRITE_FAIL_AFTER"
+
+/* ---- fixture: a fresh directory and a log captured in memory ------------------ */
+
+struct fx {
+    char dir[64];
+    char *logbuf;
+    size_t loglen;
+    struct log lg;
+    struct store *s;
+};
+
+static int setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof *fx);
+
+    assert_non_null(fx);
+    strcpy(fx->dir, "/tmp/sm_test_store.XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    fx->lg.level = LOG_LEVEL_DEBUG;
+    fx->lg.out = open_memstream(&fx->logbuf, &fx->loglen);
+    assert_non_null(fx->lg.out);
+    unsetenv(FAULT_ENV);
+    *state = fx;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+
+    store_close(&fx->s);
+    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fclose(fx->lg.out);
+    free(fx->logbuf);
+    free(fx);
+    unsetenv(FAULT_ENV);
+    return 0;
+}
+
+static void open_ok(struct fx *fx)
+{
+    char err[512];
+    struct store_options opt = {.compression = true};
+
+    err[0] = '\0';
+    if (store_open(&fx->s, fx->dir, &opt, &fx->lg, err, sizeof err) != 0) {
+        print_error("store_open: %s\n", err);
+        fail();
+    }
+    assert_non_null(fx->s);
+}
+
+static const char *log_text(struct fx *fx)
+{
+    fflush(fx->lg.out);
+    return fx->logbuf ? fx->logbuf : "";
+}
+
+static void write_ok(struct store *s, struct store_batch *b, bool sync)
+{
+    assert_int_equal(store_write(s, b, sync), 0);
+    store_batch_clear(b);
+}
+
+static void put_state_str(struct store *s, const char *type, const char *id, const char *name,
+                          const char *val)
+{
+    struct store_batch *b = store_batch_create();
+    store_batch_put_state(b, type, id, name, val, strlen(val));
+    write_ok(s, b, false);
+    store_batch_destroy(&b);
+}
+
+static void assert_state(struct store *s, const char *type, const char *id, const char *name,
+                         const char *want /* NULL: absent */)
+{
+    uint8_t *v = (uint8_t *)"sentinel";
+    size_t len = 99;
+    int rc = store_get_state(s, type, id, name, &v, &len);
+
+    if (want == NULL) {
+        assert_int_equal(rc, 1);
+        return;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(v, want, len);
+    free(v);
+}
+
+/* ---- key groups ---------------------------------------------------------------- */
+
+static void key_group_stable_and_in_range(void **state)
+{
+    static const char hashed[] = "example/greeter\0alice";   /* type '\0' id */
+    unsigned char seen[STORE_KEY_GROUPS] = {0};
+    int distinct = 0;
+
+    (void)state;
+    /* The definition in store.h, computed independently. */
+    assert_int_equal(store_key_group("example/greeter", "alice"),
+                     XXH3_64bits(hashed, sizeof hashed - 1) % STORE_KEY_GROUPS);
+    /* Pinned: the on-disk layout depends on it never changing. */
+    assert_int_equal(store_key_group("example/greeter", "alice"), 3730);
+    assert_int_equal(store_key_group("example/greeter", "alice"),
+                     store_key_group("example/greeter", "alice"));
+    /* The separator matters: ("a/b", "cd") and ("a/bc", "d") differ. */
+    assert_int_not_equal(store_key_group("a/b", "cd"), store_key_group("a/bc", "d"));
+
+    for (int i = 0; i < 20000; i++) {
+        char id[32];
+        uint16_t kg;
+        snprintf(id, sizeof id, "user-%d", i);
+        kg = store_key_group("example/greeter", id);
+        assert_true(kg < STORE_KEY_GROUPS);
+        if (!seen[kg]) distinct++;
+        seen[kg] = 1;
+    }
+    /* 20000 ids over 4096 groups: expect ~4065 distinct; a broken hash would not. */
+    assert_true(distinct > 3900);
+}
+
+/* ---- states --------------------------------------------------------------------- */
+
+struct names {
+    char got[16][32];
+    int n;
+    int stop_after;
+};
+
+static int collect_state(void *arg, const char *name, const uint8_t *val, size_t len)
+{
+    struct names *ns = arg;
+    assert_true(ns->n < 16);
+    snprintf(ns->got[ns->n], sizeof ns->got[0], "%s=%.*s", name, (int)len, (const char *)val);
+    ns->n++;
+    return ns->stop_after && ns->n >= ns->stop_after;
+}
+
+static void put_get_delete_state(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b;
+    struct names ns = {0};
+    uint8_t *v = NULL;
+    size_t len = 1;
+
+    open_ok(fx);
+    assert_state(fx->s, "example/greeter", "alice", "count", NULL);
+    put_state_str(fx->s, "example/greeter", "alice", "count", "1");
+    assert_state(fx->s, "example/greeter", "alice", "count", "1");
+    put_state_str(fx->s, "example/greeter", "alice", "count", "22");     /* overwrite */
+    assert_state(fx->s, "example/greeter", "alice", "count", "22");
+    /* Same name, neighbouring addresses: no bleeding. */
+    assert_state(fx->s, "example/greeter", "alic", "count", NULL);
+    assert_state(fx->s, "example/greeter", "alicex", "count", NULL);
+    assert_state(fx->s, "example/greeterx", "alice", "count", NULL);
+
+    /* An empty value is a value, not an absence. */
+    b = store_batch_create();
+    store_batch_put_state(b, "example/greeter", "alice", "empty", NULL, 0);
+    write_ok(fx->s, b, true);
+    assert_int_equal(store_get_state(fx->s, "example/greeter", "alice", "empty", &v, &len), 0);
+    assert_int_equal(len, 0);
+    assert_non_null(v);
+    free(v);
+
+    /* Scans: name order, only this address, early stop. */
+    put_state_str(fx->s, "example/greeter", "alice", "b_name", "B");
+    put_state_str(fx->s, "example/greeter", "alice", "a_name", "A");
+    put_state_str(fx->s, "example/greeter", "alicex", "zzz", "other address");
+    put_state_str(fx->s, "example/greeter", "ali", "aaa", "other address");
+    assert_int_equal(store_scan_states(fx->s, "example/greeter", "alice", collect_state, &ns), 0);
+    assert_int_equal(ns.n, 4);
+    assert_string_equal(ns.got[0], "a_name=A");
+    assert_string_equal(ns.got[1], "b_name=B");
+    assert_string_equal(ns.got[2], "count=22");
+    assert_string_equal(ns.got[3], "empty=");
+    memset(&ns, 0, sizeof ns);
+    ns.stop_after = 2;
+    assert_int_equal(store_scan_states(fx->s, "example/greeter", "alice", collect_state, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(store_scan_states(fx->s, "example/greeter", "nobody", collect_state, &ns), 0);
+    assert_int_equal(ns.n, 0);
+
+    /* Delete. */
+    store_batch_delete_state(b, "example/greeter", "alice", "count");
+    store_batch_delete_state(b, "example/greeter", "alice", "never-existed");
+    assert_int_equal(store_batch_count(b), 2);
+    write_ok(fx->s, b, true);
+    assert_state(fx->s, "example/greeter", "alice", "count", NULL);
+    assert_state(fx->s, "example/greeter", "alice", "a_name", "A");
+    store_batch_destroy(&b);
+    assert_null(b);
+    store_batch_destroy(&b);                                 /* NULL-safe */
+}
+
+/* ---- messages and key layout ----------------------------------------------------- */
+
+#define N_TYPES 2
+#define N_IDS 6
+#define N_SEQS 5
+
+static const char *const types[N_TYPES] = {"t/x", "t/xy"};
+static const char *const ids[N_IDS] = {"a", "ab", "abc", "a b", "b", "\xc3\xa9t\xc3\xa9"};
+/* Crosses byte boundaries so that only big-endian keys sort numerically. */
+static const uint64_t seqs[N_SEQS] = {1ull << 40, 255, 1, 65536, 256};
+
+struct scan {
+    char last_type[16], last_id[16];
+    uint64_t last_seq;
+    int started;
+    int runs;                /* address changes seen */
+    int n;
+    char done[N_TYPES * N_IDS][40];
+    int n_done;
+    int stop_after;
+};
+
+static int collect_message(void *arg, const char *type, const char *id, uint64_t seq,
+                           const uint8_t *val, size_t len)
+{
+    struct scan *sc = arg;
+    char want[64], addr[40];
+
+    snprintf(want, sizeof want, "%s|%s|%llu", type, id, (unsigned long long)seq);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(val, want, len);
+    snprintf(addr, sizeof addr, "%s|%s", type, id);
+    if (!sc->started || strcmp(type, sc->last_type) != 0 || strcmp(id, sc->last_id) != 0) {
+        /* A new address: it must not have appeared before (contiguity). */
+        for (int i = 0; i < sc->n_done; i++) assert_string_not_equal(sc->done[i], addr);
+        strcpy(sc->done[sc->n_done++], addr);
+        strcpy(sc->last_type, type);
+        strcpy(sc->last_id, id);
+        sc->runs++;
+        sc->started = 1;
+    } else {
+        assert_true(seq > sc->last_seq);                    /* seq order within an address */
+    }
+    sc->last_seq = seq;
+    sc->n++;
+    return sc->stop_after && sc->n >= sc->stop_after;
+}
+
+static void put_messages(struct store *s)
+{
+    struct store_batch *b = store_batch_create();
+
+    for (int q = 0; q < N_SEQS; q++)
+        for (int t = 0; t < N_TYPES; t++)
+            for (int i = 0; i < N_IDS; i++) {
+                char val[64];
+                snprintf(val, sizeof val, "%s|%s|%llu", types[t], ids[i],
+                         (unsigned long long)seqs[q]);
+                store_batch_put_message(b, types[t], ids[i], seqs[q], val, strlen(val));
+            }
+    assert_int_equal(store_batch_count(b), N_SEQS * N_TYPES * N_IDS);
+    assert_true(store_batch_bytes(b) > 0);
+    write_ok(s, b, true);
+    store_batch_destroy(&b);
+}
+
+static void messages_scan_in_order(void **state)
+{
+    struct fx *fx = *state;
+    struct scan sc = {0};
+    struct store_batch *b;
+
+    open_ok(fx);
+    /* States interleave with messages in key space only by tag: ignored by the scan. */
+    put_state_str(fx->s, "t/x", "a", "s", "state value");
+    put_messages(fx->s);
+    assert_int_equal(store_scan_messages(fx->s, collect_message, &sc), 0);
+    assert_int_equal(sc.n, N_SEQS * N_TYPES * N_IDS);
+    assert_int_equal(sc.runs, N_TYPES * N_IDS);
+
+    /* Early stop. */
+    memset(&sc, 0, sizeof sc);
+    sc.stop_after = 3;
+    assert_int_equal(store_scan_messages(fx->s, collect_message, &sc), 0);
+    assert_int_equal(sc.n, 3);
+
+    /* Consumed messages disappear. */
+    b = store_batch_create();
+    for (int t = 0; t < N_TYPES; t++)
+        for (int i = 0; i < N_IDS; i++) store_batch_delete_message(b, types[t], ids[i], seqs[1]);
+    write_ok(fx->s, b, true);
+    store_batch_destroy(&b);
+    memset(&sc, 0, sizeof sc);
+    assert_int_equal(store_scan_messages(fx->s, collect_message, &sc), 0);
+    assert_int_equal(sc.n, (N_SEQS - 1) * N_TYPES * N_IDS);
+}
+
+static void on_disk_layout(void **state)
+{
+    struct fx *fx = *state;
+    leveldb_options_t *o;
+    leveldb_readoptions_t *ro;
+    leveldb_iterator_t *it;
+    leveldb_t *db;
+    char *lerr = NULL;
+    int n_m = 0, n_s = 0, n_x = 0;
+
+    open_ok(fx);
+    put_state_str(fx->s, "t/x", "ab", "count", "7");
+    put_messages(fx->s);
+    store_close(&fx->s);
+    assert_null(fx->s);
+
+    o = leveldb_options_create();
+    db = leveldb_open(o, fx->dir, &lerr);
+    assert_null(lerr);
+    ro = leveldb_readoptions_create();
+    it = leveldb_create_iterator(db, ro);
+    for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v = leveldb_iter_value(it, &vlen);
+
+        if (k[0] == 'X') {
+            n_x++;
+            if (klen == 7 && memcmp(k, "Xformat", 7) == 0) {
+                assert_int_equal(vlen, 1);
+                assert_memory_equal(v, "1", 1);
+            } else {
+                assert_int_equal(klen, 11);
+                assert_memory_equal(k, "Xkey_groups", 11);
+                assert_int_equal(vlen, 4);
+                assert_memory_equal(v, "\0\0\x10\0", 4);           /* u32be 4096 */
+            }
+        } else if (k[0] == 'S') {
+            static const char rest[] = "t/x\0ab\0count";
+            uint16_t kg = store_key_group("t/x", "ab");
+            n_s++;
+            assert_int_equal(klen, 3 + sizeof rest - 1);
+            assert_int_equal((uint8_t)k[1], kg >> 8);
+            assert_int_equal((uint8_t)k[2], kg & 0xff);
+            assert_memory_equal(k + 3, rest, sizeof rest - 1);
+        } else {
+            char type[16], id[16];
+            uint64_t seq = 0;
+            uint16_t kg;
+            const char *p = k + 3;
+
+            assert_int_equal(k[0], 'M');
+            n_m++;
+            snprintf(type, sizeof type, "%s", p);
+            p += strlen(type) + 1;
+            snprintf(id, sizeof id, "%s", p);
+            p += strlen(id) + 1;
+            assert_int_equal(k + klen - p, 8);
+            for (int i = 0; i < 8; i++) seq = (seq << 8) | (uint8_t)p[i];
+            kg = store_key_group(type, id);
+            assert_int_equal((uint8_t)k[1], kg >> 8);
+            assert_int_equal((uint8_t)k[2], kg & 0xff);
+            assert_true(seq == seqs[0] || seq == seqs[1] || seq == seqs[2] || seq == seqs[3] ||
+                        seq == seqs[4]);
+        }
+    }
+    leveldb_iter_get_error(it, &lerr);
+    assert_null(lerr);
+    leveldb_iter_destroy(it);
+    leveldb_readoptions_destroy(ro);
+    leveldb_close(db);
+    leveldb_options_destroy(o);
+    assert_int_equal(n_x, 2);
+    assert_int_equal(n_s, 1);
+    assert_int_equal(n_m, N_SEQS * N_TYPES * N_IDS);
+}
+
+/* ---- batches, persistence -------------------------------------------------------- */
+
+static void batch_atomicity(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b;
+    struct scan sc = {0};
+
+    open_ok(fx);
+    b = store_batch_create();
+    assert_non_null(b);
+    assert_int_equal(store_batch_count(b), 0);
+    assert_int_equal(store_batch_bytes(b), 0);
+    store_batch_put_state(b, "example/greeter", "bob", "count", "1", 1);
+    store_batch_put_message(b, "example/greeter", "bob", 1, "hi", 2);
+    store_batch_put_meta(b, "note", "x", 1);
+    assert_int_equal(store_batch_count(b), 3);
+    assert_true(store_batch_bytes(b) >= 4);
+
+    /* Not written: invisible. */
+    assert_state(fx->s, "example/greeter", "bob", "count", NULL);
+    assert_int_equal(store_scan_messages(fx->s, collect_message, &sc), 0);
+    assert_int_equal(sc.n, 0);
+
+    /* Cleared: nothing left to write. */
+    store_batch_clear(b);
+    assert_int_equal(store_batch_count(b), 0);
+    assert_int_equal(store_batch_bytes(b), 0);
+    assert_int_equal(store_write(fx->s, b, true), 0);
+    assert_state(fx->s, "example/greeter", "bob", "count", NULL);
+
+    /* Written: all of it. store_write does not clear the batch. */
+    store_batch_put_state(b, "example/greeter", "bob", "count", "1", 1);
+    store_batch_put_state(b, "example/greeter", "bob", "name", "Bob", 3);
+    assert_int_equal(store_write(fx->s, b, true), 0);
+    assert_int_equal(store_batch_count(b), 2);
+    assert_state(fx->s, "example/greeter", "bob", "count", "1");
+    assert_state(fx->s, "example/greeter", "bob", "name", "Bob");
+    store_batch_destroy(&b);
+}
+
+static void reopen_persists(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b;
+    struct scan sc = {0};
+    uint8_t *v;
+    size_t len;
+
+    open_ok(fx);
+    b = store_batch_create();
+    store_batch_put_state(b, "example/greeter", "carol", "count", "3", 1);
+    store_batch_put_meta(b, "next_seq", "\0\0\0\0\0\0\0\x2a", 8);
+    write_ok(fx->s, b, true);
+    store_batch_destroy(&b);
+    put_messages(fx->s);
+    store_close(&fx->s);
+    assert_null(fx->s);
+    store_close(&fx->s);                                     /* NULL-safe */
+
+    open_ok(fx);
+    assert_state(fx->s, "example/greeter", "carol", "count", "3");
+    assert_int_equal(store_get_meta(fx->s, "next_seq", &v, &len), 0);
+    assert_int_equal(len, 8);
+    assert_memory_equal(v, "\0\0\0\0\0\0\0\x2a", 8);
+    free(v);
+    assert_int_equal(store_get_meta(fx->s, "format", &v, &len), 0);
+    assert_int_equal(len, 1);
+    assert_memory_equal(v, "1", 1);
+    free(v);
+    assert_int_equal(store_get_meta(fx->s, "absent", &v, &len), 1);
+    assert_int_equal(store_scan_messages(fx->s, collect_message, &sc), 0);
+    assert_int_equal(sc.n, N_SEQS * N_TYPES * N_IDS);
+    assert_non_null(strstr(log_text(fx), "event=store.open"));
+    assert_non_null(strstr(log_text(fx), "created=1"));
+    assert_non_null(strstr(log_text(fx), "created=0"));
+}
+
+/* ---- refusals --------------------------------------------------------------------- */
+
+static void set_meta_and_close(struct fx *fx, const char *name, const void *val, size_t len)
+{
+    struct store_batch *b = store_batch_create();
+    store_batch_put_meta(b, name, val, len);
+    write_ok(fx->s, b, true);
+    store_batch_destroy(&b);
+    store_close(&fx->s);
+}
+
+static void metadata_mismatch_refused(void **state)
+{
+    struct fx *fx = *state;
+    char err[512], want[256];
+    struct store *s = (struct store *)(uintptr_t)1;       /* must be reset to NULL */
+
+    open_ok(fx);
+    set_meta_and_close(fx, "format", "2", 1);
+    assert_int_equal(store_open(&s, fx->dir, NULL, &fx->lg, err, sizeof err), -1);
+    assert_null(s);
+    snprintf(want, sizeof want,
+             "the store in %s has format version \"2\"; this statemeshd reads version 1 only",
+             fx->dir);
+    assert_string_equal(err, want);
+    assert_non_null(strstr(log_text(fx), "event=store.open_failed"));
+
+    /* Back to format 1, but another key-group count. */
+    {
+        leveldb_options_t *o = leveldb_options_create();
+        leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+        char *lerr = NULL;
+        leveldb_t *db = leveldb_open(o, fx->dir, &lerr);
+        assert_null(lerr);
+        leveldb_put(db, wo, "Xformat", 7, "1", 1, &lerr);
+        assert_null(lerr);
+        leveldb_put(db, wo, "Xkey_groups", 11, "\0\0\x04\0", 4, &lerr);   /* 1024 */
+        assert_null(lerr);
+        leveldb_close(db);
+        leveldb_writeoptions_destroy(wo);
+        leveldb_options_destroy(o);
+    }
+    assert_int_equal(store_open(&s, fx->dir, NULL, NULL, err, sizeof err), -1);
+    snprintf(want, sizeof want, "the store in %s was created with 1024 key groups; "
+             "this statemeshd uses 4096 and cannot read it", fx->dir);
+    assert_string_equal(err, want);
+}
+
+static void foreign_database_refused(void **state)
+{
+    struct fx *fx = *state;
+    leveldb_options_t *o = leveldb_options_create();
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    char *lerr = NULL;
+    char err[512];
+    leveldb_t *db;
+
+    leveldb_options_set_create_if_missing(o, 1);
+    db = leveldb_open(o, fx->dir, &lerr);
+    assert_null(lerr);
+    leveldb_put(db, wo, "hello", 5, "world", 5, &lerr);
+    assert_null(lerr);
+    leveldb_close(db);
+    leveldb_writeoptions_destroy(wo);
+    leveldb_options_destroy(o);
+
+    assert_int_equal(store_open(&fx->s, fx->dir, NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "without statemesh metadata"));
+}
+
+static int count_message(void *arg, const char *type, const char *id, uint64_t seq,
+                         const uint8_t *val, size_t len)
+{
+    (void)type, (void)id, (void)seq, (void)val, (void)len;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Recovery does not guess: a key in the M range that does not parse fails the scan. */
+static void corrupt_message_key(void **state)
+{
+    struct fx *fx = *state;
+    leveldb_options_t *o = leveldb_options_create();
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    char *lerr = NULL;
+    leveldb_t *db;
+    int n = 0;
+
+    open_ok(fx);
+    put_messages(fx->s);
+    store_close(&fx->s);
+    db = leveldb_open(o, fx->dir, &lerr);
+    assert_null(lerr);
+    leveldb_put(db, wo, "M\xff\xfft/x\0no-seq", 13, "v", 1, &lerr);   /* after all others */
+    assert_null(lerr);
+    leveldb_close(db);
+    leveldb_writeoptions_destroy(wo);
+    leveldb_options_destroy(o);
+
+    open_ok(fx);
+    assert_int_equal(store_scan_messages(fx->s, count_message, &n), -EIO);
+    assert_int_equal(n, N_SEQS * N_TYPES * N_IDS);
+    assert_non_null(strstr(log_text(fx), "event=store.corrupt_key"));
+}
+
+static void missing_dir_refused(void **state)
+{
+    struct fx *fx = *state;
+    char err[512], dir[128], want[256];
+
+    snprintf(dir, sizeof dir, "%s/nope", fx->dir);
+    assert_int_equal(store_open(&fx->s, dir, NULL, NULL, err, sizeof err), -1);
+    assert_null(fx->s);
+    snprintf(want, sizeof want, "cannot open store in %s: No such file or directory", dir);
+    assert_string_equal(err, want);
+}
+
+static void second_open_fails(void **state)
+{
+    struct fx *fx = *state;
+    struct store *s2 = NULL;
+    char err[512], want[256];
+
+    open_ok(fx);
+    assert_int_equal(store_open(&s2, fx->dir, NULL, &fx->lg, err, sizeof err), -1);
+    assert_null(s2);
+    snprintf(want, sizeof want, "cannot open store in %s: IO error: lock ", fx->dir);
+    assert_memory_equal(err, want, strlen(want));
+    assert_non_null(strstr(err, "already held by process"));
+    /* The first store is unaffected. */
+    put_state_str(fx->s, "a/b", "c", "d", "e");
+    assert_state(fx->s, "a/b", "c", "d", "e");
+}
+
+/* ---- fault injection ------------------------------------------------------------- */
+
+static void fault_injection(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b;
+    char err[512];
+
+    setenv(FAULT_ENV, "2", 1);
+    open_ok(fx);                 /* the metadata written at open does not count */
+    unsetenv(FAULT_ENV);         /* read at open: changing it later changes nothing */
+    assert_non_null(strstr(log_text(fx), "event=store.fault_injection write_fail_after=2"));
+
+    b = store_batch_create();
+    store_batch_put_state(b, "f/t", "x", "n", "1", 1);
+    assert_int_equal(store_write(fx->s, b, false), 0);            /* 1st */
+    store_batch_clear(b);
+    store_batch_put_state(b, "f/t", "x", "n", "2", 1);
+    assert_int_equal(store_write(fx->s, b, true), 0);             /* 2nd */
+    store_batch_clear(b);
+    store_batch_put_state(b, "f/t", "x", "n", "3", 1);
+    assert_int_equal(store_write(fx->s, b, true), -EIO);          /* 3rd = N+1 */
+    assert_int_equal(store_write(fx->s, b, false), -EIO);         /* and later */
+    assert_state(fx->s, "f/t", "x", "n", "2");                    /* nothing applied */
+    assert_non_null(strstr(log_text(fx), "event=store.write_failed"));
+    store_batch_destroy(&b);
+    store_close(&fx->s);
+
+    /* Without the variable, writes are unlimited again. */
+    open_ok(fx);
+    b = store_batch_create();
+    for (int i = 0; i < 5; i++) {
+        store_batch_put_state(b, "f/t", "x", "n", "4", 1);
+        assert_int_equal(store_write(fx->s, b, false), 0);
+    }
+    store_batch_destroy(&b);
+    store_close(&fx->s);
+
+    /* N = 0: the very first write fails. A bad value refuses to open. */
+    setenv(FAULT_ENV, "0", 1);
+    open_ok(fx);
+    b = store_batch_create();
+    store_batch_put_state(b, "f/t", "x", "n", "5", 1);
+    assert_int_equal(store_write(fx->s, b, true), -EIO);
+    store_batch_destroy(&b);
+    assert_state(fx->s, "f/t", "x", "n", "4");
+    store_close(&fx->s);
+
+    setenv(FAULT_ENV, "two", 1);
+    assert_int_equal(store_open(&fx->s, fx->dir, NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, FAULT_ENV "=two: expected a non-negative integer"));
+    setenv(FAULT_ENV, "-1", 1);
+    assert_int_equal(store_open(&fx->s, fx->dir, NULL, NULL, err, sizeof err), -1);
+    unsetenv(FAULT_ENV);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(key_group_stable_and_in_range),
+        cmocka_unit_test_setup_teardown(put_get_delete_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(messages_scan_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(on_disk_layout, setup, teardown),
+        cmocka_unit_test_setup_teardown(batch_atomicity, setup, teardown),
+        cmocka_unit_test_setup_teardown(reopen_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(metadata_mismatch_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(foreign_database_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(corrupt_message_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(missing_dir_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(second_open_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(fault_injection, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
