@@ -340,7 +340,7 @@ out:
     if (s.mboxes.buckets) mbox_table_cleanup(&s.mboxes);
     if (s.ckpt.batch) ckpt_cleanup(&s.ckpt);
     store_close(&s.store);
-    if (grpc_up) grpc_shutdown();
+    if (grpc_up) grpc_shutdown_blocking();   /* joins gRPC threads: clean exit under valgrind */
     if (s.lock_fd >= 0) close(s.lock_fd);
     cfg_cleanup(&s.cfg);
     return rc;
