@@ -1,0 +1,362 @@
+/*
+ * client — blocking ingress/admin client (statemesh/client.h).
+ *
+ * One channel and one pluck completion queue per client. Each RPC is a
+ * single batch of the six unary client operations; the caller's thread
+ * plucks its completion. The call's deadline bounds the wait, so pluck
+ * itself waits forever. Teardown order: every call is unref'd before it
+ * returns, then channel, then CQ shutdown + drain, then grpc_shutdown.
+ */
+#include "statemesh/client.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "statemesh/v1/admin.pb-c.h"
+#include "statemesh/v1/ingress.pb-c.h"
+
+#define MAX_RECV_BYTES (64 << 20)
+
+struct sm_client {
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    char *target;
+};
+
+static const char *const code_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED"};
+
+const char *sm_status_code_name(int code)
+{
+    if (code < 0 || code > 16) return "UNKNOWN_STATUS";
+    return code_names[code];
+}
+
+static int set_err(sm_error *err, int code, int rc, const char *fmt, ...) SM_PRINTF(4, 5);
+static int set_err(sm_error *err, int code, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    if (err) {
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+sm_client *sm_client_create(const char *target)
+{
+    sm_client *c = calloc(1, sizeof *c);
+    grpc_arg args[2];
+    grpc_channel_args ch_args = {2, args};
+    grpc_channel_credentials *creds;
+
+    if (!c) return NULL;
+    c->target = strdup(target && *target ? target : SM_DEFAULT_INGRESS);
+    if (!c->target) {
+        free(c);
+        return NULL;
+    }
+    grpc_init();
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = MAX_RECV_BYTES;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = -1;
+    creds = grpc_insecure_credentials_create();
+    c->ch = grpc_channel_create(c->target, creds, &ch_args);
+    grpc_channel_credentials_release(creds);
+    c->cq = grpc_completion_queue_create_for_pluck(NULL);
+    return c;
+}
+
+const char *sm_client_target(const sm_client *c)
+{
+    return c ? c->target : NULL;
+}
+
+void sm_client_destroy(sm_client **pc)
+{
+    sm_client *c;
+    if (!pc || !*pc) return;
+    c = *pc;
+    grpc_channel_destroy(c->ch);
+    grpc_completion_queue_shutdown(c->cq);
+    while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(c->cq);
+    grpc_shutdown_blocking(); /* joins gRPC threads: clean exit under valgrind */
+    free(c->target);
+    free(c);
+    *pc = NULL;
+}
+
+/* Makes one unary RPC. On SM_OK, *resp is the unpacked response (caller
+ * frees with protobuf_c_message_free_unpacked). */
+static int unary(sm_client *c, const char *method, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                 int timeout_ms, sm_error *err)
+{
+    grpc_metadata_array md_init, md_trail;
+    grpc_byte_buffer *send_bb, *recv_bb = NULL;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    const char *error_string = NULL;
+    grpc_op ops[6];
+    grpc_call *call;
+    grpc_event ev;
+    gpr_timespec deadline;
+    grpc_slice s;
+    int rc = SM_OK;
+    int tag_mem;
+    void *tag = &tag_mem;
+
+    *resp = NULL;
+    s = grpc_slice_malloc(protobuf_c_message_get_packed_size(req));
+    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(s));
+    send_bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+
+    deadline = timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                             gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
+                              : gpr_inf_future(GPR_CLOCK_REALTIME);
+    call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                                    grpc_slice_from_static_string(method), NULL, deadline, NULL);
+    grpc_metadata_array_init(&md_init);
+    grpc_metadata_array_init(&md_trail);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &md_trail;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    ops[5].data.recv_status_on_client.error_string = &error_string;
+
+    if (grpc_call_start_batch(call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
+        rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "cannot start the call");
+        goto out;
+    }
+    ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE) {
+        rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "completion queue failed");
+        goto out;
+    }
+    if (status != GRPC_STATUS_OK) {
+        char *d = grpc_slice_to_c_string(details);
+        rc = set_err(err, (int)status, SM_ERPC, "%s", d && *d ? d : sm_status_code_name(status));
+        gpr_free(d);
+        goto out;
+    }
+    if (!recv_bb) {
+        rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "empty response from %s", c->target);
+        goto out;
+    } else {
+        grpc_byte_buffer_reader r;
+        grpc_slice all;
+        if (!grpc_byte_buffer_reader_init(&r, recv_bb)) {
+            rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "cannot decompress response");
+            goto out;
+        }
+        all = grpc_byte_buffer_reader_readall(&r);
+        grpc_byte_buffer_reader_destroy(&r);
+        *resp = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all),
+                                          GRPC_SLICE_START_PTR(all));
+        grpc_slice_unref(all);
+        if (!*resp) rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "malformed response");
+    }
+    if (rc == SM_OK && err) {
+        err->code = 0;
+        err->message[0] = '\0';
+    }
+out:
+    grpc_byte_buffer_destroy(send_bb);
+    if (recv_bb) grpc_byte_buffer_destroy(recv_bb);
+    grpc_metadata_array_destroy(&md_init);
+    grpc_metadata_array_destroy(&md_trail);
+    grpc_slice_unref(details);
+    gpr_free((void *)error_string);
+    grpc_call_unref(call);
+    return rc;
+}
+
+static int check_target(const char *type, const char *id, const sm_value *v, sm_error *err)
+{
+    if (!type || !*type)
+        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "function type is empty");
+    if (!id || !*id)
+        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "id is empty");
+    if (v && (!v->typename || !*v->typename || (!v->data && v->len)))
+        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                       "value has no typename or no data");
+    return SM_OK;
+}
+
+/* Fills addr/tv as views of the arguments (nothing is copied). */
+static void fill_request(Statemesh__V1__Address *addr, Statemesh__V1__TypedValue *tv,
+                         const char *type, const char *id, const sm_value *v)
+{
+    statemesh__v1__address__init(addr);
+    statemesh__v1__typed_value__init(tv);
+    addr->type = (char *)type;
+    addr->id = (char *)id;
+    tv->typename_ = (char *)v->typename;
+    tv->value.data = (uint8_t *)v->data;
+    tv->value.len = v->len;
+}
+
+int sm_client_send(sm_client *c, const char *type, const char *id, const sm_value *v,
+                   int timeout_ms, sm_error *err)
+{
+    Statemesh__V1__SendRequest req = STATEMESH__V1__SEND_REQUEST__INIT;
+    Statemesh__V1__Address addr;
+    Statemesh__V1__TypedValue tv;
+    ProtobufCMessage *resp;
+    int rc;
+
+    if (!c || !v) return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or value");
+    if ((rc = check_target(type, id, v, err))) return rc;
+    fill_request(&addr, &tv, type, id, v);
+    req.target = &addr;
+    req.argument = &tv;
+    rc = unary(c, "/statemesh.v1.Ingress/Send", &req.base, &statemesh__v1__send_response__descriptor,
+               &resp, timeout_ms, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+int sm_client_call(sm_client *c, const char *type, const char *id, const sm_value *v,
+                   int timeout_ms, sm_value_buf *reply, sm_error *err)
+{
+    Statemesh__V1__CallRequest req = STATEMESH__V1__CALL_REQUEST__INIT;
+    Statemesh__V1__Address addr;
+    Statemesh__V1__TypedValue tv;
+    Statemesh__V1__CallResponse *resp;
+    int rc;
+
+    if (!c || !v || !reply)
+        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client, value or reply");
+    if ((rc = check_target(type, id, v, err))) return rc;
+    fill_request(&addr, &tv, type, id, v);
+    req.target = &addr;
+    req.argument = &tv;
+    rc = unary(c, "/statemesh.v1.Ingress/Call", &req.base, &statemesh__v1__call_response__descriptor,
+               (ProtobufCMessage **)&resp, timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    if (!resp->reply) {
+        sm_value empty = {"", NULL, 0};
+        rc = sm_value_buf_set(reply, &empty);
+    } else {
+        sm_value rv = {resp->reply->typename_, resp->reply->value.data, resp->reply->value.len};
+        rc = sm_value_buf_set(reply, &rv);
+    }
+    if (rc != SM_OK) set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, rc, "out of memory");
+    statemesh__v1__call_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+int sm_client_get_state(sm_client *c, const char *type, const char *id, const char *name,
+                        int timeout_ms, sm_state_list *out, sm_error *err)
+{
+    Statemesh__V1__GetStateRequest req = STATEMESH__V1__GET_STATE_REQUEST__INIT;
+    Statemesh__V1__Address addr = STATEMESH__V1__ADDRESS__INIT;
+    Statemesh__V1__GetStateResponse *resp;
+    int rc;
+
+    if (!c || !out)
+        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+    memset(out, 0, sizeof *out);
+    if ((rc = check_target(type, id, NULL, err))) return rc;
+    addr.type = (char *)type;
+    addr.id = (char *)id;
+    req.address = &addr;
+    if (name) req.name = (char *)name;
+    rc = unary(c, "/statemesh.v1.Admin/GetState", &req.base,
+               &statemesh__v1__get_state_response__descriptor, (ProtobufCMessage **)&resp,
+               timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    out->items = calloc(resp->n_values ? resp->n_values : 1, sizeof *out->items);
+    if (!out->items) {
+        statemesh__v1__get_state_response__free_unpacked(resp, NULL);
+        return set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_values; i++) {
+        const Statemesh__V1__StateValue *sv = resp->values[i];
+        sm_named_value *nv = &out->items[i];
+        nv->name = sv->name;
+        if (sv->value) {
+            nv->value.typename = sv->value->typename_;
+            nv->value.data = sv->value->value.data;
+            nv->value.len = sv->value->value.len;
+        }
+    }
+    out->n = resp->n_values;
+    out->queued_messages = resp->queued_messages;
+    out->in_flight = resp->in_flight;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_state_list_cleanup(sm_state_list *l)
+{
+    if (!l) return;
+    if (l->msg_) statemesh__v1__get_state_response__free_unpacked(l->msg_, NULL);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out, sm_error *err)
+{
+    Statemesh__V1__StatsRequest req = STATEMESH__V1__STATS_REQUEST__INIT;
+    Statemesh__V1__StatsResponse *resp;
+    int rc;
+
+    if (!c || !out)
+        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+    memset(out, 0, sizeof *out);
+    rc = unary(c, "/statemesh.v1.Admin/Stats", &req.base, &statemesh__v1__stats_response__descriptor,
+               (ProtobufCMessage **)&resp, timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    out->items = calloc(resp->n_stats ? resp->n_stats : 1, sizeof *out->items);
+    if (!out->items) {
+        statemesh__v1__stats_response__free_unpacked(resp, NULL);
+        return set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_stats; i++) {
+        out->items[i].name = resp->stats[i]->name;
+        out->items[i].value = resp->stats[i]->value;
+    }
+    out->n = resp->n_stats;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_stats_cleanup(sm_stats *s)
+{
+    if (!s) return;
+    if (s->msg_) statemesh__v1__stats_response__free_unpacked(s->msg_, NULL);
+    free(s->items);
+    memset(s, 0, sizeof *s);
+}
