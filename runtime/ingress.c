@@ -117,6 +117,63 @@ size_t ingress_pending(const struct ingress *in) { return in->live; }
 
 /* ---- Send / Call ----------------------------------------------------------- */
 
+/* protobuf-c hands strings over NUL-terminated, so an id with an embedded NUL
+ * would silently shrink to its prefix and address someone else. This walks
+ * the raw bytes for the last length-delimited `field` and returns its body. */
+static int wire_field(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body,
+                      size_t *blen)
+{
+    int found = 0;
+    size_t i = 0;
+    while (i < n) {
+        uint64_t key = 0, v = 0;
+        int shift = 0;
+        while (i < n && shift < 64) {              /* key varint */
+            key |= (uint64_t)(p[i] & 0x7f) << shift;
+            shift += 7;
+            if (!(p[i++] & 0x80)) break;
+        }
+        switch (key & 7) {
+        case 0:
+            while (i < n && (p[i++] & 0x80)) ;
+            break;
+        case 1: i += 8; break;
+        case 5: i += 4; break;
+        case 2:
+            shift = 0;
+            while (i < n && shift < 64) {
+                v |= (uint64_t)(p[i] & 0x7f) << shift;
+                shift += 7;
+                if (!(p[i++] & 0x80)) break;
+            }
+            if (v > n - i) return 0;
+            if ((key >> 3) == field) {
+                *body = p + i;
+                *blen = (size_t)v;
+                found = 1;
+            }
+            i += (size_t)v;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return found;
+}
+
+/* 1 if the address (field `addr_field` of the raw request) holds a type or id
+ * longer than its C string, i.e. one with a NUL byte. */
+static int address_has_nul(const uint8_t *req, size_t len, uint32_t addr_field,
+                           const Statemesh__V1__Address *t)
+{
+    const uint8_t *a, *f;
+    size_t alen, flen;
+    if (!t || !wire_field(req, len, addr_field, &a, &alen)) return 0;
+    if (wire_field(a, alen, 1, &f, &flen) && flen != strlen(t->type)) return 1;
+    if (wire_field(a, alen, 2, &f, &flen) && flen != strlen(t->id)) return 1;
+    return 0;
+}
+
 /* Validates an incoming message. Returns the endpoint, or NULL after
  * answering the call with a precise error. */
 static struct endpoint *check_message(struct server *s, struct rpc_call *call,
@@ -162,7 +219,8 @@ static struct endpoint *check_message(struct server *s, struct rpc_call *call,
     return &s->endpoints[idx];
 }
 
-static void accept_message(struct ingress *in, struct rpc_call *call, const Statemesh__V1__Address *t,
+static void accept_message(struct ingress *in, struct rpc_call *call, const uint8_t *req,
+                           size_t len, const Statemesh__V1__Address *t,
                            const Statemesh__V1__TypedValue *a, int is_call)
 {
     struct server *s = in->s;
@@ -172,6 +230,10 @@ static void accept_message(struct ingress *in, struct rpc_call *call, const Stat
 
     if (s->stopping) {
         rpc_call_error(call, RPC_UNAVAILABLE, "statemeshd is shutting down");
+        return;
+    }
+    if (address_has_nul(req, len, 1, t)) {
+        rpc_call_error(call, RPC_INVALID_ARGUMENT, "invalid target address: type or id contains a NUL byte");
         return;
     }
     if ((ep = check_message(s, call, t, a)) == NULL) return;
@@ -191,7 +253,7 @@ static void on_send(void *arg, struct rpc_call *call, const uint8_t *req, size_t
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid SendRequest");
         return;
     }
-    accept_message(in, call, r->target, r->argument, 0);
+    accept_message(in, call, req, len, r->target, r->argument, 0);
     statemesh__v1__send_request__free_unpacked(r, NULL);
 }
 
@@ -203,7 +265,7 @@ static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid CallRequest");
         return;
     }
-    accept_message(in, call, r->target, r->argument, 1);
+    accept_message(in, call, req, len, r->target, r->argument, 1);
     statemesh__v1__call_request__free_unpacked(r, NULL);
 }
 
@@ -263,6 +325,10 @@ static void on_get_state(void *arg, struct rpc_call *call, const uint8_t *req, s
     }
     if (!r->address) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "address is missing");
+        goto out;
+    }
+    if (address_has_nul(req, len, 1, r->address)) {
+        rpc_call_error(call, RPC_INVALID_ARGUMENT, "type or id contains a NUL byte");
         goto out;
     }
     if ((e = addr_check_type(r->address->type, strlen(r->address->type))) ||
