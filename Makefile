@@ -74,6 +74,9 @@ $(B)/.cflags: FORCE
 	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
 FORCE:
 
+# Keep generated sources and objects between runs (no needless rebuilds).
+.SECONDARY:
+
 # ---- code generation -------------------------------------------------------
 $(B)/gen/%.pb-c.c $(B)/gen/%.pb-c.h: protocol/%.proto
 	@mkdir -p $(B)/gen

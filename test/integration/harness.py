@@ -140,7 +140,7 @@ def timeout_scale() -> float:
         return 1.0          # not cached: decide again once the binary exists
     try:
         with open(path, "rb") as f:
-            _scale = 3.0 if b"AddressSanitizer" in f.read() else 1.0
+            _scale = 3.0 if b"__asan_init" in f.read() else 1.0
     except OSError:
         _scale = 1.0
     return _scale
@@ -814,19 +814,21 @@ class Client:
                    message="queued_messages == 0")
 
     # -- health --
-    def health_raw(self, timeout: Optional[float] = None) -> bytes:
-        return self._health(b"", timeout=self._t(timeout), wait_for_ready=self.wait_for_ready)
+    def health_raw(self, timeout: Optional[float] = None,
+                   wait_for_ready: Optional[bool] = None) -> bytes:
+        wfr = self.wait_for_ready if wait_for_ready is None else wait_for_ready
+        return self._health(b"", timeout=self._t(timeout), wait_for_ready=wfr)
 
-    def healthy(self, timeout: Optional[float] = None) -> bool:
+    def healthy(self, timeout: Optional[float] = None, wait_for_ready: Optional[bool] = None) -> bool:
         """True when grpc.health.v1 Check says SERVING."""
         try:
-            return self.health_raw(timeout) == b"\x08\x01"
+            return self.health_raw(timeout, wait_for_ready) == b"\x08\x01"
         except grpc.RpcError:
             return False
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         """Waits until Health/Check answers SERVING (reconnecting the channel if needed)."""
-        wait_until(lambda: self.healthy(timeout=2), timeout, interval=0.05,
+        wait_until(lambda: self.healthy(timeout=2, wait_for_ready=True), timeout, interval=0.05,
                    message="%s SERVING" % self.target)
 
     def close(self) -> None:
