@@ -306,8 +306,8 @@ static void print_value(FILE *f, const sm_value *v, int quote_strings, int with_
     const char *s;
     size_t n;
 
-    if (!v->typename) {
-        fputs("(none)", f);
+    if (!v->typename || !*v->typename) {
+        fputs(quote_strings ? "(none)" : "", f); /* a Call answered without a value */
     } else if (sm_value_as_int64(v, &i) == SM_OK) {
         fprintf(f, "%" PRId64, i);
     } else if (sm_value_as_float64(v, &d) == SM_OK) {
