@@ -83,6 +83,7 @@ $(B)/gen/%.pb-c.c $(B)/gen/%.pb-c.h: protocol/%.proto
 	protoc-c --c_out=$(B)/gen -Iprotocol $<
 
 $(PY_GEN_DIR)/%_pb2.py: protocol/%.proto
+	@mkdir -p $(PY_GEN_DIR)
 	protoc -Iprotocol --python_out=$(PY_GEN_DIR) --grpc_out=$(PY_GEN_DIR) \
 	  --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) $<
 
