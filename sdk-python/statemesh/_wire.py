@@ -1,0 +1,271 @@
+"""Hand-written protobuf codec for the hot messages of the function protocol.
+
+Only ``ToFunction`` (decode) and ``FromFunction`` (encode) go through here;
+every other message uses the generated ``statemesh.v1`` modules. Measured with
+Debian's python3-protobuf 3.21 (C++ backend, whose generated classes are
+DynamicMessages): parsing a 100-batch ToFunction and reading its fields costs
+~5.8 us per batch, building the answer ~7.8 us per batch; this codec takes
+~4.5 us and ~2 us, and keeps strings as bytes so that nothing is decoded
+unless the handler asks for it. The unit tests cross-check it against the
+generated classes field by field.
+
+Wire layout (protocol/statemesh/v1/function.proto):
+
+    ToFunction    { 1: repeated BatchRequest }
+    BatchRequest  { 1: batch_id varint, 2: target Address,
+                    3: repeated StateValue, 4: repeated Invocation }
+    Address       { 1: type, 2: id }          TypedValue { 1: typename, 2: value }
+    StateValue    { 1: name, 2: TypedValue }  Invocation { 1: caller Address,
+                                                           2: argument TypedValue }
+    FromFunction  { 1: repeated BatchResponse }
+    BatchResponse { 1: batch_id, oneof { 2: Result, 3: Incomplete, 4: Failure } }
+    Result        { 1: repeated StateMutation, 2: repeated OutgoingMessage,
+                    3: repeated Reply }
+    StateMutation { 1: kind (MODIFY=0, DELETE=1), 2: name, 3: TypedValue }
+    OutgoingMessage { 1: target Address, 2: argument TypedValue,
+                      3: invocation_index }
+    Reply         { 1: invocation_index, 2: TypedValue }
+    Incomplete    { 1: repeated StateSpec { 1: name, 2: typename } }
+    Failure       { 1: message }
+
+Unknown fields are skipped, so a newer runtime can add fields.
+"""
+
+__all__ = ["DecodeError", "decode_to_function", "varint", "ld"]
+
+
+class DecodeError(ValueError):
+    """A ToFunction message that is not valid protobuf."""
+
+
+# ---- encoding ---------------------------------------------------------------
+
+def _make_varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_VARINT = tuple(_make_varint(i) for i in range(4096))
+
+
+def varint(n):
+    """Protobuf varint of a non-negative int."""
+    if n < 4096:
+        return _VARINT[n]
+    return _make_varint(n)
+
+
+def ld(tag, payload):
+    """A length-delimited field: tag byte(s) + varint length + payload."""
+    n = len(payload)
+    return tag + (_VARINT[n] if n < 4096 else _make_varint(n)) + payload
+
+
+# ---- decoding ---------------------------------------------------------------
+
+def _varint(data, pos):
+    result = 0
+    shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise DecodeError("varint too long")
+
+
+def _skip(data, pos, end):
+    """Skips the field whose tag starts at pos; returns the position after it."""
+    tag, pos = _varint(data, pos)
+    wt = tag & 7
+    if wt == 0:
+        _, pos = _varint(data, pos)
+    elif wt == 2:
+        ln, pos = _varint(data, pos)
+        pos += ln
+    elif wt == 1:
+        pos += 8
+    elif wt == 5:
+        pos += 4
+    else:
+        raise DecodeError("unsupported wire type %d" % wt)
+    if pos > end:
+        raise DecodeError("truncated field")
+    return pos
+
+
+def _pair(data, pos, end):
+    """Fields 1 and 2 (both bytes) of an Address or a TypedValue."""
+    # Fast path: the canonical [0x0a len a][0x12 len b] with short lengths.
+    if pos < end and data[pos] == 0x0A:
+        la = data[pos + 1]
+        if la < 0x80:
+            p = pos + 2 + la
+            if p == end:
+                return data[pos + 2:p], b""
+            if p < end and data[p] == 0x12:
+                lb = data[p + 1]
+                if lb < 0x80 and p + 2 + lb == end:
+                    return data[pos + 2:p], data[p + 2:end]
+    a = b = b""
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x0A or tag == 0x12:
+            pos += 1
+            ln = data[pos]
+            pos += 1
+            if ln >= 0x80:
+                ln, pos = _varint(data, pos - 1)
+            e = pos + ln
+            if e > end:
+                raise DecodeError("truncated string")
+            if tag == 0x0A:
+                a = data[pos:e]
+            else:
+                b = data[pos:e]
+            pos = e
+        else:
+            pos = _skip(data, pos, end)
+    return a, b
+
+
+def _state_value(data, pos, end, states):
+    name = b""
+    value = None
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x0A or tag == 0x12:
+            pos += 1
+            ln = data[pos]
+            pos += 1
+            if ln >= 0x80:
+                ln, pos = _varint(data, pos - 1)
+            e = pos + ln
+            if e > end:
+                raise DecodeError("truncated state value")
+            if tag == 0x0A:
+                name = data[pos:e]
+            else:
+                value = _pair(data, pos, e)
+            pos = e
+        else:
+            pos = _skip(data, pos, end)
+    states[name] = value
+
+
+def _invocation(data, pos, end):
+    caller = None
+    tn = v = b""
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x0A or tag == 0x12:
+            pos += 1
+            ln = data[pos]
+            pos += 1
+            if ln >= 0x80:
+                ln, pos = _varint(data, pos - 1)
+            e = pos + ln
+            if e > end:
+                raise DecodeError("truncated invocation")
+            if tag == 0x12:
+                tn, v = _pair(data, pos, e)
+            else:
+                caller = _pair(data, pos, e)
+            pos = e
+        else:
+            pos = _skip(data, pos, end)
+    return (caller, tn, v)
+
+
+def _batch(data, pos, end):
+    bid = 0
+    ttype = tid = b""
+    states = {}
+    invs = []
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x08:
+            bid = data[pos + 1]
+            if bid < 0x80:
+                pos += 2
+            else:
+                bid, pos = _varint(data, pos + 1)
+            continue
+        if tag == 0x22 or tag == 0x1A or tag == 0x12:
+            ln = data[pos + 1]
+            pos += 2
+            if ln >= 0x80:
+                ln, pos = _varint(data, pos - 1)
+            e = pos + ln
+            if e > end:
+                raise DecodeError("truncated batch field")
+            if tag == 0x22:
+                # Fast path: an Invocation holding only a short argument.
+                if pos < e and data[pos] == 0x12:
+                    la = data[pos + 1]
+                    if la < 0x80 and pos + 2 + la == e:
+                        tn, v = _pair(data, pos + 2, e)
+                        invs.append((None, tn, v))
+                        pos = e
+                        continue
+                invs.append(_invocation(data, pos, e))
+            elif tag == 0x1A:
+                # Fast path: [0x0a len name][0x12 len TypedValue], short lengths.
+                if pos < e and data[pos] == 0x0A:
+                    ln = data[pos + 1]
+                    p = pos + 2 + ln
+                    if ln < 0x80 and p < e and data[p] == 0x12:
+                        lv = data[p + 1]
+                        if lv < 0x80 and p + 2 + lv == e:
+                            states[data[pos + 2:p]] = _pair(data, p + 2, e)
+                            pos = e
+                            continue
+                _state_value(data, pos, e, states)
+            else:
+                ttype, tid = _pair(data, pos, e)
+            pos = e
+        else:
+            pos = _skip(data, pos, end)
+    if pos != end:
+        raise DecodeError("truncated batch")
+    return (bid, ttype, tid, states, invs)
+
+
+def decode_to_function(data):
+    """ToFunction bytes -> list of batches.
+
+    Each batch is a tuple ``(batch_id, target_type, target_id, states,
+    invocations)``: the strings are undecoded ``bytes``; ``states`` maps a
+    state name to ``(typename, value)`` or None (absent); ``invocations`` is a
+    list of ``(caller, typename, value)`` with caller ``(type, id)`` or None.
+    Raises DecodeError on malformed input.
+    """
+    batches = []
+    pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            tag = data[pos]
+            if tag == 0x0A:
+                pos += 1
+                ln = data[pos]
+                pos += 1
+                if ln >= 0x80:
+                    ln, pos = _varint(data, pos - 1)
+                e = pos + ln
+                if e > end:
+                    raise DecodeError("truncated ToFunction")
+                batches.append(_batch(data, pos, e))
+                pos = e
+            else:
+                pos = _skip(data, pos, end)
+    except IndexError:
+        raise DecodeError("truncated ToFunction") from None
+    return batches

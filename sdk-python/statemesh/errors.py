@@ -1,0 +1,72 @@
+"""Exceptions raised by the ingress clients.
+
+Every gRPC error from the runtime becomes a :class:`StatemeshError` (or a
+subclass) carrying ``code`` (a ``grpc.StatusCode``) and ``details`` (the
+runtime's message). The subclasses also derive from the matching built-in
+exception, so ``except TimeoutError`` catches a Call deadline and ``except
+ValueError`` an invalid argument.
+"""
+
+import grpc
+
+__all__ = ["StatemeshError", "NotFound", "InvalidArgument", "Unavailable",
+           "DeadlineExceeded", "ResourceExhausted", "Internal", "from_rpc_error"]
+
+
+class StatemeshError(Exception):
+    """A failed ingress/admin request: ``code`` (grpc.StatusCode), ``details``."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, details="", code=None):
+        if code is not None:
+            self.code = code
+        self.details = details
+        super().__init__("%s: %s" % (self.code.name, details) if details else self.code.name)
+
+
+class NotFound(StatemeshError, LookupError):
+    """No endpoint serves the function type (or no such state)."""
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class InvalidArgument(StatemeshError, ValueError):
+    """Malformed address, missing or bad argument."""
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unavailable(StatemeshError, ConnectionError):
+    """The runtime is not reachable or is shutting down."""
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(StatemeshError, TimeoutError):
+    """No reply before the deadline (the message itself stays accepted)."""
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ResourceExhausted(StatemeshError):
+    """Message larger than the runtime's limit, or overload."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Internal(StatemeshError):
+    """The runtime could not commit (storage error) or failed internally."""
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE = {c.code: c for c in (NotFound, InvalidArgument, Unavailable, DeadlineExceeded,
+                                ResourceExhausted, Internal)}
+
+
+def from_rpc_error(err):
+    """The StatemeshError for a grpc.RpcError (sync or aio)."""
+    try:
+        code = err.code()
+        details = err.details() or ""
+    except Exception:  # not a call error (e.g. a channel-level failure)
+        code, details = grpc.StatusCode.UNKNOWN, str(err)
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return StatemeshError(details, code)
+    return cls(details)

@@ -1,0 +1,791 @@
+"""Stateful functions: binding, the handler context, and batch processing.
+
+    functions = StatefulFunctions()
+
+    @functions.bind("example/user", specs=[ValueSpec("visits", IntType)])
+    def user(ctx, message):
+        ctx.storage.visits = (ctx.storage.visits or 0) + 1
+        ctx.send("example/greeter", ctx.address.id, ctx.storage.visits)
+
+How a batch is processed (RequestHandler):
+
+* The runtime sends ToFunction messages; each carries several batches, each
+  batch one address, its declared state and 1..N invocations in arrival
+  order. Every batch of a message is processed, and the answers go back
+  coalesced in one FromFunction message.
+* If a declared state has no slot in the batch, the answer is ``incomplete``
+  with the missing specs (the runtime registers them and re-sends).
+* The invocations run in order against one storage: invocation 2 sees what
+  invocation 1 wrote. Only the final value of each written state is returned.
+* A handler that raises turns the whole batch into a ``failure`` carrying the
+  traceback; nothing the batch did (writes, sends, replies) is kept, and the
+  runtime retries it. An unbound function type is a failure too.
+* Messages sent and replies made carry the index of the invocation being
+  handled, which is how a reply reaches the ingress Call at the start of a
+  chain of functions.
+* ``async def`` handlers are driven inline: a coroutine that finishes without
+  suspending costs no task; one that really awaits continues as a task and
+  its batch is answered when it completes (other batches are not held up).
+
+A Context and its Storage belong to one batch and are valid only while the
+handler runs; Message objects may be kept.
+"""
+
+import inspect
+import logging
+import re
+import traceback
+from collections import namedtuple
+
+from . import _wire
+from .types import Type, TypedValue, _BUILTIN, _FAST, _INFER, infer_type, _unpack_q
+from .types import BoolType, IntType, FloatType, StringType, BytesType, JsonType
+
+__all__ = ["StatefulFunctions", "ValueSpec", "Context", "Message", "Address",
+           "Storage", "RequestHandler", "StateError"]
+
+SDK_NAME = "statemesh-python/0.1.0"
+
+_TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
+_STATE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
+_MAX_FAILURE = 16 * 1024
+_MISSING = object()
+
+log = logging.getLogger("statemesh")
+
+
+class Address(namedtuple("Address", "type id")):
+    """A function instance: ``type`` ("namespace/name") and ``id``."""
+    __slots__ = ()
+
+    def __str__(self):
+        return "%s/%s" % (self.type, self.id)
+
+
+class StateError(AttributeError):
+    """Access to a state that the function did not declare."""
+
+
+class ValueSpec:
+    """A declared state value: ``ValueSpec("seen", IntType)``."""
+
+    __slots__ = ("name", "type", "_nb", "_name_field", "_del")
+
+    def __init__(self, name, type):
+        if not isinstance(name, str) or not _STATE_RE.match(name):
+            raise ValueError("state name must match [A-Za-z0-9_.-]{1,128}, got %r" % (name,))
+        if name.startswith("_"):
+            raise ValueError("state names starting with '_' are reserved: %r" % (name,))
+        if not isinstance(type, Type):
+            raise TypeError("ValueSpec type must be a statemesh Type (IntType, "
+                            "simple_type(...), ...), got %r" % (type,))
+        self.name = name
+        self.type = type
+        self._nb = name.encode()
+        # StateMutation fields, pre-encoded: 2 = name; MODIFY is kind 0 (omitted).
+        self._name_field = _wire.ld(b"\x12", self._nb)
+        self._del = _wire.ld(b"\x0a", b"\x08\x01" + self._name_field)
+
+    def __repr__(self):
+        return "ValueSpec(%r, %s)" % (self.name, self.type.typename)
+
+
+class Message:
+    """One incoming message: a typed value.
+
+    ``as_int()``/``as_string()``/... decode it and raise TypeError when the
+    message has another type; ``is_int()``/... test the type; ``raw`` is the
+    undecoded bytes whatever the type; ``value`` decodes any built-in type.
+    """
+
+    __slots__ = ("_tn", "_v")
+
+    def __init__(self, typename, value):
+        # typename: str or bytes; value: bytes.
+        self._tn = typename.encode() if typename.__class__ is str else bytes(typename)
+        self._v = bytes(value)
+
+    @property
+    def typename(self):
+        return self._tn.decode("utf-8")
+
+    @property
+    def raw(self):
+        """The value's bytes, whatever its type."""
+        return self._v
+
+    @property
+    def typed_value(self):
+        return TypedValue(self._tn.decode("utf-8"), self._v)
+
+    @property
+    def value(self):
+        """The decoded value for a built-in type; a TypedValue otherwise."""
+        t = _BUILTIN.get(self._tn)
+        if t is None:
+            return TypedValue(self._tn.decode("utf-8"), self._v)
+        return t._deser(self._v)
+
+    def is_type(self, type):
+        return self._tn == type._tnb
+
+    def as_type(self, type):
+        if self._tn != type._tnb:
+            raise self._mismatch(type)
+        return type._deser(self._v)
+
+    def _mismatch(self, type):
+        return TypeError("message is %s, not %s" % (self._tn.decode("utf-8", "replace"),
+                                                     type.typename))
+
+    def is_bool(self):
+        return self._tn == b"statemesh/bool"
+
+    def is_int(self):
+        return self._tn == b"statemesh/int64"
+
+    def is_float(self):
+        return self._tn == b"statemesh/float64"
+
+    def is_string(self):
+        return self._tn == b"statemesh/string"
+
+    def is_bytes(self):
+        return self._tn == b"statemesh/bytes"
+
+    def is_json(self):
+        return self._tn == b"statemesh/json"
+
+    def as_bool(self):
+        if self._tn != b"statemesh/bool":
+            raise self._mismatch(BoolType)
+        return BoolType._deser(self._v)
+
+    def as_int(self):
+        if self._tn != b"statemesh/int64":
+            raise self._mismatch(IntType)
+        v = self._v
+        if len(v) != 8:
+            return IntType._deser(v)      # raises
+        return _unpack_q(v)[0]
+
+    def as_float(self):
+        if self._tn != b"statemesh/float64":
+            raise self._mismatch(FloatType)
+        return FloatType._deser(self._v)
+
+    def as_string(self):
+        if self._tn != b"statemesh/string":
+            raise self._mismatch(StringType)
+        return self._v.decode("utf-8")
+
+    def as_bytes(self):
+        if self._tn != b"statemesh/bytes":
+            raise self._mismatch(BytesType)
+        return self._v
+
+    def as_json(self):
+        if self._tn != b"statemesh/json":
+            raise self._mismatch(JsonType)
+        return JsonType._deser(self._v)
+
+    def __repr__(self):
+        return "<Message %s %r>" % (self._tn.decode("utf-8", "replace"), self._v[:64])
+
+
+class Storage:
+    """The declared state of the address being invoked.
+
+    ``storage.name`` reads the value (None when absent), ``storage.name = v``
+    writes it (v must suit the spec's type; None deletes), ``del
+    storage.name`` deletes it. ``storage["name"]`` works too. Mutating a
+    value in place (e.g. a JSON dict) is not a write: assign it back.
+    Accessing an undeclared name raises StateError (an AttributeError).
+
+    Values are decoded on first read and written values are serialized when
+    assigned (so a wrong kind raises at the assignment); a state that is not
+    touched costs nothing.
+    """
+
+    # _states: name bytes -> (typename, bytes) | None, as received
+    # _bound:  the function (its specs by name)
+    # _vals:   name -> current Python value (decoded or assigned)
+    # _dirty:  name -> serialized bytes | None (delete), the writes
+    __slots__ = ("_states", "_bound", "_vals", "_dirty")
+
+    def __init__(self, bound, states):
+        _set_states(self, states)
+        _set_bound(self, bound)
+        _set_vals(self, {})
+        _set_dirty(self, {})
+
+    def _undeclared(self, name):
+        b = self._bound
+        return StateError("%s has no state %r; declared: %s (add a ValueSpec to its "
+                          "bind(specs=...))"
+                          % (b.typename, name, ", ".join(sorted(b.spec_by_name)) or "none"))
+
+    def _load(self, name):
+        spec = self._bound.spec_by_name.get(name)
+        if spec is None:
+            if name[:2] == "__":
+                raise AttributeError(name)
+            raise self._undeclared(name)
+        sv = self._states.get(spec._nb)
+        if sv is None:
+            v = None
+        else:
+            tn, raw = sv
+            t = spec.type
+            if tn != t._tnb:
+                raise TypeError("state %r is stored as %s but declared %s"
+                                % (name, tn.decode("utf-8", "replace"), t.typename))
+            try:
+                v = t._deser(raw)
+            except Exception as e:
+                raise ValueError("state %r: cannot decode %s: %s"
+                                 % (name, t.typename, e)) from e
+        self._vals[name] = v
+        return v
+
+    def __getattr__(self, name):
+        v = self._vals.get(name, _MISSING)
+        if v is _MISSING:
+            return self._load(name)
+        return v
+
+    def __setattr__(self, name, value):
+        spec = self._bound.spec_by_name.get(name)
+        if spec is None:
+            raise self._undeclared(name)
+        t = spec.type
+        if value.__class__ is t._py:
+            try:
+                raw = t._fast(value)
+            except Exception:
+                raw = _ser_state(name, t, value)
+        elif value is None:
+            raw = None
+        else:
+            raw = _ser_state(name, t, value)
+        self._vals[name] = value
+        self._dirty[name] = raw
+
+    def __delattr__(self, name):
+        self.__setattr__(name, None)
+
+    __getitem__ = __getattr__
+    __setitem__ = __setattr__
+    __delitem__ = __delattr__
+
+    def __contains__(self, name):
+        """True when the state is declared and currently has a value."""
+        if name not in self._bound.spec_by_name:
+            return False
+        return self.__getattr__(name) is not None
+
+    def __dir__(self):
+        return sorted(self._bound.spec_by_name)
+
+    def __repr__(self):
+        return "<Storage %s>" % ", ".join(sorted(self._bound.spec_by_name))
+
+
+def _ser_state(name, t, value):
+    try:
+        return t._ser(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise TypeError("state %r is %s: %s" % (name, t.typename, e)) from None
+
+
+_set_states = Storage.__dict__["_states"].__set__
+_set_bound = Storage.__dict__["_bound"].__set__
+_set_vals = Storage.__dict__["_vals"].__set__
+_set_dirty = Storage.__dict__["_dirty"].__set__
+_set_tn = Message.__dict__["_tn"].__set__
+_set_v = Message.__dict__["_v"].__set__
+_new = object.__new__
+
+_TARGETS = {}       # target type str -> pre-encoded Address field 1
+
+
+def _target_prefix(t):
+    p = _TARGETS.get(t)
+    if p is None:
+        if not isinstance(t, str) or not _TYPE_RE.match(t) or len(t) > 256:
+            raise ValueError("target type must be 'namespace/name' ([A-Za-z0-9_.-]+), got %r"
+                             % (t,))
+        p = _wire.ld(b"\x0a", t.encode())
+        if len(_TARGETS) < 10000:
+            _TARGETS[t] = p
+    return p
+
+
+_V = _wire._VARINT
+_mkvarint = _wire._make_varint
+
+
+def _encode_tv(value, type):
+    """TypedValue bytes for a value sent or replied."""
+    if type is None:
+        type = _INFER.get(value.__class__)
+        if type is None:
+            if isinstance(value, TypedValue):
+                v = value.value
+                tnb = value.typename.encode()
+                n = len(v)
+                return (_wire.ld(b"\x0a", tnb)
+                        + (b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + v if n else b""))
+            type = infer_type(value)
+    elif isinstance(value, TypedValue):
+        if value.typename != type.typename:
+            raise TypeError("TypedValue is %s, not %s" % (value.typename, type.typename))
+        v = value.value
+        n = len(v)
+        return type._tv_prefix + (b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + v
+                                  if n else b"")
+    elif type.__class__ is not Type:
+        raise TypeError("type= must be a statemesh Type, got %r" % (type,))
+    v = type._ser(value)
+    n = len(v)
+    if n:
+        return type._tv_prefix + b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + v
+    return type._tv_prefix
+
+
+class Context:
+    """What a handler gets besides the message.
+
+    ``address`` (the function instance being invoked), ``caller`` (the
+    sending function's Address, None for a message from the ingress),
+    ``storage``, ``send()``, ``reply()``.
+    """
+
+    __slots__ = ("storage", "_ttype", "_tid", "_address", "_caller", "_index", "_out")
+
+    def __init__(self, ttype, tid, storage, out):
+        self.storage = storage
+        self._ttype = ttype
+        self._tid = tid
+        self._address = None
+        self._caller = None
+        self._index = 0
+        self._out = out
+
+    @property
+    def address(self):
+        a = self._address
+        if a is None:
+            a = self._address = Address(self._ttype.decode(), self._tid.decode())
+        return a
+
+    @property
+    def caller(self):
+        c = self._caller
+        if c is None:
+            return None
+        return Address(c[0].decode(), c[1].decode())
+
+    @property
+    def invocation_index(self):
+        """Index of the current message within its batch."""
+        return self._index
+
+    def send(self, target_type, target_id, value, type=None):
+        """Send ``value`` to the function ``target_type``/``target_id``.
+
+        The value's type is ``type`` if given, the TypedValue's own, or
+        inferred: bool, int, float, str, bytes, dict/list (JSON). The message
+        is sent only if the whole batch succeeds.
+        """
+        prefix = _TARGETS.get(target_type)
+        if prefix is None:
+            prefix = _target_prefix(target_type)
+        if target_id.__class__ is not str and not isinstance(target_id, str):
+            raise TypeError("target id must be a str, got %s" % target_id.__class__.__name__)
+        idb = target_id.encode()
+        n = len(idb)
+        if not n or n > 1024:
+            raise ValueError("target id must be 1..1024 bytes of UTF-8, got %r" % (target_id,))
+        addr = prefix + b"\x12" + _V[n] + idb
+        f = _FAST.get(value.__class__) if type is None else None
+        if f is not None:
+            try:
+                v = f[1](value)
+            except Exception:
+                tv = _encode_tv(value, type)     # raises the proper error
+            else:
+                n = len(v)
+                tv = f[0]._tv_prefix + b"\x12" + _V[n] + v if 0 < n < 4096 else \
+                    _encode_tv(value, type)
+        else:
+            tv = _encode_tv(value, type)
+        n = len(tv)
+        body = (b"\x0a" + _V[len(addr)] + addr
+                + b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + tv)
+        i = self._index
+        if i:
+            body += b"\x18" + (_V[i] if i < 4096 else _mkvarint(i))
+        n = len(body)
+        self._out.append(b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + body)
+
+    def reply(self, value, type=None):
+        """Answer the ingress Call that led to the current message (if any;
+        the first reply to a Call wins, replies without one are dropped)."""
+        f = _FAST.get(value.__class__) if type is None else None
+        if f is not None:
+            try:
+                v = f[1](value)
+            except Exception:
+                tv = _encode_tv(value, type)     # raises the proper error
+            else:
+                n = len(v)
+                tv = f[0]._tv_prefix + b"\x12" + _V[n] + v if 0 < n < 4096 else \
+                    _encode_tv(value, type)
+        else:
+            tv = _encode_tv(value, type)
+        n = len(tv)
+        body = b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + tv
+        i = self._index
+        if i:
+            body = b"\x08" + (_V[i] if i < 4096 else _mkvarint(i)) + body
+        n = len(body)
+        self._out.append(b"\x1a" + (_V[n] if n < 4096 else _mkvarint(n)) + body)
+
+    def send_after(self, delay, target_type, target_id, value, type=None,
+                   cancellation_token=None):
+        raise NotImplementedError("delayed messages are reserved for a later protocol "
+                                  "version (function.proto Result field 4)")
+
+    def cancel_delayed(self, cancellation_token):
+        raise NotImplementedError("delayed messages are reserved for a later protocol "
+                                  "version (function.proto Result field 5)")
+
+    def send_egress(self, egress, value, type=None):
+        raise NotImplementedError("egress records are reserved for a later protocol "
+                                  "version (function.proto Result field 6)")
+
+
+class _Bound:
+    __slots__ = ("typename", "fn", "specs", "spec_by_name", "is_async")
+
+    def __init__(self, typename, fn, specs, is_async):
+        self.typename = typename
+        self.fn = fn
+        self.specs = specs
+        self.spec_by_name = {s.name: s for s in specs}
+        self.is_async = is_async
+
+
+def _is_async(fn):
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class StatefulFunctions:
+    """The set of function types a server serves."""
+
+    def __init__(self):
+        self._bound = {}        # typename bytes -> _Bound
+
+    def bind(self, typename, specs=()):
+        """Decorator: ``@functions.bind("ns/name", specs=[ValueSpec(...)])``
+        on ``def f(ctx, message)`` or ``async def f(ctx, message)``."""
+        def decorator(fn):
+            self.register(typename, fn, specs)
+            return fn
+        return decorator
+
+    def register(self, typename, fn, specs=()):
+        if not isinstance(typename, str) or not _TYPE_RE.match(typename) or len(typename) > 256:
+            raise ValueError("function type must be 'namespace/name' ([A-Za-z0-9_.-]+), "
+                             "got %r" % (typename,))
+        if not callable(fn):
+            raise TypeError("handler must be callable")
+        specs = tuple(specs)
+        names = set()
+        for s in specs:
+            if not isinstance(s, ValueSpec):
+                raise TypeError("specs must be ValueSpec objects, got %r" % (s,))
+            if s.name in names:
+                raise ValueError("%s declares state %r twice" % (typename, s.name))
+            names.add(s.name)
+        key = typename.encode()
+        if key in self._bound:
+            raise ValueError("%s is already bound" % typename)
+        self._bound[key] = _Bound(typename, fn, specs, _is_async(fn))
+
+    @property
+    def types(self):
+        return [b.typename for b in self._bound.values()]
+
+    @property
+    def has_async(self):
+        return any(b.is_async for b in self._bound.values())
+
+    def __contains__(self, typename):
+        return typename.encode() in self._bound
+
+    def __len__(self):
+        return len(self._bound)
+
+
+# ---- batch processing -------------------------------------------------------
+
+def _failure(bid, text):
+    if len(text) > _MAX_FAILURE:
+        text = text[:_MAX_FAILURE // 2] + "\n...\n" + text[-_MAX_FAILURE // 2:]
+    body = _wire.ld(b"\x22", _wire.ld(b"\x0a", text.encode("utf-8", "replace")))
+    if bid:
+        body = b"\x08" + _wire.varint(bid) + body
+    return _wire.ld(b"\x0a", body)
+
+
+def _handler_failure(bound, address, index, exc):
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.warning("handler failed fn=%s id=%s message=%d error=%s: %s (batch answered as "
+                "failure; the runtime retries it)", bound.typename,
+                address.decode("utf-8", "replace"), index, type(exc).__name__, exc)
+    log.debug("%s", tb)
+    return "%s/%s: handler raised on message %d: %s" % (
+        bound.typename, address.decode("utf-8", "replace"), index, tb)
+
+
+def _incomplete(bid, missing):
+    body = b"".join(
+        _wire.ld(b"\x0a", _wire.ld(b"\x0a", s._nb) + _wire.ld(b"\x12", s.type._tnb))
+        for s in missing)
+    body = _wire.ld(b"\x1a", body)
+    if bid:
+        body = b"\x08" + _wire.varint(bid) + body
+    return _wire.ld(b"\x0a", body)
+
+
+def _result(bid, out, dirty, specs):
+    if dirty:
+        for name, v in dirty.items():
+            spec = specs[name]
+            if v is None:
+                out.append(spec._del)
+            else:
+                n = len(v)
+                tv = spec.type._tv_prefix
+                if n:
+                    tv += b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + v
+                n = len(tv)
+                m = spec._name_field + b"\x1a" + (_V[n] if n < 4096 else _mkvarint(n)) + tv
+                n = len(m)
+                out.append(b"\x0a" + (_V[n] if n < 4096 else _mkvarint(n)) + m)
+    body = b"".join(out)
+    n = len(body)
+    body = b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + body
+    if bid:
+        body = b"\x08" + (_V[bid] if bid < 4096 else _mkvarint(bid)) + body
+    n = len(body)
+    return b"\x0a" + (_V[n] if n < 4096 else _mkvarint(n)) + body
+
+
+def _reject_awaitable(bound, r):
+    close = getattr(r, "close", None)
+    if close is not None:
+        close()
+    raise TypeError("handler of %s returned an awaitable; declare it 'async def'"
+                    % bound.typename)
+
+
+class _Resume:
+    """Awaitable that finishes a coroutine which suspended while it was being
+    driven inline (the equivalent of ``yield from`` on the rest of it)."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro, first):
+        self._coro = coro
+        self._first = first
+
+    def __await__(self):
+        coro = self._coro
+        y = self._first
+        self._first = None
+        while True:
+            try:
+                sent = yield y
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    y = coro.throw(exc)
+                except StopIteration as s:
+                    return s.value
+            else:
+                try:
+                    y = coro.send(sent)
+                except StopIteration as s:
+                    return s.value
+
+    def close(self):
+        self._coro.close()
+
+
+class RequestHandler:
+    """Turns ToFunction bytes into FromFunction bytes for a StatefulFunctions.
+
+    ``handle_sync(data) -> bytes`` and ``await handle_async(data) -> bytes``
+    process every batch of one ToFunction message and return one FromFunction
+    message with every answer. ``process(data)`` is the building block the
+    servers use: it returns the answers ready now and the awaitables of the
+    batches whose async handler suspended.
+    """
+
+    def __init__(self, functions):
+        if not isinstance(functions, StatefulFunctions):
+            raise TypeError("expected a StatefulFunctions")
+        self._functions = functions
+        self._bound = functions._bound
+        self._loop = None
+
+    # -- describe --
+
+    def describe(self):
+        """The DescribeResponse (generated protobuf message)."""
+        from .v1 import function_pb2, types_pb2
+        resp = function_pb2.DescribeResponse(sdk=SDK_NAME)
+        for b in self._bound.values():
+            resp.functions.add(
+                type=b.typename,
+                states=[types_pb2.StateSpec(name=s.name, typename=s.type.typename)
+                        for s in b.specs])
+        return resp
+
+    # -- batches --
+
+    def _run_sync(self, bound, bid, ttype, tid, states, invs):
+        for spec in bound.specs:
+            if spec._nb not in states:
+                return _incomplete(bid, [s for s in bound.specs if s._nb not in states])
+        out = []
+        st = _new(Storage)
+        _set_states(st, states)
+        _set_bound(st, bound)
+        _set_vals(st, {})
+        dirty = {}
+        _set_dirty(st, dirty)
+        ctx = Context(ttype, tid, st, out)
+        fn = bound.fn
+        i = 0
+        try:
+            for caller, tn, v in invs:
+                ctx._index = i
+                ctx._caller = caller
+                m = _new(Message)
+                _set_tn(m, tn)
+                _set_v(m, v)
+                r = fn(ctx, m)
+                if r is not None and inspect.isawaitable(r):
+                    _reject_awaitable(bound, r)
+                i += 1
+        except Exception as exc:
+            return _failure(bid, _handler_failure(bound, tid, i, exc))
+        return _result(bid, out, dirty, bound.spec_by_name)
+
+    async def _run_async(self, bound, bid, ttype, tid, states, invs):
+        for spec in bound.specs:
+            if spec._nb not in states:
+                return _incomplete(bid, [s for s in bound.specs if s._nb not in states])
+        out = []
+        st = _new(Storage)
+        _set_states(st, states)
+        _set_bound(st, bound)
+        _set_vals(st, {})
+        dirty = {}
+        _set_dirty(st, dirty)
+        ctx = Context(ttype, tid, st, out)
+        fn = bound.fn
+        i = 0
+        try:
+            for caller, tn, v in invs:
+                ctx._index = i
+                ctx._caller = caller
+                m = _new(Message)
+                _set_tn(m, tn)
+                _set_v(m, v)
+                r = fn(ctx, m)
+                if r is not None:
+                    await r
+                i += 1
+        except Exception as exc:
+            return _failure(bid, _handler_failure(bound, tid, i, exc))
+        return _result(bid, out, dirty, bound.spec_by_name)
+
+    def _unbound(self, bid, ttype):
+        return _failure(bid, "function type %s is not bound in this server (serves: %s)"
+                        % (ttype.decode("utf-8", "replace"),
+                           ", ".join(sorted(self._functions.types)) or "nothing"))
+
+    def process(self, data):
+        """ToFunction bytes -> (answers, pending).
+
+        ``answers``: encoded FromFunction fragments (each one BatchResponse
+        field; concatenated they form a FromFunction message). ``pending``:
+        None or a list of awaitables, one per batch whose async handler
+        suspended, each resolving to one such fragment. Raises
+        _wire.DecodeError on malformed input.
+        """
+        answers = []
+        pending = None
+        bound_map = self._bound
+        for bid, ttype, tid, states, invs in _wire.decode_to_function(data):
+            bound = bound_map.get(ttype)
+            if bound is None:
+                answers.append(self._unbound(bid, ttype))
+            elif not bound.is_async:
+                answers.append(self._run_sync(bound, bid, ttype, tid, states, invs))
+            else:
+                coro = self._run_async(bound, bid, ttype, tid, states, invs)
+                try:
+                    y = coro.send(None)
+                except StopIteration as s:
+                    answers.append(s.value)
+                    continue
+                if pending is None:
+                    pending = []
+                pending.append(_Resume(coro, y))
+        return answers, pending
+
+    async def process_all(self, data):
+        """ToFunction bytes -> list of every answer fragment (awaits the
+        batches whose handler suspended). Run inside an event loop."""
+        answers, pending = self.process(data)
+        if pending:
+            import asyncio
+            answers.extend(await asyncio.gather(*pending))
+        return answers
+
+    def process_all_sync(self, data):
+        """Like process_all() but blocking: async handlers run on a private
+        event loop of the calling thread."""
+        if not self._functions.has_async:
+            return self.process(data)[0]
+        return self._thread_loop().run_until_complete(self.process_all(data))
+
+    async def handle_async(self, data):
+        """ToFunction bytes -> FromFunction bytes (run inside an event loop)."""
+        return b"".join(await self.process_all(data))
+
+    def handle_sync(self, data):
+        """ToFunction bytes -> FromFunction bytes, blocking."""
+        return b"".join(self.process_all_sync(data))
+
+    def _thread_loop(self):
+        import asyncio
+        import threading
+        tl = self._loop
+        if tl is None:
+            tl = self._loop = threading.local()
+        loop = getattr(tl, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = tl.loop = asyncio.new_event_loop()
+        return loop
