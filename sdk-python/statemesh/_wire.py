@@ -59,6 +59,22 @@ def varint(n):
     return _make_varint(n)
 
 
+_BIDS = {}
+
+
+def bid_varint(n):
+    """varint() with a cache for batch ids (the runtime's ids are large:
+    generation << 32 | slot, and the slots repeat)."""
+    if n < 4096:
+        return _VARINT[n]
+    v = _BIDS.get(n)
+    if v is None:
+        if len(_BIDS) >= 65536:
+            _BIDS.clear()
+        v = _BIDS[n] = _make_varint(n)
+    return v
+
+
 def ld(tag, payload):
     """A length-delimited field: tag byte(s) + varint length + payload."""
     n = len(payload)
@@ -238,6 +254,103 @@ def _batch(data, pos, end):
     return (bid, ttype, tid, states, invs)
 
 
+def _batch_fast(data, pos, end):
+    """_batch() for the canonical layout that protobuf encoders write (fields
+    in order, every length < 128, invocations with an argument and maybe a
+    caller): no function calls, ~2x faster. Returns None on anything else;
+    the caller then uses _batch()."""
+    p = pos
+    bid = 0
+    if data[p] == 0x08:
+        b = data[p + 1]
+        if b < 0x80:
+            bid = b
+            p += 2
+        else:
+            bid, p = _varint(data, p + 1)
+    # target Address {1: type, 2: id}
+    if data[p] != 0x12 or data[p + 2] != 0x0A:
+        return None
+    e = p + 2 + data[p + 1]
+    q = p + 4 + data[p + 3]
+    if data[p + 1] >= 0x80 or data[p + 3] >= 0x80 or data[q] != 0x12 or q + 2 + data[q + 1] != e:
+        return None
+    ttype = data[p + 4:q]
+    tid = data[q + 2:e]
+    p = e
+    # state: StateValue {1: name, 2: TypedValue {1: typename, 2: value}}
+    states = {}
+    while p < end and data[p] == 0x1A:
+        ln = data[p + 1]
+        if ln >= 0x80 or data[p + 2] != 0x0A:
+            return None
+        e = p + 2 + ln
+        q = p + 4 + data[p + 3]
+        if q == e:
+            states[data[p + 4:q]] = None            # absent value
+            p = e
+            continue
+        if data[q] != 0x12 or data[q + 1] >= 0x80 or q + 2 + data[q + 1] != e:
+            return None
+        name = data[p + 4:q]
+        q += 2
+        if q == e:                                  # empty TypedValue
+            states[name] = (b"", b"")
+            p = e
+            continue
+        if data[q] != 0x0A or data[q + 1] >= 0x80:
+            return None
+        r = q + 2 + data[q + 1]
+        if r == e:
+            states[name] = (data[q + 2:r], b"")
+        elif data[r] == 0x12 and data[r + 1] < 0x80 and r + 2 + data[r + 1] == e:
+            states[name] = (data[q + 2:r], data[r + 2:e])
+        else:
+            return None
+        p = e
+    # invocations: Invocation {1: caller Address, 2: argument TypedValue}
+    invs = []
+    while p < end:
+        if data[p] != 0x22:
+            return None
+        ln = data[p + 1]
+        if ln >= 0x80:
+            return None
+        e = p + 2 + ln
+        p += 2
+        caller = None
+        if p < e and data[p] == 0x0A:               # caller
+            ce = p + 2 + data[p + 1]
+            q = p + 4 + data[p + 3]
+            if (data[p + 1] >= 0x80 or data[p + 2] != 0x0A or data[p + 3] >= 0x80
+                    or data[q] != 0x12 or q + 2 + data[q + 1] != ce):
+                return None
+            caller = (data[p + 4:q], data[q + 2:ce])
+            p = ce
+        if p == e:
+            invs.append((caller, b"", b""))
+            continue
+        if data[p] != 0x12 or data[p + 1] >= 0x80 or p + 2 + data[p + 1] != e:
+            return None
+        q = p + 2
+        if q == e:
+            invs.append((caller, b"", b""))
+        elif data[q] != 0x0A or data[q + 1] >= 0x80:
+            return None
+        else:
+            r = q + 2 + data[q + 1]
+            if r == e:
+                invs.append((caller, data[q + 2:r], b""))
+            elif data[r] == 0x12 and data[r + 1] < 0x80 and r + 2 + data[r + 1] == e:
+                invs.append((caller, data[q + 2:r], data[r + 2:e]))
+            else:
+                return None
+        p = e
+    if p != end:
+        return None
+    return (bid, ttype, tid, states, invs)
+
+
 def decode_to_function(data):
     """ToFunction bytes -> list of batches.
 
@@ -262,7 +375,10 @@ def decode_to_function(data):
                 e = pos + ln
                 if e > end:
                     raise DecodeError("truncated ToFunction")
-                batches.append(_batch(data, pos, e))
+                b = _batch_fast(data, pos, e)
+                if b is None:
+                    b = _batch(data, pos, e)
+                batches.append(b)
                 pos = e
             else:
                 pos = _skip(data, pos, end)

@@ -69,7 +69,7 @@ class StateError(AttributeError):
 class ValueSpec:
     """A declared state value: ``ValueSpec("seen", IntType)``."""
 
-    __slots__ = ("name", "type", "_nb", "_name_field", "_del")
+    __slots__ = ("name", "type", "_nb", "_name_field", "_del", "_mod")
 
     def __init__(self, name, type):
         if not isinstance(name, str) or not _STATE_RE.match(name):
@@ -85,6 +85,19 @@ class ValueSpec:
         # StateMutation fields, pre-encoded: 2 = name; MODIFY is kind 0 (omitted).
         self._name_field = _wire.ld(b"\x12", self._nb)
         self._del = _wire.ld(b"\x0a", b"\x08\x01" + self._name_field)
+        self._mod = {}      # value length -> encoded StateMutation up to the value bytes
+
+    def _modify(self, v):
+        """The encoded Result.state_mutations field setting this state to v."""
+        n = len(v)
+        p = self._mod.get(n)
+        if p is None:
+            tv = self.type._tv_prefix + (b"\x12" + _wire.varint(n) if n else b"")
+            m = self._name_field + b"\x1a" + _wire.varint(len(tv) + n) + tv
+            p = b"\x0a" + _wire.varint(len(m) + n) + m
+            if n < 4096 and len(self._mod) < 256:
+                self._mod[n] = p
+        return p + v
 
     def __repr__(self):
         return "ValueSpec(%r, %s)" % (self.name, self.type.typename)
@@ -248,12 +261,6 @@ class Storage:
         self._vals[name] = v
         return v
 
-    def __getattr__(self, name):
-        v = self._vals.get(name, _MISSING)
-        if v is _MISSING:
-            return self._load(name)
-        return v
-
     def __setattr__(self, name, value):
         spec = self._bound.spec_by_name.get(name)
         if spec is None:
@@ -274,7 +281,13 @@ class Storage:
     def __delattr__(self, name):
         self.__setattr__(name, None)
 
-    __getitem__ = __getattr__
+    def __getitem__(self, name):
+        v = self._vals.get(name, _MISSING)
+        if v is _MISSING:
+            return self._load(name)
+        return v
+
+    __getattr__ = __getitem__
     __setitem__ = __setattr__
     __delitem__ = __delattr__
 
@@ -282,13 +295,33 @@ class Storage:
         """True when the state is declared and currently has a value."""
         if name not in self._bound.spec_by_name:
             return False
-        return self.__getattr__(name) is not None
+        return self[name] is not None
 
     def __dir__(self):
         return sorted(self._bound.spec_by_name)
 
     def __repr__(self):
         return "<Storage %s>" % ", ".join(sorted(self._bound.spec_by_name))
+
+
+def _read_property(name):
+    def read(self):
+        v = self._vals.get(name, _MISSING)
+        if v is _MISSING:
+            return self._load(name)
+        return v
+    read.__name__ = name
+    return property(read, doc="state %r" % name)
+
+
+def _storage_class(typename, specs):
+    """A Storage subclass with a read property per declared state (a
+    property read costs a quarter of a __getattr__ fallback)."""
+    ns = {"__slots__": ()}
+    for spec in specs:
+        if spec.name.isidentifier() and not hasattr(Storage, spec.name):
+            ns[spec.name] = _read_property(spec.name)
+    return type("Storage", (Storage,), ns)
 
 
 def _ser_state(name, t, value):
@@ -322,6 +355,7 @@ def _target_prefix(t):
 
 
 _V = _wire._VARINT
+_bid_varint = _wire.bid_varint
 _mkvarint = _wire._make_varint
 
 
@@ -351,6 +385,17 @@ def _encode_tv(value, type):
     if n:
         return type._tv_prefix + b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + v
     return type._tv_prefix
+
+
+def _reply_prefix(t, n, i):
+    """Encoded Result.replies field for a value of type t, n bytes, invocation i,
+    without the value bytes."""
+    tv = t._tv_prefix + (b"\x12" + _wire.varint(n) if n else b"")
+    body = (b"\x08" + _wire.varint(i) if i else b"") + b"\x12" + _wire.varint(len(tv) + n) + tv
+    p = b"\x1a" + _wire.varint(len(body) + n) + body
+    if n < 4096 and i < 1024 and len(t._cache) < 65536:
+        t._cache[n | (i << 32)] = p
+    return p
 
 
 class Context:
@@ -432,18 +477,20 @@ class Context:
     def reply(self, value, type=None):
         """Answer the ingress Call that led to the current message (if any;
         the first reply to a Call wins, replies without one are dropped)."""
-        f = _FAST.get(value.__class__) if type is None else None
-        if f is not None:
-            try:
-                v = f[1](value)
-            except Exception:
-                tv = _encode_tv(value, type)     # raises the proper error
-            else:
-                n = len(v)
-                tv = f[0]._tv_prefix + b"\x12" + _V[n] + v if 0 < n < 4096 else \
-                    _encode_tv(value, type)
-        else:
-            tv = _encode_tv(value, type)
+        if type is None:
+            f = _FAST.get(value.__class__)
+            if f is not None:
+                try:
+                    v = f[1](value)
+                except Exception:
+                    pass                       # the slow path raises the proper error
+                else:
+                    p = f[0]._cache.get(len(v) | (self._index << 32))
+                    if p is None:
+                        p = _reply_prefix(f[0], len(v), self._index)
+                    self._out.append(p + v)
+                    return
+        tv = _encode_tv(value, type)
         n = len(tv)
         body = b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + tv
         i = self._index
@@ -467,7 +514,7 @@ class Context:
 
 
 class _Bound:
-    __slots__ = ("typename", "fn", "specs", "spec_by_name", "is_async")
+    __slots__ = ("typename", "fn", "specs", "spec_by_name", "is_async", "storage_cls")
 
     def __init__(self, typename, fn, specs, is_async):
         self.typename = typename
@@ -475,6 +522,7 @@ class _Bound:
         self.specs = specs
         self.spec_by_name = {s.name: s for s in specs}
         self.is_async = is_async
+        self.storage_cls = _storage_class(typename, specs)
 
 
 def _is_async(fn):
@@ -544,13 +592,16 @@ def _failure(bid, text):
 
 
 def _handler_failure(bound, address, index, exc):
+    """Failure text: the exception first (the runtime logs the beginning of
+    it), then where, then the traceback."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    ident = address.decode("utf-8", "replace")
     log.warning("handler failed fn=%s id=%s message=%d error=%s: %s (batch answered as "
-                "failure; the runtime retries it)", bound.typename,
-                address.decode("utf-8", "replace"), index, type(exc).__name__, exc)
+                "failure; the runtime retries it)", bound.typename, ident, index,
+                type(exc).__name__, exc)
     log.debug("%s", tb)
-    return "%s/%s: handler raised on message %d: %s" % (
-        bound.typename, address.decode("utf-8", "replace"), index, tb)
+    return "%s: %s (in %s id=%s, message %d of the batch)\n%s" % (
+        type(exc).__name__, exc, bound.typename, ident, index, tb)
 
 
 def _incomplete(bid, missing):
@@ -566,25 +617,20 @@ def _incomplete(bid, missing):
 def _result(bid, out, dirty, specs):
     if dirty:
         for name, v in dirty.items():
-            spec = specs[name]
             if v is None:
-                out.append(spec._del)
+                out.append(specs[name]._del)
             else:
-                n = len(v)
-                tv = spec.type._tv_prefix
-                if n:
-                    tv += b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + v
-                n = len(tv)
-                m = spec._name_field + b"\x1a" + (_V[n] if n < 4096 else _mkvarint(n)) + tv
-                n = len(m)
-                out.append(b"\x0a" + (_V[n] if n < 4096 else _mkvarint(n)) + m)
+                out.append(specs[name]._modify(v))
     body = b"".join(out)
     n = len(body)
-    body = b"\x12" + (_V[n] if n < 4096 else _mkvarint(n)) + body
+    ln = _V[n] if n < 4096 else _mkvarint(n)
     if bid:
-        body = b"\x08" + (_V[bid] if bid < 4096 else _mkvarint(bid)) + body
-    n = len(body)
-    return b"\x0a" + (_V[n] if n < 4096 else _mkvarint(n)) + body
+        bv = _bid_varint(bid)
+        m = 2 + len(bv) + len(ln) + n
+        return b"".join((b"\x0a", _V[m] if m < 4096 else _mkvarint(m), b"\x08", bv,
+                         b"\x12", ln, body))
+    m = 1 + len(ln) + n
+    return b"".join((b"\x0a", _V[m] if m < 4096 else _mkvarint(m), b"\x12", ln, body))
 
 
 def _reject_awaitable(bound, r):
@@ -667,7 +713,7 @@ class RequestHandler:
             if spec._nb not in states:
                 return _incomplete(bid, [s for s in bound.specs if s._nb not in states])
         out = []
-        st = _new(Storage)
+        st = _new(bound.storage_cls)
         _set_states(st, states)
         _set_bound(st, bound)
         _set_vals(st, {})
@@ -696,7 +742,7 @@ class RequestHandler:
             if spec._nb not in states:
                 return _incomplete(bid, [s for s in bound.specs if s._nb not in states])
         out = []
-        st = _new(Storage)
+        st = _new(bound.storage_cls)
         _set_states(st, states)
         _set_bound(st, bound)
         _set_vals(st, {})

@@ -16,10 +16,12 @@ Modes (``mode=``):
   (the GIL makes more threads per stream useless). Async handlers run on a
   private event loop per stream thread.
 * ``"auto"`` (default) -- ``aio``. Measured with sdk-python/bench_invoke.py
-  the aio server is as fast as or faster than the threaded one for sync
-  handlers at every batch size and scales with concurrent streams (see
-  sdk-python/README.md), so both kinds of handler use it. Pick ``sync``
-  when a sync handler blocks on I/O and you want streams isolated in threads.
+  (sync handlers): on one stream the two modes are within the noise of the
+  VM of each other (aio ahead in most runs), with 4 streams aio is ~25%
+  faster because the GIL serialises the threaded server's stream threads
+  (see sdk-python/README.md). So every kind of handler gets aio. Pick
+  ``sync`` when a sync handler blocks on I/O and streams should not wait
+  for each other.
 
 Every Invoke message is processed whole and its answers leave in one
 FromFunction message (split only above 16 MiB). Max message sizes are 64 MiB
@@ -33,6 +35,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -91,7 +94,8 @@ class FunctionServer:
     ``FunctionServer(functions, "unix:/tmp/fn.sock").start()`` returns at
     once; in ``aio`` mode the server's event loop runs on a background
     thread. ``port`` is the bound TCP port (useful with "127.0.0.1:0").
-    ``stop(grace)`` lets in-flight RPCs finish for ``grace`` seconds.
+    ``stop(grace)`` lets the batches being processed finish (up to ``grace``
+    seconds), then ends every RPC.
     """
 
     def __init__(self, functions, address, *, mode="auto", max_workers=32, options=None):
@@ -112,23 +116,35 @@ class FunctionServer:
         self._loop = None
         self._thread = None
         self._stopped = threading.Event()
+        # Messages being processed or answers being written (all streams):
+        # stop() waits for 0 before it cancels the runtime's Invoke streams.
+        self._work = 0
+        self._work_lock = threading.Lock()
 
     # ---- sync (threaded) ----------------------------------------------------
 
     def _invoke_sync(self, request_iterator, context):
         process = self._handler.process_all_sync
         for data in request_iterator:
+            with self._work_lock:
+                self._work += 1
             try:
-                answers = process(data)
-            except _wire.DecodeError as e:
-                log.error("malformed ToFunction from the runtime: %s", e)
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed ToFunction: %s" % e)
-                return
-            if answers:
-                if len(answers) == 1:
-                    yield answers[0]
-                else:
-                    yield from _chunks(answers)
+                try:
+                    answers = process(data)
+                except _wire.DecodeError as e:
+                    log.error("malformed ToFunction from the runtime: %s", e)
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  "malformed ToFunction: %s" % e)
+                    return
+                if answers:
+                    # Resumes once gRPC has taken the message (and asks for the next).
+                    if len(answers) == 1:
+                        yield answers[0]
+                    else:
+                        yield from _chunks(answers)
+            finally:
+                with self._work_lock:
+                    self._work -= 1
 
     def _generic_handler(self, invoke, aio):
         from .v1 import function_pb2
@@ -188,6 +204,7 @@ class FunctionServer:
 
         async def flush():
             nonlocal flushing
+            self._work += 1
             try:
                 while outbox:
                     parts = outbox[:]
@@ -196,10 +213,15 @@ class FunctionServer:
                         await context.write(chunk)
             finally:
                 flushing = False
+                self._work -= 1
 
         async def finish(p):
             nonlocal flushing, flusher
-            outbox.append(await p)
+            self._work += 1
+            try:
+                outbox.append(await p)
+            finally:
+                self._work -= 1
             if not flushing:
                 flushing = True
                 flusher = loop.create_task(flush())
@@ -250,8 +272,15 @@ class FunctionServer:
         self._loop = asyncio.get_running_loop()
 
     async def stop_async(self, grace=5.0):
+        """Waits (up to ``grace`` seconds) until no batch is being processed or
+        answered, then ends every RPC: the runtime's Invoke streams never end
+        on their own, and whatever it sends after this is re-sent elsewhere."""
         if self._server is not None:
-            await self._server.stop(grace)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while self._work and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            await self._server.stop(0.1 if not self._work else 0)
         self._stopped.set()
 
     async def wait_async(self):
@@ -301,13 +330,17 @@ class FunctionServer:
         return self
 
     def stop(self, grace=5.0):
-        """Stops accepting RPCs and ends the server after ``grace`` seconds."""
+        """Lets the batches being processed finish (up to ``grace`` seconds),
+        then ends every RPC and the server."""
         if self._server is None or self._stopped.is_set():
             return
         if self.mode == "sync":
-            self._server.stop(grace).wait()
+            deadline = time.monotonic() + grace
+            while self._work and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._server.stop(0.1 if not self._work else 0).wait()
         else:
-            fut = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+            fut = asyncio.run_coroutine_threadsafe(self.stop_async(grace), self._loop)
             try:
                 fut.result(grace + 10)
             finally:

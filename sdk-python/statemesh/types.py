@@ -52,7 +52,8 @@ class Type:
 
     # _py/_fast: for built-in types, the Python class whose values a C-level
     # callable serializes directly (the hot path); None for user types.
-    __slots__ = ("typename", "_tnb", "_tv_prefix", "_ser", "_deser", "_py", "_fast")
+    # _cache: encoded-prefix cache of the SDK's hot path (see function.py).
+    __slots__ = ("typename", "_tnb", "_tv_prefix", "_ser", "_deser", "_py", "_fast", "_cache")
 
     def __init__(self, typename, serialize, deserialize):
         if not isinstance(typename, str) or not _TYPENAME_RE.match(typename):
@@ -67,6 +68,7 @@ class Type:
         object.__setattr__(self, "_deser", deserialize)
         object.__setattr__(self, "_py", None)
         object.__setattr__(self, "_fast", None)
+        object.__setattr__(self, "_cache", {})
 
     def __setattr__(self, name, value):
         raise AttributeError("Type objects are immutable")

@@ -177,3 +177,45 @@ def test_serve_stops_on_sigterm(tmp_path, mode):
     assert p.returncode == 0, err
     assert "clean exit" in out
     assert "serving t/f on unix:" in err and "stopping" in err
+
+
+@pytest.mark.parametrize("mode", ["aio", "sync"])
+def test_stop_drains_then_ends_open_streams(tmp_path, mode):
+    """The runtime never closes its Invoke stream: stop() answers what is being
+    processed (here an async batch that sleeps), then ends the stream promptly
+    instead of waiting out the whole grace period."""
+    sock = "unix:%s" % (tmp_path / "drain.sock")
+    srv = FunctionServer(make_functions(), sock, mode=mode).start()
+    channel = grpc.insecure_channel(sock)
+    stub = function_pb2_grpc.FunctionServiceStub(channel)
+    requests = queue.Queue()
+
+    def gen():
+        while True:
+            r = requests.get()
+            if r is None:
+                return
+            yield r
+
+    responses = stub.Invoke(gen(), timeout=30)
+    requests.put(function_pb2.ToFunction(batches=[
+        batch(1, "test/counter", "a", {"n": None}, [int_tv(1)])]))
+    assert by_id(next(responses))[1].WhichOneof("outcome") == "result"
+    requests.put(function_pb2.ToFunction(batches=[
+        batch(2, "test/async", "b", {"last": None}, [str_tv("x")])]))
+    deadline = time.monotonic() + 5
+    while not srv._work and time.monotonic() < deadline:   # the async batch is sleeping now
+        time.sleep(0.001)
+    assert srv._work
+    t0 = time.monotonic()
+    srv.stop(grace=5)
+    assert time.monotonic() - t0 < 2.5
+    got = {}
+    try:
+        for resp in responses:
+            got.update(by_id(resp))
+    except grpc.RpcError as e:
+        assert e.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    assert 2 in got and got[2].WhichOneof("outcome") == "result"
+    requests.put(None)
+    channel.close()
