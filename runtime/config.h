@@ -7,13 +7,35 @@
  *     log_level = "info";               # debug | info | warn | error
  *     max_message_bytes = 4194304;      # largest accepted message/state value
  *     checkpoint = { interval_ms = 0; sync = true; };
+ *     max_queued_bytes = 268435456;     # memory of queued messages; above it Send/Call
+ *                                       # get RESOURCE_EXHAUSTED, SendStream pauses
+ *                                       # (1 MiB .. 64 GiB)
+ *     idempotency_retention_hours = 24; # how long idempotency keys are kept, 1..8760
  *   };
  *   endpoints = (
  *     { functions = "example/*";        # "ns/*" or an exact "ns/name"
- *       target = "unix:/tmp/greeter.sock";  # unix:/path or host:port
- *       mode = "sidecar";               # only sidecar for now
+ *       mode = "sidecar";               # sidecar | remote | embedded
+ *       target = "unix:/tmp/greeter.sock";  # sidecar: unix:/path or host:port;
+ *                                       # remote: dns:///host:port, ipv4:a:p,b:p, host:port
+ *       library = "lib/libgreeter.so";  # embedded only (relative: to the config file)
+ *       streams = 1;                    # Invoke streams per endpoint, 1..64
+ *                                       # (default 1; remote: 4)
  *       max_batch = 100;                # messages per batch, 1..100000
  *       max_in_flight = 1000;           # batches outstanding per endpoint, 1..1000000
+ *       invocation_timeout_ms = 30000;  # a batch unanswered this long failed, 100..3600000
+ *       keepalive_ms = 10000;           # remote/sidecar HTTP/2 ping interval, 0 = off
+ *       retry = {
+ *         initial_backoff_ms = 100;     # 1..3600000
+ *         multiplier = 2.0;             # 1.0..10.0
+ *         max_backoff_ms = 10000;       # >= initial_backoff_ms, <= 3600000
+ *         max_attempts = 0;             # 0 = forever; then dead letters
+ *       };
+ *     }
+ *   );
+ *   egresses = (
+ *     { name = "receipts";              # [A-Za-z0-9_.-]+, 1..128 bytes, unique
+ *       retention_records = 1000000;    # keep at most this many, 0 = unlimited
+ *       retention_hours = 168;          # drop records older than this, 0 = unlimited
  *     }
  *   );
  *
@@ -35,15 +57,34 @@
 
 #include "log.h"
 
-enum cfg_mode { CFG_MODE_SIDECAR = 0 };
+enum cfg_mode { CFG_MODE_SIDECAR = 0, CFG_MODE_REMOTE = 1, CFG_MODE_EMBEDDED = 2 };
+
+struct cfg_retry {
+    int initial_backoff_ms;   /* default 100 */
+    double multiplier;        /* default 2.0 */
+    int max_backoff_ms;       /* default 10000 */
+    int max_attempts;         /* default 0 = retry forever */
+};
 
 struct cfg_endpoint {
     char *functions;          /* pattern, validated by addr_check_pattern() */
-    char *target;             /* gRPC target: unix:/path, unix-abstract:x or host:port */
+    char *target;             /* sidecar/remote: gRPC target; NULL for embedded */
+    char *library;            /* embedded: path of the .so (resolved); else NULL */
     enum cfg_mode mode;
+    int streams;              /* default 1 (remote: 4) */
     int max_batch;            /* default 100 */
     int max_in_flight;        /* default 1000 */
+    int invocation_timeout_ms;/* default 30000 */
+    int keepalive_ms;         /* default 10000, 0 = off */
+    struct cfg_retry retry;
     int line;                 /* where it was declared, for messages */
+};
+
+struct cfg_egress {
+    char *name;
+    long long retention_records;  /* 0 = unlimited (default 0) */
+    int retention_hours;          /* 0 = unlimited (default 168) */
+    int line;
 };
 
 struct cfg {
@@ -54,8 +95,12 @@ struct cfg {
     size_t max_message_bytes; /* default 4 MiB, 1 KiB..64 MiB */
     int checkpoint_interval_ms; /* default 0 = every loop iteration, 0..60000 */
     bool checkpoint_sync;     /* default true */
+    size_t max_queued_bytes;  /* default 256 MiB */
+    int idempotency_retention_hours; /* default 24 */
     struct cfg_endpoint *endpoints;
     size_t n_endpoints;
+    struct cfg_egress *egresses;
+    size_t n_egresses;
 };
 
 /* Loads and validates `path`. On success the caller owns *out and releases it
@@ -68,5 +113,7 @@ void cfg_cleanup(struct cfg *cfg);
 /* The endpoint serving `type`: an exact pattern wins over "ns/*".
  * Returns its index, or -1 when no endpoint matches. */
 int cfg_match_endpoint(const struct cfg *cfg, const char *type);
+/* The egress named `name`: its index, or -1. */
+int cfg_find_egress(const struct cfg *cfg, const char *name);
 
 #endif
