@@ -76,7 +76,7 @@ static int greeter(sm_ctx *ctx, const sm_value *message, void *udata)
 
 int main(int argc, char **argv)
 {
-    static const sm_state_spec user_state[] = {{"visits", SM_TYPE_INT64}};
+    static const sm_state_spec user_state[] = {SM_STATE("visits", SM_TYPE_INT64)};
     const char *listen = "unix:/tmp/statemesh-greeter.sock";
     sm_functions *fns = NULL;
     sm_server *srv = NULL;
