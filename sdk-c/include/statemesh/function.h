@@ -98,8 +98,7 @@ typedef struct sm_state_spec {
 
 /* Largest state TTL: 100 years. */
 #define SM_MAX_EXPIRE_MS ((uint64_t)100 * 365 * 24 * 3600 * 1000)
-/* Longest delay of a delayed message: 365 days (function.proto). */
-#define SM_MAX_DELAY_MS ((uint64_t)365 * 24 * 3600 * 1000)
+/* SM_MAX_DELAY_MS, the longest delay of a delayed message: statemesh/value.h. */
 /* Cancellation tokens are 1..SM_MAX_TOKEN_LEN bytes of UTF-8. */
 #define SM_MAX_TOKEN_LEN 256
 /* Egress names are [A-Za-z0-9_.-]{1,SM_MAX_EGRESS_NAME_LEN}. */
