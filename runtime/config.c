@@ -846,3 +846,10 @@ int cfg_match_endpoint(const struct cfg *cfg, const char *type)
     }
     return wildcard;
 }
+
+int cfg_find_egress(const struct cfg *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_egresses; i++)
+        if (strcmp(cfg->egresses[i].name, name) == 0) return (int)i;
+    return -1;
+}
