@@ -648,6 +648,10 @@ static int collect_state(void *arg, const char *name, const uint8_t *val, size_t
         l->corrupt = 1;
         return 0;
     }
+    if (st->expires_at_ms && st->expires_at_ms <= timer_wall_ms()) {   /* state TTL */
+        statemesh__v1__stored_state__free_unpacked(st, NULL);
+        return 0;
+    }
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
         void *a = realloc(l->v, cap * sizeof *l->v), *b;

@@ -275,9 +275,6 @@ int main(int argc, char **argv)
         return 2;
     }
     s.log.level = s.cfg.log_level;
-    /* TODO(merge ops): defaults until config.c fills the new settings. */
-    if (!s.cfg.max_queued_bytes) s.cfg.max_queued_bytes = 256u << 20;
-    if (!s.cfg.idempotency_retention_hours) s.cfg.idempotency_retention_hours = 24;
 
     /* Block the stop signals before gRPC starts its threads, so they stay
      * pending for the loop's sigtimedwait instead of killing a thread. */

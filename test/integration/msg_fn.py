@@ -20,7 +20,8 @@ Functions (every value is JSON unless said otherwise):
               last value, appends {"sink": ID, "value": V, "n": n} to the egress.
   msg/ttl     state w (string, expire after write --ttl-ms), v (string, expire
               after invoke --ttl-ms * 1.5). "set": w = v = "x"; "get": replies
-              {"w": w or null, "v": v or null}; anything else: no change.
+              {"w": w or null, "v": v or null}; anything else: no change
+              (replies "ok").
   msg/echo    state n (int64) counts invocations; replies the argument as is.
 
 Each processed batch is logged to stderr as `event=batch type=T id=I messages=K`.
@@ -122,9 +123,11 @@ def run_batch(b):
             if cmd == "set":
                 for name in ("w", "v"):
                     changed[name] = state[name] = tv("statemesh/string", b"x")
-            elif cmd == "get":
+            if cmd == "get":
                 res.replies.add(invocation_index=idx, value=jv(
                     {name: state[name].value.decode() if name in state else None for name in ("w", "v")}))
+            else:
+                res.replies.add(invocation_index=idx, value=jv("ok"))
         elif t == "msg/echo":
             n = get_int(state, "n") + 1
             changed["n"] = state["n"] = i64(n)

@@ -24,7 +24,7 @@ def start(sandbox, egress=EGRESS, ttl_ms=1000, **kw):
     fn = sandbox.python_server("msg_fn.py", ["--ttl-ms", ttl_ms], name="msgfn", listen_flag="--listen")
     rt = sandbox.runtime([endpoint("msg/*", fn), endpoint("test/*", sandbox.testfn())],
                          extra_config=egress, **kw)
-    return fn, rt, sandbox.client(rt)
+    return fn, rt, rt.client()
 
 
 def subscribe(client, egress="events", start=None, offset=0, follow=False, timeout=20.0):
@@ -113,7 +113,7 @@ def test_egress_errors(sandbox):
     fn2 = sandbox.python_server("msg_fn.py", ["--egress", "small"], name="msgfn2",
                                 listen_flag="--listen")
     rt2 = sandbox.runtime([endpoint("msg/*", fn2)], name="rt2", extra_config=EGRESS)
-    c2 = sandbox.client(rt2)
+    c2 = rt2.client()
     for i in range(12):
         send(c2, "msg/logger", "r%d" % i, string("x"))
     c2.wait_drained()
@@ -136,7 +136,7 @@ def test_result_for_unknown_egress_is_rejected(sandbox):
     fn = sandbox.python_server("msg_fn.py", ["--egress", "undeclared"], name="msgfn",
                                listen_flag="--listen")
     rt = sandbox.runtime([endpoint("msg/*", fn)], extra_config=EGRESS)
-    c = sandbox.client(rt)
+    c = rt.client()
     send(c, "msg/logger", "x", string("x"))
     wait_until(lambda: rt.log_lines("not a configured egress"), timeout=10,
                message="invalid result not reported")
@@ -191,7 +191,7 @@ def test_reusing_a_pending_token_is_an_error(sandbox):
     wait_until(lambda: rt.log_lines("still pending"), timeout=10, message="token reuse not reported")
     assert c.stats()["delayed_pending"] == 1
     # cancel + reschedule in one answer is fine
-    c2 = sandbox.client(rt)
+    c2 = rt.client()
     sandbox_ops = [{"op": "cancel", "token": "dup"},
                    {"op": "schedule", "delay_ms": 10, "token": "dup", "to": "s5", "value": 3}]
     # (a fresh timer address, as "t" is stuck retrying the bad batch)
@@ -428,7 +428,7 @@ def test_send_stream_of_a_million_messages_keeps_memory_bounded(sandbox):
     fn = sandbox.testfn()
     rt = sandbox.runtime([endpoint("test/*", fn, max_batch=1000)],
                          runtime_settings={"max_queued_bytes": 4 << 20})
-    c = sandbox.client(rt)
+    c = rt.client()
     ids = ["m%d" % i for i in range(1000)]
     n = 1000000
     peak = [0.0]
@@ -453,4 +453,5 @@ def test_send_stream_of_a_million_messages_keeps_memory_bounded(sandbox):
         sampler.join()
     assert sum(c.int_state("test/counter", i) for i in ids) == n
     # 1M queued messages would be ~100+ MB; bounded flow keeps the runtime far below.
+    print("send_stream 1M: runtime RSS peak %.1f MB" % peak[0])
     assert peak[0] < 150, "runtime RSS peaked at %.0f MB" % peak[0]
