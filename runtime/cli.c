@@ -675,8 +675,8 @@ static int feed_line(struct feeder *fd, const char *line, size_t len, sm_error *
     int rc;
 
     if (sm_json_parse(line, len, &doc) != SM_OK) {
-        line_error(fd, fd->lineno, "not valid JSON (or not UTF-8): %.80s%s", line,
-                   len > 80 ? "..." : "");
+        line_error(fd, fd->lineno, "not valid JSON (or not UTF-8): %.*s%s", (int)(len > 80 ? 80 : len),
+                   line, len > 80 ? "..." : "");
         return 0;
     }
     if (doc.kind != SM_JSON_OBJECT) {

@@ -99,13 +99,14 @@ static void on_status(sm_subscription *sub)
     switch (sub->status) {
     case GRPC_STATUS_NOT_FOUND:
         sm__set_err(e, sub->status, SM_ERPC,
-                    "no egress named '%s' (egresses are declared in the runtime's config): %.700s",
+                    "no egress named '%s' (egresses are declared in the runtime's config; "
+                    "runtime: %.700s)",
                     sub->egress, det);
         break;
     case GRPC_STATUS_OUT_OF_RANGE:
         sm__set_err(e, sub->status, SM_ERPC,
                     "egress '%s': offset %llu is no longer retained (trimmed by retention); start "
-                    "from the earliest retained record instead: %.600s",
+                    "from the earliest retained record instead (runtime: %.600s)",
                     sub->egress, (unsigned long long)sub->from_offset, det);
         break;
     case GRPC_STATUS_UNAVAILABLE:

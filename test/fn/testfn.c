@@ -60,6 +60,11 @@
  *                                             nothing of the batch is applied)
  *                 E.g. "after 500 test/counter c1 t1;egress log hello".
  *
+ *   test/store    state typename and hex (statemesh/string). Message: anything.
+ *                 Stores the message's typename and its bytes in lowercase hex,
+ *                 and replies "TYPENAME HEX" (statemesh/string), so tests can
+ *                 check exactly how a client encoded a value.
+ *
  *   test/ttl      state w (statemesh/string, expires --ttl-ms after write) and
  *                 i (statemesh/string, expires --ttl-ms after the last
  *                 invocation). Message: statemesh/string "set" (w = i = "x"),
@@ -213,6 +218,19 @@ static int effects(sm_ctx *ctx, const sm_value *msg, void *udata)
     return sm_reply_string(ctx, "ok");
 }
 
+static int store(sm_ctx *ctx, const sm_value *msg, void *udata)
+{
+    size_t tl = strlen(msg->typename);
+    char *hex = sm_ctx_alloc(ctx, 2 * msg->len + 1), *reply = sm_ctx_alloc(ctx, tl + 2 * msg->len + 2);
+    if (!hex || !reply) return sm_fail(ctx, "out of memory");
+    for (size_t i = 0; i < msg->len; i++) snprintf(hex + 2 * i, 3, "%02x", msg->data[i]);
+    hex[2 * msg->len] = '\0';
+    if (sm_state_set_string(ctx, "typename", msg->typename) < 0) return -1;
+    if (sm_state_set_string(ctx, "hex", hex) < 0) return -1;
+    snprintf(reply, tl + 2 * msg->len + 2, "%s %s", msg->typename, hex);
+    return sm_reply_string(ctx, reply);
+}
+
 static int ttl(sm_ctx *ctx, const sm_value *msg, void *udata)
 {
     const char *w, *i;
@@ -236,7 +254,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: testfn [--listen unix:/path.sock|host:port] [--slow-ms N] [--ttl-ms N]\n"
                "Serves test/counter, test/echo, test/slow, test/forward, test/fail,\n"
-               "test/order, test/effects and test/ttl; see the top of test/fn/testfn.c\n"
+               "test/order, test/effects, test/store and test/ttl; see the top of test/fn/testfn.c\n"
                "for their exact behaviour.\n");
 }
 
@@ -246,6 +264,8 @@ int main(int argc, char **argv)
     static const sm_state_spec slow_specs[] = {SM_STATE("batches", SM_TYPE_INT64),
                                                SM_STATE("max_batch", SM_TYPE_INT64)};
     static const sm_state_spec order_specs[] = {SM_STATE("seen", SM_TYPE_STRING)};
+    static const sm_state_spec store_specs[] = {SM_STATE("typename", SM_TYPE_STRING),
+                                                SM_STATE("hex", SM_TYPE_STRING)};
     struct options opt = {"unix:/tmp/statemesh-testfn.sock", 200};
     long ttl_ms = 1000;
     sm_functions *fns = NULL;
@@ -290,6 +310,7 @@ int main(int argc, char **argv)
         sm_functions_bind(fns, "test/fail", NULL, 0, fail, NULL) ||
         sm_functions_bind(fns, "test/order", order_specs, 1, order, NULL) ||
         sm_functions_bind(fns, "test/effects", NULL, 0, effects, NULL) ||
+        sm_functions_bind(fns, "test/store", store_specs, 2, store, NULL) ||
         sm_functions_bind(fns, "test/ttl", ttl_specs, 2, ttl, NULL)) {
         fprintf(stderr, "testfn: cannot bind the function types\n");
         goto out;
