@@ -114,7 +114,7 @@ uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb)
     struct ep_slot *sl = &ep->slots[slot];
     sl->mb = mb;
     sl->gen++;
-    sl->deadline_ms = rpc_now_ms() + EP_INVOCATION_TIMEOUT_MS;
+    sl->deadline_ms = rpc_now_ms() + ep->cfg->invocation_timeout_ms;
     ep->inflight++;
     return ((uint64_t)sl->gen << 32) | slot;
 }
@@ -364,6 +364,13 @@ static void connect_now(void *arg)
     ep->describe_pending = 1;
 }
 
+/* Timeouts are noticed within a quarter of their length (at most 1 s late). */
+static int64_t sweep_interval(const struct endpoint *ep)
+{
+    int64_t q = ep->cfg->invocation_timeout_ms / 4;
+    return q < SWEEP_INTERVAL_MS ? (q > 10 ? q : 10) : SWEEP_INTERVAL_MS;
+}
+
 static void sweep(void *arg)
 {
     struct endpoint *ep = arg;
@@ -376,10 +383,11 @@ static void sweep(void *arg)
         struct mbox *mb = ep->slots[i].mb;
         if (!mb || ep->slots[i].deadline_ms > now) continue;
         release_slot(ep, i);
-        snprintf(why, sizeof why, "no answer within %d ms", EP_INVOCATION_TIMEOUT_MS);
+        snprintf(why, sizeof why, "no answer within %d ms (invocation_timeout_ms)",
+                 ep->cfg->invocation_timeout_ms);
         disp_on_lost(s, mb, 1, why);
     }
-    if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + SWEEP_INTERVAL_MS);
+    if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + sweep_interval(ep));
 }
 
 int ep_start(struct endpoint *ep)
@@ -389,7 +397,7 @@ int ep_start(struct endpoint *ep)
         LOG_ERROR(&s->log, "endpoint.bad_target", "target=%s", ep->cfg->target);
         return -1;
     }
-    timer_start(&s->timers, &ep->sweep, rpc_now_ms() + SWEEP_INTERVAL_MS);
+    timer_start(&s->timers, &ep->sweep, rpc_now_ms() + sweep_interval(ep));
     connect_now(ep);
     return 0;
 }

@@ -29,7 +29,6 @@
 #include "rpc.h"
 #include "timer.h"
 
-#define EP_INVOCATION_TIMEOUT_MS 30000
 #define EP_MAX_FRAME_BYTES (4u << 20)
 
 struct ftype {
