@@ -323,7 +323,11 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_start(&s.endpoints[i]) != 0) {
-            fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
+            if (s.cfg.endpoints[i].mode == CFG_MODE_EMBEDDED)       /* embedded: why it failed */
+                fprintf(stderr, "statemeshd: endpoints[%zu]: %s; not starting\n", i,
+                        s.endpoints[i].error);
+            else
+                fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
             goto out;
         }
     if (s.n_endpoints == 0)
