@@ -96,17 +96,21 @@ def _human(td):
     return "%d days" % td.days if td.days and not td.seconds else str(td)
 
 
-def _check_token(token):
-    """A cancellation token: str of 1..256 UTF-8 bytes without NUL -> bytes."""
-    if not isinstance(token, str):
-        raise TypeError("cancellation token must be a str, got %s" % type(token).__name__)
-    b = token.encode("utf-8")
+def _check_key(what, key):
+    """A token or key: str of 1..256 UTF-8 bytes without NUL -> bytes."""
+    if not isinstance(key, str):
+        raise TypeError("%s must be a str, got %s" % (what, type(key).__name__))
+    b = key.encode("utf-8")
     if not 0 < len(b) <= _MAX_TOKEN:
-        raise ValueError("cancellation token must be 1..%d bytes of UTF-8, got %d bytes"
-                         % (_MAX_TOKEN, len(b)))
+        raise ValueError("%s must be 1..%d bytes of UTF-8, got %d bytes"
+                         % (what, _MAX_TOKEN, len(b)))
     if b"\x00" in b:
-        raise ValueError("cancellation token must not contain NUL: %r" % (token,))
+        raise ValueError("%s must not contain NUL: %r" % (what, key))
     return b
+
+
+def _check_token(token):
+    return _check_key("cancellation token", token)
 
 
 def _address_field(target_type, target_id):
