@@ -34,7 +34,8 @@ void ckpt_cleanup(struct ckpt *ck)
 
 int ckpt_dirty(const struct ckpt *ck)
 {
-    return store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL;
+    return store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL ||
+           ck->forced;
 }
 
 void ckpt_touch(struct ckpt *ck, int64_t now_ms)
@@ -79,6 +80,8 @@ void ckpt_commit(struct server *s)
     size_t ops = store_batch_count(ck->batch);
 
     if (!ckpt_dirty(ck)) return;
+    egress_before_commit(s);
+    ops = store_batch_count(ck->batch);
     if (ops > 0) {
         if (store_write(s->store, ck->batch, s->cfg.checkpoint_sync) != 0) {
             LOG_ERROR(&s->log, "checkpoint.failed",
@@ -92,6 +95,7 @@ void ckpt_commit(struct server *s)
     }
     ck->generation++;
     ck->opened_ms = 0;
+    ck->forced = 0;
     /* Durable now: release what waited for it. */
     for (size_t i = 0; i < ck->nacks; i++) {
         struct ckpt_ack *a = &ck->acks[i];
@@ -99,4 +103,7 @@ void ckpt_commit(struct server *s)
     }
     free_acks(ck);
     while ((mb = mbox_list_pop(&ck->parked)) != NULL) disp_unpark(s, mb);
+    egress_after_commit(s);
+    idem_after_commit(s);
+    if (s->ingress) ingress_after_commit(s->ingress);
 }

@@ -37,6 +37,7 @@ struct ckpt {
     struct mbox_list parked;
     uint64_t generation;       /* checkpoints committed */
     int64_t opened_ms;         /* when the first change entered the open group */
+    int forced;                /* commit even if nothing was written (stream acks) */
 };
 
 void ckpt_init(struct ckpt *ck);

@@ -27,11 +27,34 @@
  *    setting we therefore re-read its literal from the source line; if it
  *    differs from what libconfig parsed, the literal is what gets
  *    range-checked, so "interval_ms = 4294967296" is an error, not 0.
- *  - Targets: "unix:PATH" (absolute or relative; "unix:///abs" too),
- *    "unix-abstract:NAME", or "HOST:PORT" / "[IPv6]:PORT" with a numeric port
- *    1..65535. Socket paths must fit sockaddr_un (107 bytes).
- *  - An endpoint needs `functions` and `target`; `endpoints` may be missing
- *    or empty.
+ *  - Targets of runtime.ingress and of sidecar endpoints: "unix:PATH"
+ *    (absolute or relative; "unix:///abs" too), "unix-abstract:NAME", or
+ *    "HOST:PORT" / "[IPv6]:PORT" with a numeric port 1..65535. Socket paths
+ *    must fit sockaddr_un (107 bytes). Remote endpoints: "dns:///HOST:PORT",
+ *    "dns:HOST:PORT", "ipv4:A.B.C.D:PORT[,...]", "ipv6:[ADDR]:PORT[,...]",
+ *    "HOST:PORT", "[IPv6]:PORT"; a port is always required (gRPC would
+ *    silently default to 443), a DNS authority (dns://SERVER/...) is refused,
+ *    and so are unix sockets (that is a sidecar). Nothing is resolved or
+ *    dialled here: --check-config works without the names existing.
+ *  - Which settings an endpoint needs depends on its mode, and the mode may
+ *    come after them in the group, so target/library are checked after the
+ *    walk: sidecar and remote need `target` and refuse `library`; embedded
+ *    needs `library` and refuses `target`, `streams` and `keepalive_ms` (no
+ *    connection exists). `streams` defaults to 4 for remote, else 1. With an
+ *    invalid mode the mode-dependent checks are skipped (one error, not a
+ *    cascade). `endpoints` may be missing or empty; so may `egresses`.
+ *  - library: resolved like data_dir (a file path, never a search of the
+ *    dynamic linker's path) and checked to be a readable regular file, so a
+ *    typo shows at --check-config time with FILE:LINE. It is not dlopen'ed
+ *    here: checking a config runs no module code; a file that is not a usable
+ *    module fails statemeshd's start (runtime/embedded.h).
+ *  - retry.multiplier accepts an integer or a floating-point literal;
+ *    retry.max_backoff_ms must be >= retry.initial_backoff_ms, defaults
+ *    included (the message says which one to raise).
+ *  - keepalive_ms: 0 (off) or 1000..3600000; below a second gRPC servers
+ *    answer with GOAWAY "too_many_pings".
+ *  - Integers wider than 32 bits (max_queued_bytes up to 64 GiB,
+ *    retention_records up to 2^62) work with or without the L suffix.
  */
 #include "config.h"
 
@@ -44,13 +67,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "address.h"
 
 #define CFG_MAX_STRING 4096                 /* any string value after expansion */
 #define CFG_MAX_SOURCE (16u * 1024 * 1024)  /* config files re-read for literals */
 #define CFG_SUN_PATH_MAX 107                /* sizeof(sun_path) - 1 */
-#define CFG_SETTING_MAX 96                  /* "endpoints[123].max_in_flight" */
+#define CFG_SETTING_MAX 96                  /* "endpoints[123].retry.max_backoff_ms" */
+#define CFG_QUEUED_MIN (1LL << 20)          /* runtime.max_queued_bytes: 1 MiB.. */
+#define CFG_QUEUED_MAX (64LL << 30)         /* ..64 GiB */
+#define CFG_EGRESS_NAME_MAX 128
+#define CFG_RETENTION_RECORDS_MAX (1LL << 62)
 
 /* A source file loaded for the integer-literal check, split into lines. */
 struct srcfile {
@@ -222,9 +250,45 @@ static int ident_char(char c)
            c == '_' || c == '-' || c == '*';
 }
 
-/* Finds "name = <integer>" (or ':') on the setting's line and parses the
- * literal as written. Returns 0 and *lit, or -1 when it cannot be found. */
-static int integer_literal(struct loader *ld, const config_setting_t *s, long long *lit)
+/* Parses one integer literal at *pp (optional sign, decimal or 0x hex) up to
+ * e, as written. Returns 0 with *lit (saturated to LLONG_MIN/MAX) and *pp past
+ * it, or -1 when no plain integer literal starts there. */
+static int parse_literal(const char **pp, const char *e, long long *lit)
+{
+    const char *q = *pp;
+    char digits[64];
+    size_t dl = 0;
+    int neg = 0, base = 10;
+    unsigned long long v;
+
+    if (q < e && (*q == '-' || *q == '+')) neg = (*q++ == '-');
+    if (q + 1 < e && q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) {
+        base = 16;
+        q += 2;
+    }
+    while (q < e && dl + 1 < sizeof digits &&
+           ((*q >= '0' && *q <= '9') ||
+            (base == 16 && ((*q >= 'a' && *q <= 'f') || (*q >= 'A' && *q <= 'F')))))
+        digits[dl++] = *q++;
+    if (dl == 0 || (q < e && ident_char(*q) && *q != '-')) return -1;
+    digits[dl] = '\0';
+    errno = 0;
+    v = strtoull(digits, NULL, base);
+    if (errno == ERANGE || v > (unsigned long long)LLONG_MAX)
+        *lit = neg ? LLONG_MIN : LLONG_MAX;
+    else
+        *lit = neg ? -(long long)v : (long long)v;
+    *pp = q;
+    return 0;
+}
+
+/* Finds "name = <integer>" (or ':') on the setting's line and returns the
+ * literal as written. Several settings of that name may share the line
+ * (list elements written on one line): the literal chosen is the first one
+ * that libconfig could have turned into `parsed`, i.e. equal to it or equal
+ * after wrapping to 32 bits. Returns 0 and *lit, or -1 when none is found. */
+static int integer_literal(struct loader *ld, const config_setting_t *s, long long parsed,
+                           long long *lit)
 {
     const char *name = config_setting_name(s);
     const char *b, *e, *p;
@@ -238,11 +302,7 @@ static int integer_literal(struct loader *ld, const config_setting_t *s, long lo
     nlen = strlen(name);
     for (p = b; p + nlen <= e; p++) {
         const char *q = p + nlen;
-        char digits[64];
-        size_t dl = 0;
-        char *endp;
-        int neg = 0, base = 10;
-        unsigned long long v;
+        long long v;
 
         if (*p == '"') {                          /* skip string literals */
             for (p++; p < e && *p != '"'; p++)
@@ -258,24 +318,12 @@ static int integer_literal(struct loader *ld, const config_setting_t *s, long lo
         if (q >= e || (*q != '=' && *q != ':')) continue;
         q++;
         while (q < e && (*q == ' ' || *q == '\t')) q++;
-        if (q < e && (*q == '-' || *q == '+')) neg = (*q++ == '-');
-        if (q + 1 < e && q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) {
-            base = 16;
-            q += 2;
+        if (parse_literal(&q, e, &v) != 0) continue;
+        if (v == parsed || (long long)(int32_t)(uint32_t)(unsigned long long)v == parsed) {
+            *lit = v;
+            return 0;
         }
-        while (q < e && dl + 1 < sizeof digits &&
-               ((*q >= '0' && *q <= '9') ||
-                (base == 16 && ((*q >= 'a' && *q <= 'f') || (*q >= 'A' && *q <= 'F')))))
-            digits[dl++] = *q++;
-        if (dl == 0 || (q < e && ident_char(*q) && *q != '-')) return -1;
-        digits[dl] = '\0';
-        errno = 0;
-        v = strtoull(digits, &endp, base);
-        if (errno == ERANGE || v > (unsigned long long)LLONG_MAX)
-            *lit = neg ? LLONG_MIN : LLONG_MAX;
-        else
-            *lit = neg ? -(long long)v : (long long)v;
-        return 0;
+        p = q - 1;
     }
     return -1;
 }
@@ -376,8 +424,9 @@ static int get_string(struct loader *ld, const config_setting_t *s, const char *
     return 0;
 }
 
-static int get_int(struct loader *ld, struct config_setting_t *s, const char *name,
-                   long long min, long long max, long long *out)
+/* Reads an integer setting as written (see integer_literal). */
+static int read_int(struct loader *ld, const config_setting_t *s, const char *name,
+                    long long *out)
 {
     long long v, lit;
     int type = config_setting_type(s);
@@ -387,13 +436,48 @@ static int get_int(struct loader *ld, struct config_setting_t *s, const char *na
         return -1;
     }
     v = type == CONFIG_TYPE_INT ? config_setting_get_int(s) : config_setting_get_int64(s);
-    if (type == CONFIG_TYPE_INT && integer_literal(ld, s, &lit) == 0 && lit != v)
+    if (type == CONFIG_TYPE_INT && integer_literal(ld, s, v, &lit) == 0 && lit != v)
         v = lit;   /* libconfig wrapped a >32-bit literal */
+    *out = v;
+    return 0;
+}
+
+static void range_error(struct loader *ld, const config_setting_t *s, const char *name,
+                        long long v, const char *range)
+{
+    if (v == LLONG_MAX || v == LLONG_MIN)
+        setting_error(ld, s, name, "value is out of range; must be %s", range);
+    else
+        setting_error(ld, s, name, "%lld is out of range; must be %s", v, range);
+}
+
+static int get_int(struct loader *ld, const config_setting_t *s, const char *name,
+                   long long min, long long max, long long *out)
+{
+    char range[64];
+    long long v;
+
+    if (read_int(ld, s, name, &v) != 0) return -1;
     if (v < min || v > max) {
-        if (v == LLONG_MAX || v == LLONG_MIN)
-            setting_error(ld, s, name, "value is out of range; must be %lld..%lld", min, max);
-        else
-            setting_error(ld, s, name, "%lld is out of range; must be %lld..%lld", v, min, max);
+        snprintf(range, sizeof range, "%lld..%lld", min, max);
+        range_error(ld, s, name, v, range);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Like get_int, but 0 (meaning "off") is also accepted. */
+static int get_int_or_off(struct loader *ld, const config_setting_t *s, const char *name,
+                          long long min, long long max, long long *out)
+{
+    char range[80];
+    long long v;
+
+    if (read_int(ld, s, name, &v) != 0) return -1;
+    if (v != 0 && (v < min || v > max)) {
+        snprintf(range, sizeof range, "0 (off) or %lld..%lld", min, max);
+        range_error(ld, s, name, v, range);
         return -1;
     }
     *out = v;
@@ -419,46 +503,50 @@ static void unknown_setting(struct loader *ld, const config_setting_t *s, const 
 
 /* ---- targets -------------------------------------------------------------- */
 
+enum target_kind {
+    TARGET_LISTEN,    /* runtime.ingress: what we bind */
+    TARGET_SIDECAR,   /* a function server next to us */
+    TARGET_REMOTE     /* function servers behind DNS or an address list */
+};
+
 static int host_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            c == '.' || c == '-' || c == '_';
 }
 
-/* NULL if `t` is a target we can dial or listen on, else why not. */
-static const char *check_target(const char *t, char *why, size_t whylen)
+static int has_prefix(const char *s, const char *prefix)
 {
-    const char *colon, *port, *host_end;
-    size_t hlen;
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* NULL if `port` (up to `end`) is a decimal 1..65535, else why not. */
+static const char *check_port(const char *port, const char *end, char *why, size_t whylen)
+{
     long pv = 0;
 
-    if (strncmp(t, "unix:", 5) == 0) {
-        const char *path = t + 5;
-        if (strncmp(path, "//", 2) == 0) {
-            if (path[2] != '/') return "unix:// must be followed by an absolute path: unix:///path";
-            path += 2;
-        }
-        if (*path == '\0') return "unix: needs a socket path, e.g. unix:/run/fn.sock";
-        if (strlen(path) > CFG_SUN_PATH_MAX) {
-            snprintf(why, whylen, "unix socket path is longer than %d bytes", CFG_SUN_PATH_MAX);
-            return why;
-        }
-        return NULL;
+    if (port == end) return "port is missing (host:port)";
+    for (const char *p = port; p < end; p++) {
+        if (*p < '0' || *p > '9') return "port must be a number 1..65535";
+        if (pv <= 65535) pv = pv * 10 + (*p - '0');
     }
-    if (strncmp(t, "unix-abstract:", 14) == 0) {
-        if (t[14] == '\0') return "unix-abstract: needs a name, e.g. unix-abstract:statemesh";
-        if (strlen(t + 14) > CFG_SUN_PATH_MAX - 1) {
-            snprintf(why, whylen, "abstract socket name is longer than %d bytes",
-                     CFG_SUN_PATH_MAX - 1);
-            return why;
-        }
-        return NULL;
+    if (pv < 1 || pv > 65535) {
+        snprintf(why, whylen, "port %.*s is out of range 1..65535",
+                 (int)(end - port > 20 ? 20 : end - port), port);
+        return why;
     }
-    colon = strrchr(t, ':');
-    if (colon == NULL)
-        return "expected unix:/path/to.sock, unix-abstract:name or host:port";
-    port = colon + 1;
-    host_end = colon;
+    return NULL;
+}
+
+/* NULL if [t, end) is "host:port" or "[IPv6]:port", else why not. */
+static const char *check_host_port(const char *t, const char *end, char *why, size_t whylen)
+{
+    const char *colon = NULL;
+    size_t hlen;
+
+    for (const char *p = t; p < end; p++)
+        if (*p == ':') colon = p;
+    if (colon == NULL) return "expected host:port";
     if (t[0] == '[') {
         if (colon == t || colon[-1] != ']')
             return "an IPv6 address needs brackets and a port: [::1]:7070";
@@ -468,35 +556,147 @@ static const char *check_target(const char *t, char *why, size_t whylen)
                 return "bad character in the bracketed IPv6 address";
         hlen = (size_t)(colon - 1 - (t + 1));
     } else {
-        for (const char *p = t; p < host_end; p++) {
+        for (const char *p = t; p < colon; p++) {
             if (*p == ':')
-                return "unknown scheme or bad host (write IPv6 addresses as [::1]:7070; "
-                       "supported: unix:/path, unix-abstract:name, host:port)";
+                return "unknown scheme or bad host (write IPv6 addresses as [::1]:7070)";
             if (!host_char(*p)) return "bad character in the host name";
         }
-        hlen = (size_t)(host_end - t);
+        hlen = (size_t)(colon - t);
     }
     if (hlen == 0) return "host is empty (use 0.0.0.0:PORT or 127.0.0.1:PORT)";
-    if (*port == '\0') return "port is missing (host:port)";
-    for (const char *p = port; *p; p++) {
-        if (*p < '0' || *p > '9') return "port must be a number 1..65535";
-        if (pv <= 65535) pv = pv * 10 + (*p - '0');
+    return check_port(colon + 1, end, why, whylen);
+}
+
+/* NULL if [t, end) is a dotted-quad IPv4 address and a port. */
+static const char *check_ipv4_port(const char *t, const char *end, char *why, size_t whylen)
+{
+    const char *p = t;
+
+    for (int octet = 0; octet < 4; octet++) {
+        int v = 0, digits = 0;
+        while (p < end && *p >= '0' && *p <= '9' && digits < 4) {
+            v = v * 10 + (*p++ - '0');
+            digits++;
+        }
+        if (digits == 0 || digits > 3 || v > 255)
+            return "expected an IPv4 address and a port: ipv4:10.0.0.1:7000";
+        if (p >= end || *p != (octet < 3 ? '.' : ':'))
+            return "expected an IPv4 address and a port: ipv4:10.0.0.1:7000";
+        p++;
     }
-    if (pv < 1 || pv > 65535) {
-        snprintf(why, whylen, "port %.20s is out of range 1..65535", port);
+    return check_port(p, end, why, whylen);
+}
+
+/* NULL if [t, end) is "[IPv6]:port". */
+static const char *check_ipv6_port(const char *t, const char *end, char *why, size_t whylen)
+{
+    const char *close = memchr(t, ']', (size_t)(end - t));
+    int colons = 0;
+
+    if (t == end || t[0] != '[' || close == NULL || close + 1 >= end || close[1] != ':')
+        return "expected a bracketed IPv6 address and a port: ipv6:[fd00::1]:7000";
+    for (const char *p = t + 1; p < close; p++) {
+        if (*p == ':') colons++;
+        else if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+                   (*p >= 'A' && *p <= 'F') || *p == '.'))
+            return "bad character in the bracketed IPv6 address";
+    }
+    if (colons < 2) return "expected a bracketed IPv6 address and a port: ipv6:[fd00::1]:7000";
+    return check_port(close + 2, end, why, whylen);
+}
+
+/* "ipv4:" / "ipv6:" address lists: one or more entries separated by ','. */
+static const char *check_address_list(const char *list, int v6, char *why, size_t whylen)
+{
+    const char *p = list;
+
+    if (*p == '\0')
+        return v6 ? "ipv6: needs at least one address: ipv6:[fd00::1]:7000"
+                  : "ipv4: needs at least one address: ipv4:10.0.0.1:7000";
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *bad;
+        if (p == end) return "empty entry in the address list (a stray ',')";
+        bad = v6 ? check_ipv6_port(p, end, why, whylen) : check_ipv4_port(p, end, why, whylen);
+        if (bad) return bad;
+        if (!comma) return NULL;
+        p = comma + 1;
+    }
+}
+
+static const char *check_unix(const char *t, char *why, size_t whylen)
+{
+    if (has_prefix(t, "unix-abstract:")) {
+        if (t[14] == '\0') return "unix-abstract: needs a name, e.g. unix-abstract:statemesh";
+        if (strlen(t + 14) > CFG_SUN_PATH_MAX - 1) {
+            snprintf(why, whylen, "abstract socket name is longer than %d bytes",
+                     CFG_SUN_PATH_MAX - 1);
+            return why;
+        }
+        return NULL;
+    }
+    t += 5;                                          /* "unix:" */
+    if (strncmp(t, "//", 2) == 0) {
+        if (t[2] != '/') return "unix:// must be followed by an absolute path: unix:///path";
+        t += 2;
+    }
+    if (*t == '\0') return "unix: needs a socket path, e.g. unix:/run/fn.sock";
+    if (strlen(t) > CFG_SUN_PATH_MAX) {
+        snprintf(why, whylen, "unix socket path is longer than %d bytes", CFG_SUN_PATH_MAX);
         return why;
     }
     return NULL;
 }
 
+/* NULL if `t` is a target of this kind we can dial or listen on, else why not.
+ *
+ *   listen, sidecar   unix:PATH, unix:///PATH, unix-abstract:NAME, HOST:PORT,
+ *                     [IPv6]:PORT
+ *   remote            dns:///HOST:PORT, dns:HOST:PORT, ipv4:A.B.C.D:PORT[,...],
+ *                     ipv6:[ADDR]:PORT[,...], HOST:PORT, [IPv6]:PORT
+ */
+static const char *check_target(const char *t, enum target_kind kind, char *why, size_t whylen)
+{
+    int is_unix = has_prefix(t, "unix:") || has_prefix(t, "unix-abstract:");
+    int is_remote_scheme = has_prefix(t, "dns:") || has_prefix(t, "ipv4:") || has_prefix(t, "ipv6:");
+
+    if (kind == TARGET_REMOTE) {
+        if (is_unix) return "a unix socket is local: use mode = \"sidecar\" for it";
+        if (has_prefix(t, "dns:///")) return check_host_port(t + 7, t + strlen(t), why, whylen);
+        if (has_prefix(t, "dns://"))
+            return "a DNS server authority (dns://SERVER/...) is not supported; "
+                   "write dns:///host:port";
+        if (has_prefix(t, "dns:")) return check_host_port(t + 4, t + strlen(t), why, whylen);
+        if (has_prefix(t, "ipv4:")) return check_address_list(t + 5, 0, why, whylen);
+        if (has_prefix(t, "ipv6:")) return check_address_list(t + 5, 1, why, whylen);
+        if (strchr(t, ':') == NULL || (t[0] != '[' && strchr(t, ':') != strrchr(t, ':')))
+            return "expected dns:///host:port, dns:host:port, ipv4:a.b.c.d:port[,...], "
+                   "ipv6:[addr]:port[,...] or host:port";
+        return check_host_port(t, t + strlen(t), why, whylen);
+    }
+    if (is_unix) return check_unix(t, why, whylen);
+    if (is_remote_scheme)
+        return kind == TARGET_LISTEN
+                   ? "the ingress listens on host:port or unix:/path"
+                   : "dns:, ipv4: and ipv6: targets need mode = \"remote\"";
+    if (strchr(t, ':') == NULL)
+        return "expected unix:/path/to.sock, unix-abstract:name or host:port";
+    if (t[0] != '[' && strchr(t, ':') != strrchr(t, ':'))
+        return "unknown scheme or bad host (write IPv6 addresses as [::1]:7070; "
+               "supported: unix:/path, unix-abstract:name, host:port)";
+    return check_host_port(t, t + strlen(t), why, whylen);
+}
+
+/* Reads a string setting and checks it as a target of `kind`. */
 static int get_target(struct loader *ld, const config_setting_t *s, const char *name,
-                      char **out)
+                      enum target_kind kind, char **out)
 {
     char why[128], buf[96];
     const char *bad;
 
     if (get_string(ld, s, name, out) != 0) return -1;
-    bad = check_target(*out, why, sizeof why);
+    bad = check_target(*out, kind, why, sizeof why);
     if (bad) {
         setting_error(ld, s, name, "%s is not a valid address: %s", shown(buf, sizeof buf, *out),
                       bad);
@@ -567,7 +767,8 @@ static void load_checkpoint(struct loader *ld, config_setting_t *g, struct cfg *
 
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
-    const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint";
+    const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
+                        "max_queued_bytes, idempotency_retention_hours";
     char name[CFG_SETTING_MAX];
 
     if (!config_setting_is_group(g)) {
@@ -594,7 +795,7 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
             free(str);
             if (c->data_dir == NULL) setting_error(ld, s, name, "out of memory");
         } else if (strcmp(key, "ingress") == 0) {
-            if (get_target(ld, s, name, &str) != 0) continue;
+            if (get_target(ld, s, name, TARGET_LISTEN, &str) != 0) continue;
             free(c->ingress);
             c->ingress = str;
         } else if (strcmp(key, "log_level") == 0) {
@@ -607,6 +808,11 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
         } else if (strcmp(key, "max_message_bytes") == 0) {
             if (get_int(ld, s, name, 1024, 64LL * 1024 * 1024, &v) == 0)
                 c->max_message_bytes = (size_t)v;
+        } else if (strcmp(key, "max_queued_bytes") == 0) {
+            if (get_int(ld, s, name, CFG_QUEUED_MIN, CFG_QUEUED_MAX, &v) == 0)
+                c->max_queued_bytes = (size_t)v;
+        } else if (strcmp(key, "idempotency_retention_hours") == 0) {
+            if (get_int(ld, s, name, 1, 8760, &v) == 0) c->idempotency_retention_hours = (int)v;
         } else if (strcmp(key, "checkpoint") == 0) {
             load_checkpoint(ld, s, c);
         } else {
@@ -615,18 +821,144 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
     }
 }
 
+/* Reads retry.multiplier: an integer or a floating-point literal. */
+static int get_multiplier(struct loader *ld, const config_setting_t *s, const char *name,
+                          double *out)
+{
+    int type = config_setting_type(s);
+    double v;
+
+    if (type == CONFIG_TYPE_FLOAT)
+        v = config_setting_get_float(s);
+    else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
+        v = (double)config_setting_get_int64(s);
+    else {
+        setting_error(ld, s, name, "expected a number such as 2.0, got %s", type_name(type));
+        return -1;
+    }
+    if (type == CONFIG_TYPE_INT) {
+        long long lit;
+        if (integer_literal(ld, s, (long long)config_setting_get_int(s), &lit) == 0) v = (double)lit;
+    }
+    if (!(v >= 1.0 && v <= 10.0)) {           /* also false for NaN */
+        setting_error(ld, s, name, "%g is out of range; must be 1.0..10.0", v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void load_retry(struct loader *ld, config_setting_t *g, const char *base,
+                       struct cfg_retry *r)
+{
+    const char *known = "initial_backoff_ms, multiplier, max_backoff_ms, max_attempts";
+    char name[CFG_SETTING_MAX];
+    config_setting_t *s_initial = NULL, *s_max = NULL;
+    int initial_ok = 1, max_ok = 1;
+
+    if (!config_setting_is_group(g)) {
+        snprintf(name, sizeof name, "%s.retry", base);
+        setting_error(ld, g, name,
+                      "expected a group { initial_backoff_ms = ...; multiplier = ...; "
+                      "max_backoff_ms = ...; max_attempts = ...; }, got %s",
+                      type_name(config_setting_type(g)));
+        return;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        long long v;
+
+        snprintf(name, sizeof name, "%s.retry.%s", base, key);
+        if (strcmp(key, "initial_backoff_ms") == 0) {
+            s_initial = s;
+            initial_ok = get_int(ld, s, name, 1, 3600000, &v) == 0;
+            if (initial_ok) r->initial_backoff_ms = (int)v;
+        } else if (strcmp(key, "multiplier") == 0) {
+            (void)get_multiplier(ld, s, name, &r->multiplier);
+        } else if (strcmp(key, "max_backoff_ms") == 0) {
+            s_max = s;
+            max_ok = get_int(ld, s, name, 1, 3600000, &v) == 0;
+            if (max_ok) r->max_backoff_ms = (int)v;
+        } else if (strcmp(key, "max_attempts") == 0) {
+            if (get_int(ld, s, name, 0, 1000000, &v) == 0) r->max_attempts = (int)v;
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+    if (initial_ok && max_ok && r->max_backoff_ms < r->initial_backoff_ms) {
+        if (s_max) {
+            snprintf(name, sizeof name, "%s.retry.max_backoff_ms", base);
+            setting_error(ld, s_max, name, "%d is below initial_backoff_ms (%d); must be >= it",
+                          r->max_backoff_ms, r->initial_backoff_ms);
+        } else {
+            snprintf(name, sizeof name, "%s.retry.initial_backoff_ms", base);
+            setting_error(ld, s_initial ? s_initial : g, name,
+                          "%d is above the default max_backoff_ms (%d); raise max_backoff_ms too",
+                          r->initial_backoff_ms, r->max_backoff_ms);
+        }
+    }
+}
+
+static const char *mode_name(enum cfg_mode m)
+{
+    return m == CFG_MODE_REMOTE ? "remote" : m == CFG_MODE_EMBEDDED ? "embedded" : "sidecar";
+}
+
+/* Resolves an embedded endpoint's library against the config file's directory
+ * and checks that it is a readable regular file. Loading it (dlopen, the init
+ * symbol) is left to statemeshd's start: --check-config runs no module code. */
+static void check_library(struct loader *ld, const config_setting_t *s, const char *name,
+                          const char *value, struct cfg_endpoint *ep)
+{
+    char buf[CFG_MAX_STRING + 16];
+    struct stat st;
+
+    if (value[0] == '\0') {
+        setting_error(ld, s, name, "must not be empty; give the path of a .so built with "
+                      "the C SDK (see runtime/embedded.h)");
+        return;
+    }
+    ep->library = resolve_dir(ld->path, value);
+    if (ep->library == NULL) {
+        setting_error(ld, s, name, "out of memory");
+        return;
+    }
+    if (stat(ep->library, &st) != 0 || access(ep->library, R_OK) != 0) {
+        int e = errno;
+        setting_error(ld, s, name, "%s: %s (relative paths start at the config file's "
+                      "directory)", shown(buf, sizeof buf, ep->library), strerror(e));
+    } else if (!S_ISREG(st.st_mode)) {
+        setting_error(ld, s, name, "%s is not a regular file", shown(buf, sizeof buf, ep->library));
+    } else {
+        return;
+    }
+    free(ep->library);
+    ep->library = NULL;
+}
+
 static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
                           struct cfg_endpoint *ep)
 {
-    const char *known = "functions, target, mode, max_batch, max_in_flight";
+    const char *known = "functions, mode, target, library, streams, max_batch, max_in_flight, "
+                        "invocation_timeout_ms, keepalive_ms, retry";
     char name[CFG_SETTING_MAX];
     char base[32];
-    int seen_functions = 0, seen_target = 0;
+    int seen_functions = 0, mode_ok = 1;
+    config_setting_t *s_target = NULL, *s_library = NULL, *s_streams = NULL,
+                     *s_keepalive = NULL;
 
     snprintf(base, sizeof base, "endpoints[%zu]", idx);
+    ep->mode = CFG_MODE_SIDECAR;
+    ep->streams = 0;                                 /* 0 until known: depends on mode */
     ep->max_batch = 100;
     ep->max_in_flight = 1000;
-    ep->mode = CFG_MODE_SIDECAR;
+    ep->invocation_timeout_ms = 30000;
+    ep->keepalive_ms = 10000;
+    ep->retry.initial_backoff_ms = 100;
+    ep->retry.multiplier = 2.0;
+    ep->retry.max_backoff_ms = 10000;
+    ep->retry.max_attempts = 0;
     ep->line = (int)config_setting_source_line(g);
     if (!config_setting_is_group(g)) {
         setting_error(ld, g, base,
@@ -655,24 +987,36 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
             }
             ep->functions = str;
         } else if (strcmp(key, "target") == 0) {
-            seen_target = 1;
-            if (get_target(ld, s, name, &str) != 0) continue;
-            ep->target = str;
+            s_target = s;                            /* checked once the mode is known */
+        } else if (strcmp(key, "library") == 0) {
+            s_library = s;
         } else if (strcmp(key, "mode") == 0) {
+            mode_ok = 0;
             if (get_string(ld, s, name, &str) != 0) continue;
             if (strcmp(str, "sidecar") == 0)
-                ep->mode = CFG_MODE_SIDECAR;
-            else if (strcmp(str, "remote") == 0 || strcmp(str, "embedded") == 0)
-                setting_error(ld, s, name, "mode %s is not supported yet; supported: sidecar",
-                              shown(buf, sizeof buf, str));
+                ep->mode = CFG_MODE_SIDECAR, mode_ok = 1;
+            else if (strcmp(str, "remote") == 0)
+                ep->mode = CFG_MODE_REMOTE, mode_ok = 1;
+            else if (strcmp(str, "embedded") == 0)
+                ep->mode = CFG_MODE_EMBEDDED, mode_ok = 1;
             else
-                setting_error(ld, s, name, "unknown mode %s; supported: sidecar",
+                setting_error(ld, s, name, "unknown mode %s; use sidecar, remote or embedded",
                               shown(buf, sizeof buf, str));
             free(str);
+        } else if (strcmp(key, "streams") == 0) {
+            s_streams = s;
+            if (get_int(ld, s, name, 1, 64, &v) == 0) ep->streams = (int)v;
         } else if (strcmp(key, "max_batch") == 0) {
             if (get_int(ld, s, name, 1, 100000, &v) == 0) ep->max_batch = (int)v;
         } else if (strcmp(key, "max_in_flight") == 0) {
             if (get_int(ld, s, name, 1, 1000000, &v) == 0) ep->max_in_flight = (int)v;
+        } else if (strcmp(key, "invocation_timeout_ms") == 0) {
+            if (get_int(ld, s, name, 100, 3600000, &v) == 0) ep->invocation_timeout_ms = (int)v;
+        } else if (strcmp(key, "keepalive_ms") == 0) {
+            s_keepalive = s;
+            if (get_int_or_off(ld, s, name, 1000, 3600000, &v) == 0) ep->keepalive_ms = (int)v;
+        } else if (strcmp(key, "retry") == 0) {
+            load_retry(ld, s, base, &ep->retry);
         } else {
             unknown_setting(ld, s, name, known);
         }
@@ -682,10 +1026,55 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
         setting_error(ld, g, name, "missing; say which function types this endpoint serves, "
                       "e.g. functions = \"example/*\"");
     }
-    if (!seen_target) {
-        snprintf(name, sizeof name, "%s.target", base);
-        setting_error(ld, g, name, "missing; say where the function server listens, "
-                      "e.g. target = \"unix:/run/fn.sock\"");
+    if (ep->streams == 0) ep->streams = ep->mode == CFG_MODE_REMOTE ? 4 : 1;
+    if (!mode_ok) return;                /* which of target/library applies is unknown */
+
+    /* What the mode requires and forbids. */
+    if (ep->mode == CFG_MODE_EMBEDDED) {
+        if (s_target) {
+            snprintf(name, sizeof name, "%s.target", base);
+            setting_error(ld, s_target, name, "not used in embedded mode (the library is "
+                          "loaded in-process); remove it, or set another mode");
+        }
+        if (s_streams) {
+            snprintf(name, sizeof name, "%s.streams", base);
+            setting_error(ld, s_streams, name, "not used in embedded mode (there is no "
+                          "connection); remove it");
+        }
+        if (s_keepalive) {
+            snprintf(name, sizeof name, "%s.keepalive_ms", base);
+            setting_error(ld, s_keepalive, name, "not used in embedded mode (there is no "
+                          "connection); remove it");
+        }
+        snprintf(name, sizeof name, "%s.library", base);
+        if (s_library == NULL) {
+            setting_error(ld, g, name, "missing; embedded mode loads a shared library, "
+                          "e.g. library = \"lib/libgreeter.so\"");
+        } else {
+            char *str = NULL;
+            if (get_string(ld, s_library, name, &str) == 0) check_library(ld, s_library, name, str, ep);
+            free(str);
+        }
+        return;
+    }
+    if (s_library) {
+        snprintf(name, sizeof name, "%s.library", base);
+        setting_error(ld, s_library, name, "only for mode = \"embedded\" (this endpoint is "
+                      "%s); remove it, or set mode = \"embedded\" and drop target",
+                      mode_name(ep->mode));
+    }
+    snprintf(name, sizeof name, "%s.target", base);
+    if (s_target == NULL) {
+        setting_error(ld, g, name, ep->mode == CFG_MODE_REMOTE
+                      ? "missing; say where the function servers are, e.g. "
+                        "target = \"dns:///greeter.default.svc.cluster.local:7000\""
+                      : "missing; say where the function server listens, "
+                        "e.g. target = \"unix:/run/fn.sock\"");
+    } else {
+        char *str = NULL;
+        if (get_target(ld, s_target, name,
+                       ep->mode == CFG_MODE_REMOTE ? TARGET_REMOTE : TARGET_SIDECAR, &str) == 0)
+            ep->target = str;
     }
 }
 
@@ -729,6 +1118,108 @@ static void load_endpoints(struct loader *ld, config_setting_t *list, struct cfg
     }
 }
 
+/* 1 if `name` is a valid egress name: [A-Za-z0-9_.-]{1,128}. */
+static int egress_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > CFG_EGRESS_NAME_MAX) return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+static void load_egress(struct loader *ld, config_setting_t *g, size_t idx, struct cfg_egress *eg)
+{
+    const char *known = "name, retention_records, retention_hours";
+    char name[CFG_SETTING_MAX];
+    char base[32];
+    int seen_name = 0;
+
+    snprintf(base, sizeof base, "egresses[%zu]", idx);
+    eg->retention_records = 0;
+    eg->retention_hours = 168;
+    eg->line = (int)config_setting_source_line(g);
+    if (!config_setting_is_group(g)) {
+        setting_error(ld, g, base, "expected a group { name = \"...\"; }, got %s",
+                      type_name(config_setting_type(g)));
+        return;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        char *str = NULL;
+        char buf[160];
+        long long v;
+
+        snprintf(name, sizeof name, "%s.%s", base, key);
+        if (strcmp(key, "name") == 0) {
+            seen_name = 1;
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (!egress_name_ok(str)) {
+                setting_error(ld, s, name, "bad egress name %s: use 1..%d characters of "
+                              "[A-Za-z0-9_.-]", shown(buf, sizeof buf, str), CFG_EGRESS_NAME_MAX);
+                free(str);
+                continue;
+            }
+            eg->name = str;
+        } else if (strcmp(key, "retention_records") == 0) {
+            if (get_int(ld, s, name, 0, CFG_RETENTION_RECORDS_MAX, &v) == 0)
+                eg->retention_records = v;
+        } else if (strcmp(key, "retention_hours") == 0) {
+            if (get_int(ld, s, name, 0, 87600, &v) == 0) eg->retention_hours = (int)v;
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+    if (!seen_name) {
+        snprintf(name, sizeof name, "%s.name", base);
+        setting_error(ld, g, name, "missing; name the egress, e.g. name = \"receipts\"");
+    }
+}
+
+static void load_egresses(struct loader *ld, config_setting_t *list, struct cfg *c)
+{
+    int n;
+
+    if (config_setting_is_array(list) && config_setting_length(list) == 0) return;
+    if (!config_setting_is_list(list)) {
+        setting_error(ld, list, "egresses",
+                      "expected a list ( { name = \"...\"; }, ... ), got %s",
+                      type_name(config_setting_type(list)));
+        return;
+    }
+    n = config_setting_length(list);
+    if (n == 0) return;
+    c->egresses = calloc((size_t)n, sizeof *c->egresses);
+    if (c->egresses == NULL) {
+        setting_error(ld, list, "egresses", "out of memory");
+        return;
+    }
+    c->n_egresses = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        struct cfg_egress *eg = &c->egresses[i];
+
+        load_egress(ld, g, (size_t)i, eg);
+        if (eg->name == NULL) continue;
+        for (int j = 0; j < i; j++) {
+            if (c->egresses[j].name && strcmp(c->egresses[j].name, eg->name) == 0) {
+                char name[CFG_SETTING_MAX], buf[160];
+                config_setting_t *f = config_setting_get_member(g, "name");
+                snprintf(name, sizeof name, "egresses[%d].name", i);
+                setting_error(ld, f ? f : g, name,
+                              "egress %s is already declared by egresses[%d] (line %d); "
+                              "names must be unique",
+                              shown(buf, sizeof buf, eg->name), j, c->egresses[j].line);
+                break;
+            }
+        }
+    }
+}
+
 /* ---- public --------------------------------------------------------------- */
 
 void cfg_cleanup(struct cfg *cfg)
@@ -740,8 +1231,11 @@ void cfg_cleanup(struct cfg *cfg)
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         free(cfg->endpoints[i].functions);
         free(cfg->endpoints[i].target);
+        free(cfg->endpoints[i].library);
     }
     free(cfg->endpoints);
+    for (size_t i = 0; i < cfg->n_egresses; i++) free(cfg->egresses[i].name);
+    free(cfg->egresses);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -799,6 +1293,8 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     c.max_message_bytes = 4u * 1024 * 1024;
     c.checkpoint_interval_ms = 0;
     c.checkpoint_sync = true;
+    c.max_queued_bytes = 256u * 1024 * 1024;
+    c.idempotency_retention_hours = 24;
     if (c.path == NULL || c.data_dir == NULL || c.ingress == NULL) {
         add_error(&ld, path, 0, NULL, "out of memory");
         goto out;
@@ -813,8 +1309,10 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
             load_runtime(&ld, s, &c);
         else if (strcmp(key, "endpoints") == 0)
             load_endpoints(&ld, s, &c);
+        else if (strcmp(key, "egresses") == 0)
+            load_egresses(&ld, s, &c);
         else
-            unknown_setting(&ld, s, key, "runtime, endpoints");
+            unknown_setting(&ld, s, key, "runtime, endpoints, egresses");
     }
     if (ld.n_errors == 0) {
         *out = c;
@@ -845,4 +1343,11 @@ int cfg_match_endpoint(const struct cfg *cfg, const char *type)
         }
     }
     return wildcard;
+}
+
+int cfg_find_egress(const struct cfg *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_egresses; i++)
+        if (strcmp(cfg->egresses[i].name, name) == 0) return (int)i;
+    return -1;
 }

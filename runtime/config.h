@@ -15,27 +15,33 @@
  *   endpoints = (
  *     { functions = "example/*";        # "ns/*" or an exact "ns/name"
  *       mode = "sidecar";               # sidecar | remote | embedded
- *       target = "unix:/tmp/greeter.sock";  # sidecar: unix:/path or host:port;
- *                                       # remote: dns:///host:port, ipv4:a:p,b:p, host:port
- *       library = "lib/libgreeter.so";  # embedded only (relative: to the config file)
+ *       target = "unix:/tmp/greeter.sock";  # sidecar: unix:/path, unix-abstract:name
+ *                                       # or host:port; remote: dns:///host:port,
+ *                                       # dns:host:port, ipv4:a:p,b:p, ipv6:[a]:p,
+ *                                       # host:port; not for embedded
+ *       library = "lib/libgreeter.so";  # embedded only, required (relative: to the
+ *                                       # config file; must exist; see embedded.h)
  *       streams = 1;                    # Invoke streams per endpoint, 1..64
- *                                       # (default 1; remote: 4)
+ *                                       # (default 1; remote: 4; not for embedded)
  *       max_batch = 100;                # messages per batch, 1..100000
  *       max_in_flight = 1000;           # batches outstanding per endpoint, 1..1000000
  *       invocation_timeout_ms = 30000;  # a batch unanswered this long failed, 100..3600000
- *       keepalive_ms = 10000;           # remote/sidecar HTTP/2 ping interval, 0 = off
+ *       keepalive_ms = 10000;           # remote/sidecar HTTP/2 ping interval, 0 = off,
+ *                                       # else 1000..3600000; not for embedded
  *       retry = {
  *         initial_backoff_ms = 100;     # 1..3600000
  *         multiplier = 2.0;             # 1.0..10.0
  *         max_backoff_ms = 10000;       # >= initial_backoff_ms, <= 3600000
- *         max_attempts = 0;             # 0 = forever; then dead letters
+ *         max_attempts = 0;             # 0 = forever, ..1000000; then dead letters
  *       };
  *     }
  *   );
  *   egresses = (
  *     { name = "receipts";              # [A-Za-z0-9_.-]+, 1..128 bytes, unique
  *       retention_records = 1000000;    # keep at most this many, 0 = unlimited
+ *                                       # (default 0, up to 2^62)
  *       retention_hours = 168;          # drop records older than this, 0 = unlimited
+ *                                       # (default 168, up to 87600)
  *     }
  *   );
  *

@@ -47,6 +47,8 @@ static void free_types(struct endpoint *ep)
         }
         free(ft->spec_names);
         free(ft->spec_types);
+        free(ft->spec_ttl_write);
+        free(ft->spec_ttl_invoke);
         free(ft->name);
     }
     free(ep->types);
@@ -78,18 +80,29 @@ int ep_rejects_type(struct endpoint *ep, const char *type)
     return ep->described && ep_find_type(ep, type) == NULL;
 }
 
-void ep_add_specs(struct endpoint *ep, struct ftype *ft, const char *name, const char *typename)
+void ep_add_specs(struct endpoint *ep, struct ftype *ft, const Statemesh__V1__StateSpec *spec)
 {
-    char **n = realloc(ft->spec_names, (ft->nspecs + 1) * sizeof *n);
-    char **t;
+    size_t n = ft->nspecs + 1;
+    char **names = realloc(ft->spec_names, n * sizeof *names);
+    char **types;
+    uint64_t *w, *v;
     (void)ep;
-    if (!n) abort();
-    ft->spec_names = n;
-    t = realloc(ft->spec_types, (ft->nspecs + 1) * sizeof *t);
-    if (!t) abort();
-    ft->spec_types = t;
-    ft->spec_names[ft->nspecs] = strdup(name);
-    ft->spec_types[ft->nspecs] = strdup(typename);
+    if (!names) abort();
+    ft->spec_names = names;
+    types = realloc(ft->spec_types, n * sizeof *types);
+    if (!types) abort();
+    ft->spec_types = types;
+    w = realloc(ft->spec_ttl_write, n * sizeof *w);
+    if (!w) abort();
+    ft->spec_ttl_write = w;
+    v = realloc(ft->spec_ttl_invoke, n * sizeof *v);
+    if (!v) abort();
+    ft->spec_ttl_invoke = v;
+    ft->spec_names[ft->nspecs] = strdup(spec->name);
+    ft->spec_types[ft->nspecs] = strdup(spec->typename_);
+    ft->spec_ttl_write[ft->nspecs] = spec->expire_after_write_ms;
+    ft->spec_ttl_invoke[ft->nspecs] = spec->expire_after_invoke_ms;
+    if (spec->expire_after_invoke_ms) ft->has_invoke_ttl = 1;
     ft->nspecs++;
 }
 
@@ -259,6 +272,12 @@ static const char *check_describe(struct endpoint *ep, const Statemesh__V1__Desc
                          e ? e : "empty typename");
                 return why;
             }
+            if (fs->states[k]->expire_after_write_ms && fs->states[k]->expire_after_invoke_ms) {
+                snprintf(why, whylen, "Describe: state %s of %s sets both expire_after_write_ms "
+                         "and expire_after_invoke_ms; at most one may be set",
+                         fs->states[k]->name, fs->type);
+                return why;
+            }
         }
     }
     (void)ep;
@@ -312,7 +331,7 @@ static void on_describe(void *arg, int status, const char *details, const uint8_
         ft = &ep->types[ep->ntypes++];
         ft->name = strdup(fs->type);
         for (size_t k = 0; k < fs->n_states; k++)
-            ep_add_specs(ep, ft, fs->states[k]->name, fs->states[k]->typename_);
+            ep_add_specs(ep, ft, fs->states[k]);
         if (used + strlen(fs->type) + 2 < sizeof list)
             used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? "," : "",
                                      fs->type);

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "statemesh/v1/types.pb-c.h"
 #include "mailbox.h"
 #include "rpc.h"
 #include "timer.h"
@@ -34,7 +35,9 @@
 struct ftype {
     char *name;
     char **spec_names, **spec_types;
+    uint64_t *spec_ttl_write, *spec_ttl_invoke;   /* ms, 0 = never expires */
     size_t nspecs;
+    int has_invoke_ttl;        /* some spec expires after invoke */
 };
 
 enum ep_state { EP_DOWN, EP_DESCRIBING, EP_UP };
@@ -82,7 +85,7 @@ struct ftype *ep_find_type(struct endpoint *ep, const char *type);
 /* 1 if the endpoint is known not to serve `type`. */
 int ep_rejects_type(struct endpoint *ep, const char *type);
 /* Adds specs reported missing by an Incomplete answer. */
-void ep_add_specs(struct endpoint *ep, struct ftype *ft, const char *name, const char *typename);
+void ep_add_specs(struct endpoint *ep, struct ftype *ft, const Statemesh__V1__StateSpec *spec);
 
 /* 1 if another batch may be added now. */
 int ep_has_capacity(const struct endpoint *ep);

@@ -31,5 +31,9 @@ void ingress_destroy(struct ingress **inp);
 void ingress_complete(struct ingress *in, uint64_t call_id, const char *typename,
                       const uint8_t *data, size_t len);
 size_t ingress_pending(const struct ingress *in);
+/* After a checkpoint: SendStream acks, resumed reading. */
+void ingress_after_commit(struct ingress *in);
+/* Re-checks streams that stopped reading (queues drained, shutdown). */
+void ingress_poll_streams(struct ingress *in);
 
 #endif

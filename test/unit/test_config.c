@@ -52,6 +52,8 @@ static int load_expect_fail(const char *path, char *err, size_t errlen)
     assert_null(c.ingress);
     assert_null(c.endpoints);
     assert_int_equal(c.n_endpoints, 0);
+    assert_null(c.egresses);
+    assert_int_equal(c.n_egresses, 0);
     return count_lines(err);
 }
 
@@ -85,6 +87,7 @@ static void good_config_all_settings(void **state)
 {
     struct cfg c;
     char err[4096];
+    const struct cfg_endpoint *ep;
 
     (void)state;
     assert_int_equal(cfg_load(CONFIGS "good.conf", &c, err, sizeof err), 0);
@@ -96,30 +99,87 @@ static void good_config_all_settings(void **state)
     assert_int_equal(c.max_message_bytes, 1048576);
     assert_int_equal(c.checkpoint_interval_ms, 250);
     assert_false(c.checkpoint_sync);
-    assert_int_equal(c.n_endpoints, 4);
+    assert_true(c.max_queued_bytes == (size_t)64 << 30);    /* 64-bit, L suffix */
+    assert_int_equal(c.idempotency_retention_hours, 8760);
+    assert_int_equal(c.n_endpoints, 7);
 
-    assert_string_equal(c.endpoints[0].functions, "example/*");
-    assert_string_equal(c.endpoints[0].target, "unix:/tmp/greeter.sock");
-    assert_int_equal(c.endpoints[0].mode, CFG_MODE_SIDECAR);
-    assert_int_equal(c.endpoints[0].max_batch, 50);
-    assert_int_equal(c.endpoints[0].max_in_flight, 20);
-    assert_int_equal(c.endpoints[0].line, 10);
+    ep = &c.endpoints[0];
+    assert_string_equal(ep->functions, "example/*");
+    assert_string_equal(ep->target, "unix:/tmp/greeter.sock");
+    assert_null(ep->library);
+    assert_int_equal(ep->mode, CFG_MODE_SIDECAR);
+    assert_int_equal(ep->max_batch, 50);
+    assert_int_equal(ep->max_in_flight, 20);
+    assert_int_equal(ep->streams, 2);
+    assert_int_equal(ep->invocation_timeout_ms, 100);       /* lower bounds */
+    assert_int_equal(ep->keepalive_ms, 0);                  /* off */
+    assert_int_equal(ep->retry.initial_backoff_ms, 5);
+    assert_true(ep->retry.multiplier == 1.5);
+    assert_int_equal(ep->retry.max_backoff_ms, 5);          /* == initial is fine */
+    assert_int_equal(ep->retry.max_attempts, 7);
+    assert_int_equal(ep->line, 12);
 
-    assert_string_equal(c.endpoints[1].functions, "example/special");
-    assert_string_equal(c.endpoints[1].target, "[::1]:9000");
-    assert_int_equal(c.endpoints[1].max_batch, 100);        /* defaults */
-    assert_int_equal(c.endpoints[1].max_in_flight, 1000);
-    assert_int_equal(c.endpoints[1].line, 16);
+    ep = &c.endpoints[1];
+    assert_string_equal(ep->functions, "example/special");
+    assert_string_equal(ep->target, "[::1]:9000");
+    assert_int_equal(ep->max_batch, 100);                   /* defaults */
+    assert_int_equal(ep->max_in_flight, 1000);
+    assert_int_equal(ep->streams, 1);
+    assert_int_equal(ep->line, 22);
 
-    assert_string_equal(c.endpoints[2].target, "unix-abstract:statemesh-cart");
-    assert_int_equal(c.endpoints[2].max_batch, 100000);     /* upper bounds */
-    assert_int_equal(c.endpoints[2].max_in_flight, 1000000);
+    ep = &c.endpoints[2];
+    assert_string_equal(ep->target, "unix-abstract:statemesh-cart");
+    assert_int_equal(ep->max_batch, 100000);                /* upper bounds */
+    assert_int_equal(ep->max_in_flight, 1000000);
+    assert_int_equal(ep->invocation_timeout_ms, 3600000);
+    assert_int_equal(ep->keepalive_ms, 3600000);
 
     assert_string_equal(c.endpoints[3].functions, "big/*");
     assert_string_equal(c.endpoints[3].target, "fn.svc.local:65535");
 
+    ep = &c.endpoints[4];
+    assert_int_equal(ep->mode, CFG_MODE_REMOTE);
+    assert_string_equal(ep->target, "dns:///greeter.default.svc.cluster.local:7000");
+    assert_int_equal(ep->streams, 4);                       /* remote default */
+    assert_int_equal(ep->keepalive_ms, 1000);
+    assert_int_equal(ep->retry.initial_backoff_ms, 100);
+    assert_true(ep->retry.multiplier == 10.0);              /* an integer literal */
+    assert_int_equal(ep->retry.max_backoff_ms, 3600000);
+    assert_int_equal(ep->retry.max_attempts, 1000000);
+
+    ep = &c.endpoints[5];
+    assert_int_equal(ep->mode, CFG_MODE_REMOTE);
+    assert_string_equal(ep->target, "ipv4:10.0.0.1:7000,10.0.0.2:7001");
+    assert_int_equal(ep->streams, 64);
+
+    ep = &c.endpoints[6];
+    assert_int_equal(ep->mode, CFG_MODE_EMBEDDED);
+    assert_null(ep->target);
+    assert_string_equal(ep->library, CONFIGS "lib/libdummy.so");   /* relative to the file */
+    assert_int_equal(ep->streams, 1);
+    assert_int_equal(ep->max_batch, 1);
+
+    assert_int_equal(c.n_egresses, 3);
+    assert_string_equal(c.egresses[0].name, "receipts");
+    assert_true(c.egresses[0].retention_records == 1000000);
+    assert_int_equal(c.egresses[0].retention_hours, 0);
+    assert_int_equal(c.egresses[0].line, 53);
+    assert_string_equal(c.egresses[1].name, "audit.log-v2_x");
+    assert_true(c.egresses[1].retention_records == 1LL << 62);   /* no L: re-read literal */
+    assert_int_equal(c.egresses[1].retention_hours, 87600);
+    assert_string_equal(c.egresses[2].name, "defaults");
+    assert_true(c.egresses[2].retention_records == 0);
+    assert_int_equal(c.egresses[2].retention_hours, 168);
+
+    assert_int_equal(cfg_find_egress(&c, "receipts"), 0);
+    assert_int_equal(cfg_find_egress(&c, "audit.log-v2_x"), 1);
+    assert_int_equal(cfg_find_egress(&c, "defaults"), 2);
+    assert_int_equal(cfg_find_egress(&c, "Receipts"), -1);
+    assert_int_equal(cfg_find_egress(&c, ""), -1);
+
     cfg_cleanup(&c);
     assert_null(c.endpoints);
+    assert_null(c.egresses);
     cfg_cleanup(&c);                                        /* idempotent */
 }
 
@@ -136,9 +196,61 @@ static void defaults(void **state)
     assert_int_equal(c.max_message_bytes, 4 * 1024 * 1024);
     assert_int_equal(c.checkpoint_interval_ms, 0);
     assert_true(c.checkpoint_sync);
+    assert_int_equal(c.max_queued_bytes, 256 * 1024 * 1024);
+    assert_int_equal(c.idempotency_retention_hours, 24);
     assert_int_equal(c.n_endpoints, 0);
     assert_null(c.endpoints);
+    assert_int_equal(c.n_egresses, 0);
+    assert_null(c.egresses);
+    assert_int_equal(cfg_find_egress(&c, "x"), -1);
     cfg_cleanup(&c);
+}
+
+/* Defaults of every per-endpoint setting, for each mode. */
+static void endpoint_defaults(void **state)
+{
+    struct tmp t;
+    struct cfg c;
+    char err[1024], lib[256];
+    FILE *f;
+
+    (void)state;
+    tmp_write(&t, "endpoints = (\n"
+                  "  { functions = \"s/*\"; target = \"unix:/tmp/s.sock\"; },\n"
+                  "  { functions = \"r/*\"; target = \"fn:1\"; mode = \"remote\"; },\n"
+                  "  { functions = \"e/*\"; library = \"libe.so\"; mode = \"embedded\"; }\n"
+                  ");\n");
+    snprintf(lib, sizeof lib, "%s/libe.so", t.dir);
+    f = fopen(lib, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_int_equal(c.n_endpoints, 3);
+    for (size_t i = 0; i < 3; i++) {
+        const struct cfg_endpoint *ep = &c.endpoints[i];
+        assert_int_equal(ep->max_batch, 100);
+        assert_int_equal(ep->max_in_flight, 1000);
+        assert_int_equal(ep->invocation_timeout_ms, 30000);
+        assert_int_equal(ep->keepalive_ms, 10000);
+        assert_int_equal(ep->retry.initial_backoff_ms, 100);
+        assert_true(ep->retry.multiplier == 2.0);
+        assert_int_equal(ep->retry.max_backoff_ms, 10000);
+        assert_int_equal(ep->retry.max_attempts, 0);
+        assert_int_equal(ep->line, (int)i + 2);
+    }
+    assert_int_equal(c.endpoints[0].mode, CFG_MODE_SIDECAR);
+    assert_int_equal(c.endpoints[0].streams, 1);
+    assert_null(c.endpoints[0].library);
+    assert_int_equal(c.endpoints[1].mode, CFG_MODE_REMOTE);
+    assert_int_equal(c.endpoints[1].streams, 4);
+    assert_string_equal(c.endpoints[1].target, "fn:1");
+    assert_int_equal(c.endpoints[2].mode, CFG_MODE_EMBEDDED);
+    assert_int_equal(c.endpoints[2].streams, 1);
+    assert_null(c.endpoints[2].target);
+    assert_string_equal(c.endpoints[2].library, lib);       /* config dir + name */
+    cfg_cleanup(&c);
+    unlink(lib);
+    tmp_remove(&t);
 }
 
 static void empty_endpoints_and_paths(void **state)
@@ -271,12 +383,22 @@ static void unknown_settings(void **state)
     char err[4096];
 
     (void)state;
-    assert_int_equal(load_expect_fail(CONFIGS "bad_unknown.conf", err, sizeof err), 4);
+    assert_int_equal(load_expect_fail(CONFIGS "bad_unknown.conf", err, sizeof err), 6);
     assert_error(err, CONFIGS "bad_unknown.conf:3: runtime.datadir: unknown setting; "
-                      "expected one of: data_dir, ingress,");
-    assert_error(err, CONFIGS "bad_unknown.conf:4: runtime.checkpoint.fsync: unknown setting");
-    assert_error(err, CONFIGS "bad_unknown.conf:6: egresses: unknown setting");
-    assert_error(err, CONFIGS "bad_unknown.conf:10: endpoints[0].retries: unknown setting");
+                      "expected one of: data_dir, ingress, log_level, max_message_bytes, "
+                      "checkpoint, max_queued_bytes, idempotency_retention_hours");
+    assert_error(err, CONFIGS "bad_unknown.conf:4: runtime.checkpoint.fsync: unknown setting; "
+                      "expected one of: interval_ms, sync");
+    assert_error(err, CONFIGS "bad_unknown.conf:6: egress: unknown setting; expected one of: "
+                      "runtime, endpoints, egresses");
+    assert_error(err, CONFIGS "bad_unknown.conf:10: endpoints[0].retries: unknown setting; "
+                      "expected one of: functions, mode, target, library, streams, max_batch, "
+                      "max_in_flight, invocation_timeout_ms, keepalive_ms, retry");
+    assert_error(err, CONFIGS "bad_unknown.conf:11: endpoints[0].retry.attempts: unknown "
+                      "setting; expected one of: initial_backoff_ms, multiplier, "
+                      "max_backoff_ms, max_attempts");
+    assert_error(err, CONFIGS "bad_unknown.conf:14: egresses[0].retention: unknown setting; "
+                      "expected one of: name, retention_records, retention_hours");
 }
 
 static void wrong_types(void **state)
@@ -413,11 +535,310 @@ static void bad_mode(void **state)
 
     (void)state;
     assert_int_equal(load_expect_fail(CONFIGS "bad_mode.conf", err, sizeof err), 3);
-    assert_error(err, CONFIGS "bad_mode.conf:2: endpoints[0].mode: mode \"remote\" is not "
-                      "supported yet; supported: sidecar");
+    assert_error(err, CONFIGS "bad_mode.conf:2: endpoints[0].mode: unknown mode \"Remote\"; "
+                      "use sidecar, remote or embedded");
     assert_error(err, CONFIGS "bad_mode.conf:3: endpoints[1].mode: unknown mode \"bogus\"; "
-                      "supported: sidecar");
-    assert_error(err, CONFIGS "bad_mode.conf:4: endpoints[2].mode: expected a string");
+                      "use sidecar, remote or embedded");
+    assert_error(err, CONFIGS "bad_mode.conf:4: endpoints[2].mode: expected a string in double "
+                      "quotes, got an integer");
+}
+
+static void remote_targets(void **state)
+{
+    struct cfg c;
+    char err[2048];
+    static const char *const want[] = {
+        "dns:///fn.svc.cluster.local:7000", "dns:fn.svc:7000", "ipv4:10.0.0.1:7000",
+        "ipv4:10.0.0.1:7000,10.0.0.2:7000,127.0.0.1:1", "ipv6:[fd00::1]:7000",
+        "ipv6:[fd00::1]:7000,[::ffff:10.0.0.1]:65535", "fn.svc:7000", "[::1]:7000",
+        "dns:///[::1]:7000",
+    };
+
+    (void)state;
+    assert_int_equal(cfg_load(CONFIGS "good_remote.conf", &c, err, sizeof err), 0);
+    assert_int_equal(c.n_endpoints, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < c.n_endpoints; i++) {
+        assert_int_equal(c.endpoints[i].mode, CFG_MODE_REMOTE);
+        assert_string_equal(c.endpoints[i].target, want[i]);
+        assert_int_equal(c.endpoints[i].streams, i == 8 ? 1 : 4);
+    }
+    cfg_cleanup(&c);
+}
+
+static void bad_remote_targets(void **state)
+{
+    char err[8192];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_remote_target.conf", err, sizeof err), 15);
+#define BRT CONFIGS "bad_remote_target.conf:"
+    assert_error(err, BRT "3: endpoints[0].target: \"unix:/tmp/a.sock\" is not a valid address: "
+                          "a unix socket is local: use mode = \"sidecar\" for it");
+    assert_error(err, BRT "4: endpoints[1].target: \"dns://8.8.8.8/fn.svc:7000\" is not a valid "
+                          "address: a DNS server authority (dns://SERVER/...) is not supported; "
+                          "write dns:///host:port");
+    assert_error(err, BRT "5: endpoints[2].target: \"dns:///fn.svc\" is not a valid address: "
+                          "expected host:port");
+    assert_error(err, BRT "6: endpoints[3].target: \"dns:///fn.svc:0\" is not a valid address: "
+                          "port 0 is out of range 1..65535");
+    assert_error(err, BRT "7: endpoints[4].target: \"ipv4:10.0.0:7000\" is not a valid address: "
+                          "expected an IPv4 address and a port: ipv4:10.0.0.1:7000");
+    assert_error(err, BRT "8: endpoints[5].target: \"ipv4:10.0.0.1:7000,\" is not a valid "
+                          "address: empty entry in the address list (a stray ',')");
+    assert_error(err, BRT "9: endpoints[6].target: \"ipv4:256.0.0.1:7000\" is not a valid "
+                          "address: expected an IPv4 address");
+    assert_error(err, BRT "10: endpoints[7].target: \"ipv6:::1:7000\" is not a valid address: "
+                          "expected a bracketed IPv6 address and a port: ipv6:[fd00::1]:7000");
+    assert_error(err, BRT "11: endpoints[8].target: \"ipv6:[::1]:70000\" is not a valid "
+                          "address: port 70000 is out of range 1..65535");
+    assert_error(err, BRT "12: endpoints[9].target: \"fn.svc\" is not a valid address: expected "
+                          "dns:///host:port, dns:host:port, ipv4:a.b.c.d:port[,...], "
+                          "ipv6:[addr]:port[,...] or host:port");
+    assert_error(err, BRT "13: endpoints[10].target: \"ipv4:\" is not a valid address: ipv4: "
+                          "needs at least one address");
+    assert_error(err, BRT "14: endpoints[11].target: missing; say where the function servers "
+                          "are, e.g. target = \"dns:///greeter.default.svc.cluster.local:7000\"");
+    assert_error(err, BRT "15: endpoints[12].target: \"dns:///fn.svc:7000\" is not a valid "
+                          "address: dns:, ipv4: and ipv6: targets need mode = \"remote\"");
+    assert_error(err, BRT "16: endpoints[13].target: \"ipv4:127.0.0.1:7000\" is not a valid "
+                          "address: dns:, ipv4: and ipv6: targets need mode = \"remote\"");
+    assert_error(err, BRT "18: runtime.ingress: \"dns:///0.0.0.0:7070\" is not a valid address: "
+                          "the ingress listens on host:port or unix:/path");
+#undef BRT
+}
+
+static void bad_embedded(void **state)
+{
+    char err[8192];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_embedded.conf", err, sizeof err), 10);
+#define BE CONFIGS "bad_embedded.conf:"
+    assert_error(err, BE "3: endpoints[0].library: missing; embedded mode loads a shared "
+                         "library, e.g. library = \"lib/libgreeter.so\"");
+    assert_error(err, BE "5: endpoints[1].target: not used in embedded mode (the library is "
+                         "loaded in-process); remove it, or set another mode");
+    assert_error(err, BE "5: endpoints[1].streams: not used in embedded mode (there is no "
+                         "connection); remove it");
+    assert_error(err, BE "5: endpoints[1].keepalive_ms: not used in embedded mode");
+    assert_error(err, BE "6: endpoints[2].library: only for mode = \"embedded\" (this endpoint "
+                         "is sidecar); remove it, or set mode = \"embedded\" and drop target");
+    assert_error(err, BE "7: endpoints[3].library: only for mode = \"embedded\" (this endpoint "
+                         "is remote)");
+    assert_error(err, BE "8: endpoints[4].library: \"" CONFIGS "lib/nosuch.so\": No such file "
+                         "or directory (relative paths start at the config file's directory)");
+    assert_error(err, BE "9: endpoints[5].library: \"" CONFIGS "lib\" is not a regular file");
+    assert_error(err, BE "10: endpoints[6].library: must not be empty");
+    assert_error(err, BE "11: endpoints[7].library: expected a string in double quotes, got an "
+                         "integer");
+#undef BE
+}
+
+static void bad_retry(void **state)
+{
+    char err[8192];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_retry.conf", err, sizeof err), 11);
+#define BR CONFIGS "bad_retry.conf:"
+    assert_error(err, BR "4: endpoints[0].retry.initial_backoff_ms: 0 is out of range; must be "
+                         "1..3600000");
+    assert_error(err, BR "4: endpoints[0].retry.multiplier: 0.5 is out of range; must be "
+                         "1.0..10.0");
+    assert_error(err, BR "4: endpoints[0].retry.max_backoff_ms: 3600001 is out of range; must "
+                         "be 1..3600000");
+    assert_error(err, BR "4: endpoints[0].retry.max_attempts: -1 is out of range; must be "
+                         "0..1000000");
+    assert_error(err, BR "7: endpoints[1].retry.multiplier: expected a number such as 2.0, got "
+                         "a string");
+    assert_error(err, BR "7: endpoints[1].retry.max_attempts: 1000001 is out of range");
+    assert_error(err, BR "11: endpoints[2].retry.max_backoff_ms: 499 is below "
+                         "initial_backoff_ms (500); must be >= it");
+    assert_error(err, BR "14: endpoints[3].retry.initial_backoff_ms: 20000 is above the default "
+                         "max_backoff_ms (10000); raise max_backoff_ms too");
+    assert_error(err, BR "16: endpoints[4].retry: expected a group { initial_backoff_ms = ...; "
+                         "multiplier = ...; max_backoff_ms = ...; max_attempts = ...; }, got an "
+                         "integer");
+    assert_error(err, BR "17: endpoints[5].retry.multiplier: 11 is out of range; must be "
+                         "1.0..10.0");
+    assert_error(err, BR "18: endpoints[6].retry.multiplier: 10.5 is out of range");
+#undef BR
+}
+
+static void bad_endpoint_ranges(void **state)
+{
+    char err[8192];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_endpoint_range.conf", err, sizeof err), 9);
+#define BER CONFIGS "bad_endpoint_range.conf:"
+    assert_error(err, BER "4: endpoints[0].streams: 0 is out of range; must be 1..64");
+    assert_error(err, BER "5: endpoints[0].invocation_timeout_ms: 99 is out of range; must be "
+                          "100..3600000");
+    assert_error(err, BER "6: endpoints[0].keepalive_ms: 999 is out of range; must be 0 (off) "
+                          "or 1000..3600000");
+    assert_error(err, BER "9: endpoints[1].streams: 65 is out of range; must be 1..64");
+    assert_error(err, BER "10: endpoints[1].invocation_timeout_ms: 3600001 is out of range");
+    assert_error(err, BER "11: endpoints[1].keepalive_ms: 3600001 is out of range; must be 0 "
+                          "(off) or 1000..3600000");
+    assert_error(err, BER "14: endpoints[2].streams: expected an integer, got a string");
+    assert_error(err, BER "15: endpoints[2].invocation_timeout_ms: expected an integer, got a "
+                          "floating-point number");
+    assert_error(err, BER "16: endpoints[2].keepalive_ms: -1 is out of range; must be 0 (off) "
+                          "or 1000..3600000");
+#undef BER
+}
+
+static void bad_runtime_limits(void **state)
+{
+    char err[2048];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_runtime_limits.conf", err, sizeof err), 2);
+    assert_error(err, CONFIGS "bad_runtime_limits.conf:3: runtime.max_queued_bytes: 1048575 is "
+                      "out of range; must be 1048576..68719476736");
+    assert_error(err, CONFIGS "bad_runtime_limits.conf:4: runtime.idempotency_retention_hours: "
+                      "0 is out of range; must be 1..8760");
+}
+
+/* max_queued_bytes is a size_t up to 64 GiB: literals past 32 bits with or
+ * without the L suffix, both bounds, and the wrong types. */
+static void queued_bytes_64bit(void **state)
+{
+    struct tmp t;
+    struct cfg c;
+    char err[2048], want[256];
+
+    (void)state;
+    tmp_write(&t, "runtime = { max_queued_bytes = 68719476736; idempotency_retention_hours = 1; };\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);   /* libconfig reads 0 */
+    assert_true(c.max_queued_bytes == (size_t)64 << 30);
+    assert_int_equal(c.idempotency_retention_hours, 1);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = { max_queued_bytes = 8589934592; };\n");      /* 8 GiB */
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_true(c.max_queued_bytes == (size_t)8 << 30);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = { max_queued_bytes = 0x100000; };\n");        /* 1 MiB, hex */
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_int_equal(c.max_queued_bytes, 1048576);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = {\n  max_queued_bytes = 68719476737L;\n"
+                  "  idempotency_retention_hours = 8761;\n};\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 2);
+    snprintf(want, sizeof want, "%s:2: runtime.max_queued_bytes: 68719476737 is out of range; "
+             "must be 1048576..68719476736", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:3: runtime.idempotency_retention_hours: 8761 is out of "
+             "range; must be 1..8760", t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = {\n  max_queued_bytes = 4294967296;\n"          /* wraps to 0 */
+                  "  idempotency_retention_hours = 4294967320;\n};\n");     /* wraps to 24 */
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:3: runtime.idempotency_retention_hours: 4294967320 is out of "
+             "range", t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = {\n  max_queued_bytes = \"256MB\";\n"
+                  "  idempotency_retention_hours = 1.5;\n};\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 2);
+    snprintf(want, sizeof want, "%s:2: runtime.max_queued_bytes: expected an integer, got a "
+             "string", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:3: runtime.idempotency_retention_hours: expected an "
+             "integer, got a floating-point number", t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
+}
+
+static void bad_egresses(void **state)
+{
+    char err[8192];
+
+    (void)state;
+    assert_int_equal(load_expect_fail(CONFIGS "bad_egress.conf", err, sizeof err), 11);
+#define BEG CONFIGS "bad_egress.conf:"
+    assert_error(err, BEG "4: egresses[1].name: bad egress name \"has space\": use 1..128 "
+                          "characters of [A-Za-z0-9_.-]");
+    assert_error(err, BEG "5: egresses[2].name: bad egress name \"\"");
+    assert_error(err, BEG "6: egresses[3].name: missing; name the egress, e.g. name = "
+                          "\"receipts\"");
+    assert_error(err, BEG "7: egresses[4].name: egress \"ok\" is already declared by "
+                          "egresses[0] (line 3); names must be unique");
+    assert_error(err, BEG "8: egresses[5].retention_records: -1 is out of range; must be "
+                          "0..4611686018427387904");
+    assert_error(err, BEG "8: egresses[5].retention_hours: 87601 is out of range; must be "
+                          "0..87600");
+    assert_error(err, BEG "9: egresses[6].retention_records: 4611686018427387905 is out of range");
+    assert_error(err, BEG "9: egresses[6].retention_hours: expected an integer, got a string");
+    assert_error(err, BEG "10: egresses[7].name: expected a string in double quotes, got an "
+                          "integer");
+    assert_non_null(strstr(err, "egresses[8]: expected a group { name = \"...\"; }, got a "
+                                "string"));
+    assert_error(err, BEG "12: egresses[9].size: unknown setting; expected one of: name, "
+                          "retention_records, retention_hours");
+#undef BEG
+
+    assert_int_equal(load_expect_fail(CONFIGS "bad_egress_type.conf", err, sizeof err), 1);
+    assert_string_equal(err, CONFIGS "bad_egress_type.conf:1: egresses: expected a list "
+                             "( { name = \"...\"; }, ... ), got a group { ... }");
+}
+
+/* Egress names up to 128 bytes; empty lists; several elements on one line
+ * whose same-named integers wrap differently. */
+static void egress_edges(void **state)
+{
+    struct tmp t;
+    struct cfg c;
+    char text[1024], err[2048], want[256], name[130];
+
+    (void)state;
+    memset(name, 'n', 128);
+    name[128] = '\0';
+    snprintf(text, sizeof text, "egresses = ( { name = \"%s\"; } );\n", name);
+    tmp_write(&t, text);
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_string_equal(c.egresses[0].name, name);
+    assert_int_equal(cfg_find_egress(&c, name), 0);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    name[128] = 'n';
+    name[129] = '\0';
+    snprintf(text, sizeof text, "egresses = ( { name = \"%s\"; } );\n", name);
+    tmp_write(&t, text);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    assert_non_null(strstr(err, "egresses[0].name: bad egress name"));
+    tmp_remove(&t);
+
+    tmp_write(&t, "egresses = ();\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_int_equal(c.n_egresses, 0);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+    tmp_write(&t, "egresses = [];\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_int_equal(c.n_egresses, 0);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "egresses = ( { name = \"a\"; retention_hours = 5; }, "
+                  "{ name = \"b\"; retention_hours = 4294967296; }, "
+                  "{ name = \"c\"; retention_hours = 6; } );\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:1: egresses[1].retention_hours: 4294967296 is out of range",
+             t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
 }
 
 static void missing_file(void **state)
@@ -436,13 +857,13 @@ static void several_errors_at_once(void **state)
     char err[4096];
 
     (void)state;
-    assert_int_equal(load_expect_fail(CONFIGS "bad_many.conf", err, sizeof err), 6);
+    assert_int_equal(load_expect_fail(CONFIGS "bad_many.conf", err, sizeof err), 7);
     assert_error(err, CONFIGS "bad_many.conf:3: runtime.log_level: unknown level \"verbose\"; "
                       "use debug, info, warn or error");
     assert_error(err, CONFIGS "bad_many.conf:4: runtime.max_message_bytes: 0 is out of range");
     assert_error(err, CONFIGS "bad_many.conf:5: runtime.colour: unknown setting");
-    assert_error(err, CONFIGS "bad_many.conf:10: endpoints[0].mode: mode \"embedded\" is not "
-                      "supported yet");
+    assert_error(err, CONFIGS "bad_many.conf:9: endpoints[0].target: not used in embedded mode");
+    assert_error(err, CONFIGS "bad_many.conf:8: endpoints[0].library: missing");
     assert_error(err, CONFIGS "bad_many.conf:12: endpoints[1].functions: pattern \"example/*\" "
                       "is already served by endpoints[0] (line 8)");
     assert_error(err, CONFIGS "bad_many.conf:13: endpoints[1].target: \"nowhere\" is not a valid");
@@ -516,6 +937,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_config_all_settings),
         cmocka_unit_test(defaults),
+        cmocka_unit_test(endpoint_defaults),
         cmocka_unit_test(empty_endpoints_and_paths),
         cmocka_unit_test(include_relative_to_file),
         cmocka_unit_test(env_expansion),
@@ -530,6 +952,15 @@ int main(void)
         cmocka_unit_test(bad_patterns),
         cmocka_unit_test(duplicate_pattern),
         cmocka_unit_test(bad_mode),
+        cmocka_unit_test(remote_targets),
+        cmocka_unit_test(bad_remote_targets),
+        cmocka_unit_test(bad_embedded),
+        cmocka_unit_test(bad_retry),
+        cmocka_unit_test(bad_endpoint_ranges),
+        cmocka_unit_test(bad_runtime_limits),
+        cmocka_unit_test(queued_bytes_64bit),
+        cmocka_unit_test(bad_egresses),
+        cmocka_unit_test(egress_edges),
         cmocka_unit_test(missing_file),
         cmocka_unit_test(several_errors_at_once),
         cmocka_unit_test(error_buffer_truncated),
