@@ -69,7 +69,7 @@ StreamError.__doc__ = ("A message of send_stream() that was not applied: ``seq``
 
 
 class SendStreamResult(namedtuple("SendStreamResult", "sent acked errors")):
-    """What send_stream() did: ``sent`` messages went to the runtime,
+    """What send_stream() did: ``sent`` messages were handed to the stream,
     ``acked`` of them are committed (durable), ``errors`` lists the
     StreamErrors of the messages that were rejected (by the runtime, or
     locally before sending: a bad address, value, key or delay), in seq
