@@ -17,6 +17,9 @@
 
 static void connect_now(void *arg);
 static void sweep(void *arg);
+static void kick(void *arg);
+static void flush_embedded(struct endpoint *ep);
+static int start_embedded(struct endpoint *ep);
 
 int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cfg, int index)
 {
@@ -34,6 +37,7 @@ int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cf
     ep->backoff_ms = BACKOFF_MIN_MS;
     timer_init(&ep->reconnect, connect_now, ep);
     timer_init(&ep->sweep, sweep, ep);
+    timer_init(&ep->kick, kick, ep);
     return 0;
 }
 
@@ -66,6 +70,7 @@ void ep_cleanup(struct endpoint *ep)
     ep->free_slots = NULL;
     ep->frame = NULL;
     rpc_channel_destroy(&ep->ch);
+    emb_unload(&ep->module);
 }
 
 struct ftype *ep_find_type(struct endpoint *ep, const char *type)
@@ -114,7 +119,7 @@ uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb)
     struct ep_slot *sl = &ep->slots[slot];
     sl->mb = mb;
     sl->gen++;
-    sl->deadline_ms = rpc_now_ms() + EP_INVOCATION_TIMEOUT_MS;
+    sl->deadline_ms = rpc_now_ms() + ep->cfg->invocation_timeout_ms;
     ep->inflight++;
     return ((uint64_t)sl->gen << 32) | slot;
 }
@@ -171,6 +176,10 @@ void ep_append(struct endpoint *ep, const uint8_t *batch, size_t len)
 
 void ep_flush(struct endpoint *ep)
 {
+    if (ep->module) {
+        flush_embedded(ep);
+        return;
+    }
     if (!ep->frame_len || !ep->stream || !rpc_stream_writable(ep->stream)) return;
     rpc_stream_send(ep->stream, ep->frame, ep->frame_len);
     ep->frame = NULL;
@@ -201,12 +210,35 @@ static void connect_failed(struct endpoint *ep, const char *why)
     if (ep->backoff_ms > BACKOFF_MAX_MS) ep->backoff_ms = BACKOFF_MAX_MS;
 }
 
+/* The name of the endpoint in log lines: its target, or its library. */
+static const char *ep_name(const struct endpoint *ep)
+{
+    return ep->cfg->target ? ep->cfg->target : ep->cfg->library ? ep->cfg->library : "?";
+}
+
+/* One batch's answer, from a stream message or from an embedded module. */
+static void deliver(struct endpoint *ep, const Statemesh__V1__BatchResponse *r)
+{
+    uint32_t nslots = (uint32_t)ep->cfg->max_in_flight;
+    uint32_t slot = (uint32_t)(r->batch_id & 0xffffffffu);
+    uint32_t gen = (uint32_t)(r->batch_id >> 32);
+    struct mbox *mb;
+
+    if (slot >= nslots || !ep->slots[slot].mb || ep->slots[slot].gen != gen) {
+        LOG_WARN(&ep->srv->log, "endpoint.unknown_batch", "target=%s batch_id=%llu", ep_name(ep),
+                 (unsigned long long)r->batch_id);
+        return;
+    }
+    mb = ep->slots[slot].mb;
+    release_slot(ep, slot);
+    disp_on_response(ep->srv, ep, mb, r);
+}
+
 static void on_message(void *arg, const uint8_t *data, size_t len)
 {
     struct endpoint *ep = arg;
     struct server *s = ep->srv;
     Statemesh__V1__FromFunction *f = statemesh__v1__from_function__unpack(NULL, len, data);
-    uint32_t nslots = (uint32_t)ep->cfg->max_in_flight;
 
     if (!f) {
         LOG_ERROR(&s->log, "endpoint.garbage", "target=%s bytes=%zu msg=\"answer is not a FromFunction message; resetting the stream\"",
@@ -215,20 +247,7 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
         rpc_stream_cancel(ep->stream);
         return;
     }
-    for (size_t i = 0; i < f->n_responses; i++) {
-        const Statemesh__V1__BatchResponse *r = f->responses[i];
-        uint32_t slot = (uint32_t)(r->batch_id & 0xffffffffu);
-        uint32_t gen = (uint32_t)(r->batch_id >> 32);
-        struct mbox *mb;
-        if (slot >= nslots || !ep->slots[slot].mb || ep->slots[slot].gen != gen) {
-            LOG_WARN(&s->log, "endpoint.unknown_batch", "target=%s batch_id=%llu", ep->cfg->target,
-                     (unsigned long long)r->batch_id);
-            continue;
-        }
-        mb = ep->slots[slot].mb;
-        release_slot(ep, slot);
-        disp_on_response(s, ep, mb, r);
-    }
+    for (size_t i = 0; i < f->n_responses; i++) deliver(ep, f->responses[i]);
     statemesh__v1__from_function__free_unpacked(f, NULL);
 }
 
@@ -284,6 +303,39 @@ static const char *check_describe(struct endpoint *ep, const Statemesh__V1__Desc
     return NULL;
 }
 
+/* Replaces the served types with those of a Describe answer that this
+ * endpoint is routed (others are logged and ignored); `list` gets their
+ * names, comma-separated, for the log. */
+static void install_types(struct endpoint *ep, const Statemesh__V1__DescribeResponse *d,
+                          char *list, size_t listlen)
+{
+    struct server *s = ep->srv;
+    size_t used = 0;
+
+    free_types(ep);
+    list[0] = '\0';
+    ep->types = calloc(d->n_functions + 1, sizeof *ep->types);
+    if (!ep->types) abort();
+    for (size_t i = 0; i < d->n_functions; i++) {
+        const Statemesh__V1__FunctionSpec *fs = d->functions[i];
+        struct ftype *ft;
+        if (!addr_pattern_match(ep->cfg->functions, fs->type) ||
+            cfg_match_endpoint(&s->cfg, fs->type) != ep->index) {
+            LOG_WARN(&s->log, "endpoint.type_ignored", "target=%s type=%s msg=\"routed to another endpoint by the config\"",
+                     ep_name(ep), fs->type);
+            continue;
+        }
+        ft = &ep->types[ep->ntypes++];
+        ft->name = strdup(fs->type);
+        for (size_t k = 0; k < fs->n_states; k++)
+            ep_add_specs(ep, ft, fs->states[k]);
+        if (used + strlen(fs->type) + 2 < listlen)
+            used += (size_t)snprintf(list + used, listlen - used, "%s%s", used ? "," : "",
+                                     fs->type);
+    }
+    ep->described = 1;
+}
+
 static void on_describe(void *arg, int status, const char *details, const uint8_t *resp,
                         size_t len)
 {
@@ -292,7 +344,6 @@ static void on_describe(void *arg, int status, const char *details, const uint8_
     Statemesh__V1__DescribeResponse *d;
     struct rpc_stream_callbacks cb = {on_message, on_writable, on_closed};
     char why[600], list[1024];
-    size_t used = 0;
     const char *e;
 
     ep->describe_pending = 0;
@@ -315,28 +366,7 @@ static void on_describe(void *arg, int status, const char *details, const uint8_
         connect_failed(ep, e);
         return;
     }
-    free_types(ep);
-    list[0] = '\0';
-    ep->types = calloc(d->n_functions + 1, sizeof *ep->types);
-    if (!ep->types) abort();
-    for (size_t i = 0; i < d->n_functions; i++) {
-        const Statemesh__V1__FunctionSpec *fs = d->functions[i];
-        struct ftype *ft;
-        if (!addr_pattern_match(ep->cfg->functions, fs->type) ||
-            cfg_match_endpoint(&s->cfg, fs->type) != ep->index) {
-            LOG_WARN(&s->log, "endpoint.type_ignored", "target=%s type=%s msg=\"routed to another endpoint by the config\"",
-                     ep->cfg->target, fs->type);
-            continue;
-        }
-        ft = &ep->types[ep->ntypes++];
-        ft->name = strdup(fs->type);
-        for (size_t k = 0; k < fs->n_states; k++)
-            ep_add_specs(ep, ft, fs->states[k]);
-        if (used + strlen(fs->type) + 2 < sizeof list)
-            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? "," : "",
-                                     fs->type);
-    }
-    ep->described = 1;
+    install_types(ep, d, list, sizeof list);
     statemesh__v1__describe_response__free_unpacked(d, NULL);
 
     if (rpc_stream_open(&ep->stream, ep->ch, "/statemesh.v1.FunctionService/Invoke", &cb, ep) != 0) {
@@ -364,6 +394,13 @@ static void connect_now(void *arg)
     ep->describe_pending = 1;
 }
 
+/* Timeouts are noticed within a quarter of their length (at most 1 s late). */
+static int64_t sweep_interval(const struct endpoint *ep)
+{
+    int64_t q = ep->cfg->invocation_timeout_ms / 4;
+    return q < SWEEP_INTERVAL_MS ? (q > 10 ? q : 10) : SWEEP_INTERVAL_MS;
+}
+
 static void sweep(void *arg)
 {
     struct endpoint *ep = arg;
@@ -376,20 +413,22 @@ static void sweep(void *arg)
         struct mbox *mb = ep->slots[i].mb;
         if (!mb || ep->slots[i].deadline_ms > now) continue;
         release_slot(ep, i);
-        snprintf(why, sizeof why, "no answer within %d ms", EP_INVOCATION_TIMEOUT_MS);
+        snprintf(why, sizeof why, "no answer within %d ms (invocation_timeout_ms)",
+                 ep->cfg->invocation_timeout_ms);
         disp_on_lost(s, mb, 1, why);
     }
-    if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + SWEEP_INTERVAL_MS);
+    if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + sweep_interval(ep));
 }
 
 int ep_start(struct endpoint *ep)
 {
     struct server *s = ep->srv;
+    if (ep->cfg->mode == CFG_MODE_EMBEDDED) return start_embedded(ep);
     if (rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target) != 0) {
         LOG_ERROR(&s->log, "endpoint.bad_target", "target=%s", ep->cfg->target);
         return -1;
     }
-    timer_start(&s->timers, &ep->sweep, rpc_now_ms() + SWEEP_INTERVAL_MS);
+    timer_start(&s->timers, &ep->sweep, rpc_now_ms() + sweep_interval(ep));
     connect_now(ep);
     return 0;
 }
@@ -399,10 +438,95 @@ void ep_stop(struct endpoint *ep)
     struct server *s = ep->srv;
     timer_stop(&s->timers, &ep->reconnect);
     timer_stop(&s->timers, &ep->sweep);
+    timer_stop(&s->timers, &ep->kick);
     if (ep->stream) rpc_stream_cancel(ep->stream);
 }
 
 int ep_closed(const struct endpoint *ep)
 {
     return ep->stream == NULL && !ep->describe_pending;
+}
+
+/* ---- embedded mode (runtime/embedded.h) ------------------------------------ */
+
+static void kick(void *arg)
+{
+    (void)arg;   /* being due was the point: the loop did not sleep */
+}
+
+/* A batch the module could not answer: it goes back to its address. */
+static void lose(struct endpoint *ep, uint64_t batch_id, const char *why)
+{
+    uint32_t slot = (uint32_t)(batch_id & 0xffffffffu);
+    uint32_t gen = (uint32_t)(batch_id >> 32);
+    struct mbox *mb;
+
+    if (slot >= (uint32_t)ep->cfg->max_in_flight || !ep->slots[slot].mb ||
+        ep->slots[slot].gen != gen)
+        return;
+    mb = ep->slots[slot].mb;
+    release_slot(ep, slot);
+    disp_on_lost(ep->srv, mb, 1, why);
+}
+
+static void embedded_answer(void *arg, uint64_t batch_id, const Statemesh__V1__BatchResponse *r,
+                            const char *why)
+{
+    struct endpoint *ep = arg;
+    if (r) deliver(ep, r);
+    else lose(ep, batch_id, why);
+}
+
+static void flush_embedded(struct endpoint *ep)
+{
+    struct server *s = ep->srv;
+    uint8_t *frame = ep->frame;
+    size_t len = ep->frame_len, cap = ep->frame_cap;
+
+    if (!len) return;
+    /* Detach the frame while the module runs, so nothing the answers cause
+     * can write into it; keep the buffer for the next frame. */
+    ep->frame = NULL;
+    ep->frame_len = ep->frame_cap = 0;
+    if (emb_process(ep->module, frame, len, embedded_answer, ep) != 0) {
+        LOG_ERROR(&s->log, "endpoint.embedded_frame", "library=%s bytes=%zu msg=\"the module could not read the frame; its batches are retried\"",
+                  ep->cfg->library, len);
+        return_all(ep, 1, "embedded module could not read the frame");
+    }
+    if (ep->frame == NULL) {
+        ep->frame = frame;
+        ep->frame_cap = cap;
+        ep->frame_len = 0;
+    } else {
+        free(frame);
+    }
+    timer_start(&s->timers, &ep->kick, rpc_now_ms());
+}
+
+static int start_embedded(struct endpoint *ep)
+{
+    struct server *s = ep->srv;
+    const Statemesh__V1__DescribeResponse *d;
+    char why[600], list[1024], q[700];
+    const char *e;
+
+    if (emb_load(&ep->module, ep->cfg->library, ep->error, sizeof ep->error) != 0) {
+        LOG_ERROR(&s->log, "endpoint.embedded_load", "library=%s error=%s", ep->cfg->library,
+                  log_quote(q, sizeof q, ep->error));
+        return -1;
+    }
+    d = emb_describe(ep->module);
+    e = d ? check_describe(ep, d, why, sizeof why) : "out of memory while describing the module";
+    if (e) {
+        snprintf(ep->error, sizeof ep->error, "embedded module %s: %s", ep->cfg->library, e);
+        LOG_ERROR(&s->log, "endpoint.embedded_load", "library=%s error=%s", ep->cfg->library,
+                  log_quote(q, sizeof q, ep->error));
+        emb_unload(&ep->module);
+        return -1;
+    }
+    install_types(ep, d, list, sizeof list);
+    ep->state = EP_UP;
+    LOG_INFO(&s->log, "endpoint.up", "mode=embedded library=%s types=%s", ep->cfg->library,
+             list[0] ? list : "none");
+    return 0;
 }

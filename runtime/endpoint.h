@@ -16,6 +16,15 @@
  * When the stream fails, every in-flight batch goes back to its address to
  * be sent again: invocations are at-least-once, effects exactly-once.
  * A batch not answered within the invocation timeout counts as failed.
+ *
+ * Embedded mode (cfg mode = embedded, runtime/embedded.h): no channel, no
+ * stream. ep_start loads the library and takes its Describe answer
+ * (DOWN -> UP at once; a load failure fails ep_start and the runtime refuses
+ * to start); ep_flush hands the frame to the module, which answers every
+ * batch synchronously through the same per-batch path as on_message, so
+ * dispatch sees no difference. Answers made during ep_flush land after this
+ * loop iteration's checkpoint step, so the endpoint arms `kick` (due now) to
+ * keep the loop from sleeping before it commits them.
  */
 #ifndef SM_ENDPOINT_H
 #define SM_ENDPOINT_H
@@ -24,12 +33,12 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "embedded.h"
 #include "statemesh/v1/types.pb-c.h"
 #include "mailbox.h"
 #include "rpc.h"
 #include "timer.h"
 
-#define EP_INVOCATION_TIMEOUT_MS 30000
 #define EP_MAX_FRAME_BYTES (4u << 20)
 
 struct ftype {
@@ -72,10 +81,15 @@ struct endpoint {
     int64_t backoff_ms;
     unsigned failures;         /* consecutive connect failures, for log pacing */
     int poisoned;              /* we reset the stream over garbage */
+    /* embedded mode only */
+    struct emb_module *module; /* the loaded library */
+    struct timer kick;         /* due now after in-process answers */
+    char error[600];           /* why ep_start failed, for the start-up message */
 };
 
 int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cfg, int index);
-int ep_start(struct endpoint *ep);               /* begins connecting; -1 bad target */
+int ep_start(struct endpoint *ep);               /* begins connecting; -1 bad target
+                                                    (embedded: load failed, see ep->error) */
 void ep_stop(struct endpoint *ep);               /* cancels stream and timers */
 int ep_closed(const struct endpoint *ep);        /* no rpc in progress */
 void ep_cleanup(struct endpoint *ep);

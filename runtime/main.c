@@ -30,6 +30,7 @@
 #include <grpc/grpc.h>
 
 #include "address.h"
+#include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
@@ -275,9 +276,6 @@ int main(int argc, char **argv)
         return 2;
     }
     s.log.level = s.cfg.log_level;
-    /* TODO(merge ops): defaults until config.c fills the new settings. */
-    if (!s.cfg.max_queued_bytes) s.cfg.max_queued_bytes = 256u << 20;
-    if (!s.cfg.idempotency_retention_hours) s.cfg.idempotency_retention_hours = 24;
 
     /* Block the stop signals before gRPC starts its threads, so they stay
      * pending for the loop's sigtimedwait instead of killing a thread. */
@@ -313,7 +311,7 @@ int main(int argc, char **argv)
     if (!s.endpoints) goto out;
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_init(&s.endpoints[i], &s, &s.cfg.endpoints[i], (int)i) != 0) goto out;
-    if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0) {
+    if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0 || dl_open(&s) != 0) {
         fprintf(stderr, "statemeshd: recovery failed: cannot read the store\n");
         goto out;
     }
@@ -325,7 +323,11 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_start(&s.endpoints[i]) != 0) {
-            fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
+            if (s.cfg.endpoints[i].mode == CFG_MODE_EMBEDDED)       /* embedded: why it failed */
+                fprintf(stderr, "statemeshd: endpoints[%zu]: %s; not starting\n", i,
+                        s.endpoints[i].error);
+            else
+                fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
             goto out;
         }
     if (s.n_endpoints == 0)

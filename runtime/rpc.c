@@ -37,7 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RPC_MAX_METHODS 16
+#define RPC_MAX_METHODS 24
 #define RPC_PREPOSTED 32          /* outstanding request_call per method */
 
 static const char *const status_names[] = {
@@ -347,6 +347,12 @@ void rpc_call_reply(struct rpc_call *c, const ProtobufCMessage *resp)
 {
     size_t len;
     uint8_t *data = rpc_pack(resp, &len);
+    call_finish(c, RPC_OK, NULL, data, len);
+    call_maybe_free(c);
+}
+
+void rpc_call_reply_raw(struct rpc_call *c, uint8_t *data, size_t len)
+{
     call_finish(c, RPC_OK, NULL, data, len);
     call_maybe_free(c);
 }

@@ -143,6 +143,8 @@ void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
 int64_t rpc_call_deadline_ms(const struct rpc_call *call);
 /* Answers OK with `resp`; the handle is invalid afterwards. */
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp);
+/* Answers OK with an already encoded response (malloc'd; ownership moves). */
+void rpc_call_reply_raw(struct rpc_call *call, uint8_t *data, size_t len);
 /* Answers with a status; the handle is invalid afterwards. */
 void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

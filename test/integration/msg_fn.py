@@ -20,8 +20,11 @@ Functions (every value is JSON unless said otherwise):
               last value, appends {"sink": ID, "value": V, "n": n} to the egress.
   msg/ttl     state w (string, expire after write --ttl-ms), v (string, expire
               after invoke --ttl-ms * 1.5). "set": w = v = "x"; "get": replies
-              {"w": w or null, "v": v or null}; anything else: no change.
+              {"w": w or null, "v": v or null}; anything else: no change
+              (replies "ok").
   msg/echo    state n (int64) counts invocations; replies the argument as is.
+  msg/flaky   state n (int64). Fails while the file --fail-file exists;
+              otherwise n += 1 and replies n.
 
 Each processed batch is logged to stderr as `event=batch type=T id=I messages=K`.
 """
@@ -80,6 +83,8 @@ def describe(request, context):
     f.states.add(name="v", typename="statemesh/string", expire_after_invoke_ms=ARGS.ttl_ms * 3 // 2)
     f = resp.functions.add(type="msg/echo")
     f.states.add(name="n", typename="statemesh/int64")
+    f = resp.functions.add(type="msg/flaky")
+    f.states.add(name="n", typename="statemesh/int64")
     return resp.SerializeToString()
 
 
@@ -122,9 +127,18 @@ def run_batch(b):
             if cmd == "set":
                 for name in ("w", "v"):
                     changed[name] = state[name] = tv("statemesh/string", b"x")
-            elif cmd == "get":
+            if cmd == "get":
                 res.replies.add(invocation_index=idx, value=jv(
                     {name: state[name].value.decode() if name in state else None for name in ("w", "v")}))
+            else:
+                res.replies.add(invocation_index=idx, value=jv("ok"))
+        elif t == "msg/flaky":
+            if ARGS.fail_file and os.path.exists(ARGS.fail_file):
+                return function_pb2.BatchResponse(batch_id=b.batch_id,
+                                                  failure=function_pb2.Failure(message="flaky is failing"))
+            n = get_int(state, "n") + 1
+            changed["n"] = state["n"] = i64(n)
+            res.replies.add(invocation_index=idx, value=i64(n))
         elif t == "msg/echo":
             n = get_int(state, "n") + 1
             changed["n"] = state["n"] = i64(n)
@@ -153,6 +167,7 @@ def main():
     p.add_argument("--listen", required=True)
     p.add_argument("--egress", default="events")
     p.add_argument("--ttl-ms", type=int, default=1000)
+    p.add_argument("--fail-file", default="")
     ARGS = p.parse_args()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     handlers = {
