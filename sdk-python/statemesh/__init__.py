@@ -23,7 +23,7 @@ from .client import (Client, AsyncClient, StateInfo, StreamMessage, StreamError,
                      SendStreamResult, EgressRecord, Subscription, AsyncSubscription)
 from .errors import (StatemeshError, NotFound, InvalidArgument, Unavailable,
                      DeadlineExceeded, ResourceExhausted, Overloaded, OffsetTrimmed,
-                     AlreadyExists, FailedPrecondition, Internal)
+                     AlreadyExists, FailedPrecondition, Aborted, Internal)
 
 __version__ = "0.1.0"
 
@@ -36,5 +36,5 @@ __all__ = [
     "BoolType", "IntType", "FloatType", "StringType", "BytesType", "JsonType",
     "StatemeshError", "NotFound", "InvalidArgument", "Unavailable", "DeadlineExceeded",
     "ResourceExhausted", "Overloaded", "OffsetTrimmed", "AlreadyExists", "FailedPrecondition",
-    "Internal", "SDK_NAME",
+    "Aborted", "Internal", "SDK_NAME",
 ]

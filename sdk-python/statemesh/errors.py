@@ -11,7 +11,7 @@ import grpc
 
 __all__ = ["StatemeshError", "NotFound", "InvalidArgument", "Unavailable",
            "DeadlineExceeded", "ResourceExhausted", "Overloaded", "OffsetTrimmed",
-           "AlreadyExists", "FailedPrecondition", "Internal", "from_rpc_error"]
+           "AlreadyExists", "FailedPrecondition", "Aborted", "Internal", "from_rpc_error"]
 
 
 class StatemeshError(Exception):
@@ -72,6 +72,12 @@ class FailedPrecondition(StatemeshError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(StatemeshError):
+    """The request was given up: e.g. a Call whose batch exhausted its retries
+    and went to the dead-letter store."""
+    code = grpc.StatusCode.ABORTED
+
+
 class Internal(StatemeshError):
     """The runtime could not commit (storage error) or failed internally."""
     code = grpc.StatusCode.INTERNAL
@@ -79,7 +85,7 @@ class Internal(StatemeshError):
 
 _BY_CODE = {c.code: c for c in (NotFound, InvalidArgument, Unavailable, DeadlineExceeded,
                                 ResourceExhausted, OffsetTrimmed, AlreadyExists,
-                                FailedPrecondition, Internal)}
+                                FailedPrecondition, Aborted, Internal)}
 
 
 def from_rpc_error(err):

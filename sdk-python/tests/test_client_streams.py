@@ -16,7 +16,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from statemesh import (AsyncClient, Client, IntType, InvalidArgument, NotFound, OffsetTrimmed,
+from statemesh import (Aborted, AlreadyExists, AsyncClient, Client, IntType, InvalidArgument, NotFound, OffsetTrimmed,
                        Overloaded, ResourceExhausted, SendStreamResult, StatemeshError,
                        StreamMessage, TypedValue, Unavailable, simple_type)
 from statemesh.client import _encode_stream_message
@@ -61,6 +61,8 @@ class FakeIngress:
         return ingress_pb2.SendResponse()
 
     def call(self, req, ctx):
+        if req.target.type == "t/dead":
+            ctx.abort(grpc.StatusCode.ABORTED, "batch dead-lettered after 3 attempts")
         k = req.idempotency_key
         if k and k in self.keys:
             return ingress_pb2.CallResponse(reply=self.keys[k])
@@ -245,6 +247,15 @@ def test_bad_key_or_delay_raises_before_the_network(ingress, kw, err, text):
             with pytest.raises(err):
                 c.call("t/f", "a", 1, **kw)
     assert fake.sent == [] and fake.calls == 0
+
+
+def test_aborted_call(ingress):
+    addr, _ = ingress
+    with Client(addr, timeout=5) as c:
+        with pytest.raises(Aborted) as e:
+            c.call("t/dead", "a", 1)
+    assert e.value.code == grpc.StatusCode.ABORTED and "dead-lettered" in e.value.details
+    assert AlreadyExists.code == grpc.StatusCode.ALREADY_EXISTS
 
 
 def test_overloaded_is_resource_exhausted(ingress):
