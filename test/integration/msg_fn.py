@@ -176,7 +176,11 @@ def main():
     p.add_argument("--fail-file", default="")
     p.add_argument("--version", type=int, default=1)
     ARGS = p.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
+        # accept the runtime's keepalive pings on idle streams
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_ping_strikes", 0)])
     handlers = {
         "Describe": grpc.unary_unary_rpc_method_handler(describe),
         "Invoke": grpc.stream_stream_rpc_method_handler(invoke),
