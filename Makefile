@@ -54,8 +54,14 @@ EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
 TESTFN_SRCS := $(wildcard test/fn/*.c)
 TESTFN_BINS := $(patsubst test/fn/%.c,$(B)/test/fn/%,$(TESTFN_SRCS))
 
+# Embedded modules (runtime/embedded.h): examples/X/functions/*.c hold an
+# example's handlers; they link into its function server and, with
+# functions/module.c, into build/examples/X/libX.so.
+GREETER_FN_O := $(B)/obj/examples/greeter/functions/greeter_functions.o
+MODULES     := $(B)/examples/greeter/libgreeter.so
+
 ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
-       $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(PY_GEN)
+       $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN)
 
 .PHONY: all deps run test unit integration clean install bench
 all: deps-check $(ALL)
@@ -110,8 +116,12 @@ $(B)/libruntime.a: $(RT_O)
 	@rm -f $@
 	ar rcs $@ $^
 
+# statemeshd carries the whole SDK and exports it to embedded modules, which
+# leave the SDK's symbols undefined (one copy of the SDK in the process).
+SDK_EXPORTS := -Wl,--export-dynamic-symbol='sm_*' -Wl,--export-dynamic-symbol='statemesh__v1__*'
 $(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(B)/obj/runtime/main.o $(B)/libruntime.a \
+	  -Wl,--whole-archive $(B)/libstatemesh.a -Wl,--no-whole-archive $(SDK_EXPORTS) $(LIBS)
 
 $(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -119,6 +129,14 @@ $(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/libstatemesh.a
 $(B)/examples/%: $(B)/obj/examples/%.o $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/examples/greeter/greeter: $(B)/obj/examples/greeter/greeter.o $(GREETER_FN_O) $(B)/libstatemesh.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/examples/greeter/libgreeter.so: $(B)/obj/examples/greeter/functions/module.o $(GREETER_FN_O)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^
 
 $(B)/test/fn/%: $(B)/obj/test/fn/%.o $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)

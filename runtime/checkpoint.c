@@ -66,11 +66,31 @@ void ckpt_add_reply(struct ckpt *ck, uint64_t call_id, const char *typename,
 {
     struct ckpt_ack *a = new_ack(ck);
     a->call_id = call_id;
+    a->kind = CKPT_ACK_REPLY;
     a->typename = strdup(typename);
     a->data = malloc(len ? len : 1);
     if (!a->typename || !a->data) abort();
     if (len) memcpy(a->data, data, len);
     a->len = len;
+}
+
+void ckpt_add_raw(struct ckpt *ck, uint64_t call_id, uint8_t *data, size_t len)
+{
+    struct ckpt_ack *a = new_ack(ck);
+    a->call_id = call_id;
+    a->kind = CKPT_ACK_RAW;
+    a->data = data;
+    a->len = len;
+}
+
+void ckpt_add_error(struct ckpt *ck, uint64_t call_id, int code, const char *msg)
+{
+    struct ckpt_ack *a = new_ack(ck);
+    a->call_id = call_id;
+    a->kind = CKPT_ACK_ERROR;
+    a->code = code;
+    a->data = (uint8_t *)strdup(msg);
+    if (!a->data) abort();
 }
 
 void ckpt_commit(struct server *s)
@@ -99,7 +119,7 @@ void ckpt_commit(struct server *s)
     /* Durable now: release what waited for it. */
     for (size_t i = 0; i < ck->nacks; i++) {
         struct ckpt_ack *a = &ck->acks[i];
-        ingress_complete(s->ingress, a->call_id, a->typename, a->data, a->len);
+        ingress_complete(s->ingress, a);
     }
     free_acks(ck);
     while ((mb = mbox_list_pop(&ck->parked)) != NULL) disp_unpark(s, mb);

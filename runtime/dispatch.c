@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "address.h"
+#include "deadletter.h"
 #include "endpoint.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
@@ -97,17 +98,25 @@ void disp_recover(struct server *s, struct endpoint *ep, const char *type, const
     enqueue(s, ep, type, id, m);
 }
 
-/* Puts the batch back and schedules a retry with exponential backoff. */
+/* Puts the batch back and schedules a retry with the endpoint's backoff;
+ * after retry.max_attempts failures its messages go to dead letters. */
 static void retry_later(struct server *s, struct mbox *mb, const char *why)
 {
-    int64_t delay = RETRY_INITIAL_MS;
+    const struct cfg_retry *rp = &mb->ep->cfg->retry;
+    double d = rp->initial_backoff_ms > 0 ? rp->initial_backoff_ms : RETRY_INITIAL_MS;
+    double max = rp->max_backoff_ms > 0 ? rp->max_backoff_ms : RETRY_MAX_MS;
+    int64_t delay;
     char q[600];
 
-    mbox_return_batch(mb);
     mb->attempts++;
-    for (uint32_t i = 1; i < mb->attempts && delay < RETRY_MAX_MS; i++) delay *= 2;
-    if (delay > RETRY_MAX_MS) delay = RETRY_MAX_MS;
     s->stats.batches_failed++;
+    if (rp->max_attempts > 0 && mb->attempts >= (uint32_t)rp->max_attempts) {
+        dl_bury(s, mb, why);
+        return;
+    }
+    mbox_return_batch(mb);
+    for (uint32_t i = 1; i < mb->attempts && d < max; i++) d *= rp->multiplier > 1.0 ? rp->multiplier : 2.0;
+    delay = (int64_t)(d < max ? d : max);
     LOG_WARN(&s->log, "batch.retry", "type=%s id=%s attempt=%u retry_in_ms=%lld reason=%s",
              mb->type, log_quote(q, 120, mb->id), mb->attempts, (long long)delay,
              log_quote(q + 120, sizeof q - 120, why));

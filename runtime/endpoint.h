@@ -8,7 +8,15 @@
  *    +----- failure ----+------ stream closed ---+   (backoff 100 ms .. 2 s)
  *
  * Describe tells which function types the server serves and their declared
- * state; only declared state is sent. Batches are coalesced: while a stream
+ * state; only declared state is sent. An endpoint keeps cfg->streams Invoke
+ * streams open (remote mode: 4 by default, on a round_robin channel, so they
+ * spread over the backends; gRPC balances calls, not messages). Batches go to
+ * the open streams in turn. When one stream closes, its in-flight batches go
+ * back to their addresses and are sent again on the others, and the endpoint
+ * re-Describes (a new version of a backend is picked up) and reopens it after
+ * a backoff; the endpoint is DOWN only when no stream is open. In remote
+ * mode a stream older than EP_STREAM_MAX_AGE_MS is drained and reopened, one
+ * at a time, so backends that appeared since (DNS) get their share. Batches are coalesced: while a stream
  * message is being sent, newly built batches accumulate in the next frame
  * (ToFunction.batches is a repeated field, so a frame is the concatenation of
  * encoded batches). Each in-flight batch occupies a slot (<= max_in_flight);
@@ -16,6 +24,15 @@
  * When the stream fails, every in-flight batch goes back to its address to
  * be sent again: invocations are at-least-once, effects exactly-once.
  * A batch not answered within the invocation timeout counts as failed.
+ *
+ * Embedded mode (cfg mode = embedded, runtime/embedded.h): no channel, no
+ * stream. ep_start loads the library and takes its Describe answer
+ * (DOWN -> UP at once; a load failure fails ep_start and the runtime refuses
+ * to start); ep_flush hands the frame to the module, which answers every
+ * batch synchronously through the same per-batch path as on_message, so
+ * dispatch sees no difference. Answers made during ep_flush land after this
+ * loop iteration's checkpoint step, so the endpoint arms `kick` (due now) to
+ * keep the loop from sleeping before it commits them.
  */
 #ifndef SM_ENDPOINT_H
 #define SM_ENDPOINT_H
@@ -24,13 +41,14 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "embedded.h"
 #include "statemesh/v1/types.pb-c.h"
 #include "mailbox.h"
 #include "rpc.h"
 #include "timer.h"
 
-#define EP_INVOCATION_TIMEOUT_MS 30000
 #define EP_MAX_FRAME_BYTES (4u << 20)
+#define EP_STREAM_MAX_AGE_MS 30000
 
 struct ftype {
     char *name;
@@ -45,7 +63,23 @@ enum ep_state { EP_DOWN, EP_DESCRIBING, EP_UP };
 struct ep_slot {
     struct mbox *mb;           /* NULL: free */
     uint32_t gen;
+    int stream;                /* index of the stream it was sent on */
     int64_t deadline_ms;
+};
+
+struct endpoint;
+
+/* One Invoke stream of a sidecar/remote endpoint. */
+struct ep_stream {
+    struct endpoint *ep;
+    int index;
+    struct rpc_stream *rs;     /* NULL: closed */
+    uint8_t *frame;            /* encoded batches waiting to be sent on it */
+    size_t frame_len, frame_cap;
+    uint32_t inflight;         /* batches sent on it, not answered */
+    int64_t opened_ms;
+    int poisoned;              /* we reset it over garbage */
+    int draining;              /* rotating: no new batches, closed when empty */
 };
 
 struct server;
@@ -56,7 +90,10 @@ struct endpoint {
     int index;
     enum ep_state state;
     struct rpc_channel *ch;
-    struct rpc_stream *stream;
+    struct ep_stream *streams; /* cfg->streams of them */
+    int nstreams, nopen;
+    int next_stream;           /* round robin over open streams */
+    int cur_stream;            /* where the batch being built goes */
     int describe_pending;
     struct ftype *types;       /* served types, from Describe */
     size_t ntypes;
@@ -66,16 +103,20 @@ struct endpoint {
     uint32_t *free_slots;
     uint32_t nfree;
     uint32_t inflight;
-    uint8_t *frame;            /* encoded batches waiting to be sent */
+    uint8_t *frame;            /* embedded: encoded batches waiting to be run */
     size_t frame_len, frame_cap;
     struct timer reconnect, sweep;
     int64_t backoff_ms;
     unsigned failures;         /* consecutive connect failures, for log pacing */
-    int poisoned;              /* we reset the stream over garbage */
+    /* embedded mode only */
+    struct emb_module *module; /* the loaded library */
+    struct timer kick;         /* due now after in-process answers */
+    char error[600];           /* why ep_start failed, for the start-up message */
 };
 
 int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cfg, int index);
-int ep_start(struct endpoint *ep);               /* begins connecting; -1 bad target */
+int ep_start(struct endpoint *ep);               /* begins connecting; -1 bad target
+                                                    (embedded: load failed, see ep->error) */
 void ep_stop(struct endpoint *ep);               /* cancels stream and timers */
 int ep_closed(const struct endpoint *ep);        /* no rpc in progress */
 void ep_cleanup(struct endpoint *ep);

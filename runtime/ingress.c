@@ -7,6 +7,7 @@
 
 #include "address.h"
 #include "statemesh/v1/admin.pb-c.h"
+#include "deadletter.h"
 #include "dispatch.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "statemesh/v1/ingress.pb-c.h"
@@ -96,24 +97,43 @@ static void on_cancel(void *arg, struct rpc_call *call)
     free(pending_take(pc->in, pc->id));
 }
 
-void ingress_complete(struct ingress *in, uint64_t call_id, const char *typename,
-                      const uint8_t *data, size_t len)
+void ingress_complete(struct ingress *in, const struct ckpt_ack *a)
 {
-    struct pcall *pc = pending_take(in, call_id);
+    struct pcall *pc = pending_take(in, a->call_id);
     if (!pc) return;                      /* the client went away */
-    if (typename) {
+    switch (a->kind) {
+    case CKPT_ACK_REPLY: {
         Statemesh__V1__CallResponse r = STATEMESH__V1__CALL_RESPONSE__INIT;
         Statemesh__V1__TypedValue v = STATEMESH__V1__TYPED_VALUE__INIT;
-        v.typename_ = (char *)typename;
-        v.value.data = (uint8_t *)data;
-        v.value.len = len;
+        v.typename_ = a->typename;
+        v.value.data = a->data;
+        v.value.len = a->len;
         r.reply = &v;
         rpc_call_reply(pc->call, &r.base);
-    } else {
+        break;
+    }
+    case CKPT_ACK_RAW: {
+        uint8_t *copy = malloc(a->len ? a->len : 1);
+        if (!copy) abort();
+        if (a->len) memcpy(copy, a->data, a->len);
+        rpc_call_reply_raw(pc->call, copy, a->len);
+        break;
+    }
+    case CKPT_ACK_ERROR:
+        rpc_call_error(pc->call, a->code, "%s", (const char *)a->data);
+        break;
+    default: {
         Statemesh__V1__SendResponse r = STATEMESH__V1__SEND_RESPONSE__INIT;
         rpc_call_reply(pc->call, &r.base);
+        break;
+    }
     }
     free(pc);
+}
+
+uint64_t ingress_hold(struct ingress *in, struct rpc_call *call)
+{
+    return pending_add(in, call)->id;
 }
 
 size_t ingress_pending(const struct ingress *in) { return in->live; }
@@ -781,6 +801,8 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("idempotency_expired", st->idempotency_expired);
     ROW("states_expired", st->states_expired);
     ROW("send_streams", st->send_streams);
+    ROW("dead_letters", st->dead_letters);
+    ROW("dead_lettered", st->dead_lettered);
 #undef ROW
     for (size_t i = 0; i < n; i++) {
         statemesh__v1__stat__init(&stats[i]);
@@ -830,6 +852,9 @@ int ingress_create(struct ingress **out, struct server *s)
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/GetState", on_get_state, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/Stats", on_stats, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/grpc.health.v1.Health/Check", on_health, in) != 0 ||
+        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/ListDeadLetters", dl_on_list, s) != 0 ||
+        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/ReplayDeadLetters", dl_on_replay, s) != 0 ||
+        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/DropDeadLetters", dl_on_drop, s) != 0 ||
         rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/SendStream", on_send_stream, in) != 0 ||
         rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/Subscribe", egress_subscribe, s) != 0) {
         ingress_destroy(&in);

@@ -30,6 +30,7 @@
 #include <grpc/grpc.h>
 
 #include "address.h"
+#include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
@@ -310,7 +311,7 @@ int main(int argc, char **argv)
     if (!s.endpoints) goto out;
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_init(&s.endpoints[i], &s, &s.cfg.endpoints[i], (int)i) != 0) goto out;
-    if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0) {
+    if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0 || dl_open(&s) != 0) {
         fprintf(stderr, "statemeshd: recovery failed: cannot read the store\n");
         goto out;
     }
@@ -322,7 +323,11 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_start(&s.endpoints[i]) != 0) {
-            fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
+            if (s.cfg.endpoints[i].mode == CFG_MODE_EMBEDDED)       /* embedded: why it failed */
+                fprintf(stderr, "statemeshd: endpoints[%zu]: %s; not starting\n", i,
+                        s.endpoints[i].error);
+            else
+                fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
             goto out;
         }
     if (s.n_endpoints == 0)

@@ -143,6 +143,8 @@ void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
 int64_t rpc_call_deadline_ms(const struct rpc_call *call);
 /* Answers OK with `resp`; the handle is invalid afterwards. */
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp);
+/* Answers OK with an already encoded response (malloc'd; ownership moves). */
+void rpc_call_reply_raw(struct rpc_call *call, uint8_t *data, size_t len);
 /* Answers with a status; the handle is invalid afterwards. */
 void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -152,8 +154,15 @@ void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
 struct rpc_channel;
 struct rpc_stream;
 
+struct rpc_channel_options {
+    int round_robin;           /* balance calls over every resolved address */
+    int keepalive_ms;          /* HTTP/2 ping interval, 0 = off */
+};
+
+/* opt may be NULL (pick_first, no keepalive). */
 int rpc_channel_create(struct rpc_channel **out /* OUT, owned */, struct rpc_loop *loop,
-                       const char *target) __attribute__((warn_unused_result));
+                       const char *target, const struct rpc_channel_options *opt)
+    __attribute__((warn_unused_result));
 /* Only once every stream and unary call on it has completed. */
 void rpc_channel_destroy(struct rpc_channel **chp);
 

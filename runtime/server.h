@@ -51,6 +51,8 @@ struct stats {
     int64_t idempotency_expired;
     int64_t states_expired;        /* purged by the TTL sweep */
     int64_t send_streams;          /* current */
+    int64_t dead_letters;          /* current: stored */
+    int64_t dead_lettered;         /* messages moved to dead letters */
 };
 
 struct server {

@@ -195,6 +195,15 @@ static void key_idem(struct key *k, const char *ikey)
     key_add(k, ikey, nl);
 }
 
+static void key_deadletter(struct key *k, uint64_t id)
+{
+    uint8_t be[8];
+    put_u64be(be, id);
+    key_init(k, 9);
+    key_add(k, "L", 1);
+    key_add(k, be, 8);
+}
+
 static void key_meta(struct key *k, const char *name)
 {
     size_t nl = strlen(name);
@@ -340,6 +349,20 @@ void store_batch_put_idem(struct store_batch *b, const char *ikey, const void *v
     struct key k;
     key_idem(&k, ikey);
     batch_put(b, &k, val, len);
+}
+
+void store_batch_put_deadletter(struct store_batch *b, uint64_t id, const void *val, size_t len)
+{
+    struct key k;
+    key_deadletter(&k, id);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_delete_deadletter(struct store_batch *b, uint64_t id)
+{
+    struct key k;
+    key_deadletter(&k, id);
+    batch_delete(b, &k);
 }
 
 void store_batch_delete_raw(struct store_batch *b, const void *key, size_t klen)
@@ -551,6 +574,31 @@ int store_scan_delayed(struct store *s, store_delayed_fn fn, void *arg)
                (const uint8_t *)v, vlen) != 0)
             break;
     }
+    return iter_finish(s, it, rc);
+}
+
+int store_scan_deadletters(struct store *s, uint64_t after_id, store_deadletter_fn fn, void *arg)
+{
+    struct key start;
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    int rc = 0;
+
+    key_deadletter(&start, after_id == UINT64_MAX ? after_id : after_id + 1);
+    for (leveldb_iter_seek(it, start.p, start.len); leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        if (klen == 0 || k[0] != 'L') break;
+        if (klen != 9) {
+            log_failure(s, "store.corrupt_key", "malformed key in the L range");
+            rc = -EIO;
+            break;
+        }
+        v = leveldb_iter_value(it, &vlen);
+        if (fn(arg, get_u64be((const uint8_t *)k + 1), (const uint8_t *)v, vlen) != 0) break;
+    }
+    key_free(&start);
     return iter_finish(s, it, rc);
 }
 

@@ -9,6 +9,7 @@
  *   'D' due_ms:u64be seq:u64be               -> StoredDelayed (wall-clock due time)
  *   'E' egress '\0' offset:u64be             -> StoredEgress
  *   'I' idempotency key                      -> StoredIdempotency
+ *   'L' id:u64be                             -> StoredDeadLetter
  *   'X' name                                 -> metadata
  *
  * DESIGN §7 also names a 'T' (sender, token) -> D index; it is not stored:
@@ -85,6 +86,8 @@ void store_batch_put_egress(struct store_batch *b, const char *egress, uint64_t 
                             const void *val, size_t len);
 void store_batch_delete_egress(struct store_batch *b, const char *egress, uint64_t offset);
 void store_batch_put_idem(struct store_batch *b, const char *key, const void *val, size_t len);
+void store_batch_put_deadletter(struct store_batch *b, uint64_t id, const void *val, size_t len);
+void store_batch_delete_deadletter(struct store_batch *b, uint64_t id);
 /* Deletes a key returned by store_sweep(). */
 void store_batch_delete_raw(struct store_batch *b, const void *key, size_t klen);
 
@@ -132,6 +135,11 @@ int store_scan_egress(struct store *s, const char *egress, uint64_t from_offset,
  * records, -EIO. */
 int store_egress_bounds(struct store *s, const char *egress, uint64_t *first /* OUT */,
                         uint64_t *last /* OUT */) __attribute__((warn_unused_result));
+
+/* Dead letters with id > after_id in id order; fn returns non-zero to stop. */
+typedef int (*store_deadletter_fn)(void *arg, uint64_t id, const uint8_t *val, size_t len);
+int store_scan_deadletters(struct store *s, uint64_t after_id, store_deadletter_fn fn, void *arg)
+    __attribute__((warn_unused_result));
 
 int store_get_idem(struct store *s, const char *key, uint8_t **val /* OUT */,
                    size_t *len /* OUT */) __attribute__((warn_unused_result));

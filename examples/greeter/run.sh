@@ -3,6 +3,10 @@
 # statemeshd in the foreground. Ctrl-C (or SIGTERM to this script) stops both.
 # Used by `make run`; run from the repository root (or anywhere: paths are
 # resolved from this script's location).
+#
+# MODE=embedded (make run EXAMPLE=greeter MODE=embedded): no function server;
+# statemeshd loads build/examples/greeter/libgreeter.so in-process
+# (embedded.conf).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,6 +14,27 @@ root="$(cd "$here/../.." && pwd)"
 sock="/tmp/statemesh-greeter.sock"
 greeter="$root/build/examples/greeter/greeter"
 runtime="$root/build/statemeshd"
+mode="${MODE:-sidecar}"
+
+case "$mode" in
+  sidecar) ;;
+  embedded)
+    lib="$root/build/examples/greeter/libgreeter.so"
+    for f in "$runtime" "$lib"; do
+      if [ ! -e "$f" ]; then
+        echo "run.sh: $f is missing; build it first with 'make'" >&2
+        exit 1
+      fi
+    done
+    echo "greeter: example/user and example/greeter run inside statemeshd ($lib)"
+    echo "try: build/statemesh call example/user alice hi      (Ctrl-C stops it)"
+    exec "$runtime" -c "$here/embedded.conf"
+    ;;
+  *)
+    echo "run.sh: MODE must be sidecar or embedded, not '$mode'" >&2
+    exit 2
+    ;;
+esac
 
 for bin in "$greeter" "$runtime"; do
   if [ ! -x "$bin" ]; then

@@ -14,7 +14,7 @@ import time
 import grpc
 import pytest
 
-from harness import (endpoint, int64, json_value, scaled, string, wait_until)
+from harness import (endpoint, int64, json_value, scaled, string, timeout_scale, wait_until)
 from statemesh.v1 import ingress_pb2, types_pb2
 
 EGRESS = 'egresses = ( { name = "events"; }, { name = "small"; retention_records = 5; } );'
@@ -454,4 +454,55 @@ def test_send_stream_of_a_million_messages_keeps_memory_bounded(sandbox):
     assert sum(c.int_state("test/counter", i) for i in ids) == n
     # 1M queued messages would be ~100+ MB; bounded flow keeps the runtime far below.
     print("send_stream 1M: runtime RSS peak %.1f MB" % peak[0])
-    assert peak[0] < 150, "runtime RSS peaked at %.0f MB" % peak[0]
+    # ASan's quarantine alone holds up to 256 MB of freed memory.
+    limit = 150 if timeout_scale() == 1 else 600
+    assert peak[0] < limit, "runtime RSS peaked at %.0f MB" % peak[0]
+
+
+# ---- retries and dead letters ---------------------------------------------------------
+
+from statemesh.v1 import admin_pb2  # noqa: E402
+
+
+def test_failing_batches_go_to_dead_letters_and_replay_once_fixed(sandbox):
+    fail = sandbox.path("fail-now")
+    fail.write_text("x")
+    fn = sandbox.python_server("msg_fn.py", ["--fail-file", fail], name="msgfn", listen_flag="--listen")
+    rt = sandbox.runtime([endpoint("msg/*", fn, max_batch=1,
+                                   retry={"initial_backoff_ms": 20, "max_attempts": 3})],
+                         extra_config=EGRESS)
+    c = rt.client()
+    for i in range(3):
+        send(c, "msg/flaky", "a", string("m%d" % i))
+    with pytest.raises(grpc.RpcError) as e:
+        call(c, "msg/flaky", "b", string("c"))
+    assert e.value.code() == grpc.StatusCode.ABORTED
+    assert "dead letters" in e.value.details() and "flaky is failing" in e.value.details()
+    wait_until(lambda: c.stats()["dead_letters"] == 4, timeout=20, message="not dead-lettered")
+    assert c.stats()["queued_messages"] == 0
+    assert rt.log_lines("event=batch.dead_lettered")
+    lst = c.admin.ListDeadLetters(admin_pb2.ListDeadLettersRequest(type="msg/flaky"), timeout=10)
+    assert lst.total == 4 and len(lst.dead_letters) == 4
+    ids = [d.id for d in lst.dead_letters]
+    assert ids == sorted(ids)
+    assert [d.argument.value for d in lst.dead_letters if d.target.id == "a"] == [b"m0", b"m1", b"m2"]
+    assert all(d.attempts == 3 and "flaky is failing" in d.error for d in lst.dead_letters)
+    page = c.admin.ListDeadLetters(admin_pb2.ListDeadLettersRequest(after_id=ids[1], limit=1), timeout=10)
+    assert [d.id for d in page.dead_letters] == [ids[2]]
+    # survives a restart
+    rt.kill9()
+    rt.start()
+    assert c.stats()["dead_letters"] == 4
+    fail.unlink()                               # "fixed"
+    the_call = [d.id for d in lst.dead_letters if d.target.id == "b"]
+    drop = c.admin.DropDeadLetters(admin_pb2.DeadLetterSelector(ids=the_call), timeout=10)
+    assert drop.count == 1
+    rep = c.admin.ReplayDeadLetters(admin_pb2.DeadLetterSelector(all=True, type="msg/flaky"), timeout=10)
+    assert rep.count == 3
+    c.wait_drained()
+    assert c.int_state("msg/flaky", "a") == 3
+    assert c.int_state("msg/flaky", "b") == 0
+    assert c.stats()["dead_letters"] == 0
+    with pytest.raises(grpc.RpcError) as e:
+        c.admin.ReplayDeadLetters(admin_pb2.DeadLetterSelector(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
