@@ -16,7 +16,9 @@
  * re-Describes (a new version of a backend is picked up) and reopens it after
  * a backoff; the endpoint is DOWN only when no stream is open. In remote
  * mode a stream older than EP_STREAM_MAX_AGE_MS is drained and reopened, one
- * at a time, so backends that appeared since (DNS) get their share. Batches are coalesced: while a stream
+ * at a time, so backends that appeared since (DNS) get their share; the
+ * first rotation comes early (EP_STREAM_FIRST_AGE_MS), because streams opened
+ * while the balancer had connected to only some backends all land there. Batches are coalesced: while a stream
  * message is being sent, newly built batches accumulate in the next frame
  * (ToFunction.batches is a repeated field, so a frame is the concatenation of
  * encoded batches). Each in-flight batch occupies a slot (<= max_in_flight);
@@ -49,6 +51,7 @@
 
 #define EP_MAX_FRAME_BYTES (4u << 20)
 #define EP_STREAM_MAX_AGE_MS 30000
+#define EP_STREAM_FIRST_AGE_MS 2000   /* first rotation: after the balancer connected */
 
 struct ftype {
     char *name;
@@ -80,6 +83,7 @@ struct ep_stream {
     int64_t opened_ms;
     int poisoned;              /* we reset it over garbage */
     int draining;              /* rotating: no new batches, closed when empty */
+    unsigned rotations;        /* times it was rotated */
 };
 
 struct server;
