@@ -509,11 +509,13 @@ static void rotate(struct endpoint *ep, int64_t now)
     if (ep->nstreams < 2 || ep->nopen < ep->nstreams) return;
     for (int i = 0; i < ep->nstreams; i++) {
         struct ep_stream *st = &ep->streams[i];
+        int64_t age = st->rotations ? EP_STREAM_MAX_AGE_MS : EP_STREAM_FIRST_AGE_MS;
         if (st->draining) return;
-        if (!due || st->opened_ms < due->opened_ms) due = st;
+        if (now - st->opened_ms >= age && (!due || st->opened_ms < due->opened_ms)) due = st;
     }
-    if (!due || now - due->opened_ms < EP_STREAM_MAX_AGE_MS) return;
+    if (!due) return;
     due->draining = 1;
+    due->rotations++;
     LOG_DEBUG(&ep->srv->log, "endpoint.stream_rotate", "target=%s stream=%d inflight=%u",
               ep->cfg->target, due->index, due->inflight);
     if (due->inflight == 0) rpc_stream_cancel(due->rs);
