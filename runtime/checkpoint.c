@@ -34,7 +34,8 @@ void ckpt_cleanup(struct ckpt *ck)
 
 int ckpt_dirty(const struct ckpt *ck)
 {
-    return store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL;
+    return store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL ||
+           ck->forced;
 }
 
 void ckpt_touch(struct ckpt *ck, int64_t now_ms)
@@ -65,11 +66,31 @@ void ckpt_add_reply(struct ckpt *ck, uint64_t call_id, const char *typename,
 {
     struct ckpt_ack *a = new_ack(ck);
     a->call_id = call_id;
+    a->kind = CKPT_ACK_REPLY;
     a->typename = strdup(typename);
     a->data = malloc(len ? len : 1);
     if (!a->typename || !a->data) abort();
     if (len) memcpy(a->data, data, len);
     a->len = len;
+}
+
+void ckpt_add_raw(struct ckpt *ck, uint64_t call_id, uint8_t *data, size_t len)
+{
+    struct ckpt_ack *a = new_ack(ck);
+    a->call_id = call_id;
+    a->kind = CKPT_ACK_RAW;
+    a->data = data;
+    a->len = len;
+}
+
+void ckpt_add_error(struct ckpt *ck, uint64_t call_id, int code, const char *msg)
+{
+    struct ckpt_ack *a = new_ack(ck);
+    a->call_id = call_id;
+    a->kind = CKPT_ACK_ERROR;
+    a->code = code;
+    a->data = (uint8_t *)strdup(msg);
+    if (!a->data) abort();
 }
 
 void ckpt_commit(struct server *s)
@@ -79,6 +100,8 @@ void ckpt_commit(struct server *s)
     size_t ops = store_batch_count(ck->batch);
 
     if (!ckpt_dirty(ck)) return;
+    egress_before_commit(s);
+    ops = store_batch_count(ck->batch);
     if (ops > 0) {
         if (store_write(s->store, ck->batch, s->cfg.checkpoint_sync) != 0) {
             LOG_ERROR(&s->log, "checkpoint.failed",
@@ -92,11 +115,15 @@ void ckpt_commit(struct server *s)
     }
     ck->generation++;
     ck->opened_ms = 0;
+    ck->forced = 0;
     /* Durable now: release what waited for it. */
     for (size_t i = 0; i < ck->nacks; i++) {
         struct ckpt_ack *a = &ck->acks[i];
-        ingress_complete(s->ingress, a->call_id, a->typename, a->data, a->len);
+        ingress_complete(s->ingress, a);
     }
     free_acks(ck);
     while ((mb = mbox_list_pop(&ck->parked)) != NULL) disp_unpark(s, mb);
+    egress_after_commit(s);
+    idem_after_commit(s);
+    if (s->ingress) ingress_after_commit(s->ingress);
 }

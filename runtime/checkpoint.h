@@ -23,10 +23,19 @@
 #include "mailbox.h"
 #include "store.h"
 
+enum ckpt_ack_kind {
+    CKPT_ACK_OK,               /* Send: empty OK */
+    CKPT_ACK_REPLY,            /* Call: typename + data */
+    CKPT_ACK_RAW,              /* data = an encoded response message */
+    CKPT_ACK_ERROR             /* code + data = message (NUL-terminated) */
+};
+
 struct ckpt_ack {
     uint64_t call_id;
-    char *typename;            /* reply value, owned; NULL = plain OK (Send) */
-    uint8_t *data;
+    enum ckpt_ack_kind kind;
+    int code;
+    char *typename;            /* owned */
+    uint8_t *data;             /* owned */
     size_t len;
 };
 
@@ -37,6 +46,7 @@ struct ckpt {
     struct mbox_list parked;
     uint64_t generation;       /* checkpoints committed */
     int64_t opened_ms;         /* when the first change entered the open group */
+    int forced;                /* commit even if nothing was written (stream acks) */
 };
 
 void ckpt_init(struct ckpt *ck);
@@ -46,6 +56,8 @@ int ckpt_dirty(const struct ckpt *ck);
 void ckpt_add_ack(struct ckpt *ck, uint64_t call_id);
 void ckpt_add_reply(struct ckpt *ck, uint64_t call_id, const char *typename,
                     const uint8_t *data, size_t len);
+void ckpt_add_raw(struct ckpt *ck, uint64_t call_id, uint8_t *data /* owned */, size_t len);
+void ckpt_add_error(struct ckpt *ck, uint64_t call_id, int code, const char *msg);
 void ckpt_touch(struct ckpt *ck, int64_t now_ms);
 
 struct server;

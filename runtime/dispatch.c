@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "address.h"
+#include "deadletter.h"
 #include "endpoint.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
@@ -57,6 +58,7 @@ static void enqueue(struct server *s, struct endpoint *ep, const char *type, con
     struct mbox *mb = mbox_get(&s->mboxes, type, id, ep);
     mbox_push(mb, m);
     s->stats.queued_messages++;
+    s->stats.queued_bytes += (int64_t)msg_footprint(m);
     if (mb->state == MBOX_IDLE) make_ready(mb);
 }
 
@@ -79,6 +81,7 @@ void disp_accept(struct server *s, struct endpoint *ep, const char *type, const 
     arg.value.data = (uint8_t *)m->data;
     arg.value.len = m->len;
     sm.argument = &arg;
+    if (m->reply_key) sm.reply_key = (char *)m->reply_key;
     n = statemesh__v1__stored_message__get_packed_size(&sm);
     if (n > sizeof stack && !(buf = malloc(n))) abort();
     statemesh__v1__stored_message__pack(&sm, buf);
@@ -95,17 +98,25 @@ void disp_recover(struct server *s, struct endpoint *ep, const char *type, const
     enqueue(s, ep, type, id, m);
 }
 
-/* Puts the batch back and schedules a retry with exponential backoff. */
+/* Puts the batch back and schedules a retry with the endpoint's backoff;
+ * after retry.max_attempts failures its messages go to dead letters. */
 static void retry_later(struct server *s, struct mbox *mb, const char *why)
 {
-    int64_t delay = RETRY_INITIAL_MS;
+    const struct cfg_retry *rp = &mb->ep->cfg->retry;
+    double d = rp->initial_backoff_ms > 0 ? rp->initial_backoff_ms : RETRY_INITIAL_MS;
+    double max = rp->max_backoff_ms > 0 ? rp->max_backoff_ms : RETRY_MAX_MS;
+    int64_t delay;
     char q[600];
 
-    mbox_return_batch(mb);
     mb->attempts++;
-    for (uint32_t i = 1; i < mb->attempts && delay < RETRY_MAX_MS; i++) delay *= 2;
-    if (delay > RETRY_MAX_MS) delay = RETRY_MAX_MS;
     s->stats.batches_failed++;
+    if (rp->max_attempts > 0 && mb->attempts >= (uint32_t)rp->max_attempts) {
+        dl_bury(s, mb, why);
+        return;
+    }
+    mbox_return_batch(mb);
+    for (uint32_t i = 1; i < mb->attempts && d < max; i++) d *= rp->multiplier > 1.0 ? rp->multiplier : 2.0;
+    delay = (int64_t)(d < max ? d : max);
     LOG_WARN(&s->log, "batch.retry", "type=%s id=%s attempt=%u retry_in_ms=%lld reason=%s",
              mb->type, log_quote(q, 120, mb->id), mb->attempts, (long long)delay,
              log_quote(q + 120, sizeof q - 120, why));
@@ -166,6 +177,7 @@ static void build_free(struct batch_build *b)
 static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
                       struct batch_build *b, char *why, size_t whylen)
 {
+    int64_t now = timer_wall_ms();
     b->nstate = ft->nspecs;
     b->sv = calloc(ft->nspecs + 1, sizeof *b->sv);
     b->svp = calloc(ft->nspecs + 1, sizeof *b->svp);
@@ -189,6 +201,7 @@ static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
             snprintf(why, whylen, "stored state '%s' is corrupt", ft->spec_names[i]);
             return -1;
         }
+        if (b->stored[i]->expires_at_ms && b->stored[i]->expires_at_ms <= now) continue;
         b->sv[i].value = b->stored[i]->value;
     }
     return 0;
@@ -338,6 +351,70 @@ static const char *validate(struct server *s, struct endpoint *ep, const struct 
         }
         if (o->invocation_index >= mb->nbatch) return "outgoing message with invocation_index out of range";
     }
+    for (size_t i = 0; i < r->n_delayed_messages; i++) {
+        const Statemesh__V1__DelayedMessage *d = r->delayed_messages[i];
+        size_t tl;
+        int idx;
+        if (!d->target) return "delayed message without a target";
+        if ((e = addr_check_type(d->target->type, strlen(d->target->type))) ||
+            (e = addr_check_id(d->target->id, strlen(d->target->id)))) {
+            snprintf(why, whylen, "delayed message to an invalid address: %s", e);
+            return why;
+        }
+        idx = cfg_match_endpoint(&s->cfg, d->target->type);
+        if (idx < 0 || ep_rejects_type(&s->endpoints[idx], d->target->type)) {
+            snprintf(why, whylen, "delayed message to function type %.256s, which no endpoint serves",
+                     d->target->type);
+            return why;
+        }
+        if (!d->argument || !d->argument->typename_[0]) return "delayed message without a typed argument";
+        if (d->argument->value.len > max) {
+            snprintf(why, whylen, "delayed message of %zu bytes, over max_message_bytes %zu",
+                     d->argument->value.len, max);
+            return why;
+        }
+        if (d->delay_ms > (uint64_t)DELAYED_MAX_MS) {
+            snprintf(why, whylen, "delay of %llu ms is over the maximum of 365 days",
+                     (unsigned long long)d->delay_ms);
+            return why;
+        }
+        tl = strlen(d->cancellation_token);
+        if (tl > DELAYED_TOKEN_MAX) return "cancellation token longer than 256 bytes";
+        if (tl == 0) continue;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(r->delayed_messages[k]->cancellation_token, d->cancellation_token) == 0) {
+                snprintf(why, whylen, "cancellation token '%.256s' is used twice in one result",
+                         d->cancellation_token);
+                return why;
+            }
+        if (delayed_pending(s, mb->type, mb->id, d->cancellation_token)) {
+            int cancelled = 0;
+            for (size_t k = 0; k < r->n_cancellations && !cancelled; k++)
+                cancelled = strcmp(r->cancellations[k]->token, d->cancellation_token) == 0;
+            if (!cancelled) {
+                snprintf(why, whylen, "cancellation token '%.256s' is still pending for this "
+                         "address; cancel it first or use another token", d->cancellation_token);
+                return why;
+            }
+        }
+    }
+    for (size_t i = 0; i < r->n_cancellations; i++)
+        if (strlen(r->cancellations[i]->token) > DELAYED_TOKEN_MAX)
+            return "cancellation token longer than 256 bytes";
+    for (size_t i = 0; i < r->n_egress_records; i++) {
+        const Statemesh__V1__EgressRecord *g = r->egress_records[i];
+        if (cfg_find_egress(&s->cfg, g->egress) < 0) {
+            snprintf(why, whylen, "egress record for '%.128s', which is not a configured egress",
+                     g->egress);
+            return why;
+        }
+        if (!g->value || !g->value->typename_[0]) return "egress record without a typed value";
+        if (g->value->value.len > max) {
+            snprintf(why, whylen, "egress record of %zu bytes, over max_message_bytes %zu",
+                     g->value->value.len, max);
+            return why;
+        }
+    }
     for (size_t i = 0; i < r->n_replies; i++) {
         const Statemesh__V1__Reply *rp = r->replies[i];
         if (rp->invocation_index >= mb->nbatch) return "reply with invocation_index out of range";
@@ -348,10 +425,48 @@ static const char *validate(struct server *s, struct endpoint *ep, const struct 
     return NULL;
 }
 
-static void apply_result(struct server *s, struct mbox *mb, const Statemesh__V1__Result *r)
+static void put_state(struct store_batch *b, const struct mbox *mb, const char *name,
+                      Statemesh__V1__TypedValue *v, int64_t expires_at_ms)
+{
+    Statemesh__V1__StoredState st = STATEMESH__V1__STORED_STATE__INIT;
+    size_t len;
+    uint8_t *buf;
+    st.value = v;
+    st.expires_at_ms = expires_at_ms;
+    buf = rpc_pack(&st.base, &len);
+    store_batch_put_state(b, mb->type, mb->id, name, buf, len);
+    free(buf);
+}
+
+/* expire_after_invoke: every invocation extends the values it did not
+ * write. The address is in flight, so the store holds its latest state. */
+static void refresh_invoke_ttl(struct server *s, struct mbox *mb, const struct ftype *ft,
+                               const Statemesh__V1__Result *r, int64_t now)
+{
+    for (size_t k = 0; k < ft->nspecs; k++) {
+        Statemesh__V1__StoredState *st;
+        uint8_t *val;
+        size_t len, i;
+        if (!ft->spec_ttl_invoke[k]) continue;
+        for (i = 0; i < r->n_state_mutations; i++)
+            if (strcmp(r->state_mutations[i]->name, ft->spec_names[k]) == 0) break;
+        if (i < r->n_state_mutations) continue;
+        if (store_get_state(s->store, mb->type, mb->id, ft->spec_names[k], &val, &len) != 0) continue;
+        st = statemesh__v1__stored_state__unpack(NULL, len, val);
+        free(val);
+        if (st && st->value && (!st->expires_at_ms || st->expires_at_ms > now))
+            put_state(s->ckpt.batch, mb, ft->spec_names[k], st->value,
+                      now + (int64_t)ft->spec_ttl_invoke[k]);
+        if (st) statemesh__v1__stored_state__free_unpacked(st, NULL);
+    }
+}
+
+static void apply_result(struct server *s, struct mbox *mb, const struct ftype *ft,
+                         const Statemesh__V1__Result *r)
 {
     struct store_batch *b = s->ckpt.batch;
     struct msg **msgs = calloc(mb->nbatch, sizeof *msgs);
+    int64_t now = timer_wall_ms();
     struct msg *m;
     size_t i;
 
@@ -363,37 +478,50 @@ static void apply_result(struct server *s, struct mbox *mb, const Statemesh__V1_
         if (mu->kind == STATEMESH__V1__STATE_MUTATION__KIND__DELETE) {
             store_batch_delete_state(b, mb->type, mb->id, mu->name);
         } else {
-            Statemesh__V1__StoredState st = STATEMESH__V1__STORED_STATE__INIT;
-            size_t len;
-            uint8_t *buf;
-            st.value = mu->value;
-            buf = rpc_pack(&st.base, &len);
-            store_batch_put_state(b, mb->type, mb->id, mu->name, buf, len);
-            free(buf);
+            int k = spec_index(ft, mu->name);
+            uint64_t ttl = ft->spec_ttl_write[k] ? ft->spec_ttl_write[k] : ft->spec_ttl_invoke[k];
+            put_state(b, mb, mu->name, mu->value, ttl ? now + (int64_t)ttl : 0);
         }
     }
+    if (ft->has_invoke_ttl) refresh_invoke_ttl(s, mb, ft, r, now);
     for (i = 0; i < mb->nbatch; i++)
         store_batch_delete_message(b, mb->type, mb->id, msgs[i]->seq);
     for (i = 0; i < r->n_outgoing_messages; i++) {
         const Statemesh__V1__OutgoingMessage *o = r->outgoing_messages[i];
         int idx = cfg_match_endpoint(&s->cfg, o->target->type);
+        const struct msg *cause = msgs[o->invocation_index];
         struct msg *nm = msg_create(mb->type, mb->id, o->argument->typename_,
-                                    o->argument->value.data, o->argument->value.len);
-        nm->call_id = msgs[o->invocation_index]->call_id;
+                                    o->argument->value.data, o->argument->value.len,
+                                    cause->reply_key);
+        nm->call_id = cause->call_id;
         disp_accept(s, &s->endpoints[idx], o->target->type, o->target->id, nm);
         s->stats.messages_produced++;
     }
+    for (i = 0; i < r->n_cancellations; i++)
+        delayed_cancel(s, mb->type, mb->id, r->cancellations[i]->token);
+    for (i = 0; i < r->n_delayed_messages; i++) {
+        const Statemesh__V1__DelayedMessage *d = r->delayed_messages[i];
+        delayed_add(s, now + (int64_t)d->delay_ms, mb->type, mb->id, d->cancellation_token,
+                    d->target->type, d->target->id, d->argument);
+    }
+    for (i = 0; i < r->n_egress_records; i++)
+        egress_append(s, cfg_find_egress(&s->cfg, r->egress_records[i]->egress), mb->type, mb->id,
+                      r->egress_records[i]->value);
     for (i = 0; i < r->n_replies; i++) {
         const Statemesh__V1__Reply *rp = r->replies[i];
-        uint64_t call_id = msgs[rp->invocation_index]->call_id;
-        if (!call_id) continue;
-        ckpt_add_reply(&s->ckpt, call_id, rp->value->typename_, rp->value->value.data,
+        const struct msg *cause = msgs[rp->invocation_index];
+        if (cause->reply_key)
+            idem_reply(s, cause->reply_key, rp->value->typename_, rp->value->value.data,
+                       rp->value->value.len);
+        if (!cause->call_id) continue;
+        ckpt_add_reply(&s->ckpt, cause->call_id, rp->value->typename_, rp->value->value.data,
                        rp->value->value.len);
         s->stats.replies++;
     }
     free(msgs);
     s->stats.messages_delivered += mb->nbatch;
     s->stats.queued_messages -= mb->nbatch;
+    for (m = mb->batch; m; m = m->next) s->stats.queued_bytes -= (int64_t)msg_footprint(m);
     mbox_drop_batch(mb);
     mb->attempts = 0;
     mb->state = MBOX_PARKED;
@@ -410,14 +538,14 @@ static void handle_incomplete(struct server *s, struct endpoint *ep, struct ftyp
     for (size_t i = 0; i < inc->n_missing_states; i++) {
         const Statemesh__V1__StateSpec *sp = inc->missing_states[i];
         const char *e = addr_check_state_name(sp->name, strlen(sp->name));
-        if (e || !sp->typename_[0]) {
+        if (e || !sp->typename_[0] || (sp->expire_after_write_ms && sp->expire_after_invoke_ms)) {
             snprintf(why, sizeof why, "incomplete answer with an invalid state spec: %s",
-                     e ? e : "empty typename");
+                     e ? e : !sp->typename_[0] ? "empty typename" : "both TTLs set");
             retry_later(s, mb, why);
             return;
         }
         if (spec_index(ft, sp->name) < 0) {
-            ep_add_specs(ep, ft, sp->name, sp->typename_);
+            ep_add_specs(ep, ft, sp);
             LOG_INFO(&s->log, "state.registered", "type=%s name=%s typename=%s", ft->name,
                      sp->name, sp->typename_);
             added++;
@@ -453,7 +581,7 @@ void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
             retry_later(s, mb, msg);
             return;
         }
-        apply_result(s, mb, resp->result);
+        apply_result(s, mb, ft, resp->result);
         return;
     case STATEMESH__V1__BATCH_RESPONSE__OUTCOME_INCOMPLETE:
         if (!ft) {
@@ -469,5 +597,51 @@ void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
     default:
         retry_later(s, mb, "answer with neither result, incomplete nor failure");
         return;
+    }
+}
+
+/* ---- state TTL sweep ------------------------------------------------------ */
+
+#define TTL_SWEEP_KEYS 2000
+
+struct ttl_sweep {
+    struct server *s;
+    int64_t now;
+    size_t deleted;
+    char *buf;
+    size_t cap;
+};
+
+static int ttl_one(void *arg, const char *key, size_t klen, const uint8_t *val, size_t len)
+{
+    struct ttl_sweep *w = arg;
+    Statemesh__V1__StoredState *st = statemesh__v1__stored_state__unpack(NULL, len, val);
+    const char *type, *id;
+    int expired = st && st->expires_at_ms && st->expires_at_ms <= w->now;
+
+    if (st) statemesh__v1__stored_state__free_unpacked(st, NULL);
+    if (!expired) return 0;
+    if (klen + 1 > w->cap) {
+        char *b = realloc(w->buf, klen + 1);
+        if (!b) abort();
+        w->buf = b;
+        w->cap = klen + 1;
+    }
+    if (store_state_key_address(key, klen, w->buf, &type, &id) != 0) return 0;
+    /* An active address may have a newer value in the open checkpoint. */
+    if (mbox_find(&w->s->mboxes, type, id)) return 0;
+    store_batch_delete_raw(w->s->ckpt.batch, key, klen);
+    w->deleted++;
+    return 0;
+}
+
+void disp_sweep_expired(struct server *s)
+{
+    struct ttl_sweep w = {s, timer_wall_ms(), 0, NULL, 0};
+    int rc = store_sweep(s->store, 'S', &s->ttl_cursor, TTL_SWEEP_KEYS, ttl_one, &w);
+    free(w.buf);
+    if (rc == 0 && w.deleted) {
+        ckpt_touch(&s->ckpt, rpc_now_ms());
+        s->stats.states_expired += (int64_t)w.deleted;
     }
 }

@@ -38,6 +38,9 @@ void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
  * `failed` = count as a failed attempt (backoff) rather than a lost stream. */
 void disp_on_lost(struct server *s, struct mbox *mb, int failed, const char *why);
 
+/* State TTL: deletes a slice of expired state values of idle addresses. */
+void disp_sweep_expired(struct server *s);
+
 /* After a checkpoint: parked addresses become ready again or go away. */
 void disp_unpark(struct server *s, struct mbox *mb);
 

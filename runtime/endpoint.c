@@ -51,6 +51,8 @@ static void free_types(struct endpoint *ep)
         }
         free(ft->spec_names);
         free(ft->spec_types);
+        free(ft->spec_ttl_write);
+        free(ft->spec_ttl_invoke);
         free(ft->name);
     }
     free(ep->types);
@@ -83,18 +85,29 @@ int ep_rejects_type(struct endpoint *ep, const char *type)
     return ep->described && ep_find_type(ep, type) == NULL;
 }
 
-void ep_add_specs(struct endpoint *ep, struct ftype *ft, const char *name, const char *typename)
+void ep_add_specs(struct endpoint *ep, struct ftype *ft, const Statemesh__V1__StateSpec *spec)
 {
-    char **n = realloc(ft->spec_names, (ft->nspecs + 1) * sizeof *n);
-    char **t;
+    size_t n = ft->nspecs + 1;
+    char **names = realloc(ft->spec_names, n * sizeof *names);
+    char **types;
+    uint64_t *w, *v;
     (void)ep;
-    if (!n) abort();
-    ft->spec_names = n;
-    t = realloc(ft->spec_types, (ft->nspecs + 1) * sizeof *t);
-    if (!t) abort();
-    ft->spec_types = t;
-    ft->spec_names[ft->nspecs] = strdup(name);
-    ft->spec_types[ft->nspecs] = strdup(typename);
+    if (!names) abort();
+    ft->spec_names = names;
+    types = realloc(ft->spec_types, n * sizeof *types);
+    if (!types) abort();
+    ft->spec_types = types;
+    w = realloc(ft->spec_ttl_write, n * sizeof *w);
+    if (!w) abort();
+    ft->spec_ttl_write = w;
+    v = realloc(ft->spec_ttl_invoke, n * sizeof *v);
+    if (!v) abort();
+    ft->spec_ttl_invoke = v;
+    ft->spec_names[ft->nspecs] = strdup(spec->name);
+    ft->spec_types[ft->nspecs] = strdup(spec->typename_);
+    ft->spec_ttl_write[ft->nspecs] = spec->expire_after_write_ms;
+    ft->spec_ttl_invoke[ft->nspecs] = spec->expire_after_invoke_ms;
+    if (spec->expire_after_invoke_ms) ft->has_invoke_ttl = 1;
     ft->nspecs++;
 }
 
@@ -106,7 +119,7 @@ uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb)
     struct ep_slot *sl = &ep->slots[slot];
     sl->mb = mb;
     sl->gen++;
-    sl->deadline_ms = rpc_now_ms() + EP_INVOCATION_TIMEOUT_MS;
+    sl->deadline_ms = rpc_now_ms() + ep->cfg->invocation_timeout_ms;
     ep->inflight++;
     return ((uint64_t)sl->gen << 32) | slot;
 }
@@ -277,6 +290,12 @@ static const char *check_describe(struct endpoint *ep, const Statemesh__V1__Desc
                          e ? e : "empty typename");
                 return why;
             }
+            if (fs->states[k]->expire_after_write_ms && fs->states[k]->expire_after_invoke_ms) {
+                snprintf(why, whylen, "Describe: state %s of %s sets both expire_after_write_ms "
+                         "and expire_after_invoke_ms; at most one may be set",
+                         fs->states[k]->name, fs->type);
+                return why;
+            }
         }
     }
     (void)ep;
@@ -308,7 +327,7 @@ static void install_types(struct endpoint *ep, const Statemesh__V1__DescribeResp
         ft = &ep->types[ep->ntypes++];
         ft->name = strdup(fs->type);
         for (size_t k = 0; k < fs->n_states; k++)
-            ep_add_specs(ep, ft, fs->states[k]->name, fs->states[k]->typename_);
+            ep_add_specs(ep, ft, fs->states[k]);
         if (used + strlen(fs->type) + 2 < listlen)
             used += (size_t)snprintf(list + used, listlen - used, "%s%s", used ? "," : "",
                                      fs->type);
@@ -374,6 +393,13 @@ static void connect_now(void *arg)
     ep->describe_pending = 1;
 }
 
+/* Timeouts are noticed within a quarter of their length (at most 1 s late). */
+static int64_t sweep_interval(const struct endpoint *ep)
+{
+    int64_t q = ep->cfg->invocation_timeout_ms / 4;
+    return q < SWEEP_INTERVAL_MS ? (q > 10 ? q : 10) : SWEEP_INTERVAL_MS;
+}
+
 static void sweep(void *arg)
 {
     struct endpoint *ep = arg;
@@ -386,10 +412,11 @@ static void sweep(void *arg)
         struct mbox *mb = ep->slots[i].mb;
         if (!mb || ep->slots[i].deadline_ms > now) continue;
         release_slot(ep, i);
-        snprintf(why, sizeof why, "no answer within %d ms", EP_INVOCATION_TIMEOUT_MS);
+        snprintf(why, sizeof why, "no answer within %d ms (invocation_timeout_ms)",
+                 ep->cfg->invocation_timeout_ms);
         disp_on_lost(s, mb, 1, why);
     }
-    if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + SWEEP_INTERVAL_MS);
+    if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + sweep_interval(ep));
 }
 
 int ep_start(struct endpoint *ep)
@@ -400,7 +427,7 @@ int ep_start(struct endpoint *ep)
         LOG_ERROR(&s->log, "endpoint.bad_target", "target=%s", ep->cfg->target);
         return -1;
     }
-    timer_start(&s->timers, &ep->sweep, rpc_now_ms() + SWEEP_INTERVAL_MS);
+    timer_start(&s->timers, &ep->sweep, rpc_now_ms() + sweep_interval(ep));
     connect_now(ep);
     return 0;
 }

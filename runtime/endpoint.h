@@ -34,17 +34,19 @@
 
 #include "config.h"
 #include "embedded.h"
+#include "statemesh/v1/types.pb-c.h"
 #include "mailbox.h"
 #include "rpc.h"
 #include "timer.h"
 
-#define EP_INVOCATION_TIMEOUT_MS 30000
 #define EP_MAX_FRAME_BYTES (4u << 20)
 
 struct ftype {
     char *name;
     char **spec_names, **spec_types;
+    uint64_t *spec_ttl_write, *spec_ttl_invoke;   /* ms, 0 = never expires */
     size_t nspecs;
+    int has_invoke_ttl;        /* some spec expires after invoke */
 };
 
 enum ep_state { EP_DOWN, EP_DESCRIBING, EP_UP };
@@ -101,7 +103,7 @@ struct ftype *ep_find_type(struct endpoint *ep, const char *type);
 /* 1 if the endpoint is known not to serve `type`. */
 int ep_rejects_type(struct endpoint *ep, const char *type);
 /* Adds specs reported missing by an Incomplete answer. */
-void ep_add_specs(struct endpoint *ep, struct ftype *ft, const char *name, const char *typename);
+void ep_add_specs(struct endpoint *ep, struct ftype *ft, const Statemesh__V1__StateSpec *spec);
 
 /* 1 if another batch may be added now. */
 int ep_has_capacity(const struct endpoint *ep);

@@ -7,6 +7,7 @@
 
 #include "address.h"
 #include "statemesh/v1/admin.pb-c.h"
+#include "deadletter.h"
 #include "dispatch.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "statemesh/v1/ingress.pb-c.h"
@@ -23,9 +24,12 @@ struct pcall {
     uint64_t id;
 };
 
+struct sstream;
+
 struct ingress {
     struct server *s;
     struct rpc_server *rpc;
+    struct sstream *streams;  /* open SendStream calls */
     struct pcall **slots;     /* index = (id & 0xffffffff) - 1 */
     uint32_t *gens;
     uint32_t *free;
@@ -93,24 +97,43 @@ static void on_cancel(void *arg, struct rpc_call *call)
     free(pending_take(pc->in, pc->id));
 }
 
-void ingress_complete(struct ingress *in, uint64_t call_id, const char *typename,
-                      const uint8_t *data, size_t len)
+void ingress_complete(struct ingress *in, const struct ckpt_ack *a)
 {
-    struct pcall *pc = pending_take(in, call_id);
+    struct pcall *pc = pending_take(in, a->call_id);
     if (!pc) return;                      /* the client went away */
-    if (typename) {
+    switch (a->kind) {
+    case CKPT_ACK_REPLY: {
         Statemesh__V1__CallResponse r = STATEMESH__V1__CALL_RESPONSE__INIT;
         Statemesh__V1__TypedValue v = STATEMESH__V1__TYPED_VALUE__INIT;
-        v.typename_ = (char *)typename;
-        v.value.data = (uint8_t *)data;
-        v.value.len = len;
+        v.typename_ = a->typename;
+        v.value.data = a->data;
+        v.value.len = a->len;
         r.reply = &v;
         rpc_call_reply(pc->call, &r.base);
-    } else {
+        break;
+    }
+    case CKPT_ACK_RAW: {
+        uint8_t *copy = malloc(a->len ? a->len : 1);
+        if (!copy) abort();
+        if (a->len) memcpy(copy, a->data, a->len);
+        rpc_call_reply_raw(pc->call, copy, a->len);
+        break;
+    }
+    case CKPT_ACK_ERROR:
+        rpc_call_error(pc->call, a->code, "%s", (const char *)a->data);
+        break;
+    default: {
         Statemesh__V1__SendResponse r = STATEMESH__V1__SEND_RESPONSE__INIT;
         rpc_call_reply(pc->call, &r.base);
+        break;
+    }
     }
     free(pc);
+}
+
+uint64_t ingress_hold(struct ingress *in, struct rpc_call *call)
+{
+    return pending_add(in, call)->id;
 }
 
 size_t ingress_pending(const struct ingress *in) { return in->live; }
@@ -161,6 +184,46 @@ static int wire_field(const uint8_t *p, size_t n, uint32_t field, const uint8_t 
     return found;
 }
 
+/* Iterates the length-delimited fields of message bytes p..n from *pos:
+ * returns 1 with the next one's number and body, 0 at the end, -1 if the
+ * bytes are malformed. */
+static int wire_next(const uint8_t *p, size_t n, size_t *pos, uint32_t *field,
+                     const uint8_t **body, size_t *blen)
+{
+    size_t i = *pos;
+    while (i < n) {
+        uint64_t key = 0, v = 0;
+        int shift = 0;
+        while (i < n && shift < 64) {
+            key |= (uint64_t)(p[i] & 0x7f) << shift;
+            shift += 7;
+            if (!(p[i++] & 0x80)) break;
+        }
+        switch (key & 7) {
+        case 0: while (i < n && (p[i++] & 0x80)) ; break;
+        case 1: i += 8; break;
+        case 5: i += 4; break;
+        case 2:
+            shift = 0;
+            while (i < n && shift < 64) {
+                v |= (uint64_t)(p[i] & 0x7f) << shift;
+                shift += 7;
+                if (!(p[i++] & 0x80)) break;
+            }
+            if (v > n - i) return -1;
+            *field = (uint32_t)(key >> 3);
+            *body = p + i;
+            *blen = (size_t)v;
+            *pos = i + (size_t)v;
+            return 1;
+        default:
+            return -1;
+        }
+    }
+    *pos = i;
+    return 0;
+}
+
 /* 1 if the address (field `addr_field` of the raw request) holds a type or id
  * longer than its C string, i.e. one with a NUL byte. */
 static int address_has_nul(const uint8_t *req, size_t len, uint32_t addr_field,
@@ -174,86 +237,172 @@ static int address_has_nul(const uint8_t *req, size_t len, uint32_t addr_field,
     return 0;
 }
 
-/* Validates an incoming message. Returns the endpoint, or NULL after
- * answering the call with a precise error. */
-static struct endpoint *check_message(struct server *s, struct rpc_call *call,
-                                      const Statemesh__V1__Address *t,
-                                      const Statemesh__V1__TypedValue *a)
+/* One message entering through the ingress, whatever the method. */
+struct inmsg {
+    const Statemesh__V1__Address *target;
+    const Statemesh__V1__TypedValue *arg;
+    const char *key;           /* idempotency key; "" none */
+    uint64_t delay_ms;
+    int is_call;
+    int has_nul;               /* the raw bytes hold a NUL inside a string */
+};
+
+/* Validates an incoming message. Returns its endpoint, or NULL with a status
+ * code and a precise message in `why`. */
+static struct endpoint *check_message(struct server *s, const struct inmsg *im, int *code,
+                                      char *why, size_t whylen)
 {
+    const Statemesh__V1__Address *t = im->target;
+    const Statemesh__V1__TypedValue *a = im->arg;
     const char *e;
     int idx;
 
+    *code = RPC_INVALID_ARGUMENT;
+    if (s->stopping) {
+        *code = RPC_UNAVAILABLE;
+        snprintf(why, whylen, "statemeshd is shutting down");
+        return NULL;
+    }
     if (!t) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "target address is missing");
+        snprintf(why, whylen, "target address is missing");
+        return NULL;
+    }
+    if (im->has_nul) {
+        snprintf(why, whylen, "invalid target address or idempotency key: contains a NUL byte");
         return NULL;
     }
     if ((e = addr_check_type(t->type, strlen(t->type))) != NULL ||
         (e = addr_check_id(t->id, strlen(t->id))) != NULL) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "invalid target address: %s", e);
+        snprintf(why, whylen, "invalid target address: %s", e);
         return NULL;
     }
     if (!a) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "argument is missing");
+        snprintf(why, whylen, "argument is missing");
         return NULL;
     }
     if (!a->typename_[0] || strlen(a->typename_) > 256) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "argument typename must be 1..256 bytes");
+        snprintf(why, whylen, "argument typename must be 1..256 bytes");
+        return NULL;
+    }
+    if (strlen(im->key) > IDEM_KEY_MAX) {
+        snprintf(why, whylen, "idempotency key is %zu bytes, over the limit of %d",
+                 strlen(im->key), IDEM_KEY_MAX);
+        return NULL;
+    }
+    if (im->delay_ms > (uint64_t)DELAYED_MAX_MS) {
+        snprintf(why, whylen, "delay_ms %llu is over the maximum of 365 days",
+                 (unsigned long long)im->delay_ms);
         return NULL;
     }
     if (a->value.len > s->cfg.max_message_bytes) {
-        rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
-                       "argument is %zu bytes, over the limit of %zu (runtime.max_message_bytes)",
-                       a->value.len, s->cfg.max_message_bytes);
+        *code = RPC_RESOURCE_EXHAUSTED;
+        snprintf(why, whylen, "argument is %zu bytes, over the limit of %zu (runtime.max_message_bytes)",
+                 a->value.len, s->cfg.max_message_bytes);
         return NULL;
     }
     idx = cfg_match_endpoint(&s->cfg, t->type);
     if (idx < 0) {
-        rpc_call_error(call, RPC_NOT_FOUND, "no endpoint serves function type %s", t->type);
+        *code = RPC_NOT_FOUND;
+        snprintf(why, whylen, "no endpoint serves function type %s", t->type);
         return NULL;
     }
     if (ep_rejects_type(&s->endpoints[idx], t->type)) {
-        rpc_call_error(call, RPC_NOT_FOUND, "function type %s is not served by endpoint %s",
-                       t->type, s->endpoints[idx].cfg->target);
+        *code = RPC_NOT_FOUND;
+        snprintf(why, whylen, "function type %s is not served by endpoint %s", t->type,
+                 s->endpoints[idx].cfg->target ? s->endpoints[idx].cfg->target : "(embedded)");
         return NULL;
     }
     return &s->endpoints[idx];
 }
 
-static void accept_message(struct ingress *in, struct rpc_call *call, const uint8_t *req,
-                           size_t len, const Statemesh__V1__Address *t,
-                           const Statemesh__V1__TypedValue *a, int is_call)
+/* 1 when queued messages use all the memory the config allows. */
+static int overloaded(const struct server *s)
+{
+    return s->stats.queued_bytes >= (int64_t)s->cfg.max_queued_bytes;
+}
+
+/* Accepts a validated message into the open checkpoint: queued, or stored
+ * as delayed. call_id: the pending Call (reply) or 0. */
+static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im, uint64_t call_id)
+{
+    if (im->key[0]) idem_remember(s, im->key, im->is_call);
+    if (im->delay_ms) {
+        delayed_add(s, timer_wall_ms() + (int64_t)im->delay_ms, NULL, NULL, NULL,
+                    im->target->type, im->target->id, im->arg);
+    } else {
+        struct msg *m = msg_create(NULL, NULL, im->arg->typename_, im->arg->value.data,
+                                   im->arg->value.len, im->is_call ? im->key : NULL);
+        m->call_id = call_id;
+        disp_accept(s, ep, im->target->type, im->target->id, m);
+    }
+    s->stats.messages_received++;
+}
+
+static void accept_unary(struct ingress *in, struct rpc_call *call, const struct inmsg *im)
 {
     struct server *s = in->s;
     struct endpoint *ep;
     struct pcall *pc;
-    struct msg *m;
+    char why[600];
+    int code;
 
-    if (s->stopping) {
-        rpc_call_error(call, RPC_UNAVAILABLE, "statemeshd is shutting down");
+    if ((ep = check_message(s, im, &code, why, sizeof why)) == NULL) {
+        rpc_call_error(call, code, "%s", why);
         return;
     }
-    if (address_has_nul(req, len, 1, t)) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "invalid target address: type or id contains a NUL byte");
-        return;
-    }
-    if ((ep = check_message(s, call, t, a)) == NULL) return;
-    m = msg_create(NULL, NULL, a->typename_, a->value.data, a->value.len);
     pc = pending_add(in, call);
-    if (is_call) m->call_id = pc->id;
-    else ckpt_add_ack(&s->ckpt, pc->id);
-    disp_accept(s, ep, t->type, t->id, m);
-    s->stats.messages_received++;
+    if (im->key[0]) {
+        switch (idem_check(s, im->key, im->is_call, pc->id)) {
+        case IDEM_NEW: break;
+        case IDEM_DUPLICATE: return;             /* ack or reply arranged */
+        case IDEM_CONFLICT:
+            free(pending_take(in, pc->id));
+            rpc_call_error(call, RPC_ALREADY_EXISTS,
+                           "idempotency key was already used by a Send, which has no reply");
+            return;
+        default:
+            free(pending_take(in, pc->id));
+            rpc_call_error(call, RPC_INTERNAL, "cannot read idempotency records (see the runtime log)");
+            return;
+        }
+    }
+    if (overloaded(s)) {
+        free(pending_take(in, pc->id));
+        s->stats.rejected_overloaded++;
+        rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
+                       "runtime queues are full (%lld bytes queued, runtime.max_queued_bytes = %zu); "
+                       "retry later", (long long)s->stats.queued_bytes, s->cfg.max_queued_bytes);
+        return;
+    }
+    if (!im->is_call || im->delay_ms) ckpt_add_ack(&s->ckpt, pc->id);
+    admit(s, ep, im, im->is_call ? pc->id : 0);
+}
+
+/* 1 if the raw string field `field` of message bytes p..n is longer than
+ * the C string protobuf-c produced (it holds a NUL). */
+static int string_has_nul(const uint8_t *p, size_t n, uint32_t field, const char *parsed)
+{
+    const uint8_t *f;
+    size_t flen;
+    return wire_field(p, n, field, &f, &flen) && flen != strlen(parsed);
 }
 
 static void on_send(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
 {
     struct ingress *in = arg;
     Statemesh__V1__SendRequest *r = statemesh__v1__send_request__unpack(NULL, len, req);
+    struct inmsg im;
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid SendRequest");
         return;
     }
-    accept_message(in, call, req, len, r->target, r->argument, 0);
+    im.target = r->target;
+    im.arg = r->argument;
+    im.key = r->idempotency_key;
+    im.delay_ms = r->delay_ms;
+    im.is_call = 0;
+    im.has_nul = address_has_nul(req, len, 1, r->target) || string_has_nul(req, len, 3, r->idempotency_key);
+    accept_unary(in, call, &im);
     statemesh__v1__send_request__free_unpacked(r, NULL);
 }
 
@@ -261,12 +410,244 @@ static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t
 {
     struct ingress *in = arg;
     Statemesh__V1__CallRequest *r = statemesh__v1__call_request__unpack(NULL, len, req);
+    struct inmsg im;
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid CallRequest");
         return;
     }
-    accept_message(in, call, req, len, r->target, r->argument, 1);
+    im.target = r->target;
+    im.arg = r->argument;
+    im.key = r->idempotency_key;
+    im.delay_ms = 0;
+    im.is_call = 1;
+    im.has_nul = address_has_nul(req, len, 1, r->target) || string_has_nul(req, len, 3, r->idempotency_key);
+    accept_unary(in, call, &im);
     statemesh__v1__call_request__free_unpacked(r, NULL);
+}
+
+/* ---- SendStream ------------------------------------------------------------------
+ *
+ * Flow control: a stream reads its next request only while it has fewer
+ * than STREAM_WINDOW messages waiting for a checkpoint and the runtime's
+ * queues are under max_queued_bytes; otherwise it stops reading and gRPC's
+ * window pushes back on the client. After every checkpoint each stream gets
+ * committed_through = the last seq it had received before the write.
+ */
+#define STREAM_WINDOW 65536
+
+struct serr {
+    uint64_t seq;
+    int code;
+    char *msg;
+};
+
+struct sstream {
+    struct ingress *in;
+    struct rpc_scall *c;
+    struct sstream *prev, *next;
+    uint64_t last_seq;         /* highest seq received */
+    uint64_t durable;          /* seqs <= durable are committed or rejected */
+    uint64_t acked;            /* committed_through last sent */
+    uint64_t waiting;          /* messages received since the last checkpoint */
+    struct serr *errs;
+    size_t nerrs, cap;
+    unsigned half_closed : 1;
+};
+
+static void stream_free(struct sstream *st)
+{
+    struct ingress *in = st->in;
+    if (st->prev) st->prev->next = st->next;
+    else in->streams = st->next;
+    if (st->next) st->next->prev = st->prev;
+    for (size_t i = 0; i < st->nerrs; i++) free(st->errs[i].msg);
+    free(st->errs);
+    in->s->stats.send_streams--;
+    free(st);
+}
+
+static void stream_end(struct sstream *st, int code, const char *msg)
+{
+    rpc_scall_finish(st->c, code, "%s", msg);
+    stream_free(st);
+}
+
+static void stream_error(struct sstream *st, uint64_t seq, int code, const char *msg)
+{
+    if (st->nerrs == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 8;
+        struct serr *e = realloc(st->errs, cap * sizeof *e);
+        if (!e) abort();
+        st->errs = e;
+        st->cap = cap;
+    }
+    st->errs[st->nerrs].seq = seq;
+    st->errs[st->nerrs].code = code;
+    st->errs[st->nerrs].msg = strdup(msg);
+    if (!st->errs[st->nerrs].msg) abort();
+    st->nerrs++;
+}
+
+/* Sends acks and errors, ends the stream when it is done, reads when there
+ * is room. Returns 0, or 1 if the stream is gone. */
+static int stream_progress(struct sstream *st)
+{
+    struct server *s = st->in->s;
+
+    if (!rpc_scall_writable(st->c)) return 0;            /* on_writable comes back */
+    if (st->nerrs || st->durable > st->acked) {
+        Statemesh__V1__SendStreamResponse r = STATEMESH__V1__SEND_STREAM_RESPONSE__INIT;
+        Statemesh__V1__StreamError *e = calloc(st->nerrs + 1, sizeof *e);
+        Statemesh__V1__StreamError **ep = calloc(st->nerrs + 1, sizeof *ep);
+        uint8_t *buf;
+        size_t len;
+        if (!e || !ep) abort();
+        for (size_t i = 0; i < st->nerrs; i++) {
+            statemesh__v1__stream_error__init(&e[i]);
+            e[i].seq = st->errs[i].seq;
+            e[i].code = st->errs[i].code;
+            e[i].message = st->errs[i].msg;
+            ep[i] = &e[i];
+        }
+        r.committed_through = st->durable;
+        r.n_errors = st->nerrs;
+        r.errors = ep;
+        buf = rpc_pack(&r.base, &len);
+        for (size_t i = 0; i < st->nerrs; i++) free(st->errs[i].msg);
+        st->nerrs = 0;
+        free(e);
+        free(ep);
+        st->acked = st->durable;
+        rpc_scall_send(st->c, buf, len);
+        return 0;
+    }
+    if (st->acked == st->last_seq && (st->half_closed || s->stopping)) {
+        char msg[160] = "";
+        if (!st->half_closed)
+            snprintf(msg, sizeof msg, "statemeshd is shutting down; every message up to seq %llu "
+                     "is committed", (unsigned long long)st->acked);
+        stream_end(st, st->half_closed ? RPC_OK : RPC_UNAVAILABLE, msg);
+        return 1;
+    }
+    if (!st->half_closed && !s->stopping && st->waiting < STREAM_WINDOW && !overloaded(s))
+        rpc_scall_read(st->c);
+    return 0;
+}
+
+static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *data, size_t len)
+{
+    struct sstream *st = arg;
+    struct server *s = st->in->s;
+    Statemesh__V1__SendStreamRequest *r;
+    size_t pos = 0, k = 0;
+    uint32_t field;
+    const uint8_t *body;
+    size_t blen;
+    char why[600];
+
+    if (!data) {
+        st->half_closed = 1;
+        stream_progress(st);
+        return;
+    }
+    r = statemesh__v1__send_stream_request__unpack(NULL, len, data);
+    if (!r) {
+        stream_end(st, RPC_INVALID_ARGUMENT, "request is not a valid SendStreamRequest");
+        return;
+    }
+    while (k < r->n_messages && wire_next(data, len, &pos, &field, &body, &blen) == 1) {
+        const Statemesh__V1__StreamMessage *sm;
+        struct endpoint *ep;
+        struct inmsg im;
+        int code;
+
+        if (field != 1) continue;
+        sm = r->messages[k++];
+        if (sm->seq <= st->last_seq) {
+            snprintf(why, sizeof why, "seq %llu does not follow %llu: seqs must increase",
+                     (unsigned long long)sm->seq, (unsigned long long)st->last_seq);
+            statemesh__v1__send_stream_request__free_unpacked(r, NULL);
+            stream_end(st, RPC_INVALID_ARGUMENT, why);
+            return;
+        }
+        st->last_seq = sm->seq;
+        st->waiting++;
+        im.target = sm->target;
+        im.arg = sm->argument;
+        im.key = sm->idempotency_key;
+        im.delay_ms = sm->delay_ms;
+        im.is_call = 0;
+        im.has_nul = address_has_nul(body, blen, 2, sm->target) ||
+                     string_has_nul(body, blen, 4, sm->idempotency_key);
+        if ((ep = check_message(s, &im, &code, why, sizeof why)) == NULL) {
+            stream_error(st, sm->seq, code, why);
+            continue;
+        }
+        if (im.key[0]) {
+            enum idem_outcome o = idem_check(s, im.key, 0, 0);
+            if (o == IDEM_DUPLICATE) continue;
+            if (o != IDEM_NEW) {
+                stream_error(st, sm->seq, RPC_INTERNAL, "cannot read idempotency records");
+                continue;
+            }
+        }
+        admit(s, ep, &im, 0);
+    }
+    s->ckpt.forced = 1;            /* acks wait for a checkpoint even if nothing was written */
+    statemesh__v1__send_stream_request__free_unpacked(r, NULL);
+    stream_progress(st);
+}
+
+static void stream_on_writable(void *arg, struct rpc_scall *c)
+{
+    stream_progress(arg);
+}
+
+static void stream_on_cancel(void *arg, struct rpc_scall *c)
+{
+    stream_free(arg);
+}
+
+static void on_send_stream(void *arg, struct rpc_scall *c)
+{
+    static const struct rpc_scall_callbacks cb = {stream_on_message, stream_on_writable,
+                                                  stream_on_cancel};
+    struct ingress *in = arg;
+    struct sstream *st = calloc(1, sizeof *st);
+
+    if (!st) abort();
+    st->in = in;
+    st->c = c;
+    st->next = in->streams;
+    if (st->next) st->next->prev = st;
+    in->streams = st;
+    in->s->stats.send_streams++;
+    rpc_scall_set(c, &cb, st);
+    if (in->s->stopping) {
+        stream_end(st, RPC_UNAVAILABLE, "statemeshd is shutting down");
+        return;
+    }
+    rpc_scall_read(c);
+}
+
+void ingress_after_commit(struct ingress *in)
+{
+    struct sstream *st, *next;
+    for (st = in->streams; st; st = next) {
+        next = st->next;
+        st->durable = st->last_seq;
+        st->waiting = 0;
+        stream_progress(st);
+    }
+}
+
+void ingress_poll_streams(struct ingress *in)
+{
+    struct sstream *st, *next;
+    for (st = in->streams; st; st = next) {
+        next = st->next;
+        stream_progress(st);
+    }
 }
 
 /* ---- Admin ------------------------------------------------------------------ */
@@ -285,6 +666,10 @@ static int collect_state(void *arg, const char *name, const uint8_t *val, size_t
     Statemesh__V1__StateValue *sv;
     if (!st) {
         l->corrupt = 1;
+        return 0;
+    }
+    if (st->expires_at_ms && st->expires_at_ms <= timer_wall_ms()) {   /* state TTL */
+        statemesh__v1__stored_state__free_unpacked(st, NULL);
         return 0;
     }
     if (l->n == l->cap) {
@@ -377,8 +762,8 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     struct server *s = in->s;
     const struct stats *st = &s->stats;
     int64_t up = 0;
-    struct { const char *name; int64_t value; } rows[24];
-    Statemesh__V1__Stat stats[24], *sp[24];
+    struct { const char *name; int64_t value; } rows[48];
+    Statemesh__V1__Stat stats[48], *sp[48];
     Statemesh__V1__StatsResponse resp = STATEMESH__V1__STATS_RESPONSE__INIT;
     size_t n = 0;
     (void)req;
@@ -403,6 +788,21 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("pending_calls", in->live);
     ROW("endpoints", s->n_endpoints);
     ROW("endpoints_up", up);
+    ROW("queued_bytes", st->queued_bytes);
+    ROW("rejected_overloaded", st->rejected_overloaded);
+    ROW("delayed_pending", st->delayed_pending);
+    ROW("delayed_fired", st->delayed_fired);
+    ROW("delayed_cancelled", st->delayed_cancelled);
+    ROW("delayed_dropped", st->delayed_dropped);
+    ROW("egress_records", st->egress_records);
+    ROW("egress_trimmed", st->egress_trimmed);
+    ROW("subscribers", st->subscribers);
+    ROW("idempotent_duplicates", st->idempotent_duplicates);
+    ROW("idempotency_expired", st->idempotency_expired);
+    ROW("states_expired", st->states_expired);
+    ROW("send_streams", st->send_streams);
+    ROW("dead_letters", st->dead_letters);
+    ROW("dead_lettered", st->dead_lettered);
 #undef ROW
     for (size_t i = 0; i < n; i++) {
         statemesh__v1__stat__init(&stats[i]);
@@ -451,7 +851,12 @@ int ingress_create(struct ingress **out, struct server *s)
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Call", on_call, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/GetState", on_get_state, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/Stats", on_stats, in) != 0 ||
-        rpc_server_add_unary(in->rpc, "/grpc.health.v1.Health/Check", on_health, in) != 0) {
+        rpc_server_add_unary(in->rpc, "/grpc.health.v1.Health/Check", on_health, in) != 0 ||
+        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/ListDeadLetters", dl_on_list, s) != 0 ||
+        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/ReplayDeadLetters", dl_on_replay, s) != 0 ||
+        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/DropDeadLetters", dl_on_drop, s) != 0 ||
+        rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/SendStream", on_send_stream, in) != 0 ||
+        rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/Subscribe", egress_subscribe, s) != 0) {
         ingress_destroy(&in);
         return -1;
     }
@@ -464,7 +869,12 @@ int ingress_start(struct ingress *in, const char *addr)
     return rpc_server_start(in->rpc, addr);
 }
 
-void ingress_shutdown(struct ingress *in) { rpc_server_shutdown(in->rpc); }
+void ingress_shutdown(struct ingress *in)
+{
+    rpc_server_shutdown(in->rpc);
+    egress_shutdown(in->s);
+    ingress_poll_streams(in);
+}
 void ingress_cancel_all(struct ingress *in) { rpc_server_cancel_all(in->rpc); }
 int ingress_done(const struct ingress *in) { return rpc_server_done(in->rpc); }
 

@@ -26,10 +26,17 @@ void ingress_cancel_all(struct ingress *in);
 int ingress_done(const struct ingress *in);
 void ingress_destroy(struct ingress **inp);
 
-/* Completes a pending call after its checkpoint: a Send with OK, a Call with
- * the reply value (typename != NULL). Unknown/expired ids are ignored. */
-void ingress_complete(struct ingress *in, uint64_t call_id, const char *typename,
-                      const uint8_t *data, size_t len);
+struct ckpt_ack;
+struct rpc_call;
+/* Completes a pending call after its checkpoint (see enum ckpt_ack_kind).
+ * Unknown/expired ids are ignored; the ack's buffers stay the caller's. */
+void ingress_complete(struct ingress *in, const struct ckpt_ack *a);
+/* Keeps a unary call pending until a checkpoint ack names the returned id. */
+uint64_t ingress_hold(struct ingress *in, struct rpc_call *call);
 size_t ingress_pending(const struct ingress *in);
+/* After a checkpoint: SendStream acks, resumed reading. */
+void ingress_after_commit(struct ingress *in);
+/* Re-checks streams that stopped reading (queues drained, shutdown). */
+void ingress_poll_streams(struct ingress *in);
 
 #endif

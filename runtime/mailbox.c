@@ -7,12 +7,13 @@
 #include <xxhash.h>
 
 struct msg *msg_create(const char *caller_type, const char *caller_id, const char *typename,
-                       const uint8_t *data, size_t len)
+                       const uint8_t *data, size_t len, const char *reply_key)
 {
     size_t ctl = caller_type ? strlen(caller_type) + 1 : 0;
     size_t cil = caller_id ? strlen(caller_id) + 1 : 0;
     size_t tnl = strlen(typename) + 1;
-    struct msg *m = malloc(sizeof *m + ctl + cil + tnl + len);
+    size_t rkl = reply_key && reply_key[0] ? strlen(reply_key) + 1 : 0;
+    struct msg *m = malloc(sizeof *m + ctl + cil + tnl + rkl + len);
     char *p;
 
     if (!m) abort();
@@ -31,6 +32,11 @@ struct msg *msg_create(const char *caller_type, const char *caller_id, const cha
     memcpy(p, typename, tnl);
     m->typename = p;
     p += tnl;
+    if (rkl) {
+        memcpy(p, reply_key, rkl);
+        m->reply_key = p;
+        p += rkl;
+    }
     if (len) memcpy(p, data, len);
     m->data = (const uint8_t *)p;
     m->len = len;
@@ -42,7 +48,7 @@ void msg_destroy(struct msg *m) { free(m); }
 size_t msg_footprint(const struct msg *m)
 {
     return sizeof *m + (m->caller_type ? strlen(m->caller_type) + strlen(m->caller_id) + 2 : 0) +
-           strlen(m->typename) + 1 + m->len;
+           strlen(m->typename) + 1 + (m->reply_key ? strlen(m->reply_key) + 1 : 0) + m->len;
 }
 
 static uint64_t addr_hash(const char *type, const char *id)

@@ -29,14 +29,16 @@ struct msg {
     const char *caller_type;   /* NULL when from the ingress */
     const char *caller_id;
     const char *typename;
+    const char *reply_key;     /* idempotency key of the Call this chain answers; NULL none */
     const uint8_t *data;
     size_t len;
     /* strings and bytes follow in the same allocation */
 };
 
-/* Copies everything into one allocation. caller_type/id may be NULL. */
+/* Copies everything into one allocation. caller_type/id and reply_key may
+ * be NULL. */
 struct msg *msg_create(const char *caller_type, const char *caller_id, const char *typename,
-                       const uint8_t *data, size_t len);
+                       const uint8_t *data, size_t len, const char *reply_key);
 void msg_destroy(struct msg *m);
 size_t msg_footprint(const struct msg *m);   /* bytes held, for accounting */
 

@@ -30,6 +30,7 @@
 #include <grpc/grpc.h>
 
 #include "address.h"
+#include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
@@ -38,6 +39,7 @@
 #define CLOSE_MS 3000
 #define LOOP_MAX_WAIT_MS 100
 #define EVENTS_PER_ITERATION 1024
+#define HOUSEKEEPING_MS 1000
 
 static void usage(FILE *f)
 {
@@ -121,7 +123,8 @@ static int recover_one(void *arg, const char *type, const char *id, uint64_t seq
         return 0;
     }
     m = msg_create(sm->caller ? sm->caller->type : NULL, sm->caller ? sm->caller->id : NULL,
-                   sm->argument->typename_, sm->argument->value.data, sm->argument->value.len);
+                   sm->argument->typename_, sm->argument->value.data, sm->argument->value.len,
+                   sm->reply_key);
     m->seq = seq;
     disp_recover(s, &s->endpoints[idx], type, id, m);
     rc->count++;
@@ -150,6 +153,18 @@ static int stop_requested(void)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     return sigtimedwait(&set, NULL, &zero) > 0;
+}
+
+/* Once a second: egress retention, expired state and idempotency records. */
+static void housekeeping(void *arg)
+{
+    struct server *s = arg;
+    if (!s->stopping) {
+        egress_trim(s);
+        disp_sweep_expired(s);
+        idem_sweep(s);
+    }
+    timer_start(&s->timers, &s->housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
 }
 
 static void run_loop(struct server *s)
@@ -186,6 +201,7 @@ static void run_loop(struct server *s)
              now >= s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms))
             ckpt_commit(s);
         disp_run(s);
+        ingress_poll_streams(s->ingress);
 
         if (phase == DRAINING) {
             uint32_t inflight = 0;
@@ -295,10 +311,12 @@ int main(int argc, char **argv)
     if (!s.endpoints) goto out;
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_init(&s.endpoints[i], &s, &s.cfg.endpoints[i], (int)i) != 0) goto out;
-    if (recover(&s) != 0) {
+    if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0 || dl_open(&s) != 0) {
         fprintf(stderr, "statemeshd: recovery failed: cannot read the store\n");
         goto out;
     }
+    timer_init(&s.housekeeping, housekeeping, &s);
+    timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
     if (ingress_create(&s.ingress, &s) != 0 || ingress_start(s.ingress, s.cfg.ingress) != 0) {
         fprintf(stderr, "statemeshd: cannot listen on %s (address in use or invalid)\n", s.cfg.ingress);
         goto out;
@@ -340,6 +358,10 @@ out:
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);
     free(s.endpoints);
     if (s.loop.cq) rpc_loop_cleanup(&s.loop);
+    delayed_cleanup(&s);
+    idem_cleanup(&s);
+    store_cursor_free(&s.ttl_cursor);
+    egress_close(&s);
     timer_heap_cleanup(&s.timers);
     if (s.mboxes.buckets) mbox_table_cleanup(&s.mboxes);
     if (s.ckpt.batch) ckpt_cleanup(&s.ckpt);

@@ -37,7 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RPC_MAX_METHODS 16
+#define RPC_MAX_METHODS 24
 #define RPC_PREPOSTED 32          /* outstanding request_call per method */
 
 static const char *const status_names[] = {
@@ -160,6 +160,7 @@ struct rpc_method {
     const char *name;          /* points into names[] of the server */
     void *handle;              /* from grpc_server_register_method, NULL = catch-all */
     rpc_request_fn on_request;
+    rpc_stream_open_fn on_open;    /* streaming method when set */
     void *arg;
 };
 
@@ -216,12 +217,19 @@ static void call_maybe_free(struct rpc_call *c)
     call_free(c);
 }
 
+static void scall_request(struct rpc_method *m);
+
 static void request_one(struct rpc_method *m)
 {
     struct rpc_server *srv = m->srv;
-    struct rpc_call *c = calloc(1, sizeof *c);
+    struct rpc_call *c;
     grpc_call_error e;
 
+    if (m->on_open) {
+        scall_request(m);
+        return;
+    }
+    c = calloc(1, sizeof *c);
     if (!c) abort();
     c->srv = srv;
     c->method = m;
@@ -343,6 +351,12 @@ void rpc_call_reply(struct rpc_call *c, const ProtobufCMessage *resp)
     call_maybe_free(c);
 }
 
+void rpc_call_reply_raw(struct rpc_call *c, uint8_t *data, size_t len)
+{
+    call_finish(c, RPC_OK, NULL, data, len);
+    call_maybe_free(c);
+}
+
 void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...)
 {
     char msg[1024];
@@ -411,6 +425,257 @@ int rpc_server_add_unary(struct rpc_server *srv, const char *method, rpc_request
     if (!m->handle) return -1;
     srv->nmethods++;
     return 0;
+}
+
+int rpc_server_add_stream(struct rpc_server *srv, const char *method, rpc_stream_open_fn on_open,
+                          void *arg)
+{
+    struct rpc_method *m;
+    if (srv->started || srv->nmethods == RPC_MAX_METHODS) return -1;
+    m = &srv->methods[srv->nmethods];
+    srv->names[srv->nmethods] = strdup(method);
+    m->srv = srv;
+    m->name = srv->names[srv->nmethods];
+    m->on_open = on_open;
+    m->arg = arg;
+    m->handle = grpc_server_register_method(srv->server, m->name, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
+    if (!m->handle) return -1;
+    srv->nmethods++;
+    return 0;
+}
+
+/* ---- server streams --------------------------------------------------------
+ *
+ *   requested --on_new--> open: RECV_CLOSE_ON_SERVER posted, module's on_open
+ *   open: reads (one at a time), sends (one at a time), then finish
+ *   finish while a send is in flight: the status goes out after it
+ *   close completes before finish: on_cancel, module lets go
+ *   freed when close, send, recv and status have all completed and the
+ *   module has finished or been told of the cancel.
+ */
+struct rpc_scall {
+    struct rpc_server *srv;
+    struct rpc_method *method;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_slice status_details;
+    int status_details_set;
+    int cancelled;
+    int fin_code;
+    char fin_msg[512];
+    struct rpc_tag t_new, t_close, t_send, t_recv, t_status;
+    unsigned close_pending : 1, send_pending : 1, recv_pending : 1, status_pending : 1,
+        md_sent : 1, finished : 1, fin_deferred : 1, half_closed : 1, dead : 1;
+    struct rpc_scall_callbacks cb;
+    void *arg;
+};
+
+static void scall_maybe_free(struct rpc_scall *c)
+{
+    struct rpc_server *srv = c->srv;
+    if (c->close_pending || c->send_pending || c->recv_pending || c->status_pending) return;
+    if (!c->finished && !c->dead) return;
+    if (c->call) grpc_call_unref(c->call);
+    grpc_metadata_array_destroy(&c->md);
+    if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
+    if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
+    if (c->status_details_set) grpc_slice_unref(c->status_details);
+    free(c);
+    srv->ncalls--;
+}
+
+static void scall_on_status(void *owner, int ok)
+{
+    struct rpc_scall *c = owner;
+    (void)ok;
+    c->status_pending = 0;
+    scall_maybe_free(c);
+}
+
+static void scall_send_status(struct rpc_scall *c)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = 1;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)c->fin_code;
+    if (c->fin_msg[0]) {
+        c->status_details = grpc_slice_from_copied_string(c->fin_msg);
+        c->status_details_set = 1;
+        ops[n].data.send_status_from_server.status_details = &c->status_details;
+    }
+    n++;
+    c->status_pending = 1;
+    start_batch(c->call, ops, n, &c->t_status);
+}
+
+static void scall_on_send(void *owner, int ok)
+{
+    struct rpc_scall *c = owner;
+    c->send_pending = 0;
+    if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
+    c->send_bb = NULL;
+    if (c->fin_deferred) {
+        c->fin_deferred = 0;
+        if (!c->dead) scall_send_status(c);
+    } else if (ok && !c->finished && !c->dead && c->cb.on_writable) {
+        c->cb.on_writable(c->arg, c);
+    }
+    scall_maybe_free(c);
+}
+
+static void scall_on_recv(void *owner, int ok)
+{
+    struct rpc_scall *c = owner;
+    grpc_slice data;
+
+    c->recv_pending = 0;
+    if (c->finished || c->dead) {
+        scall_maybe_free(c);
+        return;
+    }
+    if (ok && c->recv_bb) {
+        int rc = bb_read(c->recv_bb, &data);
+        grpc_byte_buffer_destroy(c->recv_bb);
+        c->recv_bb = NULL;
+        if (rc != 0) {
+            rpc_scall_finish(c, RPC_INVALID_ARGUMENT, "unreadable request message");
+        } else {
+            c->cb.on_message(c->arg, c, GRPC_SLICE_START_PTR(data), GRPC_SLICE_LENGTH(data));
+            grpc_slice_unref(data);
+        }
+    } else if (ok) {
+        c->half_closed = 1;
+        c->cb.on_message(c->arg, c, NULL, 0);
+    }
+    /* !ok: the call is dying; the close completion delivers on_cancel. */
+    scall_maybe_free(c);
+}
+
+static void scall_on_close(void *owner, int ok)
+{
+    struct rpc_scall *c = owner;
+    (void)ok;
+    c->close_pending = 0;
+    if (!c->finished && !c->dead) {
+        c->dead = 1;
+        if (c->cb.on_cancel) c->cb.on_cancel(c->arg, c);
+    }
+    scall_maybe_free(c);
+}
+
+static void scall_on_new(void *owner, int ok)
+{
+    struct rpc_scall *c = owner;
+    struct rpc_server *srv = c->srv;
+    grpc_op op;
+
+    if (!ok) {
+        c->dead = 1;
+        scall_maybe_free(c);
+        return;
+    }
+    if (!srv->shutting_down) request_one(c->method);
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    c->close_pending = 1;
+    start_batch(c->call, &op, 1, &c->t_close);
+    c->method->on_open(c->method->arg, c);
+}
+
+static void scall_request(struct rpc_method *m)
+{
+    struct rpc_server *srv = m->srv;
+    struct rpc_scall *c = calloc(1, sizeof *c);
+    grpc_call_error e;
+
+    if (!c) abort();
+    c->srv = srv;
+    c->method = m;
+    c->t_new = (struct rpc_tag){scall_on_new, c};
+    c->t_close = (struct rpc_tag){scall_on_close, c};
+    c->t_send = (struct rpc_tag){scall_on_send, c};
+    c->t_recv = (struct rpc_tag){scall_on_recv, c};
+    c->t_status = (struct rpc_tag){scall_on_status, c};
+    grpc_metadata_array_init(&c->md);
+    srv->ncalls++;
+    e = grpc_server_request_registered_call(srv->server, m->handle, &c->call, &c->deadline,
+                                            &c->md, NULL, srv->loop->cq, srv->loop->cq, &c->t_new);
+    if (e != GRPC_CALL_OK) {
+        LOG_ERROR(srv->loop->log, "rpc.request_failed", "code=%d", (int)e);
+        c->dead = 1;
+        scall_maybe_free(c);
+    }
+}
+
+void rpc_scall_set(struct rpc_scall *c, const struct rpc_scall_callbacks *cb, void *arg)
+{
+    c->cb = *cb;
+    c->arg = arg;
+}
+
+void rpc_scall_read(struct rpc_scall *c)
+{
+    grpc_op op;
+    if (c->recv_pending || c->half_closed || c->finished || c->dead) return;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    c->recv_pending = 1;
+    start_batch(c->call, &op, 1, &c->t_recv);
+}
+
+int rpc_scall_writable(const struct rpc_scall *c)
+{
+    return !c->send_pending && !c->finished && !c->dead;
+}
+
+int rpc_scall_send(struct rpc_scall *c, uint8_t *data, size_t len)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+
+    if (!rpc_scall_writable(c)) {
+        free(data);
+        return -1;
+    }
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = 1;
+    }
+    c->send_bb = bb_from_owned(data, len);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->send_bb;
+    c->send_pending = 1;
+    start_batch(c->call, ops, n, &c->t_send);
+    return 0;
+}
+
+void rpc_scall_finish(struct rpc_scall *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (c->finished || c->dead) return;
+    c->finished = 1;
+    c->fin_code = code;
+    c->fin_msg[0] = '\0';
+    if (fmt) {
+        va_start(ap, fmt);
+        vsnprintf(c->fin_msg, sizeof c->fin_msg, fmt, ap);
+        va_end(ap);
+    }
+    if (c->send_pending) c->fin_deferred = 1;
+    else scall_send_status(c);
+    scall_maybe_free(c);
 }
 
 int rpc_server_start(struct rpc_server *srv, const char *addr)

@@ -101,12 +101,50 @@ void rpc_server_cancel_all(struct rpc_server *srv);
 int rpc_server_done(const struct rpc_server *srv);
 void rpc_server_destroy(struct rpc_server **srvp);   /* only when done */
 
+/* ---- server streams (bidi and server-streaming methods) -----------------
+ *
+ * The module decides when to read (rpc_scall_read: one receive at a time,
+ * which is also flow control: while it does not read, gRPC's window fills
+ * and the client blocks), sends one message at a time (on_writable tells
+ * when the next may go), and ends the call once with rpc_scall_finish().
+ * on_cancel fires instead if the call dies first (client gone, deadline,
+ * server shutdown); the handle is invalid once on_cancel returns or once
+ * rpc_scall_finish() has been called. */
+struct rpc_scall;
+
+struct rpc_scall_callbacks {
+    /* A client message (borrowed). data == NULL: the client half-closed. */
+    void (*on_message)(void *arg, struct rpc_scall *c, const uint8_t *data, size_t len);
+    void (*on_writable)(void *arg, struct rpc_scall *c);   /* a send completed */
+    void (*on_cancel)(void *arg, struct rpc_scall *c);
+};
+
+/* Called for every new call of the method; the module sets its callbacks
+ * with rpc_scall_set() (before returning) and starts reading. */
+typedef void (*rpc_stream_open_fn)(void *arg, struct rpc_scall *c);
+
+int rpc_server_add_stream(struct rpc_server *srv, const char *method, rpc_stream_open_fn on_open,
+                          void *arg) __attribute__((warn_unused_result));
+void rpc_scall_set(struct rpc_scall *c, const struct rpc_scall_callbacks *cb, void *arg);
+/* Asks for the next client message (no-op if a receive is pending or the
+ * client has half-closed). */
+void rpc_scall_read(struct rpc_scall *c);
+int rpc_scall_writable(const struct rpc_scall *c);
+/* Sends one message (ownership of the malloc'd `data` moves to rpc).
+ * Returns 0, or -1 (data freed) if not writable. */
+int rpc_scall_send(struct rpc_scall *c, uint8_t *data, size_t len);
+/* Ends the call with a status (after any send in flight). */
+void rpc_scall_finish(struct rpc_scall *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Module bookkeeping on a call: an opaque pointer and a cancel callback. */
 void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
 /* Milliseconds left before the client's deadline (INT64_MAX: none). */
 int64_t rpc_call_deadline_ms(const struct rpc_call *call);
 /* Answers OK with `resp`; the handle is invalid afterwards. */
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp);
+/* Answers OK with an already encoded response (malloc'd; ownership moves). */
+void rpc_call_reply_raw(struct rpc_call *call, uint8_t *data, size_t len);
 /* Answers with a status; the handle is invalid afterwards. */
 void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -13,6 +13,9 @@
 
 #include "checkpoint.h"
 #include "config.h"
+#include "delayed.h"
+#include "egress.h"
+#include "idem.h"
 #include "endpoint.h"
 #include "ingress.h"
 #include "log.h"
@@ -34,7 +37,22 @@ struct stats {
     int64_t checkpoints;
     int64_t checkpoint_ops;
     int64_t queued_messages;       /* current: waiting or in flight */
+    int64_t queued_bytes;          /* current: memory held by queued messages */
     int64_t recovered_messages;
+    int64_t rejected_overloaded;   /* Send/Call refused: queues full */
+    int64_t delayed_pending;       /* current */
+    int64_t delayed_fired;
+    int64_t delayed_cancelled;
+    int64_t delayed_dropped;
+    int64_t egress_records;
+    int64_t egress_trimmed;
+    int64_t subscribers;           /* current */
+    int64_t idempotent_duplicates;
+    int64_t idempotency_expired;
+    int64_t states_expired;        /* purged by the TTL sweep */
+    int64_t send_streams;          /* current */
+    int64_t dead_letters;          /* current: stored */
+    int64_t dead_lettered;         /* messages moved to dead letters */
 };
 
 struct server {
@@ -48,6 +66,13 @@ struct server {
     struct endpoint *endpoints;
     size_t n_endpoints;
     struct ingress *ingress;
+    struct egress_log *egresses;   /* one per cfg.egresses */
+    size_t n_egresses;
+    struct delayed_index delayed;  /* (sender, token) -> pending delayed message */
+    struct delayed *delayed_all;
+    struct idem_table idem;
+    struct store_cursor idem_cursor, ttl_cursor;
+    struct timer housekeeping;     /* retention, TTL and idempotency sweeps */
     uint64_t next_seq;
     struct stats stats;
     int lock_fd;

@@ -165,6 +165,45 @@ static void key_message(struct key *k, const char *type, const char *id, uint64_
     key_add(k, be, 8);
 }
 
+static void key_delayed(struct key *k, int64_t due_ms, uint64_t seq)
+{
+    uint8_t be[16];
+    put_u64be(be, (uint64_t)due_ms);
+    put_u64be(be + 8, seq);
+    key_init(k, 17);
+    key_add(k, "D", 1);
+    key_add(k, be, 16);
+}
+
+static void key_egress(struct key *k, const char *egress, uint64_t offset)
+{
+    size_t nl = strlen(egress);
+    uint8_t be[8];
+    put_u64be(be, offset);
+    key_init(k, 1 + nl + 1 + 8);
+    key_add(k, "E", 1);
+    key_add(k, egress, nl);
+    key_add(k, "", 1);
+    key_add(k, be, 8);
+}
+
+static void key_idem(struct key *k, const char *ikey)
+{
+    size_t nl = strlen(ikey);
+    key_init(k, 1 + nl);
+    key_add(k, "I", 1);
+    key_add(k, ikey, nl);
+}
+
+static void key_deadletter(struct key *k, uint64_t id)
+{
+    uint8_t be[8];
+    put_u64be(be, id);
+    key_init(k, 9);
+    key_add(k, "L", 1);
+    key_add(k, be, 8);
+}
+
 static void key_meta(struct key *k, const char *name)
 {
     size_t nl = strlen(name);
@@ -273,6 +312,64 @@ void store_batch_put_meta(struct store_batch *b, const char *name, const void *v
     struct key k;
     key_meta(&k, name);
     batch_put(b, &k, val, len);
+}
+
+void store_batch_put_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq,
+                             const void *val, size_t len)
+{
+    struct key k;
+    key_delayed(&k, due_ms, seq);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_delete_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq)
+{
+    struct key k;
+    key_delayed(&k, due_ms, seq);
+    batch_delete(b, &k);
+}
+
+void store_batch_put_egress(struct store_batch *b, const char *egress, uint64_t offset,
+                            const void *val, size_t len)
+{
+    struct key k;
+    key_egress(&k, egress, offset);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_delete_egress(struct store_batch *b, const char *egress, uint64_t offset)
+{
+    struct key k;
+    key_egress(&k, egress, offset);
+    batch_delete(b, &k);
+}
+
+void store_batch_put_idem(struct store_batch *b, const char *ikey, const void *val, size_t len)
+{
+    struct key k;
+    key_idem(&k, ikey);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_put_deadletter(struct store_batch *b, uint64_t id, const void *val, size_t len)
+{
+    struct key k;
+    key_deadletter(&k, id);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_delete_deadletter(struct store_batch *b, uint64_t id)
+{
+    struct key k;
+    key_deadletter(&k, id);
+    batch_delete(b, &k);
+}
+
+void store_batch_delete_raw(struct store_batch *b, const void *key, size_t klen)
+{
+    leveldb_writebatch_delete(b->wb, key, klen);
+    b->count++;
+    b->bytes += klen;
 }
 
 int store_write(struct store *s, struct store_batch *b, bool sync)
@@ -441,6 +538,193 @@ int store_scan_messages(struct store *s, store_message_fn fn, void *arg)
     }
     free(buf.p);
     return iter_finish(s, it, rc);
+}
+
+int store_get_delayed(struct store *s, int64_t due_ms, uint64_t seq, uint8_t **val, size_t *len)
+{
+    struct key k;
+    key_delayed(&k, due_ms, seq);
+    return get_key(s, &k, val, len);
+}
+
+int store_get_idem(struct store *s, const char *ikey, uint8_t **val, size_t *len)
+{
+    struct key k;
+    key_idem(&k, ikey);
+    return get_key(s, &k, val, len);
+}
+
+int store_scan_delayed(struct store *s, store_delayed_fn fn, void *arg)
+{
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    int rc = 0;
+
+    for (leveldb_iter_seek(it, "D", 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        if (klen == 0 || k[0] != 'D') break;
+        if (klen != 17) {
+            log_failure(s, "store.corrupt_key", "malformed key in the D range");
+            rc = -EIO;
+            break;
+        }
+        v = leveldb_iter_value(it, &vlen);
+        if (fn(arg, (int64_t)get_u64be((const uint8_t *)k + 1), get_u64be((const uint8_t *)k + 9),
+               (const uint8_t *)v, vlen) != 0)
+            break;
+    }
+    return iter_finish(s, it, rc);
+}
+
+int store_scan_deadletters(struct store *s, uint64_t after_id, store_deadletter_fn fn, void *arg)
+{
+    struct key start;
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    int rc = 0;
+
+    key_deadletter(&start, after_id == UINT64_MAX ? after_id : after_id + 1);
+    for (leveldb_iter_seek(it, start.p, start.len); leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        if (klen == 0 || k[0] != 'L') break;
+        if (klen != 9) {
+            log_failure(s, "store.corrupt_key", "malformed key in the L range");
+            rc = -EIO;
+            break;
+        }
+        v = leveldb_iter_value(it, &vlen);
+        if (fn(arg, get_u64be((const uint8_t *)k + 1), (const uint8_t *)v, vlen) != 0) break;
+    }
+    key_free(&start);
+    return iter_finish(s, it, rc);
+}
+
+int store_scan_egress(struct store *s, const char *egress, uint64_t from_offset,
+                      store_egress_fn fn, void *arg)
+{
+    struct key start;
+    size_t plen = 1 + strlen(egress) + 1;
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    int rc = 0;
+
+    key_egress(&start, egress, from_offset);
+    for (leveldb_iter_seek(it, start.p, start.len); leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        if (klen != plen + 8 || memcmp(k, start.p, plen) != 0) break;
+        v = leveldb_iter_value(it, &vlen);
+        if (fn(arg, get_u64be((const uint8_t *)k + plen), (const uint8_t *)v, vlen) != 0) break;
+    }
+    key_free(&start);
+    return iter_finish(s, it, rc);
+}
+
+int store_egress_bounds(struct store *s, const char *egress, uint64_t *first, uint64_t *last)
+{
+    struct key k;
+    size_t plen = 1 + strlen(egress) + 1;
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro);
+    int rc = 1;
+    size_t klen;
+    const char *kp;
+
+    key_egress(&k, egress, 0);
+    leveldb_iter_seek(it, k.p, k.len);
+    if (leveldb_iter_valid(it)) {
+        kp = leveldb_iter_key(it, &klen);
+        if (klen == plen + 8 && memcmp(kp, k.p, plen) == 0) {
+            *first = get_u64be((const uint8_t *)kp + plen);
+            key_free(&k);
+            key_egress(&k, egress, UINT64_MAX);
+            leveldb_iter_seek(it, k.p, k.len);
+            if (leveldb_iter_valid(it)) {
+                kp = leveldb_iter_key(it, &klen);
+                if (klen == plen + 8 && memcmp(kp, k.p, plen) == 0) {
+                    *last = UINT64_MAX;   /* the last possible key itself */
+                    rc = 0;
+                } else {
+                    leveldb_iter_prev(it);
+                }
+            } else {
+                leveldb_iter_seek_to_last(it);
+            }
+            if (rc != 0 && leveldb_iter_valid(it)) {
+                kp = leveldb_iter_key(it, &klen);
+                if (klen == plen + 8 && memcmp(kp, k.p, plen) == 0) {
+                    *last = get_u64be((const uint8_t *)kp + plen);
+                    rc = 0;
+                }
+            }
+        }
+    }
+    key_free(&k);
+    return iter_finish(s, it, rc);
+}
+
+int store_sweep(struct store *s, char tag, struct store_cursor *cur, size_t max,
+                store_raw_fn fn, void *arg)
+{
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    size_t n = 0;
+    int rc = 0;
+
+    if (cur->key) {
+        leveldb_iter_seek(it, cur->key, cur->len);
+        if (leveldb_iter_valid(it)) {
+            size_t klen;
+            const char *k = leveldb_iter_key(it, &klen);
+            if (klen == cur->len && memcmp(k, cur->key, klen) == 0) leveldb_iter_next(it);
+        }
+    } else {
+        leveldb_iter_seek(it, &tag, 1);
+    }
+    for (; n < max && leveldb_iter_valid(it); leveldb_iter_next(it), n++) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        char *copy;
+        if (klen == 0 || k[0] != tag) break;
+        copy = realloc(cur->key, klen);
+        if (!copy) {
+            rc = -ENOMEM;
+            break;
+        }
+        memcpy(copy, k, klen);
+        cur->key = copy;
+        cur->len = klen;
+        v = leveldb_iter_value(it, &vlen);
+        if (fn(arg, k, klen, (const uint8_t *)v, vlen) != 0) break;
+    }
+    if (n < max && rc == 0) store_cursor_free(cur);     /* end of range: wrap */
+    return iter_finish(s, it, rc);
+}
+
+void store_cursor_free(struct store_cursor *cur)
+{
+    free(cur->key);
+    cur->key = NULL;
+    cur->len = 0;
+}
+
+int store_state_key_address(const char *key, size_t klen, char *buf, const char **type,
+                            const char **id)
+{
+    const char *te, *ie;
+    if (klen < 3 + 2 + 2 || key[0] != 'S') return -1;
+    memcpy(buf, key, klen);
+    buf[klen] = '\0';
+    te = memchr(buf + 3, '\0', klen - 3);
+    if (!te || te + 1 >= buf + klen) return -1;
+    ie = memchr(te + 1, '\0', (size_t)(buf + klen - (te + 1)));
+    if (!ie || ie == te + 1) return -1;
+    *type = buf + 3;
+    *id = te + 1;
+    return 0;
 }
 
 /* ---- open / close --------------------------------------------------------- */

@@ -6,7 +6,15 @@
  *
  *   'S' kg:u16be type '\0' id '\0' name      -> StoredState  (storage.proto)
  *   'M' kg:u16be type '\0' id '\0' seq:u64be -> StoredMessage (inbox, arrival order)
+ *   'D' due_ms:u64be seq:u64be               -> StoredDelayed (wall-clock due time)
+ *   'E' egress '\0' offset:u64be             -> StoredEgress
+ *   'I' idempotency key                      -> StoredIdempotency
+ *   'L' id:u64be                             -> StoredDeadLetter
  *   'X' name                                 -> metadata
+ *
+ * DESIGN §7 also names a 'T' (sender, token) -> D index; it is not stored:
+ * every D value carries its sender and token, and the runtime rebuilds the
+ * token index from the D range at recovery, saving a write per message.
  *
  * kg = XXH3_64bits(type '\0' id) % STORE_KEY_GROUPS. Ids never contain NUL
  * (address.h), so "type\0id\0" is an unambiguous prefix of one address.
@@ -71,6 +79,18 @@ void store_batch_delete_message(struct store_batch *b, const char *type, const c
                                 uint64_t seq);
 void store_batch_put_meta(struct store_batch *b, const char *name, const void *val, size_t len);
 
+void store_batch_put_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq,
+                             const void *val, size_t len);
+void store_batch_delete_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq);
+void store_batch_put_egress(struct store_batch *b, const char *egress, uint64_t offset,
+                            const void *val, size_t len);
+void store_batch_delete_egress(struct store_batch *b, const char *egress, uint64_t offset);
+void store_batch_put_idem(struct store_batch *b, const char *key, const void *val, size_t len);
+void store_batch_put_deadletter(struct store_batch *b, uint64_t id, const void *val, size_t len);
+void store_batch_delete_deadletter(struct store_batch *b, uint64_t id);
+/* Deletes a key returned by store_sweep(). */
+void store_batch_delete_raw(struct store_batch *b, const void *key, size_t klen);
+
 /* Writes the batch atomically (fsync'd when sync). Does not clear it.
  * Returns 0 or -EIO (message logged). */
 int store_write(struct store *s, struct store_batch *b, bool sync)
@@ -97,6 +117,49 @@ typedef int (*store_message_fn)(void *arg, const char *type, const char *id, uin
                                 const uint8_t *val, size_t len);
 int store_scan_messages(struct store *s, store_message_fn fn, void *arg)
     __attribute__((warn_unused_result));
+
+/* Delayed messages in due order (recovery). */
+typedef int (*store_delayed_fn)(void *arg, int64_t due_ms, uint64_t seq, const uint8_t *val,
+                                size_t len);
+int store_scan_delayed(struct store *s, store_delayed_fn fn, void *arg)
+    __attribute__((warn_unused_result));
+int store_get_delayed(struct store *s, int64_t due_ms, uint64_t seq, uint8_t **val /* OUT */,
+                      size_t *len /* OUT */) __attribute__((warn_unused_result));
+
+/* Egress records of `egress` from `from_offset` on, in offset order; fn
+ * returns non-zero to stop. Returns 0 or -EIO. */
+typedef int (*store_egress_fn)(void *arg, uint64_t offset, const uint8_t *val, size_t len);
+int store_scan_egress(struct store *s, const char *egress, uint64_t from_offset,
+                      store_egress_fn fn, void *arg) __attribute__((warn_unused_result));
+/* First and last stored offsets. Returns 0, 1 when the egress has no
+ * records, -EIO. */
+int store_egress_bounds(struct store *s, const char *egress, uint64_t *first /* OUT */,
+                        uint64_t *last /* OUT */) __attribute__((warn_unused_result));
+
+/* Dead letters with id > after_id in id order; fn returns non-zero to stop. */
+typedef int (*store_deadletter_fn)(void *arg, uint64_t id, const uint8_t *val, size_t len);
+int store_scan_deadletters(struct store *s, uint64_t after_id, store_deadletter_fn fn, void *arg)
+    __attribute__((warn_unused_result));
+
+int store_get_idem(struct store *s, const char *key, uint8_t **val /* OUT */,
+                   size_t *len /* OUT */) __attribute__((warn_unused_result));
+
+/* Background sweeps: visits up to `max` keys of kind `tag` ('S' or 'I')
+ * after the cursor, which advances and wraps to the start at the end of the
+ * range. fn gets the raw key (for store_batch_delete_raw) and value. */
+struct store_cursor {
+    char *key;                 /* last key visited, malloc'd; NULL = start */
+    size_t len;
+};
+typedef int (*store_raw_fn)(void *arg, const char *key, size_t klen, const uint8_t *val,
+                            size_t len);
+int store_sweep(struct store *s, char tag, struct store_cursor *cur, size_t max,
+                store_raw_fn fn, void *arg) __attribute__((warn_unused_result));
+void store_cursor_free(struct store_cursor *cur);
+/* For an S key from store_sweep: its type and id (pointers into a copy in
+ * `buf`, which must hold klen + 1 bytes). Returns 0 or -1 if malformed. */
+int store_state_key_address(const char *key, size_t klen, char *buf, const char **type,
+                            const char **id);
 
 /* Metadata. Returns 0 (malloc'd *val), 1 absent, -EIO. */
 int store_get_meta(struct store *s, const char *name, uint8_t **val /* OUT */, size_t *len /* OUT */)

@@ -2,6 +2,14 @@
 #include "timer.h"
 
 #include <stdlib.h>
+#include <time.h>
+
+int64_t timer_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 void timer_init(struct timer *t, void (*fn)(void *arg), void *arg)
 {

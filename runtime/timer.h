@@ -31,6 +31,8 @@ void timer_stop(struct timer_heap *h, struct timer *t);
 int timer_armed(const struct timer *t);
 /* Due time of the earliest timer, INT64_MAX when none. */
 int64_t timer_next_due(const struct timer_heap *h);
+/* Wall-clock milliseconds since the Unix epoch (durable due times, TTLs). */
+int64_t timer_wall_ms(void);
 /* Runs every timer due at `now_ms`; returns how many ran. */
 int timer_run_due(struct timer_heap *h, int64_t now_ms);
 

@@ -419,6 +419,8 @@ def _cfg_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):                     # a libconfig group
+        return "{ " + " ".join("%s = %s;" % (k, _cfg_value(x)) for k, x in v.items()) + " }"
     raise TypeError("cannot write %r into a config" % (v,))
 
 

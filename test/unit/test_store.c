@@ -666,6 +666,174 @@ static void fault_injection(void **state)
     unsetenv(FAULT_ENV);
 }
 
+
+/* ---- delayed, egress, dead letters, sweeps ------------------------------------------ */
+
+struct u64s {
+    uint64_t v[64];
+    int n;
+};
+
+static int collect_delayed(void *arg, int64_t due_ms, uint64_t seq, const uint8_t *val, size_t len)
+{
+    struct u64s *u = arg;
+    (void)val;
+    (void)len;
+    u->v[u->n++] = (uint64_t)due_ms * 1000 + seq;
+    return 0;
+}
+
+static int collect_offset(void *arg, uint64_t off, const uint8_t *val, size_t len)
+{
+    struct u64s *u = arg;
+    assert_int_equal(len, 1);
+    assert_int_equal(val[0], (uint8_t)off);
+    u->v[u->n++] = off;
+    return 0;
+}
+
+static void delayed_due_order_and_point_reads(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    struct u64s u = {{0}, 0};
+    uint8_t *v;
+    size_t len;
+
+    open_ok(fx);
+    store_batch_put_delayed(b, 5000, 7, "a", 1);
+    store_batch_put_delayed(b, 300, 9, "b", 1);
+    store_batch_put_delayed(b, 300, 2, "c", 1);
+    store_batch_put_delayed(b, 1LL << 40, 1, "d", 1);   /* big-endian: ordered beyond 32 bits */
+    write_ok(fx->s, b, false);
+    assert_int_equal(store_scan_delayed(fx->s, collect_delayed, &u), 0);
+    assert_int_equal(u.n, 4);
+    assert_int_equal(u.v[0], 300 * 1000 + 2);
+    assert_int_equal(u.v[1], 300 * 1000 + 9);
+    assert_int_equal(u.v[2], 5000 * 1000 + 7);
+    assert_int_equal(store_get_delayed(fx->s, 300, 9, &v, &len), 0);
+    assert_memory_equal(v, "b", 1);
+    free(v);
+    store_batch_delete_delayed(b, 300, 9);
+    write_ok(fx->s, b, false);
+    assert_int_equal(store_get_delayed(fx->s, 300, 9, &v, &len), 1);
+    store_batch_destroy(&b);
+}
+
+static void egress_bounds_and_ranges(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    struct u64s u = {{0}, 0};
+    uint64_t first = 0, last = 0;
+    uint8_t one;
+
+    open_ok(fx);
+    assert_int_equal(store_egress_bounds(fx->s, "ev", &first, &last), 1);   /* empty */
+    for (uint64_t off = 1; off <= 10; off++) {
+        one = (uint8_t)off;
+        store_batch_put_egress(b, "ev", off, &one, 1);
+        store_batch_put_egress(b, "ev2", off, &one, 1);    /* a name that extends "ev" */
+        store_batch_put_egress(b, "e", off + 100, &one, 1);
+    }
+    write_ok(fx->s, b, false);
+    assert_int_equal(store_egress_bounds(fx->s, "ev", &first, &last), 0);
+    assert_int_equal(first, 1);
+    assert_int_equal(last, 10);
+    assert_int_equal(store_egress_bounds(fx->s, "e", &first, &last), 0);
+    assert_int_equal(first, 101);
+    assert_int_equal(last, 110);
+    assert_int_equal(store_scan_egress(fx->s, "ev", 7, collect_offset, &u), 0);
+    assert_int_equal(u.n, 4);
+    assert_int_equal(u.v[0], 7);
+    assert_int_equal(u.v[3], 10);
+    store_batch_delete_egress(b, "ev", 1);
+    store_batch_delete_egress(b, "ev", 2);
+    write_ok(fx->s, b, false);
+    assert_int_equal(store_egress_bounds(fx->s, "ev", &first, &last), 0);
+    assert_int_equal(first, 3);
+    assert_int_equal(store_egress_bounds(fx->s, "nothing", &first, &last), 1);
+    store_batch_destroy(&b);
+}
+
+static int collect_dl(void *arg, uint64_t id, const uint8_t *val, size_t len)
+{
+    struct u64s *u = arg;
+    (void)val;
+    (void)len;
+    u->v[u->n++] = id;
+    return u->n == 2;        /* stop after two */
+}
+
+static void deadletters_page_by_id(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    struct u64s u = {{0}, 0};
+
+    open_ok(fx);
+    store_batch_put_deadletter(b, 300, "x", 1);
+    store_batch_put_deadletter(b, 5, "x", 1);
+    store_batch_put_deadletter(b, 70, "x", 1);
+    store_batch_put_meta(b, "zzz", "m", 1);                 /* other ranges are not listed */
+    write_ok(fx->s, b, false);
+    assert_int_equal(store_scan_deadletters(fx->s, 0, collect_dl, &u), 0);
+    assert_int_equal(u.n, 2);
+    assert_int_equal(u.v[0], 5);
+    assert_int_equal(u.v[1], 70);
+    u.n = 0;
+    assert_int_equal(store_scan_deadletters(fx->s, 70, collect_dl, &u), 0);
+    assert_int_equal(u.n, 1);
+    assert_int_equal(u.v[0], 300);
+    store_batch_destroy(&b);
+}
+
+struct swept {
+    int n;
+    char type[32], id[32];
+};
+
+static int sweep_count(void *arg, const char *key, size_t klen, const uint8_t *val, size_t len)
+{
+    struct swept *w = arg;
+    char buf[128];
+    const char *type, *id;
+    (void)val;
+    (void)len;
+    assert_int_equal(store_state_key_address(key, klen, buf, &type, &id), 0);
+    snprintf(w->type, sizeof w->type, "%s", type);
+    snprintf(w->id, sizeof w->id, "%s", id);
+    w->n++;
+    return 0;
+}
+
+static void sweep_visits_a_slice_and_wraps(void **state)
+{
+    struct fx *fx = *state;
+    struct store_cursor cur = {NULL, 0};
+    struct swept w = {0, "", ""};
+
+    open_ok(fx);
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "u%d", i);
+        put_state_str(fx->s, "t/x", id, "n", "v");
+    }
+    assert_int_equal(store_sweep(fx->s, 'S', &cur, 3, sweep_count, &w), 0);
+    assert_int_equal(w.n, 3);
+    assert_non_null(cur.key);
+    assert_string_equal(w.type, "t/x");
+    assert_int_equal(w.id[0], 'u');
+    assert_int_equal(store_sweep(fx->s, 'S', &cur, 3, sweep_count, &w), 0);
+    assert_int_equal(w.n, 5);                 /* the other two, then the end */
+    assert_null(cur.key);                     /* wrapped */
+    assert_int_equal(store_sweep(fx->s, 'S', &cur, 100, sweep_count, &w), 0);
+    assert_int_equal(w.n, 10);
+    store_cursor_free(&cur);
+    assert_int_equal(store_state_key_address("Xabc", 4, (char[8]){0}, &(const char *){0},
+                                             &(const char *){0}), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +849,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(missing_dir_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(second_open_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(fault_injection, setup, teardown),
+        cmocka_unit_test_setup_teardown(delayed_due_order_and_point_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(egress_bounds_and_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(deadletters_page_by_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(sweep_visits_a_slice_and_wraps, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
