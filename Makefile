@@ -63,7 +63,7 @@ MODULES     := $(B)/examples/greeter/libgreeter.so
 ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
        $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN)
 
-.PHONY: all deps run test unit integration clean install bench
+.PHONY: all deps run test unit integration clean install bench FORCE
 all: deps-check $(ALL)
 
 # Install missing Debian packages only when something is missing.

@@ -35,6 +35,15 @@ int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cf
     for (uint32_t i = 0; i < n; i++) ep->free_slots[i] = n - 1 - i;
     ep->nfree = n;
     ep->backoff_ms = BACKOFF_MIN_MS;
+    if (cfg->mode != CFG_MODE_EMBEDDED) {
+        ep->nstreams = cfg->streams > 0 ? cfg->streams : 1;
+        ep->streams = calloc((size_t)ep->nstreams, sizeof *ep->streams);
+        if (!ep->streams) return -1;
+        for (int i = 0; i < ep->nstreams; i++) {
+            ep->streams[i].ep = ep;
+            ep->streams[i].index = i;
+        }
+    }
     timer_init(&ep->reconnect, connect_now, ep);
     timer_init(&ep->sweep, sweep, ep);
     timer_init(&ep->kick, kick, ep);
@@ -66,6 +75,10 @@ void ep_cleanup(struct endpoint *ep)
     free(ep->slots);
     free(ep->free_slots);
     free(ep->frame);
+    for (int i = 0; i < ep->nstreams; i++) free(ep->streams[i].frame);
+    free(ep->streams);
+    ep->streams = NULL;
+    ep->nstreams = 0;
     ep->slots = NULL;
     ep->free_slots = NULL;
     ep->frame = NULL;
@@ -113,6 +126,18 @@ void ep_add_specs(struct endpoint *ep, struct ftype *ft, const Statemesh__V1__St
 
 /* ---- slots ---------------------------------------------------------------- */
 
+/* The next stream a batch may go to (round robin over open streams that are
+ * not draining and whose frame has room), or -1. */
+static int pick_stream(const struct endpoint *ep)
+{
+    for (int k = 0; k < ep->nstreams; k++) {
+        int i = (ep->next_stream + k) % ep->nstreams;
+        const struct ep_stream *st = &ep->streams[i];
+        if (st->rs && !st->draining && st->frame_len < EP_MAX_FRAME_BYTES) return i;
+    }
+    return -1;
+}
+
 uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb)
 {
     uint32_t slot = ep->free_slots[--ep->nfree];
@@ -120,58 +145,100 @@ uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb)
     sl->mb = mb;
     sl->gen++;
     sl->deadline_ms = rpc_now_ms() + ep->cfg->invocation_timeout_ms;
+    sl->stream = -1;
+    if (!ep->module) {
+        int i = pick_stream(ep);
+        sl->stream = i;
+        ep->cur_stream = i;
+        ep->streams[i].inflight++;
+        ep->next_stream = (i + 1) % ep->nstreams;
+    }
     ep->inflight++;
     return ((uint64_t)sl->gen << 32) | slot;
 }
 
 static void release_slot(struct endpoint *ep, uint32_t slot)
 {
-    ep->slots[slot].mb = NULL;
+    struct ep_slot *sl = &ep->slots[slot];
+    if (sl->stream >= 0) {
+        struct ep_stream *st = &ep->streams[sl->stream];
+        st->inflight--;
+        if (st->draining && st->inflight == 0 && st->rs) rpc_stream_cancel(st->rs);
+    }
+    sl->mb = NULL;
     ep->free_slots[ep->nfree++] = slot;
     ep->inflight--;
 }
 
-/* Returns every in-flight batch to its address. */
-static void return_all(struct endpoint *ep, int failed, const char *why)
+/* Returns the in-flight batches sent on `stream` (-1: all) to their
+ * addresses, to be sent again. */
+static void return_batches(struct endpoint *ep, int stream, int failed, const char *why)
 {
     uint32_t n = (uint32_t)ep->cfg->max_in_flight;
     for (uint32_t i = 0; i < n && ep->inflight; i++) {
         struct mbox *mb = ep->slots[i].mb;
-        if (!mb) continue;
+        if (!mb || (stream >= 0 && ep->slots[i].stream != stream)) continue;
         release_slot(ep, i);
         disp_on_lost(ep->srv, mb, failed, why);
     }
+}
+
+static void return_all(struct endpoint *ep, int failed, const char *why)
+{
+    return_batches(ep, -1, failed, why);
     ep->frame_len = 0;           /* its batches were all in slots */
+    for (int i = 0; i < ep->nstreams; i++) ep->streams[i].frame_len = 0;
 }
 
 int ep_has_capacity(const struct endpoint *ep)
 {
-    return ep->state == EP_UP && ep->nfree > 0 && ep->frame_len < EP_MAX_FRAME_BYTES;
+    if (ep->state != EP_UP || ep->nfree == 0) return 0;
+    return ep->module ? ep->frame_len < EP_MAX_FRAME_BYTES : pick_stream(ep) >= 0;
+}
+
+static void frame_append(uint8_t **frame, size_t *flen, size_t *fcap, const uint8_t *batch,
+                         size_t len)
+{
+    size_t need = *flen + len + 11;
+    if (need > *fcap) {
+        size_t cap = *fcap ? *fcap : 4096;
+        uint8_t *f;
+        while (cap < need) cap *= 2;
+        f = realloc(*frame, cap);
+        if (!f) abort();
+        *frame = f;
+        *fcap = cap;
+    }
+    /* ToFunction.batches is field 1, wire type 2: tag, varint length, body. */
+    (*frame)[(*flen)++] = 0x0a;
+    for (size_t v = len;; v >>= 7) {
+        if (v < 0x80) {
+            (*frame)[(*flen)++] = (uint8_t)v;
+            break;
+        }
+        (*frame)[(*flen)++] = (uint8_t)(v | 0x80);
+    }
+    memcpy(*frame + *flen, batch, len);
+    *flen += len;
 }
 
 void ep_append(struct endpoint *ep, const uint8_t *batch, size_t len)
 {
-    size_t need = ep->frame_len + len + 11;
-    if (need > ep->frame_cap) {
-        size_t cap = ep->frame_cap ? ep->frame_cap : 4096;
-        uint8_t *f;
-        while (cap < need) cap *= 2;
-        f = realloc(ep->frame, cap);
-        if (!f) abort();
-        ep->frame = f;
-        ep->frame_cap = cap;
+    struct ep_stream *st;
+    if (ep->module) {
+        frame_append(&ep->frame, &ep->frame_len, &ep->frame_cap, batch, len);
+        return;
     }
-    /* ToFunction.batches is field 1, wire type 2: tag, varint length, body. */
-    ep->frame[ep->frame_len++] = 0x0a;
-    for (size_t v = len;; v >>= 7) {
-        if (v < 0x80) {
-            ep->frame[ep->frame_len++] = (uint8_t)v;
-            break;
-        }
-        ep->frame[ep->frame_len++] = (uint8_t)(v | 0x80);
-    }
-    memcpy(ep->frame + ep->frame_len, batch, len);
-    ep->frame_len += len;
+    st = &ep->streams[ep->cur_stream];
+    frame_append(&st->frame, &st->frame_len, &st->frame_cap, batch, len);
+}
+
+static void flush_stream(struct ep_stream *st)
+{
+    if (!st->frame_len || !st->rs || !rpc_stream_writable(st->rs)) return;
+    rpc_stream_send(st->rs, st->frame, st->frame_len);
+    st->frame = NULL;
+    st->frame_len = st->frame_cap = 0;
 }
 
 void ep_flush(struct endpoint *ep)
@@ -180,10 +247,7 @@ void ep_flush(struct endpoint *ep)
         flush_embedded(ep);
         return;
     }
-    if (!ep->frame_len || !ep->stream || !rpc_stream_writable(ep->stream)) return;
-    rpc_stream_send(ep->stream, ep->frame, ep->frame_len);
-    ep->frame = NULL;
-    ep->frame_len = ep->frame_cap = 0;
+    for (int i = 0; i < ep->nstreams; i++) flush_stream(&ep->streams[i]);
 }
 
 /* ---- connection ----------------------------------------------------------- */
@@ -191,7 +255,7 @@ void ep_flush(struct endpoint *ep)
 static void schedule_reconnect(struct endpoint *ep, int64_t delay_ms)
 {
     struct server *s = ep->srv;
-    ep->state = EP_DOWN;
+    if (ep->nopen == 0) ep->state = EP_DOWN;
     if (s->stopping) return;
     timer_start(&s->timers, &ep->reconnect, rpc_now_ms() + delay_ms);
 }
@@ -235,15 +299,16 @@ static void deliver(struct endpoint *ep, const Statemesh__V1__BatchResponse *r)
 
 static void on_message(void *arg, const uint8_t *data, size_t len)
 {
-    struct endpoint *ep = arg;
+    struct ep_stream *st = arg;
+    struct endpoint *ep = st->ep;
     struct server *s = ep->srv;
     Statemesh__V1__FromFunction *f = statemesh__v1__from_function__unpack(NULL, len, data);
 
     if (!f) {
-        LOG_ERROR(&s->log, "endpoint.garbage", "target=%s bytes=%zu msg=\"answer is not a FromFunction message; resetting the stream\"",
-                  ep->cfg->target, len);
-        ep->poisoned = 1;
-        rpc_stream_cancel(ep->stream);
+        LOG_ERROR(&s->log, "endpoint.garbage", "target=%s stream=%d bytes=%zu msg=\"answer is not a FromFunction message; resetting the stream\"",
+                  ep->cfg->target, st->index, len);
+        st->poisoned = 1;
+        rpc_stream_cancel(st->rs);
         return;
     }
     for (size_t i = 0; i < f->n_responses; i++) deliver(ep, f->responses[i]);
@@ -252,25 +317,52 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
 
 static void on_writable(void *arg)
 {
-    ep_flush(arg);
+    flush_stream(arg);
 }
+
+static int open_stream(struct ep_stream *st);
 
 static void on_closed(void *arg, int status, const char *details)
 {
-    struct endpoint *ep = arg;
+    struct ep_stream *st = arg;
+    struct endpoint *ep = st->ep;
     struct server *s = ep->srv;
     char q[600];
-    int failed = ep->poisoned;
+    int failed = st->poisoned, rotated = st->draining && !failed;
 
-    ep->stream = NULL;
-    ep->poisoned = 0;
-    if (!s->stopping)
-        LOG_WARN(&s->log, "endpoint.stream_closed", "target=%s status=%s details=%s inflight=%u",
-                 ep->cfg->target, rpc_status_name(status), log_quote(q, sizeof q, details),
-                 ep->inflight);
-    return_all(ep, failed, failed ? "function server sent garbage" : "stream closed");
-    schedule_reconnect(ep, failed ? ep->backoff_ms : BACKOFF_MIN_MS);
-    if (failed && ep->backoff_ms < BACKOFF_MAX_MS) ep->backoff_ms *= 2;
+    st->rs = NULL;
+    st->poisoned = 0;
+    st->draining = 0;
+    ep->nopen--;
+    if (!s->stopping && !rotated)
+        LOG_WARN(&s->log, "endpoint.stream_closed", "target=%s stream=%d status=%s details=%s "
+                 "inflight=%u streams_open=%d", ep->cfg->target, st->index,
+                 rpc_status_name(status), log_quote(q, sizeof q, details), st->inflight, ep->nopen);
+    return_batches(ep, st->index, failed, failed ? "function server sent garbage" : "stream closed");
+    st->frame_len = 0;           /* its batches were all in slots */
+    if (s->stopping) return;
+    if (rotated && open_stream(st) == 0) return;
+    if (ep->nopen == 0) {
+        schedule_reconnect(ep, failed ? ep->backoff_ms : BACKOFF_MIN_MS);
+        if (failed && ep->backoff_ms < BACKOFF_MAX_MS) ep->backoff_ms *= 2;
+    } else if (!timer_armed(&ep->reconnect) && !ep->describe_pending) {
+        /* Others still serve: re-Describe, then reopen the missing streams. */
+        timer_start(&s->timers, &ep->reconnect, rpc_now_ms() + BACKOFF_MIN_MS);
+    }
+}
+
+static int open_stream(struct ep_stream *st)
+{
+    static const struct rpc_stream_callbacks cb = {on_message, on_writable, on_closed};
+    struct endpoint *ep = st->ep;
+    if (rpc_stream_open(&st->rs, ep->ch, "/statemesh.v1.FunctionService/Invoke", &cb, st) != 0) {
+        st->rs = NULL;
+        return -1;
+    }
+    st->opened_ms = rpc_now_ms();
+    st->draining = 0;
+    ep->nopen++;
+    return 0;
 }
 
 static const char *check_describe(struct endpoint *ep, const Statemesh__V1__DescribeResponse *d,
@@ -341,13 +433,13 @@ static void on_describe(void *arg, int status, const char *details, const uint8_
     struct endpoint *ep = arg;
     struct server *s = ep->srv;
     Statemesh__V1__DescribeResponse *d;
-    struct rpc_stream_callbacks cb = {on_message, on_writable, on_closed};
     char why[600], list[1024];
     const char *e;
+    int opened = 0, was_up = ep->state == EP_UP;
 
     ep->describe_pending = 0;
     if (s->stopping) {
-        ep->state = EP_DOWN;
+        if (ep->nopen == 0) ep->state = EP_DOWN;
         return;
     }
     if (status != RPC_OK) {
@@ -368,13 +460,19 @@ static void on_describe(void *arg, int status, const char *details, const uint8_
     install_types(ep, d, list, sizeof list);
     statemesh__v1__describe_response__free_unpacked(d, NULL);
 
-    if (rpc_stream_open(&ep->stream, ep->ch, "/statemesh.v1.FunctionService/Invoke", &cb, ep) != 0) {
+    for (int i = 0; i < ep->nstreams; i++)
+        if (!ep->streams[i].rs && open_stream(&ep->streams[i]) == 0) opened++;
+    if (ep->nopen == 0) {
         connect_failed(ep, "cannot open the Invoke stream");
         return;
     }
     ep->state = EP_UP;
-    LOG_INFO(&s->log, "endpoint.up", "target=%s types=%s after_attempts=%u", ep->cfg->target,
-             list[0] ? list : "none", ep->failures + 1);
+    if (!was_up)
+        LOG_INFO(&s->log, "endpoint.up", "target=%s types=%s streams=%d after_attempts=%u",
+                 ep->cfg->target, list[0] ? list : "none", ep->nopen, ep->failures + 1);
+    else if (opened)
+        LOG_INFO(&s->log, "endpoint.streams_reopened", "target=%s types=%s streams=%d",
+                 ep->cfg->target, list[0] ? list : "none", ep->nopen);
     ep->failures = 0;
     ep->backoff_ms = BACKOFF_MIN_MS;
 }
@@ -383,8 +481,9 @@ static void connect_now(void *arg)
 {
     struct endpoint *ep = arg;
     Statemesh__V1__DescribeRequest req = STATEMESH__V1__DESCRIBE_REQUEST__INIT;
-    if (ep->srv->stopping || ep->state != EP_DOWN) return;
-    ep->state = EP_DESCRIBING;
+    if (ep->srv->stopping || ep->describe_pending) return;
+    if (ep->state == EP_UP && ep->nopen == ep->nstreams) return;
+    if (ep->state == EP_DOWN) ep->state = EP_DESCRIBING;
     if (rpc_unary_start(ep->ch, "/statemesh.v1.FunctionService/Describe", &req.base,
                         DESCRIBE_TIMEOUT_MS, on_describe, ep) != 0) {
         connect_failed(ep, "cannot start Describe");
@@ -398,6 +497,25 @@ static int64_t sweep_interval(const struct endpoint *ep)
 {
     int64_t q = ep->cfg->invocation_timeout_ms / 4;
     return q < SWEEP_INTERVAL_MS ? (q > 10 ? q : 10) : SWEEP_INTERVAL_MS;
+}
+
+/* Remote mode: drains the oldest stream past EP_STREAM_MAX_AGE_MS (one at a
+ * time, only while all are open) so that a reopened stream can land on a
+ * backend that appeared since. */
+static void rotate(struct endpoint *ep, int64_t now)
+{
+    struct ep_stream *due = NULL;
+    if (ep->nstreams < 2 || ep->nopen < ep->nstreams) return;
+    for (int i = 0; i < ep->nstreams; i++) {
+        struct ep_stream *st = &ep->streams[i];
+        if (st->draining) return;
+        if (!due || st->opened_ms < due->opened_ms) due = st;
+    }
+    if (!due || now - due->opened_ms < EP_STREAM_MAX_AGE_MS) return;
+    due->draining = 1;
+    LOG_DEBUG(&ep->srv->log, "endpoint.stream_rotate", "target=%s stream=%d inflight=%u",
+              ep->cfg->target, due->index, due->inflight);
+    if (due->inflight == 0) rpc_stream_cancel(due->rs);
 }
 
 static void sweep(void *arg)
@@ -416,14 +534,17 @@ static void sweep(void *arg)
                  ep->cfg->invocation_timeout_ms);
         disp_on_lost(s, mb, 1, why);
     }
+    if (ep->cfg->mode == CFG_MODE_REMOTE) rotate(ep, now);
     if (!s->stopping) timer_start(&s->timers, &ep->sweep, now + sweep_interval(ep));
 }
 
 int ep_start(struct endpoint *ep)
 {
     struct server *s = ep->srv;
+    struct rpc_channel_options co = {ep->cfg->mode == CFG_MODE_REMOTE, ep->cfg->keepalive_ms};
+
     if (ep->cfg->mode == CFG_MODE_EMBEDDED) return start_embedded(ep);
-    if (rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target) != 0) {
+    if (rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target, &co) != 0) {
         LOG_ERROR(&s->log, "endpoint.bad_target", "target=%s", ep->cfg->target);
         return -1;
     }
@@ -438,12 +559,15 @@ void ep_stop(struct endpoint *ep)
     timer_stop(&s->timers, &ep->reconnect);
     timer_stop(&s->timers, &ep->sweep);
     timer_stop(&s->timers, &ep->kick);
-    if (ep->stream) rpc_stream_cancel(ep->stream);
+    for (int i = 0; i < ep->nstreams; i++)
+        if (ep->streams[i].rs) rpc_stream_cancel(ep->streams[i].rs);
 }
 
 int ep_closed(const struct endpoint *ep)
 {
-    return ep->stream == NULL && !ep->describe_pending;
+    for (int i = 0; i < ep->nstreams; i++)
+        if (ep->streams[i].rs) return 0;
+    return !ep->describe_pending;
 }
 
 /* ---- embedded mode (runtime/embedded.h) ------------------------------------ */

@@ -8,7 +8,17 @@
  *    +----- failure ----+------ stream closed ---+   (backoff 100 ms .. 2 s)
  *
  * Describe tells which function types the server serves and their declared
- * state; only declared state is sent. Batches are coalesced: while a stream
+ * state; only declared state is sent. An endpoint keeps cfg->streams Invoke
+ * streams open (remote mode: 4 by default, on a round_robin channel, so they
+ * spread over the backends; gRPC balances calls, not messages). Batches go to
+ * the open streams in turn. When one stream closes, its in-flight batches go
+ * back to their addresses and are sent again on the others, and the endpoint
+ * re-Describes (a new version of a backend is picked up) and reopens it after
+ * a backoff; the endpoint is DOWN only when no stream is open. In remote
+ * mode a stream older than EP_STREAM_MAX_AGE_MS is drained and reopened, one
+ * at a time, so backends that appeared since (DNS) get their share; the
+ * first rotation comes early (EP_STREAM_FIRST_AGE_MS), because streams opened
+ * while the balancer had connected to only some backends all land there. Batches are coalesced: while a stream
  * message is being sent, newly built batches accumulate in the next frame
  * (ToFunction.batches is a repeated field, so a frame is the concatenation of
  * encoded batches). Each in-flight batch occupies a slot (<= max_in_flight);
@@ -40,6 +50,8 @@
 #include "timer.h"
 
 #define EP_MAX_FRAME_BYTES (4u << 20)
+#define EP_STREAM_MAX_AGE_MS 30000
+#define EP_STREAM_FIRST_AGE_MS 2000   /* first rotation: after the balancer connected */
 
 struct ftype {
     char *name;
@@ -54,7 +66,24 @@ enum ep_state { EP_DOWN, EP_DESCRIBING, EP_UP };
 struct ep_slot {
     struct mbox *mb;           /* NULL: free */
     uint32_t gen;
+    int stream;                /* index of the stream it was sent on */
     int64_t deadline_ms;
+};
+
+struct endpoint;
+
+/* One Invoke stream of a sidecar/remote endpoint. */
+struct ep_stream {
+    struct endpoint *ep;
+    int index;
+    struct rpc_stream *rs;     /* NULL: closed */
+    uint8_t *frame;            /* encoded batches waiting to be sent on it */
+    size_t frame_len, frame_cap;
+    uint32_t inflight;         /* batches sent on it, not answered */
+    int64_t opened_ms;
+    int poisoned;              /* we reset it over garbage */
+    int draining;              /* rotating: no new batches, closed when empty */
+    unsigned rotations;        /* times it was rotated */
 };
 
 struct server;
@@ -65,7 +94,10 @@ struct endpoint {
     int index;
     enum ep_state state;
     struct rpc_channel *ch;
-    struct rpc_stream *stream;
+    struct ep_stream *streams; /* cfg->streams of them */
+    int nstreams, nopen;
+    int next_stream;           /* round robin over open streams */
+    int cur_stream;            /* where the batch being built goes */
     int describe_pending;
     struct ftype *types;       /* served types, from Describe */
     size_t ntypes;
@@ -75,12 +107,11 @@ struct endpoint {
     uint32_t *free_slots;
     uint32_t nfree;
     uint32_t inflight;
-    uint8_t *frame;            /* encoded batches waiting to be sent */
+    uint8_t *frame;            /* embedded: encoded batches waiting to be run */
     size_t frame_len, frame_cap;
     struct timer reconnect, sweep;
     int64_t backoff_ms;
     unsigned failures;         /* consecutive connect failures, for log pacing */
-    int poisoned;              /* we reset the stream over garbage */
     /* embedded mode only */
     struct emb_module *module; /* the loaded library */
     struct timer kick;         /* due now after in-process answers */

@@ -742,12 +742,14 @@ struct rpc_channel {
     long ncalls;
 };
 
-int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const char *target)
+int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const char *target,
+                       const struct rpc_channel_options *opt)
 {
     struct rpc_channel *ch = calloc(1, sizeof *ch);
     grpc_channel_credentials *creds;
-    grpc_arg args[4];
+    grpc_arg args[10];
     grpc_channel_args ca;
+    size_t n = 4;
 
     if (!ch) return -1;
     args[0].type = GRPC_ARG_INTEGER;
@@ -762,7 +764,29 @@ int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const ch
     args[3].type = GRPC_ARG_INTEGER;
     args[3].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
     args[3].value.integer = 2000;
-    ca.num_args = 4;
+    if (opt && opt->round_robin) {
+        args[n].type = GRPC_ARG_STRING;
+        args[n].key = (char *)GRPC_ARG_LB_POLICY_NAME;
+        args[n++].value.string = (char *)"round_robin";
+    }
+    if (opt && opt->keepalive_ms > 0) {
+        /* Pings also on idle streams (the default stops after two pings
+         * without data, and dead peers go unnoticed); servers must permit
+         * them: the SDKs allow pings every 5 s without calls. */
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS;
+        args[n++].value.integer = opt->keepalive_ms;
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
+        args[n++].value.integer = opt->keepalive_ms < 20000 ? opt->keepalive_ms : 20000;
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
+        args[n++].value.integer = 0;
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
+        args[n++].value.integer = 1;
+    }
+    ca.num_args = n;
     ca.args = args;
     creds = grpc_insecure_credentials_create();
     ch->ch = grpc_channel_create(target, creds, &ca);

@@ -154,8 +154,15 @@ void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
 struct rpc_channel;
 struct rpc_stream;
 
+struct rpc_channel_options {
+    int round_robin;           /* balance calls over every resolved address */
+    int keepalive_ms;          /* HTTP/2 ping interval, 0 = off */
+};
+
+/* opt may be NULL (pick_first, no keepalive). */
 int rpc_channel_create(struct rpc_channel **out /* OUT, owned */, struct rpc_loop *loop,
-                       const char *target) __attribute__((warn_unused_result));
+                       const char *target, const struct rpc_channel_options *opt)
+    __attribute__((warn_unused_result));
 /* Only once every stream and unary call on it has completed. */
 void rpc_channel_destroy(struct rpc_channel **chp);
 

@@ -1,5 +1,7 @@
 /*
- * client — blocking ingress/admin client (statemesh/client.h).
+ * client — blocking ingress/admin client (statemesh/client.h): the client
+ * object and the unary RPCs. The streams are in send_stream.c and
+ * subscribe.c.
  *
  * One channel and one pluck completion queue per client. Each RPC is a
  * single batch of the six unary client operations; the caller's thread
@@ -7,7 +9,7 @@
  * itself waits forever. Teardown order: every call is unref'd before it
  * returns, then channel, then CQ shutdown + drain, then grpc_shutdown.
  */
-#include "statemesh/client.h"
+#include "client_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,12 +29,6 @@
 
 #define MAX_RECV_BYTES (64 << 20)
 
-struct sm_client {
-    grpc_channel *ch;
-    grpc_completion_queue *cq;
-    char *target;
-};
-
 static const char *const code_names[] = {
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
     "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
@@ -45,8 +41,7 @@ const char *sm_status_code_name(int code)
     return code_names[code];
 }
 
-static int set_err(sm_error *err, int code, int rc, const char *fmt, ...) SM_PRINTF(4, 5);
-static int set_err(sm_error *err, int code, int rc, const char *fmt, ...)
+int sm__set_err(sm_error *err, int code, int rc, const char *fmt, ...)
 {
     va_list ap;
     if (err) {
@@ -156,28 +151,26 @@ static int unary(sm_client *c, const char *method, const ProtobufCMessage *req,
     ops[5].data.recv_status_on_client.error_string = &error_string;
 
     if (grpc_call_start_batch(call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
-        rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "cannot start the call");
+        rc = sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "cannot start the call");
         goto out;
     }
     ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (ev.type != GRPC_OP_COMPLETE) {
-        rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "completion queue failed");
+        rc = sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "completion queue failed");
         goto out;
     }
     if (status != GRPC_STATUS_OK) {
-        char *d = grpc_slice_to_c_string(details);
-        rc = set_err(err, (int)status, SM_ERPC, "%s", d && *d ? d : sm_status_code_name(status));
-        gpr_free(d);
+        rc = sm__status_err(err, status, details, NULL);
         goto out;
     }
     if (!recv_bb) {
-        rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "empty response from %s", c->target);
+        rc = sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "empty response from %s", c->target);
         goto out;
     } else {
         grpc_byte_buffer_reader r;
         grpc_slice all;
         if (!grpc_byte_buffer_reader_init(&r, recv_bb)) {
-            rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "cannot decompress response");
+            rc = sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "cannot decompress response");
             goto out;
         }
         all = grpc_byte_buffer_reader_readall(&r);
@@ -185,7 +178,7 @@ static int unary(sm_client *c, const char *method, const ProtobufCMessage *req,
         *resp = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all),
                                           GRPC_SLICE_START_PTR(all));
         grpc_slice_unref(all);
-        if (!*resp) rc = set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "malformed response");
+        if (!*resp) rc = sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "malformed response");
     }
     if (rc == SM_OK && err) {
         err->code = 0;
@@ -202,14 +195,45 @@ out:
     return rc;
 }
 
-static int check_target(const char *type, const char *id, const sm_value *v, sm_error *err)
+int sm__status_err(sm_error *err, grpc_status_code status, grpc_slice details, const char *prefix)
+{
+    char *d = grpc_slice_to_c_string(details);
+    sm__set_err(err, (int)status, SM_ERPC, "%s%s", prefix ? prefix : "",
+                d && *d ? d : sm_status_code_name(status));
+    gpr_free(d);
+    return SM_ERPC;
+}
+
+int sm__check_key(const char *key, sm_error *err)
+{
+    size_t n = key ? strlen(key) : 0;
+    if (n > SM_MAX_IDEMPOTENCY_KEY_LEN)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                           "idempotency key is %zu bytes, at most %d allowed", n,
+                           SM_MAX_IDEMPOTENCY_KEY_LEN);
+    if (n && !sm_utf8_valid(key, n))
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                           "idempotency key is not valid UTF-8");
+    return SM_OK;
+}
+
+int sm__check_delay(uint64_t delay_ms, sm_error *err)
+{
+    if (delay_ms > SM_MAX_DELAY_MS)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                           "delay of %llu ms is above the maximum of %llu ms (365 days)",
+                           (unsigned long long)delay_ms, (unsigned long long)SM_MAX_DELAY_MS);
+    return SM_OK;
+}
+
+int sm__check_target(const char *type, const char *id, const sm_value *v, sm_error *err)
 {
     if (!type || !*type)
-        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "function type is empty");
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "function type is empty");
     if (!id || !*id)
-        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "id is empty");
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "id is empty");
     if (v && (!v->typename || !*v->typename || (!v->data && v->len)))
-        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
                        "value has no typename or no data");
     return SM_OK;
 }
@@ -230,17 +254,28 @@ static void fill_request(Statemesh__V1__Address *addr, Statemesh__V1__TypedValue
 int sm_client_send(sm_client *c, const char *type, const char *id, const sm_value *v,
                    int timeout_ms, sm_error *err)
 {
+    return sm_client_send_opts(c, type, id, v, NULL, timeout_ms, err);
+}
+
+int sm_client_send_opts(sm_client *c, const char *type, const char *id, const sm_value *v,
+                        const sm_send_options *opts, int timeout_ms, sm_error *err)
+{
     Statemesh__V1__SendRequest req = STATEMESH__V1__SEND_REQUEST__INIT;
     Statemesh__V1__Address addr;
     Statemesh__V1__TypedValue tv;
     ProtobufCMessage *resp;
     int rc;
 
-    if (!c || !v) return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or value");
-    if ((rc = check_target(type, id, v, err))) return rc;
+    if (!c || !v) return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or value");
+    if ((rc = sm__check_target(type, id, v, err))) return rc;
+    if (opts && ((rc = sm__check_key(opts->idempotency_key, err)) ||
+                 (rc = sm__check_delay(opts->delay_ms, err))))
+        return rc;
     fill_request(&addr, &tv, type, id, v);
     req.target = &addr;
     req.argument = &tv;
+    if (opts && opts->idempotency_key) req.idempotency_key = (char *)opts->idempotency_key;
+    if (opts) req.delay_ms = opts->delay_ms;
     rc = unary(c, "/statemesh.v1.Ingress/Send", &req.base, &statemesh__v1__send_response__descriptor,
                &resp, timeout_ms, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
@@ -250,6 +285,13 @@ int sm_client_send(sm_client *c, const char *type, const char *id, const sm_valu
 int sm_client_call(sm_client *c, const char *type, const char *id, const sm_value *v,
                    int timeout_ms, sm_value_buf *reply, sm_error *err)
 {
+    return sm_client_call_opts(c, type, id, v, NULL, timeout_ms, reply, err);
+}
+
+int sm_client_call_opts(sm_client *c, const char *type, const char *id, const sm_value *v,
+                        const sm_call_options *opts, int timeout_ms, sm_value_buf *reply,
+                        sm_error *err)
+{
     Statemesh__V1__CallRequest req = STATEMESH__V1__CALL_REQUEST__INIT;
     Statemesh__V1__Address addr;
     Statemesh__V1__TypedValue tv;
@@ -257,11 +299,13 @@ int sm_client_call(sm_client *c, const char *type, const char *id, const sm_valu
     int rc;
 
     if (!c || !v || !reply)
-        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client, value or reply");
-    if ((rc = check_target(type, id, v, err))) return rc;
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client, value or reply");
+    if ((rc = sm__check_target(type, id, v, err))) return rc;
+    if (opts && (rc = sm__check_key(opts->idempotency_key, err))) return rc;
     fill_request(&addr, &tv, type, id, v);
     req.target = &addr;
     req.argument = &tv;
+    if (opts && opts->idempotency_key) req.idempotency_key = (char *)opts->idempotency_key;
     rc = unary(c, "/statemesh.v1.Ingress/Call", &req.base, &statemesh__v1__call_response__descriptor,
                (ProtobufCMessage **)&resp, timeout_ms, err);
     if (rc != SM_OK) return rc;
@@ -272,7 +316,7 @@ int sm_client_call(sm_client *c, const char *type, const char *id, const sm_valu
         sm_value rv = {resp->reply->typename_, resp->reply->value.data, resp->reply->value.len};
         rc = sm_value_buf_set(reply, &rv);
     }
-    if (rc != SM_OK) set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, rc, "out of memory");
+    if (rc != SM_OK) sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, rc, "out of memory");
     statemesh__v1__call_response__free_unpacked(resp, NULL);
     return rc;
 }
@@ -286,9 +330,9 @@ int sm_client_get_state(sm_client *c, const char *type, const char *id, const ch
     int rc;
 
     if (!c || !out)
-        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
     memset(out, 0, sizeof *out);
-    if ((rc = check_target(type, id, NULL, err))) return rc;
+    if ((rc = sm__check_target(type, id, NULL, err))) return rc;
     addr.type = (char *)type;
     addr.id = (char *)id;
     req.address = &addr;
@@ -300,7 +344,7 @@ int sm_client_get_state(sm_client *c, const char *type, const char *id, const ch
     out->items = calloc(resp->n_values ? resp->n_values : 1, sizeof *out->items);
     if (!out->items) {
         statemesh__v1__get_state_response__free_unpacked(resp, NULL);
-        return set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < resp->n_values; i++) {
         const Statemesh__V1__StateValue *sv = resp->values[i];
@@ -334,7 +378,7 @@ int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out, sm_error *err)
     int rc;
 
     if (!c || !out)
-        return set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
     memset(out, 0, sizeof *out);
     rc = unary(c, "/statemesh.v1.Admin/Stats", &req.base, &statemesh__v1__stats_response__descriptor,
                (ProtobufCMessage **)&resp, timeout_ms, err);
@@ -342,7 +386,7 @@ int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out, sm_error *err)
     out->items = calloc(resp->n_stats ? resp->n_stats : 1, sizeof *out->items);
     if (!out->items) {
         statemesh__v1__stats_response__free_unpacked(resp, NULL);
-        return set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < resp->n_stats; i++) {
         out->items[i].name = resp->stats[i]->name;

@@ -13,10 +13,19 @@
  *   for each invocation k: handler(ctx{index=k}, argument)
  *        │   state set   → copied (arena if small, else a heap copy the slot owns)
  *        │   send/reply  → copied into the arena, tagged invocation_index=k
+ *        │   send_after  → copied into the arena (token unique in the batch)
+ *        │   cancel      → drops this batch's delayed message with the token,
+ *        │                 records the token once (for earlier batches')
+ *        │   egress      → copied into the arena
  *        │   misuse / sm_fail / non-zero return → ctx.failed, stop ──▶ failure
  *        │
  *   result = one mutation per dirty slot (declaration order)
- *            + outgoing messages + replies, all copied into the arena
+ *            + outgoing messages + replies + delayed messages
+ *            + cancellations + egress records, all copied into the arena
+ *
+ * The runtime applies a result's cancellations before its delayed messages,
+ * so "send_after(T) ... cancel(T)" in one batch must not reach it as both:
+ * the SDK resolves such sequences itself (see sm_cancel_delayed).
  *
  * The slot buffers are freed at the end of every batch, whatever the outcome;
  * everything in the answer lives in the caller's arena.
@@ -40,6 +49,8 @@
 struct spec {
     char *name;
     char *typename;
+    uint64_t expire_after_write_ms;
+    uint64_t expire_after_invoke_ms;
 };
 
 struct fn_type {
@@ -128,6 +139,10 @@ int sm_functions_bind(sm_functions *fns, const char *type, const sm_state_spec *
         const char *tn = specs[i].typename;
         if (!valid_name(specs[i].name, MAX_STATE_NAME_LEN)) return SM_EINVAL;
         if (!tn || !*tn || strlen(tn) > MAX_TYPENAME_LEN) return SM_EINVAL;
+        if (specs[i].expire_after_write_ms && specs[i].expire_after_invoke_ms) return SM_EINVAL;
+        if (specs[i].expire_after_write_ms > SM_MAX_EXPIRE_MS ||
+            specs[i].expire_after_invoke_ms > SM_MAX_EXPIRE_MS)
+            return SM_EINVAL;
         for (size_t j = 0; j < i; j++)
             if (strcmp(specs[i].name, specs[j].name) == 0) return SM_EINVAL;
     }
@@ -141,6 +156,8 @@ int sm_functions_bind(sm_functions *fns, const char *type, const sm_state_spec *
     for (size_t i = 0; i < n; i++, t.n_specs++) {
         t.specs[i].name = strdup(specs[i].name);
         t.specs[i].typename = strdup(specs[i].typename);
+        t.specs[i].expire_after_write_ms = specs[i].expire_after_write_ms;
+        t.specs[i].expire_after_invoke_ms = specs[i].expire_after_invoke_ms;
         if (!t.specs[i].name || !t.specs[i].typename) {
             t.n_specs++;
             goto nomem;
@@ -204,6 +221,9 @@ struct sm_ctx {
     struct slot *slots;
     struct ptr_vec out_msgs;  /* Statemesh__V1__OutgoingMessage * */
     struct ptr_vec replies;   /* Statemesh__V1__Reply * */
+    struct ptr_vec delayed;   /* Statemesh__V1__DelayedMessage * */
+    struct ptr_vec cancels;   /* Statemesh__V1__Cancellation *, tokens unique */
+    struct ptr_vec egress;    /* Statemesh__V1__EgressRecord * */
     bool failed;
     bool nomem;
     char fail_msg[MAX_FAIL_MSG];
@@ -508,31 +528,45 @@ static int check_out_value(sm_ctx *ctx, const char *what, const sm_value *v)
     return SM_OK;
 }
 
+/* Checks the target and value of a message (`what`: "send", "send_after"). */
+static int check_message(sm_ctx *ctx, const char *what, const char *type, const char *id,
+                         const sm_value *v)
+{
+    if (!valid_type(type))
+        return fail_rc(ctx, SM_EINVAL, "%s: %s to malformed function type '%.256s'",
+                       ctx->ft->type, what, type ? type : "(null)");
+    if (!valid_id(id))
+        return fail_rc(ctx, SM_EINVAL,
+                       "%s: %s to %s with an id that is not 1..1024 bytes of UTF-8",
+                       ctx->ft->type, what, type);
+    return check_out_value(ctx, what, v);
+}
+
+/* Arena copies of an address and a value; NULL on OOM. */
+static Statemesh__V1__Address *address_copy(sm_arena *a, const char *type, const char *id)
+{
+    Statemesh__V1__Address *addr = sm_arena_alloc(a, sizeof *addr);
+    if (!addr) return NULL;
+    statemesh__v1__address__init(addr);
+    addr->type = sm_arena_strdup(a, type);
+    addr->id = sm_arena_strdup(a, id);
+    return addr->type && addr->id ? addr : NULL;
+}
+
 int sm_send(sm_ctx *ctx, const char *type, const char *id, const sm_value *v)
 {
     Statemesh__V1__OutgoingMessage *m;
-    Statemesh__V1__Address *addr;
     int rc = usable(ctx);
 
     if (rc) return rc;
-    if (!valid_type(type))
-        return fail_rc(ctx, SM_EINVAL, "%s: send to malformed function type '%.256s'",
-                       ctx->ft->type, type ? type : "(null)");
-    if (!valid_id(id))
-        return fail_rc(ctx, SM_EINVAL, "%s: send to %s with an id that is not 1..1024 bytes of UTF-8",
-                       ctx->ft->type, type);
-    if ((rc = check_out_value(ctx, "send", v))) return rc;
+    if ((rc = check_message(ctx, "send", type, id, v))) return rc;
     m = sm_arena_alloc(ctx->arena, sizeof *m);
-    addr = sm_arena_alloc(ctx->arena, sizeof *addr);
-    if (!m || !addr) return nomem(ctx);
+    if (!m) return nomem(ctx);
     statemesh__v1__outgoing_message__init(m);
-    statemesh__v1__address__init(addr);
-    addr->type = sm_arena_strdup(ctx->arena, type);
-    addr->id = sm_arena_strdup(ctx->arena, id);
-    m->target = addr;
+    m->target = address_copy(ctx->arena, type, id);
     m->argument = typed_copy(ctx->arena, v->typename, v->data, v->len);
     m->invocation_index = (uint32_t)ctx->index;
-    if (!addr->type || !addr->id || !m->argument) return nomem(ctx);
+    if (!m->target || !m->argument) return nomem(ctx);
     return vec_push(ctx, &ctx->out_msgs, m);
 }
 
@@ -554,6 +588,150 @@ int sm_send_json(sm_ctx *ctx, const char *type, const char *id, const char *json
     sm_value val = sm_value_json(json);
     return sm_send(ctx, type, id, &val);
 }
+
+/* ---- delayed messages and cancellations ---- */
+
+static bool valid_token(const char *t)
+{
+    size_t n = strlen(t);
+    return n >= 1 && n <= SM_MAX_TOKEN_LEN && sm_utf8_valid(t, n);
+}
+
+/* Index in ctx->delayed of this batch's delayed message with `token`, or -1. */
+static long find_delayed(const sm_ctx *ctx, const char *token)
+{
+    for (size_t i = 0; i < ctx->delayed.n; i++) {
+        const Statemesh__V1__DelayedMessage *d = ctx->delayed.items[i];
+        if (strcmp(d->cancellation_token, token) == 0) return (long)i;
+    }
+    return -1;
+}
+
+int sm_send_after(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                  const sm_value *v, const char *cancellation_token)
+{
+    Statemesh__V1__DelayedMessage *d;
+    int rc = usable(ctx);
+
+    if (rc) return rc;
+    if (delay_ms > SM_MAX_DELAY_MS)
+        return fail_rc(ctx, SM_EINVAL, "%s: send_after delay %llu ms is above the maximum of %llu ms (365 days)",
+                       ctx->ft->type, (unsigned long long)delay_ms,
+                       (unsigned long long)SM_MAX_DELAY_MS);
+    if ((rc = check_message(ctx, "send_after", type, id, v))) return rc;
+    if (cancellation_token) {
+        if (!valid_token(cancellation_token))
+            return fail_rc(ctx, SM_EINVAL,
+                           "%s: send_after with a cancellation token that is not 1..%d bytes of UTF-8",
+                           ctx->ft->type, SM_MAX_TOKEN_LEN);
+        if (find_delayed(ctx, cancellation_token) >= 0)
+            return fail_rc(ctx, SM_EEXIST,
+                           "%s: cancellation token '%.256s' is already used by a delayed message "
+                           "of this batch",
+                           ctx->ft->type, cancellation_token);
+    }
+    d = sm_arena_alloc(ctx->arena, sizeof *d);
+    if (!d) return nomem(ctx);
+    statemesh__v1__delayed_message__init(d);
+    d->target = address_copy(ctx->arena, type, id);
+    d->argument = typed_copy(ctx->arena, v->typename, v->data, v->len);
+    d->delay_ms = delay_ms;
+    if (cancellation_token) d->cancellation_token = sm_arena_strdup(ctx->arena, cancellation_token);
+    if (!d->target || !d->argument || !d->cancellation_token) return nomem(ctx);
+    return vec_push(ctx, &ctx->delayed, d);
+}
+
+int sm_send_after_int64(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                        int64_t v, const char *cancellation_token)
+{
+    uint8_t buf[SM_SCALAR_SIZE];
+    sm_value val = sm_value_int64(v, buf);
+    return sm_send_after(ctx, delay_ms, type, id, &val, cancellation_token);
+}
+
+int sm_send_after_string(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                         const char *s, const char *cancellation_token)
+{
+    sm_value val = sm_value_string(s);
+    return sm_send_after(ctx, delay_ms, type, id, &val, cancellation_token);
+}
+
+int sm_send_after_json(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                       const char *json, const char *cancellation_token)
+{
+    sm_value val = sm_value_json(json);
+    return sm_send_after(ctx, delay_ms, type, id, &val, cancellation_token);
+}
+
+int sm_cancel_delayed(sm_ctx *ctx, const char *token)
+{
+    Statemesh__V1__Cancellation *c;
+    long i;
+    int rc = usable(ctx);
+
+    if (rc) return rc;
+    if (!token || !valid_token(token))
+        return fail_rc(ctx, SM_EINVAL, "%s: cancel_delayed with a token that is not 1..%d bytes of UTF-8",
+                       ctx->ft->type, SM_MAX_TOKEN_LEN);
+    /* A delayed message of this very batch: drop it (order kept). */
+    if ((i = find_delayed(ctx, token)) >= 0) {
+        memmove(&ctx->delayed.items[i], &ctx->delayed.items[i + 1],
+                (ctx->delayed.n - (size_t)i - 1) * sizeof *ctx->delayed.items);
+        ctx->delayed.n--;
+    }
+    /* And one cancellation per token, for a message of an earlier batch. */
+    for (size_t k = 0; k < ctx->cancels.n; k++)
+        if (strcmp(((Statemesh__V1__Cancellation *)ctx->cancels.items[k])->token, token) == 0)
+            return SM_OK;
+    c = sm_arena_alloc(ctx->arena, sizeof *c);
+    if (!c) return nomem(ctx);
+    statemesh__v1__cancellation__init(c);
+    if (!(c->token = sm_arena_strdup(ctx->arena, token))) return nomem(ctx);
+    return vec_push(ctx, &ctx->cancels, c);
+}
+
+/* ---- egress ---- */
+
+int sm_send_egress(sm_ctx *ctx, const char *egress, const sm_value *v)
+{
+    Statemesh__V1__EgressRecord *e;
+    int rc = usable(ctx);
+
+    if (rc) return rc;
+    if (!valid_name(egress, SM_MAX_EGRESS_NAME_LEN))
+        return fail_rc(ctx, SM_EINVAL,
+                       "%s: egress name '%.128s' is not [A-Za-z0-9_.-]{1,%d}", ctx->ft->type,
+                       egress ? egress : "(null)", SM_MAX_EGRESS_NAME_LEN);
+    if ((rc = check_out_value(ctx, "send_egress", v))) return rc;
+    e = sm_arena_alloc(ctx->arena, sizeof *e);
+    if (!e) return nomem(ctx);
+    statemesh__v1__egress_record__init(e);
+    e->egress = sm_arena_strdup(ctx->arena, egress);
+    e->value = typed_copy(ctx->arena, v->typename, v->data, v->len);
+    if (!e->egress || !e->value) return nomem(ctx);
+    return vec_push(ctx, &ctx->egress, e);
+}
+
+int sm_send_egress_int64(sm_ctx *ctx, const char *egress, int64_t v)
+{
+    uint8_t buf[SM_SCALAR_SIZE];
+    sm_value val = sm_value_int64(v, buf);
+    return sm_send_egress(ctx, egress, &val);
+}
+
+int sm_send_egress_string(sm_ctx *ctx, const char *egress, const char *s)
+{
+    sm_value val = sm_value_string(s);
+    return sm_send_egress(ctx, egress, &val);
+}
+
+int sm_send_egress_json(sm_ctx *ctx, const char *egress, const char *json)
+{
+    sm_value val = sm_value_json(json);
+    return sm_send_egress(ctx, egress, &val);
+}
+
+/* ---- replies ---- */
 
 int sm_reply(sm_ctx *ctx, const sm_value *v)
 {
@@ -611,6 +789,8 @@ static Statemesh__V1__StateSpec *spec_msg(sm_arena *a, const struct spec *sp)
     statemesh__v1__state_spec__init(m);
     m->name = sm_arena_strdup(a, sp->name);
     m->typename_ = sm_arena_strdup(a, sp->typename);
+    m->expire_after_write_ms = sp->expire_after_write_ms;
+    m->expire_after_invoke_ms = sp->expire_after_invoke_ms;
     return m->name && m->typename_ ? m : NULL;
 }
 
@@ -683,6 +863,12 @@ static int build_result(sm_ctx *ctx, Statemesh__V1__BatchResponse *out)
     r->outgoing_messages = (Statemesh__V1__OutgoingMessage **)ctx->out_msgs.items;
     r->n_replies = ctx->replies.n;
     r->replies = (Statemesh__V1__Reply **)ctx->replies.items;
+    r->n_delayed_messages = ctx->delayed.n;
+    r->delayed_messages = (Statemesh__V1__DelayedMessage **)ctx->delayed.items;
+    r->n_cancellations = ctx->cancels.n;
+    r->cancellations = (Statemesh__V1__Cancellation **)ctx->cancels.items;
+    r->n_egress_records = ctx->egress.n;
+    r->egress_records = (Statemesh__V1__EgressRecord **)ctx->egress.items;
     out->outcome_case = STATEMESH__V1__BATCH_RESPONSE__OUTCOME_RESULT;
     out->result = r;
     return SM_OK;

@@ -9,6 +9,7 @@ const char *sm_strerror(int rc)
     switch (rc) {
     case SM_OK: return "ok";
     case SM_ABSENT: return "absent";
+    case SM_AGAIN: return "nothing yet, try again";
     case SM_EINVAL: return "invalid argument";
     case SM_ETYPE: return "wrong typename";
     case SM_EVALUE: return "invalid value encoding";

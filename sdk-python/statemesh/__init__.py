@@ -19,18 +19,22 @@ from .types import (Type, TypedValue, simple_type, BoolType, IntType, FloatType,
 from .function import (StatefulFunctions, ValueSpec, Context, Message, Address, Storage,
                        StateError, RequestHandler, SDK_NAME)
 from .server import serve, serve_async, FunctionServer
-from .client import Client, AsyncClient, StateInfo
+from .client import (Client, AsyncClient, StateInfo, StreamMessage, StreamError,
+                     SendStreamResult, EgressRecord, Subscription, AsyncSubscription)
 from .errors import (StatemeshError, NotFound, InvalidArgument, Unavailable,
-                     DeadlineExceeded, ResourceExhausted, Internal)
+                     DeadlineExceeded, ResourceExhausted, Overloaded, OffsetTrimmed,
+                     AlreadyExists, FailedPrecondition, Aborted, Internal)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "StatefulFunctions", "ValueSpec", "serve", "serve_async", "FunctionServer",
-    "Client", "AsyncClient", "StateInfo",
+    "Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError", "SendStreamResult",
+    "EgressRecord", "Subscription", "AsyncSubscription",
     "Context", "Message", "Address", "Storage", "StateError", "RequestHandler",
     "Type", "TypedValue", "simple_type",
     "BoolType", "IntType", "FloatType", "StringType", "BytesType", "JsonType",
     "StatemeshError", "NotFound", "InvalidArgument", "Unavailable", "DeadlineExceeded",
-    "ResourceExhausted", "Internal", "SDK_NAME",
+    "ResourceExhausted", "Overloaded", "OffsetTrimmed", "AlreadyExists", "FailedPrecondition",
+    "Aborted", "Internal", "SDK_NAME",
 ]

@@ -20,15 +20,23 @@ Wire layout (protocol/statemesh/v1/function.proto):
     FromFunction  { 1: repeated BatchResponse }
     BatchResponse { 1: batch_id, oneof { 2: Result, 3: Incomplete, 4: Failure } }
     Result        { 1: repeated StateMutation, 2: repeated OutgoingMessage,
-                    3: repeated Reply }
+                    3: repeated Reply, 4: repeated DelayedMessage,
+                    5: repeated Cancellation, 6: repeated EgressRecord }
     StateMutation { 1: kind (MODIFY=0, DELETE=1), 2: name, 3: TypedValue }
     OutgoingMessage { 1: target Address, 2: argument TypedValue,
                       3: invocation_index }
     Reply         { 1: invocation_index, 2: TypedValue }
-    Incomplete    { 1: repeated StateSpec { 1: name, 2: typename } }
+    DelayedMessage { 1: target Address, 2: argument TypedValue,
+                     3: delay_ms varint, 4: cancellation_token }
+    Cancellation  { 1: token }                EgressRecord { 1: egress, 2: TypedValue }
+    Incomplete    { 1: repeated StateSpec { 1: name, 2: typename,
+                    3: expire_after_write_ms varint, 4: expire_after_invoke_ms varint } }
     Failure       { 1: message }
 
-Unknown fields are skipped, so a newer runtime can add fields.
+The fields of a Result are written in the order the handler produced its
+effects (repeated fields may interleave on the wire; a parser keeps each
+field's own order). Unknown fields are skipped, so a newer runtime can add
+fields.
 """
 
 __all__ = ["DecodeError", "decode_to_function", "varint", "ld"]

@@ -6,6 +6,12 @@
         print(c.call("example/user", "alice", "hi", timeout=5))  # the decoded reply
         print(c.state("example/user", "alice"))                  # {'visits': 2}
         print(c.stats())                                         # {'messages_received': ...}
+        c.send("shop/cart", "bob", "remind", delay=60)          # delivered in a minute
+        c.send("shop/cart", "bob", {"add": "apple"}, idempotency_key="order-17/1")
+        r = c.send_stream(("example/user", "u%d" % i, "hi") for i in range(100000))
+        print(r.acked, r.errors)                                 # 100000 []
+        for rec in c.subscribe("receipts", earliest=True, follow=False):
+            print(rec.offset, rec.source, rec.value.as_json())
 
 Values are typed like ``Context.send``: a :class:`TypedValue` as is, a value
 of ``type=``, or inferred from the Python value (bool, int, float, str,
@@ -15,27 +21,202 @@ Type (``reply_type=``, ``types={"name": T}``), and ``raw=True`` returns the
 TypedValue whatever the type.
 
 gRPC errors are raised as :mod:`statemesh.errors` exceptions (NotFound,
-InvalidArgument, Unavailable, DeadlineExceeded, ResourceExhausted, base
-StatemeshError with ``code`` and ``details``). ``timeout`` (seconds) is the
-gRPC deadline; None waits as long as it takes.
+InvalidArgument, Unavailable, DeadlineExceeded, ResourceExhausted a.k.a.
+Overloaded, OffsetTrimmed, base StatemeshError with ``code`` and
+``details``). ``timeout`` (seconds) is the gRPC deadline; None waits as long
+as it takes (streams, send_stream and subscribe, have no deadline unless
+given one).
 
 :class:`AsyncClient` has the same methods as coroutines (grpc.aio).
 """
 
+import bisect
+import datetime
+import re
+import threading
 from collections import namedtuple
 
 import grpc
 
-from .errors import from_rpc_error
-from .types import TypedValue, typed_value, decode_typed
+from . import _wire
+from .errors import StatemeshError, from_rpc_error
+from .function import (MAX_DELAY, Address, Message, _address_field, _check_key,
+                       _duration_ms)
+from .types import TypedValue, typed_value, decode_typed, encode_value
 
-__all__ = ["Client", "AsyncClient", "StateInfo"]
+__all__ = ["Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError",
+           "SendStreamResult", "EgressRecord", "Subscription", "AsyncSubscription"]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 StateInfo = namedtuple("StateInfo", "values queued_messages in_flight")
 StateInfo.__doc__ = ("The committed state of an address: ``values`` (dict name -> value), "
                      "``queued_messages`` waiting for it, ``in_flight`` (a batch is running).")
+
+
+StreamMessage = namedtuple("StreamMessage",
+                           "target_type target_id value type idempotency_key delay",
+                           defaults=(None, None, None))
+StreamMessage.__doc__ = (
+    "One message of Client.send_stream(): target, value (typed as for send(); "
+    "``type=`` for a user type), optional ``idempotency_key`` and ``delay`` "
+    "(timedelta or seconds). A plain ``(type, id, value)`` tuple works too.")
+
+StreamError = namedtuple("StreamError", "seq code message")
+StreamError.__doc__ = ("A message of send_stream() that was not applied: ``seq`` (its "
+                       "1-based position in the iterable), ``code`` (grpc.StatusCode), "
+                       "``message``.")
+
+
+class SendStreamResult(namedtuple("SendStreamResult", "sent acked errors")):
+    """What send_stream() did: ``sent`` messages were handed to the stream,
+    ``acked`` of them are committed (durable), ``errors`` lists the
+    StreamErrors of the messages that were rejected (by the runtime, or
+    locally before sending: a bad address, value, key or delay), in seq
+    order. ``ok`` is True when every message was committed."""
+
+    __slots__ = ()
+
+    @property
+    def ok(self):
+        return not self.errors and self.acked == self.sent
+
+
+class EgressRecord(namedtuple("EgressRecord", "offset timestamp_ms source value")):
+    """One record of an egress log: ``offset`` (consecutive from 1),
+    ``timestamp_ms`` (commit time, Unix epoch ms; ``timestamp`` is a UTC
+    datetime), ``source`` (the Address of the function that wrote it) and
+    ``value``, a :class:`Message` (``value.as_json()``, ``as_string()``,
+    ``value.value`` ...)."""
+
+    __slots__ = ()
+
+    @property
+    def timestamp(self):
+        return datetime.datetime.fromtimestamp(self.timestamp_ms / 1000.0,
+                                               tz=datetime.timezone.utc)
+
+
+_STATUS = {c.value[0]: c for c in grpc.StatusCode}
+_EGRESS_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
+
+
+def _idempotency_key(key):
+    if key is None:
+        return ""
+    _check_key("idempotency key", key)
+    return key
+
+
+def _delay_ms(delay):
+    return 0 if delay is None else _duration_ms("delay", delay, MAX_DELAY)
+
+
+def _encode_stream_message(seq, item):
+    """One encoded SendStreamRequest.messages field for an item of
+    send_stream() (hand-encoded: bulk path). Raises TypeError/ValueError."""
+    if item.__class__ is tuple and len(item) == 3:
+        ttype, tid, value = item
+        vtype = key = delay = None
+    elif isinstance(item, tuple):
+        if not 3 <= len(item) <= 6:
+            raise TypeError("a send_stream item is (type, id, value) or a StreamMessage, "
+                            "got a tuple of %d" % len(item))
+        ttype, tid, value, vtype, key, delay = StreamMessage(*item)
+    elif hasattr(item, "target_type") and hasattr(item, "target_id"):
+        ttype, tid, value = item.target_type, item.target_id, getattr(item, "value", None)
+        vtype = getattr(item, "type", None)
+        key = getattr(item, "idempotency_key", None)
+        delay = getattr(item, "delay", None)
+    else:
+        raise TypeError("a send_stream item is (type, id, value) or a StreamMessage, got %s"
+                        % type(item).__name__)
+    tn, payload = encode_value(value, vtype)
+    n = len(payload)
+    tv = tn + b"\x12" + _wire.varint(n) + payload if n else tn
+    body = (b"\x08" + _wire.varint(seq) + _wire.ld(b"\x12", _address_field(ttype, tid))
+            + _wire.ld(b"\x1a", tv))
+    if key is not None:
+        body += _wire.ld(b"\x22", _check_key("idempotency key", key))
+    if delay is not None:
+        ms = _duration_ms("delay", delay, MAX_DELAY)
+        if ms:
+            body += b"\x28" + _wire.varint(ms)
+    return _wire.ld(b"\x0a", body)
+
+
+def _identity(b):
+    return b
+
+
+class _StreamState:
+    """Bookkeeping of one send_stream(): seqs, the window, acks, errors.
+    Shared by the sync (threads) and async versions; the caller holds the
+    lock/condition around every method."""
+
+    def __init__(self, window, batch_size):
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError("window must be an int >= 1, got %r" % (window,))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError("batch_size must be an int >= 1, got %r" % (batch_size,))
+        self.window = window
+        self.chunk = min(batch_size, window)
+        self.seq = 0                # last seq assigned
+        self.sent = 0               # messages handed to gRPC
+        self.last_sent_seq = 0
+        self.last_ok = 0            # last seq encoded (not rejected locally)
+        self.committed = 0          # committed_through
+        self.local = []             # seqs rejected locally (increasing)
+        self.errors = []            # StreamErrors, runtime's and local
+        self.remote_errors = 0
+        self.done = False           # stream over (error, cancel): stop producing
+        self.source_error = None    # the user's iterable raised this
+
+    def encode(self, item):
+        """Next seq for item -> encoded message, or None (rejected locally)."""
+        self.seq += 1
+        try:
+            m = _encode_stream_message(self.seq, item)
+            self.last_ok = self.seq
+            return m
+        except (TypeError, ValueError, OverflowError) as e:
+            self.local.append(self.seq)
+            self.errors.append(StreamError(self.seq, grpc.StatusCode.INVALID_ARGUMENT,
+                                           "not sent: %s" % e))
+            return None
+
+    def covered(self):
+        """Sent messages with seq <= committed_through."""
+        return self.committed - bisect.bisect_right(self.local, self.committed)
+
+    def room(self, n):
+        return self.done or self.sent - self.covered() + n <= self.window
+
+    def on_sent(self, n):
+        self.sent += n
+        self.last_sent_seq = self.last_ok
+
+    def on_response(self, resp):
+        for e in resp.errors:
+            self.remote_errors += 1
+            self.errors.append(StreamError(e.seq, _STATUS.get(e.code, grpc.StatusCode.UNKNOWN),
+                                           e.message))
+        if resp.errors and self.local:
+            self.errors.sort(key=lambda e: e.seq)
+        if resp.committed_through > self.committed:
+            self.committed = resp.committed_through
+
+    def summary(self):
+        return SendStreamResult(self.sent, max(0, self.covered() - self.remote_errors),
+                                list(self.errors))
+
+    def incomplete(self):
+        """The error when the runtime ended the stream OK before acking everything."""
+        if self.committed < self.last_sent_seq:
+            return StatemeshError("SendStream ended after acknowledging seq %d of %d"
+                                  % (self.committed, self.last_sent_seq),
+                                  grpc.StatusCode.UNKNOWN)
+        return None
 
 
 def _channel_options(extra):
@@ -98,16 +279,43 @@ class _Methods:
         self._stats = u("/statemesh.v1.Admin/Stats",
                         request_serializer=admin_pb2.StatsRequest.SerializeToString,
                         response_deserializer=admin_pb2.StatsResponse.FromString)
+        self._send_stream = channel.stream_stream(
+            "/statemesh.v1.Ingress/SendStream", request_serializer=_identity,
+            response_deserializer=ingress_pb2.SendStreamResponse.FromString)
+        self._subscribe = channel.unary_stream(
+            "/statemesh.v1.Ingress/Subscribe",
+            request_serializer=ingress_pb2.SubscribeRequest.SerializeToString,
+            response_deserializer=ingress_pb2.SubscribeResponse.FromString)
 
-    def _send_req(self, target_type, target_id, value, type):
+    def _send_req(self, target_type, target_id, value, type, idempotency_key=None, delay=None):
         t = self._types_pb2
         return self._ingress_pb2.SendRequest(target=_address(t, target_type, target_id),
-                                             argument=_argument(t, value, type))
+                                             argument=_argument(t, value, type),
+                                             idempotency_key=_idempotency_key(idempotency_key),
+                                             delay_ms=_delay_ms(delay))
 
-    def _call_req(self, target_type, target_id, value, type):
+    def _call_req(self, target_type, target_id, value, type, idempotency_key=None):
         t = self._types_pb2
         return self._ingress_pb2.CallRequest(target=_address(t, target_type, target_id),
-                                             argument=_argument(t, value, type))
+                                             argument=_argument(t, value, type),
+                                             idempotency_key=_idempotency_key(idempotency_key))
+
+    def _subscribe_req(self, egress, from_offset, earliest, latest, follow):
+        if not isinstance(egress, str):
+            raise TypeError("egress name must be a str, got %s" % type(egress).__name__)
+        if not _EGRESS_RE.match(egress):
+            raise ValueError("egress name must match [A-Za-z0-9_.-]{1,128}, got %r" % (egress,))
+        if (from_offset is not None) + bool(earliest) + bool(latest) > 1:
+            raise ValueError("give at most one of from_offset, earliest, latest")
+        S = self._ingress_pb2.SubscribeRequest
+        if from_offset is not None:
+            if (isinstance(from_offset, bool) or not isinstance(from_offset, int)
+                    or not 1 <= from_offset < 2 ** 64):
+                raise ValueError("from_offset must be an int >= 1 (offsets start at 1), got %r"
+                                 % (from_offset,))
+            return S(egress=egress, start=S.OFFSET, from_offset=from_offset,
+                     follow=bool(follow))
+        return S(egress=egress, start=S.LATEST if latest else S.EARLIEST, follow=bool(follow))
 
     def _state_req(self, target_type, target_id, name):
         return self._admin_pb2.GetStateRequest(
@@ -140,18 +348,135 @@ class Client(_Methods):
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
-    def send(self, target_type, target_id, value, type=None, timeout=None):
-        """Durable fire-and-forget: returns once the runtime committed it."""
-        self._invoke(self._send, self._send_req(target_type, target_id, value, type), timeout)
+    def send(self, target_type, target_id, value, type=None, timeout=None, *,
+             idempotency_key=None, delay=None):
+        """Durable fire-and-forget: returns once the runtime committed it.
+
+        ``idempotency_key`` (str, 1..256 bytes): a repeated send with the
+        same key (within the runtime's retention, 24 h by default) is
+        acknowledged without being applied again, so a send retried after a
+        timeout or a lost connection happens once. ``delay`` (timedelta or
+        seconds, up to 365 days): the runtime delivers the message that long
+        after it committed it (durably)."""
+        self._invoke(self._send, self._send_req(target_type, target_id, value, type,
+                                                idempotency_key, delay), timeout)
 
     def call(self, target_type, target_id, value, type=None, timeout=None,
-             reply_type=None, raw=False):
+             reply_type=None, raw=False, *, idempotency_key=None):
         """Send and wait for the reply of a function in the resulting chain.
         Returns the decoded reply (a TypedValue with ``raw=True`` or for a
-        user type without ``reply_type``)."""
-        resp = self._invoke(self._call, self._call_req(target_type, target_id, value, type),
-                            timeout)
+        user type without ``reply_type``). With ``idempotency_key``, a
+        repeated call returns the stored reply of the first one (waiting
+        for it if needed) without delivering the message again."""
+        resp = self._invoke(self._call, self._call_req(target_type, target_id, value, type,
+                                                       idempotency_key), timeout)
         return _decode_reply(resp, reply_type, raw)
+
+    def send_stream(self, messages, window=10000, batch_size=500, progress=None,
+                    timeout=None):
+        """Bulk ingestion over one SendStream: returns a SendStreamResult
+        (``sent``, ``acked``, ``errors``) once the runtime has committed
+        every message.
+
+        ``messages``: an iterable of ``(type, id, value)`` tuples or
+        :class:`StreamMessage` (which adds ``type=``, ``idempotency_key``,
+        ``delay``), consumed lazily. Message k (from 1) gets seq k.
+        ``batch_size`` messages go in one stream message; at most ``window``
+        messages are sent and not yet acknowledged (the generator is not
+        read further meanwhile), which bounds memory on both sides.
+        ``progress(result)`` is called with the running SendStreamResult
+        after every acknowledgement. A message the runtime rejects (or that
+        cannot be encoded: bad address/value/key/delay) is reported in
+        ``errors`` and the others go on. A stream-level gRPC error raises
+        the StatemeshError with ``.summary`` (the SendStreamResult so far:
+        ``acked`` messages are durable, later ones may or may not be).
+        An exception raised by ``messages`` ends the stream after what was
+        read is committed, then propagates. No deadline unless ``timeout``.
+        """
+        st = _StreamState(window, batch_size)
+        cond = threading.Condition()
+        it = iter(messages)
+
+        def requests():
+            buf = []
+            while True:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                except BaseException as e:        # the user's iterable failed
+                    with cond:
+                        st.source_error = e
+                    break
+                with cond:
+                    m = st.encode(item)
+                if m is None:
+                    continue
+                buf.append(m)
+                if len(buf) >= st.chunk:
+                    with cond:
+                        cond.wait_for(lambda: st.room(len(buf)))
+                        if st.done:
+                            return
+                        st.on_sent(len(buf))
+                    yield b"".join(buf)
+                    buf = []
+            if buf:
+                with cond:
+                    cond.wait_for(lambda: st.room(len(buf)))
+                    if st.done:
+                        return
+                    st.on_sent(len(buf))
+                yield b"".join(buf)
+
+        call = self._send_stream(requests(), timeout=timeout, wait_for_ready=self._wait)
+        try:
+            for resp in call:
+                with cond:
+                    st.on_response(resp)
+                    cond.notify_all()
+                    summary = st.summary() if progress is not None else None
+                if progress is not None:
+                    progress(summary)
+        except grpc.RpcError as e:
+            with cond:
+                st.done = True
+                cond.notify_all()
+            if st.source_error is not None:
+                raise st.source_error
+            err = from_rpc_error(e)
+            err.summary = st.summary()
+            raise err from None
+        except BaseException:
+            with cond:
+                st.done = True
+                cond.notify_all()
+            call.cancel()
+            raise
+        if st.source_error is not None:
+            raise st.source_error
+        err = st.incomplete()
+        if err is not None:
+            err.summary = st.summary()
+            raise err
+        return st.summary()
+
+    def subscribe(self, egress, from_offset=None, earliest=False, latest=False, follow=True,
+                  timeout=None):
+        """Reads the egress log ``egress``: a :class:`Subscription`, an
+        iterator of :class:`EgressRecord` (``offset``, ``timestamp_ms``,
+        ``source``, ``value``).
+
+        Start at ``from_offset`` (the record with that offset, from 1), or
+        the oldest retained record (``earliest=True``, also the default),
+        or only records committed from now on (``latest=True``). With
+        ``follow`` (default) it waits for new records after the replay,
+        until ``close()`` (or ``timeout`` seconds); with ``follow=False`` it
+        ends once caught up. Only committed records are ever returned.
+        Errors surface while iterating: NotFound (no such egress),
+        OffsetTrimmed (``from_offset`` already removed by retention)."""
+        req = self._subscribe_req(egress, from_offset, earliest, latest, follow)
+        return Subscription(self._subscribe(req, timeout=timeout, wait_for_ready=self._wait))
 
     def state(self, target_type, target_id, name=None, types=None, raw=False, timeout=None):
         """The committed state of an address: dict name -> decoded value
@@ -204,15 +529,107 @@ class AsyncClient(_Methods):
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
-    async def send(self, target_type, target_id, value, type=None, timeout=None):
-        await self._invoke(self._send, self._send_req(target_type, target_id, value, type),
-                           timeout)
+    async def send(self, target_type, target_id, value, type=None, timeout=None, *,
+                   idempotency_key=None, delay=None):
+        await self._invoke(self._send, self._send_req(target_type, target_id, value, type,
+                                                      idempotency_key, delay), timeout)
 
     async def call(self, target_type, target_id, value, type=None, timeout=None,
-                   reply_type=None, raw=False):
+                   reply_type=None, raw=False, *, idempotency_key=None):
         resp = await self._invoke(self._call,
-                                  self._call_req(target_type, target_id, value, type), timeout)
+                                  self._call_req(target_type, target_id, value, type,
+                                                 idempotency_key), timeout)
         return _decode_reply(resp, reply_type, raw)
+
+    async def send_stream(self, messages, window=10000, batch_size=500, progress=None,
+                          timeout=None):
+        """Client.send_stream() for asyncio: ``messages`` may be an iterable
+        or an async iterable; ``progress`` may be a function or a coroutine
+        function."""
+        import asyncio
+        import inspect
+        st = _StreamState(window, batch_size)
+        cond = asyncio.Condition()
+        if hasattr(messages, "__aiter__"):
+            ait = messages.__aiter__()
+            sync_it = None
+        else:
+            ait = None
+            sync_it = iter(messages)
+
+        async def requests():
+            buf = []
+            while True:
+                try:
+                    if ait is not None:
+                        item = await ait.__anext__()
+                    else:
+                        item = next(sync_it)
+                except (StopIteration, StopAsyncIteration):
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as e:
+                    st.source_error = e
+                    break
+                m = st.encode(item)
+                if m is None:
+                    continue
+                buf.append(m)
+                if len(buf) >= st.chunk:
+                    async with cond:
+                        await cond.wait_for(lambda: st.room(len(buf)))
+                    if st.done:
+                        return
+                    st.on_sent(len(buf))
+                    yield b"".join(buf)
+                    buf = []
+            if buf:
+                async with cond:
+                    await cond.wait_for(lambda: st.room(len(buf)))
+                if st.done:
+                    return
+                st.on_sent(len(buf))
+                yield b"".join(buf)
+
+        call = self._send_stream(requests(), timeout=timeout, wait_for_ready=self._wait)
+        try:
+            async for resp in call:
+                async with cond:
+                    st.on_response(resp)
+                    cond.notify_all()
+                if progress is not None:
+                    r = progress(st.summary())
+                    if inspect.isawaitable(r):
+                        await r
+        except grpc.RpcError as e:
+            st.done = True
+            async with cond:
+                cond.notify_all()
+            if st.source_error is not None:
+                raise st.source_error
+            err = from_rpc_error(e)
+            err.summary = st.summary()
+            raise err from None
+        except BaseException:
+            st.done = True
+            call.cancel()
+            raise
+        if st.source_error is not None:
+            raise st.source_error
+        err = st.incomplete()
+        if err is not None:
+            err.summary = st.summary()
+            raise err
+        return st.summary()
+
+    def subscribe(self, egress, from_offset=None, earliest=False, latest=False, follow=True,
+                  timeout=None):
+        """Client.subscribe() for asyncio: an :class:`AsyncSubscription`
+        (``async for record in client.subscribe(...)``)."""
+        req = self._subscribe_req(egress, from_offset, earliest, latest, follow)
+        return AsyncSubscription(self._subscribe(req, timeout=timeout,
+                                                 wait_for_ready=self._wait))
 
     async def state(self, target_type, target_id, name=None, types=None, raw=False,
                     timeout=None):
@@ -239,3 +656,122 @@ class AsyncClient(_Methods):
 
     async def __aexit__(self, *exc):
         await self.close()
+
+
+def _records(resp):
+    for e in resp.records:
+        src = e.source
+        v = e.value
+        yield EgressRecord(e.offset, e.timestamp_ms, Address(src.type, src.id),
+                           Message(v.typename, v.value))
+
+
+class Subscription:
+    """Iterator of :class:`EgressRecord` from Client.subscribe().
+
+    ``close()`` (or leaving ``with``) ends it; iteration then stops
+    quietly. ``offset`` is the offset of the last record returned (0 before
+    the first): resume later with ``subscribe(name, from_offset=offset + 1)``.
+    """
+
+    def __init__(self, call):
+        self._call = call
+        self._pending = iter(())
+        self._closed = False
+        self._cancelled = False
+        self.offset = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            for rec in self._pending:
+                self.offset = rec.offset
+                return rec
+            if self._closed:
+                raise StopIteration
+            try:
+                resp = next(self._call)
+            except StopIteration:
+                self._closed = True
+                raise
+            except grpc.RpcError as e:
+                self._closed = True
+                if e.code() == grpc.StatusCode.CANCELLED and self._cancelled:
+                    raise StopIteration from None
+                raise from_rpc_error(e) from None
+            self._pending = _records(resp)
+
+    def close(self):
+        """Ends the subscription (cancels the stream)."""
+        if not self._closed:
+            self._cancelled = True
+            self._closed = True
+            self._call.cancel()
+
+    cancel = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class AsyncSubscription:
+    """Async iterator of :class:`EgressRecord` from AsyncClient.subscribe()
+    (``async for``; ``close()`` or ``async with`` ends it)."""
+
+    def __init__(self, call):
+        self._call = call
+        self._pending = iter(())
+        self._closed = False
+        self._cancelled = False
+        self.offset = 0
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while True:
+            for rec in self._pending:
+                self.offset = rec.offset
+                return rec
+            if self._closed:
+                raise StopAsyncIteration
+            try:
+                resp = await self._call.read()
+            except grpc.RpcError as e:
+                self._closed = True
+                if e.code() == grpc.StatusCode.CANCELLED and self._cancelled:
+                    raise StopAsyncIteration from None
+                raise from_rpc_error(e) from None
+            except BaseException:
+                if self._cancelled:
+                    raise StopAsyncIteration from None
+                raise
+            if resp is grpc.aio.EOF:
+                self._closed = True
+                raise StopAsyncIteration
+            self._pending = _records(resp)
+
+    def close(self):
+        if not self._closed:
+            self._cancelled = True
+            self._closed = True
+            self._call.cancel()
+
+    cancel = close
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()

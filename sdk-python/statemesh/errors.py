@@ -10,7 +10,8 @@ ValueError`` an invalid argument.
 import grpc
 
 __all__ = ["StatemeshError", "NotFound", "InvalidArgument", "Unavailable",
-           "DeadlineExceeded", "ResourceExhausted", "Internal", "from_rpc_error"]
+           "DeadlineExceeded", "ResourceExhausted", "Overloaded", "OffsetTrimmed",
+           "AlreadyExists", "FailedPrecondition", "Aborted", "Internal", "from_rpc_error"]
 
 
 class StatemeshError(Exception):
@@ -46,8 +47,35 @@ class DeadlineExceeded(StatemeshError, TimeoutError):
 
 
 class ResourceExhausted(StatemeshError):
-    """Message larger than the runtime's limit, or overload."""
+    """Message larger than the runtime's limit, or the runtime is overloaded
+    (its queued-message memory is full: retry later). ``Overloaded`` is
+    another name for it."""
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+Overloaded = ResourceExhausted
+
+
+class OffsetTrimmed(StatemeshError, LookupError):
+    """Subscribe: the requested egress offset was already removed by the
+    log's retention (start from ``earliest=True`` instead)."""
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class AlreadyExists(StatemeshError):
+    """The runtime refused to create something that already exists."""
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(StatemeshError):
+    """The runtime is not in a state that allows the request."""
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(StatemeshError):
+    """The request was given up: e.g. a Call whose batch exhausted its retries
+    and went to the dead-letter store."""
+    code = grpc.StatusCode.ABORTED
 
 
 class Internal(StatemeshError):
@@ -56,7 +84,8 @@ class Internal(StatemeshError):
 
 
 _BY_CODE = {c.code: c for c in (NotFound, InvalidArgument, Unavailable, DeadlineExceeded,
-                                ResourceExhausted, Internal)}
+                                ResourceExhausted, OffsetTrimmed, AlreadyExists,
+                                FailedPrecondition, Aborted, Internal)}
 
 
 def from_rpc_error(err):

@@ -31,8 +31,11 @@ A Context and its Storage belong to one batch and are valid only while the
 handler runs; Message objects may be kept.
 """
 
+import builtins
+import datetime
 import inspect
 import logging
+import math
 import re
 import traceback
 from collections import namedtuple
@@ -42,16 +45,85 @@ from .types import Type, TypedValue, _BUILTIN, _FAST, _INFER, infer_type, _unpac
 from .types import BoolType, IntType, FloatType, StringType, BytesType, JsonType
 
 __all__ = ["StatefulFunctions", "ValueSpec", "Context", "Message", "Address",
-           "Storage", "RequestHandler", "StateError"]
+           "Storage", "RequestHandler", "StateError", "MAX_DELAY", "MAX_TTL"]
 
 SDK_NAME = "statemesh-python/0.1.0"
 
 _TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
 _STATE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
+_EGRESS_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
+_MAX_TOKEN = 256
+
+#: Longest delay of ctx.send_after (function.proto DelayedMessage.delay_ms).
+MAX_DELAY = datetime.timedelta(days=365)
+#: Longest state TTL a ValueSpec accepts (keeps now + TTL far from int64 ms).
+MAX_TTL = datetime.timedelta(days=36500)
 _MAX_FAILURE = 16 * 1024
 _MISSING = object()
 
 log = logging.getLogger("statemesh")
+
+
+def _duration_ms(what, d, maximum):
+    """A duration (datetime.timedelta, or seconds as int/float) -> whole
+    milliseconds, rounded up so that "after d" is never early. Raises
+    TypeError/ValueError naming ``what``."""
+    if isinstance(d, datetime.timedelta):
+        us = d // datetime.timedelta(microseconds=1)
+    elif isinstance(d, (int, float)) and not isinstance(d, bool):
+        if isinstance(d, float) and not math.isfinite(d):
+            raise ValueError("%s must be a finite duration, got %r" % (what, d))
+        if d > maximum.total_seconds():
+            us = None
+        else:
+            if isinstance(d, int):
+                us = d * 1_000_000
+            else:
+                # Nearest microsecond (0.3 s is 300 ms, not 301), but a
+                # positive delay never becomes 0.
+                us = round(d * 1e6) or (1 if d > 0 else 0)
+    else:
+        raise TypeError("%s must be a datetime.timedelta or seconds (int/float), got %s"
+                        % (what, type(d).__name__))
+    if us is not None and us < 0:
+        raise ValueError("%s must not be negative, got %r" % (what, d))
+    if us is None or us > maximum // datetime.timedelta(microseconds=1):
+        raise ValueError("%s must be at most %s, got %r" % (what, _human(maximum), d))
+    return -(-us // 1000)
+
+
+def _human(td):
+    return "%d days" % td.days if td.days and not td.seconds else str(td)
+
+
+def _check_key(what, key):
+    """A token or key: str of 1..256 UTF-8 bytes without NUL -> bytes."""
+    if not isinstance(key, str):
+        raise TypeError("%s must be a str, got %s" % (what, type(key).__name__))
+    b = key.encode("utf-8")
+    if not 0 < len(b) <= _MAX_TOKEN:
+        raise ValueError("%s must be 1..%d bytes of UTF-8, got %d bytes"
+                         % (what, _MAX_TOKEN, len(b)))
+    if b"\x00" in b:
+        raise ValueError("%s must not contain NUL: %r" % (what, key))
+    return b
+
+
+def _check_token(token):
+    return _check_key("cancellation token", token)
+
+
+def _address_field(target_type, target_id):
+    """Encoded Address (fields 1 and 2, no outer tag) of a message target."""
+    prefix = _TARGETS.get(target_type)
+    if prefix is None:
+        prefix = _target_prefix(target_type)
+    if not isinstance(target_id, str):
+        raise TypeError("target id must be a str, got %s" % target_id.__class__.__name__)
+    idb = target_id.encode()
+    if not 0 < len(idb) <= 1024:
+        raise ValueError("target id must be 1..1024 bytes of UTF-8, got %r" % (target_id,))
+    return prefix + _wire.ld(b"\x12", idb)
 
 
 class Address(namedtuple("Address", "type id")):
@@ -67,11 +139,18 @@ class StateError(AttributeError):
 
 
 class ValueSpec:
-    """A declared state value: ``ValueSpec("seen", IntType)``."""
+    """A declared state value: ``ValueSpec("seen", IntType)``.
 
-    __slots__ = ("name", "type", "_nb", "_name_field", "_del", "_mod")
+    ``expire_after_write`` / ``expire_after_invoke`` (a datetime.timedelta
+    or seconds; at most one of them) give the value a TTL: it expires that
+    long after it was last written, or after the address was last invoked
+    (any message extends it). An expired value reads as absent (None).
+    """
 
-    def __init__(self, name, type):
+    __slots__ = ("name", "type", "expire_after_write", "expire_after_invoke",
+                 "_ttl_write_ms", "_ttl_invoke_ms", "_nb", "_name_field", "_del", "_mod")
+
+    def __init__(self, name, type, expire_after_write=None, expire_after_invoke=None):
         if not isinstance(name, str) or not _STATE_RE.match(name):
             raise ValueError("state name must match [A-Za-z0-9_.-]{1,128}, got %r" % (name,))
         if name.startswith("_"):
@@ -79,13 +158,41 @@ class ValueSpec:
         if not isinstance(type, Type):
             raise TypeError("ValueSpec type must be a statemesh Type (IntType, "
                             "simple_type(...), ...), got %r" % (type,))
+        if expire_after_write is not None and expire_after_invoke is not None:
+            raise ValueError("state %r: give expire_after_write or expire_after_invoke, "
+                             "not both" % (name,))
         self.name = name
         self.type = type
+        self._ttl_write_ms = self._ttl(name, "expire_after_write", expire_after_write)
+        self._ttl_invoke_ms = self._ttl(name, "expire_after_invoke", expire_after_invoke)
+        self.expire_after_write = (datetime.timedelta(milliseconds=self._ttl_write_ms)
+                                   if self._ttl_write_ms else None)
+        self.expire_after_invoke = (datetime.timedelta(milliseconds=self._ttl_invoke_ms)
+                                    if self._ttl_invoke_ms else None)
         self._nb = name.encode()
         # StateMutation fields, pre-encoded: 2 = name; MODIFY is kind 0 (omitted).
         self._name_field = _wire.ld(b"\x12", self._nb)
         self._del = _wire.ld(b"\x0a", b"\x08\x01" + self._name_field)
         self._mod = {}      # value length -> encoded StateMutation up to the value bytes
+
+    @staticmethod
+    def _ttl(name, what, d):
+        if d is None:
+            return 0
+        ms = _duration_ms("state %r: %s" % (name, what), d, MAX_TTL)
+        if ms <= 0:
+            raise ValueError("state %r: %s must be positive (None: never expires), got %r"
+                             % (name, what, d))
+        return ms
+
+    def _spec_bytes(self):
+        """Encoded StateSpec (no outer tag): name, typename, TTL."""
+        b = _wire.ld(b"\x0a", self._nb) + _wire.ld(b"\x12", self.type._tnb)
+        if self._ttl_write_ms:
+            b += b"\x18" + _wire.varint(self._ttl_write_ms)
+        if self._ttl_invoke_ms:
+            b += b"\x20" + _wire.varint(self._ttl_invoke_ms)
+        return b
 
     def _modify(self, v):
         """The encoded Result.state_mutations field setting this state to v."""
@@ -100,7 +207,12 @@ class ValueSpec:
         return p + v
 
     def __repr__(self):
-        return "ValueSpec(%r, %s)" % (self.name, self.type.typename)
+        ttl = ""
+        if self.expire_after_write is not None:
+            ttl = ", expire_after_write=%r" % (self.expire_after_write,)
+        elif self.expire_after_invoke is not None:
+            ttl = ", expire_after_invoke=%r" % (self.expire_after_invoke,)
+        return "ValueSpec(%r, %s%s)" % (self.name, self.type.typename, ttl)
 
 
 class Message:
@@ -403,10 +515,16 @@ class Context:
 
     ``address`` (the function instance being invoked), ``caller`` (the
     sending function's Address, None for a message from the ingress),
-    ``storage``, ``send()``, ``reply()``.
+    ``storage``, ``send()``, ``reply()``, ``send_after()``,
+    ``cancel_delayed()``, ``send_egress()``.
+
+    Every effect (state writes, messages, delayed messages, cancellations,
+    egress records, replies) is kept only if the whole batch succeeds: a
+    handler that raises discards all of them.
     """
 
-    __slots__ = ("storage", "_ttype", "_tid", "_address", "_caller", "_index", "_out")
+    __slots__ = ("storage", "_ttype", "_tid", "_address", "_caller", "_index", "_out",
+                 "_tokens")
 
     def __init__(self, ttype, tid, storage, out):
         self.storage = storage
@@ -416,6 +534,7 @@ class Context:
         self._caller = None
         self._index = 0
         self._out = out
+        self._tokens = None     # token bytes -> index in _out of its DelayedMessage
 
     @property
     def address(self):
@@ -499,18 +618,72 @@ class Context:
         n = len(body)
         self._out.append(b"\x1a" + (_V[n] if n < 4096 else _mkvarint(n)) + body)
 
-    def send_after(self, delay, target_type, target_id, value, type=None,
-                   cancellation_token=None):
-        raise NotImplementedError("delayed messages are reserved for a later protocol "
-                                  "version (function.proto Result field 4)")
+    def send_after(self, delay, target_type, target_id, value, cancellation_token=None, *,
+                   type=None):
+        """Send ``value`` to ``target_type``/``target_id`` after ``delay``
+        (a datetime.timedelta or seconds, 0 .. 365 days; rounded up to whole
+        milliseconds). The runtime keeps it durably until it is due and
+        delivers it once.
+
+        With ``cancellation_token`` (a str of 1..256 UTF-8 bytes, scoped to
+        this address) it can be cancelled with ``cancel_delayed(token)``
+        until it fires. A token must not be reused while its message is
+        pending: cancel it first (a cancellation always applies before the
+        delayed messages of the same batch, so cancel + send_after with the
+        same token reschedules). Reusing a token within one batch without
+        cancelling it raises ValueError; reusing one that is pending from an
+        earlier batch makes the runtime fail the batch.
+
+        The value is typed as for ``send()``. Sent only if the whole batch
+        succeeds.
+        """
+        ms = _duration_ms("delay", delay, MAX_DELAY)
+        tok = None if cancellation_token is None else _check_token(cancellation_token)
+        addr = _address_field(target_type, target_id)
+        tv = _encode_tv(value, type)
+        body = _wire.ld(b"\x0a", addr) + _wire.ld(b"\x12", tv)
+        if ms:
+            body += b"\x18" + _wire.varint(ms)
+        out = self._out
+        if tok is not None:
+            body += _wire.ld(b"\x22", tok)
+            tokens = self._tokens
+            if tokens is None:
+                tokens = self._tokens = {}
+            elif tok in tokens:
+                raise ValueError("cancellation token %r is already used by a delayed message "
+                                 "of this batch; cancel_delayed() it first"
+                                 % (cancellation_token,))
+            tokens[tok] = len(out)
+        out.append(_wire.ld(b"\x22", body))
 
     def cancel_delayed(self, cancellation_token):
-        raise NotImplementedError("delayed messages are reserved for a later protocol "
-                                  "version (function.proto Result field 5)")
+        """Cancel the pending delayed message this address sent with
+        ``cancellation_token`` (in this batch or an earlier one). Unknown or
+        already delivered tokens are ignored. Applied only if the whole batch
+        succeeds."""
+        tok = _check_token(cancellation_token)
+        out = self._out
+        tokens = self._tokens
+        if tokens is not None:
+            i = tokens.pop(tok, None)
+            if i is not None:
+                out[i] = b""            # scheduled earlier in this batch: drop it
+        out.append(_wire.ld(b"\x2a", _wire.ld(b"\x0a", tok)))
 
     def send_egress(self, egress, value, type=None):
-        raise NotImplementedError("egress records are reserved for a later protocol "
-                                  "version (function.proto Result field 6)")
+        """Append ``value`` to the egress log ``egress`` (a name declared in
+        the runtime's config, ``[A-Za-z0-9_.-]{1,128}``); clients read it with
+        ``Client.subscribe()``. Records of one batch keep their order. The
+        value is typed as for ``send()``. Written only if the whole batch
+        succeeds."""
+        if not isinstance(egress, str):
+            raise TypeError("egress name must be a str, got %s" % builtins.type(egress).__name__)
+        if not _EGRESS_RE.match(egress):
+            raise ValueError("egress name must match [A-Za-z0-9_.-]{1,128}, got %r" % (egress,))
+        tv = _encode_tv(value, type)
+        self._out.append(_wire.ld(b"\x32", _wire.ld(b"\x0a", egress.encode())
+                                  + _wire.ld(b"\x12", tv)))
 
 
 class _Bound:
@@ -605,9 +778,7 @@ def _handler_failure(bound, address, index, exc):
 
 
 def _incomplete(bid, missing):
-    body = b"".join(
-        _wire.ld(b"\x0a", _wire.ld(b"\x0a", s._nb) + _wire.ld(b"\x12", s.type._tnb))
-        for s in missing)
+    body = b"".join(_wire.ld(b"\x0a", s._spec_bytes()) for s in missing)
     body = _wire.ld(b"\x1a", body)
     if bid:
         body = b"\x08" + _wire.varint(bid) + body
@@ -702,7 +873,9 @@ class RequestHandler:
         for b in self._bound.values():
             resp.functions.add(
                 type=b.typename,
-                states=[types_pb2.StateSpec(name=s.name, typename=s.type.typename)
+                states=[types_pb2.StateSpec(name=s.name, typename=s.type.typename,
+                                            expire_after_write_ms=s._ttl_write_ms,
+                                            expire_after_invoke_ms=s._ttl_invoke_ms)
                         for s in b.specs])
         return resp
 

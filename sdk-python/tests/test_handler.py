@@ -326,7 +326,8 @@ def test_send_value_type_inference():
     (lambda ctx: ctx.send("t/g", "1", object()), TypeError),
     (lambda ctx: ctx.send("t/g", "1", "x", type=IntType), TypeError),
     (lambda ctx: ctx.reply(TypedValue("a/b", b""), type=IntType), TypeError),
-    (lambda ctx: ctx.send_after(1, "t/g", "1", 1), NotImplementedError),
+    (lambda ctx: ctx.send_after(-1, "t/g", "1", 1), ValueError),
+    (lambda ctx: ctx.send_egress("bad name", 1), ValueError),
 ])
 def test_send_errors(call, err):
     functions = StatefulFunctions()

@@ -115,7 +115,11 @@ def main() -> int:
     ap.add_argument("--mode", required=True, choices=MODES)
     a = ap.parse_args()
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[
+        # accept the runtime's keepalive pings on idle streams
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_ping_strikes", 0)])
     handler = grpc.method_handlers_generic_handler(SERVICE, {
         "Describe": grpc.unary_unary_rpc_method_handler(describe),
         "Invoke": grpc.stream_stream_rpc_method_handler(make_invoke(a.mode)),

@@ -23,6 +23,8 @@ Functions (every value is JSON unless said otherwise):
               {"w": w or null, "v": v or null}; anything else: no change
               (replies "ok").
   msg/echo    state n (int64) counts invocations; replies the argument as is.
+  msg/v2only  (only with --version 2) no state; replies the argument: a "new
+              version" of the server.
   msg/flaky   state n (int64). Fails while the file --fail-file exists;
               otherwise n += 1 and replies n.
 
@@ -85,6 +87,8 @@ def describe(request, context):
     f.states.add(name="n", typename="statemesh/int64")
     f = resp.functions.add(type="msg/flaky")
     f.states.add(name="n", typename="statemesh/int64")
+    if ARGS.version >= 2:
+        resp.functions.add(type="msg/v2only")
     return resp.SerializeToString()
 
 
@@ -139,6 +143,8 @@ def run_batch(b):
             n = get_int(state, "n") + 1
             changed["n"] = state["n"] = i64(n)
             res.replies.add(invocation_index=idx, value=i64(n))
+        elif t == "msg/v2only":
+            res.replies.add(invocation_index=idx, value=arg)
         elif t == "msg/echo":
             n = get_int(state, "n") + 1
             changed["n"] = state["n"] = i64(n)
@@ -168,8 +174,13 @@ def main():
     p.add_argument("--egress", default="events")
     p.add_argument("--ttl-ms", type=int, default=1000)
     p.add_argument("--fail-file", default="")
+    p.add_argument("--version", type=int, default=1)
     ARGS = p.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
+        # accept the runtime's keepalive pings on idle streams
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_ping_strikes", 0)])
     handlers = {
         "Describe": grpc.unary_unary_rpc_method_handler(describe),
         "Invoke": grpc.stream_stream_rpc_method_handler(invoke),

@@ -28,6 +28,29 @@ Function types (namespace py/):
                JSON of all current values.
   py/greet     calls the C greeter chain: sends {"name": id, "visits": 1}
                (json) to example/greeter, whose reply answers the Call.
+
+Delayed messages, egress records, state TTL (test_python_messaging.py):
+
+  py/scheduler message JSON: one command or a list of them, run in order:
+                 {"after": SECONDS, "to": [TYPE, ID], "value": V, "token": T}
+                     ctx.send_after (token optional; V sent as JSON)
+                 {"cancel": T}   ctx.cancel_delayed
+                 {"egress": NAME, "value": V}   ctx.send_egress
+                 {"fail": true}  raises (the batch fails: nothing is kept)
+               Replies "ok". An `async def` that awaits.
+  py/sink      state n (int64), got (json list). Each message: n += 1, its
+               decoded value appended to got, and the record
+               {"sink": ID, "value": V, "n": n} written to egress "py-events".
+               Replies n.
+  py/emitter   message JSON {"egress": NAME, "values": [...], "fail_first": B}:
+               writes each value (typed by its Python type; {"hex": H} is
+               bytes) to the egress;
+               with fail_first, the first attempt for each id raises after
+               writing (so the records of the failed attempt must vanish).
+               Replies the number of values.
+  py/ttl       state w (string, expire_after_write = --ttl seconds) and v
+               (string, expire_after_invoke = 3 x --ttl). "set": w = v = "x", replies "ok";
+               "get" replies {"w": w, "v": v}; anything else changes nothing.
 """
 
 import argparse
@@ -120,14 +143,71 @@ def greet(ctx, message):
     ctx.send("example/greeter", ctx.address.id, {"name": ctx.address.id, "visits": 1})
 
 
+@functions.bind("py/scheduler")
+async def scheduler(ctx, message):
+    await asyncio.sleep(0)
+    cmds = message.as_json()
+    for c in cmds if isinstance(cmds, list) else [cmds]:
+        if "after" in c:
+            ctx.send_after(c["after"], c["to"][0], c["to"][1], c["value"],
+                           cancellation_token=c.get("token"), type=JsonType)
+        elif "cancel" in c:
+            ctx.cancel_delayed(c["cancel"])
+        elif "egress" in c:
+            ctx.send_egress(c["egress"], c["value"], type=JsonType)
+        elif c.get("fail"):
+            raise RuntimeError("py/scheduler: planned failure")
+    ctx.reply("ok")
+
+
+@functions.bind("py/sink", specs=[ValueSpec("n", IntType), ValueSpec("got", JsonType)])
+def sink(ctx, message):
+    n = (ctx.storage.n or 0) + 1
+    ctx.storage.n = n
+    v = message.value
+    if isinstance(v, (bytes, TypedValue)):
+        v = repr(v)
+    ctx.storage.got = (ctx.storage.got or []) + [v]
+    ctx.send_egress("py-events", {"sink": ctx.address.id, "value": v, "n": n})
+    ctx.reply(n)
+
+
+@functions.bind("py/emitter")
+def emitter(ctx, message):
+    m = message.as_json()
+    for v in m["values"]:
+        if isinstance(v, dict) and list(v) == ["hex"]:
+            v = bytes.fromhex(v["hex"])              # JSON cannot carry bytes
+        ctx.send_egress(m["egress"], v)
+    key = "emitter:" + ctx.address.id
+    _attempts[key] = _attempts.get(key, 0) + 1
+    if m.get("fail_first") and _attempts[key] == 1:
+        raise RuntimeError("py/emitter: planned failure after writing %d records"
+                           % len(m["values"]))
+    ctx.reply(len(m["values"]))
+
+
+def ttl(ctx, message):
+    cmd = message.as_string()
+    if cmd == "set":
+        ctx.storage.w = ctx.storage.v = "x"
+        ctx.reply("ok")
+    elif cmd == "get":
+        ctx.reply({"w": ctx.storage.w, "v": ctx.storage.v})
+
+
 def main():
     global FLAKY_FAILURES
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", default="auto", choices=("auto", "aio", "sync"))
     ap.add_argument("--flaky-failures", type=int, default=2)
+    ap.add_argument("--ttl", type=float, default=1.0, help="py/ttl: seconds")
     args = ap.parse_args()
     FLAKY_FAILURES = args.flaky_failures
+    functions.register("py/ttl", ttl, specs=[
+        ValueSpec("w", StringType, expire_after_write=args.ttl),
+        ValueSpec("v", StringType, expire_after_invoke=3 * args.ttl)])
     serve(functions, args.listen, mode=args.mode, grace=2)
 
 

@@ -12,7 +12,7 @@
 
 static struct msg *mk(const char *text, uint64_t seq)
 {
-    struct msg *m = msg_create(NULL, NULL, "statemesh/string", (const uint8_t *)text, strlen(text));
+    struct msg *m = msg_create(NULL, NULL, "statemesh/string", (const uint8_t *)text, strlen(text), NULL);
     m->seq = seq;
     return m;
 }
@@ -21,8 +21,10 @@ static void test_msg_create_copies_everything(void **state)
 {
     (void)state;
     char data[] = {'a', 0, 'b'};
-    struct msg *m = msg_create("ns/caller", "c1", "user/type", (const uint8_t *)data, sizeof data);
+    struct msg *m = msg_create("ns/caller", "c1", "user/type", (const uint8_t *)data, sizeof data,
+                               "key-1");
     data[0] = 'z';
+    assert_string_equal(m->reply_key, "key-1");
     assert_string_equal(m->caller_type, "ns/caller");
     assert_string_equal(m->caller_id, "c1");
     assert_string_equal(m->typename, "user/type");
@@ -31,8 +33,9 @@ static void test_msg_create_copies_everything(void **state)
     assert_true(msg_footprint(m) >= sizeof *m + 3);
     msg_destroy(m);
 
-    m = msg_create(NULL, NULL, "t", NULL, 0);
+    m = msg_create(NULL, NULL, "t", NULL, 0, "");
     assert_null(m->caller_type);
+    assert_null(m->reply_key);                  /* "" = none */
     assert_int_equal(m->len, 0);
     msg_destroy(m);
 }

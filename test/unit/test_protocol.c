@@ -51,11 +51,16 @@ static void test_coalesced_frame_decodes(void **state)
 {
     (void)state;
     struct endpoint ep;
+    struct ep_stream st;
     /* Sizes chosen so varint lengths of 1, 2 and 3 bytes all occur. */
     size_t sizes[] = {0, 10, 200, 70000};
     char id[16];
 
     memset(&ep, 0, sizeof ep);
+    memset(&st, 0, sizeof st);
+    st.ep = &ep;
+    ep.streams = &st;           /* one stream; the batch goes to cur_stream 0 */
+    ep.nstreams = 1;
     for (int i = 0; i < 4; i++) {
         size_t len;
         snprintf(id, sizeof id, "a%d", i);
@@ -63,7 +68,7 @@ static void test_coalesced_frame_decodes(void **state)
         ep_append(&ep, b, len);
         free(b);
     }
-    Statemesh__V1__ToFunction *tf = statemesh__v1__to_function__unpack(NULL, ep.frame_len, ep.frame);
+    Statemesh__V1__ToFunction *tf = statemesh__v1__to_function__unpack(NULL, st.frame_len, st.frame);
     assert_non_null(tf);
     assert_int_equal(tf->n_batches, 4);
     for (int i = 0; i < 4; i++) {
@@ -74,7 +79,7 @@ static void test_coalesced_frame_decodes(void **state)
         assert_int_equal(tf->batches[i]->invocations[0]->argument->value.len, sizes[i]);
     }
     statemesh__v1__to_function__free_unpacked(tf, NULL);
-    free(ep.frame);
+    free(st.frame);
 }
 
 static void test_stored_message_round_trip(void **state)

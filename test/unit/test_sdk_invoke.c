@@ -187,9 +187,9 @@ static int scripted(sm_ctx *ctx, const sm_value *msg, void *udata)
 
 static int setup(void **state)
 {
-    static const sm_state_spec counter_specs[] = {{"n", SM_TYPE_INT64}};
-    static const sm_state_spec scripted_specs[] = {{"text", SM_TYPE_STRING},
-                                                   {"extra", SM_TYPE_INT64}};
+    static const sm_state_spec counter_specs[] = {SM_STATE("n", SM_TYPE_INT64)};
+    static const sm_state_spec scripted_specs[] = {SM_STATE("text", SM_TYPE_STRING),
+                                                   SM_STATE("extra", SM_TYPE_INT64)};
     struct fix *f = calloc(1, sizeof *f);
     f->fns = sm_functions_create();
     f->arena = sm_arena_create();
@@ -529,9 +529,9 @@ static int noop(sm_ctx *ctx, const sm_value *msg, void *udata)
 static void test_bind_errors(void **state)
 {
     struct fix *f = *state;
-    sm_state_spec dup[] = {{"a", SM_TYPE_INT64}, {"a", SM_TYPE_STRING}};
-    sm_state_spec bad_name[] = {{"has space", SM_TYPE_INT64}};
-    sm_state_spec no_typename[] = {{"a", ""}};
+    sm_state_spec dup[] = {SM_STATE("a", SM_TYPE_INT64), SM_STATE("a", SM_TYPE_STRING)};
+    sm_state_spec bad_name[] = {SM_STATE("has space", SM_TYPE_INT64)};
+    sm_state_spec no_typename[] = {SM_STATE("a", "")};
 
     assert_int_equal(sm_functions_bind(f->fns, "test/counter", NULL, 0, noop, NULL), SM_EEXIST);
     assert_int_equal(sm_functions_bind(f->fns, "noslash", NULL, 0, noop, NULL), SM_EINVAL);

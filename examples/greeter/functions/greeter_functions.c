@@ -51,7 +51,7 @@ static int greeter(sm_ctx *ctx, const sm_value *message, void *udata)
 
 int greeter_bind(sm_functions *fns)
 {
-    static const sm_state_spec user_state[] = {{"visits", SM_TYPE_INT64}};
+    static const sm_state_spec user_state[] = {SM_STATE("visits", SM_TYPE_INT64)};
     int rc = sm_functions_bind(fns, "example/user", user_state, 1, user, NULL);
     if (rc != SM_OK) return rc;
     return sm_functions_bind(fns, "example/greeter", NULL, 0, greeter, NULL);

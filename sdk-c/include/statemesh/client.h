@@ -13,10 +13,13 @@
  *     sm_value_buf_cleanup(&reply);
  *     sm_client_destroy(&c);
  *
- * Every RPC is one unary gRPC call, made with a single batch of operations
- * and waited for on the client's own completion queue.
+ * Every unary RPC is one gRPC call, made with a single batch of operations
+ * and waited for on the client's own completion queue. The two streaming
+ * APIs, SendStream (bulk ingestion) and Subscribe (reading an egress), are
+ * objects of their own opened on a client; see their sections below.
  *
- * Threads: a client is used by one thread at a time (one client per thread).
+ * Threads: a client is used by one thread at a time (one client per thread);
+ * so are the streams opened on it, which must be destroyed before it.
  *
  * Errors: RPC functions return SM_OK, or a negative status with *err filled
  * in: err->code is the gRPC status code (GRPC_STATUS_*, e.g. 5 = NOT_FOUND,
@@ -99,6 +102,37 @@ int sm_client_call(sm_client *c, const char *type, const char *id, const sm_valu
                    int timeout_ms, sm_value_buf *reply /* OUT */,
                    sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
+/* ---- Send and Call with options ---- */
+
+#define SM_MAX_IDEMPOTENCY_KEY_LEN 256
+
+/* Idempotency key: a Send/Call/stream message that repeats the key of an
+ * earlier one (within the runtime's retention, default 24 h; one namespace
+ * per runtime) is acknowledged without being applied again, and a repeated
+ * Call returns the first one's reply. NULL or "" = none; otherwise 1..256
+ * bytes of UTF-8.
+ * delay_ms: deliver the message this long after it was accepted (durably:
+ * it survives restarts); 0..SM_MAX_DELAY_MS. The Send returns as soon as the
+ * message is stored, not when it is delivered. */
+typedef struct sm_send_options {
+    const char *idempotency_key;
+    uint64_t delay_ms;
+} sm_send_options;
+
+typedef struct sm_call_options {
+    const char *idempotency_key;
+} sm_call_options;
+
+/* sm_client_send / sm_client_call with options (opts NULL = none, the same
+ * as the plain calls). Bad options are reported locally (SM_EINVAL). */
+int sm_client_send_opts(sm_client *c, const char *type, const char *id, const sm_value *v,
+                        const sm_send_options *opts, int timeout_ms,
+                        sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+int sm_client_call_opts(sm_client *c, const char *type, const char *id, const sm_value *v,
+                        const sm_call_options *opts, int timeout_ms,
+                        sm_value_buf *reply /* OUT */,
+                        sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
 /* Admin GetState: the committed state of (type, id); `name` NULL or ""
  * means every stored value. On SM_OK the caller owns *out and frees it with
  * sm_state_list_cleanup. */
@@ -112,5 +146,152 @@ void sm_state_list_cleanup(sm_state_list *l);
 int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out /* OUT */,
                     sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 void sm_stats_cleanup(sm_stats *s);
+
+/* ---- SendStream: bulk ingestion ----
+ *
+ *     sm_send_stream *st;
+ *     if (sm_send_stream_open(c, NULL, &st, &err) != SM_OK) ...;
+ *     for (...)
+ *         if (sm_send_stream_push(st, "ns/fn", id, &v, NULL, NULL, &err) != SM_OK) break;
+ *     rc = sm_send_stream_finish(st, 30000, &err);   // waits for the last ack
+ *     sm_send_stream_progress p; sm_send_stream_get_progress(st, &p);
+ *     sm_send_stream_destroy(&st);
+ *
+ * push() encodes the message straight into the stream's batch buffer — no
+ * allocation per message — and assigns it the next seq (1, 2, 3, ...). A
+ * batch goes out as one gRPC message when it holds batch_messages messages
+ * or batch_bytes bytes, or on flush()/finish(), or when push() has to wait.
+ * One batch is in flight at a time; push() blocks while the next one is
+ * full and the previous one is still being written (gRPC flow control,
+ * which the runtime uses when its queues are full), and while `window`
+ * messages are pushed but not yet acknowledged.
+ *
+ * Acknowledgements are cumulative: the runtime reports committed_through,
+ * the highest seq up to which every message is durable or was rejected.
+ * Rejected messages (e.g. an unknown function type) are never applied; each
+ * is reported once to on_error (seq, gRPC code, message) before the ack that
+ * covers it, and counted. Callbacks run on the caller's thread, inside
+ * push/flush/poll/finish, and must not call into the stream.
+ *
+ * If the stream breaks (runtime stopped, connection lost), every later call
+ * fails with SM_ERPC and the gRPC status; messages after committed_through
+ * may or may not have been applied: re-send them with idempotency keys to
+ * make that safe. */
+
+typedef struct sm_send_stream sm_send_stream;
+
+typedef struct sm_send_stream_options {
+    size_t batch_messages;  /* messages per gRPC message; 0 = 256 (max 65536) */
+    size_t batch_bytes;     /* bytes per gRPC message (a bigger single message
+                               goes alone); 0 = 64 KiB (max 16 MiB) */
+    size_t window;          /* unacknowledged messages before push blocks;
+                               0 = 65536 (max 16M) */
+    bool wait_for_ready;    /* wait for an unreachable runtime instead of failing */
+    void (*on_error)(void *udata, uint64_t seq, int code, const char *message);
+    void (*on_ack)(void *udata, uint64_t committed_through);
+    void *udata;
+} sm_send_stream_options;
+
+typedef struct sm_send_stream_progress {
+    uint64_t pushed;             /* messages pushed = the last seq assigned */
+    uint64_t sent;               /* of which handed to gRPC */
+    uint64_t committed_through;  /* acknowledged (committed or rejected) */
+    uint64_t rejected;           /* of which rejected */
+} sm_send_stream_progress;
+
+/* Opens a SendStream on c (opts NULL = defaults; copied). On SM_OK *out is
+ * the stream (caller owns; sm_send_stream_destroy). Connection problems
+ * show up on the following calls. Returns SM_OK, SM_EINVAL or SM_ENOMEM. */
+int sm_send_stream_open(sm_client *c, const sm_send_stream_options *opts,
+                        sm_send_stream **out /* OUT */,
+                        sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
+/* Queues one message for (type, id). opts (NULL = none) as for
+ * sm_client_send_opts. *seq (may be NULL) gets its seq. Everything is
+ * copied before the call returns. Returns SM_OK, SM_EINVAL (bad argument:
+ * nothing queued, the stream stays usable), SM_ESTATE (after finish),
+ * SM_ENOMEM, or SM_ERPC (the stream broke). */
+int sm_send_stream_push(sm_send_stream *s, const char *type, const char *id, const sm_value *v,
+                        const sm_send_options *opts, uint64_t *seq /* OUT, may be NULL */,
+                        sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
+/* Sends the partly filled batch now (waiting for the previous one to be
+ * written first). Use it when the producer may pause. */
+int sm_send_stream_flush(sm_send_stream *s, sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
+/* Processes the acknowledgements that arrived, waiting up to wait_ms (0:
+ * not at all, < 0: until something happens) for at least one event.
+ * Returns SM_OK or SM_ERPC. */
+int sm_send_stream_poll(sm_send_stream *s, int wait_ms,
+                        sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
+void sm_send_stream_get_progress(const sm_send_stream *s,
+                                 sm_send_stream_progress *out /* OUT */);
+
+/* Sends what is left, half-closes and waits (up to timeout_ms; <= 0
+ * forever) until the runtime has acknowledged every message and ended the
+ * stream. Returns SM_OK if all were acknowledged (some may have been
+ * rejected: see the progress and on_error), SM_ERPC otherwise (err says
+ * why; DEADLINE_EXCEEDED on timeout). The stream takes no more messages. */
+int sm_send_stream_finish(sm_send_stream *s, int timeout_ms,
+                          sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
+/* Cancels the stream if it is still open, frees it, sets *ps to NULL. */
+void sm_send_stream_destroy(sm_send_stream **ps);
+
+/* ---- Subscribe: reading an egress ---- */
+
+typedef enum sm_egress_start {
+    SM_EGRESS_FROM_OFFSET = 0,  /* from `from_offset` (offsets start at 1) */
+    SM_EGRESS_EARLIEST = 1,     /* the oldest retained record */
+    SM_EGRESS_LATEST = 2        /* only records committed from now on */
+} sm_egress_start;
+
+typedef struct sm_subscribe_options {
+    const char *egress;         /* [A-Za-z0-9_.-]{1,128} */
+    sm_egress_start start;
+    uint64_t from_offset;       /* SM_EGRESS_FROM_OFFSET only */
+    bool follow;                /* false: end once caught up; true: wait for more */
+    int timeout_ms;             /* deadline of the whole subscription; <= 0 none */
+} sm_subscribe_options;
+
+/* One egress record. Every pointer is owned by the subscription. */
+typedef struct sm_egress_record {
+    uint64_t offset;            /* consecutive, from 1 */
+    int64_t timestamp_ms;       /* commit time, Unix epoch */
+    const char *source_type;    /* the function that wrote it ("" if unknown) */
+    const char *source_id;
+    sm_value value;
+} sm_egress_record;
+
+typedef struct sm_subscription sm_subscription;
+
+/* Opens a subscription (opts copied). Errors of the runtime (unknown
+ * egress, trimmed offset, unreachable) come from the first
+ * sm_subscription_next. Returns SM_OK, SM_EINVAL or SM_ENOMEM. */
+int sm_subscription_open(sm_client *c, const sm_subscribe_options *opts,
+                         sm_subscription **out /* OUT */,
+                         sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
+/* The next record, waiting up to wait_ms (< 0: without limit). Returns
+ * SM_OK (*rec valid until the next call or close), SM_AGAIN (nothing within
+ * wait_ms), SM_ABSENT (the stream ended: caught up without follow), or
+ * SM_ERPC with err filled in; the messages of the usual failures:
+ *   NOT_FOUND     no egress named 'X' (egresses are declared in the
+ *                 runtime's config)
+ *   OUT_OF_RANGE  offset N is no longer retained; start from the earliest
+ *   UNAVAILABLE   the runtime is not reachable at TARGET */
+int sm_subscription_next(sm_subscription *sub, int wait_ms, sm_egress_record *rec /* OUT */,
+                         sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
+/* Cancels the subscription if still open, frees it, sets *psub to NULL. */
+void sm_subscription_close(sm_subscription **psub);
+
+/* Calls fn for each record until the stream ends (SM_OK), fn returns
+ * non-zero (the subscription is cancelled; SM_OK), or an error (SM_ERPC,
+ * SM_EINVAL, SM_ENOMEM with err filled in). */
+typedef int (*sm_egress_fn)(void *udata, const sm_egress_record *rec);
+int sm_client_subscribe(sm_client *c, const sm_subscribe_options *opts, sm_egress_fn fn,
+                        void *udata, sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
 #endif

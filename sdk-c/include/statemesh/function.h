@@ -14,7 +14,7 @@
  *         if (sm_state_set_int64(ctx, "seen", n + 1) < 0) return -1;
  *         return sm_reply_string(ctx, "hello");
  *     }
- *     static const sm_state_spec specs[] = {{"seen", SM_TYPE_INT64}};
+ *     static const sm_state_spec specs[] = {SM_STATE("seen", SM_TYPE_INT64)};
  *     sm_functions *fns = sm_functions_create();
  *     sm_functions_bind(fns, "example/hello", specs, 1, hello, NULL);
  *     sm_server *srv = sm_server_create(fns);
@@ -30,11 +30,13 @@
  *     that produced them, so a reply further down a chain of messages
  *     answers the ingress Call that started it.
  *   - The batch fails as a whole when a handler returns non-zero, calls
- *     sm_fail(), or makes any sm_state_* / sm_send* / sm_reply* call that
- *     returns a negative status (undeclared state name, typename that differs
- *     from the declared one, invalid encoding, malformed address). Nothing of
- *     a failed batch is applied; the runtime retries it with backoff. Once a
- *     batch has failed, the remaining invocations are not run.
+ *     sm_fail(), or makes any sm_state_* / sm_send* / sm_cancel_delayed /
+ *     sm_reply* call that returns a negative status (undeclared state name,
+ *     typename that differs from the declared one, invalid encoding,
+ *     malformed address, token or egress name). Nothing of a failed batch is
+ *     applied — no state change, message, delayed message, cancellation or
+ *     egress record; the runtime retries it with backoff. Once a batch has
+ *     failed, the remaining invocations are not run.
  *   - Handlers must have no side effects beyond what they do through ctx:
  *     a batch may be delivered again (at-least-once invocation).
  *
@@ -68,11 +70,39 @@ typedef struct sm_address {
     const char *id;     /* 1..1024 bytes of UTF-8 */
 } sm_address;
 
-/* One declared state of a function type. */
+/* One declared state of a function type, optionally with a time to live
+ * (TTL). At most one of the two expire_* fields may be non-zero:
+ *   expire_after_write_ms   the value expires this long after it was last
+ *                           written;
+ *   expire_after_invoke_ms  ... after the address was last invoked (any
+ *                           batch extends it, even one that does not touch
+ *                           the value).
+ * Expired values are not sent to the function (it sees them absent). The
+ * runtime enforces the TTL; the SDK reports it in Describe.
+ *
+ * Declare specs with the SM_STATE* macros (designated initializers): a
+ * positional initializer such as {"n", SM_TYPE_INT64} still compiles, but
+ * -Wextra (-Wmissing-field-initializers) warns about the missing TTL fields. */
 typedef struct sm_state_spec {
     const char *name;      /* [A-Za-z0-9_.-]+, at most 128 bytes */
     const char *typename;  /* every value written must carry this typename */
+    uint64_t expire_after_write_ms;  /* 0 = never; at most SM_MAX_EXPIRE_MS */
+    uint64_t expire_after_invoke_ms; /* 0 = never; at most SM_MAX_EXPIRE_MS */
 } sm_state_spec;
+
+#define SM_STATE(name_, typename_) {.name = (name_), .typename = (typename_)}
+#define SM_STATE_EXPIRE_AFTER_WRITE(name_, typename_, ms_) \
+    {.name = (name_), .typename = (typename_), .expire_after_write_ms = (ms_)}
+#define SM_STATE_EXPIRE_AFTER_INVOKE(name_, typename_, ms_) \
+    {.name = (name_), .typename = (typename_), .expire_after_invoke_ms = (ms_)}
+
+/* Largest state TTL: 100 years. */
+#define SM_MAX_EXPIRE_MS ((uint64_t)100 * 365 * 24 * 3600 * 1000)
+/* SM_MAX_DELAY_MS, the longest delay of a delayed message: statemesh/value.h. */
+/* Cancellation tokens are 1..SM_MAX_TOKEN_LEN bytes of UTF-8. */
+#define SM_MAX_TOKEN_LEN 256
+/* Egress names are [A-Za-z0-9_.-]{1,SM_MAX_EGRESS_NAME_LEN}. */
+#define SM_MAX_EGRESS_NAME_LEN 128
 
 typedef struct sm_functions sm_functions;
 typedef struct sm_ctx sm_ctx;
@@ -90,8 +120,8 @@ sm_functions *sm_functions_create(void);
 /* Binds `fn` to function type `type` ("namespace/name") with `n` declared
  * states. Copies type and specs; `udata` is passed to every call of fn and
  * stays owned by the caller. Returns SM_OK, SM_EINVAL (malformed type, state
- * name or typename; duplicate state name), SM_EEXIST (type already bound)
- * or SM_ENOMEM. */
+ * name or typename; duplicate state name; both expire_* fields set or one
+ * above SM_MAX_EXPIRE_MS), SM_EEXIST (type already bound) or SM_ENOMEM. */
 int sm_functions_bind(sm_functions *fns, const char *type, const sm_state_spec *specs,
                       size_t n, sm_handler fn, void *udata) SM_WARN_UNUSED;
 
@@ -162,6 +192,44 @@ int sm_send(sm_ctx *ctx, const char *type, const char *id, const sm_value *v);
 int sm_send_int64(sm_ctx *ctx, const char *type, const char *id, int64_t v);
 int sm_send_string(sm_ctx *ctx, const char *type, const char *id, const char *s);
 int sm_send_json(sm_ctx *ctx, const char *type, const char *id, const char *json);
+
+/* ---- delayed messages ----
+ * sm_send_after sends (type, id, *v) once, after delay_ms (0..SM_MAX_DELAY_MS),
+ * durably: the runtime keeps it across restarts. A non-NULL
+ * cancellation_token (1..SM_MAX_TOKEN_LEN bytes of UTF-8, scoped to the
+ * sending address) lets a later sm_cancel_delayed from the same address
+ * cancel it until it fires. Target and value are checked as for sm_send.
+ * A delayed message does not carry the pending ingress Call along (a reply
+ * made by its receiver answers nothing).
+ *
+ * Tokens within one batch follow the order of the calls: cancelling a token
+ * that this batch already used for sm_send_after drops that message (and
+ * also cancels a pending one of an earlier batch); using a token a second
+ * time in the batch without cancelling it in between fails the batch
+ * (SM_EEXIST). Re-using a token that is still pending from an earlier batch
+ * is detected by the runtime, which then fails the whole batch.
+ *
+ * sm_cancel_delayed cancels the pending delayed message this address sent
+ * with `token`; unknown or already delivered tokens are ignored. */
+int sm_send_after(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                  const sm_value *v, const char *cancellation_token /* NULL: none */);
+int sm_send_after_int64(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                        int64_t v, const char *cancellation_token);
+int sm_send_after_string(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                         const char *s, const char *cancellation_token);
+int sm_send_after_json(sm_ctx *ctx, uint64_t delay_ms, const char *type, const char *id,
+                       const char *json, const char *cancellation_token);
+int sm_cancel_delayed(sm_ctx *ctx, const char *token);
+
+/* ---- egress ----
+ * Appends a copy of *v to the egress log `egress` ([A-Za-z0-9_.-]{1,128},
+ * declared in the runtime's config; an undeclared name makes the runtime
+ * fail the batch). Records become visible to subscribers once the batch's
+ * checkpoint is durable, in commit order. */
+int sm_send_egress(sm_ctx *ctx, const char *egress, const sm_value *v);
+int sm_send_egress_int64(sm_ctx *ctx, const char *egress, int64_t v);
+int sm_send_egress_string(sm_ctx *ctx, const char *egress, const char *s);
+int sm_send_egress_json(sm_ctx *ctx, const char *egress, const char *json);
 
 /* Replies to the ingress Call that led to the current invocation (the first
  * reply to a Call wins; without a pending Call the runtime drops it). */

@@ -51,7 +51,9 @@ void sm_arena_destroy(sm_arena **pa);
  * *out (any previous content is overwritten, not freed) with exactly one of:
  *   result      the final state mutations (one per written state, in
  *               declaration order), outgoing messages and replies, each
- *               tagged with the index of the invocation that produced it;
+ *               tagged with the index of the invocation that produced it,
+ *               delayed messages and egress records in call order, and
+ *               the cancellations (one per token);
  *   incomplete  the declared specs for which req->state has no entry
  *               (no handler runs);
  *   failure     the first error: handler failure or misuse, or "function
@@ -63,8 +65,8 @@ int sm_functions_process(const sm_functions *fns, const Statemesh__V1__BatchRequ
                          sm_arena *arena, Statemesh__V1__BatchResponse *out /* OUT */)
     SM_WARN_UNUSED;
 
-/* Fills *out with the types served and their state specs, sorted by type,
- * with sdk = "statemesh-c/<version>". Everything is allocated in `arena`.
+/* Fills *out with the types served and their state specs (with their TTLs),
+ * sorted by type, with sdk = "statemesh-c/<version>". Everything is allocated in `arena`.
  * Returns SM_OK or SM_ENOMEM. */
 int sm_functions_describe(const sm_functions *fns, sm_arena *arena,
                           Statemesh__V1__DescribeResponse *out /* OUT */) SM_WARN_UNUSED;

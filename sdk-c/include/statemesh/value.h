@@ -46,7 +46,9 @@
 
 enum sm_status {
     SM_OK = 0,
-    SM_ABSENT = 1,        /* state lookup: the value is absent (defaults filled in) */
+    SM_ABSENT = 1,        /* state lookup: the value is absent (defaults filled in);
+                             iteration: no more items */
+    SM_AGAIN = 2,         /* nothing arrived within the wait; try again later */
     SM_EINVAL = -1,       /* bad argument: NULL, malformed address or name, ... */
     SM_ETYPE = -2,        /* the value's typename is not the one required */
     SM_EVALUE = -3,       /* the bytes are not a valid encoding of the typename */
@@ -58,6 +60,10 @@ enum sm_status {
     SM_ERPC = -9,         /* an RPC failed: see the sm_error filled in */
     SM_ESTATE = -10       /* the call is not allowed in the object's current state */
 };
+
+/* Longest delay of a delayed message (function.proto) or of an ingress Send
+ * with a delay: 365 days. */
+#define SM_MAX_DELAY_MS ((uint64_t)365 * 24 * 3600 * 1000)
 
 /* A static, human-readable name for a status code ("undeclared state"). */
 const char *sm_strerror(int rc);
