@@ -68,7 +68,7 @@ all: deps-check $(ALL)
 
 # Install missing Debian packages only when something is missing.
 deps:
-	@if [ "$(DEPS_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest' 2>/dev/null; then \
+	@if [ "$(DEPS_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest, yaml' 2>/dev/null; then \
 	  ci/install-deps.sh; fi
 
 deps-check:

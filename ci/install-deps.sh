@@ -8,7 +8,7 @@ PKGS=(
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   protobuf-compiler-grpc
   libleveldb-dev libsnappy-dev libconfig-dev libcmocka-dev libxxhash-dev
-  python3 python3-grpcio python3-protobuf python3-pytest
+  python3 python3-grpcio python3-protobuf python3-pytest python3-yaml
   valgrind
 )
 

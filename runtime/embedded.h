@@ -17,8 +17,10 @@
  * both build/examples/greeter/greeter (sidecar) and libgreeter.so. If the
  * module defines statemesh_module_sdk_version (= SM_SDK_VERSION from
  * statemesh/invoke.h), it must equal the runtime's SDK version. fini, if
- * present, runs at shutdown after the registry is destroyed and before the
- * library is unloaded. The library is loaded with dlopen(RTLD_NOW |
+ * present, runs at shutdown once per successful init, after that init's
+ * registry is destroyed and before the library is unloaded. A library named
+ * by two endpoints is loaded once (dlopen counts references) and inited
+ * twice, so a module should keep no global state of its own. The library is loaded with dlopen(RTLD_NOW |
  * RTLD_LOCAL), so an undefined symbol fails the start, not a later call.
  *
  *     #include <statemesh/function.h>

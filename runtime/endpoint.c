@@ -274,8 +274,7 @@ static void connect_failed(struct endpoint *ep, const char *why)
     if (ep->backoff_ms > BACKOFF_MAX_MS) ep->backoff_ms = BACKOFF_MAX_MS;
 }
 
-/* The name of the endpoint in log lines: its target, or its library. */
-static const char *ep_name(const struct endpoint *ep)
+const char *ep_name(const struct endpoint *ep)
 {
     return ep->cfg->target ? ep->cfg->target : ep->cfg->library ? ep->cfg->library : "?";
 }

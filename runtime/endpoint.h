@@ -125,6 +125,10 @@ void ep_stop(struct endpoint *ep);               /* cancels stream and timers */
 int ep_closed(const struct endpoint *ep);        /* no rpc in progress */
 void ep_cleanup(struct endpoint *ep);
 
+/* The endpoint's name for messages: its target, or (embedded) its library.
+ * Borrowed from the config; never NULL. */
+const char *ep_name(const struct endpoint *ep);
+
 /* The served type, or NULL (unknown type or not yet described). */
 struct ftype *ep_find_type(struct endpoint *ep, const char *type);
 /* 1 if the endpoint is known not to serve `type`. */
