@@ -221,7 +221,7 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     mb->state = MBOX_INFLIGHT;
     if (!ft) {
         snprintf(why, sizeof why, "function type %s is not served by endpoint %s", mb->type,
-                 ep->cfg->target);
+                 ep_name(ep));
         retry_later(s, mb, why);
         return;
     }

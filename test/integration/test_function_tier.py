@@ -115,6 +115,15 @@ def test_new_backend_version_is_picked_up_without_runtime_restart(sandbox):
     fn.stop()
     fn2 = sandbox.python_server("msg_fn.py", ["--version", "2"], name="v2",
                                 listen="127.0.0.1:%d" % port, listen_flag="--listen")
-    wait_until(lambda: rt.log_lines("msg/v2only"), timeout=30, message="new version not described")
-    assert c.call("msg/v2only", "x", string("hi")) == "hi"
+
+    def served():
+        try:
+            return c.call("msg/v2only", "x", string("hi"), timeout=5) == "hi"
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:   # not described yet
+                raise
+            return False
+
+    wait_until(served, timeout=30, message="new version not picked up")
     assert fn2.alive
+    assert rt.log_lines("msg/v2only")
