@@ -109,6 +109,8 @@ def test_new_backend_version_is_picked_up_without_runtime_restart(sandbox):
     rt = sandbox.runtime([endpoint("msg/*", "ipv4:127.0.0.1:%d" % port, mode="remote", streams=2)],
                          extra_config='egresses = ( { name = "events"; } );')
     c = rt.client()
+    # until the first Describe answers, unknown types are accepted (and wait)
+    wait_until(lambda: c.stats()["endpoints_up"] == 1, timeout=20)
     with pytest.raises(grpc.RpcError) as e:
         c.send("msg/v2only", "x", string("x"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
