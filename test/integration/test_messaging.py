@@ -166,12 +166,12 @@ def test_delayed_message_fires_once_after_its_delay(sandbox):
 
 def test_cancelled_delayed_message_never_fires(sandbox):
     _, rt, c = start(sandbox)
-    schedule(c, {"op": "schedule", "delay_ms": 600, "token": "tok", "to": "s2", "value": 1})
-    schedule(c, {"op": "schedule", "delay_ms": 600, "token": "keep", "to": "s3", "value": 2})
+    schedule(c, {"op": "schedule", "delay_ms": 2000, "token": "tok", "to": "s2", "value": 1})
     schedule(c, {"op": "cancel", "token": "tok"})
+    schedule(c, {"op": "schedule", "delay_ms": 600, "token": "keep", "to": "s3", "value": 2})
     schedule(c, {"op": "cancel", "token": "unknown"})        # a no-op
     wait_until(lambda: c.int_state("msg/sink", "s3") == 1, timeout=10)
-    time.sleep(0.5)
+    time.sleep(2.0)
     assert c.int_state("msg/sink", "s2") == 0
     st = c.stats()
     assert st["delayed_cancelled"] == 1 and st["delayed_pending"] == 0
@@ -214,10 +214,10 @@ def test_ingress_send_with_delay(sandbox):
 @pytest.mark.fault
 def test_delayed_messages_survive_kill9_and_fire_once(sandbox):
     _, rt, c = start(sandbox)
-    for i in range(20):
-        schedule(c, {"op": "schedule", "delay_ms": 1500, "token": "k%d" % i, "to": "p%d" % i, "value": i})
+    schedule(c, [{"op": "schedule", "delay_ms": 2500, "token": "k%d" % i, "to": "p%d" % i, "value": i}
+                 for i in range(20)])
     schedule(c, {"op": "cancel", "token": "k0"})
-    send(c, "msg/sink", "ing", json_value("x"), delay_ms=1500)
+    send(c, "msg/sink", "ing", json_value("x"), delay_ms=2500)
     rt.kill9()
     rt.start()
     wait_until(lambda: all(c.int_state("msg/sink", "p%d" % i) == 1 for i in range(1, 20)) and
