@@ -1161,6 +1161,7 @@ static int cmd_deadletters_act(sm_client *c, const struct args *a, bool replay)
 static int cmd_deadletters(sm_client *c, const struct args *a)
 {
     const char *sub = a->npos >= 2 ? a->pos[1] : "";
+    if (a->type && !*a->type) return usage_error("--type wants a function type NS/NAME, got ''");
     if (strcmp(sub, "list") == 0) return cmd_deadletters_list(c, a);
     if (strcmp(sub, "replay") == 0) return cmd_deadletters_act(c, a, true);
     if (strcmp(sub, "drop") == 0) return cmd_deadletters_act(c, a, false);

@@ -263,6 +263,7 @@ def test_python_client(env):
     (["deadletters", "list", "--limit", "10001"], "--limit wants 1..10000"),
     (["deadletters", "list", "--after", "-3"], "--after wants a dead letter id"),
     (["deadletters", "list", "--type", "a/b/c"], "is not namespace/name"),
+    (["deadletters", "drop", "--all", "--type", ""], "--type wants a function type NS/NAME, got ''"),
     (["stats", "--all"], "--all, --after and --limit only apply to deadletters"),
     (["state", "get", "a/b", "x", "--limit", "2"], "only apply to deadletters"),
 ])
