@@ -7,6 +7,9 @@
  *   statemesh [--address A] state get TYPE ID [NAME] [--json]
  *   statemesh [--address A] stats [--json]
  *   statemesh [--address A] egress tail NAME [--from N | --earliest | --latest] [--follow] [--json]
+ *   statemesh [--address A] deadletters list [--type T] [--after ID] [--limit N] [--json]
+ *   statemesh [--address A] deadletters replay (ID... | --all) [--type T] [--json]
+ *   statemesh [--address A] deadletters drop (ID... | --all) [--type T] [--json]
  *
  * Options may appear anywhere after the program name; "--" ends them, and
  * arguments such as "-5" are values, not options. The address defaults to
@@ -24,7 +27,24 @@
  *               UTC, ISO 8601 with milliseconds; ID JSON-quoted if it is
  *               empty or holds a space, quote or control character; VALUE
  *               as in state get, JSON on one line).
- *   --json      one JSON document per answer (per record for egress tail).
+ *   deadletters list
+ *               one line per dead letter, by id: "ID TIME TYPE ID ATTEMPTS
+ *               VALUE ERROR" (TIME when it was stored, TYPE ID its target,
+ *               both as in egress tail; VALUE the message as in egress tail;
+ *               ERROR the last failure as a JSON string), then
+ *               "# total=N" (dead letters stored, of every type). --type T
+ *               keeps function type T only; --after ID starts after that id
+ *               (page on with the last id printed); --limit N (1..10000,
+ *               default 100).
+ *   deadletters replay|drop
+ *               "replayed N" / "dropped N" once durable; ids the runtime
+ *               did not find (already replayed or dropped, another --type,
+ *               for replay a type no endpoint serves) are noted on stderr.
+ *   --json      one JSON document per answer (per record for egress tail,
+ *               per dead letter for deadletters list, then {"total":N}).
+ *
+ * --type is the value encoding for send and call, the function type filter
+ * (NS/NAME) for deadletters.
  *
  * send --stdin: one message per input line, sent over one SendStream
  * (batched, acknowledged after commit). Each line is a JSON object:
@@ -82,12 +102,14 @@ struct args {
     const char *type;      /* --type */
     int timeout_ms;
     bool timeout_set;
-    bool json, use_stdin, quiet, follow, earliest, latest;
-    bool has_delay, has_from;
+    bool json, use_stdin, quiet, follow, earliest, latest, all;
+    bool has_delay, has_from, has_after, has_limit;
     uint64_t delay_ms;     /* --delay */
     uint64_t from;         /* --from */
+    uint64_t after;        /* --after */
+    uint64_t limit;        /* --limit */
     const char *key;       /* --idempotency-key */
-    const char *pos[8];
+    const char **pos;      /* the positional arguments (argc entries) */
     int npos;
 };
 
@@ -107,6 +129,13 @@ static void usage(FILE *f)
             "  stats                             runtime counters\n"
             "  egress tail NAME [--from N | --earliest | --latest] [--follow]\n"
             "                                    records of an egress, one per line\n"
+            "  deadletters list [--type T] [--after ID] [--limit N]\n"
+            "                                    messages whose batch exhausted its retries:\n"
+            "                                    ID TIME TYPE ID ATTEMPTS VALUE ERROR\n"
+            "  deadletters replay (ID... | --all) [--type T]\n"
+            "                                    put them back into their targets' inboxes\n"
+            "  deadletters drop (ID... | --all) [--type T]\n"
+            "                                    delete them\n"
             "\n"
             "options:\n"
             "  --address HOST:PORT  ingress of statemeshd (also unix:/path); default\n"
@@ -114,7 +143,8 @@ static void usage(FILE *f)
             "  --type T             how VALUE is encoded: string (default), int64, float64,\n"
             "                       bool (true|false|1|0), json (checked), bytes (VALUE in\n"
             "                       hex), or any other typename NS/NAME (VALUE in hex);\n"
-            "                       with --stdin: the default typename of lines (json)\n"
+            "                       with --stdin: the default typename of lines (json);\n"
+            "                       deadletters: only those of function type T (NS/NAME)\n"
             "  --delay MS           deliver the message MS milliseconds later (durably)\n"
             "  --idempotency-key K  a repeated send/call with the same key is applied once\n"
             "  --stdin              send: read JSON lines from stdin (see above)\n"
@@ -123,6 +153,9 @@ static void usage(FILE *f)
             "  --earliest           egress tail: start at the oldest retained record (default)\n"
             "  --latest             egress tail: only records committed from now on\n"
             "  --follow             egress tail: keep waiting for new records (Ctrl-C stops)\n"
+            "  --after ID           deadletters list: start after dead letter ID (paging)\n"
+            "  --limit N            deadletters list: at most N (1..10000, default 100)\n"
+            "  --all                deadletters replay/drop: every one (of --type T)\n"
             "  --timeout MS         RPC deadline in milliseconds (default 10000; send\n"
             "                       --stdin: for the final acknowledgements, default 60000;\n"
             "                       egress tail: none unless given)\n"
@@ -913,12 +946,31 @@ static void put_id(FILE *f, const char *id)
     else fputs(id, f);
 }
 
-static int print_record(const sm_egress_record *rec, bool json)
+/* A value on one line of text output: JSON as its text on one line, the
+ * rest as print_value (strings quoted, user types "TYPENAME HEX"). */
+static void print_value_line(FILE *f, const sm_value *v)
 {
     const char *s;
     size_t n;
-    bool is_json = sm_value_as_json(&rec->value, &s, &n) == SM_OK;
+    if (sm_value_as_json(v, &s, &n) == SM_OK) put_json_oneline(f, s, n);
+    else print_value(f, v, 1, 1);
+}
 
+/* The "typename" and "value" members of a value in one-line JSON output. */
+static void print_value_json_line(FILE *f, const sm_value *v)
+{
+    const char *s;
+    size_t n;
+    if (sm_value_as_json(v, &s, &n) == SM_OK && sm_json_valid(s, n)) {
+        fputs("\"typename\":\"" SM_TYPE_JSON "\",\"value\":", f);
+        put_json_oneline(f, s, n);
+    } else {
+        print_value_json(f, v);
+    }
+}
+
+static int print_record(const sm_egress_record *rec, bool json)
+{
     if (json) {
         printf("{\"offset\":%" PRIu64 ",\"timestamp_ms\":%" PRId64 ",\"time\":\"", rec->offset,
                rec->timestamp_ms);
@@ -928,12 +980,7 @@ static int print_record(const sm_egress_record *rec, bool json)
         fputs(",\"id\":", stdout);
         json_put_string(stdout, rec->source_id, strlen(rec->source_id));
         fputs("},", stdout);
-        if (is_json && sm_json_valid(s, n)) {
-            fputs("\"typename\":\"" SM_TYPE_JSON "\",\"value\":", stdout);
-            put_json_oneline(stdout, s, n);
-        } else {
-            print_value_json(stdout, &rec->value);
-        }
+        print_value_json_line(stdout, &rec->value);
         fputs("}\n", stdout);
     } else {
         printf("%" PRIu64 " ", rec->offset);
@@ -941,8 +988,7 @@ static int print_record(const sm_egress_record *rec, bool json)
         printf(" %s ", *rec->source_type ? rec->source_type : "-");
         put_id(stdout, rec->source_id);
         fputc(' ', stdout);
-        if (is_json) put_json_oneline(stdout, s, n);
-        else print_value(stdout, &rec->value, 1, 1);
+        print_value_line(stdout, &rec->value);
         fputc('\n', stdout);
     }
     return fflush(stdout) == 0 ? 0 : -1;
@@ -995,6 +1041,133 @@ static int parse_u64(const char *name, const char *val, uint64_t max, uint64_t *
     return 0;
 }
 
+/* ---- deadletters ---- */
+
+static void print_deadletter(const sm_deadletter *d, bool json)
+{
+    if (json) {
+        printf("{\"id\":%" PRIu64 ",\"failed_at_ms\":%" PRId64 ",\"time\":\"", d->id,
+               d->failed_at_ms);
+        put_time(stdout, d->failed_at_ms);
+        fputs("\",\"target\":{\"type\":", stdout);
+        json_put_string(stdout, d->target_type, strlen(d->target_type));
+        fputs(",\"id\":", stdout);
+        json_put_string(stdout, d->target_id, strlen(d->target_id));
+        fputs("},\"caller\":", stdout);
+        if (d->caller_type) {
+            fputs("{\"type\":", stdout);
+            json_put_string(stdout, d->caller_type, strlen(d->caller_type));
+            fputs(",\"id\":", stdout);
+            json_put_string(stdout, d->caller_id, strlen(d->caller_id));
+            fputc('}', stdout);
+        } else {
+            fputs("null", stdout);
+        }
+        printf(",\"attempts\":%" PRIu32 ",\"error\":", d->attempts);
+        json_put_string(stdout, d->error, strlen(d->error));
+        fputc(',', stdout);
+        print_value_json_line(stdout, &d->argument);
+        fputs("}\n", stdout);
+    } else {
+        printf("%" PRIu64 " ", d->id);
+        put_time(stdout, d->failed_at_ms);
+        printf(" %s ", *d->target_type ? d->target_type : "-");
+        put_id(stdout, d->target_id);
+        printf(" %" PRIu32 " ", d->attempts);
+        print_value_line(stdout, &d->argument);
+        fputc(' ', stdout);
+        json_put_string(stdout, d->error, strlen(d->error));
+        fputc('\n', stdout);
+    }
+}
+
+static int cmd_deadletters_list(sm_client *c, const struct args *a)
+{
+    sm_deadletters l;
+    sm_error err;
+    int rc;
+
+    if (a->npos != 2)
+        return usage_error("deadletters list takes no arguments (--type T, --after ID, --limit N)");
+    if (a->all) return usage_error("--all only applies to deadletters replay and drop");
+    rc = sm_client_list_deadletters(c, a->type, a->after, (uint32_t)a->limit, a->timeout_ms, &l, &err);
+    if (rc == SM_EINVAL) return usage_error("%s", err.message); /* found locally: --type */
+    if (rc != SM_OK) return rpc_error("deadletters list", &err, a->address);
+    for (size_t i = 0; i < l.n; i++) print_deadletter(&l.items[i], a->json);
+    if (a->json) printf("{\"total\":%" PRIu64 "}\n", l.total);
+    else printf("# total=%" PRIu64 "\n", l.total);
+    sm_deadletters_cleanup(&l);
+    return 0;
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static int cmd_deadletters_act(sm_client *c, const struct args *a, bool replay)
+{
+    const char *sub = replay ? "replay" : "drop", *done = replay ? "replayed" : "dropped";
+    size_t n = (size_t)a->npos - 2, distinct = 0;
+    uint64_t *ids = NULL, count = 0;
+    sm_error err;
+    char what[64];
+    int rc;
+
+    if (a->has_after || a->has_limit)
+        return usage_error("--after and --limit only apply to deadletters list");
+    if (!n && !a->all)
+        return usage_error("deadletters %s needs dead letter IDs (see deadletters list) or --all", sub);
+    if (n && a->all) return usage_error("deadletters %s: give IDs or --all, not both", sub);
+    if (n && !(ids = calloc(n, sizeof *ids))) {
+        fprintf(stderr, "statemesh: out of memory\n");
+        return EXIT_RPC;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (parse_u64("ID", a->pos[i + 2], UINT64_MAX, &ids[i])) {
+            free(ids);
+            return usage_error("'%s' is not a dead letter id (a number that deadletters list "
+                               "prints first)", a->pos[i + 2]);
+        }
+    }
+    snprintf(what, sizeof what, "deadletters %s", sub);
+    if (replay) rc = sm_client_replay_deadletters(c, ids, n, a->all, a->type, a->timeout_ms, &count, &err);
+    else rc = sm_client_drop_deadletters(c, ids, n, a->all, a->type, a->timeout_ms, &count, &err);
+    if (rc == SM_EINVAL) {
+        free(ids);
+        return usage_error("%s", err.message); /* found locally: --type */
+    }
+    if (rc != SM_OK) {
+        free(ids);
+        return rpc_error(what, &err, a->address);
+    }
+    if (a->json) printf("{\"%s\":%" PRIu64 "}\n", done, count);
+    else printf("%s %" PRIu64 "\n", done, count);
+    if (n) { /* say why fewer than named: the runtime skips what it cannot find */
+        qsort(ids, n, sizeof *ids, cmp_u64);
+        for (size_t i = 0; i < n; i++) distinct += i == 0 || ids[i] != ids[i - 1];
+        if (count < distinct)
+            fprintf(stderr, "statemesh: %" PRIu64 " of the %zu ids named %s not %s: no such dead "
+                    "letter (already replayed or dropped)%s%s\n", (uint64_t)distinct - count,
+                    distinct, distinct - count == 1 ? "was" : "were", done,
+                    a->type ? ", not of --type" : "",
+                    replay ? ", or no endpoint serves its type" : "");
+    }
+    free(ids);
+    return 0;
+}
+
+static int cmd_deadletters(sm_client *c, const struct args *a)
+{
+    const char *sub = a->npos >= 2 ? a->pos[1] : "";
+    if (a->type && !*a->type) return usage_error("--type wants a function type NS/NAME, got ''");
+    if (strcmp(sub, "list") == 0) return cmd_deadletters_list(c, a);
+    if (strcmp(sub, "replay") == 0) return cmd_deadletters_act(c, a, true);
+    if (strcmp(sub, "drop") == 0) return cmd_deadletters_act(c, a, false);
+    return usage_error("deadletters needs a subcommand: list, replay or drop");
+}
+
 /* Parses argv into *a. Returns -1 to go on, else an exit status. */
 static int parse_args(int argc, char **argv, struct args *a)
 {
@@ -1005,9 +1178,10 @@ static int parse_args(int argc, char **argv, struct args *a)
         {"--json", offsetof(struct args, json)},         {"--stdin", offsetof(struct args, use_stdin)},
         {"--quiet", offsetof(struct args, quiet)},       {"--follow", offsetof(struct args, follow)},
         {"--earliest", offsetof(struct args, earliest)}, {"--latest", offsetof(struct args, latest)},
+        {"--all", offsetof(struct args, all)},
     };
     static const char *const valued[] = {"--address", "--type", "--timeout", "--delay",
-                                         "--idempotency-key", "--from"};
+                                         "--idempotency-key", "--from", "--after", "--limit"};
     const char *env = getenv("STATEMESH_ADDRESS");
     int options = 1;
 
@@ -1020,9 +1194,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         bool known = false;
 
         if (!options || arg[0] != '-' || arg[1] == '\0' || (arg[1] != '-' && arg[1] != 'h')) {
-            if (a->npos == (int)(sizeof a->pos / sizeof a->pos[0]))
-                return usage_error("too many arguments");
-            a->pos[a->npos++] = arg;
+            a->pos[a->npos++] = arg; /* a->pos has room for argc entries */
             continue;
         }
         if (strcmp(arg, "--") == 0) {
@@ -1069,6 +1241,15 @@ static int parse_args(int argc, char **argv, struct args *a)
                 return usage_error("--idempotency-key wants 1..%d bytes of UTF-8",
                                    SM_MAX_IDEMPOTENCY_KEY_LEN);
             a->key = val;
+        } else if (strcmp(name, "--after") == 0) {
+            if (parse_u64(name, val, UINT64_MAX, &a->after))
+                return usage_error("--after wants a dead letter id (0 = from the first), got '%s'", val);
+            a->has_after = true;
+        } else if (strcmp(name, "--limit") == 0) {
+            if (parse_u64(name, val, SM_DEADLETTERS_MAX_LIMIT, &a->limit) || a->limit < 1)
+                return usage_error("--limit wants 1..%d dead letters, got '%s'",
+                                   SM_DEADLETTERS_MAX_LIMIT, val);
+            a->has_limit = true;
         } else {
             if (parse_u64(name, val, UINT64_MAX, &a->from) || a->from < 1)
                 return usage_error("--from wants an offset >= 1 (offsets start at 1; --earliest "
@@ -1083,9 +1264,10 @@ static int parse_args(int argc, char **argv, struct args *a)
 static int check_option_use(const struct args *a, const char *cmd)
 {
     bool send = strcmp(cmd, "send") == 0, call = strcmp(cmd, "call") == 0;
-    bool egress = strcmp(cmd, "egress") == 0;
+    bool egress = strcmp(cmd, "egress") == 0, dl = strcmp(cmd, "deadletters") == 0;
 
-    if (a->type && !send && !call) return usage_error("--type only applies to send and call");
+    if (a->type && !send && !call && !dl)
+        return usage_error("--type only applies to send, call and deadletters");
     if (a->use_stdin && !send) return usage_error("--stdin only applies to send");
     if (a->quiet && !a->use_stdin) return usage_error("--quiet only applies to send --stdin");
     if (a->has_delay && (!send || a->use_stdin))
@@ -1097,35 +1279,52 @@ static int check_option_use(const struct args *a, const char *cmd)
     if (a->has_from + a->earliest + a->latest > 1)
         return usage_error("give at most one of --from N, --earliest and --latest");
     if (a->json && send) return usage_error("--json does not apply to send");
+    if ((a->all || a->has_after || a->has_limit) && !dl)
+        return usage_error("--all, --after and --limit only apply to deadletters");
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    static const char *const commands[] = {"send", "call", "state", "stats", "egress"};
+    static const char *const commands[] = {"send", "call", "state", "stats", "egress",
+                                           "deadletters"};
     struct args a;
-    sm_client *c;
+    sm_client *c = NULL;
     const char *cmd;
     size_t k;
     int rc;
 
     memset(&a, 0, sizeof a);
-    if ((rc = parse_args(argc, argv, &a)) >= 0) return rc;
-    if (a.npos == 0) return usage_error("missing command");
+    if (!(a.pos = calloc((size_t)argc + 1, sizeof *a.pos))) {
+        fprintf(stderr, "statemesh: out of memory\n");
+        return EXIT_RPC;
+    }
+    if ((rc = parse_args(argc, argv, &a)) >= 0) goto out;
+    if (a.npos == 0) {
+        rc = usage_error("missing command");
+        goto out;
+    }
     cmd = a.pos[0];
     for (k = 0; k < sizeof commands / sizeof *commands && strcmp(cmd, commands[k]); k++) {
     }
-    if (k == sizeof commands / sizeof *commands) return usage_error("unknown command '%s'", cmd);
-    if ((rc = check_option_use(&a, cmd))) return rc;
+    if (k == sizeof commands / sizeof *commands) {
+        rc = usage_error("unknown command '%s'", cmd);
+        goto out;
+    }
+    if ((rc = check_option_use(&a, cmd))) goto out;
     if (!(c = sm_client_create(a.address))) {
         fprintf(stderr, "statemesh: out of memory\n");
-        return EXIT_RPC;
+        rc = EXIT_RPC;
+        goto out;
     }
     if (strcmp(cmd, "send") == 0) rc = a.use_stdin ? cmd_send_stdin(c, &a) : cmd_send_or_call(c, &a, 0);
     else if (strcmp(cmd, "call") == 0) rc = cmd_send_or_call(c, &a, 1);
     else if (strcmp(cmd, "state") == 0) rc = cmd_state(c, &a);
     else if (strcmp(cmd, "stats") == 0) rc = cmd_stats(c, &a);
-    else rc = cmd_egress(c, &a);
+    else if (strcmp(cmd, "egress") == 0) rc = cmd_egress(c, &a);
+    else rc = cmd_deadletters(c, &a);
+out:
     sm_client_destroy(&c);
+    free(a.pos);
     return rc;
 }

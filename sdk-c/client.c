@@ -404,3 +404,135 @@ void sm_stats_cleanup(sm_stats *s)
     free(s->items);
     memset(s, 0, sizeof *s);
 }
+
+/* ---- dead letters ---- */
+
+#define MAX_TYPE_LEN 256 /* as the runtime's ADDR_MAX_TYPE */
+
+static bool type_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '.' || ch == '-';
+}
+
+/* type NULL or "" = any; else "namespace/name", both [A-Za-z0-9_.-]+. The
+ * same rule as the function registry's (functions.c), with a message. */
+static int check_type_filter(const char *type, sm_error *err)
+{
+    const char *slash;
+    size_t n;
+
+    if (!type || !*type) return SM_OK;
+    n = strlen(type);
+    slash = strchr(type, '/');
+    if (n > MAX_TYPE_LEN || !slash || slash == type || !slash[1]) goto bad;
+    for (const char *p = type; *p; p++)
+        if (p != slash && !type_char(*p)) goto bad;
+    return SM_OK;
+bad:
+    return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                       "function type '%.256s' is not namespace/name ([A-Za-z0-9_.-]+ each, "
+                       "at most %d bytes)", type, MAX_TYPE_LEN);
+}
+
+int sm_client_list_deadletters(sm_client *c, const char *type, uint64_t after_id, uint32_t limit,
+                               int timeout_ms, sm_deadletters *out, sm_error *err)
+{
+    Statemesh__V1__ListDeadLettersRequest req = STATEMESH__V1__LIST_DEAD_LETTERS_REQUEST__INIT;
+    Statemesh__V1__ListDeadLettersResponse *resp;
+    int rc;
+
+    if (!c || !out)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+    memset(out, 0, sizeof *out);
+    if ((rc = check_type_filter(type, err))) return rc;
+    if (type) req.type = (char *)type;
+    req.after_id = after_id;
+    req.limit = limit;
+    rc = unary(c, "/statemesh.v1.Admin/ListDeadLetters", &req.base,
+               &statemesh__v1__list_dead_letters_response__descriptor, (ProtobufCMessage **)&resp,
+               timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    out->items = calloc(resp->n_dead_letters ? resp->n_dead_letters : 1, sizeof *out->items);
+    if (!out->items) {
+        statemesh__v1__list_dead_letters_response__free_unpacked(resp, NULL);
+        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_dead_letters; i++) {
+        const Statemesh__V1__DeadLetter *d = resp->dead_letters[i];
+        sm_deadletter *o = &out->items[i];
+        o->id = d->id;
+        o->target_type = d->target ? d->target->type : "";
+        o->target_id = d->target ? d->target->id : "";
+        if (d->caller) {
+            o->caller_type = d->caller->type;
+            o->caller_id = d->caller->id;
+        }
+        if (d->argument) {
+            o->argument.typename = d->argument->typename_;
+            o->argument.data = d->argument->value.data;
+            o->argument.len = d->argument->value.len;
+        }
+        o->error = d->error;
+        o->attempts = d->attempts;
+        o->failed_at_ms = d->failed_at_ms;
+    }
+    out->n = resp->n_dead_letters;
+    out->total = resp->total;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_deadletters_cleanup(sm_deadletters *l)
+{
+    if (!l) return;
+    if (l->msg_) statemesh__v1__list_dead_letters_response__free_unpacked(l->msg_, NULL);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+/* Replay or drop (method) the selected dead letters. */
+static int deadletter_action(sm_client *c, const char *method, const uint64_t *ids, size_t n,
+                             bool all, const char *type, int timeout_ms, uint64_t *count,
+                             sm_error *err)
+{
+    Statemesh__V1__DeadLetterSelector sel = STATEMESH__V1__DEAD_LETTER_SELECTOR__INIT;
+    Statemesh__V1__DeadLetterActionResponse *resp;
+    int rc;
+
+    if (count) *count = 0;
+    if (!c) return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client");
+    if (n && !ids)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "%zu ids but no id array", n);
+    if (!n && !all)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                           "no dead letters selected: name their ids, or select all");
+    if (n && all)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                           "name dead letter ids or select all, not both");
+    if ((rc = check_type_filter(type, err))) return rc;
+    sel.ids = (uint64_t *)ids;
+    sel.n_ids = n;
+    sel.all = all;
+    if (type) sel.type = (char *)type;
+    rc = unary(c, method, &sel.base, &statemesh__v1__dead_letter_action_response__descriptor,
+               (ProtobufCMessage **)&resp, timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    if (count) *count = resp->count;
+    statemesh__v1__dead_letter_action_response__free_unpacked(resp, NULL);
+    return SM_OK;
+}
+
+int sm_client_replay_deadletters(sm_client *c, const uint64_t *ids, size_t n, bool all,
+                                 const char *type, int timeout_ms, uint64_t *count, sm_error *err)
+{
+    return deadletter_action(c, "/statemesh.v1.Admin/ReplayDeadLetters", ids, n, all, type,
+                             timeout_ms, count, err);
+}
+
+int sm_client_drop_deadletters(sm_client *c, const uint64_t *ids, size_t n, bool all,
+                               const char *type, int timeout_ms, uint64_t *count, sm_error *err)
+{
+    return deadletter_action(c, "/statemesh.v1.Admin/DropDeadLetters", ids, n, all, type,
+                             timeout_ms, count, err);
+}

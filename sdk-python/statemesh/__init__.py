@@ -20,7 +20,8 @@ from .function import (StatefulFunctions, ValueSpec, Context, Message, Address, 
                        StateError, RequestHandler, SDK_NAME)
 from .server import serve, serve_async, FunctionServer
 from .client import (Client, AsyncClient, StateInfo, StreamMessage, StreamError,
-                     SendStreamResult, EgressRecord, Subscription, AsyncSubscription)
+                     SendStreamResult, EgressRecord, Subscription, AsyncSubscription,
+                     DeadLetter, DeadLetters)
 from .errors import (StatemeshError, NotFound, InvalidArgument, Unavailable,
                      DeadlineExceeded, ResourceExhausted, Overloaded, OffsetTrimmed,
                      AlreadyExists, FailedPrecondition, Aborted, Internal)
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "StatefulFunctions", "ValueSpec", "serve", "serve_async", "FunctionServer",
     "Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError", "SendStreamResult",
-    "EgressRecord", "Subscription", "AsyncSubscription",
+    "EgressRecord", "Subscription", "AsyncSubscription", "DeadLetter", "DeadLetters",
     "Context", "Message", "Address", "Storage", "StateError", "RequestHandler",
     "Type", "TypedValue", "simple_type",
     "BoolType", "IntType", "FloatType", "StringType", "BytesType", "JsonType",

@@ -12,6 +12,10 @@
         print(r.acked, r.errors)                                 # 100000 []
         for rec in c.subscribe("receipts", earliest=True, follow=False):
             print(rec.offset, rec.source, rec.value.as_json())
+        page = c.dead_letters(type="shop/cart")                 # failed max_attempts times
+        for d in page:
+            print(d.id, d.target, d.argument.value, d.error)
+        c.replay_dead_letters(all=True, type="shop/cart")       # -> how many were replayed
 
 Values are typed like ``Context.send``: a :class:`TypedValue` as is, a value
 of ``type=``, or inferred from the Python value (bool, int, float, str,
@@ -32,6 +36,7 @@ given one).
 
 import bisect
 import datetime
+from builtins import type as builtins_type
 import re
 import threading
 from collections import namedtuple
@@ -40,12 +45,13 @@ import grpc
 
 from . import _wire
 from .errors import StatemeshError, from_rpc_error
-from .function import (MAX_DELAY, Address, Message, _address_field, _check_key,
+from .function import (_TYPE_RE, MAX_DELAY, Address, Message, _address_field, _check_key,
                        _duration_ms)
 from .types import TypedValue, typed_value, decode_typed, encode_value
 
 __all__ = ["Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError",
-           "SendStreamResult", "EgressRecord", "Subscription", "AsyncSubscription"]
+           "SendStreamResult", "EgressRecord", "Subscription", "AsyncSubscription",
+           "DeadLetter", "DeadLetters"]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -97,6 +103,56 @@ class EgressRecord(namedtuple("EgressRecord", "offset timestamp_ms source value"
                                                tz=datetime.timezone.utc)
 
 
+class DeadLetter(namedtuple("DeadLetter",
+                            "id target caller argument error attempts failed_at_ms")):
+    """A message whose batch failed its endpoint's ``retry.max_attempts``
+    times: ``id`` (increasing in the order they were stored), ``target``
+    (the Address it was for), ``caller`` (the Address of the function that
+    sent it, None when it came from the ingress), ``argument`` (a
+    :class:`Message`: ``argument.value``, ``as_json()`` ...), ``error`` (the
+    last failure), ``attempts`` and ``failed_at_ms`` (when it was stored,
+    Unix epoch ms; ``failed_at`` is a UTC datetime)."""
+
+    __slots__ = ()
+
+    @property
+    def failed_at(self):
+        return datetime.datetime.fromtimestamp(self.failed_at_ms / 1000.0,
+                                               tz=datetime.timezone.utc)
+
+
+class DeadLetters:
+    """One page of Client.dead_letters(): ``items`` (DeadLetters by
+    increasing id; iterating the page, ``len()`` and indexing go to them)
+    and ``total``, the number of dead letters stored, of every function
+    type. ``last_id`` (None for an empty page) is the ``after_id`` of the
+    next page."""
+
+    __slots__ = ("items", "total")
+
+    def __init__(self, items, total):
+        self.items = items
+        self.total = total
+
+    @property
+    def last_id(self):
+        return self.items[-1].id if self.items else None
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __repr__(self):
+        return "DeadLetters(items=%r, total=%d)" % (self.items, self.total)
+
+
+MAX_DEAD_LETTERS_PAGE = 10000
+
 _STATUS = {c.value[0]: c for c in grpc.StatusCode}
 _EGRESS_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
 
@@ -147,6 +203,52 @@ def _encode_stream_message(seq, item):
 
 def _identity(b):
     return b
+
+
+def _type_filter(type):
+    """The ``type=`` of the dead-letter methods: None/"" = every type."""
+    if type is None or type == "":
+        return ""
+    if not isinstance(type, str):
+        raise TypeError("type must be a function type str, got %s" % builtins_type(type).__name__)
+    if not _TYPE_RE.match(type) or len(type) > 256:
+        raise ValueError("type must be a function type 'namespace/name' ([A-Za-z0-9_.-]+), "
+                         "got %r" % (type,))
+    return type
+
+
+def _uint(name, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("%s must be an int, got %s" % (name, builtins_type(v).__name__))
+    if not lo <= v <= hi:
+        raise ValueError("%s must be %d..%d, got %d" % (name, lo, hi, v))
+    return v
+
+
+def _dead_letter_ids(ids, all):
+    """The ids of a replay/drop selector (a list; empty with all=True)."""
+    if isinstance(ids, int) and not isinstance(ids, bool):
+        ids = [ids]
+    elif ids is not None:
+        if isinstance(ids, (str, bytes)):
+            raise TypeError("ids must be an iterable of ints (dead letter ids), got %s"
+                            % builtins_type(ids).__name__)
+        ids = [_uint("dead letter id", i, 0, 2 ** 64 - 1) for i in ids]
+    if not ids and not all:
+        raise ValueError("no dead letters selected: pass their ids (ids=[...]) or all=True")
+    if ids and all:
+        raise ValueError("pass ids or all=True, not both")
+    return ids or []
+
+
+def _dead_letters(resp):
+    out = []
+    for d in resp.dead_letters:
+        caller = Address(d.caller.type, d.caller.id) if d.HasField("caller") else None
+        out.append(DeadLetter(d.id, Address(d.target.type, d.target.id), caller,
+                              Message(d.argument.typename, d.argument.value), d.error,
+                              d.attempts, d.failed_at_ms))
+    return DeadLetters(out, resp.total)
 
 
 class _StreamState:
@@ -279,6 +381,15 @@ class _Methods:
         self._stats = u("/statemesh.v1.Admin/Stats",
                         request_serializer=admin_pb2.StatsRequest.SerializeToString,
                         response_deserializer=admin_pb2.StatsResponse.FromString)
+        self._list_dl = u("/statemesh.v1.Admin/ListDeadLetters",
+                          request_serializer=admin_pb2.ListDeadLettersRequest.SerializeToString,
+                          response_deserializer=admin_pb2.ListDeadLettersResponse.FromString)
+        self._replay_dl = u("/statemesh.v1.Admin/ReplayDeadLetters",
+                            request_serializer=admin_pb2.DeadLetterSelector.SerializeToString,
+                            response_deserializer=admin_pb2.DeadLetterActionResponse.FromString)
+        self._drop_dl = u("/statemesh.v1.Admin/DropDeadLetters",
+                          request_serializer=admin_pb2.DeadLetterSelector.SerializeToString,
+                          response_deserializer=admin_pb2.DeadLetterActionResponse.FromString)
         self._send_stream = channel.stream_stream(
             "/statemesh.v1.Ingress/SendStream", request_serializer=_identity,
             response_deserializer=ingress_pb2.SendStreamResponse.FromString)
@@ -320,6 +431,15 @@ class _Methods:
     def _state_req(self, target_type, target_id, name):
         return self._admin_pb2.GetStateRequest(
             address=_address(self._types_pb2, target_type, target_id), name=name or "")
+
+    def _list_dl_req(self, type, after_id, limit):
+        return self._admin_pb2.ListDeadLettersRequest(
+            type=_type_filter(type), after_id=_uint("after_id", after_id, 0, 2 ** 64 - 1),
+            limit=_uint("limit", limit, 1, MAX_DEAD_LETTERS_PAGE))
+
+    def _selector(self, ids, all, type):
+        return self._admin_pb2.DeadLetterSelector(ids=_dead_letter_ids(ids, all), all=bool(all),
+                                                  type=_type_filter(type))
 
     def _timeout(self, timeout):
         return self._default_timeout if timeout is None else timeout
@@ -498,6 +618,32 @@ class Client(_Methods):
         resp = self._invoke(self._stats, self._admin_pb2.StatsRequest(), timeout)
         return {s.name: s.value for s in resp.stats}
 
+    def dead_letters(self, type=None, after_id=0, limit=100, timeout=None):
+        """One page of the dead-letter store: a :class:`DeadLetters` with
+        ``items`` (up to ``limit``, 1..10000, :class:`DeadLetter` s by
+        increasing id, only those with ids above ``after_id``, only of
+        function type ``type`` if given) and ``total`` (stored, every type).
+        Page on with ``after_id=page.last_id``."""
+        resp = self._invoke(self._list_dl, self._list_dl_req(type, after_id, limit), timeout)
+        return _dead_letters(resp)
+
+    def replay_dead_letters(self, ids=None, all=False, type=None, timeout=None):
+        """Puts dead letters back into their targets' inboxes (in id order,
+        after what is queued there): those with the given ``ids`` (an int
+        or an iterable of ints), or every one (``all=True``); ``type``
+        restricts either to one function type. Returns how many were
+        replayed, once that is durable; ids not stored (already replayed or
+        dropped) and types no endpoint serves are skipped. ValueError if
+        neither or both of ids and all are given."""
+        resp = self._invoke(self._replay_dl, self._selector(ids, all, type), timeout)
+        return resp.count
+
+    def drop_dead_letters(self, ids=None, all=False, type=None, timeout=None):
+        """Deletes dead letters, selected as for replay_dead_letters();
+        returns how many were dropped, once that is durable."""
+        resp = self._invoke(self._drop_dl, self._selector(ids, all, type), timeout)
+        return resp.count
+
     def close(self):
         self._channel.close()
 
@@ -647,6 +793,19 @@ class AsyncClient(_Methods):
     async def stats(self, timeout=None):
         resp = await self._invoke(self._stats, self._admin_pb2.StatsRequest(), timeout)
         return {s.name: s.value for s in resp.stats}
+
+    async def dead_letters(self, type=None, after_id=0, limit=100, timeout=None):
+        resp = await self._invoke(self._list_dl, self._list_dl_req(type, after_id, limit),
+                                  timeout)
+        return _dead_letters(resp)
+
+    async def replay_dead_letters(self, ids=None, all=False, type=None, timeout=None):
+        resp = await self._invoke(self._replay_dl, self._selector(ids, all, type), timeout)
+        return resp.count
+
+    async def drop_dead_letters(self, ids=None, all=False, type=None, timeout=None):
+        resp = await self._invoke(self._drop_dl, self._selector(ids, all, type), timeout)
+        return resp.count
 
     async def close(self):
         await self._channel.close()

@@ -1,7 +1,9 @@
 /* The ingress client's local checks and failure paths (sdk-c/client.c,
  * send_stream.c, subscribe.c), without a runtime: bad arguments are refused
  * before any RPC with INVALID_ARGUMENT, and a SendStream or Subscribe to an
- * address where nothing listens fails with UNAVAILABLE and a clear message. */
+ * address where nothing listens fails with UNAVAILABLE and a clear message;
+ * so do the dead-letter calls (their answers are tested against the runtime
+ * in test/integration/test_cli_deadletters.py). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,6 +171,45 @@ static void test_subscription_checks_and_unreachable(void **state)
     assert_null(sub);
 }
 
+static void test_deadletters_checked_locally_then_unavailable(void **state)
+{
+    sm_client *c = *state;
+    sm_deadletters l;
+    uint64_t ids[2] = {4, 7}, count = 99;
+    sm_error err;
+
+    /* selectors: neither ids nor all, both, ids missing */
+    expect_einval(sm_client_replay_deadletters(c, NULL, 0, false, NULL, 1000, &count, &err), &err,
+                  "no dead letters selected");
+    assert_int_equal(count, 0);
+    expect_einval(sm_client_drop_deadletters(c, ids, 2, true, NULL, 1000, &count, &err), &err,
+                  "not both");
+    expect_einval(sm_client_drop_deadletters(c, NULL, 2, false, NULL, 1000, NULL, &err), &err,
+                  "no id array");
+    /* the type filter */
+    expect_einval(sm_client_replay_deadletters(c, NULL, 0, true, "flaky", 1000, NULL, &err), &err,
+                  "function type 'flaky' is not namespace/name");
+    expect_einval(sm_client_drop_deadletters(c, ids, 1, false, "a/b/c", 1000, NULL, &err), &err,
+                  "not namespace/name");
+    expect_einval(sm_client_list_deadletters(c, "/b", 0, 10, 1000, &l, &err), &err,
+                  "not namespace/name");
+    assert_null(l.items);
+    assert_int_equal(l.n, 0);
+    expect_einval(sm_client_list_deadletters(c, NULL, 0, 10, 1000, NULL, &err), &err, "no client");
+    sm_deadletters_cleanup(&l); /* cleanup of an empty result is harmless */
+    sm_deadletters_cleanup(NULL);
+
+    /* valid requests reach the network: UNAVAILABLE here */
+    assert_int_equal(sm_client_list_deadletters(c, "a/b", 5, 0, 5000, &l, &err), SM_ERPC);
+    assert_int_equal(err.code, 14);
+    assert_null(l.items);
+    assert_int_equal(sm_client_replay_deadletters(c, NULL, 0, true, "", 5000, &count, &err), SM_ERPC);
+    assert_int_equal(err.code, 14);
+    assert_int_equal(sm_client_drop_deadletters(c, ids, 2, false, "a/b", 5000, &count, &err), SM_ERPC);
+    assert_int_equal(err.code, 14);
+    assert_int_equal(count, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_send_stream_bad_arguments_keep_the_stream),
         cmocka_unit_test(test_send_stream_to_nowhere_breaks_clearly),
         cmocka_unit_test(test_subscription_checks_and_unreachable),
+        cmocka_unit_test(test_deadletters_checked_locally_then_unavailable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

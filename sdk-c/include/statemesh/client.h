@@ -147,6 +147,78 @@ int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out /* OUT */,
                     sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 void sm_stats_cleanup(sm_stats *s);
 
+/* ---- Dead letters ----
+ *
+ * Messages whose batch failed its endpoint's retry.max_attempts times are
+ * kept in the runtime's dead-letter store, each under an id (increasing in
+ * the order they were stored). List them a page at a time; replay puts the
+ * selected ones back into their targets' inboxes (in id order, after what
+ * is queued there) and drop deletes them. Replay and drop return once their
+ * checkpoint is durable, with the number of dead letters they moved.
+ *
+ *     sm_deadletters dl;
+ *     uint64_t after = 0, n;
+ *     do {
+ *         if (sm_client_list_deadletters(c, NULL, after, 1000, 10000, &dl, &err)) break;
+ *         for (size_t i = 0; i < dl.n; i++) ...dl.items[i]...;
+ *         after = dl.n ? dl.items[dl.n - 1].id : after;
+ *         n = dl.n;
+ *         sm_deadletters_cleanup(&dl);
+ *     } while (n == 1000);
+ *     rc = sm_client_replay_deadletters(c, NULL, 0, true, "example/user", 10000, &n, &err);
+ */
+
+/* One dead letter. Every pointer is owned by the sm_deadletters holding it. */
+typedef struct sm_deadletter {
+    uint64_t id;
+    const char *target_type;   /* the address the message was for */
+    const char *target_id;
+    const char *caller_type;   /* the function that sent it; NULL: the ingress */
+    const char *caller_id;     /* NULL when caller_type is */
+    sm_value argument;         /* the message (typename NULL if the runtime sent none) */
+    const char *error;         /* the last failure */
+    uint32_t attempts;         /* how often its batch was tried */
+    int64_t failed_at_ms;      /* when it was stored, Unix epoch ms */
+} sm_deadletter;
+
+/* The answer of sm_client_list_deadletters. Owns everything it points to. */
+typedef struct sm_deadletters {
+    sm_deadletter *items;      /* by increasing id */
+    size_t n;
+    uint64_t total;            /* dead letters stored, of every function type */
+    void *msg_;                /* private: the unpacked response */
+} sm_deadletters;
+
+#define SM_DEADLETTERS_MAX_LIMIT 10000
+
+/* Admin ListDeadLetters: up to `limit` dead letters (0 = 100; the runtime
+ * returns at most SM_DEADLETTERS_MAX_LIMIT) with ids above `after_id` (0 =
+ * from the first), only those for function type `type` ("namespace/name";
+ * NULL or "" = every type). Page on with after_id = the last id returned.
+ * On SM_OK the caller owns *out and frees it with sm_deadletters_cleanup.
+ * A malformed type is SM_EINVAL. */
+int sm_client_list_deadletters(sm_client *c, const char *type, uint64_t after_id, uint32_t limit,
+                               int timeout_ms, sm_deadletters *out /* OUT */,
+                               sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+void sm_deadletters_cleanup(sm_deadletters *l);
+
+/* Admin ReplayDeadLetters / DropDeadLetters. Selects the n dead letters
+ * listed in ids (all = false), or every one (all = true, ids NULL and n 0);
+ * `type` (NULL or "" = any) further restricts either to one function type.
+ * Ids that name no stored dead letter (already replayed or dropped) are
+ * skipped; replay also skips dead letters whose type no endpoint serves any
+ * more (they stay stored). *count (may be NULL) gets the number replayed or
+ * dropped, once that is durable. Neither ids nor all, both, ids NULL with
+ * n > 0 or a malformed type: SM_EINVAL, nothing sent. */
+int sm_client_replay_deadletters(sm_client *c, const uint64_t *ids, size_t n, bool all,
+                                 const char *type, int timeout_ms,
+                                 uint64_t *count /* OUT, may be NULL */,
+                                 sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+int sm_client_drop_deadletters(sm_client *c, const uint64_t *ids, size_t n, bool all,
+                               const char *type, int timeout_ms,
+                               uint64_t *count /* OUT, may be NULL */,
+                               sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
 /* ---- SendStream: bulk ingestion ----
  *
  *     sm_send_stream *st;
