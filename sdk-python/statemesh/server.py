@@ -382,13 +382,19 @@ def serve(functions, address, *, mode="auto", grace=5.0, max_workers=32, options
         except KeyboardInterrupt:
             pass
         return
-    srv.start()
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread()
     old = {}
     if main:
+        # Before binding: a supervisor that sees the socket may signal at once.
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        srv.start()
+    except BaseException:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        raise
     try:
         while not stop.wait(3600):
             pass
