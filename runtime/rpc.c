@@ -409,39 +409,39 @@ int rpc_server_create(struct rpc_server **out, struct rpc_loop *loop,
     return 0;
 }
 
-int rpc_server_add_unary(struct rpc_server *srv, const char *method, rpc_request_fn on_request,
-                         void *arg)
+/* Registers a method: unary (on_request, payload read with the call) or
+ * streaming (on_open, messages read on demand). */
+static int add_method(struct rpc_server *srv, const char *method, rpc_request_fn on_request,
+                      rpc_stream_open_fn on_open, void *arg)
 {
     struct rpc_method *m;
     if (srv->started || srv->nmethods == RPC_MAX_METHODS) return -1;
     m = &srv->methods[srv->nmethods];
     srv->names[srv->nmethods] = strdup(method);
+    if (!srv->names[srv->nmethods]) return -1;
     m->srv = srv;
     m->name = srv->names[srv->nmethods];
     m->on_request = on_request;
+    m->on_open = on_open;
     m->arg = arg;
     m->handle = grpc_server_register_method(srv->server, m->name, NULL,
-                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                                            on_open ? GRPC_SRM_PAYLOAD_NONE
+                                                    : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     if (!m->handle) return -1;
     srv->nmethods++;
     return 0;
 }
 
+int rpc_server_add_unary(struct rpc_server *srv, const char *method, rpc_request_fn on_request,
+                         void *arg)
+{
+    return add_method(srv, method, on_request, NULL, arg);
+}
+
 int rpc_server_add_stream(struct rpc_server *srv, const char *method, rpc_stream_open_fn on_open,
                           void *arg)
 {
-    struct rpc_method *m;
-    if (srv->started || srv->nmethods == RPC_MAX_METHODS) return -1;
-    m = &srv->methods[srv->nmethods];
-    srv->names[srv->nmethods] = strdup(method);
-    m->srv = srv;
-    m->name = srv->names[srv->nmethods];
-    m->on_open = on_open;
-    m->arg = arg;
-    m->handle = grpc_server_register_method(srv->server, m->name, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
-    if (!m->handle) return -1;
-    srv->nmethods++;
-    return 0;
+    return add_method(srv, method, NULL, on_open, arg);
 }
 
 /* ---- server streams --------------------------------------------------------
