@@ -280,7 +280,17 @@ const char *ep_name(const struct endpoint *ep)
 }
 
 /* One batch's answer, from a stream message or from an embedded module. */
+static void deliver_checked(struct endpoint *ep, const Statemesh__V1__BatchResponse *r,
+                            const char *invalid);
+
 static void deliver(struct endpoint *ep, const Statemesh__V1__BatchResponse *r)
+{
+    deliver_checked(ep, r, NULL);
+}
+
+/* invalid != NULL: the answer is unusable for that reason (the batch fails). */
+static void deliver_checked(struct endpoint *ep, const Statemesh__V1__BatchResponse *r,
+                            const char *invalid)
 {
     uint32_t nslots = (uint32_t)ep->cfg->max_in_flight;
     uint32_t slot = (uint32_t)(r->batch_id & 0xffffffffu);
@@ -294,7 +304,51 @@ static void deliver(struct endpoint *ep, const Statemesh__V1__BatchResponse *r)
     }
     mb = ep->slots[slot].mb;
     release_slot(ep, slot);
+    if (invalid) {
+        ep->srv->stats.invalid_results++;
+        disp_on_lost(ep->srv, mb, 1, invalid);
+        return;
+    }
     disp_on_response(ep->srv, ep, mb, r);
+}
+
+/* protobuf-c hands strings over NUL-terminated: a string with a NUL byte
+ * inside (say, a target id) would silently shrink to its prefix and address
+ * someone else. Such a message re-encodes shorter than it arrived, so when
+ * the sizes differ each BatchResponse is compared with its own bytes and the
+ * ones that shrank are refused. */
+static void deliver_all(struct endpoint *ep, const Statemesh__V1__FromFunction *f,
+                        const uint8_t *data, size_t len)
+{
+    size_t i = 0, k = 0;
+
+    if (protobuf_c_message_get_packed_size(&f->base) == len) {
+        for (k = 0; k < f->n_responses; k++) deliver(ep, f->responses[k]);
+        return;
+    }
+    while (i < len && k < f->n_responses) {        /* field 1: responses, in order */
+        uint64_t key = 0, n = 0;
+        int shift = 0;
+        while (i < len && shift < 64) {
+            key |= (uint64_t)(data[i] & 0x7f) << shift;
+            shift += 7;
+            if (!(data[i++] & 0x80)) break;
+        }
+        if ((key & 7) != 2) break;                 /* unexpected: check no further */
+        for (shift = 0; i < len && shift < 64; shift += 7) {
+            n |= (uint64_t)(data[i] & 0x7f) << shift;
+            if (!(data[i++] & 0x80)) break;
+        }
+        if (n > len - i) break;
+        if ((key >> 3) == 1) {
+            const Statemesh__V1__BatchResponse *r = f->responses[k++];
+            deliver_checked(ep, r, protobuf_c_message_get_packed_size(&r->base) == n ? NULL :
+                            "invalid result: a string in the answer (an address, typename, state "
+                            "name, token or egress name) contains a NUL byte");
+        }
+        i += (size_t)n;
+    }
+    for (; k < f->n_responses; k++) deliver(ep, f->responses[k]);
 }
 
 static void on_message(void *arg, const uint8_t *data, size_t len)
@@ -311,7 +365,7 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
         rpc_stream_cancel(st->rs);
         return;
     }
-    for (size_t i = 0; i < f->n_responses; i++) deliver(ep, f->responses[i]);
+    deliver_all(ep, f, data, len);
     statemesh__v1__from_function__free_unpacked(f, NULL);
 }
 

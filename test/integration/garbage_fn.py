@@ -17,6 +17,8 @@ wrongly, according to MODE:
   wrong_typename    Result with MODIFY n := "999" typed statemesh/string
   no_outcome        BatchResponse with the right batch_id but no outcome set
   bad_index         Result with n := 999 and a Reply for invocation_index 1000
+  nul_target        Result with n := 999 and a message to test/counter "vic\0tim"
+                    (a NUL inside the id: must not reach "vic")
 
 Each answer is logged to stderr as `event=answer mode=M batch_id=B messages=K`
 so tests can wait for it. Served with generic handlers (raw bytes), so no
@@ -35,7 +37,8 @@ import grpc
 
 from statemesh.v1 import function_pb2, types_pb2
 
-MODES = ("bytes", "unknown_batch", "undeclared_state", "wrong_typename", "no_outcome", "bad_index")
+MODES = ("bytes", "unknown_batch", "undeclared_state", "wrong_typename", "no_outcome", "bad_index",
+         "nul_target")
 SERVICE = "statemesh.v1.FunctionService"
 
 # Field 1 (responses), length-delimited, with a length far beyond the message: never decodes.
@@ -77,6 +80,10 @@ def answer(mode: str, batch) -> function_pb2.BatchResponse:
             value=types_pb2.TypedValue(typename="statemesh/string", value=b"999"))
     elif mode == "no_outcome":
         pass
+    elif mode == "nul_target":
+        r.result.state_mutations.add(kind=M.MODIFY, name="n", value=int64(999))
+        o = r.result.outgoing_messages.add(argument=int64(1))
+        o.target.type, o.target.id = "test/counter", "vic\0tim"
     elif mode == "bad_index":
         r.result.state_mutations.add(kind=M.MODIFY, name="n", value=int64(999))
         r.result.replies.add(invocation_index=1000, value=int64(999))

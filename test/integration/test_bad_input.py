@@ -156,7 +156,8 @@ def test_unreachable_endpoint_messages_wait(sandbox, require):
     assert "event=panic" not in rt.full_log()
 
 
-GARBAGE_MODES = ["bytes", "unknown_batch", "undeclared_state", "wrong_typename", "no_outcome"]
+GARBAGE_MODES = ["bytes", "unknown_batch", "undeclared_state", "wrong_typename", "no_outcome",
+                 "nul_target"]
 
 
 @pytest.mark.parametrize("mode", GARBAGE_MODES)
@@ -189,6 +190,7 @@ def test_garbage_function_server(sandbox, require, mode):
     assert cl.int_state(COUNTER, "g") == 3, "garbage was applied"
     assert cl.state(COUNTER, "g2") == {}, "garbage was applied"
     assert "bogus" not in cl.state(COUNTER, "g")
+    assert cl.state(COUNTER, "vic") == {}, "a NUL-truncated target id was addressed"
     assert cl.queued() == 6, "the 6 messages must still be pending"
 
     # back to the real function server
