@@ -77,16 +77,18 @@ def run(workload, mode, ingress, clients=1, addresses=1000, messages=10000, sync
 def quick_runs():
     """About 40 s on the 2-core machine: one look at every path."""
     return [
-        run("counter-spread", "embedded", "stream", messages=100000),
-        run("counter-spread", "c-sidecar", "stream", messages=100000),
-        run("counter-spread", "py-sidecar", "stream", messages=20000),
+        run("counter-spread", "embedded", "stream", messages=200000),
+        run("counter-spread", "c-sidecar", "stream", messages=200000),
+        run("counter-spread", "py-sidecar", "stream", messages=100000),
         run("counter-hot", "embedded", "stream", messages=100000),
         run("counter-hot", "c-sidecar", "stream", messages=100000),
         run("counter-spread", "embedded", "stream", addresses=100000, messages=100000),
+        run("counter-spread", "c-sidecar", "send", clients=1, messages=1000),
         run("counter-spread", "c-sidecar", "send", clients=16, messages=10000),
         run("greeter", "c-sidecar", "call", clients=1, messages=1000),
         run("greeter", "c-sidecar", "call", clients=64, messages=10000),
         run("greeter", "embedded", "call", clients=1, messages=1000),
+        run("greeter", "embedded", "call", clients=64, messages=10000),
         run("greeter", "py-sidecar", "call", clients=16, messages=3000),
     ]
 
@@ -409,10 +411,45 @@ class Bench:
                 res[k] = None
         return res
 
+    def start_perf(self, pids, work):
+        """--perf: `perf record` of the runtime and the function server."""
+        if not self.args.perf:
+            return None
+        targets = ",".join(str(pids[k]) for k in ("runtime", "fn") if k in pids)
+        log = open(os.path.join(work, "perf.log"), "wb")
+        try:
+            return self.children.start(["perf", "record", "-q", "-F", "999", "-p", targets,
+                                        "-o", os.path.join(work, "perf.data")],
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        finally:
+            log.close()
+
+    def stop_perf(self, perf, r, res, work):
+        """Stops the recording; writes the flat profile next to results.json."""
+        if perf is None:
+            return
+        if perf.poll() is None:
+            os.kill(perf.pid, signal.SIGINT)
+        try:
+            perf.wait(30)
+        except subprocess.TimeoutExpired:
+            self.children.kill(perf)
+        self.children.stop(perf)
+        os.makedirs(self.perf_dir, exist_ok=True)
+        name = "%02d-%s-%s-%s-c%d-k%d%s.txt" % (
+            self.index, r["workload"], r["mode"], r["ingress"], r["clients"], r["addresses"],
+            "" if r["sync"] else "-nosync")
+        path = os.path.join(self.perf_dir, name)
+        with open(path, "wb") as f:
+            subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit", "0.5",
+                            "--sort", "comm,dso,sym", "-w", "10,12,30,70", "-i", os.path.join(work, "perf.data")],
+                           stdout=f, stderr=subprocess.DEVNULL, timeout=300)
+        res["perf_report"] = os.path.relpath(path, REPO)
+
     def watch(self, r, res, rt, fn, gen, work):
         """Reads the generator's lines, samples /proc between its phases."""
         result = None
-        sampler = None
+        sampler = perf = None
         t0 = None
         cpu0 = {}
         pids = {"runtime": rt.pid, "loadgen": gen.pid}
@@ -435,6 +472,7 @@ class Bench:
                     cpu0 = {k: proc_cpu_ticks(p) for k, p in pids.items()}
                     sampler = RssSampler(rt.pid)
                     sampler.start()
+                    perf = self.start_perf(pids, work)
                 elif line == "phase load-end" and t0 is not None:
                     wall = time.monotonic() - t0
                     sampler.stop()
@@ -446,6 +484,8 @@ class Bench:
                             res[{"runtime": "runtime_cpu_pct", "fn": "fn_cpu_pct",
                                  "loadgen": "loadgen_cpu_pct"}[k]] = pct
                     sampler = None
+                    self.stop_perf(perf, r, res, work)
+                    perf = None
                 elif line.startswith("result "):
                     result = json.loads(line[len("result "):])
             gen.wait(30)
@@ -453,6 +493,8 @@ class Bench:
             killer.cancel()
             if sampler is not None:
                 sampler.stop()
+            if perf is not None:
+                self.children.stop(perf)
         if timed_out.is_set():
             raise BenchError("loadgen did not finish within %d s: killed" % (r["timeout"] + 60))
         return result
@@ -517,26 +559,37 @@ def markdown(results):
     return "\n".join(out)
 
 
+def label(r):
+    """What --only and --skip match: e.g. "counter-spread embedded stream c1 k1000 "."""
+    return "%s %s %s c%d k%d %s" % (r["workload"], r["mode"], r["ingress"], r["clients"],
+                                    r["addresses"], "" if r["sync"] else "nosync")
+
+
 def main():
     ap = argparse.ArgumentParser(description="statemesh benchmark driver (make bench)")
     ap.add_argument("--build", default=os.path.join(REPO, "build"), help="build directory")
     ap.add_argument("--quick", action="store_true", help="the short set (make bench QUICK=1)")
     ap.add_argument("--only", action="append", default=[],
-                    help="keep runs whose 'workload mode ingress cN kK' contains this "
-                         "(repeatable: all must match)")
+                    help="keep runs whose label 'WORKLOAD MODE INGRESS cCLIENTS kADDRESSES [nosync]' "
+                         "contains this, e.g. 'embedded', 'c64 ', 'k1000 ' (repeatable: all must match)")
+    ap.add_argument("--skip", action="append", default=[],
+                    help="drop runs whose label (as for --only) contains this (repeatable)")
     ap.add_argument("--out", help="results file (default BUILD/bench/results.json)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     ap.add_argument("--tmp", default=os.environ.get("STATEMESH_BENCH_TMP", "/tmp"),
                     help="parent of the work dirs (default $STATEMESH_BENCH_TMP or /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work dirs (logs, data)")
     ap.add_argument("--list", action="store_true", help="list the runs and exit")
+    ap.add_argument("--perf", action="store_true",
+                    help="record each run's runtime and function server with `perf record` "
+                         "(during the load) and write flat profiles to BUILD/bench/perf/")
     args = ap.parse_args()
 
     runs = quick_runs() if args.quick else full_runs()
     for sub in args.only:
-        runs = [r for r in runs if sub in "%s %s %s c%d k%d%s" % (
-            r["workload"], r["mode"], r["ingress"], r["clients"], r["addresses"],
-            "" if r["sync"] else " nosync")]
+        runs = [r for r in runs if sub in label(r)]
+    for sub in args.skip:
+        runs = [r for r in runs if sub not in label(r)]
     if args.list:
         for r in runs:
             print("%-14s %-10s %-6s clients=%-3d addresses=%-8d messages=%-8d sync=%s"
@@ -548,7 +601,10 @@ def main():
 
     bench = Bench(args)
     bench.check_binaries(runs)
+    if args.perf and not shutil.which("perf"):
+        raise SystemExit("run.py: --perf needs perf (apt-get install linux-perf)")
     out = args.out or os.path.join(bench.build, "bench", "results.json")
+    bench.perf_dir = os.path.join(os.path.dirname(out), "perf")
     os.makedirs(os.path.dirname(out), exist_ok=True)
 
     def on_signal(signum, frame):
@@ -564,7 +620,8 @@ def main():
     print(header(), flush=True)
     results = []
     started = time.monotonic()
-    for r in runs:
+    for i, r in enumerate(runs):
+        bench.index = i + 1
         res = bench.one(r)
         results.append(res)
         print(row(res), flush=True)
