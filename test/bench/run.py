@@ -40,11 +40,13 @@ A run that fails (a process dies, a timeout, a failed check) has ok = false
 and its error; its numbers are null.
 
 Only the Python standard library is used. Every child process runs in its
-own session and is killed when the driver exits, however it exits.
+own session and is killed when the driver exits, however it exits (SIGTERM
+and SIGINT are caught; PR_SET_PDEATHSIG covers SIGKILL).
 """
 
 import argparse
 import atexit
+import ctypes
 import json
 import os
 import shutil
@@ -126,6 +128,15 @@ def full_runs():
 # processes
 # ---------------------------------------------------------------------------
 
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the driver dies, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG; every child is started from the main thread)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Children:
     """Every process the driver starts; all killed at exit."""
 
@@ -134,7 +145,7 @@ class Children:
         atexit.register(self.kill_all)
 
     def start(self, argv, **kw):
-        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        p = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent, **kw)
         self.procs.append(p)
         return p
 
@@ -277,10 +288,8 @@ class Bench:
             if not os.path.exists(os.path.join(REPO, "sdk-python/statemesh/v1/function_pb2.py")):
                 missing.append(os.path.join(REPO, "sdk-python/statemesh/v1/function_pb2.py"))
         if missing:
-            raise SystemExit("run.py: missing %s\nbuild them first: make all %s"
-                             % (", ".join(missing),
-                                " ".join(os.path.relpath(self.bin[n], REPO)
-                                         for n in ("loadgen", "benchfn", "module"))))
+            raise SystemExit("run.py: missing %s\n(`make bench` builds everything it needs; "
+                             "or point --build at another build directory)" % ", ".join(missing))
 
     def start_fn(self, r, work):
         if r["mode"] == "embedded":
@@ -470,9 +479,9 @@ class Bench:
                 if line == "phase load-start":
                     t0 = time.monotonic()
                     cpu0 = {k: proc_cpu_ticks(p) for k, p in pids.items()}
+                    perf = self.start_perf(pids, work)
                     sampler = RssSampler(rt.pid)
                     sampler.start()
-                    perf = self.start_perf(pids, work)
                 elif line == "phase load-end" and t0 is not None:
                     wall = time.monotonic() - t0
                     sampler.stop()
