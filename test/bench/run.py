@@ -614,6 +614,10 @@ def main():
         raise SystemExit("run.py: --perf needs perf (apt-get install linux-perf)")
     out = args.out or os.path.join(bench.build, "bench", "results.json")
     bench.perf_dir = os.path.join(os.path.dirname(out), "perf")
+    if args.perf and os.path.isdir(bench.perf_dir):   # the profiles of this invocation only
+        for name in os.listdir(bench.perf_dir):
+            if name.endswith(".txt"):
+                os.remove(os.path.join(bench.perf_dir, name))
     os.makedirs(os.path.dirname(out), exist_ok=True)
 
     def on_signal(signum, frame):
