@@ -170,8 +170,27 @@ test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 
-bench:
-	@echo "make bench: not yet implemented (see the performance issue)"; exit 1
+# Benchmark (not part of `make test`): test/bench/run.py starts a fresh
+# runtime per run, drives it with test/bench/loadgen and writes
+# build/bench/results.json. QUICK=1: a short set (under a minute).
+# BENCH_ARGS: more options for run.py (e.g. BENCH_ARGS="--only embedded").
+BENCH_BINS := $(B)/test/bench/loadgen $(B)/test/bench/benchfn $(B)/test/bench/libcounter.so
+BENCH_FN_O := $(B)/obj/test/bench/bench_functions.o
+bench: deps-check
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	$(PYTHON) test/bench/run.py --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(BENCH_ARGS)
+
+$(B)/test/bench/loadgen: $(B)/obj/test/bench/loadgen.o $(B)/libstatemesh.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/test/bench/benchfn: $(B)/obj/test/bench/benchfn.o $(BENCH_FN_O) $(B)/libstatemesh.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/test/bench/libcounter.so: $(B)/obj/test/bench/counter_module.o $(BENCH_FN_O)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/statemesh

@@ -1,0 +1,656 @@
+#!/usr/bin/python3
+"""run.py — the driver of `make bench`: one fresh statemeshd per run, a
+function server, the C load generator, /proc sampling; a table on stdout and
+build/bench/results.json.
+
+    make bench                      # the full set (see FULL below)
+    make bench QUICK=1              # the short set, under a minute
+    /usr/bin/python3 test/bench/run.py --quick --only embedded --only hot
+    /usr/bin/python3 test/bench/run.py --list
+
+Each run:
+  1. a work dir under $STATEMESH_BENCH_TMP (default /tmp; on the same disk as
+     everything else here, so fsync is real): the runtime's data dir, the
+     function server's unix socket, logs, the generated config;
+  2. the function server, unless the mode is embedded:
+       c-sidecar   build/test/bench/benchfn   (test/bench/bench_functions.c)
+       py-sidecar  /usr/bin/python3 test/bench/bench_fn.py, PYTHONPATH=sdk-python
+       embedded    no process: statemeshd loads build/test/bench/libcounter.so
+  3. build/statemeshd -c <generated config>, checkpoint.sync = true unless the
+     run says otherwise, every other setting at its default; waits for
+     event=runtime.ready;
+  4. build/test/bench/loadgen (test/bench/loadgen.c): waits for the endpoint,
+     sends the messages, waits until queued_messages is 0, checks the
+     counters, prints a JSON result;
+  5. between the generator's "phase load-start" and "phase load-end" lines
+     the driver samples the runtime's RSS (VmRSS, every 50 ms, the peak is
+     reported) and the CPU time (utime + stime) of the runtime, the function
+     server and the generator;
+  6. everything is stopped (SIGTERM, then SIGKILL after 10 s) and the work
+     dir removed (--keep keeps it).
+
+Result fields (one object per run in results.json): workload, mode, ingress,
+clients, addresses, messages, seconds, msgs_per_s, p50_ms, p99_ms,
+runtime_rss_mb, runtime_cpu_pct — see the README's "Performance" section —
+plus ok, error, sync, fn_cpu_pct, loadgen_cpu_pct, loadavg_1m and the
+generator's own fields (acked, ack_seconds, p999_ms, max_ms, mean_ms,
+latency, batches, checkpoints, msgs_per_batch, msgs_per_checkpoint, check,
+checked_addresses, checked_sum, expected_sum, failed, rejected, unknown).
+A run that fails (a process dies, a timeout, a failed check) has ok = false
+and its error; its numbers are null.
+
+Only the Python standard library is used. Every child process runs in its
+own session and is killed when the driver exits, however it exits (SIGTERM
+and SIGINT are caught; PR_SET_PDEATHSIG covers SIGKILL).
+"""
+
+import argparse
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PYTHON = "/usr/bin/python3"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+# ---------------------------------------------------------------------------
+# the runs
+# ---------------------------------------------------------------------------
+
+def run(workload, mode, ingress, clients=1, addresses=1000, messages=10000, sync=True,
+        batch=None, window=None, timeout=120):
+    return dict(workload=workload, mode=mode, ingress=ingress, clients=clients,
+                addresses=1 if workload == "counter-hot" else addresses, messages=messages,
+                sync=sync, batch=batch, window=window, timeout=timeout)
+
+
+def quick_runs():
+    """About 40 s on the 2-core machine: one look at every path."""
+    return [
+        run("counter-spread", "embedded", "stream", messages=200000),
+        run("counter-spread", "c-sidecar", "stream", messages=200000),
+        run("counter-spread", "py-sidecar", "stream", messages=100000),
+        run("counter-hot", "embedded", "stream", messages=100000),
+        run("counter-hot", "c-sidecar", "stream", messages=100000),
+        run("counter-spread", "embedded", "stream", addresses=100000, messages=100000),
+        run("counter-spread", "c-sidecar", "send", clients=1, messages=1000),
+        run("counter-spread", "c-sidecar", "send", clients=16, messages=10000),
+        run("greeter", "c-sidecar", "call", clients=1, messages=1000),
+        run("greeter", "c-sidecar", "call", clients=64, messages=10000),
+        run("greeter", "embedded", "call", clients=1, messages=1000),
+        run("greeter", "embedded", "call", clients=64, messages=10000),
+        run("greeter", "py-sidecar", "call", clients=16, messages=3000),
+    ]
+
+
+def full_runs():
+    runs = []
+    # SendStream, counter-spread: address scaling per mode. Messages >= addresses,
+    # so every address ends up with state in LevelDB.
+    for mode, base in (("embedded", 1000000), ("c-sidecar", 1000000), ("py-sidecar", 200000)):
+        for k in (1000, 10000, 100000, 1000000):
+            runs.append(run("counter-spread", mode, "stream", addresses=k,
+                            messages=max(base, k), timeout=600))
+    runs.append(run("counter-spread", "embedded", "stream", addresses=10000000,
+                    messages=10000000, timeout=1800))
+    # hot key
+    for mode, n in (("embedded", 1000000), ("c-sidecar", 1000000), ("py-sidecar", 200000)):
+        runs.append(run("counter-hot", mode, "stream", messages=n, timeout=600))
+    # durability off, for comparison
+    for mode in ("embedded", "c-sidecar"):
+        runs.append(run("counter-spread", mode, "stream", messages=1000000, sync=False,
+                        timeout=600))
+    # unary Send: client scaling
+    for c in (1, 4, 16, 64):
+        runs.append(run("counter-spread", "c-sidecar", "send", clients=c,
+                        messages=2000 if c == 1 else 20000))
+    # unary Call: client scaling per mode
+    for mode in ("embedded", "c-sidecar", "py-sidecar"):
+        for c in (1, 4, 16, 64):
+            runs.append(run("greeter", mode, "call", clients=c,
+                            messages=2000 if c == 1 else 20000))
+    return runs
+
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the driver dies, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG; every child is started from the main thread)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Children:
+    """Every process the driver starts; all killed at exit."""
+
+    def __init__(self):
+        self.procs = []
+        atexit.register(self.kill_all)
+
+    def start(self, argv, **kw):
+        p = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, grace=10.0):
+        """SIGTERM, then SIGKILL after `grace` s. Returns the exit code."""
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill(p)
+        if p in self.procs:
+            self.procs.remove(p)
+        return p.returncode
+
+    def kill(self, p):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill_all(self):
+        for p in list(self.procs):
+            if p.poll() is None:
+                self.kill(p)
+        self.procs.clear()
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:]).strip()
+    except OSError:
+        return ""
+
+
+def proc_cpu_ticks(pid):
+    """utime + stime of pid (all its threads), in clock ticks; None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_rss_kb(pid):
+    try:
+        with open("/proc/%d/statm" % pid) as f:
+            return int(f.read().split()[1]) * PAGE_KB
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of pid, sampled every `period` s until stop()."""
+
+    def __init__(self, pid, period=0.05):
+        super().__init__(daemon=True)
+        self.pid, self.period = pid, period
+        self.peak_kb = 0
+        self.done = threading.Event()
+
+    def run(self):
+        while True:
+            kb = proc_rss_kb(self.pid)
+            if kb and kb > self.peak_kb:
+                self.peak_kb = kb
+            if self.done.wait(self.period):
+                return
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        kb = proc_rss_kb(self.pid)
+        if kb and kb > self.peak_kb:
+            self.peak_kb = kb
+
+
+# ---------------------------------------------------------------------------
+# one run
+# ---------------------------------------------------------------------------
+
+CONFIG = """# generated by test/bench/run.py
+runtime = {
+  data_dir = "%(data)s";
+  ingress = "127.0.0.1:%(port)d";
+  checkpoint = { interval_ms = 0; sync = %(sync)s; };
+};
+endpoints = (
+  {
+    functions = "bench/*";
+    mode = "%(ep_mode)s";
+%(where)s
+  }
+);
+"""
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.children = Children()
+        self.bin = {
+            "statemeshd": os.path.join(self.build, "statemeshd"),
+            "loadgen": os.path.join(self.build, "test/bench/loadgen"),
+            "benchfn": os.path.join(self.build, "test/bench/benchfn"),
+            "module": os.path.join(self.build, "test/bench/libcounter.so"),
+        }
+
+    def check_binaries(self, runs):
+        need = {"statemeshd", "loadgen"}
+        modes = {r["mode"] for r in runs}
+        if "c-sidecar" in modes:
+            need.add("benchfn")
+        if "embedded" in modes:
+            need.add("module")
+        missing = [self.bin[n] for n in sorted(need) if not os.path.exists(self.bin[n])]
+        if "py-sidecar" in modes:
+            if not os.path.exists(PYTHON):
+                missing.append(PYTHON)
+            if not os.path.exists(os.path.join(REPO, "sdk-python/statemesh/v1/function_pb2.py")):
+                missing.append(os.path.join(REPO, "sdk-python/statemesh/v1/function_pb2.py"))
+        if missing:
+            raise SystemExit("run.py: missing %s\n(`make bench` builds everything it needs; "
+                             "or point --build at another build directory)" % ", ".join(missing))
+
+    def start_fn(self, r, work):
+        if r["mode"] == "embedded":
+            return None
+        sock = os.path.join(work, "fn.sock")
+        log = open(os.path.join(work, "fn.log"), "wb")
+        env = dict(os.environ)
+        if r["mode"] == "c-sidecar":
+            argv = [self.bin["benchfn"], "--listen", "unix:" + sock]
+        else:
+            argv = [PYTHON, os.path.join(HERE, "bench_fn.py"), "unix:" + sock]
+            env["PYTHONPATH"] = os.path.join(REPO, "sdk-python") + (
+                ":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            p = self.children.start(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        finally:
+            log.close()
+        deadline = time.monotonic() + 20
+        while True:
+            if p.poll() is not None:
+                raise BenchError("function server exited with %s: %s"
+                                 % (p.returncode, tail(os.path.join(work, "fn.log"), 5)))
+            if os.path.exists(sock):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(sock)
+                    return p
+                except OSError:
+                    pass
+                finally:
+                    s.close()
+            if time.monotonic() > deadline:
+                raise BenchError("function server not listening on %s after 20 s" % sock)
+            time.sleep(0.02)
+
+    def start_runtime(self, r, work):
+        port = free_port()
+        if r["mode"] == "embedded":
+            where = '    library = "%s";' % self.bin["module"]
+        else:
+            where = '    target = "unix:%s";' % os.path.join(work, "fn.sock")
+        conf = os.path.join(work, "statemesh.conf")
+        with open(conf, "w") as f:
+            f.write(CONFIG % dict(data=os.path.join(work, "data"), port=port,
+                                  sync="true" if r["sync"] else "false",
+                                  ep_mode="embedded" if r["mode"] == "embedded" else "sidecar",
+                                  where=where))
+        logpath = os.path.join(work, "statemeshd.log")
+        log = open(logpath, "wb")
+        try:
+            p = self.children.start([self.bin["statemeshd"], "-c", conf], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log)
+        finally:
+            log.close()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with open(logpath, errors="replace") as f:
+                    if "event=runtime.ready" in f.read():
+                        return p, port
+            except OSError:
+                pass
+            if p.poll() is not None:
+                raise BenchError("statemeshd exited with %s: %s" % (p.returncode, tail(logpath, 5)))
+            if time.monotonic() > deadline:
+                raise BenchError("statemeshd not ready after 20 s: %s" % tail(logpath, 5))
+            time.sleep(0.02)
+
+    def loadgen_argv(self, r, port):
+        argv = [self.bin["loadgen"], "--target", "127.0.0.1:%d" % port,
+                "--workload", r["workload"], "--ingress", r["ingress"],
+                "--clients", str(r["clients"]), "--addresses", str(r["addresses"]),
+                "--messages", str(r["messages"]),
+                "--drain-timeout-ms", str(int(r["timeout"] * 1000))]
+        if r["batch"]:
+            argv += ["--batch", str(r["batch"])]
+        if r["window"]:
+            argv += ["--window", str(r["window"])]
+        return argv
+
+    def one(self, r):
+        """Runs r; returns its result dict (never raises BenchError)."""
+        res = {k: r[k] for k in ("workload", "mode", "ingress", "clients", "addresses", "messages")}
+        res.update(seconds=None, msgs_per_s=None, p50_ms=None, p99_ms=None, runtime_rss_mb=None,
+                   runtime_cpu_pct=None, ok=False, error=None, sync=r["sync"], fn_cpu_pct=None,
+                   loadgen_cpu_pct=None, loadavg_1m=os.getloadavg()[0])
+        work = tempfile.mkdtemp(prefix="smbench-", dir=self.args.tmp)
+        fn = rt = gen = None
+        try:
+            fn = self.start_fn(r, work)
+            rt, port = self.start_runtime(r, work)
+            gen_log = open(os.path.join(work, "loadgen.log"), "wb")
+            try:
+                gen = self.children.start(self.loadgen_argv(r, port), stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=gen_log)
+            finally:
+                gen_log.close()
+            result = self.watch(r, res, rt, fn, gen, work)
+            if result is None:
+                raise BenchError("loadgen printed no result (exit %s): %s"
+                                 % (gen.returncode, tail(os.path.join(work, "loadgen.log"), 5)))
+            for k, v in result.items():
+                if k not in ("workload", "ingress", "clients", "addresses", "messages"):
+                    res[k] = v
+            if rt.poll() is not None:
+                raise BenchError("statemeshd died during the run (exit %s): %s"
+                                 % (rt.returncode, tail(os.path.join(work, "statemeshd.log"), 5)))
+            if fn is not None and fn.poll() is not None:
+                raise BenchError("function server died during the run (exit %s): %s"
+                                 % (fn.returncode, tail(os.path.join(work, "fn.log"), 5)))
+        except BenchError as e:
+            res["ok"] = False
+            res["error"] = str(e) if not res.get("error") else "%s; %s" % (e, res["error"])
+        finally:
+            for p in (gen, rt, fn):
+                if p is not None:
+                    code = self.children.stop(p)
+                    if p is rt and code not in (0, None) and res["ok"]:
+                        res["ok"] = False
+                        res["error"] = "statemeshd exited with %s at shutdown: %s" % (
+                            code, tail(os.path.join(work, "statemeshd.log"), 5))
+            if self.args.keep:
+                res["work_dir"] = work
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        if not res["ok"]:
+            for k in ("seconds", "msgs_per_s", "p50_ms", "p99_ms"):
+                res[k] = None
+        return res
+
+    def start_perf(self, pids, work):
+        """--perf: `perf record` of the runtime and the function server."""
+        if not self.args.perf:
+            return None
+        targets = ",".join(str(pids[k]) for k in ("runtime", "fn") if k in pids)
+        log = open(os.path.join(work, "perf.log"), "wb")
+        try:
+            return self.children.start(["perf", "record", "-q", "-F", "999", "-p", targets,
+                                        "-o", os.path.join(work, "perf.data")],
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        finally:
+            log.close()
+
+    def stop_perf(self, perf, r, res, work):
+        """Stops the recording; writes the flat profile next to results.json."""
+        if perf is None:
+            return
+        if perf.poll() is None:
+            os.kill(perf.pid, signal.SIGINT)
+        try:
+            perf.wait(30)
+        except subprocess.TimeoutExpired:
+            self.children.kill(perf)
+        self.children.stop(perf)
+        os.makedirs(self.perf_dir, exist_ok=True)
+        name = "%02d-%s-%s-%s-c%d-k%d%s.txt" % (
+            self.index, r["workload"], r["mode"], r["ingress"], r["clients"], r["addresses"],
+            "" if r["sync"] else "-nosync")
+        path = os.path.join(self.perf_dir, name)
+        with open(path, "wb") as f:
+            subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit", "0.5",
+                            "--sort", "comm,dso,sym", "-w", "10,12,30,70", "-i", os.path.join(work, "perf.data")],
+                           stdout=f, stderr=subprocess.DEVNULL, timeout=300)
+        res["perf_report"] = os.path.relpath(path, REPO)
+
+    def watch(self, r, res, rt, fn, gen, work):
+        """Reads the generator's lines, samples /proc between its phases."""
+        result = None
+        sampler = perf = None
+        t0 = None
+        cpu0 = {}
+        pids = {"runtime": rt.pid, "loadgen": gen.pid}
+        if fn is not None:
+            pids["fn"] = fn.pid
+        timed_out = threading.Event()
+
+        def expire():
+            timed_out.set()
+            self.children.kill(gen)
+
+        killer = threading.Timer(r["timeout"] + 60, expire)
+        killer.daemon = True
+        killer.start()
+        try:
+            for raw in gen.stdout:
+                line = raw.decode(errors="replace").strip()
+                if line == "phase load-start":
+                    t0 = time.monotonic()
+                    cpu0 = {k: proc_cpu_ticks(p) for k, p in pids.items()}
+                    perf = self.start_perf(pids, work)
+                    sampler = RssSampler(rt.pid)
+                    sampler.start()
+                elif line == "phase load-end" and t0 is not None:
+                    wall = time.monotonic() - t0
+                    sampler.stop()
+                    res["runtime_rss_mb"] = round(sampler.peak_kb / 1024.0, 1)
+                    for k, p in pids.items():
+                        c1 = proc_cpu_ticks(p)
+                        if c1 is not None and cpu0.get(k) is not None and wall > 0:
+                            pct = round((c1 - cpu0[k]) / CLK_TCK / wall * 100.0, 1)
+                            res[{"runtime": "runtime_cpu_pct", "fn": "fn_cpu_pct",
+                                 "loadgen": "loadgen_cpu_pct"}[k]] = pct
+                    sampler = None
+                    self.stop_perf(perf, r, res, work)
+                    perf = None
+                elif line.startswith("result "):
+                    result = json.loads(line[len("result "):])
+            gen.wait(30)
+        finally:
+            killer.cancel()
+            if sampler is not None:
+                sampler.stop()
+            if perf is not None:
+                self.children.stop(perf)
+        if timed_out.is_set():
+            raise BenchError("loadgen did not finish within %d s: killed" % (r["timeout"] + 60))
+        return result
+
+
+# ---------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------
+
+COLUMNS = [
+    ("workload", "%-14s", "workload"), ("mode", "%-10s", "mode"), ("ingress", "%-6s", "ingress"),
+    ("clients", "%4s", "cli"), ("addresses", "%9s", "addresses"), ("messages", "%9s", "messages"),
+    ("seconds", "%7s", "seconds"), ("msgs_per_s", "%9s", "msgs/s"), ("p50_ms", "%8s", "p50 ms"),
+    ("p99_ms", "%8s", "p99 ms"), ("runtime_rss_mb", "%6s", "rss MB"),
+    ("runtime_cpu_pct", "%6s", "rt cpu"), ("fn_cpu_pct", "%6s", "fn cpu"),
+    ("loadgen_cpu_pct", "%7s", "gen cpu"), ("ok", "%s", "ok"),
+]
+
+
+def fmt(key, v):
+    if v is None:
+        return "-"
+    if key == "ok":
+        return "ok" if v else "FAIL"
+    if key in ("p50_ms", "p99_ms"):
+        return "%.3f" % v if v < 10 else "%.1f" % v
+    if key == "seconds":
+        return "%.2f" % v
+    if key in ("msgs_per_s",):
+        return "%.0f" % v
+    if key in ("runtime_rss_mb", "runtime_cpu_pct", "fn_cpu_pct", "loadgen_cpu_pct"):
+        return "%.0f" % v
+    if key == "sync":
+        return "" if v else "(sync off)"
+    return str(v)
+
+
+def header():
+    return "  ".join(f % h for _, f, h in COLUMNS)
+
+
+def row(res):
+    line = "  ".join(f % fmt(k, res.get(k)) for k, f, _ in COLUMNS)
+    if not res.get("sync", True):
+        line += "  sync=false"
+    if not res.get("ok"):
+        line += "  " + (res.get("error") or "")
+    return line
+
+
+def markdown(results):
+    keys = [k for k, _, _ in COLUMNS]
+    heads = [h for _, _, h in COLUMNS]
+    out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for res in results:
+        cells = [fmt(k, res.get(k)) for k in keys]
+        if not res.get("sync", True):
+            cells[1] += " (sync off)"
+        if not res.get("ok"):
+            cells[-1] = "FAIL: " + (res.get("error") or "")[:120]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def label(r):
+    """What --only and --skip match: e.g. "counter-spread embedded stream c1 k1000 "."""
+    return "%s %s %s c%d k%d %s" % (r["workload"], r["mode"], r["ingress"], r["clients"],
+                                    r["addresses"], "" if r["sync"] else "nosync")
+
+
+def main():
+    ap = argparse.ArgumentParser(description="statemesh benchmark driver (make bench)")
+    ap.add_argument("--build", default=os.path.join(REPO, "build"), help="build directory")
+    ap.add_argument("--quick", action="store_true", help="the short set (make bench QUICK=1)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="keep runs whose label 'WORKLOAD MODE INGRESS cCLIENTS kADDRESSES [nosync]' "
+                         "contains this, e.g. 'embedded', 'c64 ', 'k1000 ' (repeatable: all must match)")
+    ap.add_argument("--skip", action="append", default=[],
+                    help="drop runs whose label (as for --only) contains this (repeatable)")
+    ap.add_argument("--out", help="results file (default BUILD/bench/results.json)")
+    ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    ap.add_argument("--tmp", default=os.environ.get("STATEMESH_BENCH_TMP", "/tmp"),
+                    help="parent of the work dirs (default $STATEMESH_BENCH_TMP or /tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dirs (logs, data)")
+    ap.add_argument("--list", action="store_true", help="list the runs and exit")
+    ap.add_argument("--perf", action="store_true",
+                    help="record each run's runtime and function server with `perf record` "
+                         "(during the load) and write flat profiles to BUILD/bench/perf/")
+    args = ap.parse_args()
+
+    runs = quick_runs() if args.quick else full_runs()
+    for sub in args.only:
+        runs = [r for r in runs if sub in label(r)]
+    for sub in args.skip:
+        runs = [r for r in runs if sub not in label(r)]
+    if args.list:
+        for r in runs:
+            print("%-14s %-10s %-6s clients=%-3d addresses=%-8d messages=%-8d sync=%s"
+                  % (r["workload"], r["mode"], r["ingress"], r["clients"], r["addresses"],
+                     r["messages"], r["sync"]))
+        return 0
+    if not runs:
+        raise SystemExit("run.py: no run matches %s" % args.only)
+
+    bench = Bench(args)
+    bench.check_binaries(runs)
+    if args.perf and not shutil.which("perf"):
+        raise SystemExit("run.py: --perf needs perf (apt-get install linux-perf)")
+    out = args.out or os.path.join(bench.build, "bench", "results.json")
+    bench.perf_dir = os.path.join(os.path.dirname(out), "perf")
+    if args.perf and os.path.isdir(bench.perf_dir):   # the profiles of this invocation only
+        for name in os.listdir(bench.perf_dir):
+            if name.endswith(".txt"):
+                os.remove(os.path.join(bench.perf_dir, name))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+
+    def on_signal(signum, frame):
+        bench.children.kill_all()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    print("statemesh bench: %d runs (%s), %d CPUs, load average %.2f; results -> %s"
+          % (len(runs), "quick" if args.quick else "full", os.cpu_count(), os.getloadavg()[0],
+             os.path.relpath(out)))
+    print(header(), flush=True)
+    results = []
+    started = time.monotonic()
+    for i, r in enumerate(runs):
+        bench.index = i + 1
+        res = bench.one(r)
+        results.append(res)
+        print(row(res), flush=True)
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, out)
+    failed = sum(1 for res in results if not res["ok"])
+    print("%d runs in %.0f s, %d failed; wrote %s" % (len(results), time.monotonic() - started,
+                                                      failed, os.path.relpath(out)))
+    if args.markdown:
+        print()
+        print(markdown(results))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
