@@ -6,6 +6,7 @@
 
 #include "dispatch.h"
 #include "server.h"
+#include "statemesh/v1/storage.pb-c.h"
 
 void ckpt_init(struct ckpt *ck)
 {
@@ -32,10 +33,73 @@ void ckpt_cleanup(struct ckpt *ck)
     store_batch_destroy(&ck->batch);
 }
 
+int ckpt_due(const struct ckpt *ck, int64_t now_ms)
+{
+    if (store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL ||
+        ck->forced)
+        return 1;
+    return ck->pending && now_ms - ck->pending_since_ms >= CKPT_PENDING_MAX_MS;
+}
+
 int ckpt_dirty(const struct ckpt *ck)
 {
-    return store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL ||
-           ck->forced;
+    return ck->pending != NULL || ckpt_due(ck, 0);
+}
+
+void ckpt_pending_add(struct ckpt *ck, struct msg *m, struct mbox *mb, int64_t now_ms)
+{
+    if (!ck->pending) ck->pending_since_ms = now_ms;
+    m->mb = mb;
+    m->pending = 1;
+    m->pprev = NULL;
+    m->pnext = ck->pending;
+    if (ck->pending) ck->pending->pprev = m;
+    ck->pending = m;
+    ck->npending++;
+}
+
+void ckpt_pending_remove(struct ckpt *ck, struct msg *m)
+{
+    if (m->pprev) m->pprev->pnext = m->pnext;
+    else ck->pending = m->pnext;
+    if (m->pnext) m->pnext->pprev = m->pprev;
+    m->pnext = m->pprev = NULL;
+    m->pending = 0;
+    ck->npending--;
+}
+
+/* Writes the inbox keys of the messages still waiting in the open group. */
+static void flush_pending(struct ckpt *ck)
+{
+    struct msg *m, *next;
+    for (m = ck->pending; m; m = next) {
+        Statemesh__V1__StoredMessage sm = STATEMESH__V1__STORED_MESSAGE__INIT;
+        Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
+        Statemesh__V1__TypedValue arg = STATEMESH__V1__TYPED_VALUE__INIT;
+        uint8_t stack[512], *buf = stack;
+        size_t n;
+
+        next = m->pnext;
+        if (m->caller_type) {
+            caller.type = (char *)m->caller_type;
+            caller.id = (char *)m->caller_id;
+            sm.caller = &caller;
+        }
+        arg.typename_ = (char *)m->typename;
+        arg.value.data = (uint8_t *)m->data;
+        arg.value.len = m->len;
+        sm.argument = &arg;
+        if (m->reply_key) sm.reply_key = (char *)m->reply_key;
+        n = statemesh__v1__stored_message__get_packed_size(&sm);
+        if (n > sizeof stack && !(buf = malloc(n))) abort();
+        statemesh__v1__stored_message__pack(&sm, buf);
+        store_batch_put_message(ck->batch, m->mb->type, m->mb->id, m->seq, buf, n);
+        if (buf != stack) free(buf);
+        m->pnext = m->pprev = NULL;
+        m->pending = 0;
+    }
+    ck->pending = NULL;
+    ck->npending = 0;
 }
 
 void ckpt_touch(struct ckpt *ck, int64_t now_ms)
@@ -100,6 +164,7 @@ void ckpt_commit(struct server *s)
     size_t ops = store_batch_count(ck->batch);
 
     if (!ckpt_dirty(ck)) return;
+    flush_pending(ck);
     egress_before_commit(s);
     ops = store_batch_count(ck->batch);
     if (ops > 0) {

@@ -10,6 +10,14 @@
  * become dispatchable again after it commits (their next batch must read the
  * committed state).
  *
+ * Inbox keys are written lazily: a message accepted into the open group
+ * waits in `pending`; at commit the still-unconsumed ones get their M key,
+ * while one consumed before the commit never touches LevelDB (its effects
+ * carry it). Pending messages alone do not make a commit urgent (nobody
+ * waits for them: a Call is answered after its result's checkpoint), but
+ * they are written within CKPT_PENDING_MAX_MS, so a message waiting for a
+ * slow or absent function server is durable soon anyway.
+ *
  * A failed write is fatal by design: the in-memory queues no longer match the
  * disk, and recovery from the last checkpoint is the one safe way on.
  */
@@ -39,8 +47,13 @@ struct ckpt_ack {
     size_t len;
 };
 
+#define CKPT_PENDING_MAX_MS 20
+
 struct ckpt {
     struct store_batch *batch;
+    struct msg *pending;       /* accepted, M key not yet written */
+    size_t npending;
+    int64_t pending_since_ms;
     struct ckpt_ack *acks;
     size_t nacks, cap;
     struct mbox_list parked;
@@ -53,6 +66,12 @@ void ckpt_init(struct ckpt *ck);
 void ckpt_cleanup(struct ckpt *ck);
 /* 1 when the open group holds anything to commit. */
 int ckpt_dirty(const struct ckpt *ck);
+/* 1 when something waits for the commit (acks, parked addresses, writes) or
+ * pending messages have waited CKPT_PENDING_MAX_MS. */
+int ckpt_due(const struct ckpt *ck, int64_t now_ms);
+/* Lazy inbox keys (see above). mb is the message's address. */
+void ckpt_pending_add(struct ckpt *ck, struct msg *m, struct mbox *mb, int64_t now_ms);
+void ckpt_pending_remove(struct ckpt *ck, struct msg *m);
 void ckpt_add_ack(struct ckpt *ck, uint64_t call_id);
 void ckpt_add_reply(struct ckpt *ck, uint64_t call_id, const char *typename,
                     const uint8_t *data, size_t len);

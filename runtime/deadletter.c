@@ -64,7 +64,8 @@ void dl_bury(struct server *s, struct mbox *mb, const char *error)
         buf = rpc_pack(&d.base, &len);
         store_batch_put_deadletter(s->ckpt.batch, id, buf, len);
         free(buf);
-        store_batch_delete_message(s->ckpt.batch, mb->type, mb->id, m->seq);
+        if (m->pending) ckpt_pending_remove(&s->ckpt, m);
+        else store_batch_delete_message(s->ckpt.batch, mb->type, mb->id, m->seq);
         if (m->call_id) {
             snprintf(msg, sizeof msg, "the message failed %u times and was moved to dead letters "
                      "(id %llu): %s", mb->attempts, (unsigned long long)id, error);

@@ -52,43 +52,24 @@ static void on_retry_timer(void *arg)
     if (mb->state == MBOX_BACKOFF) make_ready(mb);
 }
 
-static void enqueue(struct server *s, struct endpoint *ep, const char *type, const char *id,
-                    struct msg *m)
+static struct mbox *enqueue(struct server *s, struct endpoint *ep, const char *type,
+                            const char *id, struct msg *m)
 {
     struct mbox *mb = mbox_get(&s->mboxes, type, id, ep);
     mbox_push(mb, m);
     s->stats.queued_messages++;
     s->stats.queued_bytes += (int64_t)msg_footprint(m);
     if (mb->state == MBOX_IDLE) make_ready(mb);
+    return mb;
 }
 
 void disp_accept(struct server *s, struct endpoint *ep, const char *type, const char *id,
                  struct msg *m)
 {
-    Statemesh__V1__StoredMessage sm = STATEMESH__V1__STORED_MESSAGE__INIT;
-    Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
-    Statemesh__V1__TypedValue arg = STATEMESH__V1__TYPED_VALUE__INIT;
-    uint8_t stack[512], *buf = stack;
-    size_t n;
-
+    int64_t now = rpc_now_ms();
     m->seq = s->next_seq++;
-    if (m->caller_type) {
-        caller.type = (char *)m->caller_type;
-        caller.id = (char *)m->caller_id;
-        sm.caller = &caller;
-    }
-    arg.typename_ = (char *)m->typename;
-    arg.value.data = (uint8_t *)m->data;
-    arg.value.len = m->len;
-    sm.argument = &arg;
-    if (m->reply_key) sm.reply_key = (char *)m->reply_key;
-    n = statemesh__v1__stored_message__get_packed_size(&sm);
-    if (n > sizeof stack && !(buf = malloc(n))) abort();
-    statemesh__v1__stored_message__pack(&sm, buf);
-    store_batch_put_message(s->ckpt.batch, type, id, m->seq, buf, n);
-    if (buf != stack) free(buf);
-    ckpt_touch(&s->ckpt, rpc_now_ms());
-    enqueue(s, ep, type, id, m);
+    ckpt_touch(&s->ckpt, now);
+    ckpt_pending_add(&s->ckpt, m, enqueue(s, ep, type, id, m), now);
 }
 
 void disp_recover(struct server *s, struct endpoint *ep, const char *type, const char *id,
@@ -484,8 +465,10 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
         }
     }
     if (ft->has_invoke_ttl) refresh_invoke_ttl(s, mb, ft, r, now);
-    for (i = 0; i < mb->nbatch; i++)
-        store_batch_delete_message(b, mb->type, mb->id, msgs[i]->seq);
+    for (i = 0; i < mb->nbatch; i++) {
+        if (msgs[i]->pending) ckpt_pending_remove(&s->ckpt, msgs[i]);   /* never written */
+        else store_batch_delete_message(b, mb->type, mb->id, msgs[i]->seq);
+    }
     for (i = 0; i < r->n_outgoing_messages; i++) {
         const Statemesh__V1__OutgoingMessage *o = r->outgoing_messages[i];
         int idx = cfg_match_endpoint(&s->cfg, o->target->type);

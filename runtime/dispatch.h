@@ -20,8 +20,9 @@
 struct server;
 struct endpoint;
 
-/* Accepts a new message for (type, id), served by endpoint `ep`: writes its
- * inbox key into the open checkpoint and queues it. Takes ownership of m. */
+/* Accepts a new message for (type, id), served by endpoint `ep`: queues it
+ * and adds it to the open checkpoint's pending messages (its inbox key is
+ * written at commit unless it was consumed by then). Takes ownership of m. */
 void disp_accept(struct server *s, struct endpoint *ep, const char *type, const char *id,
                  struct msg *m);
 /* Queues a message recovered from the store (already durable). */

@@ -32,6 +32,12 @@ struct msg {
     const char *reply_key;     /* idempotency key of the Call this chain answers; NULL none */
     const uint8_t *data;
     size_t len;
+    /* Its inbox (M) key is not in the store yet: it waits in the open
+     * checkpoint's pending list (see checkpoint.h) and is written only if
+     * the message is still unconsumed when the checkpoint commits. */
+    struct msg *pnext, *pprev;
+    struct mbox *mb;           /* its address, while pending */
+    int pending;
     /* strings and bytes follow in the same allocation */
 };
 

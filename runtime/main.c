@@ -182,6 +182,8 @@ static void run_loop(struct server *s)
         if (s->cfg.checkpoint_interval_ms > 0 && s->ckpt.opened_ms &&
             s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms < deadline)
             deadline = s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms;
+        if (s->ckpt.pending && s->ckpt.pending_since_ms + CKPT_PENDING_MAX_MS < deadline)
+            deadline = s->ckpt.pending_since_ms + CKPT_PENDING_MAX_MS;
         rc = rpc_loop_next(&s->loop, deadline);
         for (int i = 0; rc == 1 && i < EVENTS_PER_ITERATION; i++)
             rc = rpc_loop_next(&s->loop, 0);
@@ -196,9 +198,10 @@ static void run_loop(struct server *s)
             phase = DRAINING;
             drain_until = now + DRAIN_MS;
         }
-        if (ckpt_dirty(&s->ckpt) &&
-            (s->cfg.checkpoint_interval_ms == 0 || phase != RUNNING ||
-             now >= s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms))
+        if (phase != RUNNING ? ckpt_dirty(&s->ckpt)
+                             : ckpt_due(&s->ckpt, now) &&
+                                   (s->cfg.checkpoint_interval_ms == 0 ||
+                                    now >= s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms))
             ckpt_commit(s);
         disp_run(s);
         ingress_poll_streams(s->ingress);
