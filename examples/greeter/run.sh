@@ -10,25 +10,20 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../lib.sh
+source "$here/../lib.sh"
 sock="/tmp/statemesh-greeter.sock"
-greeter="$root/build/examples/greeter/greeter"
-runtime="$root/build/statemeshd"
+greeter="$sm_build/examples/greeter/greeter"
 mode="${MODE:-sidecar}"
 
 case "$mode" in
   sidecar) ;;
   embedded)
-    lib="$root/build/examples/greeter/libgreeter.so"
-    for f in "$runtime" "$lib"; do
-      if [ ! -e "$f" ]; then
-        echo "run.sh: $f is missing; build it first with 'make'" >&2
-        exit 1
-      fi
-    done
+    lib="$sm_build/examples/greeter/libgreeter.so"
+    sm_require_files "$sm_runtime" "$lib"
     echo "greeter: example/user and example/greeter run inside statemeshd ($lib)"
     echo "try: build/statemesh call example/user alice hi      (Ctrl-C stops it)"
-    exec "$runtime" -c "$here/embedded.conf"
+    exec "$sm_runtime" -c "$here/embedded.conf"
     ;;
   *)
     echo "run.sh: MODE must be sidecar or embedded, not '$mode'" >&2
@@ -36,46 +31,9 @@ case "$mode" in
     ;;
 esac
 
-for bin in "$greeter" "$runtime"; do
-  if [ ! -x "$bin" ]; then
-    echo "run.sh: $bin is missing; build it first with 'make'" >&2
-    exit 1
-  fi
-done
-
-greeter_pid=""
-runtime_pid=""
-stop() {
-  trap - INT TERM EXIT
-  [ -n "$runtime_pid" ] && kill -TERM "$runtime_pid" 2>/dev/null || true
-  [ -n "$greeter_pid" ] && kill -TERM "$greeter_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-}
-trap 'stop; exit 130' INT
-trap 'stop; exit 143' TERM
-trap stop EXIT
-
-"$greeter" --listen "unix:$sock" &
-greeter_pid=$!
-
-# Wait (up to 5 s) for the function server's socket.
-for _ in $(seq 50); do
-  [ -S "$sock" ] && break
-  if ! kill -0 "$greeter_pid" 2>/dev/null; then
-    echo "run.sh: the greeter function server exited (see its log above)" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
+sm_require_bins "$greeter" "$sm_runtime"
+sm_start_server "the greeter function server" "$sock" "$greeter" --listen "unix:$sock"
 
 echo "greeter: serving example/user and example/greeter on unix:$sock"
 echo "try: build/statemesh call example/user alice hi      (Ctrl-C stops everything)"
-
-"$runtime" -c "$here/statemesh.conf" &
-runtime_pid=$!
-set +e
-wait "$runtime_pid"
-rc=$?
-set -e
-runtime_pid=""
-exit "$rc"
+sm_run_runtime "$here/statemesh.conf"
