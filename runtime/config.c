@@ -768,7 +768,7 @@ static void load_checkpoint(struct loader *ld, config_setting_t *g, struct cfg *
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
-                        "max_queued_bytes, idempotency_retention_hours";
+                        "max_queued_bytes, idempotency_retention_hours, state_cache_bytes";
     char name[CFG_SETTING_MAX];
 
     if (!config_setting_is_group(g)) {
@@ -811,6 +811,8 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
         } else if (strcmp(key, "max_queued_bytes") == 0) {
             if (get_int(ld, s, name, CFG_QUEUED_MIN, CFG_QUEUED_MAX, &v) == 0)
                 c->max_queued_bytes = (size_t)v;
+        } else if (strcmp(key, "state_cache_bytes") == 0) {
+            if (get_int(ld, s, name, 0, CFG_QUEUED_MAX, &v) == 0) c->state_cache_bytes = (size_t)v;
         } else if (strcmp(key, "idempotency_retention_hours") == 0) {
             if (get_int(ld, s, name, 1, 8760, &v) == 0) c->idempotency_retention_hours = (int)v;
         } else if (strcmp(key, "checkpoint") == 0) {
@@ -1294,6 +1296,7 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     c.checkpoint_interval_ms = 0;
     c.checkpoint_sync = true;
     c.max_queued_bytes = 256u * 1024 * 1024;
+    c.state_cache_bytes = 32u * 1024 * 1024;
     c.idempotency_retention_hours = 24;
     if (c.path == NULL || c.data_dir == NULL || c.ingress == NULL) {
         add_error(&ld, path, 0, NULL, "out of memory");

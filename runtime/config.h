@@ -11,6 +11,9 @@
  *                                       # get RESOURCE_EXHAUSTED, SendStream pauses
  *                                       # (1 MiB .. 64 GiB)
  *     idempotency_retention_hours = 24; # how long idempotency keys are kept, 1..8760
+ *     state_cache_bytes = 33554432;     # state values kept in memory (LRU), 0..64 GiB;
+ *                                       # values written but not yet committed are
+ *                                       # always kept, whatever the budget
  *   };
  *   endpoints = (
  *     { functions = "example/*";        # "ns/*" or an exact "ns/name"
@@ -102,6 +105,7 @@ struct cfg {
     int checkpoint_interval_ms; /* default 0 = every loop iteration, 0..60000 */
     bool checkpoint_sync;     /* default true */
     size_t max_queued_bytes;  /* default 256 MiB */
+    size_t state_cache_bytes; /* default 32 MiB, 0..64 GiB */
     int idempotency_retention_hours; /* default 24 */
     struct cfg_endpoint *endpoints;
     size_t n_endpoints;

@@ -33,6 +33,7 @@
 
 #include "address.h"
 #include "deadletter.h"
+#include "scache.h"
 #include "endpoint.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
@@ -134,7 +135,7 @@ struct batch_build {
     Statemesh__V1__BatchRequest req;
     Statemesh__V1__Address target;
     Statemesh__V1__StateValue *sv, **svp;
-    Statemesh__V1__StoredState **stored;
+    Statemesh__V1__TypedValue *tv;     /* values point into the state cache */
     Statemesh__V1__Invocation *inv, **invp;
     Statemesh__V1__Address *callers;
     Statemesh__V1__TypedValue *args;
@@ -143,15 +144,56 @@ struct batch_build {
 
 static void build_free(struct batch_build *b)
 {
-    for (size_t i = 0; i < b->nstate; i++)
-        if (b->stored[i]) statemesh__v1__stored_state__free_unpacked(b->stored[i], NULL);
     free(b->sv);
     free(b->svp);
-    free(b->stored);
+    free(b->tv);
     free(b->inv);
     free(b->invp);
     free(b->callers);
     free(b->args);
+}
+
+/* The latest value of one state of an address: from the state cache (which
+ * holds uncommitted writes), else from the store, then cached. Returns 0
+ * with *v filled (v->typename NULL: absent), or -1 with `why` set. */
+static int state_lookup(struct server *s, const char *type, const char *id, const char *name,
+                        struct sc_value *v, char *why, size_t whylen)
+{
+    Statemesh__V1__StoredState *st;
+    struct sc_value nv = {NULL, NULL, 0, 0};
+    uint8_t *val;
+    size_t len;
+    int rc;
+
+    if (scache_get(&s->scache, type, id, name, v)) return 0;
+    rc = store_get_state(s->store, type, id, name, &val, &len);
+    if (rc < 0) {
+        snprintf(why, whylen, "cannot read state '%s' from the store", name);
+        return -1;
+    }
+    if (rc == 0) {
+        st = statemesh__v1__stored_state__unpack(NULL, len, val);
+        free(val);
+        if (!st) {
+            snprintf(why, whylen, "stored state '%s' is corrupt", name);
+            return -1;
+        }
+        if (st->value) {
+            nv.typename = st->value->typename_;
+            nv.data = st->value->value.data;
+            nv.len = st->value->value.len;
+            nv.expires_at_ms = st->expires_at_ms;
+        }
+        scache_set(&s->scache, type, id, name, &nv, 0);
+        statemesh__v1__stored_state__free_unpacked(st, NULL);
+    } else {
+        scache_set(&s->scache, type, id, name, &nv, 0);
+    }
+    if (!scache_get(&s->scache, type, id, name, v)) {
+        snprintf(why, whylen, "state cache lost '%s'", name);
+        return -1;
+    }
+    return 0;
 }
 
 /* Reads the declared state of mb. Returns 0, or -1 with `why` set. */
@@ -162,28 +204,21 @@ static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
     b->nstate = ft->nspecs;
     b->sv = calloc(ft->nspecs + 1, sizeof *b->sv);
     b->svp = calloc(ft->nspecs + 1, sizeof *b->svp);
-    b->stored = calloc(ft->nspecs + 1, sizeof *b->stored);
-    if (!b->sv || !b->svp || !b->stored) abort();
+    b->tv = calloc(ft->nspecs + 1, sizeof *b->tv);
+    if (!b->sv || !b->svp || !b->tv) abort();
     for (size_t i = 0; i < ft->nspecs; i++) {
-        uint8_t *val;
-        size_t len;
-        int rc = store_get_state(s->store, mb->type, mb->id, ft->spec_names[i], &val, &len);
+        struct sc_value v;
         statemesh__v1__state_value__init(&b->sv[i]);
         b->sv[i].name = ft->spec_names[i];
         b->svp[i] = &b->sv[i];
-        if (rc < 0) {
-            snprintf(why, whylen, "cannot read state '%s' from the store", ft->spec_names[i]);
+        if (state_lookup(s, mb->type, mb->id, ft->spec_names[i], &v, why, whylen) != 0)
             return -1;
-        }
-        if (rc == 1) continue;
-        b->stored[i] = statemesh__v1__stored_state__unpack(NULL, len, val);
-        free(val);
-        if (!b->stored[i]) {
-            snprintf(why, whylen, "stored state '%s' is corrupt", ft->spec_names[i]);
-            return -1;
-        }
-        if (b->stored[i]->expires_at_ms && b->stored[i]->expires_at_ms <= now) continue;
-        b->sv[i].value = b->stored[i]->value;
+        if (!v.typename || (v.expires_at_ms && v.expires_at_ms <= now)) continue;
+        statemesh__v1__typed_value__init(&b->tv[i]);
+        b->tv[i].typename_ = (char *)v.typename;
+        b->tv[i].value.data = (uint8_t *)v.data;
+        b->tv[i].value.len = v.len;
+        b->sv[i].value = &b->tv[i];
     }
     return 0;
 }
@@ -262,6 +297,7 @@ void disp_run(struct server *s)
         }
         ep_flush(ep);
     }
+    scache_evict(&s->scache, s->ckpt.generation);
 }
 
 /* ---- answers ------------------------------------------------------------- */
@@ -406,17 +442,29 @@ static const char *validate(struct server *s, struct endpoint *ep, const struct 
     return NULL;
 }
 
-static void put_state(struct store_batch *b, const struct mbox *mb, const char *name,
-                      Statemesh__V1__TypedValue *v, int64_t expires_at_ms)
+/* Writes one state value into the open checkpoint and the state cache
+ * (pinned until that checkpoint commits). v NULL: delete. */
+static void put_state(struct server *s, const struct mbox *mb, const char *name,
+                      const Statemesh__V1__TypedValue *v, int64_t expires_at_ms)
 {
-    Statemesh__V1__StoredState st = STATEMESH__V1__STORED_STATE__INIT;
-    size_t len;
-    uint8_t *buf;
-    st.value = v;
-    st.expires_at_ms = expires_at_ms;
-    buf = rpc_pack(&st.base, &len);
-    store_batch_put_state(b, mb->type, mb->id, name, buf, len);
-    free(buf);
+    struct sc_value cv = {NULL, NULL, 0, 0};
+    if (v) {
+        Statemesh__V1__StoredState st = STATEMESH__V1__STORED_STATE__INIT;
+        size_t len;
+        uint8_t *buf;
+        st.value = (Statemesh__V1__TypedValue *)v;
+        st.expires_at_ms = expires_at_ms;
+        buf = rpc_pack(&st.base, &len);
+        store_batch_put_state(s->ckpt.batch, mb->type, mb->id, name, buf, len);
+        free(buf);
+        cv.typename = v->typename_;
+        cv.data = v->value.data;
+        cv.len = v->value.len;
+        cv.expires_at_ms = expires_at_ms;
+    } else {
+        store_batch_delete_state(s->ckpt.batch, mb->type, mb->id, name);
+    }
+    scache_set(&s->scache, mb->type, mb->id, name, &cv, s->ckpt.generation + 1);
 }
 
 /* expire_after_invoke: every invocation extends the values it did not
@@ -425,20 +473,25 @@ static void refresh_invoke_ttl(struct server *s, struct mbox *mb, const struct f
                                const Statemesh__V1__Result *r, int64_t now)
 {
     for (size_t k = 0; k < ft->nspecs; k++) {
-        Statemesh__V1__StoredState *st;
-        uint8_t *val;
-        size_t len, i;
+        Statemesh__V1__TypedValue tv = STATEMESH__V1__TYPED_VALUE__INIT;
+        struct sc_value v;
+        char why[200];
+        size_t i;
         if (!ft->spec_ttl_invoke[k]) continue;
         for (i = 0; i < r->n_state_mutations; i++)
             if (strcmp(r->state_mutations[i]->name, ft->spec_names[k]) == 0) break;
         if (i < r->n_state_mutations) continue;
-        if (store_get_state(s->store, mb->type, mb->id, ft->spec_names[k], &val, &len) != 0) continue;
-        st = statemesh__v1__stored_state__unpack(NULL, len, val);
-        free(val);
-        if (st && st->value && (!st->expires_at_ms || st->expires_at_ms > now))
-            put_state(s->ckpt.batch, mb, ft->spec_names[k], st->value,
-                      now + (int64_t)ft->spec_ttl_invoke[k]);
-        if (st) statemesh__v1__stored_state__free_unpacked(st, NULL);
+        if (state_lookup(s, mb->type, mb->id, ft->spec_names[k], &v, why, sizeof why) != 0) continue;
+        if (!v.typename || (v.expires_at_ms && v.expires_at_ms <= now)) continue;
+        /* v points into the cache, which put_state rewrites: copy first */
+        tv.typename_ = strdup(v.typename);
+        tv.value.data = malloc(v.len ? v.len : 1);
+        if (!tv.typename_ || !tv.value.data) abort();
+        if (v.len) memcpy(tv.value.data, v.data, v.len);
+        tv.value.len = v.len;
+        put_state(s, mb, ft->spec_names[k], &tv, now + (int64_t)ft->spec_ttl_invoke[k]);
+        free(tv.typename_);
+        free(tv.value.data);
     }
 }
 
@@ -448,6 +501,7 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
     struct store_batch *b = s->ckpt.batch;
     struct msg **msgs = calloc(mb->nbatch, sizeof *msgs);
     int64_t now = timer_wall_ms();
+    uint32_t consumed;
     struct msg *m;
     size_t i;
 
@@ -457,11 +511,11 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
     for (i = 0; i < r->n_state_mutations; i++) {
         const Statemesh__V1__StateMutation *mu = r->state_mutations[i];
         if (mu->kind == STATEMESH__V1__STATE_MUTATION__KIND__DELETE) {
-            store_batch_delete_state(b, mb->type, mb->id, mu->name);
+            put_state(s, mb, mu->name, NULL, 0);
         } else {
             int k = spec_index(ft, mu->name);
             uint64_t ttl = ft->spec_ttl_write[k] ? ft->spec_ttl_write[k] : ft->spec_ttl_invoke[k];
-            put_state(b, mb, mu->name, mu->value, ttl ? now + (int64_t)ttl : 0);
+            put_state(s, mb, mu->name, mu->value, ttl ? now + (int64_t)ttl : 0);
         }
     }
     if (ft->has_invoke_ttl) refresh_invoke_ttl(s, mb, ft, r, now);
@@ -502,14 +556,23 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
         s->stats.replies++;
     }
     free(msgs);
-    s->stats.messages_delivered += mb->nbatch;
-    s->stats.queued_messages -= mb->nbatch;
+    consumed = mb->nbatch;
+    s->stats.messages_delivered += consumed;
+    s->stats.queued_messages -= consumed;
     for (m = mb->batch; m; m = m->next) s->stats.queued_bytes -= (int64_t)msg_footprint(m);
     mbox_drop_batch(mb);
     mb->attempts = 0;
+    ckpt_touch(&s->ckpt, rpc_now_ms());
+    if (mb->nqueued) {
+        /* Pipelined: the next batch reads this result's writes from the
+         * state cache; its own result lands in this or a later checkpoint. */
+        make_ready(mb);
+        return;
+    }
+    /* Nothing queued: kept (PARKED) until the checkpoint is durable, so the
+     * TTL sweep and GetState know the address is active meanwhile. */
     mb->state = MBOX_PARKED;
     mbox_list_push(&s->ckpt.parked, mb);
-    ckpt_touch(&s->ckpt, rpc_now_ms());
 }
 
 static void handle_incomplete(struct server *s, struct endpoint *ep, struct ftype *ft,

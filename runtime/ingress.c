@@ -803,6 +803,10 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("send_streams", st->send_streams);
     ROW("dead_letters", st->dead_letters);
     ROW("dead_lettered", st->dead_lettered);
+    ROW("state_cache_bytes", s->scache.bytes);
+    ROW("state_cache_entries", s->scache.count);
+    ROW("state_cache_hits", s->scache.hits);
+    ROW("state_cache_misses", s->scache.misses);
 #undef ROW
     for (size_t i = 0; i < n; i++) {
         statemesh__v1__stat__init(&stats[i]);

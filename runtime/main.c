@@ -303,6 +303,7 @@ int main(int argc, char **argv)
         goto out;
     }
     ckpt_init(&s.ckpt);
+    scache_init(&s.scache, s.cfg.state_cache_bytes);
     mbox_table_init(&s.mboxes);
     s.next_seq = 1;
 
@@ -362,6 +363,7 @@ out:
     free(s.endpoints);
     if (s.loop.cq) rpc_loop_cleanup(&s.loop);
     delayed_cleanup(&s);
+    scache_cleanup(&s.scache);
     idem_cleanup(&s);
     store_cursor_free(&s.ttl_cursor);
     egress_close(&s);

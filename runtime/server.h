@@ -20,6 +20,7 @@
 #include "ingress.h"
 #include "log.h"
 #include "mailbox.h"
+#include "scache.h"
 #include "rpc.h"
 #include "store.h"
 #include "timer.h"
@@ -71,6 +72,7 @@ struct server {
     struct delayed_index delayed;  /* (sender, token) -> pending delayed message */
     struct delayed *delayed_all;
     struct idem_table idem;
+    struct scache scache;          /* state values, incl. uncommitted writes */
     struct store_cursor idem_cursor, ttl_cursor;
     struct timer housekeeping;     /* retention, TTL and idempotency sweeps */
     uint64_t next_seq;

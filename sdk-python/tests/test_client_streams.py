@@ -122,7 +122,8 @@ class FakeIngress:
                     through = min(through, self.ack_limit)
                 errors, state["errors"] = state["errors"], []
                 done = state["eof"] and (state["read"] == state["acked"]
-                                         or self.ack_limit is not None)
+                                         or (self.ack_limit is not None
+                                             and state["acked"] >= through))
             if done:
                 return
             if through > state["acked"] or errors:
