@@ -284,9 +284,10 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     s->stats.batches_sent++;
 }
 
-void disp_run(struct server *s)
+int disp_run(struct server *s)
 {
-    if (s->stopping) return;
+    int n = 0;
+    if (s->stopping) return 0;
     for (size_t i = 0; i < s->n_endpoints; i++) {
         struct endpoint *ep = &s->endpoints[i];
         struct mbox *mb;
@@ -294,10 +295,12 @@ void disp_run(struct server *s)
         while (ep_has_capacity(ep) && (mb = mbox_list_pop(&ep->ready)) != NULL) {
             if (mb->state != MBOX_READY) continue;     /* stale entry */
             dispatch_one(s, ep, mb);
+            n++;
         }
         ep_flush(ep);
     }
     scache_evict(&s->scache, s->ckpt.generation);
+    return n;
 }
 
 /* ---- answers ------------------------------------------------------------- */

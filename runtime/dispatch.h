@@ -29,8 +29,9 @@ void disp_accept(struct server *s, struct endpoint *ep, const char *type, const 
 void disp_recover(struct server *s, struct endpoint *ep, const char *type, const char *id,
                   struct msg *m);
 
-/* Builds and hands out batches for every ready address with capacity. */
-void disp_run(struct server *s);
+/* Builds and hands out batches for every ready address with capacity.
+ * Returns how many batches went out. */
+int disp_run(struct server *s);
 
 /* Answers from an endpoint. */
 void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,

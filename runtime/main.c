@@ -40,6 +40,7 @@
 #define LOOP_MAX_WAIT_MS 100
 #define EVENTS_PER_ITERATION 1024
 #define HOUSEKEEPING_MS 1000
+#define DISPATCH_ROUNDS 8
 
 static void usage(FILE *f)
 {
@@ -198,6 +199,14 @@ static void run_loop(struct server *s)
             phase = DRAINING;
             drain_until = now + DRAIN_MS;
         }
+        /* Dispatch before committing, so function servers work while the
+         * checkpoint is written (the state cache gives the next batch of a
+         * pipelined address its uncommitted state). An embedded module
+         * answers inside disp_run: a few rounds let a busy address run
+         * several batches per checkpoint. Then commit, then dispatch what the
+         * commit un-parked. */
+        for (int r = 0; r < DISPATCH_ROUNDS && disp_run(s) > 0; r++)
+            ;
         if (phase != RUNNING ? ckpt_dirty(&s->ckpt)
                              : ckpt_due(&s->ckpt, now) &&
                                    (s->cfg.checkpoint_interval_ms == 0 ||
