@@ -953,7 +953,7 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
     snprintf(base, sizeof base, "endpoints[%zu]", idx);
     ep->mode = CFG_MODE_SIDECAR;
     ep->streams = 0;                                 /* 0 until known: depends on mode */
-    ep->max_batch = 100;
+    ep->max_batch = 1000;
     ep->max_in_flight = 1000;
     ep->invocation_timeout_ms = 30000;
     ep->keepalive_ms = 10000;

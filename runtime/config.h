@@ -26,7 +26,7 @@
  *                                       # config file; must exist; see embedded.h)
  *       streams = 1;                    # Invoke streams per endpoint, 1..64
  *                                       # (default 1; remote: 4; not for embedded)
- *       max_batch = 100;                # messages per batch, 1..100000
+ *       max_batch = 1000;               # messages per batch, 1..100000
  *       max_in_flight = 1000;           # batches outstanding per endpoint, 1..1000000
  *       invocation_timeout_ms = 30000;  # a batch unanswered this long failed, 100..3600000
  *       keepalive_ms = 10000;           # remote/sidecar HTTP/2 ping interval, 0 = off,
@@ -81,7 +81,7 @@ struct cfg_endpoint {
     char *library;            /* embedded: path of the .so (resolved); else NULL */
     enum cfg_mode mode;
     int streams;              /* default 1 (remote: 4) */
-    int max_batch;            /* default 100 */
+    int max_batch;            /* default 1000 */
     int max_in_flight;        /* default 1000 */
     int invocation_timeout_ms;/* default 30000 */
     int keepalive_ms;         /* default 10000, 0 = off */

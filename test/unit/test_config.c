@@ -122,7 +122,7 @@ static void good_config_all_settings(void **state)
     ep = &c.endpoints[1];
     assert_string_equal(ep->functions, "example/special");
     assert_string_equal(ep->target, "[::1]:9000");
-    assert_int_equal(ep->max_batch, 100);                   /* defaults */
+    assert_int_equal(ep->max_batch, 1000);                  /* defaults */
     assert_int_equal(ep->max_in_flight, 1000);
     assert_int_equal(ep->streams, 1);
     assert_int_equal(ep->line, 22);
@@ -228,7 +228,7 @@ static void endpoint_defaults(void **state)
     assert_int_equal(c.n_endpoints, 3);
     for (size_t i = 0; i < 3; i++) {
         const struct cfg_endpoint *ep = &c.endpoints[i];
-        assert_int_equal(ep->max_batch, 100);
+        assert_int_equal(ep->max_batch, 1000);
         assert_int_equal(ep->max_in_flight, 1000);
         assert_int_equal(ep->invocation_timeout_ms, 30000);
         assert_int_equal(ep->keepalive_ms, 10000);
