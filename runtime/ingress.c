@@ -315,10 +315,11 @@ static struct endpoint *check_message(struct server *s, const struct inmsg *im, 
     return &s->endpoints[idx];
 }
 
-/* 1 when queued messages use all the memory the config allows. */
+/* 1 when queued messages (and the per-address queues that hold them) use
+ * all the memory the config allows. */
 static int overloaded(const struct server *s)
 {
-    return s->stats.queued_bytes >= (int64_t)s->cfg.max_queued_bytes;
+    return s->stats.queued_bytes + (int64_t)s->mboxes.bytes >= (int64_t)s->cfg.max_queued_bytes;
 }
 
 /* Accepts a validated message into the open checkpoint: queued, or stored
@@ -371,7 +372,8 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
         s->stats.rejected_overloaded++;
         rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
                        "runtime queues are full (%lld bytes queued, runtime.max_queued_bytes = %zu); "
-                       "retry later", (long long)s->stats.queued_bytes, s->cfg.max_queued_bytes);
+                       "retry later", (long long)s->stats.queued_bytes + (long long)s->mboxes.bytes,
+                       s->cfg.max_queued_bytes);
         return;
     }
     if (!im->is_call || im->delay_ms) ckpt_add_ack(&s->ckpt, pc->id);
@@ -788,7 +790,7 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("pending_calls", in->live);
     ROW("endpoints", s->n_endpoints);
     ROW("endpoints_up", up);
-    ROW("queued_bytes", st->queued_bytes);
+    ROW("queued_bytes", st->queued_bytes + (int64_t)s->mboxes.bytes);
     ROW("rejected_overloaded", st->rejected_overloaded);
     ROW("delayed_pending", st->delayed_pending);
     ROW("delayed_fired", st->delayed_fired);

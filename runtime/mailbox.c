@@ -151,6 +151,7 @@ struct mbox *mbox_get(struct mbox_table *t, const char *type, const char *id, st
     mb->hnext = t->buckets[mb->hash & (t->nbuckets - 1)];
     t->buckets[mb->hash & (t->nbuckets - 1)] = mb;
     t->count++;
+    t->bytes += sizeof *mb + tl + il;
     return mb;
 }
 
@@ -160,6 +161,7 @@ void mbox_remove(struct mbox_table *t, struct mbox *mb)
     while (*pp != mb) pp = &(*pp)->hnext;
     *pp = mb->hnext;
     t->count--;
+    t->bytes -= sizeof *mb + strlen(mb->type) + strlen(mb->id) + 2;
     free_chain(mb->head);
     free_chain(mb->batch);
     free(mb);

@@ -71,6 +71,7 @@ struct mbox_table {
     struct mbox **buckets;
     size_t nbuckets;
     size_t count;
+    size_t bytes;              /* memory of the mboxes themselves (not their messages) */
 };
 
 void mbox_table_init(struct mbox_table *t);
