@@ -198,6 +198,7 @@ static void defaults(void **state)
     assert_true(c.checkpoint_sync);
     assert_int_equal(c.max_queued_bytes, 256 * 1024 * 1024);
     assert_int_equal(c.idempotency_retention_hours, 24);
+    assert_true(c.state_cache_bytes == (size_t)32 << 20);
     assert_int_equal(c.n_endpoints, 0);
     assert_null(c.endpoints);
     assert_int_equal(c.n_egresses, 0);
@@ -710,10 +711,12 @@ static void queued_bytes_64bit(void **state)
     char err[2048], want[256];
 
     (void)state;
-    tmp_write(&t, "runtime = { max_queued_bytes = 68719476736; idempotency_retention_hours = 1; };\n");
+    tmp_write(&t, "runtime = { max_queued_bytes = 68719476736; idempotency_retention_hours = 1; "
+                  "state_cache_bytes = 0; };\n");
     assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);   /* libconfig reads 0 */
     assert_true(c.max_queued_bytes == (size_t)64 << 30);
     assert_int_equal(c.idempotency_retention_hours, 1);
+    assert_true(c.state_cache_bytes == 0);
     cfg_cleanup(&c);
     tmp_remove(&t);
 
