@@ -454,8 +454,10 @@ def test_send_stream_of_a_million_messages_keeps_memory_bounded(sandbox):
     assert sum(c.int_state("test/counter", i) for i in ids) == n
     # 1M queued messages would be ~100+ MB; bounded flow keeps the runtime far below.
     print("send_stream 1M: runtime RSS peak %.1f MB" % peak[0])
-    # ASan's quarantine alone holds up to 256 MB of freed memory.
-    limit = 150 if timeout_scale() == 1 else 600
+    # The bound is meaningful in the plain build (peak ~50 MB here). Under
+    # ASan, its quarantine alone holds up to 256 MB of freed memory and every
+    # allocation grows by its redzones, so only gross growth is caught there.
+    limit = 150 if timeout_scale() == 1 else 1200
     assert peak[0] < limit, "runtime RSS peaked at %.0f MB" % peak[0]
 
 
