@@ -134,23 +134,50 @@ void disp_unpark(struct server *s, struct mbox *mb)
 struct batch_build {
     Statemesh__V1__BatchRequest req;
     Statemesh__V1__Address target;
-    Statemesh__V1__StateValue *sv, **svp;
+    Statemesh__V1__StateValue *sv, **svp;   /* in s->scratch */
     Statemesh__V1__TypedValue *tv;     /* values point into the state cache */
-    Statemesh__V1__Invocation *inv, **invp;
-    Statemesh__V1__Address *callers;
-    Statemesh__V1__TypedValue *args;
     size_t nstate;
 };
 
-static void build_free(struct batch_build *b)
+#define GROW(p, cap_needed)                                                   \
+    do {                                                                      \
+        void *np_ = realloc((p), (cap_needed) * sizeof *(p));                 \
+        if (!np_) abort();                                                    \
+        (p) = np_;                                                            \
+    } while (0)
+
+static void scratch_states(struct disp_scratch *sc, size_t n)
 {
-    free(b->sv);
-    free(b->svp);
-    free(b->tv);
-    free(b->inv);
-    free(b->invp);
-    free(b->callers);
-    free(b->args);
+    if (n <= sc->cap_state) return;
+    GROW(sc->sv, n);
+    GROW(sc->svp, n);
+    GROW(sc->tv, n);
+    sc->cap_state = n;
+}
+
+static void scratch_invocations(struct disp_scratch *sc, size_t n)
+{
+    if (n <= sc->cap_inv) return;
+    GROW(sc->inv, n);
+    GROW(sc->invp, n);
+    GROW(sc->callers, n);
+    GROW(sc->args, n);
+    GROW(sc->msgs, n);
+    sc->cap_inv = n;
+}
+
+void disp_cleanup(struct server *s)
+{
+    struct disp_scratch *sc = &s->scratch;
+    free(sc->sv);
+    free(sc->svp);
+    free(sc->tv);
+    free(sc->inv);
+    free(sc->invp);
+    free(sc->callers);
+    free(sc->args);
+    free(sc->msgs);
+    memset(sc, 0, sizeof *sc);
 }
 
 /* The latest value of one state of an address: from the state cache (which
@@ -202,10 +229,10 @@ static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
 {
     int64_t now = timer_wall_ms();
     b->nstate = ft->nspecs;
-    b->sv = calloc(ft->nspecs + 1, sizeof *b->sv);
-    b->svp = calloc(ft->nspecs + 1, sizeof *b->svp);
-    b->tv = calloc(ft->nspecs + 1, sizeof *b->tv);
-    if (!b->sv || !b->svp || !b->tv) abort();
+    scratch_states(&s->scratch, ft->nspecs + 1);
+    b->sv = s->scratch.sv;
+    b->svp = s->scratch.svp;
+    b->tv = s->scratch.tv;
     for (size_t i = 0; i < ft->nspecs; i++) {
         struct sc_value v;
         statemesh__v1__state_value__init(&b->sv[i]);
@@ -226,12 +253,12 @@ static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
 static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
 {
     struct ftype *ft = ep_find_type(ep, mb->type);
+    struct disp_scratch *sc = &s->scratch;
     struct batch_build b;
     char why[256];
     uint32_t n;
     struct msg *m;
-    uint8_t *buf;
-    size_t len, i;
+    size_t i;
 
     n = mbox_take_batch(mb, (uint32_t)ep->cfg->max_batch);
     mb->state = MBOX_INFLIGHT;
@@ -243,7 +270,6 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     }
     memset(&b, 0, sizeof b);
     if (read_state(s, mb, ft, &b, why, sizeof why) != 0) {
-        build_free(&b);
         retry_later(s, mb, why);
         return;
     }
@@ -251,36 +277,29 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     statemesh__v1__address__init(&b.target);
     b.target.type = (char *)mb->type;
     b.target.id = (char *)mb->id;
-    b.inv = calloc(n, sizeof *b.inv);
-    b.invp = calloc(n, sizeof *b.invp);
-    b.callers = calloc(n, sizeof *b.callers);
-    b.args = calloc(n, sizeof *b.args);
-    if (!b.inv || !b.invp || !b.callers || !b.args) abort();
+    scratch_invocations(sc, n);
     for (i = 0, m = mb->batch; m; m = m->next, i++) {
-        statemesh__v1__invocation__init(&b.inv[i]);
-        statemesh__v1__typed_value__init(&b.args[i]);
-        b.args[i].typename_ = (char *)m->typename;
-        b.args[i].value.data = (uint8_t *)m->data;
-        b.args[i].value.len = m->len;
-        b.inv[i].argument = &b.args[i];
+        statemesh__v1__invocation__init(&sc->inv[i]);
+        statemesh__v1__typed_value__init(&sc->args[i]);
+        sc->args[i].typename_ = (char *)m->typename;
+        sc->args[i].value.data = (uint8_t *)m->data;
+        sc->args[i].value.len = m->len;
+        sc->inv[i].argument = &sc->args[i];
         if (m->caller_type) {
-            statemesh__v1__address__init(&b.callers[i]);
-            b.callers[i].type = (char *)m->caller_type;
-            b.callers[i].id = (char *)m->caller_id;
-            b.inv[i].caller = &b.callers[i];
+            statemesh__v1__address__init(&sc->callers[i]);
+            sc->callers[i].type = (char *)m->caller_type;
+            sc->callers[i].id = (char *)m->caller_id;
+            sc->inv[i].caller = &sc->callers[i];
         }
-        b.invp[i] = &b.inv[i];
+        sc->invp[i] = &sc->inv[i];
     }
     b.req.target = &b.target;
     b.req.n_state = b.nstate;
     b.req.state = b.svp;
     b.req.n_invocations = n;
-    b.req.invocations = b.invp;
+    b.req.invocations = sc->invp;
     b.req.batch_id = ep_reserve(ep, mb);
-    buf = rpc_pack(&b.req.base, &len);
-    ep_append(ep, buf, len);
-    free(buf);
-    build_free(&b);
+    ep_append_message(ep, &b.req.base);
     s->stats.batches_sent++;
 }
 
@@ -502,13 +521,14 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
                          const Statemesh__V1__Result *r)
 {
     struct store_batch *b = s->ckpt.batch;
-    struct msg **msgs = calloc(mb->nbatch, sizeof *msgs);
+    struct msg **msgs;
     int64_t now = timer_wall_ms();
     uint32_t consumed;
     struct msg *m;
     size_t i;
 
-    if (!msgs) abort();
+    scratch_invocations(&s->scratch, mb->nbatch);
+    msgs = s->scratch.msgs;
     for (i = 0, m = mb->batch; m; m = m->next, i++) msgs[i] = m;
 
     for (i = 0; i < r->n_state_mutations; i++) {
@@ -558,7 +578,6 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
                        rp->value->value.len);
         s->stats.replies++;
     }
-    free(msgs);
     consumed = mb->nbatch;
     s->stats.messages_delivered += consumed;
     s->stats.queued_messages -= consumed;

@@ -20,6 +20,21 @@
 struct server;
 struct endpoint;
 
+/* Arrays reused by every batch built (they only grow): no allocation per
+ * batch on the dispatch path. */
+struct disp_scratch {
+    Statemesh__V1__StateValue *sv, **svp;
+    Statemesh__V1__TypedValue *tv;
+    size_t cap_state;
+    Statemesh__V1__Invocation *inv, **invp;
+    Statemesh__V1__Address *callers;
+    Statemesh__V1__TypedValue *args;
+    struct msg **msgs;
+    size_t cap_inv;
+};
+
+void disp_cleanup(struct server *s);
+
 /* Accepts a new message for (type, id), served by endpoint `ep`: queues it
  * and adds it to the open checkpoint's pending messages (its inbox key is
  * written at commit unless it was consumed by then). Takes ownership of m. */

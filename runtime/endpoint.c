@@ -222,6 +222,45 @@ static void frame_append(uint8_t **frame, size_t *flen, size_t *fcap, const uint
     *flen += len;
 }
 
+/* Makes room for a batch of `len` bytes at the end of a frame, writes its
+ * tag and length, and returns where the body goes. */
+static uint8_t *frame_reserve(uint8_t **frame, size_t *flen, size_t *fcap, size_t len)
+{
+    size_t need = *flen + len + 11;
+    if (need > *fcap) {
+        size_t cap = *fcap ? *fcap : 4096;
+        uint8_t *f;
+        while (cap < need) cap *= 2;
+        f = realloc(*frame, cap);
+        if (!f) abort();
+        *frame = f;
+        *fcap = cap;
+    }
+    (*frame)[(*flen)++] = 0x0a;          /* ToFunction.batches: field 1, wire type 2 */
+    for (size_t v = len;; v >>= 7) {
+        if (v < 0x80) {
+            (*frame)[(*flen)++] = (uint8_t)v;
+            break;
+        }
+        (*frame)[(*flen)++] = (uint8_t)(v | 0x80);
+    }
+    *flen += len;
+    return *frame + *flen - len;
+}
+
+void ep_append_message(struct endpoint *ep, const ProtobufCMessage *req)
+{
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *at;
+    if (ep->module) {
+        at = frame_reserve(&ep->frame, &ep->frame_len, &ep->frame_cap, len);
+    } else {
+        struct ep_stream *st = &ep->streams[ep->cur_stream];
+        at = frame_reserve(&st->frame, &st->frame_len, &st->frame_cap, len);
+    }
+    protobuf_c_message_pack(req, at);
+}
+
 void ep_append(struct endpoint *ep, const uint8_t *batch, size_t len)
 {
     struct ep_stream *st;

@@ -142,6 +142,8 @@ int ep_has_capacity(const struct endpoint *ep);
 uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb);
 /* Appends one encoded BatchRequest to the next frame. */
 void ep_append(struct endpoint *ep, const uint8_t *batch, size_t len);
+/* The same, encoding `req` straight into the frame. */
+void ep_append_message(struct endpoint *ep, const ProtobufCMessage *req);
 /* Sends the pending frame if the stream is writable. */
 void ep_flush(struct endpoint *ep);
 

@@ -546,6 +546,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
     const uint8_t *body;
     size_t blen;
     char why[600];
+    int clean;
 
     if (!data) {
         st->half_closed = 1;
@@ -557,6 +558,9 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         stream_end(st, RPC_INVALID_ARGUMENT, "request is not a valid SendStreamRequest");
         return;
     }
+    /* A string with a NUL byte re-encodes shorter (protobuf-c truncates it):
+     * only then are the messages' own bytes walked to find which. */
+    clean = protobuf_c_message_get_packed_size(&r->base) == len;
     while (k < r->n_messages && wire_next(data, len, &pos, &field, &body, &blen) == 1) {
         const Statemesh__V1__StreamMessage *sm;
         struct endpoint *ep;
@@ -579,8 +583,8 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         im.key = sm->idempotency_key;
         im.delay_ms = sm->delay_ms;
         im.is_call = 0;
-        im.has_nul = address_has_nul(body, blen, 2, sm->target) ||
-                     string_has_nul(body, blen, 4, sm->idempotency_key);
+        im.has_nul = !clean && (address_has_nul(body, blen, 2, sm->target) ||
+                                string_has_nul(body, blen, 4, sm->idempotency_key));
         if ((ep = check_message(s, &im, &code, why, sizeof why)) == NULL) {
             stream_error(st, sm->seq, code, why);
             continue;

@@ -373,6 +373,7 @@ out:
     if (s.loop.cq) rpc_loop_cleanup(&s.loop);
     delayed_cleanup(&s);
     scache_cleanup(&s.scache);
+    disp_cleanup(&s);
     idem_cleanup(&s);
     store_cursor_free(&s.ttl_cursor);
     egress_close(&s);

@@ -198,12 +198,22 @@ void scache_set(struct scache *c, const char *type, const char *id, const char *
     sl = &e->slots[i];
     e->bytes -= sl->len + (sl->typename ? strlen(sl->typename) : 0);
     c->bytes -= sl->len + (sl->typename ? strlen(sl->typename) : 0);
-    slot_clear(sl);
     sl->expires_at_ms = v->expires_at_ms;
-    if (v->typename) {
-        sl->typename = strdup(v->typename);
-        sl->data = malloc(v->len ? v->len : 1);
-        if (!sl->typename || !sl->data) abort();
+    if (!v->typename) {
+        slot_clear(sl);
+    } else {
+        /* The common case rewrites a value of the same type and size
+         * (a counter): keep the buffers. */
+        if (!sl->typename || strcmp(sl->typename, v->typename) != 0) {
+            free(sl->typename);
+            sl->typename = strdup(v->typename);
+            if (!sl->typename) abort();
+        }
+        if (!sl->data || sl->len != v->len) {
+            free(sl->data);
+            sl->data = malloc(v->len ? v->len : 1);
+            if (!sl->data) abort();
+        }
         if (v->len) memcpy(sl->data, v->data, v->len);
         sl->len = v->len;
         e->bytes += sl->len + strlen(sl->typename);

@@ -14,6 +14,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "delayed.h"
+#include "dispatch.h"
 #include "egress.h"
 #include "idem.h"
 #include "endpoint.h"
@@ -73,6 +74,7 @@ struct server {
     struct delayed *delayed_all;
     struct idem_table idem;
     struct scache scache;          /* state values, incl. uncommitted writes */
+    struct disp_scratch scratch;   /* dispatch's reusable arrays */
     struct store_cursor idem_cursor, ttl_cursor;
     struct timer housekeeping;     /* retention, TTL and idempotency sweeps */
     uint64_t next_seq;

@@ -370,7 +370,7 @@ def test_kill9_with_idempotent_retries_is_exact(sandbox):
 # ---- SendStream ------------------------------------------------------------------------
 
 
-def stream_requests(n, ids, per_request=1000, type_="test/counter", first_seq=1, bad=()):
+def stream_requests(n, ids, per_request=1000, type_="test/counter", first_seq=1, bad=(), nul=()):
     seq = first_seq
     while seq < first_seq + n:
         req = ingress_pb2.SendStreamRequest()
@@ -378,6 +378,8 @@ def stream_requests(n, ids, per_request=1000, type_="test/counter", first_seq=1,
             m = req.messages.add(seq=seq)
             m.target.type = type_
             m.target.id = ids[seq % len(ids)] if seq not in bad else ""
+            if seq in nul:
+                m.target.id = "s1\0evil"          # must not reach "s1"
             m.argument.typename = "statemesh/int64"
             m.argument.value = b"\x01\0\0\0\0\0\0\0"
             seq += 1
@@ -387,16 +389,18 @@ def stream_requests(n, ids, per_request=1000, type_="test/counter", first_seq=1,
 def test_send_stream_acks_after_commit_and_reports_errors(sandbox):
     _, rt, c = start(sandbox)
     ids = ["s%d" % i for i in range(10)]
-    resps = list(c.ingress.SendStream(stream_requests(5000, ids, per_request=500, bad={7, 4000}),
+    resps = list(c.ingress.SendStream(stream_requests(5000, ids, per_request=500, bad={7, 4000},
+                                                      nul={2500}),
                                       timeout=scaled(60)))
     errors = [e for r in resps for e in r.errors]
-    assert [e.seq for e in errors] == [7, 4000]
+    assert [e.seq for e in errors] == [7, 2500, 4000]
+    assert "NUL" in errors[1].message
     assert all(e.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] for e in errors)
     assert resps[-1].committed_through == 5000
     acks = [r.committed_through for r in resps]
     assert acks == sorted(acks)
     c.wait_drained()
-    assert sum(c.int_state("test/counter", i) for i in ids) == 4998
+    assert sum(c.int_state("test/counter", i) for i in ids) == 4997
 
 
 def test_send_stream_rejects_non_increasing_seq(sandbox):
