@@ -129,3 +129,37 @@ def test_new_backend_version_is_picked_up_without_runtime_restart(sandbox):
     wait_until(served, timeout=30, message="new version not picked up")
     assert fn2.alive
     assert rt.log_lines("msg/v2only")
+
+
+@pytest.mark.fault
+@pytest.mark.time_limit(180)
+def test_keepalive_detects_a_frozen_backend(sandbox):
+    """A backend that stops answering without closing its connection (SIGSTOP:
+    a hung host) is detected by HTTP/2 keepalive, not by the (long)
+    invocation timeout: its streams die, their batches go to the other
+    backend, and nothing is lost or applied twice."""
+    import os
+    import signal
+    fns = backends(sandbox, 2)
+    rt = sandbox.runtime([endpoint("test/*", ipv4_target(fns), mode="remote", streams=4,
+                                   keepalive_ms=1000, invocation_timeout_ms=600000)])
+    c = rt.client()
+    ids = ["k%d" % i for i in range(50)]
+    with SendLoad(rt.ingress, [("test/counter", i, int64(1)) for i in ids], threads=2) as load:
+        load.wait_acks(500, timeout=60)
+        wait_until(lambda: all(batches_served(f) >= 1 for f in fns), timeout=30,
+                   message="streams not spread over the backends")
+        os.kill(fns[0].pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            wait_until(lambda: rt.log_lines("event=endpoint.stream_closed"), timeout=30,
+                       message="keepalive did not close the frozen backend's streams")
+            detected = time.monotonic() - t0
+            load.wait_acks(500, timeout=60, message="load stalled with a frozen backend")
+        finally:
+            os.kill(fns[0].pid, signal.SIGCONT)
+    assert detected < scaled(15), "took %.1f s" % detected
+    c.wait_drained(timeout=60)
+    acked = load.acked
+    for k, i in enumerate(ids):
+        assert c.int_state("test/counter", i) == acked[k], i
