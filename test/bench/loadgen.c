@@ -5,8 +5,8 @@
  * everything, and checks that the counters add up.
  *
  *   loadgen --target HOST:PORT --workload counter-spread|counter-hot|greeter
- *           --ingress send|call|stream [--clients N] [--addresses K]
- *           [--messages M] [--batch N] [--window N] [--timeout-ms N]
+ *           --ingress send|call|stream [--clients N] [--inflight N]
+ *           [--addresses K] [--messages M] [--batch N] [--window N] [--timeout-ms N]
  *           [--check-max N] [--ready-timeout-ms N] [--drain-timeout-ms N]
  *
  * The driver (test/bench/run.py) starts the runtime and the function server;
@@ -34,6 +34,14 @@
  *           (the message is durable)
  *   call    sm_client_call (greeter only: counters do not reply):
  *           latency = until the function's reply
+ *   send, call with --inflight N > 1: each client thread keeps up to N
+ *           requests outstanding instead, on its own channel (own
+ *           connection) and NEXT completion queue, driving gRPC core
+ *           directly (grpc_call_start_batch, requests encoded with the
+ *           generated protobuf-c code); concurrency = clients x inflight.
+ *           Latency = from just before the call is started to its
+ *           completion being taken off the queue. Outcomes and failures
+ *           are counted exactly as with the SDK calls.
  *   stream  one SendStream per client (sm_send_stream_*, --batch messages
  *           per gRPC message, --window unacknowledged): latency = from
  *           push() returning to the cumulative ack that covers the message,
@@ -72,12 +80,22 @@
 #include <string.h>
 #include <time.h>
 
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
 #include "statemesh/client.h"
+#include "statemesh/v1/ingress.pb-c.h"
 
 #define COUNTER_TYPE "bench/counter"
 #define GREETER_TYPE "bench/greeter"
 #define STATE_NAME "n"
 #define MAX_CLIENTS 1024
+#define MAX_INFLIGHT 4096           /* per client thread (--inflight) */
 #define MAX_ADDRESSES 100000000u   /* expected[] is 4 bytes per address */
 #define MAX_FAILURES_PER_CLIENT 100 /* then the client stops: the runtime is gone */
 #define MAX_REJECTED_TRACKED 4096   /* rejected seqs kept per stream */
@@ -160,6 +178,7 @@ struct opts {
     enum workload workload;
     enum ingress ingress;
     unsigned clients;
+    unsigned inflight;        /* send/call: requests outstanding per client */
     uint32_t addresses;
     uint64_t messages;
     size_t batch, window;     /* stream only; 0 = the SDK's defaults */
@@ -170,12 +189,28 @@ struct opts {
 
 struct bench;
 
+/* One outstanding asynchronous Send/Call (--inflight > 1); its address is
+ * the completion-queue tag, valid until the completion has been taken. */
+struct aslot {
+    grpc_call *call;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_metadata_array md_init, md_trail;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+    uint64_t i, t0;
+};
+
 struct worker {
     struct bench *b;
     unsigned index;
     pthread_t thread;
     bool started;
     sm_client *client;
+    /* --inflight > 1 only */
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    struct aslot *slots;
     struct hist lat;
     uint64_t acked, failed, rejected, unknown;
     int first_code;
@@ -310,6 +345,248 @@ static void *unary_main(void *arg)
         if (w->failed >= MAX_FAILURES_PER_CLIENT) atomic_store(&b->stop, 1);
     }
     sm_value_buf_cleanup(&reply);
+    return NULL;
+}
+
+/* ---- unary, asynchronous: send and call with --inflight > 1 -------------- */
+
+/* A channel of its own (own connection: local subchannel pool) and a NEXT
+ * completion queue, polled only by the worker's thread. */
+static int async_open(struct worker *w)
+{
+    grpc_arg args[1];
+    grpc_channel_args ch_args = {1, args};
+    grpc_channel_credentials *creds;
+
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+    args[0].value.integer = 1;
+    creds = grpc_insecure_credentials_create();
+    w->ch = grpc_channel_create(w->b->o.target, creds, &ch_args);
+    grpc_channel_credentials_release(creds);
+    w->cq = grpc_completion_queue_create_for_next(NULL);
+    w->slots = calloc(w->b->o.inflight, sizeof *w->slots);
+    return w->ch && w->cq && w->slots ? 0 : -1;
+}
+
+/* Connects the channel before the clock starts: 0 once READY. */
+static int async_connect(struct worker *w, int timeout_ms)
+{
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    int tag;
+    for (;;) {
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(w->ch, 1);
+        grpc_event ev;
+        if (st == GRPC_CHANNEL_READY) return 0;
+        grpc_channel_watch_connectivity_state(w->ch, st, deadline, w->cq, &tag);
+        ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.success) return -1; /* deadline */
+    }
+}
+
+/* Teardown: every call is done (the worker drained them), so channel, then
+ * CQ shutdown + drain. */
+static void async_close(struct worker *w)
+{
+    if (w->ch) grpc_channel_destroy(w->ch);
+    if (w->cq) {
+        grpc_completion_queue_shutdown(w->cq);
+        while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(w->cq);
+    }
+    free(w->slots);
+    w->ch = NULL;
+    w->cq = NULL;
+    w->slots = NULL;
+}
+
+static void aslot_release(struct aslot *s)
+{
+    if (s->send_bb) grpc_byte_buffer_destroy(s->send_bb);
+    if (s->recv_bb) grpc_byte_buffer_destroy(s->recv_bb);
+    grpc_metadata_array_destroy(&s->md_init);
+    grpc_metadata_array_destroy(&s->md_trail);
+    grpc_slice_unref(s->details);
+    gpr_free((void *)s->error_string);
+    if (s->call) grpc_call_unref(s->call);
+    memset(s, 0, sizeof *s);
+}
+
+/* A failed RPC, counted as unary_main counts a failed sm_client_* call:
+ * its outcome is unknown. */
+static void async_failed(struct worker *w, int code, const char *msg)
+{
+    w->failed++;
+    w->unknown++;
+    note_failure(w, code, msg);
+    if (w->failed >= MAX_FAILURES_PER_CLIENT) atomic_store(&w->b->stop, 1);
+}
+
+/* Starts message i in slot s: 0 if started, -1 if it failed at once
+ * (counted; s is free again). */
+static int async_start(struct worker *w, struct aslot *s, uint64_t i, const sm_value *v)
+{
+    struct bench *b = w->b;
+    bool call = b->o.ingress == I_CALL;
+    Statemesh__V1__SendRequest sreq = STATEMESH__V1__SEND_REQUEST__INIT;
+    Statemesh__V1__CallRequest creq = STATEMESH__V1__CALL_REQUEST__INIT;
+    Statemesh__V1__Address addr = STATEMESH__V1__ADDRESS__INIT;
+    Statemesh__V1__TypedValue tv = STATEMESH__V1__TYPED_VALUE__INIT;
+    const ProtobufCMessage *req = call ? &creq.base : &sreq.base;
+    grpc_op ops[6];
+    grpc_slice slice;
+    char id[16];
+
+    snprintf(id, sizeof id, "%" PRIu32, address_of(b, i));
+    addr.type = (char *)b->type;
+    addr.id = id;
+    tv.typename_ = (char *)v->typename;
+    tv.value.data = (uint8_t *)v->data;
+    tv.value.len = v->len;
+    sreq.target = creq.target = &addr;
+    sreq.argument = creq.argument = &tv;
+
+    memset(s, 0, sizeof *s);
+    s->i = i;
+    s->status = GRPC_STATUS_UNKNOWN;
+    s->details = grpc_empty_slice();
+    grpc_metadata_array_init(&s->md_init);
+    grpc_metadata_array_init(&s->md_trail);
+    slice = grpc_slice_malloc(protobuf_c_message_get_packed_size(req));
+    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(slice));
+    s->send_bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+
+    s->t0 = now_ns();
+    s->call = grpc_channel_create_call(
+        w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
+        grpc_slice_from_static_string(call ? "/statemesh.v1.Ingress/Call" : "/statemesh.v1.Ingress/Send"),
+        NULL,
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(b->o.timeout_ms, GPR_TIMESPAN)),
+        NULL);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = s->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->md_init;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &s->recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &s->md_trail;
+    ops[5].data.recv_status_on_client.status = &s->status;
+    ops[5].data.recv_status_on_client.status_details = &s->details;
+    ops[5].data.recv_status_on_client.error_string = &s->error_string;
+    if (!s->call || grpc_call_start_batch(s->call, ops, 6, s, NULL) != GRPC_CALL_OK) {
+        aslot_release(s);
+        async_failed(w, GRPC_STATUS_INTERNAL, "cannot start the call");
+        return -1;
+    }
+    return 0;
+}
+
+/* Slot s completed at t1: the same outcomes as sm_client_send/_call and
+ * unary_main. Frees the slot. */
+static void async_complete(struct worker *w, struct aslot *s, uint64_t t1)
+{
+    bool call = w->b->o.ingress == I_CALL;
+    ProtobufCMessage *resp = NULL;
+    grpc_byte_buffer_reader r;
+    grpc_slice all;
+
+    if (s->status != GRPC_STATUS_OK) {
+        char *d = grpc_slice_to_c_string(s->details);
+        async_failed(w, (int)s->status, d && *d ? d : sm_status_code_name((int)s->status));
+        gpr_free(d);
+        goto out;
+    }
+    if (!s->recv_bb) {
+        char msg[300];
+        errorf(msg, sizeof msg, "empty response from %s", w->b->o.target);
+        async_failed(w, GRPC_STATUS_INTERNAL, msg);
+        goto out;
+    }
+    if (!grpc_byte_buffer_reader_init(&r, s->recv_bb)) {
+        async_failed(w, GRPC_STATUS_INTERNAL, "cannot decompress response");
+        goto out;
+    }
+    all = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    resp = protobuf_c_message_unpack(call ? &statemesh__v1__call_response__descriptor
+                                          : &statemesh__v1__send_response__descriptor,
+                                     NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    grpc_slice_unref(all);
+    if (!resp) {
+        async_failed(w, GRPC_STATUS_INTERNAL, "malformed response");
+        goto out;
+    }
+    if (call) {
+        const Statemesh__V1__TypedValue *reply = ((Statemesh__V1__CallResponse *)resp)->reply;
+        if (!reply || reply->value.len < 6 || memcmp(reply->value.data, "Hello ", 6) != 0) {
+            w->failed++;
+            note_failure(w, 0, "unexpected reply to a Call (want \"Hello <id> #<n>\")");
+            acked(w, s->i); /* applied all the same */
+            goto out;
+        }
+    }
+    hist_add(&w->lat, t1 - s->t0);
+    acked(w, s->i);
+out:
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    aslot_release(s);
+}
+
+static void *async_main(void *arg)
+{
+    struct worker *w = arg;
+    struct bench *b = w->b;
+    unsigned n = b->o.inflight, outstanding = 0, nfree = n;
+    struct aslot **free_slots = calloc(n, sizeof *free_slots);
+    uint8_t buf[SM_SCALAR_SIZE];
+    sm_value v = b->o.workload == W_GREETER ? sm_value_string("hi") : sm_value_int64(1, buf);
+    uint64_t i = w->index;
+
+    pthread_barrier_wait(&b->start);
+    if (!free_slots) {
+        async_failed(w, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        atomic_store(&b->stop, 1);
+        return NULL;
+    }
+    for (unsigned k = 0; k < n; k++) free_slots[k] = &w->slots[n - 1 - k];
+    for (;;) {
+        grpc_event ev;
+        while (nfree > 0 && i < b->o.messages &&
+               !atomic_load_explicit(&b->stop, memory_order_relaxed)) {
+            struct aslot *s = free_slots[--nfree];
+            if (async_start(w, s, i, &v) == 0) outstanding++;
+            else free_slots[nfree++] = s;
+            i += b->o.clients;
+        }
+        if (outstanding == 0) break;
+        ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE) {
+            /* no deadline and no shutdown yet: cannot happen */
+            fprintf(stderr, "loadgen: completion queue returned event type %d\n", (int)ev.type);
+            abort();
+        }
+        /* take every completion that is ready, then refill the slots together */
+        do {
+            async_complete(w, ev.tag, now_ns());
+            free_slots[nfree++] = ev.tag;
+            outstanding--;
+            ev = outstanding ? grpc_completion_queue_next(w->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL)
+                             : (grpc_event){.type = GRPC_QUEUE_TIMEOUT};
+        } while (ev.type == GRPC_OP_COMPLETE);
+        if (ev.type != GRPC_QUEUE_TIMEOUT) {
+            fprintf(stderr, "loadgen: completion queue returned event type %d\n", (int)ev.type);
+            abort();
+        }
+    }
+    free(free_slots);
     return NULL;
 }
 
@@ -561,8 +838,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: loadgen --target HOST:PORT --workload counter-spread|counter-hot|greeter\n"
-            "               --ingress send|call|stream [--clients N] [--addresses K]\n"
-            "               [--messages M] [--batch N] [--window N] [--timeout-ms N]\n"
+            "               --ingress send|call|stream [--clients N] [--inflight N]\n"
+            "               [--addresses K] [--messages M] [--batch N] [--window N] [--timeout-ms N]\n"
             "               [--check-max N] [--ready-timeout-ms N] [--drain-timeout-ms N]\n"
             "See the top of test/bench/loadgen.c.\n");
 }
@@ -580,7 +857,7 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    *o = (struct opts){.target = NULL, .workload = W_SPREAD, .ingress = I_STREAM, .clients = 1,
+    *o = (struct opts){.target = NULL, .workload = W_SPREAD, .ingress = I_STREAM, .clients = 1, .inflight = 1,
                        .addresses = 1000, .messages = 10000, .timeout_ms = 30000,
                        .check_max = 20000, .ready_timeout_ms = 20000, .drain_timeout_ms = 300000};
     bool have_workload = false, have_ingress = false;
@@ -610,6 +887,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
         } else if (strcmp(a, "--clients") == 0) {
             if (parse_u64(v, 1, MAX_CLIENTS, &n)) goto bad_value;
             o->clients = (unsigned)n;
+        } else if (strcmp(a, "--inflight") == 0) {
+            if (parse_u64(v, 1, MAX_INFLIGHT, &n)) goto bad_value;
+            o->inflight = (unsigned)n;
         } else if (strcmp(a, "--addresses") == 0) {
             if (parse_u64(v, 1, MAX_ADDRESSES, &n)) goto bad_value;
             o->addresses = (uint32_t)n;
@@ -655,6 +935,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
         fprintf(stderr, "loadgen: --ingress call needs --workload greeter (the counters do not reply)\n");
         return -1;
     }
+    if (o->ingress == I_STREAM && o->inflight > 1) {
+        fprintf(stderr, "loadgen: --inflight is for --ingress send|call (a stream has --window)\n");
+        return -1;
+    }
     if (o->workload == W_HOT) o->addresses = 1;
     if (o->clients > o->messages) o->clients = (unsigned)o->messages;
     return 0;
@@ -675,6 +959,7 @@ int main(int argc, char **argv)
     int rc = 1;
 
     if (parse_args(argc, argv, &b.o) != 0) return 2;
+    grpc_init(); /* for the --inflight channels; paired with grpc_shutdown_blocking below */
     b.type = b.o.workload == W_GREETER ? GREETER_TYPE : COUNTER_TYPE;
     for (b.stride = 1000003; gcd(b.stride, b.o.addresses) != 1; b.stride += 2) {
     }
@@ -704,6 +989,16 @@ int main(int argc, char **argv)
             goto out;
         }
         sm_stats_cleanup(&warm);
+        if (b.o.inflight > 1) {
+            if (async_open(w) != 0) {
+                errorf(error, sizeof error, "out of memory");
+                goto out;
+            }
+            if (async_connect(w, 10000) != 0) {
+                errorf(error, sizeof error, "client %u cannot connect its channel to %s", t, b.o.target);
+                goto out;
+            }
+        }
         if (b.o.ingress == I_STREAM) {
             size_t window = b.o.window ? b.o.window : 65536, ring = 1;
             while (ring < 2 * window + 2) ring <<= 1;
@@ -730,7 +1025,8 @@ int main(int argc, char **argv)
     }
     barrier = true;
     for (unsigned t = 0; t < b.o.clients; t++) {
-        if (pthread_create(&b.w[t].thread, NULL, b.o.ingress == I_STREAM ? stream_main : unary_main,
+        if (pthread_create(&b.w[t].thread, NULL,
+                           b.o.ingress == I_STREAM ? stream_main : b.o.inflight > 1 ? async_main : unary_main,
                            &b.w[t]) != 0) {
             /* cannot happen in practice; the started ones are already at the barrier */
             fprintf(stderr, "loadgen: pthread_create failed\n");
@@ -840,10 +1136,10 @@ report:
         double ack_secs = t_acked > t_start ? (double)(t_acked - t_start) / 1e9 : 0;
         int64_t batches = after.batches - before.batches, ckpts = after.checkpoints - before.checkpoints;
         FILE *f = stdout;
-        fprintf(f, "result {\"workload\":\"%s\",\"ingress\":\"%s\",\"clients\":%u,\"addresses\":%" PRIu32
-                   ",\"messages\":%" PRIu64,
-                workload_names[b.o.workload], ingress_names[b.o.ingress], b.o.clients, b.o.addresses,
-                b.o.messages);
+        fprintf(f, "result {\"workload\":\"%s\",\"ingress\":\"%s\",\"clients\":%u,\"inflight\":%u"
+                   ",\"addresses\":%" PRIu32 ",\"messages\":%" PRIu64,
+                workload_names[b.o.workload], ingress_names[b.o.ingress], b.o.clients, b.o.inflight,
+                b.o.addresses, b.o.messages);
         fprintf(f, ",\"acked\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"rejected\":%" PRIu64
                    ",\"unknown\":%" PRIu64,
                 acked, failed, rejected, unknown);
@@ -885,6 +1181,7 @@ out:
     if (b.w) {
         for (unsigned t = 0; t < b.o.clients; t++) {
             sm_client_destroy(&b.w[t].client);
+            async_close(&b.w[t]);
             free(b.w[t].push_ns);
             free(b.w[t].rej);
         }
@@ -895,5 +1192,6 @@ out:
     free(lat);
     free(b.w);
     free((void *)b.expected);
+    grpc_shutdown_blocking();
     return rc;
 }

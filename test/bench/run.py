@@ -70,10 +70,22 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 # ---------------------------------------------------------------------------
 
 def run(workload, mode, ingress, clients=1, addresses=1000, messages=10000, sync=True,
-        batch=None, window=None, timeout=120):
+        batch=None, window=None, timeout=120, inflight=1):
+    """clients = concurrent requests: clients / inflight generator threads,
+    each with `inflight` unary requests outstanding (loadgen --inflight)."""
+    assert clients % inflight == 0 and (inflight == 1 or ingress in ("send", "call"))
     return dict(workload=workload, mode=mode, ingress=ingress, clients=clients,
                 addresses=1 if workload == "counter-hot" else addresses, messages=messages,
-                sync=sync, batch=batch, window=window, timeout=timeout)
+                sync=sync, batch=batch, window=window, timeout=timeout, inflight=inflight)
+
+
+def unary_inflight(clients):
+    """Unary runs with 16+ concurrent requests use one generator thread with
+    all of them in flight (loadgen --inflight): the same concurrency as one
+    blocking thread per request for much less of the generator's CPU (on 2
+    cores, 1 x 64 gave 16-23k calls/s, 2 x 32 and 4 x 16 13-17k, 64 x 1
+    10-12k)."""
+    return clients if clients >= 16 else 1
 
 
 def quick_runs():
@@ -86,12 +98,16 @@ def quick_runs():
         run("counter-hot", "c-sidecar", "stream", messages=100000),
         run("counter-spread", "embedded", "stream", addresses=100000, messages=100000),
         run("counter-spread", "c-sidecar", "send", clients=1, messages=1000),
-        run("counter-spread", "c-sidecar", "send", clients=16, messages=10000),
+        run("counter-spread", "c-sidecar", "send", clients=16, messages=10000,
+            inflight=unary_inflight(16)),
         run("greeter", "c-sidecar", "call", clients=1, messages=1000),
-        run("greeter", "c-sidecar", "call", clients=64, messages=10000),
+        run("greeter", "c-sidecar", "call", clients=64, messages=10000,
+            inflight=unary_inflight(64)),
         run("greeter", "embedded", "call", clients=1, messages=1000),
-        run("greeter", "embedded", "call", clients=64, messages=10000),
-        run("greeter", "py-sidecar", "call", clients=16, messages=3000),
+        run("greeter", "embedded", "call", clients=64, messages=10000,
+            inflight=unary_inflight(64)),
+        run("greeter", "py-sidecar", "call", clients=16, messages=3000,
+            inflight=unary_inflight(16)),
     ]
 
 
@@ -115,12 +131,12 @@ def full_runs():
     # unary Send: client scaling
     for c in (1, 4, 16, 64):
         runs.append(run("counter-spread", "c-sidecar", "send", clients=c,
-                        messages=2000 if c == 1 else 20000))
+                        messages=2000 if c == 1 else 20000, inflight=unary_inflight(c)))
     # unary Call: client scaling per mode
     for mode in ("embedded", "c-sidecar", "py-sidecar"):
         for c in (1, 4, 16, 64):
             runs.append(run("greeter", mode, "call", clients=c,
-                            messages=2000 if c == 1 else 20000))
+                            messages=2000 if c == 1 else 20000, inflight=unary_inflight(c)))
     return runs
 
 
@@ -361,18 +377,22 @@ class Bench:
     def loadgen_argv(self, r, port):
         argv = [self.bin["loadgen"], "--target", "127.0.0.1:%d" % port,
                 "--workload", r["workload"], "--ingress", r["ingress"],
-                "--clients", str(r["clients"]), "--addresses", str(r["addresses"]),
+                "--clients", str(r["clients"] // r["inflight"]), "--addresses", str(r["addresses"]),
                 "--messages", str(r["messages"]),
                 "--drain-timeout-ms", str(int(r["timeout"] * 1000))]
         if r["batch"]:
             argv += ["--batch", str(r["batch"])]
         if r["window"]:
             argv += ["--window", str(r["window"])]
+        if r["inflight"] > 1:
+            argv += ["--inflight", str(r["inflight"])]
         return argv
 
     def one(self, r):
         """Runs r; returns its result dict (never raises BenchError)."""
-        res = {k: r[k] for k in ("workload", "mode", "ingress", "clients", "addresses", "messages")}
+        res = {k: r[k] for k in ("workload", "mode", "ingress", "clients", "inflight", "addresses",
+                                 "messages")}
+        res["threads"] = r["clients"] // r["inflight"]
         res.update(seconds=None, msgs_per_s=None, p50_ms=None, p99_ms=None, runtime_rss_mb=None,
                    runtime_cpu_pct=None, ok=False, error=None, sync=r["sync"], fn_cpu_pct=None,
                    loadgen_cpu_pct=None, loadavg_1m=os.getloadavg()[0])
@@ -392,7 +412,7 @@ class Bench:
                 raise BenchError("loadgen printed no result (exit %s): %s"
                                  % (gen.returncode, tail(os.path.join(work, "loadgen.log"), 5)))
             for k, v in result.items():
-                if k not in ("workload", "ingress", "clients", "addresses", "messages"):
+                if k not in ("workload", "ingress", "clients", "inflight", "addresses", "messages"):
                     res[k] = v
             if rt.poll() is not None:
                 raise BenchError("statemeshd died during the run (exit %s): %s"
@@ -601,9 +621,9 @@ def main():
         runs = [r for r in runs if sub not in label(r)]
     if args.list:
         for r in runs:
-            print("%-14s %-10s %-6s clients=%-3d addresses=%-8d messages=%-8d sync=%s"
-                  % (r["workload"], r["mode"], r["ingress"], r["clients"], r["addresses"],
-                     r["messages"], r["sync"]))
+            print("%-14s %-10s %-6s clients=%-3d inflight=%-2d addresses=%-8d messages=%-8d sync=%s"
+                  % (r["workload"], r["mode"], r["ingress"], r["clients"], r["inflight"],
+                     r["addresses"], r["messages"], r["sync"]))
         return 0
     if not runs:
         raise SystemExit("run.py: no run matches %s" % args.only)
