@@ -9,6 +9,7 @@
 #include "dispatch.h"
 #include "statemesh/v1/function.pb-c.h"
 #include "server.h"
+#include "wire.h"
 
 #define DESCRIBE_TIMEOUT_MS 2000
 #define BACKOFF_MIN_MS 100
@@ -359,33 +360,21 @@ static void deliver_checked(struct endpoint *ep, const Statemesh__V1__BatchRespo
 static void deliver_all(struct endpoint *ep, const Statemesh__V1__FromFunction *f,
                         const uint8_t *data, size_t len)
 {
-    size_t i = 0, k = 0;
+    size_t pos = 0, k = 0, blen;
+    const uint8_t *body;
+    uint32_t field;
 
     if (protobuf_c_message_get_packed_size(&f->base) == len) {
         for (k = 0; k < f->n_responses; k++) deliver(ep, f->responses[k]);
         return;
     }
-    while (i < len && k < f->n_responses) {        /* field 1: responses, in order */
-        uint64_t key = 0, n = 0;
-        int shift = 0;
-        while (i < len && shift < 64) {
-            key |= (uint64_t)(data[i] & 0x7f) << shift;
-            shift += 7;
-            if (!(data[i++] & 0x80)) break;
-        }
-        if ((key & 7) != 2) break;                 /* unexpected: check no further */
-        for (shift = 0; i < len && shift < 64; shift += 7) {
-            n |= (uint64_t)(data[i] & 0x7f) << shift;
-            if (!(data[i++] & 0x80)) break;
-        }
-        if (n > len - i) break;
-        if ((key >> 3) == 1) {
-            const Statemesh__V1__BatchResponse *r = f->responses[k++];
-            deliver_checked(ep, r, protobuf_c_message_get_packed_size(&r->base) == n ? NULL :
-                            "invalid result: a string in the answer (an address, typename, state "
-                            "name, token or egress name) contains a NUL byte");
-        }
-        i += (size_t)n;
+    while (k < f->n_responses && wire_next(data, len, &pos, &field, &body, &blen) == 1) {
+        const Statemesh__V1__BatchResponse *r;
+        if (field != 1) continue;                  /* field 1: responses, in order */
+        r = f->responses[k++];
+        deliver_checked(ep, r, protobuf_c_message_get_packed_size(&r->base) == blen ? NULL :
+                        "invalid result: a string in the answer (an address, typename, state "
+                        "name, token or egress name) contains a NUL byte");
     }
     for (; k < f->n_responses; k++) deliver(ep, f->responses[k]);
 }

@@ -12,6 +12,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "statemesh/v1/ingress.pb-c.h"
 #include "rpc.h"
+#include "wire.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
 
@@ -140,90 +141,6 @@ size_t ingress_pending(const struct ingress *in) { return in->live; }
 
 /* ---- Send / Call ----------------------------------------------------------- */
 
-/* protobuf-c hands strings over NUL-terminated, so an id with an embedded NUL
- * would silently shrink to its prefix and address someone else. This walks
- * the raw bytes for the last length-delimited `field` and returns its body. */
-static int wire_field(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body,
-                      size_t *blen)
-{
-    int found = 0;
-    size_t i = 0;
-    while (i < n) {
-        uint64_t key = 0, v = 0;
-        int shift = 0;
-        while (i < n && shift < 64) {              /* key varint */
-            key |= (uint64_t)(p[i] & 0x7f) << shift;
-            shift += 7;
-            if (!(p[i++] & 0x80)) break;
-        }
-        switch (key & 7) {
-        case 0:
-            while (i < n && (p[i++] & 0x80)) ;
-            break;
-        case 1: i += 8; break;
-        case 5: i += 4; break;
-        case 2:
-            shift = 0;
-            while (i < n && shift < 64) {
-                v |= (uint64_t)(p[i] & 0x7f) << shift;
-                shift += 7;
-                if (!(p[i++] & 0x80)) break;
-            }
-            if (v > n - i) return 0;
-            if ((key >> 3) == field) {
-                *body = p + i;
-                *blen = (size_t)v;
-                found = 1;
-            }
-            i += (size_t)v;
-            break;
-        default:
-            return 0;
-        }
-    }
-    return found;
-}
-
-/* Iterates the length-delimited fields of message bytes p..n from *pos:
- * returns 1 with the next one's number and body, 0 at the end, -1 if the
- * bytes are malformed. */
-static int wire_next(const uint8_t *p, size_t n, size_t *pos, uint32_t *field,
-                     const uint8_t **body, size_t *blen)
-{
-    size_t i = *pos;
-    while (i < n) {
-        uint64_t key = 0, v = 0;
-        int shift = 0;
-        while (i < n && shift < 64) {
-            key |= (uint64_t)(p[i] & 0x7f) << shift;
-            shift += 7;
-            if (!(p[i++] & 0x80)) break;
-        }
-        switch (key & 7) {
-        case 0: while (i < n && (p[i++] & 0x80)) ; break;
-        case 1: i += 8; break;
-        case 5: i += 4; break;
-        case 2:
-            shift = 0;
-            while (i < n && shift < 64) {
-                v |= (uint64_t)(p[i] & 0x7f) << shift;
-                shift += 7;
-                if (!(p[i++] & 0x80)) break;
-            }
-            if (v > n - i) return -1;
-            *field = (uint32_t)(key >> 3);
-            *body = p + i;
-            *blen = (size_t)v;
-            *pos = i + (size_t)v;
-            return 1;
-        default:
-            return -1;
-        }
-    }
-    *pos = i;
-    return 0;
-}
-
 /* 1 if the address (field `addr_field` of the raw request) holds a type or id
  * longer than its C string, i.e. one with a NUL byte. */
 static int address_has_nul(const uint8_t *req, size_t len, uint32_t addr_field,
@@ -231,9 +148,9 @@ static int address_has_nul(const uint8_t *req, size_t len, uint32_t addr_field,
 {
     const uint8_t *a, *f;
     size_t alen, flen;
-    if (!t || !wire_field(req, len, addr_field, &a, &alen)) return 0;
-    if (wire_field(a, alen, 1, &f, &flen) && flen != strlen(t->type)) return 1;
-    if (wire_field(a, alen, 2, &f, &flen) && flen != strlen(t->id)) return 1;
+    if (!t || !wire_find(req, len, addr_field, &a, &alen)) return 0;
+    if (wire_find(a, alen, 1, &f, &flen) && flen != strlen(t->type)) return 1;
+    if (wire_find(a, alen, 2, &f, &flen) && flen != strlen(t->id)) return 1;
     return 0;
 }
 
@@ -386,44 +303,45 @@ static int string_has_nul(const uint8_t *p, size_t n, uint32_t field, const char
 {
     const uint8_t *f;
     size_t flen;
-    return wire_field(p, n, field, &f, &flen) && flen != strlen(parsed);
+    return wire_find(p, n, field, &f, &flen) && flen != strlen(parsed);
+}
+
+/* Send and Call requests share their first fields: target = 1,
+ * argument = 2, idempotency_key = 3. */
+static void accept_request(struct ingress *in, struct rpc_call *call, const uint8_t *req,
+                           size_t len, const Statemesh__V1__Address *t,
+                           const Statemesh__V1__TypedValue *a, const char *key, uint64_t delay_ms,
+                           int is_call)
+{
+    struct inmsg im;
+    im.target = t;
+    im.arg = a;
+    im.key = key;
+    im.delay_ms = delay_ms;
+    im.is_call = is_call;
+    im.has_nul = address_has_nul(req, len, 1, t) || string_has_nul(req, len, 3, key);
+    accept_unary(in, call, &im);
 }
 
 static void on_send(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
 {
-    struct ingress *in = arg;
     Statemesh__V1__SendRequest *r = statemesh__v1__send_request__unpack(NULL, len, req);
-    struct inmsg im;
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid SendRequest");
         return;
     }
-    im.target = r->target;
-    im.arg = r->argument;
-    im.key = r->idempotency_key;
-    im.delay_ms = r->delay_ms;
-    im.is_call = 0;
-    im.has_nul = address_has_nul(req, len, 1, r->target) || string_has_nul(req, len, 3, r->idempotency_key);
-    accept_unary(in, call, &im);
+    accept_request(arg, call, req, len, r->target, r->argument, r->idempotency_key, r->delay_ms, 0);
     statemesh__v1__send_request__free_unpacked(r, NULL);
 }
 
 static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
 {
-    struct ingress *in = arg;
     Statemesh__V1__CallRequest *r = statemesh__v1__call_request__unpack(NULL, len, req);
-    struct inmsg im;
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid CallRequest");
         return;
     }
-    im.target = r->target;
-    im.arg = r->argument;
-    im.key = r->idempotency_key;
-    im.delay_ms = 0;
-    im.is_call = 1;
-    im.has_nul = address_has_nul(req, len, 1, r->target) || string_has_nul(req, len, 3, r->idempotency_key);
-    accept_unary(in, call, &im);
+    accept_request(arg, call, req, len, r->target, r->argument, r->idempotency_key, 0, 1);
     statemesh__v1__call_request__free_unpacked(r, NULL);
 }
 

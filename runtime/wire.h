@@ -1,0 +1,26 @@
+/*
+ * wire — walking protobuf wire bytes without decoding them.
+ *
+ * protobuf-c hands strings over NUL-terminated, so a string with a NUL byte
+ * inside silently shrinks to its prefix (an id "a\0b" would address "a").
+ * The ingress and the endpoint compare decoded strings with their raw
+ * length-delimited fields to refuse such input; this is the one walker they
+ * share. Only length-delimited fields are returned; varint, 32- and 64-bit
+ * fields are skipped; groups (wire types 3, 4) count as malformed.
+ */
+#ifndef SM_WIRE_H
+#define SM_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The next length-delimited field of bytes p..n at or after *pos: returns 1
+ * with its number and body (and advances *pos past it), 0 at the end, -1 if
+ * the bytes are malformed. */
+int wire_next(const uint8_t *p, size_t n, size_t *pos, uint32_t *field, const uint8_t **body,
+              size_t *blen);
+/* The last occurrence of length-delimited `field` (the one a decoder keeps).
+ * Returns 1 found, 0 absent or malformed. */
+int wire_find(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body, size_t *blen);
+
+#endif
