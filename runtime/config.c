@@ -1080,19 +1080,26 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
     }
 }
 
+/* The number of groups in the list setting `name` (e.g. "endpoints"),
+ * 0 when it is empty; -1 after reporting that it is not a list of the
+ * given `shape`. */
+static int group_list_length(struct loader *ld, config_setting_t *list, const char *name,
+                             const char *shape)
+{
+    if (config_setting_is_array(list) && config_setting_length(list) == 0) return 0;
+    if (!config_setting_is_list(list)) {
+        setting_error(ld, list, name, "expected a list %s, got %s", shape,
+                      type_name(config_setting_type(list)));
+        return -1;
+    }
+    return config_setting_length(list);
+}
+
 static void load_endpoints(struct loader *ld, config_setting_t *list, struct cfg *c)
 {
-    int n;
+    int n = group_list_length(ld, list, "endpoints", "( { functions = ...; target = ...; }, ... )");
 
-    if (config_setting_is_array(list) && config_setting_length(list) == 0) return;
-    if (!config_setting_is_list(list)) {
-        setting_error(ld, list, "endpoints",
-                      "expected a list ( { functions = ...; target = ...; }, ... ), got %s",
-                      type_name(config_setting_type(list)));
-        return;
-    }
-    n = config_setting_length(list);
-    if (n == 0) return;
+    if (n <= 0) return;
     c->endpoints = calloc((size_t)n, sizeof *c->endpoints);
     if (c->endpoints == NULL) {
         setting_error(ld, list, "endpoints", "out of memory");
@@ -1184,17 +1191,9 @@ static void load_egress(struct loader *ld, config_setting_t *g, size_t idx, stru
 
 static void load_egresses(struct loader *ld, config_setting_t *list, struct cfg *c)
 {
-    int n;
+    int n = group_list_length(ld, list, "egresses", "( { name = \"...\"; }, ... )");
 
-    if (config_setting_is_array(list) && config_setting_length(list) == 0) return;
-    if (!config_setting_is_list(list)) {
-        setting_error(ld, list, "egresses",
-                      "expected a list ( { name = \"...\"; }, ... ), got %s",
-                      type_name(config_setting_type(list)));
-        return;
-    }
-    n = config_setting_length(list);
-    if (n == 0) return;
+    if (n <= 0) return;
     c->egresses = calloc((size_t)n, sizeof *c->egresses);
     if (c->egresses == NULL) {
         setting_error(ld, list, "egresses", "out of memory");
