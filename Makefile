@@ -45,7 +45,7 @@ PY_GEN      := $(patsubst protocol/%.proto,$(PY_GEN_DIR)/%_pb2.py,$(PY_PROTOS))
 
 SDK_SRCS    := $(wildcard sdk-c/*.c)
 SDK_O       := $(patsubst %.c,$(B)/obj/%.o,$(SDK_SRCS))
-RT_SRCS     := $(filter-out runtime/main.c runtime/cli.c,$(wildcard runtime/*.c))
+RT_SRCS     := $(filter-out runtime/main.c runtime/cli%.c,$(wildcard runtime/*.c))
 RT_O        := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRCS))
 UNIT_SRCS   := $(wildcard test/unit/test_*.c)
 UNIT_BINS   := $(patsubst test/unit/%.c,$(B)/test/%,$(UNIT_SRCS))
@@ -123,7 +123,7 @@ $(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $(B)/obj/runtime/main.o $(B)/libruntime.a \
 	  -Wl,--whole-archive $(B)/libstatemesh.a -Wl,--no-whole-archive $(SDK_EXPORTS) $(LIBS)
 
-$(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/libstatemesh.a
+$(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/obj/runtime/cli_stdin.o $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/examples/%: $(B)/obj/examples/%.o $(B)/libstatemesh.a

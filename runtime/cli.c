@@ -87,31 +87,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "statemesh/client.h"
 #include "statemesh/json.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
-#define STDIN_FINISH_TIMEOUT_MS 60000
-#define EXIT_RPC 1
-#define EXIT_USAGE 2
-#define MAX_LINE ((size_t)64 << 20)
-#define MAX_REPORTED 100 /* per kind of line error; then only counted */
-
-struct args {
-    const char *address;
-    const char *type;      /* --type */
-    int timeout_ms;
-    bool timeout_set;
-    bool json, use_stdin, quiet, follow, earliest, latest, all;
-    bool has_delay, has_from, has_after, has_limit;
-    uint64_t delay_ms;     /* --delay */
-    uint64_t from;         /* --from */
-    uint64_t after;        /* --after */
-    uint64_t limit;        /* --limit */
-    const char *key;       /* --idempotency-key */
-    const char **pos;      /* the positional arguments (argc entries) */
-    int npos;
-};
 
 static void usage(FILE *f)
 {
@@ -168,8 +148,7 @@ static void usage(FILE *f)
             "example: statemesh call example/user alice hi\n");
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "statemesh: ");
@@ -216,15 +195,8 @@ static void put_double(FILE *f, double d)
 
 /* ---- values ---- */
 
-enum vkind { VK_STRING, VK_INT64, VK_FLOAT64, VK_BOOL, VK_JSON, VK_BYTES, VK_USER };
-
-struct vtype {
-    enum vkind kind;
-    const char *typename;  /* the typename sent (points at the name for user types) */
-};
-
 /* Resolves a --type / "typename" name. Returns 0, or -1 for an unknown one. */
-static int resolve_type(const char *name, struct vtype *out)
+int resolve_type(const char *name, struct vtype *out)
 {
     static const struct {
         const char *shortname, *typename;
@@ -249,15 +221,8 @@ static int resolve_type(const char *name, struct vtype *out)
     return -1;
 }
 
-#define TYPE_NAMES "string, int64, float64, bool, json, bytes or a typename NS/NAME"
 
-/* A growable byte buffer (caps: MAX_LINE). */
-struct gbuf {
-    uint8_t *p;
-    size_t cap;
-};
-
-static int gbuf_reserve(struct gbuf *b, size_t n)
+int gbuf_reserve(struct gbuf *b, size_t n)
 {
     uint8_t *np;
     if (n <= b->cap) return 0;
@@ -276,7 +241,7 @@ static int hexdigit(char c)
 }
 
 /* Decodes len hex digits into out (len / 2 bytes). Returns 0 or -1. */
-static int unhex(const char *text, size_t len, uint8_t *out)
+int unhex(const char *text, size_t len, uint8_t *out)
 {
     if (len % 2) return -1;
     for (size_t i = 0; i < len / 2; i++) {
@@ -416,7 +381,7 @@ static void print_value_json(FILE *f, const sm_value *v)
 
 /* ---- commands ---- */
 
-static int rpc_error(const char *what, const sm_error *err, const char *address)
+int rpc_error(const char *what, const sm_error *err, const char *address)
 {
     fprintf(stderr, "statemesh: %s: %s: %s\n", what, sm_status_code_name(err->code), err->message);
     if (err->code == 14) /* UNAVAILABLE */
@@ -529,389 +494,6 @@ static int cmd_stats(sm_client *c, const struct args *a)
     if (a->json) fputs("}\n", stdout);
     sm_stats_cleanup(&s);
     return 0;
-}
-
-/* ---- send --stdin ---- */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* Lines of fd 0, read in large chunks; `idle` runs before a read would block. */
-struct reader {
-    char *buf;
-    size_t cap, start, end;
-    bool eof;
-};
-
-struct feeder; /* the send --stdin state, below */
-static void feeder_idle(struct feeder *fd);
-
-/* The next line (without "\n" or "\r\n") in *line/*len. Returns 1, 0 at the
- * end of input, -1 on a read error (errno), -2 for a line longer than
- * MAX_LINE (skipped). */
-static int read_line(struct reader *r, struct feeder *fd, char **line, size_t *len)
-{
-    bool too_long = false;
-    for (;;) {
-        char *nl = r->end > r->start ? memchr(r->buf + r->start, '\n', r->end - r->start) : NULL;
-        if (nl || (r->eof && r->end > r->start)) {
-            size_t n = nl ? (size_t)(nl - (r->buf + r->start)) : r->end - r->start;
-            *line = r->buf + r->start;
-            r->start += n + (nl ? 1 : 0);
-            if (n && (*line)[n - 1] == '\r') n--;
-            *len = n;
-            if (too_long) return -2;
-            return 1;
-        }
-        if (r->eof) return too_long ? -2 : 0;
-        if (r->start > 0) { /* keep the partial line at the front */
-            memmove(r->buf, r->buf + r->start, r->end - r->start);
-            r->end -= r->start;
-            r->start = 0;
-        }
-        if (r->end - r->start >= MAX_LINE) { /* drop what we have of the long line */
-            too_long = true;
-            r->start = r->end = 0;
-        }
-        if (r->cap - r->end < 65536) {
-            size_t cap = r->cap ? r->cap * 2 : 1 << 20;
-            char *nb;
-            if (cap > MAX_LINE + 65536) cap = MAX_LINE + 65536;
-            if (cap <= r->cap || !(nb = realloc(r->buf, cap))) {
-                errno = ENOMEM;
-                return -1;
-            }
-            r->buf = nb;
-            r->cap = cap;
-        }
-        {
-            struct pollfd p = {0, POLLIN, 0};
-            if (poll(&p, 1, 0) == 0) feeder_idle(fd); /* input would block: flush, acks */
-        }
-        for (;;) {
-            ssize_t got = read(0, r->buf + r->end, r->cap - r->end);
-            if (got > 0) {
-                r->end += (size_t)got;
-                break;
-            }
-            if (got == 0) {
-                r->eof = true;
-                break;
-            }
-            if (errno != EINTR) return -1;
-        }
-    }
-}
-
-struct feeder {
-    sm_send_stream *st;
-    const struct args *a;
-    struct vtype dflt;              /* typename of lines without one */
-    uint64_t *line_of;              /* line number of seq, at seq % window */
-    size_t window;
-    unsigned long lineno;
-    unsigned long malformed, reported_malformed, reported_rejected;
-    struct gbuf scratch;
-    uint8_t scalar[8];
-    bool tty, progress_shown;
-    double t0, last_progress;
-};
-
-static void show_progress(struct feeder *fd, bool force)
-{
-    sm_send_stream_progress p;
-    double t = now_s(), el;
-    if (fd->a->quiet) return;
-    if (!force && t - fd->last_progress < (fd->tty ? 0.25 : 5.0)) return;
-    fd->last_progress = t;
-    el = t - fd->t0;
-    sm_send_stream_get_progress(fd->st, &p);
-    fprintf(stderr, "%sstatemesh: sent %" PRIu64 ", acknowledged %" PRIu64 ", rejected %" PRIu64
-                    ", %.0f msg/s%s",
-            fd->tty ? "\r" : "", p.pushed, p.committed_through, p.rejected,
-            el > 0 ? (double)p.pushed / el : 0.0, fd->tty ? "   " : "\n");
-    fd->progress_shown = true;
-}
-
-/* Input is idle: send the partial batch, then wait for input while
- * handling acks and showing progress. */
-static void feeder_idle(struct feeder *fd)
-{
-    sm_error err;
-    struct pollfd p = {0, POLLIN, 0};
-    if (sm_send_stream_flush(fd->st, &err) != SM_OK) return; /* reported by the next push */
-    while (poll(&p, 1, 0) == 0) {
-        if (sm_send_stream_poll(fd->st, 100, &err) != SM_OK) return;
-        show_progress(fd, false);
-    }
-}
-
-static void line_error(struct feeder *fd, unsigned long lineno, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void line_error(struct feeder *fd, unsigned long lineno, const char *fmt, ...)
-{
-    va_list ap;
-    fd->malformed++;
-    if (++fd->reported_malformed > MAX_REPORTED) {
-        if (fd->reported_malformed == MAX_REPORTED + 1)
-            fprintf(stderr, "\nstatemesh: stdin: more malformed lines; only counting them now\n");
-        return;
-    }
-    fprintf(stderr, "%sstatemesh: stdin:%lu: ", fd->tty && fd->progress_shown ? "\n" : "", lineno);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-static void on_rejected(void *udata, uint64_t seq, int code, const char *message)
-{
-    struct feeder *fd = udata;
-    if (++fd->reported_rejected > MAX_REPORTED) {
-        if (fd->reported_rejected == MAX_REPORTED + 1)
-            fprintf(stderr, "\nstatemesh: stdin: more rejected messages; only counting them now\n");
-        return;
-    }
-    fprintf(stderr, "%sstatemesh: stdin:%" PRIu64 ": rejected: %s: %s\n",
-            fd->tty && fd->progress_shown ? "\n" : "", fd->line_of[seq % fd->window],
-            sm_status_code_name(code), message);
-}
-
-/* Unescapes JSON string v into the scratch buffer at *off. */
-static const char *scratch_string(struct feeder *fd, const sm_json *v, size_t *off, size_t *len)
-{
-    char *out = (char *)fd->scratch.p + *off;
-    size_t n;
-    if (sm_json_string(v, out, fd->scratch.cap - *off, &n) != SM_OK) return NULL;
-    *off += n + 1;
-    if (len) *len = n;
-    return out;
-}
-
-/* Parses and pushes one line. */
-static int feed_line(struct feeder *fd, const char *line, size_t len, sm_error *err)
-{
-    static const char *const names[] = {"type", "id", "value", "typename", "key", "delay_ms"};
-    sm_json doc, k, v, got[6];
-    sm_json_iter it;
-    bool have[6] = {false};
-    const char *type, *id, *key = NULL;
-    size_t off = 0;
-    struct vtype vt = fd->dflt;
-    sm_send_options o = {NULL, 0};
-    sm_value val;
-    uint64_t seq;
-    int rc;
-
-    if (sm_json_parse(line, len, &doc) != SM_OK) {
-        line_error(fd, fd->lineno, "not valid JSON (or not UTF-8): %.*s%s", (int)(len > 80 ? 80 : len),
-                   line, len > 80 ? "..." : "");
-        return 0;
-    }
-    if (doc.kind != SM_JSON_OBJECT) {
-        line_error(fd, fd->lineno, "a line must be a JSON object {\"type\":...,\"id\":...,\"value\":...}");
-        return 0;
-    }
-    if (gbuf_reserve(&fd->scratch, len + 64)) {
-        line_error(fd, fd->lineno, "out of memory");
-        return 0;
-    }
-    if (sm_json_iter_init(&it, &doc) != SM_OK) return 0;
-    while (sm_json_iter_next(&it, &k, &v) == SM_OK) {
-        size_t i;
-        for (i = 0; i < 6 && !sm_json_string_eq(&k, names[i]); i++) {
-        }
-        if (i == 6) {
-            line_error(fd, fd->lineno,
-                       "unknown member %.*s (allowed: type, id, value, typename, key, delay_ms)",
-                       (int)(k.len > 64 ? 64 : k.len), k.p);
-            return 0;
-        }
-        if (have[i]) {
-            line_error(fd, fd->lineno, "member \"%s\" appears twice", names[i]);
-            return 0;
-        }
-        have[i] = true;
-        got[i] = v;
-    }
-    for (int i = 0; i < 3; i++)
-        if (!have[i]) {
-            line_error(fd, fd->lineno, "missing \"%s\"", names[i]);
-            return 0;
-        }
-    for (int i = 0; i < 5; i++)
-        if (i != 2 && have[i] && got[i].kind != SM_JSON_STRING) {
-            line_error(fd, fd->lineno, "\"%s\" must be a string", names[i]);
-            return 0;
-        }
-    if (!(type = scratch_string(fd, &got[0], &off, NULL)) ||
-        !(id = scratch_string(fd, &got[1], &off, NULL)) ||
-        (have[4] && !(key = scratch_string(fd, &got[4], &off, NULL)))) {
-        line_error(fd, fd->lineno, "a string holds an invalid escape (lone surrogate or \\u0000)");
-        return 0;
-    }
-    if (have[3]) {
-        const char *tn = scratch_string(fd, &got[3], &off, NULL);
-        if (!tn || resolve_type(tn, &vt)) {
-            line_error(fd, fd->lineno, "unknown typename %.*s (" TYPE_NAMES ")",
-                       (int)(got[3].len > 80 ? 80 : got[3].len), got[3].p);
-            return 0;
-        }
-    }
-    if (have[5]) {
-        int64_t d;
-        if (sm_json_int64(&got[5], &d) != SM_OK || d < 0 || (uint64_t)d > SM_MAX_DELAY_MS) {
-            line_error(fd, fd->lineno, "\"delay_ms\" must be an integer 0..%" PRIu64,
-                       (uint64_t)SM_MAX_DELAY_MS);
-            return 0;
-        }
-        o.delay_ms = (uint64_t)d;
-    }
-    if (key && !*key) {
-        line_error(fd, fd->lineno, "\"key\" is empty (leave it out for no idempotency key)");
-        return 0;
-    }
-    o.idempotency_key = key;
-
-    v = got[2];
-    switch (vt.kind) {
-    case VK_JSON: val = sm_value_make(vt.typename, v.p, v.len); break;
-    case VK_STRING: {
-        size_t n;
-        const char *s = v.kind == SM_JSON_STRING ? scratch_string(fd, &v, &off, &n) : NULL;
-        if (!s) {
-            line_error(fd, fd->lineno, "\"value\" must be a JSON string for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_string_n(s, n);
-        break;
-    }
-    case VK_INT64: {
-        int64_t x;
-        if (sm_json_int64(&v, &x) != SM_OK) {
-            line_error(fd, fd->lineno, "\"value\" must be a 64-bit integer for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_int64(x, fd->scalar);
-        break;
-    }
-    case VK_FLOAT64: {
-        double x;
-        if (sm_json_double(&v, &x) != SM_OK) {
-            line_error(fd, fd->lineno, "\"value\" must be a number for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_float64(x, fd->scalar);
-        break;
-    }
-    case VK_BOOL: {
-        bool x;
-        if (sm_json_bool(&v, &x) != SM_OK) {
-            line_error(fd, fd->lineno, "\"value\" must be true or false for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_bool(x, fd->scalar);
-        break;
-    }
-    case VK_BYTES:
-    case VK_USER: {
-        size_t n;
-        const char *hex = v.kind == SM_JSON_STRING ? scratch_string(fd, &v, &off, &n) : NULL;
-        uint8_t *bytes = fd->scratch.p + off;
-        if (!hex || off + n / 2 > fd->scratch.cap || unhex(hex, n, bytes)) {
-            line_error(fd, fd->lineno, "\"value\" must be a string of hex digits for typename %s",
-                       vt.typename);
-            return 0;
-        }
-        val = sm_value_make(vt.typename, bytes, n / 2);
-        break;
-    }
-    }
-
-    rc = sm_send_stream_push(fd->st, type, id, &val, &o, &seq, err);
-    if (rc == SM_EINVAL) {
-        line_error(fd, fd->lineno, "%s", err->message);
-        return 0;
-    }
-    if (rc != SM_OK) return rc;
-    fd->line_of[seq % fd->window] = fd->lineno;
-    return 0;
-}
-
-static int cmd_send_stdin(sm_client *c, const struct args *a)
-{
-    struct feeder fd;
-    struct reader r = {NULL, 0, 0, 0, false};
-    sm_send_stream_options so;
-    sm_send_stream_progress p;
-    sm_error err;
-    char *line;
-    size_t len;
-    double el;
-    int rc = 0, st_rc = SM_OK, lr;
-
-    if (a->npos != 1) return usage_error("send --stdin takes no TYPE ID VALUE (they come from the lines)");
-    memset(&fd, 0, sizeof fd);
-    fd.a = a;
-    if (resolve_type(a->type ? a->type : "json", &fd.dflt))
-        return usage_error("unknown --type '%s' (" TYPE_NAMES ")", a->type);
-    memset(&so, 0, sizeof so);
-    so.window = fd.window = 65536;
-    so.on_error = on_rejected;
-    so.udata = &fd;
-    if (!(fd.line_of = calloc(fd.window, sizeof *fd.line_of))) {
-        fprintf(stderr, "statemesh: out of memory\n");
-        return EXIT_RPC;
-    }
-    if (sm_send_stream_open(c, &so, &fd.st, &err) != SM_OK) {
-        free(fd.line_of);
-        return rpc_error("send --stdin", &err, a->address);
-    }
-    fd.tty = isatty(2);
-    fd.t0 = fd.last_progress = now_s();
-
-    while ((lr = read_line(&r, &fd, &line, &len)) != 0) {
-        fd.lineno++;
-        if (lr == -1) {
-            fprintf(stderr, "statemesh: reading stdin: %s\n", strerror(errno));
-            rc = EXIT_RPC;
-            break;
-        }
-        if (lr == -2) {
-            line_error(&fd, fd.lineno, "line longer than %zu bytes", MAX_LINE);
-            continue;
-        }
-        while (len && (line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
-        {
-            size_t i = 0;
-            while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
-            if (i == len) continue; /* blank */
-        }
-        if ((st_rc = feed_line(&fd, line, len, &err)) != SM_OK) break;
-        if ((fd.lineno & 1023) == 0) show_progress(&fd, false);
-    }
-    if (st_rc == SM_OK && rc == 0)
-        st_rc = sm_send_stream_finish(fd.st, a->timeout_set ? a->timeout_ms : STDIN_FINISH_TIMEOUT_MS,
-                                      &err);
-    sm_send_stream_get_progress(fd.st, &p);
-    if (fd.progress_shown && fd.tty) fputc('\n', stderr);
-    if (st_rc != SM_OK) rc = rpc_error("send --stdin", &err, a->address);
-    el = now_s() - fd.t0;
-    fprintf(stderr,
-            "statemesh: %" PRIu64 " messages in %.2f s (%.0f msg/s): %" PRIu64 " committed, %" PRIu64
-            " rejected, %" PRIu64 " unacknowledged, %lu malformed lines skipped\n",
-            p.pushed, el, el > 0 ? (double)p.pushed / el : 0.0, p.committed_through - p.rejected,
-            p.rejected, p.pushed - p.committed_through, fd.malformed);
-    if (p.rejected || fd.malformed || p.committed_through < p.pushed) rc = EXIT_RPC;
-    sm_send_stream_destroy(&fd.st);
-    free(fd.line_of);
-    free(fd.scratch.p);
-    free(r.buf);
-    return rc;
 }
 
 /* ---- egress tail ---- */

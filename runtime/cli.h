@@ -1,0 +1,61 @@
+/*
+ * cli — what the `statemesh` CLI's files share (cli.c: arguments, values,
+ * most commands; cli_stdin.c: `send --stdin`). Internal to build/statemesh.
+ */
+#ifndef SM_CLI_H
+#define SM_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statemesh/client.h"
+
+#define EXIT_RPC 1
+#define EXIT_USAGE 2
+#define MAX_LINE ((size_t)64 << 20)
+#define TYPE_NAMES "string, int64, float64, bool, json, bytes or a typename NS/NAME"
+
+struct args {
+    const char *address;
+    const char *type;      /* --type */
+    int timeout_ms;
+    bool timeout_set;
+    bool json, use_stdin, quiet, follow, earliest, latest, all;
+    bool has_delay, has_from, has_after, has_limit;
+    uint64_t delay_ms;     /* --delay */
+    uint64_t from;         /* --from */
+    uint64_t after;        /* --after */
+    uint64_t limit;        /* --limit */
+    const char *key;       /* --idempotency-key */
+    const char **pos;      /* the positional arguments (argc entries) */
+    int npos;
+};
+
+enum vkind { VK_STRING, VK_INT64, VK_FLOAT64, VK_BOOL, VK_JSON, VK_BYTES, VK_USER };
+
+struct vtype {
+    enum vkind kind;
+    const char *typename;  /* the typename sent (points at the name for user types) */
+};
+
+/* A growable byte buffer (caps: MAX_LINE). */
+struct gbuf {
+    uint8_t *p;
+    size_t cap;
+};
+
+/* Prints "statemesh: MESSAGE" and a usage hint; returns EXIT_USAGE. */
+int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Resolves a --type / "typename" name. Returns 0, or -1 for an unknown one. */
+int resolve_type(const char *name, struct vtype *out);
+int gbuf_reserve(struct gbuf *b, size_t n);
+/* Decodes len hex digits into out (len / 2 bytes). Returns 0 or -1. */
+int unhex(const char *text, size_t len, uint8_t *out);
+/* Prints an RPC failure; returns EXIT_RPC. */
+int rpc_error(const char *what, const sm_error *err, const char *address);
+
+/* statemesh send --stdin (cli_stdin.c). */
+int cmd_send_stdin(sm_client *c, const struct args *a);
+
+#endif
