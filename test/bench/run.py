@@ -267,7 +267,7 @@ runtime = {
   data_dir = "%(data)s";
   ingress = "127.0.0.1:%(port)d";
   checkpoint = { interval_ms = 0; sync = %(sync)s; };
-};
+%(extra)s};
 endpoints = (
   {
     functions = "bench/*";
@@ -352,7 +352,8 @@ class Bench:
             f.write(CONFIG % dict(data=os.path.join(work, "data"), port=port,
                                   sync="true" if r["sync"] else "false",
                                   ep_mode="embedded" if r["mode"] == "embedded" else "sidecar",
-                                  where=where))
+                                  where=where,
+                                  extra="".join("  %s;\n" % kv for kv in self.args.set)))
         logpath = os.path.join(work, "statemeshd.log")
         log = open(logpath, "wb")
         try:
@@ -609,6 +610,9 @@ def main():
                     help="parent of the work dirs (default $STATEMESH_BENCH_TMP or /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work dirs (logs, data)")
     ap.add_argument("--list", action="store_true", help="list the runs and exit")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="add a setting to the generated config's runtime group, "
+                         "e.g. --set max_queued_bytes=8388608 (repeatable)")
     ap.add_argument("--perf", action="store_true",
                     help="record each run's runtime and function server with `perf record` "
                          "(during the load) and write flat profiles to BUILD/bench/perf/")
