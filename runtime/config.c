@@ -765,10 +765,44 @@ static void load_checkpoint(struct loader *ld, config_setting_t *g, struct cfg *
     }
 }
 
+static void load_storage(struct loader *ld, config_setting_t *g, struct cfg *c)
+{
+    const char *known = "block_cache_bytes, write_buffer_bytes, compression, max_open_files";
+    char name[CFG_SETTING_MAX];
+
+    if (!config_setting_is_group(g)) {
+        setting_error(ld, g, "runtime.storage",
+                      "expected a group { block_cache_bytes = ...; ... }, got %s",
+                      type_name(config_setting_type(g)));
+        return;
+    }
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        long long v;
+
+        snprintf(name, sizeof name, "runtime.storage.%s", key);
+        if (strcmp(key, "block_cache_bytes") == 0) {
+            if (get_int(ld, s, name, 1LL << 20, CFG_QUEUED_MAX, &v) == 0)
+                c->storage_block_cache_bytes = (size_t)v;
+        } else if (strcmp(key, "write_buffer_bytes") == 0) {
+            if (get_int(ld, s, name, 1LL << 20, 1LL << 30, &v) == 0)
+                c->storage_write_buffer_bytes = (size_t)v;
+        } else if (strcmp(key, "compression") == 0) {
+            (void)get_bool(ld, s, name, &c->storage_compression);
+        } else if (strcmp(key, "max_open_files") == 0) {
+            if (get_int(ld, s, name, 20, 100000, &v) == 0) c->storage_max_open_files = (int)v;
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+}
+
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
-                        "max_queued_bytes, idempotency_retention_hours, state_cache_bytes";
+                        "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
+                        "storage";
     char name[CFG_SETTING_MAX];
 
     if (!config_setting_is_group(g)) {
@@ -817,6 +851,8 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
             if (get_int(ld, s, name, 1, 8760, &v) == 0) c->idempotency_retention_hours = (int)v;
         } else if (strcmp(key, "checkpoint") == 0) {
             load_checkpoint(ld, s, c);
+        } else if (strcmp(key, "storage") == 0) {
+            load_storage(ld, s, c);
         } else {
             unknown_setting(ld, s, name, known);
         }
@@ -1294,9 +1330,13 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     c.max_message_bytes = 4u * 1024 * 1024;
     c.checkpoint_interval_ms = 0;
     c.checkpoint_sync = true;
-    c.max_queued_bytes = 256u * 1024 * 1024;
-    c.state_cache_bytes = 32u * 1024 * 1024;
+    c.max_queued_bytes = CFG_DEFAULT_QUEUED_BYTES;
+    c.state_cache_bytes = CFG_DEFAULT_STATE_CACHE;
     c.idempotency_retention_hours = 24;
+    c.storage_block_cache_bytes = CFG_DEFAULT_BLOCK_CACHE;
+    c.storage_write_buffer_bytes = CFG_DEFAULT_WRITE_BUFFER;
+    c.storage_compression = true;
+    c.storage_max_open_files = CFG_DEFAULT_MAX_OPEN_FILES;
     if (c.path == NULL || c.data_dir == NULL || c.ingress == NULL) {
         add_error(&ld, path, 0, NULL, "out of memory");
         goto out;

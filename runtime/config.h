@@ -7,13 +7,19 @@
  *     log_level = "info";               # debug | info | warn | error
  *     max_message_bytes = 4194304;      # largest accepted message/state value
  *     checkpoint = { interval_ms = 0; sync = true; };
- *     max_queued_bytes = 268435456;     # memory of queued messages; above it Send/Call
+ *     max_queued_bytes = 16777216;      # memory of queued messages; above it Send/Call
  *                                       # get RESOURCE_EXHAUSTED, SendStream pauses
  *                                       # (1 MiB .. 64 GiB)
  *     idempotency_retention_hours = 24; # how long idempotency keys are kept, 1..8760
- *     state_cache_bytes = 33554432;     # state values kept in memory (LRU), 0..64 GiB;
+ *     state_cache_bytes = 8388608;      # state values kept in memory (LRU), 0..64 GiB;
  *                                       # values written but not yet committed are
  *                                       # always kept, whatever the budget
+ *     storage = {                       # LevelDB's options
+ *       block_cache_bytes = 8388608;    # uncompressed blocks kept in memory, 1 MiB..64 GiB
+ *       write_buffer_bytes = 4194304;   # memtable size, 1 MiB..1 GiB
+ *       compression = true;             # snappy
+ *       max_open_files = 1000;          # table files kept open (and mapped), 20..100000
+ *     };
  *   };
  *   endpoints = (
  *     { functions = "example/*";        # "ns/*" or an exact "ns/name"
@@ -96,6 +102,15 @@ struct cfg_egress {
     int line;
 };
 
+/* The memory defaults keep the runtime near 64 MB of anonymous memory at
+ * any number of addresses (measured with make bench at 10M addresses; see
+ * the README's "Performance" section). */
+#define CFG_DEFAULT_QUEUED_BYTES (16u * 1024 * 1024)
+#define CFG_DEFAULT_STATE_CACHE (8u * 1024 * 1024)
+#define CFG_DEFAULT_BLOCK_CACHE (8u * 1024 * 1024)
+#define CFG_DEFAULT_WRITE_BUFFER (4u * 1024 * 1024)
+#define CFG_DEFAULT_MAX_OPEN_FILES 1000
+
 struct cfg {
     char *path;               /* the file as given */
     char *data_dir;           /* absolute or relative to cwd after resolution */
@@ -104,9 +119,14 @@ struct cfg {
     size_t max_message_bytes; /* default 4 MiB, 1 KiB..64 MiB */
     int checkpoint_interval_ms; /* default 0 = every loop iteration, 0..60000 */
     bool checkpoint_sync;     /* default true */
-    size_t max_queued_bytes;  /* default 256 MiB */
-    size_t state_cache_bytes; /* default 32 MiB, 0..64 GiB */
+    size_t max_queued_bytes;  /* default CFG_DEFAULT_QUEUED_BYTES, 1 MiB..64 GiB */
+    size_t state_cache_bytes; /* default CFG_DEFAULT_STATE_CACHE, 0..64 GiB */
     int idempotency_retention_hours; /* default 24 */
+    /* runtime.storage: LevelDB's options (see store.h) */
+    size_t storage_block_cache_bytes;  /* default CFG_DEFAULT_BLOCK_CACHE, 1 MiB..64 GiB */
+    size_t storage_write_buffer_bytes; /* default CFG_DEFAULT_WRITE_BUFFER, 1 MiB..1 GiB */
+    bool storage_compression;          /* default true (snappy) */
+    int storage_max_open_files;        /* default CFG_DEFAULT_MAX_OPEN_FILES, 20..100000 */
     struct cfg_endpoint *endpoints;
     size_t n_endpoints;
     struct cfg_egress *egresses;

@@ -33,8 +33,8 @@
 
 #define KEY_STACK 1536
 #define KEY_MAX (64u * 1024)          /* longer keys on disk are treated as corrupt */
-#define DEFAULT_CACHE (32u * 1024 * 1024)
-#define DEFAULT_WRITE_BUFFER (16u * 1024 * 1024)
+#define DEFAULT_CACHE (8u * 1024 * 1024)
+#define DEFAULT_WRITE_BUFFER (4u * 1024 * 1024)
 #define BLOOM_BITS 10
 #define META_FORMAT "format"
 #define META_KEY_GROUPS "key_groups"
@@ -900,6 +900,7 @@ int store_open(struct store **out, const char *dir, const struct store_options *
     leveldb_options_set_write_buffer_size(s->opt, opt->write_buffer_bytes
                                                       ? opt->write_buffer_bytes
                                                       : DEFAULT_WRITE_BUFFER);
+    if (opt->max_open_files > 0) leveldb_options_set_max_open_files(s->opt, opt->max_open_files);
     leveldb_options_set_compression(s->opt, opt->compression ? leveldb_snappy_compression
                                                              : leveldb_no_compression);
     s->ro = leveldb_readoptions_create();

@@ -48,9 +48,10 @@ struct store;
 struct store_batch;
 
 struct store_options {
-    size_t block_cache_bytes;   /* 0: 32 MiB */
-    size_t write_buffer_bytes;  /* 0: 16 MiB */
+    size_t block_cache_bytes;   /* 0: 8 MiB */
+    size_t write_buffer_bytes;  /* 0: 4 MiB */
     bool compression;           /* snappy */
+    int max_open_files;         /* 0: LevelDB's default (1000) */
 };
 
 uint16_t store_key_group(const char *type, const char *id);

@@ -240,3 +240,28 @@ def test_queued_messages_survive_clean_restart(sandbox, require):
     cl.wait_drained()
     time.sleep(0.3)
     assert cl.int_state(COUNTER, "later") == 10
+
+
+def test_storage_options_reach_leveldb(sandbox, require):
+    """runtime.storage is applied: with a 1 MiB write buffer, about 2 MB of
+    state makes LevelDB flush its memtable into a table file; with the default
+    (4 MiB) the same writes stay in the log."""
+    require("statemeshd", "test/fn/testfn")
+    fn = sandbox.testfn()
+
+    def tables_after_writes(name, **kw):
+        rt = sandbox.runtime(endpoints=[endpoint("test/*", fn)], name=name, **kw)
+        cl = rt.client()
+        blob = typed("test/blob", bytes(range(256)) * 600)          # 150 KiB, 300 KiB of hex
+        for i in range(6):
+            cl.send("test/store", "s%d" % i, blob)
+        wait_until(lambda: cl.queued() == 0, timeout=30, message="test/store drained")
+        assert len(cl.state("test/store", "s5")["hex"]) == 2 * len(blob.value)
+        rt.stop()
+        return sorted(p.name for p in (rt.data_dir / "store").glob("*.ldb"))
+
+    small = tables_after_writes("small", runtime_settings={
+        "storage": {"write_buffer_bytes": 1048576, "compression": False,
+                    "block_cache_bytes": 1048576, "max_open_files": 64}})
+    assert small, "a 1 MiB write buffer never flushed"
+    assert tables_after_writes("default") == []

@@ -196,9 +196,13 @@ static void defaults(void **state)
     assert_int_equal(c.max_message_bytes, 4 * 1024 * 1024);
     assert_int_equal(c.checkpoint_interval_ms, 0);
     assert_true(c.checkpoint_sync);
-    assert_int_equal(c.max_queued_bytes, 256 * 1024 * 1024);
+    assert_int_equal(c.max_queued_bytes, 16 * 1024 * 1024);
     assert_int_equal(c.idempotency_retention_hours, 24);
-    assert_true(c.state_cache_bytes == (size_t)32 << 20);
+    assert_true(c.state_cache_bytes == (size_t)8 << 20);
+    assert_true(c.storage_block_cache_bytes == (size_t)8 << 20);
+    assert_true(c.storage_write_buffer_bytes == (size_t)4 << 20);
+    assert_true(c.storage_compression);
+    assert_int_equal(c.storage_max_open_files, 1000);
     assert_int_equal(c.n_endpoints, 0);
     assert_null(c.endpoints);
     assert_int_equal(c.n_egresses, 0);
@@ -702,6 +706,46 @@ static void bad_runtime_limits(void **state)
                       "0 is out of range; must be 1..8760");
 }
 
+/* runtime.storage: every setting, a 64-bit block cache, and each kind of
+ * mistake with its FILE:LINE. */
+static void storage_settings(void **state)
+{
+    struct tmp t;
+    struct cfg c;
+    char err[2048];
+
+    (void)state;
+    tmp_write(&t, "runtime = {\n  storage = { block_cache_bytes = 17179869184;\n"
+                  "    write_buffer_bytes = 1048576; compression = false;\n"
+                  "    max_open_files = 64; };\n};\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_true(c.storage_block_cache_bytes == (size_t)16 << 30);
+    assert_true(c.storage_write_buffer_bytes == (size_t)1 << 20);
+    assert_false(c.storage_compression);
+    assert_int_equal(c.storage_max_open_files, 64);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = {\n  storage = {\n    block_cache_bytes = 1000;\n"
+                  "    write_buffer_bytes = 2147483647;\n    compression = 1;\n"
+                  "    max_open_files = 5;\n    bloom = 10;\n  };\n};\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, ":3: runtime.storage.block_cache_bytes: 1000 is out of range; "
+                                "must be 1048576..68719476736"));
+    assert_non_null(strstr(err, ":4: runtime.storage.write_buffer_bytes: 2147483647 is out of "
+                                "range; must be 1048576..1073741824"));
+    assert_non_null(strstr(err, ":5: runtime.storage.compression:"));
+    assert_non_null(strstr(err, ":6: runtime.storage.max_open_files: 5 is out of range; "
+                                "must be 20..100000"));
+    assert_non_null(strstr(err, ":7: runtime.storage.bloom: unknown setting"));
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = { storage = 5; };\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, ":1: runtime.storage: expected a group"));
+    tmp_remove(&t);
+}
+
 /* max_queued_bytes is a size_t up to 64 GiB: literals past 32 bits with or
  * without the L suffix, both bounds, and the wrong types. */
 static void queued_bytes_64bit(void **state)
@@ -962,6 +1006,7 @@ int main(void)
         cmocka_unit_test(bad_endpoint_ranges),
         cmocka_unit_test(bad_runtime_limits),
         cmocka_unit_test(queued_bytes_64bit),
+        cmocka_unit_test(storage_settings),
         cmocka_unit_test(bad_egresses),
         cmocka_unit_test(egress_edges),
         cmocka_unit_test(missing_file),
