@@ -39,9 +39,19 @@ checked_addresses, checked_sum, expected_sum, failed, rejected, unknown).
 A run that fails (a process dies, a timeout, a failed check) has ok = false
 and its error; its numbers are null.
 
-Only the Python standard library is used. Every child process runs in its
-own session and is killed when the driver exits, however it exits (SIGTERM
-and SIGINT are caught; PR_SET_PDEATHSIG covers SIGKILL).
+The plot: after the runs, test/bench/plot.py (its own process) draws
+BUILD/bench/scaling.png from results.json: counter-spread SendStream msgs/s
+against addresses, greeter Call calls/s and p50/p99 latency against clients,
+one line per mode, ok runs with sync = true only (a panel without data says
+so). It needs matplotlib (Debian python3-matplotlib; `make bench` installs it
+if missing); without it the driver prints "plot skipped: python3-matplotlib
+not installed (...)" and its exit status does not change: the plot never
+fails the bench. --no-plot leaves it out. Standalone:
+    /usr/bin/python3 test/bench/plot.py build/bench/results.json out.png
+
+Only the Python standard library is used (plot.py: matplotlib). Every child
+process runs in its own session and is killed when the driver exits, however
+it exits (SIGTERM and SIGINT are caught; PR_SET_PDEATHSIG covers SIGKILL).
 """
 
 import argparse
@@ -589,6 +599,29 @@ def markdown(results):
     return "\n".join(out)
 
 
+PLOT_SKIPPED = "plot skipped: python3-matplotlib not installed (apt-get install python3-matplotlib)"
+
+
+def make_plot(results_path, png, title):
+    """test/bench/plot.py in its own process: whatever happens there (no
+    matplotlib, an exception, a crash), the bench does not fail. Returns the
+    line to print."""
+    try:
+        p = subprocess.run([PYTHON, os.path.join(HERE, "plot.py"), os.path.relpath(results_path),
+                            os.path.relpath(png),
+                            "--title", title], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=300, preexec_fn=_die_with_parent)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "plot skipped: %s" % e
+    if p.returncode == 3:
+        return PLOT_SKIPPED
+    if p.returncode != 0:
+        err = p.stderr.decode(errors="replace").strip().splitlines()
+        return "plot skipped: plot.py exited with %d: %s" % (p.returncode, err[-1] if err else "")
+    text = p.stdout.decode(errors="replace").strip().splitlines()
+    return text[-1] if text else "plot: wrote %s" % os.path.relpath(png)
+
+
 def label(r):
     """What --only and --skip match: e.g. "counter-spread embedded stream c1 k1000 "."""
     return "%s %s %s c%d k%d %s" % (r["workload"], r["mode"], r["ingress"], r["clients"],
@@ -616,6 +649,10 @@ def main():
     ap.add_argument("--perf", action="store_true",
                     help="record each run's runtime and function server with `perf record` "
                          "(during the load) and write flat profiles to BUILD/bench/perf/")
+    ap.add_argument("--no-plot", action="store_true",
+                    help="do not draw BUILD/bench/scaling.png (by default test/bench/plot.py draws "
+                         "it from the results after the runs; needs python3-matplotlib, and "
+                         "without it the bench only says so)")
     args = ap.parse_args()
 
     runs = quick_runs() if args.quick else full_runs()
@@ -643,6 +680,9 @@ def main():
             if name.endswith(".txt"):
                 os.remove(os.path.join(bench.perf_dir, name))
     os.makedirs(os.path.dirname(out), exist_ok=True)
+    plot_path = os.path.join(os.path.dirname(out), "scaling.png")
+    if not args.no_plot and os.path.exists(plot_path):   # drawn from results this run replaces
+        os.remove(plot_path)
 
     def on_signal(signum, frame):
         bench.children.kill_all()
@@ -673,6 +713,10 @@ def main():
     if args.markdown:
         print()
         print(markdown(results))
+    if not args.no_plot:
+        print(make_plot(out, plot_path, "statemesh bench (%s set, %s), %s, %d CPUs" % (
+            "quick" if args.quick else "full", "selected runs" if args.only or args.skip else "all runs",
+            time.strftime("%Y-%m-%d %H:%M"), os.cpu_count())), flush=True)
     return 1 if failed else 0
 
 
