@@ -163,6 +163,9 @@ def plot(results, out, title=None):
         (r.get("workload"), r.get("ingress")) in (("counter-spread", "stream"), ("greeter", "call"))))
     note = "%d of %d runs plotted: ok, checkpoint.sync = true" % (plotted, len(results))
     color = "dimgray"
+    if any(r.get("callgrind") or r.get("callgrind_report") for r in results):
+        note += "; UNDER CALLGRIND (--callgrind): ~50x slower, not representative"
+        color = "red"
     fig.suptitle(title or "statemesh bench", fontsize=12)
     fig.text(0.5, 0.905, note, ha="center", fontsize=8, color=color)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
