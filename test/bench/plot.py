@@ -64,16 +64,37 @@ def ordered(modes):
     return [m for m in MODES if m in modes] + sorted(m for m in modes if m not in MODES)
 
 
-def draw_lines(ax, data, annotate=True, style="-", marker="o", alpha=1.0, label_suffix=""):
+def draw_lines(ax, data, annotate=True, style="-", marker="o", alpha=1.0, label_suffix="",
+               floor=None):
     for mode in ordered(data):
         xs = [p[0] for p in data[mode]]
         ys = [p[1] for p in data[mode]]
         ax.plot(xs, ys, style, marker=marker, color=COLORS.get(mode), alpha=alpha,
                 label=mode + label_suffix)
-        if annotate:
-            for x, y in zip(xs, ys):
-                ax.annotate(si(y), (x, y), textcoords="offset points", xytext=(0, 6),
-                            ha="center", fontsize=7, color=COLORS.get(mode))
+    if annotate:
+        label_points(ax, data, floor)
+
+
+def label_points(ax, data, floor=None):
+    """Each point's value next to it. At one x the highest point's label goes
+    above it, the lowest's below, any other's to the right, so close points
+    of different modes do not overprint; floor: a label meant to go below a
+    point lower than this goes right of it (a linear axis from 0 would cut it)."""
+    at = {}
+    for mode, pts in data.items():
+        for x, y in pts:
+            at.setdefault(x, []).append((y, mode))
+    for x, pts in at.items():
+        pts.sort()
+        for i, (y, mode) in enumerate(pts):
+            if i == len(pts) - 1:
+                off, ha = (0, 9), "center"
+            elif i == 0 and (floor is None or y >= floor):
+                off, ha = (0, -10), "center"
+            else:
+                off, ha = (7, 0), "left"
+            ax.annotate(si(y), (x, y), textcoords="offset points", xytext=off, ha=ha,
+                        va="center", fontsize=7, color=COLORS.get(mode))
 
 
 def log_x(ax, xs):
@@ -114,9 +135,10 @@ def plot(results, out, title=None):
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     ax = axes[0]
     if stream:
-        draw_lines(ax, stream)
+        top = max(y for pts in stream.values() for _, y in pts)
+        draw_lines(ax, stream, floor=0.08 * top)
         log_x(ax, [x for pts in stream.values() for x, _ in pts])
-        ax.set_ylim(0, max(y for pts in stream.values() for _, y in pts) * 1.18)
+        ax.set_ylim(0, top * 1.18)
         ax.legend(loc="best", fontsize=8)
     else:
         no_data(ax, "counter-spread, SendStream")
@@ -127,9 +149,10 @@ def plot(results, out, title=None):
 
     ax = axes[1]
     if calls:
-        draw_lines(ax, calls)
+        top = max(y for pts in calls.values() for _, y in pts)
+        draw_lines(ax, calls, floor=0.08 * top)
         log_x(ax, [x for pts in calls.values() for x, _ in pts])
-        ax.set_ylim(0, max(y for pts in calls.values() for _, y in pts) * 1.18)
+        ax.set_ylim(0, top * 1.18)
         ax.legend(loc="best", fontsize=8)
     else:
         no_data(ax, "greeter, unary Call")
@@ -146,6 +169,7 @@ def plot(results, out, title=None):
                        label_suffix=" p99")
         log_x(ax, [x for pts in p50.values() for x, _ in pts])
         ax.set_yscale("log")
+        ax.margins(y=0.12)   # room for the value labels below the lowest point
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
         ax.yaxis.set_minor_formatter(NullFormatter())
