@@ -174,10 +174,18 @@ test: deps
 # runtime per run, drives it with test/bench/loadgen and writes
 # build/bench/results.json. QUICK=1: a short set (under a minute).
 # BENCH_ARGS: more options for run.py (e.g. BENCH_ARGS="--only embedded").
+# The plot (build/bench/scaling.png, test/bench/plot.py) needs python3-matplotlib:
+# installed here if missing; if that fails the bench still runs, without the plot.
 BENCH_BINS := $(B)/test/bench/loadgen $(B)/test/bench/benchfn $(B)/test/bench/libcounter.so
 BENCH_FN_O := $(B)/obj/test/bench/bench_functions.o
+BENCH_APT  := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 bench: deps-check
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || { \
+	  echo "bench: installing python3-matplotlib (for the plot)"; \
+	  { $(BENCH_APT) install -y -qq --no-install-recommends python3-matplotlib || \
+	    { $(BENCH_APT) update -qq && $(BENCH_APT) install -y -qq --no-install-recommends python3-matplotlib; }; \
+	  } >/dev/null 2>&1 || echo "bench: warning: could not install python3-matplotlib; no plot this time"; }
 	$(PYTHON) test/bench/run.py --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(BENCH_ARGS)
 
 $(B)/test/bench/loadgen: $(B)/obj/test/bench/loadgen.o $(B)/libstatemesh.a

@@ -7,6 +7,7 @@ build/bench/results.json.
     make bench QUICK=1              # the short set, under a minute
     /usr/bin/python3 test/bench/run.py --quick --only embedded --only hot
     /usr/bin/python3 test/bench/run.py --list
+    /usr/bin/python3 test/bench/run.py --quick --callgrind --only "embedded stream" --only "k1000 "
 
 Each run:
   1. a work dir under $STATEMESH_BENCH_TMP (default /tmp; on the same disk as
@@ -35,13 +36,45 @@ runtime_rss_mb, runtime_cpu_pct — see the README's "Performance" section —
 plus ok, error, sync, fn_cpu_pct, loadgen_cpu_pct, loadavg_1m and the
 generator's own fields (acked, ack_seconds, p999_ms, max_ms, mean_ms,
 latency, batches, checkpoints, msgs_per_batch, msgs_per_checkpoint, check,
-checked_addresses, checked_sum, expected_sum, failed, rejected, unknown).
+checked_addresses, checked_sum, expected_sum, failed, rejected, unknown);
+with --perf perf_report, with --callgrind callgrind (true), callgrind_report
+and callgrind_notes (what went wrong with the profile, if anything).
 A run that fails (a process dies, a timeout, a failed check) has ok = false
 and its error; its numbers are null.
 
-Only the Python standard library is used. Every child process runs in its
-own session and is killed when the driver exits, however it exits (SIGTERM
-and SIGINT are caught; PR_SET_PDEATHSIG covers SIGKILL).
+The plot: after the runs, test/bench/plot.py (its own process) draws
+BUILD/bench/scaling.png from results.json: counter-spread SendStream msgs/s
+against addresses, greeter Call calls/s and p50/p99 latency against clients,
+one line per mode, ok runs with sync = true only (a panel without data says
+so). It needs matplotlib (Debian python3-matplotlib; `make bench` installs it
+if missing); without it the driver prints "plot skipped: python3-matplotlib
+not installed (...)" and its exit status does not change: the plot never
+fails the bench. --no-plot leaves it out. Standalone:
+    /usr/bin/python3 test/bench/plot.py build/bench/results.json out.png
+
+Profiles, one per run, of the load phase only (from the generator's "phase
+load-start" to "phase load-end"):
+  --perf       `perf record -F 999` of the runtime and the function server;
+               `perf report` to BUILD/bench/perf/NN-label.txt.
+  --callgrind  statemeshd runs under `valgrind --tool=callgrind
+               --instr-atstart=no`; `callgrind_control -i on PID` at load
+               start and `-i off` at load end (through vgdb, ~0.2 s each, so
+               the first ~0.2 s of the load are not counted); the profile is
+               written when the runtime exits (SIGTERM, up to 120 s) and
+               `callgrind_annotate` makes BUILD/bench/callgrind/NN-label.txt:
+               instructions (Ir) by function, self cost (up to 99 % of the
+               total) then the top 60 by inclusive cost. All the runtime's
+               threads, the embedded module included; not the function
+               server. Callgrind is ~50x slower and runs one thread at a
+               time, so every run sends 1/20 of its messages (at least 2000,
+               never more than it had: --list --callgrind shows the counts),
+               timeouts are 5x and the waits for the runtime to come up
+               300 s; its msgs/s, latencies and CPU are callgrind's, and the
+               plot says so. Not together with --perf.
+
+Only the Python standard library is used (plot.py: matplotlib). Every child
+process runs in its own session and is killed when the driver exits, however
+it exits (SIGTERM and SIGINT are caught; PR_SET_PDEATHSIG covers SIGKILL).
 """
 
 import argparse
@@ -62,6 +95,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PYTHON = "/usr/bin/python3"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# --callgrind: messages / CALLGRIND_DIVIDE (at least CALLGRIND_MIN_MESSAGES, never
+# more than the run had), timeouts x CALLGRIND_TIMEOUT_FACTOR, and the waits
+# for the runtime to come up (driver and generator) READY_WAIT_CALLGRIND s.
+CALLGRIND_DIVIDE = 20
+CALLGRIND_MIN_MESSAGES = 2000
+CALLGRIND_TIMEOUT_FACTOR = 5
+READY_WAIT_CALLGRIND = 300
+CALLGRIND_INCLUSIVE_TOP = 60
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -77,6 +118,37 @@ def run(workload, mode, ingress, clients=1, addresses=1000, messages=10000, sync
     return dict(workload=workload, mode=mode, ingress=ingress, clients=clients,
                 addresses=1 if workload == "counter-hot" else addresses, messages=messages,
                 sync=sync, batch=batch, window=window, timeout=timeout, inflight=inflight)
+
+
+def callgrind_scaled(r):
+    """--callgrind: the run with 1/CALLGRIND_DIVIDE of its messages (at least
+    CALLGRIND_MIN_MESSAGES, never more than it had) and longer timeouts."""
+    r = dict(r)
+    r["messages"] = min(r["messages"], max(CALLGRIND_MIN_MESSAGES, r["messages"] // CALLGRIND_DIVIDE))
+    r["timeout"] = r["timeout"] * CALLGRIND_TIMEOUT_FACTOR
+    return r
+
+
+def dedup_inclusive(lines):
+    """callgrind_annotate --inclusive=yes lists a function of ours twice, as
+    "/abs/path/x.c:fn" and as "x.c:fn [object]", with the same count: keeps
+    one line per (count, function), the one that names the object."""
+    out, seen = [], {}
+    for ln in lines:
+        parts = ln.split(None, 1)
+        rest = parts[1] if len(parts) > 1 else ""
+        if ")" not in rest:   # PROGRAM TOTALS, the column heading
+            out.append(ln)
+            continue
+        where = rest.split(")", 1)[1].strip()
+        fn = where.split(":", 1)[-1].split(" [", 1)[0]
+        key = (parts[0], fn)
+        if key not in seen:
+            seen[key] = len(out)
+            out.append(ln)
+        elif " [" in ln and " [" not in out[seen[key]]:
+            out[seen[key]] = ln
+    return out
 
 
 def unary_inflight(clients):
@@ -355,13 +427,17 @@ class Bench:
                                   where=where,
                                   extra="".join("  %s;\n" % kv for kv in self.args.set)))
         logpath = os.path.join(work, "statemeshd.log")
+        argv = [self.bin["statemeshd"], "-c", conf]
+        if self.args.callgrind:
+            argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                    "--callgrind-out-file=" + os.path.join(work, "callgrind.out")] + argv
         log = open(logpath, "wb")
         try:
-            p = self.children.start([self.bin["statemeshd"], "-c", conf], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=log)
+            p = self.children.start(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         finally:
             log.close()
-        deadline = time.monotonic() + 20
+        wait = READY_WAIT_CALLGRIND if self.args.callgrind else 20
+        deadline = time.monotonic() + wait
         while True:
             try:
                 with open(logpath, errors="replace") as f:
@@ -372,7 +448,7 @@ class Bench:
             if p.poll() is not None:
                 raise BenchError("statemeshd exited with %s: %s" % (p.returncode, tail(logpath, 5)))
             if time.monotonic() > deadline:
-                raise BenchError("statemeshd not ready after 20 s: %s" % tail(logpath, 5))
+                raise BenchError("statemeshd not ready after %d s: %s" % (wait, tail(logpath, 5)))
             time.sleep(0.02)
 
     def loadgen_argv(self, r, port):
@@ -387,6 +463,9 @@ class Bench:
             argv += ["--window", str(r["window"])]
         if r["inflight"] > 1:
             argv += ["--inflight", str(r["inflight"])]
+        if self.args.callgrind:   # a runtime ~50x slower: slow to come up, slow to answer
+            argv += ["--ready-timeout-ms", str(READY_WAIT_CALLGRIND * 1000),
+                     "--timeout-ms", str(READY_WAIT_CALLGRIND * 1000)]
         return argv
 
     def one(self, r):
@@ -397,6 +476,8 @@ class Bench:
         res.update(seconds=None, msgs_per_s=None, p50_ms=None, p99_ms=None, runtime_rss_mb=None,
                    runtime_cpu_pct=None, ok=False, error=None, sync=r["sync"], fn_cpu_pct=None,
                    loadgen_cpu_pct=None, loadavg_1m=os.getloadavg()[0])
+        if self.args.callgrind:
+            res["callgrind"] = True
         work = tempfile.mkdtemp(prefix="smbench-", dir=self.args.tmp)
         fn = rt = gen = None
         try:
@@ -427,11 +508,18 @@ class Bench:
         finally:
             for p in (gen, rt, fn):
                 if p is not None:
-                    code = self.children.stop(p)
+                    # under callgrind the runtime writes its profile when it exits
+                    code = self.children.stop(p, grace=120 if p is rt and self.args.callgrind
+                                              else 10)
                     if p is rt and code not in (0, None) and res["ok"]:
                         res["ok"] = False
                         res["error"] = "statemeshd exited with %s at shutdown: %s" % (
                             code, tail(os.path.join(work, "statemeshd.log"), 5))
+            if rt is not None and self.args.callgrind:
+                try:
+                    self.callgrind_report(r, res, work)
+                except (OSError, subprocess.SubprocessError) as e:   # the run itself stands
+                    res.setdefault("callgrind_notes", []).append("callgrind_annotate: %s" % e)
             if self.args.keep:
                 res["work_dir"] = work
             else:
@@ -454,6 +542,68 @@ class Bench:
         finally:
             log.close()
 
+    def report_name(self, r):
+        """NN-label.txt, the file name of a run's --perf or --callgrind profile."""
+        return "%02d-%s-%s-%s-c%d-k%d%s.txt" % (
+            self.index, r["workload"], r["mode"], r["ingress"], r["clients"], r["addresses"],
+            "" if r["sync"] else "-nosync")
+
+    def callgrind_toggle(self, rt, on, res):
+        """--callgrind: instrumentation of the runtime on (load start) or off
+        (load end), `callgrind_control -i on|off PID` (through vgdb, ~0.2 s)."""
+        if not self.args.callgrind or rt.poll() is not None:
+            return
+        state = "on" if on else "off"
+        try:
+            p = subprocess.run(["callgrind_control", "-i", state, str(rt.pid)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=60)
+            out = p.stdout.decode(errors="replace").strip()
+            ok = p.returncode == 0 and "Error" not in out   # it exits 0 on errors too
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out, ok = str(e), False
+        if not ok:
+            res.setdefault("callgrind_notes", []).append(
+                "callgrind_control -i %s failed: %s" % (state, out.replace("\n", " ")[:300]))
+
+    def callgrind_report(self, r, res, work):
+        """--callgrind: callgrind_annotate of the runtime's profile (written
+        when it exited) to BUILD/bench/callgrind/NN-label.txt."""
+        data = os.path.join(work, "callgrind.out")
+        notes = res.get("callgrind_notes", [])
+        if not os.path.exists(data):
+            notes.append("no profile: %s missing (statemeshd killed before it could write it?)"
+                         % data)
+            res["callgrind_notes"] = notes
+            return
+        os.makedirs(self.callgrind_dir, exist_ok=True)
+        path = os.path.join(self.callgrind_dir, self.report_name(r))
+        with open(path, "w") as f:
+            f.write("# statemeshd under valgrind --tool=callgrind, %s (%d messages: the run's "
+                    "count scaled down for --callgrind)\n"
+                    "# instrumentation on from the generator's phase load-start to load-end "
+                    "(callgrind_control -i on/off); Ir = instructions executed, all threads\n"
+                    % (label(r).strip(), r["messages"]))
+            for n in notes:
+                f.write("# NOTE: %s\n" % n)
+            f.write("\n### exclusive (self) cost, functions up to 99% of the total\n\n")
+            f.flush()
+            subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=99", "--auto=no",
+                            data], stdout=f, stderr=subprocess.STDOUT, timeout=300)
+            f.write("\n### inclusive cost (self + callees), top %d functions\n\n"
+                    % CALLGRIND_INCLUSIVE_TOP)
+            f.flush()
+            p = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99",
+                                "--auto=no", data], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=300)
+            lines = p.stdout.decode(errors="replace").splitlines()
+            # skip the header callgrind_annotate already printed above: from "PROGRAM TOTALS"
+            start = next((i for i, ln in enumerate(lines) if "PROGRAM TOTALS" in ln), 0)
+            body = dedup_inclusive([ln for ln in lines[start:]
+                                    if ln.strip() and not ln.startswith("---")])
+            f.write("\n".join(body[:CALLGRIND_INCLUSIVE_TOP + 2]) + "\n")
+        res["callgrind_report"] = os.path.relpath(path, REPO)
+
     def stop_perf(self, perf, r, res, work):
         """Stops the recording; writes the flat profile next to results.json."""
         if perf is None:
@@ -466,10 +616,7 @@ class Bench:
             self.children.kill(perf)
         self.children.stop(perf)
         os.makedirs(self.perf_dir, exist_ok=True)
-        name = "%02d-%s-%s-%s-c%d-k%d%s.txt" % (
-            self.index, r["workload"], r["mode"], r["ingress"], r["clients"], r["addresses"],
-            "" if r["sync"] else "-nosync")
-        path = os.path.join(self.perf_dir, name)
+        path = os.path.join(self.perf_dir, self.report_name(r))
         with open(path, "wb") as f:
             subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit", "0.5",
                             "--sort", "comm,dso,sym", "-w", "10,12,30,70", "-i", os.path.join(work, "perf.data")],
@@ -501,10 +648,12 @@ class Bench:
                     t0 = time.monotonic()
                     cpu0 = {k: proc_cpu_ticks(p) for k, p in pids.items()}
                     perf = self.start_perf(pids, work)
+                    self.callgrind_toggle(rt, True, res)
                     sampler = RssSampler(rt.pid)
                     sampler.start()
                 elif line == "phase load-end" and t0 is not None:
                     wall = time.monotonic() - t0
+                    self.callgrind_toggle(rt, False, res)
                     sampler.stop()
                     res["runtime_rss_mb"] = round(sampler.peak_kb / 1024.0, 1)
                     for k, p in pids.items():
@@ -572,6 +721,8 @@ def row(res):
         line += "  sync=false"
     if not res.get("ok"):
         line += "  " + (res.get("error") or "")
+    if res.get("callgrind_notes"):
+        line += "  callgrind: " + "; ".join(res["callgrind_notes"])
     return line
 
 
@@ -587,6 +738,29 @@ def markdown(results):
             cells[-1] = "FAIL: " + (res.get("error") or "")[:120]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+PLOT_SKIPPED = "plot skipped: python3-matplotlib not installed (apt-get install python3-matplotlib)"
+
+
+def make_plot(results_path, png, title):
+    """test/bench/plot.py in its own process: whatever happens there (no
+    matplotlib, an exception, a crash), the bench does not fail. Returns the
+    line to print."""
+    try:
+        p = subprocess.run([PYTHON, os.path.join(HERE, "plot.py"), os.path.relpath(results_path),
+                            os.path.relpath(png),
+                            "--title", title], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=300, preexec_fn=_die_with_parent)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "plot skipped: %s" % e
+    if p.returncode == 3:
+        return PLOT_SKIPPED
+    if p.returncode != 0:
+        err = p.stderr.decode(errors="replace").strip().splitlines()
+        return "plot skipped: plot.py exited with %d: %s" % (p.returncode, err[-1] if err else "")
+    text = p.stdout.decode(errors="replace").strip().splitlines()
+    return text[-1] if text else "plot: wrote %s" % os.path.relpath(png)
 
 
 def label(r):
@@ -616,6 +790,18 @@ def main():
     ap.add_argument("--perf", action="store_true",
                     help="record each run's runtime and function server with `perf record` "
                          "(during the load) and write flat profiles to BUILD/bench/perf/")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="run each run's statemeshd under `valgrind --tool=callgrind` with "
+                         "instrumentation on only during the load (callgrind_control -i on/off) "
+                         "and write flat callgrind_annotate profiles (self and inclusive cost) "
+                         "to BUILD/bench/callgrind/NN-label.txt; callgrind is ~50x slower, so "
+                         "messages are divided by %d (at least %d) and timeouts multiplied by %d; "
+                         "the numbers in the table are then not representative; not with --perf"
+                         % (CALLGRIND_DIVIDE, CALLGRIND_MIN_MESSAGES, CALLGRIND_TIMEOUT_FACTOR))
+    ap.add_argument("--no-plot", action="store_true",
+                    help="do not draw BUILD/bench/scaling.png (by default test/bench/plot.py draws "
+                         "it from the results after the runs; needs python3-matplotlib, and "
+                         "without it the bench only says so)")
     args = ap.parse_args()
 
     runs = quick_runs() if args.quick else full_runs()
@@ -623,6 +809,10 @@ def main():
         runs = [r for r in runs if sub in label(r)]
     for sub in args.skip:
         runs = [r for r in runs if sub not in label(r)]
+    if args.perf and args.callgrind:
+        raise SystemExit("run.py: --perf and --callgrind do not go together")
+    if args.callgrind:
+        runs = [callgrind_scaled(r) for r in runs]
     if args.list:
         for r in runs:
             print("%-14s %-10s %-6s clients=%-3d inflight=%-2d addresses=%-8d messages=%-8d sync=%s"
@@ -636,13 +826,22 @@ def main():
     bench.check_binaries(runs)
     if args.perf and not shutil.which("perf"):
         raise SystemExit("run.py: --perf needs perf (apt-get install linux-perf)")
+    if args.callgrind:
+        for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+            if not shutil.which(tool):
+                raise SystemExit("run.py: --callgrind needs %s (apt-get install valgrind)" % tool)
     out = args.out or os.path.join(bench.build, "bench", "results.json")
     bench.perf_dir = os.path.join(os.path.dirname(out), "perf")
-    if args.perf and os.path.isdir(bench.perf_dir):   # the profiles of this invocation only
-        for name in os.listdir(bench.perf_dir):
-            if name.endswith(".txt"):
-                os.remove(os.path.join(bench.perf_dir, name))
+    bench.callgrind_dir = os.path.join(os.path.dirname(out), "callgrind")
+    for on, d in ((args.perf, bench.perf_dir), (args.callgrind, bench.callgrind_dir)):
+        if on and os.path.isdir(d):   # the profiles of this invocation only
+            for name in os.listdir(d):
+                if name.endswith(".txt"):
+                    os.remove(os.path.join(d, name))
     os.makedirs(os.path.dirname(out), exist_ok=True)
+    plot_path = os.path.join(os.path.dirname(out), "scaling.png")
+    if not args.no_plot and os.path.exists(plot_path):   # drawn from results this run replaces
+        os.remove(plot_path)
 
     def on_signal(signum, frame):
         bench.children.kill_all()
@@ -654,6 +853,12 @@ def main():
     print("statemesh bench: %d runs (%s), %d CPUs, load average %.2f; results -> %s"
           % (len(runs), "quick" if args.quick else "full", os.cpu_count(), os.getloadavg()[0],
              os.path.relpath(out)))
+    if args.callgrind:
+        print("--callgrind: statemeshd runs under valgrind --tool=callgrind (~50x slower): "
+              "messages / %d (at least %d), timeouts x %d; msgs/s, latencies and CPU below are "
+              "callgrind's, not the runtime's; profiles -> %s/" % (
+                  CALLGRIND_DIVIDE, CALLGRIND_MIN_MESSAGES, CALLGRIND_TIMEOUT_FACTOR,
+                  os.path.relpath(bench.callgrind_dir)))
     print(header(), flush=True)
     results = []
     started = time.monotonic()
@@ -673,6 +878,10 @@ def main():
     if args.markdown:
         print()
         print(markdown(results))
+    if not args.no_plot:
+        print(make_plot(out, plot_path, "statemesh bench (%s set, %s), %s, %d CPUs" % (
+            "quick" if args.quick else "full", "selected runs" if args.only or args.skip else "all runs",
+            time.strftime("%Y-%m-%d %H:%M"), os.cpu_count())), flush=True)
     return 1 if failed else 0
 
 
