@@ -32,7 +32,7 @@ Each run:
 
 Result fields (one object per run in results.json): workload, mode, ingress,
 clients, addresses, messages, seconds, msgs_per_s, p50_ms, p99_ms,
-runtime_rss_mb, runtime_cpu_pct — see the README's "Performance" section —
+runtime_rss_mb, runtime_anon_mb, runtime_cpu_pct — see the README's "Performance" section —
 plus ok, error, sync, fn_cpu_pct, loadgen_cpu_pct, loadavg_1m and the
 generator's own fields (acked, ack_seconds, p999_ms, max_ms, mean_ms,
 latency, batches, checkpoints, msgs_per_batch, msgs_per_checkpoint, check,
@@ -305,6 +305,19 @@ def proc_rss_kb(pid):
         return None
 
 
+def proc_anon_kb(pid):
+    """Anonymous resident memory (RssAnon: heap, stacks; not the mapped
+    shared libraries or LevelDB's mmapped table files, which are page cache)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
 class RssSampler(threading.Thread):
     """Peak RSS of pid, sampled every `period` s until stop()."""
 
@@ -312,22 +325,27 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.period = pid, period
         self.peak_kb = 0
+        self.peak_anon_kb = 0
         self.done = threading.Event()
+
+    def sample(self):
+        kb = proc_rss_kb(self.pid)
+        if kb and kb > self.peak_kb:
+            self.peak_kb = kb
+        kb = proc_anon_kb(self.pid)
+        if kb and kb > self.peak_anon_kb:
+            self.peak_anon_kb = kb
 
     def run(self):
         while True:
-            kb = proc_rss_kb(self.pid)
-            if kb and kb > self.peak_kb:
-                self.peak_kb = kb
+            self.sample()
             if self.done.wait(self.period):
                 return
 
     def stop(self):
         self.done.set()
         self.join()
-        kb = proc_rss_kb(self.pid)
-        if kb and kb > self.peak_kb:
-            self.peak_kb = kb
+        self.sample()
 
 
 # ---------------------------------------------------------------------------
@@ -473,7 +491,7 @@ class Bench:
         res = {k: r[k] for k in ("workload", "mode", "ingress", "clients", "inflight", "addresses",
                                  "messages")}
         res["threads"] = r["clients"] // r["inflight"]
-        res.update(seconds=None, msgs_per_s=None, p50_ms=None, p99_ms=None, runtime_rss_mb=None,
+        res.update(seconds=None, msgs_per_s=None, p50_ms=None, p99_ms=None, runtime_rss_mb=None, runtime_anon_mb=None,
                    runtime_cpu_pct=None, ok=False, error=None, sync=r["sync"], fn_cpu_pct=None,
                    loadgen_cpu_pct=None, loadavg_1m=os.getloadavg()[0])
         if self.args.callgrind:
@@ -656,6 +674,7 @@ class Bench:
                     self.callgrind_toggle(rt, False, res)
                     sampler.stop()
                     res["runtime_rss_mb"] = round(sampler.peak_kb / 1024.0, 1)
+                    res["runtime_anon_mb"] = round(sampler.peak_anon_kb / 1024.0, 1)
                     for k, p in pids.items():
                         c1 = proc_cpu_ticks(p)
                         if c1 is not None and cpu0.get(k) is not None and wall > 0:
@@ -688,6 +707,7 @@ COLUMNS = [
     ("clients", "%4s", "cli"), ("addresses", "%9s", "addresses"), ("messages", "%9s", "messages"),
     ("seconds", "%7s", "seconds"), ("msgs_per_s", "%9s", "msgs/s"), ("p50_ms", "%8s", "p50 ms"),
     ("p99_ms", "%8s", "p99 ms"), ("runtime_rss_mb", "%6s", "rss MB"),
+    ("runtime_anon_mb", "%7s", "anon MB"),
     ("runtime_cpu_pct", "%6s", "rt cpu"), ("fn_cpu_pct", "%6s", "fn cpu"),
     ("loadgen_cpu_pct", "%7s", "gen cpu"), ("ok", "%s", "ok"),
 ]
@@ -704,7 +724,7 @@ def fmt(key, v):
         return "%.2f" % v
     if key in ("msgs_per_s",):
         return "%.0f" % v
-    if key in ("runtime_rss_mb", "runtime_cpu_pct", "fn_cpu_pct", "loadgen_cpu_pct"):
+    if key in ("runtime_rss_mb", "runtime_anon_mb", "runtime_cpu_pct", "fn_cpu_pct", "loadgen_cpu_pct"):
         return "%.0f" % v
     if key == "sync":
         return "" if v else "(sync off)"
