@@ -70,10 +70,10 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "target.h"
 
 #define CFG_MAX_STRING 4096                 /* any string value after expansion */
 #define CFG_MAX_SOURCE (16u * 1024 * 1024)  /* config files re-read for literals */
-#define CFG_SUN_PATH_MAX 107                /* sizeof(sun_path) - 1 */
 #define CFG_SETTING_MAX 96                  /* "endpoints[123].retry.max_backoff_ms" */
 #define CFG_QUEUED_MIN (1LL << 20)          /* runtime.max_queued_bytes: 1 MiB.. */
 #define CFG_QUEUED_MAX (64LL << 30)         /* ..64 GiB */
@@ -495,198 +495,24 @@ static int get_bool(struct loader *ld, const config_setting_t *s, const char *na
     return 0;
 }
 
+/* True when `g` is a group; otherwise reports "expected a group { shape },
+ * got TYPE" under `name` and returns false. */
+static bool expect_group(struct loader *ld, const config_setting_t *g, const char *name,
+                         const char *shape)
+{
+    if (config_setting_is_group(g)) return true;
+    setting_error(ld, g, name, "expected a group { %s }, got %s", shape,
+                  type_name(config_setting_type(g)));
+    return false;
+}
+
 static void unknown_setting(struct loader *ld, const config_setting_t *s, const char *name,
                             const char *known)
 {
     setting_error(ld, s, name, "unknown setting; expected one of: %s", known);
 }
 
-/* ---- targets -------------------------------------------------------------- */
-
-enum target_kind {
-    TARGET_LISTEN,    /* runtime.ingress: what we bind */
-    TARGET_SIDECAR,   /* a function server next to us */
-    TARGET_REMOTE     /* function servers behind DNS or an address list */
-};
-
-static int host_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
-}
-
-static int has_prefix(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-/* NULL if `port` (up to `end`) is a decimal 1..65535, else why not. */
-static const char *check_port(const char *port, const char *end, char *why, size_t whylen)
-{
-    long pv = 0;
-
-    if (port == end) return "port is missing (host:port)";
-    for (const char *p = port; p < end; p++) {
-        if (*p < '0' || *p > '9') return "port must be a number 1..65535";
-        if (pv <= 65535) pv = pv * 10 + (*p - '0');
-    }
-    if (pv < 1 || pv > 65535) {
-        snprintf(why, whylen, "port %.*s is out of range 1..65535",
-                 (int)(end - port > 20 ? 20 : end - port), port);
-        return why;
-    }
-    return NULL;
-}
-
-/* NULL if [t, end) is "host:port" or "[IPv6]:port", else why not. */
-static const char *check_host_port(const char *t, const char *end, char *why, size_t whylen)
-{
-    const char *colon = NULL;
-    size_t hlen;
-
-    for (const char *p = t; p < end; p++)
-        if (*p == ':') colon = p;
-    if (colon == NULL) return "expected host:port";
-    if (t[0] == '[') {
-        if (colon == t || colon[-1] != ']')
-            return "an IPv6 address needs brackets and a port: [::1]:7070";
-        for (const char *p = t + 1; p < colon - 1; p++)
-            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
-                  (*p >= 'A' && *p <= 'F') || *p == ':' || *p == '.'))
-                return "bad character in the bracketed IPv6 address";
-        hlen = (size_t)(colon - 1 - (t + 1));
-    } else {
-        for (const char *p = t; p < colon; p++) {
-            if (*p == ':')
-                return "unknown scheme or bad host (write IPv6 addresses as [::1]:7070)";
-            if (!host_char(*p)) return "bad character in the host name";
-        }
-        hlen = (size_t)(colon - t);
-    }
-    if (hlen == 0) return "host is empty (use 0.0.0.0:PORT or 127.0.0.1:PORT)";
-    return check_port(colon + 1, end, why, whylen);
-}
-
-/* NULL if [t, end) is a dotted-quad IPv4 address and a port. */
-static const char *check_ipv4_port(const char *t, const char *end, char *why, size_t whylen)
-{
-    const char *p = t;
-
-    for (int octet = 0; octet < 4; octet++) {
-        int v = 0, digits = 0;
-        while (p < end && *p >= '0' && *p <= '9' && digits < 4) {
-            v = v * 10 + (*p++ - '0');
-            digits++;
-        }
-        if (digits == 0 || digits > 3 || v > 255)
-            return "expected an IPv4 address and a port: ipv4:10.0.0.1:7000";
-        if (p >= end || *p != (octet < 3 ? '.' : ':'))
-            return "expected an IPv4 address and a port: ipv4:10.0.0.1:7000";
-        p++;
-    }
-    return check_port(p, end, why, whylen);
-}
-
-/* NULL if [t, end) is "[IPv6]:port". */
-static const char *check_ipv6_port(const char *t, const char *end, char *why, size_t whylen)
-{
-    const char *close = memchr(t, ']', (size_t)(end - t));
-    int colons = 0;
-
-    if (t == end || t[0] != '[' || close == NULL || close + 1 >= end || close[1] != ':')
-        return "expected a bracketed IPv6 address and a port: ipv6:[fd00::1]:7000";
-    for (const char *p = t + 1; p < close; p++) {
-        if (*p == ':') colons++;
-        else if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
-                   (*p >= 'A' && *p <= 'F') || *p == '.'))
-            return "bad character in the bracketed IPv6 address";
-    }
-    if (colons < 2) return "expected a bracketed IPv6 address and a port: ipv6:[fd00::1]:7000";
-    return check_port(close + 2, end, why, whylen);
-}
-
-/* "ipv4:" / "ipv6:" address lists: one or more entries separated by ','. */
-static const char *check_address_list(const char *list, int v6, char *why, size_t whylen)
-{
-    const char *p = list;
-
-    if (*p == '\0')
-        return v6 ? "ipv6: needs at least one address: ipv6:[fd00::1]:7000"
-                  : "ipv4: needs at least one address: ipv4:10.0.0.1:7000";
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        const char *end = comma ? comma : p + strlen(p);
-        const char *bad;
-        if (p == end) return "empty entry in the address list (a stray ',')";
-        bad = v6 ? check_ipv6_port(p, end, why, whylen) : check_ipv4_port(p, end, why, whylen);
-        if (bad) return bad;
-        if (!comma) return NULL;
-        p = comma + 1;
-    }
-}
-
-static const char *check_unix(const char *t, char *why, size_t whylen)
-{
-    if (has_prefix(t, "unix-abstract:")) {
-        if (t[14] == '\0') return "unix-abstract: needs a name, e.g. unix-abstract:statemesh";
-        if (strlen(t + 14) > CFG_SUN_PATH_MAX - 1) {
-            snprintf(why, whylen, "abstract socket name is longer than %d bytes",
-                     CFG_SUN_PATH_MAX - 1);
-            return why;
-        }
-        return NULL;
-    }
-    t += 5;                                          /* "unix:" */
-    if (strncmp(t, "//", 2) == 0) {
-        if (t[2] != '/') return "unix:// must be followed by an absolute path: unix:///path";
-        t += 2;
-    }
-    if (*t == '\0') return "unix: needs a socket path, e.g. unix:/run/fn.sock";
-    if (strlen(t) > CFG_SUN_PATH_MAX) {
-        snprintf(why, whylen, "unix socket path is longer than %d bytes", CFG_SUN_PATH_MAX);
-        return why;
-    }
-    return NULL;
-}
-
-/* NULL if `t` is a target of this kind we can dial or listen on, else why not.
- *
- *   listen, sidecar   unix:PATH, unix:///PATH, unix-abstract:NAME, HOST:PORT,
- *                     [IPv6]:PORT
- *   remote            dns:///HOST:PORT, dns:HOST:PORT, ipv4:A.B.C.D:PORT[,...],
- *                     ipv6:[ADDR]:PORT[,...], HOST:PORT, [IPv6]:PORT
- */
-static const char *check_target(const char *t, enum target_kind kind, char *why, size_t whylen)
-{
-    int is_unix = has_prefix(t, "unix:") || has_prefix(t, "unix-abstract:");
-    int is_remote_scheme = has_prefix(t, "dns:") || has_prefix(t, "ipv4:") || has_prefix(t, "ipv6:");
-
-    if (kind == TARGET_REMOTE) {
-        if (is_unix) return "a unix socket is local: use mode = \"sidecar\" for it";
-        if (has_prefix(t, "dns:///")) return check_host_port(t + 7, t + strlen(t), why, whylen);
-        if (has_prefix(t, "dns://"))
-            return "a DNS server authority (dns://SERVER/...) is not supported; "
-                   "write dns:///host:port";
-        if (has_prefix(t, "dns:")) return check_host_port(t + 4, t + strlen(t), why, whylen);
-        if (has_prefix(t, "ipv4:")) return check_address_list(t + 5, 0, why, whylen);
-        if (has_prefix(t, "ipv6:")) return check_address_list(t + 5, 1, why, whylen);
-        if (strchr(t, ':') == NULL || (t[0] != '[' && strchr(t, ':') != strrchr(t, ':')))
-            return "expected dns:///host:port, dns:host:port, ipv4:a.b.c.d:port[,...], "
-                   "ipv6:[addr]:port[,...] or host:port";
-        return check_host_port(t, t + strlen(t), why, whylen);
-    }
-    if (is_unix) return check_unix(t, why, whylen);
-    if (is_remote_scheme)
-        return kind == TARGET_LISTEN
-                   ? "the ingress listens on host:port or unix:/path"
-                   : "dns:, ipv4: and ipv6: targets need mode = \"remote\"";
-    if (strchr(t, ':') == NULL)
-        return "expected unix:/path/to.sock, unix-abstract:name or host:port";
-    if (t[0] != '[' && strchr(t, ':') != strrchr(t, ':'))
-        return "unknown scheme or bad host (write IPv6 addresses as [::1]:7070; "
-               "supported: unix:/path, unix-abstract:name, host:port)";
-    return check_host_port(t, t + strlen(t), why, whylen);
-}
+/* ---- targets (checked by target.c) ---------------------------------------- */
 
 /* Reads a string setting and checks it as a target of `kind`. */
 static int get_target(struct loader *ld, const config_setting_t *s, const char *name,
@@ -696,7 +522,7 @@ static int get_target(struct loader *ld, const config_setting_t *s, const char *
     const char *bad;
 
     if (get_string(ld, s, name, out) != 0) return -1;
-    bad = check_target(*out, kind, why, sizeof why);
+    bad = target_check(*out, kind, why, sizeof why);
     if (bad) {
         setting_error(ld, s, name, "%s is not a valid address: %s", shown(buf, sizeof buf, *out),
                       bad);
@@ -743,12 +569,7 @@ static void load_checkpoint(struct loader *ld, config_setting_t *g, struct cfg *
     const char *known = "interval_ms, sync";
     char name[CFG_SETTING_MAX];
 
-    if (!config_setting_is_group(g)) {
-        setting_error(ld, g, "runtime.checkpoint",
-                      "expected a group { interval_ms = ...; sync = ...; }, got %s",
-                      type_name(config_setting_type(g)));
-        return;
-    }
+    if (!expect_group(ld, g, "runtime.checkpoint", "interval_ms = ...; sync = ...;")) return;
     for (int i = 0; i < config_setting_length(g); i++) {
         config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *key = config_setting_name(s);
@@ -770,12 +591,7 @@ static void load_storage(struct loader *ld, config_setting_t *g, struct cfg *c)
     const char *known = "block_cache_bytes, write_buffer_bytes, compression, max_open_files";
     char name[CFG_SETTING_MAX];
 
-    if (!config_setting_is_group(g)) {
-        setting_error(ld, g, "runtime.storage",
-                      "expected a group { block_cache_bytes = ...; ... }, got %s",
-                      type_name(config_setting_type(g)));
-        return;
-    }
+    if (!expect_group(ld, g, "runtime.storage", "block_cache_bytes = ...; ...")) return;
     for (int i = 0; i < config_setting_length(g); i++) {
         config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *key = config_setting_name(s);
@@ -805,11 +621,7 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
                         "storage";
     char name[CFG_SETTING_MAX];
 
-    if (!config_setting_is_group(g)) {
-        setting_error(ld, g, "runtime", "expected a group { ... }, got %s",
-                      type_name(config_setting_type(g)));
-        return;
-    }
+    if (!expect_group(ld, g, "runtime", "...")) return;
     for (int i = 0; i < config_setting_length(g); i++) {
         config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *key = config_setting_name(s);
@@ -894,14 +706,10 @@ static void load_retry(struct loader *ld, config_setting_t *g, const char *base,
     config_setting_t *s_initial = NULL, *s_max = NULL;
     int initial_ok = 1, max_ok = 1;
 
-    if (!config_setting_is_group(g)) {
-        snprintf(name, sizeof name, "%s.retry", base);
-        setting_error(ld, g, name,
-                      "expected a group { initial_backoff_ms = ...; multiplier = ...; "
-                      "max_backoff_ms = ...; max_attempts = ...; }, got %s",
-                      type_name(config_setting_type(g)));
+    snprintf(name, sizeof name, "%s.retry", base);
+    if (!expect_group(ld, g, name, "initial_backoff_ms = ...; multiplier = ...; "
+                                   "max_backoff_ms = ...; max_attempts = ...;"))
         return;
-    }
     for (int i = 0; i < config_setting_length(g); i++) {
         config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *key = config_setting_name(s);
@@ -998,12 +806,7 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
     ep->retry.max_backoff_ms = 10000;
     ep->retry.max_attempts = 0;
     ep->line = (int)config_setting_source_line(g);
-    if (!config_setting_is_group(g)) {
-        setting_error(ld, g, base,
-                      "expected a group { functions = \"ns/*\"; target = \"...\"; }, got %s",
-                      type_name(config_setting_type(g)));
-        return;
-    }
+    if (!expect_group(ld, g, base, "functions = \"ns/*\"; target = \"...\";")) return;
     for (int i = 0; i < config_setting_length(g); i++) {
         config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *key = config_setting_name(s);
@@ -1187,11 +990,7 @@ static void load_egress(struct loader *ld, config_setting_t *g, size_t idx, stru
     eg->retention_records = 0;
     eg->retention_hours = 168;
     eg->line = (int)config_setting_source_line(g);
-    if (!config_setting_is_group(g)) {
-        setting_error(ld, g, base, "expected a group { name = \"...\"; }, got %s",
-                      type_name(config_setting_type(g)));
-        return;
-    }
+    if (!expect_group(ld, g, base, "name = \"...\";")) return;
     for (int i = 0; i < config_setting_length(g); i++) {
         config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
         const char *key = config_setting_name(s);
