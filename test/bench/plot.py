@@ -133,33 +133,25 @@ def plot(results, out, title=None):
                "%s not written" % out
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
-    ax = axes[0]
-    if stream:
-        top = max(y for pts in stream.values() for _, y in pts)
-        draw_lines(ax, stream, floor=0.08 * top)
-        log_x(ax, [x for pts in stream.values() for x, _ in pts])
-        ax.set_ylim(0, top * 1.18)
-        ax.legend(loc="best", fontsize=8)
-    else:
-        no_data(ax, "counter-spread, SendStream")
-    ax.set_title("(a) counter-spread, SendStream: throughput", fontsize=10)
-    ax.set_xlabel("addresses (log)")
-    ax.set_ylabel("messages/s (processed, durable)")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
+    def throughput_panel(ax, data, what, title, xlabel, ylabel):
+        if data:
+            top = max(y for pts in data.values() for _, y in pts)
+            draw_lines(ax, data, floor=0.08 * top)
+            log_x(ax, [x for pts in data.values() for x, _ in pts])
+            ax.set_ylim(0, top * 1.18)
+            ax.legend(loc="best", fontsize=8)
+        else:
+            no_data(ax, what)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
 
-    ax = axes[1]
-    if calls:
-        top = max(y for pts in calls.values() for _, y in pts)
-        draw_lines(ax, calls, floor=0.08 * top)
-        log_x(ax, [x for pts in calls.values() for x, _ in pts])
-        ax.set_ylim(0, top * 1.18)
-        ax.legend(loc="best", fontsize=8)
-    else:
-        no_data(ax, "greeter, unary Call")
-    ax.set_title("(b) greeter, unary Call: throughput", fontsize=10)
-    ax.set_xlabel("concurrent clients (log)")
-    ax.set_ylabel("calls/s")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
+    throughput_panel(axes[0], stream, "counter-spread, SendStream",
+                     "(a) counter-spread, SendStream: throughput", "addresses (log)",
+                     "messages/s (processed, durable)")
+    throughput_panel(axes[1], calls, "greeter, unary Call", "(b) greeter, unary Call: throughput",
+                     "concurrent clients (log)", "calls/s")
 
     ax = axes[2]
     if p50:
