@@ -1,6 +1,7 @@
 /* checkpoint — see checkpoint.h. */
 #include "checkpoint.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,24 +34,35 @@ void ckpt_cleanup(struct ckpt *ck)
     store_batch_destroy(&ck->batch);
 }
 
+int64_t ckpt_pending_deadline(const struct ckpt *ck)
+{
+    int64_t d = ck->pending ? ck->pending_since_ms + CKPT_PENDING_MAX_MS : INT64_MAX;
+    for (const struct ckpt_source *src = ck->sources; src; src = src->next)
+        if (src->head && src->head->arrived_ms + CKPT_CARRY_MAX_MS < d)
+            d = src->head->arrived_ms + CKPT_CARRY_MAX_MS;
+    return d;
+}
+
 int ckpt_due(const struct ckpt *ck, int64_t now_ms)
 {
     if (store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL ||
         ck->forced)
         return 1;
-    return ck->pending && now_ms - ck->pending_since_ms >= CKPT_PENDING_MAX_MS;
+    return ckpt_pending_deadline(ck) <= now_ms;
 }
 
 int ckpt_dirty(const struct ckpt *ck)
 {
-    return ck->pending != NULL || ckpt_due(ck, 0);
+    if (ck->pending != NULL || ckpt_due(ck, 0)) return 1;
+    for (const struct ckpt_source *src = ck->sources; src; src = src->next)
+        if (src->head) return 1;
+    return 0;
 }
 
-void ckpt_pending_add(struct ckpt *ck, struct msg *m, struct mbox *mb, int64_t now_ms)
+/* The open group's list: newest first. */
+static void pending_push(struct ckpt *ck, struct msg *m, int64_t since_ms)
 {
-    if (!ck->pending) ck->pending_since_ms = now_ms;
-    m->mb = mb;
-    m->pending = 1;
+    if (!ck->pending || since_ms < ck->pending_since_ms) ck->pending_since_ms = since_ms;
     m->pprev = NULL;
     m->pnext = ck->pending;
     if (ck->pending) ck->pending->pprev = m;
@@ -58,45 +70,125 @@ void ckpt_pending_add(struct ckpt *ck, struct msg *m, struct mbox *mb, int64_t n
     ck->npending++;
 }
 
-void ckpt_pending_remove(struct ckpt *ck, struct msg *m)
+void ckpt_pending_add(struct ckpt *ck, struct msg *m, struct mbox *mb, int64_t now_ms)
 {
-    if (m->pprev) m->pprev->pnext = m->pnext;
-    else ck->pending = m->pnext;
-    if (m->pnext) m->pnext->pprev = m->pprev;
-    m->pnext = m->pprev = NULL;
-    m->pending = 0;
-    ck->npending--;
+    struct ckpt_source *src = m->src;
+
+    m->mb = mb;
+    m->pending = 1;
+    m->arrived_ms = now_ms;
+    if (!src) {
+        pending_push(ck, m, now_ms);
+        return;
+    }
+    m->pnext = NULL;
+    m->pprev = src->tail;
+    if (src->tail) src->tail->pnext = m;
+    else src->head = m;
+    src->tail = m;
+    src->n++;
 }
 
-/* Writes the inbox keys of the messages still waiting in the open group. */
-static void flush_pending(struct ckpt *ck)
+/* Unlinks a carried message from its source (not yet marked written). */
+static void source_unlink(struct ckpt_source *src, struct msg *m)
+{
+    if (m->pprev) m->pprev->pnext = m->pnext;
+    else src->head = m->pnext;
+    if (m->pnext) m->pnext->pprev = m->pprev;
+    else src->tail = m->pprev;
+    src->n--;
+    m->src = NULL;
+}
+
+void ckpt_pending_remove(struct ckpt *ck, struct msg *m)
+{
+    struct ckpt_source *src = m->src;
+
+    if (src) {
+        if (m->seq > src->consumed_seq) src->consumed_seq = m->seq;
+        source_unlink(src, m);
+    } else {
+        if (m->pprev) m->pprev->pnext = m->pnext;
+        else ck->pending = m->pnext;
+        if (m->pnext) m->pnext->pprev = m->pprev;
+        ck->npending--;
+    }
+    m->pnext = m->pprev = NULL;
+    m->pending = 0;
+}
+
+void ckpt_source_attach(struct ckpt *ck, struct ckpt_source *src)
+{
+    memset(src, 0, sizeof *src);
+    src->next = ck->sources;
+    if (src->next) src->next->prev = src;
+    ck->sources = src;
+}
+
+void ckpt_source_detach(struct ckpt *ck, struct ckpt_source *src)
+{
+    struct msg *m;
+
+    while ((m = src->head) != NULL) {
+        source_unlink(src, m);
+        pending_push(ck, m, m->arrived_ms);
+    }
+    if (src->prev) src->prev->next = src->next;
+    else ck->sources = src->next;
+    if (src->next) src->next->prev = src->prev;
+    src->prev = src->next = NULL;
+}
+
+uint64_t ckpt_source_first(const struct ckpt_source *src)
+{
+    return src->head ? src->head->src_seq : 0;
+}
+
+/* Puts m's inbox key into the open group; m is then no longer pending. */
+static void write_inbox_key(struct ckpt *ck, struct msg *m)
+{
+    Statemesh__V1__StoredMessage sm = STATEMESH__V1__STORED_MESSAGE__INIT;
+    Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
+    Statemesh__V1__TypedValue arg = STATEMESH__V1__TYPED_VALUE__INIT;
+    uint8_t stack[512], *buf = stack;
+    size_t n;
+
+    if (m->caller_type) {
+        caller.type = (char *)m->caller_type;
+        caller.id = (char *)m->caller_id;
+        sm.caller = &caller;
+    }
+    arg.typename_ = (char *)m->typename;
+    arg.value.data = (uint8_t *)m->data;
+    arg.value.len = m->len;
+    sm.argument = &arg;
+    if (m->reply_key) sm.reply_key = (char *)m->reply_key;
+    n = statemesh__v1__stored_message__get_packed_size(&sm);
+    if (n > sizeof stack && !(buf = malloc(n))) abort();
+    statemesh__v1__stored_message__pack(&sm, buf);
+    store_batch_put_message(ck->batch, m->mb->type, m->mb->id, m->seq, buf, n);
+    if (buf != stack) free(buf);
+    m->pnext = m->pprev = NULL;
+    m->pending = 0;
+}
+
+/* Writes the inbox keys of the messages still waiting in the open group,
+ * and of the carried ones that may wait no longer (see the header). */
+static void flush_pending(struct ckpt *ck, int64_t now_ms, int all)
 {
     struct msg *m, *next;
-    for (m = ck->pending; m; m = next) {
-        Statemesh__V1__StoredMessage sm = STATEMESH__V1__STORED_MESSAGE__INIT;
-        Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
-        Statemesh__V1__TypedValue arg = STATEMESH__V1__TYPED_VALUE__INIT;
-        uint8_t stack[512], *buf = stack;
-        size_t n;
 
-        next = m->pnext;
-        if (m->caller_type) {
-            caller.type = (char *)m->caller_type;
-            caller.id = (char *)m->caller_id;
-            sm.caller = &caller;
+    for (struct ckpt_source *src = ck->sources; src; src = src->next) {
+        while ((m = src->head) != NULL &&
+               (all || m->seq <= src->consumed_seq ||
+                now_ms - m->arrived_ms >= CKPT_CARRY_MAX_MS)) {
+            source_unlink(src, m);
+            write_inbox_key(ck, m);
         }
-        arg.typename_ = (char *)m->typename;
-        arg.value.data = (uint8_t *)m->data;
-        arg.value.len = m->len;
-        sm.argument = &arg;
-        if (m->reply_key) sm.reply_key = (char *)m->reply_key;
-        n = statemesh__v1__stored_message__get_packed_size(&sm);
-        if (n > sizeof stack && !(buf = malloc(n))) abort();
-        statemesh__v1__stored_message__pack(&sm, buf);
-        store_batch_put_message(ck->batch, m->mb->type, m->mb->id, m->seq, buf, n);
-        if (buf != stack) free(buf);
-        m->pnext = m->pprev = NULL;
-        m->pending = 0;
+    }
+    for (m = ck->pending; m; m = next) {
+        next = m->pnext;
+        write_inbox_key(ck, m);
     }
     ck->pending = NULL;
     ck->npending = 0;
@@ -164,7 +256,7 @@ void ckpt_commit(struct server *s)
     size_t ops = store_batch_count(ck->batch);
 
     if (!ckpt_dirty(ck)) return;
-    flush_pending(ck);
+    flush_pending(ck, rpc_now_ms(), s->stopping);
     egress_before_commit(s);
     ops = store_batch_count(ck->batch);
     if (ops > 0) {

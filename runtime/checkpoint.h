@@ -18,6 +18,23 @@
  * they are written within CKPT_PENDING_MAX_MS, so a message waiting for a
  * slow or absent function server is durable soon anyway.
  *
+ * Carrying: a SendStream message (without an idempotency key) may stay
+ * pending across commits, because its ack is a cumulative committed_through
+ * that the stream can hold back: it lives in its stream's `ckpt_source`
+ * list (seq order) and the stream acknowledges only up to the seq before
+ * its first carried message. A commit writes the M key of a carried message
+ * only when
+ *   - it is CKPT_CARRY_MAX_MS old (a slow function server does not stall
+ *     the stream's acks for long), or
+ *   - a later message of the same stream was consumed in this group (so no
+ *     message beyond committed_through ever has committed effects: after a
+ *     crash the client re-sends exactly the messages that left no trace), or
+ *   - the runtime is stopping.
+ * A deep stream backlog then costs one state write per message instead of
+ * an M put, the state write and an M delete. Messages with an idempotency
+ * key are never carried: the key's record commits with the group and must
+ * not outlive a lost message.
+ *
  * A failed write is fatal by design: the in-memory queues no longer match the
  * disk, and recovery from the last checkpoint is the one safe way on.
  */
@@ -48,6 +65,15 @@ struct ckpt_ack {
 };
 
 #define CKPT_PENDING_MAX_MS 20
+#define CKPT_CARRY_MAX_MS 100
+
+/* Carried messages of one SendStream; embedded in the stream. */
+struct ckpt_source {
+    struct msg *head, *tail;       /* carried, seq order (linked via pnext/pprev) */
+    size_t n;
+    uint64_t consumed_seq;         /* highest global seq of its messages consumed */
+    struct ckpt_source *prev, *next;   /* ckpt.sources */
+};
 
 struct ckpt {
     struct store_batch *batch;
@@ -56,6 +82,7 @@ struct ckpt {
     int64_t pending_since_ms;
     struct ckpt_ack *acks;
     size_t nacks, cap;
+    struct ckpt_source *sources;
     struct mbox_list parked;
     uint64_t generation;       /* checkpoints committed */
     int64_t opened_ms;         /* when the first change entered the open group */
@@ -67,11 +94,22 @@ void ckpt_cleanup(struct ckpt *ck);
 /* 1 when the open group holds anything to commit. */
 int ckpt_dirty(const struct ckpt *ck);
 /* 1 when something waits for the commit (acks, parked addresses, writes) or
- * pending messages have waited CKPT_PENDING_MAX_MS. */
+ * pending or carried messages have waited their maximum. */
 int ckpt_due(const struct ckpt *ck, int64_t now_ms);
-/* Lazy inbox keys (see above). mb is the message's address. */
+/* When a pending or carried message must be written at the latest;
+ * INT64_MAX if none waits. */
+int64_t ckpt_pending_deadline(const struct ckpt *ck);
+/* Lazy inbox keys (see above). mb is the message's address; m->src (set by
+ * the caller, or NULL) makes it carry-eligible. */
 void ckpt_pending_add(struct ckpt *ck, struct msg *m, struct mbox *mb, int64_t now_ms);
+/* m was consumed (its effects are in the open group) or taken out. */
 void ckpt_pending_remove(struct ckpt *ck, struct msg *m);
+void ckpt_source_attach(struct ckpt *ck, struct ckpt_source *src);
+/* The stream is gone: its carried messages join the open group's pending
+ * ones (written at the next commit unless consumed first). */
+void ckpt_source_detach(struct ckpt *ck, struct ckpt_source *src);
+/* Stream seq of src's first carried message; 0 when none is carried. */
+uint64_t ckpt_source_first(const struct ckpt_source *src);
 void ckpt_add_ack(struct ckpt *ck, uint64_t call_id);
 void ckpt_add_reply(struct ckpt *ck, uint64_t call_id, const char *typename,
                     const uint8_t *data, size_t len);

@@ -35,6 +35,11 @@ struct ingress {
     uint32_t *gens;
     uint32_t *free;
     size_t cap, nfree, live;
+    /* A stream reads while it carries fewer than read_limit messages: its
+     * share of STREAM_QUEUE_MS of deliveries at the rate measured over the
+     * last STREAM_RATE_WINDOW_MS, at least STREAM_QUEUE_MIN. */
+    int64_t read_limit;
+    int64_t rate_since_ms, rate_delivered;
 };
 
 /* ---- pending calls ------------------------------------------------------- */
@@ -240,8 +245,11 @@ static int overloaded(const struct server *s)
 }
 
 /* Accepts a validated message into the open checkpoint: queued, or stored
- * as delayed. call_id: the pending Call (reply) or 0. */
-static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im, uint64_t call_id)
+ * as delayed. call_id: the pending Call (reply) or 0.
+ * src/src_seq: the SendStream and seq of the message (NULL/0 for unary
+ * calls); it may then be carried across checkpoints (checkpoint.h). */
+static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im, uint64_t call_id,
+                  struct ckpt_source *src, uint64_t src_seq)
 {
     if (im->key[0]) idem_remember(s, im->key, im->is_call);
     if (im->delay_ms) {
@@ -251,6 +259,10 @@ static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im,
         struct msg *m = msg_create(NULL, NULL, im->arg->typename_, im->arg->value.data,
                                    im->arg->value.len, im->is_call ? im->key : NULL);
         m->call_id = call_id;
+        if (!im->key[0]) {         /* a key's record must not outlive a lost message */
+            m->src = src;
+            m->src_seq = src_seq;
+        }
         disp_accept(s, ep, im->target->type, im->target->id, m);
     }
     s->stats.messages_received++;
@@ -294,7 +306,7 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
         return;
     }
     if (!im->is_call || im->delay_ms) ckpt_add_ack(&s->ckpt, pc->id);
-    admit(s, ep, im, im->is_call ? pc->id : 0);
+    admit(s, ep, im, im->is_call ? pc->id : 0, NULL, 0);
 }
 
 /* 1 if the raw string field `field` of message bytes p..n is longer than
@@ -348,12 +360,24 @@ static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t
 /* ---- SendStream ------------------------------------------------------------------
  *
  * Flow control: a stream reads its next request only while it has fewer
- * than STREAM_WINDOW messages waiting for a checkpoint and the runtime's
- * queues are under max_queued_bytes; otherwise it stops reading and gRPC's
- * window pushes back on the client. After every checkpoint each stream gets
- * committed_through = the last seq it had received before the write.
+ * than STREAM_WINDOW messages not yet durable (received since the last
+ * checkpoint, or carried), the runtime's queues are under max_queued_bytes,
+ * and it carries fewer messages than the runtime delivers in about
+ * STREAM_QUEUE_MS (read_limit, shared by the open streams); otherwise it
+ * stops reading and gRPC's window pushes back on the client. The last bound
+ * keeps a client that outruns the functions from building a backlog that
+ * waits past CKPT_CARRY_MAX_MS: its messages are then consumed while still
+ * carried and never touch LevelDB (a backlog costs three writes per message:
+ * M put, state, M delete; a carried message one). Messages that stop being
+ * carried (a stalled function server) no longer count, so a stream still
+ * fills the runtime's queue, durably, up to max_queued_bytes. After every checkpoint each stream gets committed_through =
+ * the seq before its first carried message (checkpoint.h), or the last seq
+ * it had received before the write when none is carried.
  */
 #define STREAM_WINDOW 65536
+#define STREAM_QUEUE_MIN 4096
+#define STREAM_QUEUE_MS (CKPT_CARRY_MAX_MS / 2)
+#define STREAM_RATE_WINDOW_MS 100
 
 struct serr {
     uint64_t seq;
@@ -369,6 +393,7 @@ struct sstream {
     uint64_t durable;          /* seqs <= durable are committed or rejected */
     uint64_t acked;            /* committed_through last sent */
     uint64_t waiting;          /* messages received since the last checkpoint */
+    struct ckpt_source src;    /* its carried messages */
     struct serr *errs;
     size_t nerrs, cap;
     unsigned half_closed : 1;
@@ -382,6 +407,7 @@ static void stream_free(struct sstream *st)
     if (st->next) st->next->prev = st->prev;
     for (size_t i = 0; i < st->nerrs; i++) free(st->errs[i].msg);
     free(st->errs);
+    ckpt_source_detach(&in->s->ckpt, &st->src);
     in->s->stats.send_streams--;
     free(st);
 }
@@ -449,7 +475,9 @@ static int stream_progress(struct sstream *st)
         stream_end(st, st->half_closed ? RPC_OK : RPC_UNAVAILABLE, msg);
         return 1;
     }
-    if (!st->half_closed && !s->stopping && st->waiting < STREAM_WINDOW && !overloaded(s))
+    if (!st->half_closed && !s->stopping && st->waiting + st->src.n < STREAM_WINDOW &&
+        (int64_t)st->src.n < st->in->read_limit &&
+        !overloaded(s))
         rpc_scall_read(st->c);
     return 0;
 }
@@ -515,7 +543,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
                 continue;
             }
         }
-        admit(s, ep, &im, 0);
+        admit(s, ep, &im, 0, &st->src, sm->seq);
     }
     s->ckpt.forced = 1;            /* acks wait for a checkpoint even if nothing was written */
     statemesh__v1__send_stream_request__free_unpacked(r, NULL);
@@ -542,6 +570,7 @@ static void on_send_stream(void *arg, struct rpc_scall *c)
     if (!st) abort();
     st->in = in;
     st->c = c;
+    ckpt_source_attach(&in->s->ckpt, &st->src);
     st->next = in->streams;
     if (st->next) st->next->prev = st;
     in->streams = st;
@@ -558,16 +587,32 @@ void ingress_after_commit(struct ingress *in)
 {
     struct sstream *st, *next;
     for (st = in->streams; st; st = next) {
+        uint64_t first = ckpt_source_first(&st->src);
         next = st->next;
-        st->durable = st->last_seq;
+        st->durable = first ? first - 1 : st->last_seq;
         st->waiting = 0;
         stream_progress(st);
     }
 }
 
+/* Re-measures the delivery rate behind read_limit every STREAM_RATE_WINDOW_MS. */
+static void update_read_limit(struct ingress *in)
+{
+    int64_t now = rpc_now_ms(), dt = now - in->rate_since_ms;
+    int64_t delivered = in->s->stats.messages_delivered, limit;
+
+    if (dt < STREAM_RATE_WINDOW_MS) return;
+    limit = (delivered - in->rate_delivered) * STREAM_QUEUE_MS / dt;
+    if (in->s->stats.send_streams > 1) limit /= in->s->stats.send_streams;
+    in->read_limit = limit > STREAM_QUEUE_MIN ? limit : STREAM_QUEUE_MIN;
+    in->rate_since_ms = now;
+    in->rate_delivered = delivered;
+}
+
 void ingress_poll_streams(struct ingress *in)
 {
     struct sstream *st, *next;
+    update_read_limit(in);
     for (st = in->streams; st; st = next) {
         next = st->next;
         stream_progress(st);
@@ -773,6 +818,8 @@ int ingress_create(struct ingress **out, struct server *s)
 
     if (!in) return -1;
     in->s = s;
+    in->read_limit = STREAM_QUEUE_MIN;
+    in->rate_since_ms = rpc_now_ms();
     opt.max_receive_bytes = s->cfg.max_message_bytes + REQUEST_OVERHEAD;
     if (rpc_server_create(&in->rpc, &s->loop, &opt) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Send", on_send, in) != 0 ||

@@ -22,6 +22,8 @@
 
 #include "timer.h"
 
+struct ckpt_source;
+
 struct msg {
     struct msg *next;
     uint64_t seq;              /* inbox key; global arrival order */
@@ -38,6 +40,13 @@ struct msg {
     struct msg *pnext, *pprev;
     struct mbox *mb;           /* its address, while pending */
     int pending;
+    /* A message from a SendStream may stay pending across checkpoints
+     * ("carried", checkpoint.h): then pnext/pprev link it in src's list
+     * instead of the open group's, src_seq is its seq in that stream and
+     * arrived_ms bounds how long it is carried. src is NULL otherwise. */
+    struct ckpt_source *src;
+    uint64_t src_seq;
+    int64_t arrived_ms;
     /* strings and bytes follow in the same allocation */
 };
 

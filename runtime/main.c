@@ -183,8 +183,7 @@ static void run_loop(struct server *s)
         if (s->cfg.checkpoint_interval_ms > 0 && s->ckpt.opened_ms &&
             s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms < deadline)
             deadline = s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms;
-        if (s->ckpt.pending && s->ckpt.pending_since_ms + CKPT_PENDING_MAX_MS < deadline)
-            deadline = s->ckpt.pending_since_ms + CKPT_PENDING_MAX_MS;
+        if (ckpt_pending_deadline(&s->ckpt) < deadline) deadline = ckpt_pending_deadline(&s->ckpt);
         rc = rpc_loop_next(&s->loop, deadline);
         for (int i = 0; rc == 1 && i < EVENTS_PER_ITERATION; i++)
             rc = rpc_loop_next(&s->loop, 0);
