@@ -65,7 +65,7 @@ struct ckpt_ack {
 };
 
 #define CKPT_PENDING_MAX_MS 20
-#define CKPT_CARRY_MAX_MS 100
+#define CKPT_CARRY_MAX_MS 1000
 
 /* Carried messages of one SendStream; embedded in the stream. */
 struct ckpt_source {

@@ -375,7 +375,7 @@ static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t
  * it had received before the write when none is carried.
  */
 #define STREAM_WINDOW 65536
-#define STREAM_QUEUE_MIN 4096
+#define STREAM_QUEUE_MIN 16384
 #define STREAM_QUEUE_MS (CKPT_CARRY_MAX_MS / 2)
 #define STREAM_RATE_WINDOW_MS 100
 
