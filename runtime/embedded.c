@@ -17,6 +17,7 @@
 
 #include "statemesh/function.h"
 #include "statemesh/invoke.h"
+#include "wire.h"
 
 struct emb_module {
     void *handle;                       /* dlopen */
@@ -30,17 +31,6 @@ struct emb_module {
 };
 
 /* protobuf-c allocator over an arena: frees are no-ops, the reset frees all. */
-static void *arena_alloc(void *arena, size_t size)
-{
-    return sm_arena_alloc(arena, size);
-}
-
-static void arena_free(void *arena, void *p)
-{
-    (void)arena;
-    (void)p;
-}
-
 /* dlsym() as an object pointer; NULL with the reason in *why when absent. */
 static void *find_symbol(void *handle, const char *name, const char **why)
 {
@@ -164,7 +154,7 @@ const Statemesh__V1__DescribeResponse *emb_describe(struct emb_module *m)
 int emb_process(struct emb_module *m, const uint8_t *frame, size_t len, emb_answer_fn answer,
                 void *arg)
 {
-    ProtobufCAllocator pba = {arena_alloc, arena_free, m->req};
+    ProtobufCAllocator pba = wire_arena_allocator(m->req);
     Statemesh__V1__ToFunction *tf;
 
     if (m->busy) return -1;

@@ -32,7 +32,8 @@ int ep_init(struct endpoint *ep, struct server *s, const struct cfg_endpoint *cf
     ep->state = EP_DOWN;
     ep->slots = calloc(n, sizeof *ep->slots);
     ep->free_slots = calloc(n, sizeof *ep->free_slots);
-    if (!ep->slots || !ep->free_slots) return -1;
+    ep->answers = sm_arena_create();
+    if (!ep->slots || !ep->free_slots || !ep->answers) return -1;
     for (uint32_t i = 0; i < n; i++) ep->free_slots[i] = n - 1 - i;
     ep->nfree = n;
     ep->backoff_ms = BACKOFF_MIN_MS;
@@ -85,6 +86,7 @@ void ep_cleanup(struct endpoint *ep)
     ep->frame = NULL;
     rpc_channel_destroy(&ep->ch);
     emb_unload(&ep->module);
+    sm_arena_destroy(&ep->answers);
 }
 
 struct ftype *ep_find_type(struct endpoint *ep, const char *type)
@@ -384,9 +386,11 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
     struct ep_stream *st = arg;
     struct endpoint *ep = st->ep;
     struct server *s = ep->srv;
-    Statemesh__V1__FromFunction *f = statemesh__v1__from_function__unpack(NULL, len, data);
+    ProtobufCAllocator pba = wire_arena_allocator(ep->answers);
+    Statemesh__V1__FromFunction *f = statemesh__v1__from_function__unpack(&pba, len, data);
 
     if (!f) {
+        sm_arena_reset(ep->answers);
         LOG_ERROR(&s->log, "endpoint.garbage", "target=%s stream=%d bytes=%zu msg=\"answer is not a FromFunction message; resetting the stream\"",
                   ep->cfg->target, st->index, len);
         st->poisoned = 1;
@@ -394,7 +398,7 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
         return;
     }
     deliver_all(ep, f, data, len);
-    statemesh__v1__from_function__free_unpacked(f, NULL);
+    sm_arena_reset(ep->answers);
 }
 
 static void on_writable(void *arg)

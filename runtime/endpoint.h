@@ -112,6 +112,7 @@ struct endpoint {
     struct timer reconnect, sweep;
     int64_t backoff_ms;
     unsigned failures;         /* consecutive connect failures, for log pacing */
+    struct sm_arena *answers;  /* decoded FromFunction messages, dropped whole */
     /* embedded mode only */
     struct emb_module *module; /* the loaded library */
     struct timer kick;         /* due now after in-process answers */

@@ -40,6 +40,9 @@ struct ingress {
      * last STREAM_RATE_WINDOW_MS, at least STREAM_QUEUE_MIN. */
     int64_t read_limit;
     int64_t rate_since_ms, rate_delivered;
+    /* SendStream requests are decoded into this arena and dropped whole:
+     * no malloc/free per message field. */
+    sm_arena *arena;
 };
 
 /* ---- pending calls ------------------------------------------------------- */
@@ -486,6 +489,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
 {
     struct sstream *st = arg;
     struct server *s = st->in->s;
+    ProtobufCAllocator pba = wire_arena_allocator(st->in->arena);
     Statemesh__V1__SendStreamRequest *r;
     size_t pos = 0, k = 0;
     uint32_t field;
@@ -499,8 +503,9 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         stream_progress(st);
         return;
     }
-    r = statemesh__v1__send_stream_request__unpack(NULL, len, data);
+    r = statemesh__v1__send_stream_request__unpack(&pba, len, data);
     if (!r) {
+        sm_arena_reset(st->in->arena);
         stream_end(st, RPC_INVALID_ARGUMENT, "request is not a valid SendStreamRequest");
         return;
     }
@@ -518,7 +523,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         if (sm->seq <= st->last_seq) {
             snprintf(why, sizeof why, "seq %llu does not follow %llu: seqs must increase",
                      (unsigned long long)sm->seq, (unsigned long long)st->last_seq);
-            statemesh__v1__send_stream_request__free_unpacked(r, NULL);
+            sm_arena_reset(st->in->arena);
             stream_end(st, RPC_INVALID_ARGUMENT, why);
             return;
         }
@@ -546,7 +551,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         admit(s, ep, &im, 0, &st->src, sm->seq);
     }
     s->ckpt.forced = 1;            /* acks wait for a checkpoint even if nothing was written */
-    statemesh__v1__send_stream_request__free_unpacked(r, NULL);
+    sm_arena_reset(st->in->arena);
     stream_progress(st);
 }
 
@@ -818,6 +823,10 @@ int ingress_create(struct ingress **out, struct server *s)
 
     if (!in) return -1;
     in->s = s;
+    if (!(in->arena = sm_arena_create())) {
+        free(in);
+        return -1;
+    }
     in->read_limit = STREAM_QUEUE_MIN;
     in->rate_since_ms = rpc_now_ms();
     opt.max_receive_bytes = s->cfg.max_message_bytes + REQUEST_OVERHEAD;
@@ -862,6 +871,7 @@ void ingress_destroy(struct ingress **inp)
     free(in->gens);
     free(in->free);
     if (in->rpc) rpc_server_destroy(&in->rpc);
+    sm_arena_destroy(&in->arena);
     free(in);
     *inp = NULL;
 }

@@ -63,3 +63,20 @@ int wire_find(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body, 
         }
     return rc == 0 && found;
 }
+
+static void *arena_alloc(void *arena, size_t size)
+{
+    return sm_arena_alloc(arena, size);
+}
+
+static void arena_free(void *arena, void *p)
+{
+    (void)arena;
+    (void)p;
+}
+
+ProtobufCAllocator wire_arena_allocator(sm_arena *a)
+{
+    ProtobufCAllocator pa = {arena_alloc, arena_free, a};
+    return pa;
+}

@@ -7,12 +7,20 @@
  * length-delimited fields to refuse such input; this is the one walker they
  * share. Only length-delimited fields are returned; varint, 32- and 64-bit
  * fields are skipped; groups (wire types 3, 4) count as malformed.
+ *
+ * Also the allocator that decodes a message into an sm_arena (SDK): the
+ * hot decoders (SendStream requests, function answers, embedded frames)
+ * use it and drop the message with one sm_arena_reset() instead of a
+ * free() per field.
  */
 #ifndef SM_WIRE_H
 #define SM_WIRE_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "statemesh/invoke.h"
 
 /* The next length-delimited field of bytes p..n at or after *pos: returns 1
  * with its number and body (and advances *pos past it), 0 at the end, -1 if
@@ -22,5 +30,8 @@ int wire_next(const uint8_t *p, size_t n, size_t *pos, uint32_t *field, const ui
 /* The last occurrence of length-delimited `field` (the one a decoder keeps).
  * Returns 1 found, 0 absent or malformed. */
 int wire_find(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body, size_t *blen);
+
+/* A protobuf-c allocator drawing from `a` (frees are no-ops). */
+ProtobufCAllocator wire_arena_allocator(sm_arena *a);
 
 #endif
