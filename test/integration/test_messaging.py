@@ -386,6 +386,16 @@ def stream_requests(n, ids, per_request=1000, type_="test/counter", first_seq=1,
         yield req
 
 
+def stream_all(c, n, ids, per_request, timeout):
+    """Streams n counter increments; asserts no errors; returns the last ack."""
+    last = 0
+    for r in c.ingress.SendStream(stream_requests(n, ids, per_request=per_request),
+                                  timeout=scaled(timeout)):
+        assert not r.errors
+        last = r.committed_through
+    return last
+
+
 def test_send_stream_acks_after_commit_and_reports_errors(sandbox):
     _, rt, c = start(sandbox)
     ids = ["s%d" % i for i in range(10)]
@@ -413,11 +423,7 @@ def test_send_stream_messages_consumed_while_carried_are_never_written(sandbox):
     ids = ["w%d" % i for i in range(n)]            # one message per address
     wait_until(lambda: c.stats()["endpoints_up"] == 2, timeout=20, message="endpoints up")
     before = c.stats()["checkpoint_ops"]
-    last = 0
-    for r in c.ingress.SendStream(stream_requests(n, ids, per_request=1000), timeout=scaled(120)):
-        assert not r.errors
-        last = r.committed_through
-    assert last == n
+    assert stream_all(c, n, ids, 1000, 120) == n
     c.wait_drained(timeout=scaled(60))
     ops = c.stats()["checkpoint_ops"] - before
     print("%d stream messages, %d store writes (%.2f per message)" % (n, ops, ops / n))
@@ -468,11 +474,7 @@ def test_send_stream_of_a_million_messages_keeps_memory_bounded(sandbox):
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        last = 0
-        for r in c.ingress.SendStream(stream_requests(n, ids, per_request=2000), timeout=scaled(500)):
-            assert not r.errors
-            last = r.committed_through
-        assert last == n
+        assert stream_all(c, n, ids, 2000, 500) == n
         c.wait_drained(timeout=scaled(300))
     finally:
         done.set()
