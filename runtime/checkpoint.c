@@ -144,6 +144,18 @@ uint64_t ckpt_source_first(const struct ckpt_source *src)
     return src->head ? src->head->src_seq : 0;
 }
 
+Statemesh__V1__Address *ckpt_msg_fields(const struct msg *m, Statemesh__V1__Address *caller,
+                                        Statemesh__V1__TypedValue *arg)
+{
+    arg->typename_ = (char *)m->typename;
+    arg->value.data = (uint8_t *)m->data;
+    arg->value.len = m->len;
+    if (!m->caller_type) return NULL;
+    caller->type = (char *)m->caller_type;
+    caller->id = (char *)m->caller_id;
+    return caller;
+}
+
 /* Puts m's inbox key into the open group; m is then no longer pending. */
 static void write_inbox_key(struct ckpt *ck, struct msg *m)
 {
@@ -153,14 +165,7 @@ static void write_inbox_key(struct ckpt *ck, struct msg *m)
     uint8_t stack[512], *buf = stack;
     size_t n;
 
-    if (m->caller_type) {
-        caller.type = (char *)m->caller_type;
-        caller.id = (char *)m->caller_id;
-        sm.caller = &caller;
-    }
-    arg.typename_ = (char *)m->typename;
-    arg.value.data = (uint8_t *)m->data;
-    arg.value.len = m->len;
+    sm.caller = ckpt_msg_fields(m, &caller, &arg);
     sm.argument = &arg;
     if (m->reply_key) sm.reply_key = (char *)m->reply_key;
     n = statemesh__v1__stored_message__get_packed_size(&sm);

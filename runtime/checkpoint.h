@@ -46,6 +46,7 @@
 #include <stdint.h>
 
 #include "mailbox.h"
+#include "statemesh/v1/types.pb-c.h"
 #include "store.h"
 
 enum ckpt_ack_kind {
@@ -116,6 +117,11 @@ void ckpt_add_reply(struct ckpt *ck, uint64_t call_id, const char *typename,
 void ckpt_add_raw(struct ckpt *ck, uint64_t call_id, uint8_t *data /* owned */, size_t len);
 void ckpt_add_error(struct ckpt *ck, uint64_t call_id, int code, const char *msg);
 void ckpt_touch(struct ckpt *ck, int64_t now_ms);
+/* Fills *arg with m's argument and, when m came from a function, *caller
+ * with its sender (both borrow m's strings). Returns caller, or NULL for a
+ * message from the ingress: what a stored message or dead letter records. */
+Statemesh__V1__Address *ckpt_msg_fields(const struct msg *m, Statemesh__V1__Address *caller,
+                                        Statemesh__V1__TypedValue *arg);
 
 struct server;
 /* Writes the open group, then releases acks/replies and un-parks addresses.

@@ -48,14 +48,7 @@ void dl_bury(struct server *s, struct mbox *mb, const char *error)
         target.type = (char *)mb->type;
         target.id = (char *)mb->id;
         d.target = &target;
-        if (m->caller_type) {
-            caller.type = (char *)m->caller_type;
-            caller.id = (char *)m->caller_id;
-            d.caller = &caller;
-        }
-        arg.typename_ = (char *)m->typename;
-        arg.value.data = (uint8_t *)m->data;
-        arg.value.len = m->len;
+        d.caller = ckpt_msg_fields(m, &caller, &arg);
         d.argument = &arg;
         d.reply_key = (char *)(m->reply_key ? m->reply_key : "");
         d.error = (char *)error;

@@ -183,7 +183,8 @@ static void run_loop(struct server *s)
         if (s->cfg.checkpoint_interval_ms > 0 && s->ckpt.opened_ms &&
             s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms < deadline)
             deadline = s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms;
-        if (ckpt_pending_deadline(&s->ckpt) < deadline) deadline = ckpt_pending_deadline(&s->ckpt);
+        due = ckpt_pending_deadline(&s->ckpt);
+        if (due < deadline) deadline = due;
         rc = rpc_loop_next(&s->loop, deadline);
         for (int i = 0; rc == 1 && i < EVENTS_PER_ITERATION; i++)
             rc = rpc_loop_next(&s->loop, 0);
