@@ -618,7 +618,7 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
                         "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
-                        "storage";
+                        "state_filter_bytes, storage";
     char name[CFG_SETTING_MAX];
 
     if (!expect_group(ld, g, "runtime", "...")) return;
@@ -659,6 +659,9 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
                 c->max_queued_bytes = (size_t)v;
         } else if (strcmp(key, "state_cache_bytes") == 0) {
             if (get_int(ld, s, name, 0, CFG_QUEUED_MAX, &v) == 0) c->state_cache_bytes = (size_t)v;
+        } else if (strcmp(key, "state_filter_bytes") == 0) {
+            if (get_int(ld, s, name, 0, CFG_STATE_FILTER_MAX, &v) == 0)
+                c->state_filter_bytes = (size_t)v;
         } else if (strcmp(key, "idempotency_retention_hours") == 0) {
             if (get_int(ld, s, name, 1, 8760, &v) == 0) c->idempotency_retention_hours = (int)v;
         } else if (strcmp(key, "checkpoint") == 0) {
@@ -1131,6 +1134,7 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     c.checkpoint_sync = true;
     c.max_queued_bytes = CFG_DEFAULT_QUEUED_BYTES;
     c.state_cache_bytes = CFG_DEFAULT_STATE_CACHE;
+    c.state_filter_bytes = CFG_DEFAULT_STATE_FILTER;
     c.idempotency_retention_hours = 24;
     c.storage_block_cache_bytes = CFG_DEFAULT_BLOCK_CACHE;
     c.storage_write_buffer_bytes = CFG_DEFAULT_WRITE_BUFFER;

@@ -107,6 +107,8 @@ struct cfg_egress {
  * the README's "Performance" section). */
 #define CFG_DEFAULT_QUEUED_BYTES (16u * 1024 * 1024)
 #define CFG_DEFAULT_STATE_CACHE (8u * 1024 * 1024)
+#define CFG_DEFAULT_STATE_FILTER (8u * 1024 * 1024)
+#define CFG_STATE_FILTER_MAX (4LL * 1024 * 1024 * 1024)
 #define CFG_DEFAULT_BLOCK_CACHE (8u * 1024 * 1024)
 #define CFG_DEFAULT_WRITE_BUFFER (4u * 1024 * 1024)
 #define CFG_DEFAULT_MAX_OPEN_FILES 1000
@@ -121,6 +123,7 @@ struct cfg {
     bool checkpoint_sync;     /* default true */
     size_t max_queued_bytes;  /* default CFG_DEFAULT_QUEUED_BYTES, 1 MiB..64 GiB */
     size_t state_cache_bytes; /* default CFG_DEFAULT_STATE_CACHE, 0..64 GiB */
+    size_t state_filter_bytes; /* default CFG_DEFAULT_STATE_FILTER, 0 (off)..4 GiB */
     int idempotency_retention_hours; /* default 24 */
     /* runtime.storage: LevelDB's options (see store.h) */
     size_t storage_block_cache_bytes;  /* default CFG_DEFAULT_BLOCK_CACHE, 1 MiB..64 GiB */

@@ -738,12 +738,14 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     int64_t up = 0;
     struct { const char *name; int64_t value; } rows[48];
     Statemesh__V1__Stat stats[48], *sp[48];
+    struct store_filter_stats fs;
     Statemesh__V1__StatsResponse resp = STATEMESH__V1__STATS_RESPONSE__INIT;
     size_t n = 0;
     (void)req;
     (void)len;
 
     for (size_t i = 0; i < s->n_endpoints; i++) up += s->endpoints[i].state == EP_UP;
+    store_filter_stats(s->store, &fs);
 #define ROW(k, v) rows[n].name = (k), rows[n].value = (int64_t)(v), n++
     ROW("messages_received", st->messages_received);
     ROW("messages_produced", st->messages_produced);
@@ -781,6 +783,11 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("state_cache_entries", s->scache.count);
     ROW("state_cache_hits", s->scache.hits);
     ROW("state_cache_misses", s->scache.misses);
+    ROW("state_filter_bytes", fs.bytes);
+    ROW("state_filter_ready", fs.ready);
+    ROW("state_filter_scanned", fs.scanned);
+    ROW("state_filter_scan_ms", fs.scan_ms);
+    ROW("state_filter_skips", fs.skips);
 #undef ROW
     for (size_t i = 0; i < n; i++) {
         statemesh__v1__stat__init(&stats[i]);

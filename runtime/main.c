@@ -260,7 +260,7 @@ int main(int argc, char **argv)
     struct server s;
     const char *config = NULL;
     char err[16384], dbdir[4200];
-    struct store_options so = {0, 0, true, 0};
+    struct store_options so = {0, 0, true, 0, 0};
     sigset_t set;
     int c, rc = 1, grpc_up = 0;
 
@@ -310,6 +310,7 @@ int main(int argc, char **argv)
     so.write_buffer_bytes = s.cfg.storage_write_buffer_bytes;
     so.compression = s.cfg.storage_compression;
     so.max_open_files = s.cfg.storage_max_open_files;
+    so.state_filter_bytes = s.cfg.state_filter_bytes;
     snprintf(dbdir, sizeof dbdir, "%s/store", s.cfg.data_dir);
     if (mkdirs(dbdir) != 0 || store_open(&s.store, dbdir, &so, &s.log, err, sizeof err) != 0) {
         fprintf(stderr, "statemeshd: %s\n", err);

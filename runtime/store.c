@@ -26,10 +26,15 @@
 
 #include <errno.h>
 #include <leveldb/c.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <xxhash.h>
+
+#include "sfilter.h"
 
 #define KEY_STACK 1536
 #define KEY_MAX (64u * 1024)          /* longer keys on disk are treated as corrupt */
@@ -39,6 +44,9 @@
 #define META_FORMAT "format"
 #define META_KEY_GROUPS "key_groups"
 #define FAULT_ENV "STATEMESH_FAULT_WRITE_FAIL_AFTER"
+#define SCAN_PROGRESS_MS 5000
+
+enum filter_state { FILTER_OFF = 0, FILTER_BUILDING, FILTER_READY, FILTER_FAILED };
 
 struct store {
     leveldb_t *db;
@@ -55,12 +63,24 @@ struct store {
     bool fault_armed;
     unsigned long long fault_after;    /* store_write() calls that succeed */
     unsigned long long n_writes;       /* store_write() calls so far */
+    /* The state filter (sfilter.h): built from the S range by a thread
+     * started at open, fed by store_write(); consulted once READY. */
+    struct sfilter filter;
+    pthread_t scan_thread;
+    bool scan_started;
+    atomic_int filter_state;           /* enum filter_state */
+    atomic_bool scan_stop;
+    _Atomic uint64_t filter_scanned;   /* keys the scan has added */
+    _Atomic int64_t filter_scan_ms;    /* how long the scan took, once READY */
+    uint64_t filter_skips;             /* reads answered by the filter */
 };
 
 struct store_batch {
     leveldb_writebatch_t *wb;
     size_t count;
     size_t bytes;
+    uint64_t *state_hashes;            /* filter hashes of the S keys put */
+    size_t nstate, capstate;
 };
 
 /* ---- keys ----------------------------------------------------------------- */
@@ -245,6 +265,7 @@ void store_batch_destroy(struct store_batch **bp)
 {
     if (bp == NULL || *bp == NULL) return;
     leveldb_writebatch_destroy((*bp)->wb);
+    free((*bp)->state_hashes);
     free(*bp);
     *bp = NULL;
 }
@@ -254,6 +275,7 @@ void store_batch_clear(struct store_batch *b)
     leveldb_writebatch_clear(b->wb);
     b->count = 0;
     b->bytes = 0;
+    b->nstate = 0;
 }
 
 size_t store_batch_count(const struct store_batch *b) { return b->count; }
@@ -280,6 +302,14 @@ void store_batch_put_state(struct store_batch *b, const char *type, const char *
 {
     struct key k;
     key_state(&k, type, id, name);
+    if (b->nstate == b->capstate) {
+        size_t cap = b->capstate ? b->capstate * 2 : 256;
+        uint64_t *h = realloc(b->state_hashes, cap * sizeof *h);
+        if (h == NULL) SM_PANIC("store: out of memory in a checkpoint batch");
+        b->state_hashes = h;
+        b->capstate = cap;
+    }
+    b->state_hashes[b->nstate++] = sfilter_hash(k.p, k.len);
     batch_put(b, &k, val, len);
 }
 
@@ -381,6 +411,9 @@ int store_write(struct store *s, struct store_batch *b, bool sync)
         log_failure(s, "store.write_failed", "injected fault (" FAULT_ENV ")");
         return -EIO;
     }
+    /* Before the write, so no read can find the key on disk but not here;
+     * if the write fails the extra bits are harmless false positives. */
+    for (size_t i = 0; i < b->nstate; i++) sfilter_add(&s->filter, b->state_hashes[i]);
     leveldb_write(s->db, sync ? s->wo_sync : s->wo_nosync, b->wb, &lerr);
     if (lerr) {
         ldb_failure(s, "store.write_failed", &lerr);
@@ -425,7 +458,25 @@ int store_get_state(struct store *s, const char *type, const char *id, const cha
 {
     struct key k;
     key_state(&k, type, id, name);
+    if (atomic_load_explicit(&s->filter_state, memory_order_acquire) == FILTER_READY &&
+        !sfilter_may_contain(&s->filter, sfilter_hash(k.p, k.len))) {
+        key_free(&k);
+        *val = NULL;
+        *len = 0;
+        s->filter_skips++;
+        return 1;
+    }
     return get_key(s, &k, val, len);
+}
+
+void store_filter_stats(const struct store *s, struct store_filter_stats *out)
+{
+    int st = atomic_load_explicit(&s->filter_state, memory_order_acquire);
+    out->bytes = sfilter_bytes(&s->filter);
+    out->ready = st == FILTER_READY;
+    out->scanned = atomic_load_explicit(&s->filter_scanned, memory_order_relaxed);
+    out->scan_ms = st == FILTER_READY ? atomic_load_explicit(&s->filter_scan_ms, memory_order_relaxed) : 0;
+    out->skips = s->filter_skips;
 }
 
 int store_get_meta(struct store *s, const char *name, uint8_t **val, size_t *len)
@@ -727,6 +778,86 @@ int store_state_key_address(const char *key, size_t klen, char *buf, const char 
     return 0;
 }
 
+/* ---- the state filter's startup scan --------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Adds every S key on disk to the filter, then marks it READY. Keys written
+ * meanwhile are added by store_write(); the iterator sees the database as
+ * of its creation, and every later write goes through store_write(), so
+ * together they cover every key. Stops early (the filter stays unused)
+ * when the store closes or the scan fails. */
+static void *filter_scan(void *arg)
+{
+    struct store *s = arg;
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    int64_t t0 = mono_ms(), last = t0;
+    uint64_t n = 0;
+    char *lerr = NULL;
+    char tag = 'S';
+    bool stopped = false;
+
+    for (leveldb_iter_seek(it, &tag, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t klen;
+        const char *k = leveldb_iter_key(it, &klen);
+        if (klen == 0 || k[0] != 'S') break;
+        sfilter_add(&s->filter, sfilter_hash(k, klen));
+        if ((++n & 4095) != 0) continue;
+        atomic_store_explicit(&s->filter_scanned, n, memory_order_relaxed);
+        if (atomic_load(&s->scan_stop)) {
+            stopped = true;
+            break;
+        }
+        if (mono_ms() - last >= SCAN_PROGRESS_MS) {
+            last = mono_ms();
+            LOG_INFO(s->lg, "store.state_filter_progress", "keys=%llu seconds=%lld",
+                     (unsigned long long)n, (long long)((last - t0) / 1000));
+        }
+    }
+    leveldb_iter_get_error(it, &lerr);
+    leveldb_iter_destroy(it);
+    atomic_store_explicit(&s->filter_scanned, n, memory_order_relaxed);
+    if (lerr) {
+        ldb_failure(s, "store.state_filter_failed", &lerr);
+        LOG_WARN(s->lg, "store.state_filter_off", "reason=\"scan failed\" effect=\"%s\"",
+                 "every state read goes to LevelDB");
+        atomic_store_explicit(&s->filter_state, FILTER_FAILED, memory_order_release);
+    } else if (!stopped) {
+        int64_t ms = mono_ms() - t0;
+        atomic_store_explicit(&s->filter_scan_ms, ms, memory_order_relaxed);
+        atomic_store_explicit(&s->filter_state, FILTER_READY, memory_order_release);
+        LOG_INFO(s->lg, "store.state_filter_ready", "keys=%llu ms=%lld bytes=%zu",
+                 (unsigned long long)n, (long long)ms, sfilter_bytes(&s->filter));
+    }
+    return NULL;
+}
+
+static void filter_start(struct store *s, size_t bytes)
+{
+    int rc;
+
+    if (bytes == 0) return;
+    if (sfilter_init(&s->filter, bytes) != 0) {
+        LOG_WARN(s->lg, "store.state_filter_off", "reason=\"out of memory\" bytes=%zu", bytes);
+        return;
+    }
+    if (!sfilter_on(&s->filter)) return;
+    atomic_store(&s->filter_state, FILTER_BUILDING);
+    rc = pthread_create(&s->scan_thread, NULL, filter_scan, s);
+    if (rc != 0) {
+        LOG_WARN(s->lg, "store.state_filter_off", "reason=\"cannot start the scan: %s\"",
+                 strerror(rc));
+        atomic_store(&s->filter_state, FILTER_FAILED);
+        return;
+    }
+    s->scan_started = true;
+}
+
 /* ---- open / close --------------------------------------------------------- */
 
 void store_close(struct store **sp)
@@ -735,6 +866,10 @@ void store_close(struct store **sp)
 
     if (sp == NULL || *sp == NULL) return;
     s = *sp;
+    if (s->scan_started) {
+        atomic_store(&s->scan_stop, true);
+        pthread_join(s->scan_thread, NULL);
+    }
     if (s->db) leveldb_close(s->db);
     if (s->opt) leveldb_options_destroy(s->opt);
     if (s->bloom) leveldb_filterpolicy_destroy(s->bloom);
@@ -748,6 +883,7 @@ void store_close(struct store **sp)
         LOG_INFO(s->lg, "store.close", "dir=%s n_writes=%llu",
                  log_quote(qdir, sizeof qdir, s->dir), s->n_writes);
     }
+    sfilter_free(&s->filter);
     free(s->dir);
     free(s);
     *sp = NULL;
@@ -921,6 +1057,7 @@ int store_open(struct store **out, const char *dir, const struct store_options *
         goto out;
     }
     if (check_meta(s, &created, why, sizeof why) != 0) goto out;
+    filter_start(s, opt->state_filter_bytes);
 
     {
         char qdir[512];

@@ -52,6 +52,7 @@ struct store_options {
     size_t write_buffer_bytes;  /* 0: 4 MiB */
     bool compression;           /* snappy */
     int max_open_files;         /* 0: LevelDB's default (1000) */
+    size_t state_filter_bytes;  /* 0: no state filter (sfilter.h) */
 };
 
 uint16_t store_key_group(const char *type, const char *id);
@@ -100,10 +101,21 @@ int store_write(struct store *s, struct store_batch *b, bool sync)
 /* ---- reads (committed data only) ---- */
 
 /* One state value. Returns 0 and a malloc'd copy in *val (caller frees),
- * 1 if absent, or -EIO. */
+ * 1 if absent, or -EIO. With a state filter (store_options), a key the
+ * filter has never seen is absent without a LevelDB read, once the filter's
+ * startup scan of the S range (a thread started by store_open) is done. */
 int store_get_state(struct store *s, const char *type, const char *id, const char *name,
                     uint8_t **val /* OUT */, size_t *len /* OUT */)
     __attribute__((warn_unused_result));
+
+struct store_filter_stats {
+    size_t bytes;               /* 0: no filter */
+    bool ready;                 /* the startup scan is done: reads use it */
+    uint64_t scanned;           /* keys the startup scan has added */
+    int64_t scan_ms;            /* how long the scan took (when ready) */
+    uint64_t skips;             /* state reads it answered "absent" */
+};
+void store_filter_stats(const struct store *s, struct store_filter_stats *out /* OUT */);
 
 /* Calls fn for every state value of the address in name order; `val` is
  * borrowed for the duration of the call. fn returns non-zero to stop.

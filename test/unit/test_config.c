@@ -199,6 +199,7 @@ static void defaults(void **state)
     assert_int_equal(c.max_queued_bytes, 16 * 1024 * 1024);
     assert_int_equal(c.idempotency_retention_hours, 24);
     assert_true(c.state_cache_bytes == (size_t)8 << 20);
+    assert_true(c.state_filter_bytes == (size_t)8 << 20);
     assert_true(c.storage_block_cache_bytes == (size_t)8 << 20);
     assert_true(c.storage_write_buffer_bytes == (size_t)4 << 20);
     assert_true(c.storage_compression);
@@ -756,12 +757,25 @@ static void queued_bytes_64bit(void **state)
 
     (void)state;
     tmp_write(&t, "runtime = { max_queued_bytes = 68719476736; idempotency_retention_hours = 1; "
-                  "state_cache_bytes = 0; };\n");
+                  "state_cache_bytes = 0; state_filter_bytes = 0; };\n");
     assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);   /* libconfig reads 0 */
     assert_true(c.max_queued_bytes == (size_t)64 << 30);
     assert_int_equal(c.idempotency_retention_hours, 1);
     assert_true(c.state_cache_bytes == 0);
+    assert_true(c.state_filter_bytes == 0);
     cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = { state_filter_bytes = 4294967296; };\n");   /* 4 GiB */
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_true(c.state_filter_bytes == (size_t)4 << 30);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+
+    tmp_write(&t, "runtime = {\n  state_filter_bytes = -1;\n};\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), -1);
+    snprintf(want, sizeof want, ":2: runtime.state_filter_bytes: -1 is out of range; ");
+    assert_non_null(strstr(err, want));
     tmp_remove(&t);
 
     tmp_write(&t, "runtime = { max_queued_bytes = 8589934592; };\n");      /* 8 GiB */

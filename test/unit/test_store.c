@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "store.h"
@@ -834,6 +835,134 @@ static void sweep_visits_a_slice_and_wraps(void **state)
                                              &(const char *){0}), -1);
 }
 
+
+/* ---- the state filter ----------------------------------------------------------- */
+
+static void open_filtered(struct fx *fx, size_t filter_bytes)
+{
+    char err[512];
+    struct store_options opt = {.compression = true, .state_filter_bytes = filter_bytes};
+
+    err[0] = '\0';
+    if (store_open(&fx->s, fx->dir, &opt, &fx->lg, err, sizeof err) != 0) {
+        print_error("store_open: %s\n", err);
+        fail();
+    }
+}
+
+static void wait_filter_ready(struct store *s)
+{
+    struct store_filter_stats fs;
+    for (int i = 0; i < 2000; i++) {
+        store_filter_stats(s, &fs);
+        if (fs.ready) return;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    fail_msg("the state filter's scan did not finish in 10 s");
+}
+
+#define FILTER_KEYS 20000
+
+/* The filter, rebuilt at open from what is on disk and fed by every later
+ * write, never answers "absent" for a key that exists, and answers most
+ * reads of keys that never existed without LevelDB. */
+static void state_filter_never_hides_state(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    struct store_filter_stats fs;
+    char id[32];
+
+    open_ok(fx);                                   /* no filter */
+    store_filter_stats(fx->s, &fs);
+    assert_int_equal(fs.bytes, 0);
+    for (int i = 0; i < FILTER_KEYS; i++) {
+        snprintf(id, sizeof id, "u%d", i);
+        store_batch_put_state(b, "t/x", id, "n", id, strlen(id));
+    }
+    write_ok(fx->s, b, false);
+    store_close(&fx->s);
+
+    open_filtered(fx, 64 * 1024);                  /* 26 bits per key */
+    /* Reads during the scan go to LevelDB: still right. */
+    assert_state(fx->s, "t/x", "u7", "n", "u7");
+    assert_state(fx->s, "t/x", "never", "n", NULL);
+    wait_filter_ready(fx->s);
+    store_filter_stats(fx->s, &fs);
+    assert_int_equal(fs.scanned, FILTER_KEYS);
+    assert_int_equal(fs.bytes, 64 * 1024);
+    for (int i = 0; i < FILTER_KEYS; i++) {
+        snprintf(id, sizeof id, "u%d", i);
+        assert_state(fx->s, "t/x", id, "n", id);
+        assert_state(fx->s, "t/x", id, "other", NULL);
+    }
+    store_filter_stats(fx->s, &fs);
+    assert_true(fs.skips >= FILTER_KEYS * 99 / 100);
+
+    /* Written after the scan: found at once, before and after a reopen. */
+    put_state_str(fx->s, "t/x", "late", "n", "v1");
+    assert_state(fx->s, "t/x", "late", "n", "v1");
+    store_batch_delete_state(b, "t/x", "u1", "n");
+    write_ok(fx->s, b, false);
+    assert_state(fx->s, "t/x", "u1", "n", NULL);
+    store_close(&fx->s);
+    open_filtered(fx, 64 * 1024);
+    wait_filter_ready(fx->s);
+    assert_state(fx->s, "t/x", "late", "n", "v1");
+    assert_state(fx->s, "t/x", "u2", "n", "u2");
+    assert_state(fx->s, "t/x", "u1", "n", NULL);
+    assert_non_null(strstr(log_text(fx), "event=store.state_filter_ready keys=20000"));
+    store_batch_destroy(&b);
+}
+
+/* A filter far too small for its keys is slow, never wrong. */
+static void state_filter_overfull_stays_correct(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    struct store_filter_stats fs;
+    char id[32];
+
+    open_filtered(fx, 64);                         /* one block */
+    wait_filter_ready(fx->s);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(id, sizeof id, "k%d", i);
+        store_batch_put_state(b, "t/y", id, "n", id, strlen(id));
+    }
+    write_ok(fx->s, b, true);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(id, sizeof id, "k%d", i);
+        assert_state(fx->s, "t/y", id, "n", id);
+    }
+    store_filter_stats(fx->s, &fs);
+    assert_int_equal(fs.bytes, 64);
+    assert_true(fs.skips < 20);                    /* saturated: LevelDB answers */
+    store_batch_destroy(&b);
+}
+
+/* Closing while the scan runs stops it; nothing leaks (ASan, valgrind). */
+static void state_filter_close_during_scan(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    char id[32];
+
+    open_ok(fx);
+    for (int i = 0; i < 100000; i++) {
+        snprintf(id, sizeof id, "c%d", i);
+        store_batch_put_state(b, "t/z", id, "n", "v", 1);
+    }
+    write_ok(fx->s, b, false);
+    store_close(&fx->s);
+    for (int round = 0; round < 5; round++) {
+        open_filtered(fx, 1 << 20);
+        assert_state(fx->s, "t/z", "c99999", "n", "v");
+        store_close(&fx->s);
+    }
+    store_batch_destroy(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -853,6 +982,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(egress_bounds_and_ranges, setup, teardown),
         cmocka_unit_test_setup_teardown(deadletters_page_by_id, setup, teardown),
         cmocka_unit_test_setup_teardown(sweep_visits_a_slice_and_wraps, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_filter_never_hides_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_filter_overfull_stays_correct, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_filter_close_during_scan, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
