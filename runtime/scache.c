@@ -544,6 +544,7 @@ void scache_set(struct scache *c, const char *type, const char *id, const char *
     for (i = 0; i < e->nslots; i++, sl = slot_next(sl))
         if (strcmp(slot_name(c, sl), name) == 0) break;
     if (i == e->nslots) {
+        assert(e->nslots < UINT16_MAX);
         src.name = str_ref(c, name);
         src.type = v->typename ? str_ref(c, v->typename) : 0;
         e = entry_rewrite(c, link, e, i, &src);

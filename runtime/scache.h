@@ -16,8 +16,9 @@
  * callers filter expired ones.
  *
  * Pointers returned by scache_get() stay valid until the next
- * scache_evict(): memory is only freed there (a set may rewrite a value of
- * the same size in place, so copy a value before setting its own key).
+ * scache_evict(): memory is only freed there. A set of the same name may
+ * rewrite a value of the same size in place (a held pointer then sees the
+ * new bytes): copy a value first to keep the old one.
  *
  * Each address is one malloc'd block (key, names, values inline; names and
  * typenames interned); `bytes` counts the malloc chunks really held.
