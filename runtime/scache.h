@@ -16,7 +16,12 @@
  * callers filter expired ones.
  *
  * Pointers returned by scache_get() stay valid until the next
- * scache_evict() (entries are only freed there).
+ * scache_evict(): memory is only freed there. A set of the same name may
+ * rewrite a value of the same size in place (a held pointer then sees the
+ * new bytes): copy a value first to keep the old one.
+ *
+ * Each address is one malloc'd block (key, names, values inline; names and
+ * typenames interned); `bytes` counts the malloc chunks really held.
  */
 #ifndef SM_SCACHE_H
 #define SM_SCACHE_H
@@ -25,6 +30,7 @@
 #include <stdint.h>
 
 struct sc_entry;
+struct sc_str;
 
 struct sc_value {
     const char *typename;      /* NULL: known absent */
@@ -37,8 +43,14 @@ struct scache {
     struct sc_entry **buckets;
     size_t nbuckets, count;
     struct sc_entry *head, *tail;   /* LRU: head = most recent */
-    size_t bytes, budget;
+    size_t bytes, budget;           /* bytes: malloc'd memory held, chunk overhead included */
     int64_t hits, misses;
+    /* private to scache.c */
+    struct sc_entry *retired;       /* blocks replaced since the last scache_evict() */
+    struct sc_str *strs;            /* interned names and typenames, by id (0 unused) */
+    uint16_t *str_buckets;
+    size_t nstrs, nstrs_live, strs_cap, nstr_buckets;
+    uint16_t str_free, str_pending; /* free ids; unused strings to free at the next evict */
 };
 
 void scache_init(struct scache *c, size_t budget);
