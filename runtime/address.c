@@ -32,8 +32,7 @@ const char *addr_check_type(const char *type, size_t len)
     return NULL;
 }
 
-/* Strict UTF-8: no overlongs, no surrogates, <= U+10FFFF. */
-static int utf8_ok(const unsigned char *s, size_t len)
+int addr_utf8_ok(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
@@ -63,7 +62,7 @@ const char *addr_check_id(const char *id, size_t len)
     if (id == NULL || len == 0) return "id is empty";
     if (len > ADDR_MAX_ID) return "id is longer than 1024 bytes";
     if (memchr(id, '\0', len)) return "id contains a NUL byte";
-    if (!utf8_ok((const unsigned char *)id, len)) return "id is not valid UTF-8";
+    if (!addr_utf8_ok((const unsigned char *)id, len)) return "id is not valid UTF-8";
     return NULL;
 }
 

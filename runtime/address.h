@@ -21,6 +21,8 @@
 const char *addr_check_type(const char *type, size_t len);
 const char *addr_check_id(const char *id, size_t len);
 const char *addr_check_state_name(const char *name, size_t len);
+/* 1 if s..len is strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+int addr_utf8_ok(const unsigned char *s, size_t len);
 
 /* A function-type pattern as used in config: "ns/name" or "ns/*". */
 const char *addr_check_pattern(const char *pattern, size_t len);

@@ -10,6 +10,10 @@
  *   statemesh [--address A] deadletters list [--type T] [--after ID] [--limit N] [--json]
  *   statemesh [--address A] deadletters replay (ID... | --all) [--type T] [--json]
  *   statemesh [--address A] deadletters drop (ID... | --all) [--type T] [--json]
+ *   statemesh [--address A] inspect TYPE ID [--json]
+ *   statemesh [--address A] stuck [--type T] [--limit N] [--json]
+ *   statemesh [--address A] skip TYPE ID [--json]
+ *   statemesh [--address A] resume TYPE ID [--json]
  *
  * Options may appear anywhere after the program name; "--" ends them, and
  * arguments such as "-5" are values, not options. The address defaults to
@@ -40,6 +44,14 @@
  *               "replayed N" / "dropped N" once durable; ids the runtime
  *               did not find (already replayed or dropped, another --type,
  *               for replay a type no endpoint serves) are noted on stderr.
+ *   inspect     "key value" lines (address, phase, queued, attempts, next
+ *               retry, head, last error in full, indented).
+ *   stuck       one line per address: "TYPE ID PHASE ATTEMPTS/MAX queued=N
+ *               ERROR" (ERROR as a JSON string), then "# retrying=N paused=M".
+ *   skip        "skipped: the head message is dead letter ID" once durable.
+ *   resume      "resumed" once durable.
+ *   call        on DEADLINE_EXCEEDED, also the address's last error when it
+ *               is retrying or paused.
  *   --json      one JSON document per answer (per record for egress tail,
  *               per dead letter for deadletters list, then {"total":N}).
  *
@@ -116,6 +128,13 @@ static void usage(FILE *f)
             "                                    put them back into their targets' inboxes\n"
             "  deadletters drop (ID... | --all) [--type T]\n"
             "                                    delete them\n"
+            "  inspect TYPE ID                   failure handling of an address: phase,\n"
+            "                                    attempts, next retry, last error, head message\n"
+            "  stuck [--type T] [--limit N]      every address retrying or paused:\n"
+            "                                    TYPE ID PHASE ATTEMPTS/MAX queued=N ERROR\n"
+            "  skip TYPE ID                      move the failing head message of a retrying\n"
+            "                                    or paused address to dead letters, go on\n"
+            "  resume TYPE ID                    retry a paused address now\n"
             "\n"
             "options:\n"
             "  --address HOST:PORT  ingress of statemeshd (also unix:/path); default\n"
@@ -134,7 +153,8 @@ static void usage(FILE *f)
             "  --latest             egress tail: only records committed from now on\n"
             "  --follow             egress tail: keep waiting for new records (Ctrl-C stops)\n"
             "  --after ID           deadletters list: start after dead letter ID (paging)\n"
-            "  --limit N            deadletters list: at most N (1..10000, default 100)\n"
+            "  --limit N            deadletters list: at most N (1..10000, default 100);\n"
+            "                       stuck: at most N addresses (default 1000)\n"
             "  --all                deadletters replay/drop: every one (of --type T)\n"
             "  --timeout MS         RPC deadline in milliseconds (default 10000; send\n"
             "                       --stdin: for the final acknowledgements, default 60000;\n"
@@ -381,6 +401,8 @@ static void print_value_json(FILE *f, const sm_value *v)
 
 /* ---- commands ---- */
 
+static void explain_deadline(sm_client *c, const char *type, const char *id);
+
 int rpc_error(const char *what, const sm_error *err, const char *address)
 {
     fprintf(stderr, "statemesh: %s: %s: %s\n", what, sm_status_code_name(err->code), err->message);
@@ -414,6 +436,7 @@ static int cmd_send_or_call(sm_client *c, const struct args *a, int call)
         sm_value_buf reply = SM_VALUE_BUF_INIT;
         if (sm_client_call_opts(c, type, id, &v, &o, a->timeout_ms, &reply, &err) != SM_OK) {
             rc = rpc_error(what, &err, a->address);
+            if (err.code == 4) explain_deadline(c, type, id);   /* DEADLINE_EXCEEDED */
         } else {
             if (a->json) {
                 fputc('{', stdout);
@@ -750,6 +773,196 @@ static int cmd_deadletters(sm_client *c, const struct args *a)
     return usage_error("deadletters needs a subcommand: list, replay or drop");
 }
 
+/* ---- failure handling: inspect, stuck, skip, resume ---- */
+
+static void put_address_json(FILE *f, const char *type, const char *id)
+{
+    fputs("{\"type\":", f);
+    json_put_string(f, type, strlen(type));
+    fputs(",\"id\":", f);
+    json_put_string(f, id, strlen(id));
+    fputc('}', f);
+}
+
+static void print_status_json(const sm_address_status *st)
+{
+    fputs("{\"address\":", stdout);
+    put_address_json(stdout, st->type, st->id);
+    printf(",\"phase\":\"%s\",\"queued_messages\":%" PRIu64 ",\"in_flight_messages\":%" PRIu32
+           ",\"attempts\":%" PRIu32 ",\"max_attempts\":%" PRIu32 ",\"isolating\":%s",
+           sm_phase_name(st->phase), st->queued_messages, st->in_flight_messages, st->attempts,
+           st->max_attempts, st->isolating ? "true" : "false");
+    fputs(",\"next_retry_at_ms\":", stdout);
+    if (st->next_retry_at_ms) printf("%" PRId64, st->next_retry_at_ms);
+    else fputs("null", stdout);
+    fputs(",\"last_error\":", stdout);
+    if (*st->last_error) {
+        json_put_string(stdout, st->last_error, strlen(st->last_error));
+        printf(",\"last_error_at_ms\":%" PRId64, st->last_error_at_ms);
+    } else {
+        fputs("null", stdout);
+    }
+    fputs(",\"head\":", stdout);
+    if (st->has_head) {
+        fputs("{\"caller\":", stdout);
+        if (st->head_caller_type) put_address_json(stdout, st->head_caller_type, st->head_caller_id);
+        else fputs("null", stdout);
+        fputc(',', stdout);
+        print_value_json_line(stdout, &st->head);
+        fputc('}', stdout);
+    } else {
+        fputs("null", stdout);
+    }
+    fputs("}\n", stdout);
+}
+
+/* "in 1.2 s" / "overdue" relative to now. */
+static void put_in(FILE *f, int64_t at_ms)
+{
+    struct timespec ts;
+    int64_t now, d;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    d = at_ms - now;
+    if (d <= 0) fputs("due now", f);
+    else fprintf(f, "in %.1f s", (double)d / 1000.0);
+}
+
+static void print_status_text(const sm_address_status *st)
+{
+    printf("address      %s ", st->type);
+    put_id(stdout, st->id);
+    printf("\nphase        %s%s\n", sm_phase_name(st->phase),
+           st->isolating ? " (isolating a failed batch: one message at a time)" : "");
+    printf("queued       %" PRIu64 " (in flight %" PRIu32 ")\n", st->queued_messages,
+           st->in_flight_messages);
+    if (st->max_attempts) printf("attempts     %" PRIu32 " of %" PRIu32 "\n", st->attempts, st->max_attempts);
+    else printf("attempts     %" PRIu32 " (retried forever)\n", st->attempts);
+    if (st->next_retry_at_ms) {
+        fputs("next retry   ", stdout);
+        put_time(stdout, st->next_retry_at_ms);
+        fputs(" (", stdout);
+        put_in(stdout, st->next_retry_at_ms);
+        fputs(")\n", stdout);
+    }
+    if (st->has_head) {
+        fputs("head         ", stdout);
+        print_value_line(stdout, &st->head);
+        if (st->head_caller_type) {
+            printf(" (from %s ", st->head_caller_type);
+            put_id(stdout, st->head_caller_id);
+            fputs(")\n", stdout);
+        } else {
+            fputs(" (from the ingress)\n", stdout);
+        }
+    }
+    if (*st->last_error) {
+        const char *p = st->last_error, *nl;
+        fputs("last error   ", stdout);
+        put_time(stdout, st->last_error_at_ms);
+        fputc('\n', stdout);
+        for (; *p; p = nl + 1) {            /* full text, indented (tracebacks) */
+            nl = strchr(p, '\n');
+            if (!nl) {
+                printf("  %s\n", p);
+                break;
+            }
+            printf("  %.*s\n", (int)(nl - p), p);
+        }
+    }
+    if (st->phase == SM_PHASE_PAUSED)
+        printf("# paused: 'statemesh skip %s ID' moves the head message to dead letters, "
+               "'statemesh resume %s ID' retries it now\n", st->type, st->type);
+}
+
+static int cmd_inspect(sm_client *c, const struct args *a)
+{
+    sm_address_statuses l;
+    sm_error err;
+    char what[2200];
+
+    if (a->npos != 3) return usage_error("inspect needs TYPE ID");
+    snprintf(what, sizeof what, "inspect %.1024s %.1024s", a->pos[1], a->pos[2]);
+    if (sm_client_inspect(c, a->pos[1], a->pos[2], a->timeout_ms, &l, &err) != SM_OK)
+        return rpc_error(what, &err, a->address);
+    if (a->json) print_status_json(&l.items[0]);
+    else print_status_text(&l.items[0]);
+    sm_address_statuses_cleanup(&l);
+    return 0;
+}
+
+static int cmd_stuck(sm_client *c, const struct args *a)
+{
+    sm_address_statuses l;
+    sm_error err;
+
+    if (a->npos != 1) return usage_error("stuck takes no arguments (filter with --type T)");
+    if (sm_client_list_stuck(c, a->type, (uint32_t)a->limit, a->timeout_ms, &l, &err) != SM_OK)
+        return rpc_error("stuck", &err, a->address);
+    for (size_t i = 0; i < l.n; i++) {
+        const sm_address_status *st = &l.items[i];
+        if (a->json) {
+            print_status_json(st);
+            continue;
+        }
+        printf("%s ", st->type);
+        put_id(stdout, st->id);
+        printf(" %s %" PRIu32 "/", sm_phase_name(st->phase), st->attempts);
+        if (st->max_attempts) printf("%" PRIu32, st->max_attempts);
+        else fputs("forever", stdout);
+        printf(" queued=%" PRIu64 " ", st->queued_messages);
+        json_put_string(stdout, st->last_error, strlen(st->last_error));
+        fputc('\n', stdout);
+    }
+    if (a->json) printf("{\"retrying\":%" PRIu64 ",\"paused\":%" PRIu64 "}\n", l.retrying, l.paused);
+    else printf("# retrying=%" PRIu64 " paused=%" PRIu64 "\n", l.retrying, l.paused);
+    sm_address_statuses_cleanup(&l);
+    return 0;
+}
+
+static int cmd_skip_resume(sm_client *c, const struct args *a, bool skip)
+{
+    sm_error err;
+    char what[2200];
+    uint64_t id = 0;
+    int rc;
+
+    if (a->npos != 3) return usage_error("%s needs TYPE ID", skip ? "skip" : "resume");
+    snprintf(what, sizeof what, "%s %.1024s %.1024s", skip ? "skip" : "resume", a->pos[1], a->pos[2]);
+    rc = skip ? sm_client_skip(c, a->pos[1], a->pos[2], a->timeout_ms, &id, &err)
+              : sm_client_resume(c, a->pos[1], a->pos[2], a->timeout_ms, &err);
+    if (rc != SM_OK) return rpc_error(what, &err, a->address);
+    if (a->json) {
+        if (skip) printf("{\"dead_letter_id\":%" PRIu64 "}\n", id);
+        else fputs("{\"resumed\":true}\n", stdout);
+    } else if (skip) {
+        printf("skipped: the head message is dead letter %" PRIu64 "\n", id);
+    } else {
+        fputs("resumed\n", stdout);
+    }
+    return 0;
+}
+
+/* After a Call's DEADLINE_EXCEEDED: why the address has not answered, when
+ * it is retrying or paused. */
+static void explain_deadline(sm_client *c, const char *type, const char *id)
+{
+    sm_address_statuses l;
+    sm_error err;
+    const sm_address_status *st;
+    if (sm_client_inspect(c, type, id, 3000, &l, &err) != SM_OK) return;
+    st = &l.items[0];
+    if (st->phase == SM_PHASE_PAUSED || st->attempts) {
+        fprintf(stderr, "statemesh: %s %s is %s (attempt %" PRIu32 " of ", type, id,
+                sm_phase_name(st->phase), st->attempts);
+        if (st->max_attempts) fprintf(stderr, "%" PRIu32 ")", st->max_attempts);
+        else fputs("unlimited)", stderr);
+        fprintf(stderr, "; last error: %s\n", *st->last_error ? st->last_error : "(none)");
+        fprintf(stderr, "statemesh: see 'statemesh inspect %s %s'\n", type, id);
+    }
+    sm_address_statuses_cleanup(&l);
+}
+
 /* Parses argv into *a. Returns -1 to go on, else an exit status. */
 static int parse_args(int argc, char **argv, struct args *a)
 {
@@ -847,9 +1060,12 @@ static int check_option_use(const struct args *a, const char *cmd)
 {
     bool send = strcmp(cmd, "send") == 0, call = strcmp(cmd, "call") == 0;
     bool egress = strcmp(cmd, "egress") == 0, dl = strcmp(cmd, "deadletters") == 0;
+    bool stuck = strcmp(cmd, "stuck") == 0;
 
-    if (a->type && !send && !call && !dl)
-        return usage_error("--type only applies to send, call and deadletters");
+    if (a->type && !send && !call && !dl && !stuck)
+        return usage_error("--type only applies to send, call, deadletters and stuck");
+    if (stuck && a->type && !*a->type)
+        return usage_error("--type wants a function type NS/NAME, got ''");
     if (a->use_stdin && !send) return usage_error("--stdin only applies to send");
     if (a->quiet && !a->use_stdin) return usage_error("--quiet only applies to send --stdin");
     if (a->has_delay && (!send || a->use_stdin))
@@ -861,15 +1077,17 @@ static int check_option_use(const struct args *a, const char *cmd)
     if (a->has_from + a->earliest + a->latest > 1)
         return usage_error("give at most one of --from N, --earliest and --latest");
     if (a->json && send) return usage_error("--json does not apply to send");
-    if ((a->all || a->has_after || a->has_limit) && !dl)
-        return usage_error("--all, --after and --limit only apply to deadletters");
+    if ((a->all || a->has_after) && !dl)
+        return usage_error("--all and --after only apply to deadletters");
+    if (a->has_limit && !dl && !stuck)
+        return usage_error("--limit only applies to deadletters list and stuck");
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     static const char *const commands[] = {"send", "call", "state", "stats", "egress",
-                                           "deadletters"};
+                                           "deadletters", "inspect", "stuck", "skip", "resume"};
     struct args a;
     sm_client *c = NULL;
     const char *cmd;
@@ -904,6 +1122,10 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "state") == 0) rc = cmd_state(c, &a);
     else if (strcmp(cmd, "stats") == 0) rc = cmd_stats(c, &a);
     else if (strcmp(cmd, "egress") == 0) rc = cmd_egress(c, &a);
+    else if (strcmp(cmd, "inspect") == 0) rc = cmd_inspect(c, &a);
+    else if (strcmp(cmd, "stuck") == 0) rc = cmd_stuck(c, &a);
+    else if (strcmp(cmd, "skip") == 0) rc = cmd_skip_resume(c, &a, true);
+    else if (strcmp(cmd, "resume") == 0) rc = cmd_skip_resume(c, &a, false);
     else rc = cmd_deadletters(c, &a);
 out:
     sm_client_destroy(&c);

@@ -704,8 +704,9 @@ static int get_multiplier(struct loader *ld, const config_setting_t *s, const ch
 static void load_retry(struct loader *ld, config_setting_t *g, const char *base,
                        struct cfg_retry *r)
 {
-    const char *known = "initial_backoff_ms, multiplier, max_backoff_ms, max_attempts";
-    char name[CFG_SETTING_MAX];
+    const char *known = "initial_backoff_ms, multiplier, max_backoff_ms, max_attempts, "
+                        "on_exhausted";
+    char name[CFG_SETTING_MAX], buf[80], *str;
     config_setting_t *s_initial = NULL, *s_max = NULL;
     int initial_ok = 1, max_ok = 1;
 
@@ -731,6 +732,16 @@ static void load_retry(struct loader *ld, config_setting_t *g, const char *base,
             if (max_ok) r->max_backoff_ms = (int)v;
         } else if (strcmp(key, "max_attempts") == 0) {
             if (get_int(ld, s, name, 0, 1000000, &v) == 0) r->max_attempts = (int)v;
+        } else if (strcmp(key, "on_exhausted") == 0) {
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (strcmp(str, "dead_letter") == 0)
+                r->pause_on_exhausted = false;
+            else if (strcmp(str, "pause") == 0)
+                r->pause_on_exhausted = true;
+            else
+                setting_error(ld, s, name, "unknown value %s; use \"dead_letter\" or \"pause\"",
+                              shown(buf, sizeof buf, str));
+            free(str);
         } else {
             unknown_setting(ld, s, name, known);
         }
@@ -807,7 +818,8 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
     ep->retry.initial_backoff_ms = 100;
     ep->retry.multiplier = 2.0;
     ep->retry.max_backoff_ms = 10000;
-    ep->retry.max_attempts = 0;
+    ep->retry.max_attempts = CFG_DEFAULT_MAX_ATTEMPTS;
+    ep->retry.pause_on_exhausted = false;
     ep->line = (int)config_setting_source_line(g);
     if (!expect_group(ld, g, base, "functions = \"ns/*\"; target = \"...\";")) return;
     for (int i = 0; i < config_setting_length(g); i++) {

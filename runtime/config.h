@@ -41,7 +41,11 @@
  *         initial_backoff_ms = 100;     # 1..3600000
  *         multiplier = 2.0;             # 1.0..10.0
  *         max_backoff_ms = 10000;       # >= initial_backoff_ms, <= 3600000
- *         max_attempts = 0;             # 0 = forever, ..1000000; then dead letters
+ *         max_attempts = 13;            # attempts of a failing message, 0 = forever,
+ *                                       # ..1000000 (13: ~63 s with the default backoff)
+ *         on_exhausted = "dead_letter"; # then: "dead_letter" (move it to dead letters,
+ *                                       # go on) or "pause" (keep it at the head; the
+ *                                       # address waits for statemesh skip/resume)
  *       };
  *     }
  *   );
@@ -78,8 +82,12 @@ struct cfg_retry {
     int initial_backoff_ms;   /* default 100 */
     double multiplier;        /* default 2.0 */
     int max_backoff_ms;       /* default 10000 */
-    int max_attempts;         /* default 0 = retry forever */
+    int max_attempts;         /* default CFG_DEFAULT_MAX_ATTEMPTS; 0 = retry forever */
+    bool pause_on_exhausted;  /* on_exhausted = "pause" (default "dead_letter") */
 };
+
+/* 100 ms doubling to 10 s: the 13th attempt comes ~63 s after the first. */
+#define CFG_DEFAULT_MAX_ATTEMPTS 13
 
 struct cfg_endpoint {
     char *functions;          /* pattern, validated by addr_check_pattern() */

@@ -68,12 +68,11 @@ void dl_bury(struct server *s, struct mbox *mb, const char *error)
         s->stats.dead_letters++;
         s->stats.dead_lettered++;
     }
-    LOG_ERROR(&s->log, "batch.dead_lettered", "type=%s id=%s messages=%u attempts=%u reason=%s",
+    LOG_ERROR(&s->log, "message.dead_lettered", "type=%s id=%s messages=%u attempts=%u reason=%s",
               mb->type, log_quote(q, 120, mb->id), mb->nbatch, mb->attempts,
               log_quote(q + 120, sizeof q - 120, error));
     s->stats.queued_messages -= mb->nbatch;
     mbox_drop_batch(mb);
-    mb->attempts = 0;
     mb->state = MBOX_PARKED;
     mbox_list_push(&s->ckpt.parked, mb);
     ckpt_touch(&s->ckpt, rpc_now_ms());

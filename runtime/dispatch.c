@@ -6,15 +6,20 @@
  *             disp_accept / disp_recover
  *   (absent) ---------------------------> IDLE --push ready--> READY
  *                                                                |
- *                                               disp_run: take <= max_batch
+ *                          disp_run: take <= max_batch (isolating: 1)
  *                                                                v
  *   READY <--incomplete (specs added)------------------------ INFLIGHT
- *   READY <--stream lost: batch back at the head------------/  |   |
- *   BACKOFF <--failure / invalid result / timeout-------------/    |
- *      | retry timer (100 ms doubling to 10 s)                    | result
- *      v                                                          v
+ *   READY <--stream lost: batch back at the head------------/ | | |
+ *   READY <--failed, >1 message: isolate them (one at a time)-/  | |
+ *   BACKOFF <--failed, 1 message: attempts++ ------------------/  |
+ *      | retry timer (endpoint backoff)                           | result
+ *      v            or resume                                     v
  *    READY                                PARKED (effects in the open checkpoint)
- *                                                                 |
+ *      ^                                                          ^     |
+ *      | resume      attempts = max_attempts:                     |     |
+ *   PAUSED <-------- on_exhausted = pause (P key)     dead_letter,|     |
+ *      |                                           or skip -------+     |
+ *      +--skip (head to dead letters)-----------------------------+     |
  *                                       ckpt_commit -> disp_unpark
  *                                   queue non-empty: READY;  empty: removed
  *
@@ -37,6 +42,7 @@
 #include "endpoint.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
+#include "store.h"
 
 #define RETRY_INITIAL_MS 100
 #define RETRY_MAX_MS 10000
@@ -80,9 +86,76 @@ void disp_recover(struct server *s, struct endpoint *ep, const char *type, const
     enqueue(s, ep, type, id, m);
 }
 
-/* Puts the batch back and schedules a retry with the endpoint's backoff;
- * after retry.max_attempts failures its messages go to dead letters. */
-static void retry_later(struct server *s, struct mbox *mb, const char *why)
+/* ---- failures ------------------------------------------------------------
+ *
+ * A failed batch (failure answer, invalid result, timeout, garbage) is
+ * handled by fail_batch():
+ *   - several messages: none of them is blamed yet. They go back to the head
+ *     of the queue and the next `isolate` of them are sent one at a time, at
+ *     once, so the ones before the failing message are applied and the
+ *     failing one is found (guarantee 7);
+ *   - one message: it is the failing one. attempts++, the error is kept for
+ *     Inspect, and it is retried after the endpoint's backoff; the messages
+ *     behind it wait (per-sender order). After retry.max_attempts it goes to
+ *     dead letters alone (on_exhausted = dead_letter), or the address pauses
+ *     (on_exhausted = pause) until an operator runs skip or resume.
+ * The counters addresses_retrying (attempts > 0, not paused) and
+ * addresses_paused follow these transitions.
+ */
+
+static void set_error(struct mbox *mb, const char *why)
+{
+    struct mbox_fail *f = mbox_fail(mb);
+    free(f->last_error);
+    f->last_error = strdup(why);
+    if (!f->last_error) abort();
+    f->last_error_ms = timer_wall_ms();
+}
+
+/* The head message is no longer failing (applied, buried, skipped). */
+static void clear_failure(struct server *s, struct mbox *mb)
+{
+    if (mb->attempts) {
+        if (mb->state != MBOX_PAUSED) s->stats.addresses_retrying--;
+        mb->attempts = 0;
+    }
+    if (mb->fail) {
+        free(mb->fail->last_error);
+        mb->fail->last_error = NULL;
+        mb->fail->retry_at_ms = 0;
+    }
+}
+
+/* Writes the pause record of mb into the open checkpoint. */
+static void put_pause(struct server *s, struct mbox *mb)
+{
+    Statemesh__V1__StoredPause p = STATEMESH__V1__STORED_PAUSE__INIT;
+    uint8_t *buf;
+    size_t len;
+    p.error = mb->fail && mb->fail->last_error ? mb->fail->last_error : "";
+    p.attempts = mb->attempts;
+    p.paused_at_ms = timer_wall_ms();
+    buf = rpc_pack(&p.base, &len);
+    store_batch_put_pause(s->ckpt.batch, mb->type, mb->id, buf, len);
+    free(buf);
+    ckpt_touch(&s->ckpt, rpc_now_ms());
+}
+
+static void pause_address(struct server *s, struct mbox *mb, const char *why)
+{
+    char q[600];
+    mbox_return_batch(mb);
+    s->stats.addresses_retrying--;
+    s->stats.addresses_paused++;
+    mb->state = MBOX_PAUSED;
+    put_pause(s, mb);
+    LOG_ERROR(&s->log, "address.paused", "type=%s id=%s attempts=%u reason=%s msg=\"retries "
+              "exhausted; the address waits for 'statemesh skip' or 'statemesh resume'\"",
+              mb->type, log_quote(q, 120, mb->id), mb->attempts,
+              log_quote(q + 120, sizeof q - 120, why));
+}
+
+static void fail_batch(struct server *s, struct mbox *mb, const char *why)
 {
     const struct cfg_retry *rp = &mb->ep->cfg->retry;
     double d = rp->initial_backoff_ms > 0 ? rp->initial_backoff_ms : RETRY_INITIAL_MS;
@@ -90,19 +163,36 @@ static void retry_later(struct server *s, struct mbox *mb, const char *why)
     int64_t delay;
     char q[600];
 
-    mb->attempts++;
     s->stats.batches_failed++;
+    set_error(mb, why);
+    if (mb->nbatch > 1) {
+        mbox_fail(mb)->isolate = mb->nbatch;
+        LOG_WARN(&s->log, "batch.isolate", "type=%s id=%s messages=%u reason=%s msg=\"sending "
+                 "them one at a time to find the failing one\"", mb->type,
+                 log_quote(q, 120, mb->id), mb->nbatch, log_quote(q + 120, sizeof q - 120, why));
+        mbox_return_batch(mb);
+        make_ready(mb);
+        return;
+    }
+    if (mb->attempts++ == 0) s->stats.addresses_retrying++;
     if (rp->max_attempts > 0 && mb->attempts >= (uint32_t)rp->max_attempts) {
+        if (mb->fail) mb->fail->isolate = 0;
+        if (rp->pause_on_exhausted) {
+            pause_address(s, mb, why);
+            return;
+        }
         dl_bury(s, mb, why);
+        clear_failure(s, mb);
         return;
     }
     mbox_return_batch(mb);
     for (uint32_t i = 1; i < mb->attempts && d < max; i++) d *= rp->multiplier > 1.0 ? rp->multiplier : 2.0;
     delay = (int64_t)(d < max ? d : max);
-    LOG_WARN(&s->log, "batch.retry", "type=%s id=%s attempt=%u retry_in_ms=%lld reason=%s",
-             mb->type, log_quote(q, 120, mb->id), mb->attempts, (long long)delay,
-             log_quote(q + 120, sizeof q - 120, why));
+    LOG_WARN(&s->log, "message.retry", "type=%s id=%s attempt=%u max_attempts=%d retry_in_ms=%lld "
+             "reason=%s", mb->type, log_quote(q, 120, mb->id), mb->attempts, rp->max_attempts,
+             (long long)delay, log_quote(q + 120, sizeof q - 120, why));
     mb->state = MBOX_BACKOFF;
+    mb->fail->retry_at_ms = timer_wall_ms() + delay;
     mb->retry.fn = on_retry_timer;
     mb->retry.arg = mb;
     timer_start(&s->timers, &mb->retry, rpc_now_ms() + delay);
@@ -111,12 +201,87 @@ static void retry_later(struct server *s, struct mbox *mb, const char *why)
 void disp_on_lost(struct server *s, struct mbox *mb, int failed, const char *why)
 {
     if (failed) {
-        retry_later(s, mb, why);
+        fail_batch(s, mb, why);
         return;
     }
     mbox_return_batch(mb);
     s->stats.batches_resent++;
     make_ready(mb);
+}
+
+int disp_skip(struct server *s, struct mbox *mb, const char *why, uint64_t *dead_letter_id)
+{
+    if (mb->state != MBOX_PAUSED && mb->state != MBOX_BACKOFF) return -1;
+    if (mb->state == MBOX_BACKOFF) timer_stop(&s->timers, &mb->retry);
+    else {
+        store_batch_delete_pause(s->ckpt.batch, mb->type, mb->id);
+        s->stats.addresses_paused--;
+        s->stats.addresses_retrying++;      /* clear_failure below takes it off */
+    }
+    mb->state = MBOX_INFLIGHT;
+    mbox_take_batch(mb, 1);
+    *dead_letter_id = s->next_seq;
+    dl_bury(s, mb, why);                    /* parks mb until the checkpoint */
+    clear_failure(s, mb);
+    if (mb->fail) mb->fail->isolate = 0;
+    return 0;
+}
+
+int disp_resume(struct server *s, struct mbox *mb)
+{
+    char q[200];
+    if (mb->state == MBOX_PAUSED) {
+        store_batch_delete_pause(s->ckpt.batch, mb->type, mb->id);
+        ckpt_touch(&s->ckpt, rpc_now_ms());
+        s->stats.addresses_paused--;
+        s->stats.addresses_retrying++;
+    } else if (mb->state == MBOX_BACKOFF) {
+        timer_stop(&s->timers, &mb->retry);
+    } else {
+        return -1;
+    }
+    LOG_INFO(&s->log, "address.resumed", "type=%s id=%s attempts=%u", mb->type,
+             log_quote(q, sizeof q, mb->id), mb->attempts);
+    mb->state = MBOX_BACKOFF;               /* for clear_failure's accounting */
+    clear_failure(s, mb);
+    make_ready(mb);
+    return 0;
+}
+
+void disp_recover_pause(struct server *s, struct endpoint *ep, const char *type, const char *id,
+                        const char *error, uint32_t attempts)
+{
+    struct mbox *mb = mbox_get(&s->mboxes, type, id, ep);
+    if (mb->state == MBOX_PAUSED) return;
+    mb->state = MBOX_PAUSED;               /* disp_recover queues without making it ready */
+    mb->attempts = attempts ? attempts : 1;
+    set_error(mb, error);
+    s->stats.addresses_paused++;
+}
+
+static int drop_empty_pause(void *arg, struct mbox *mb)
+{
+    struct mbox **list = arg;
+    if (mb->state == MBOX_PAUSED && mb->nqueued == 0) {
+        mb->lnext = *list;
+        *list = mb;
+    }
+    return 0;
+}
+
+void disp_recover_done(struct server *s)
+{
+    struct mbox *empty = NULL, *next;
+    mbox_each(&s->mboxes, drop_empty_pause, &empty);
+    for (; empty; empty = next) {
+        next = empty->lnext;
+        empty->lnext = NULL;
+        store_batch_delete_pause(s->ckpt.batch, empty->type, empty->id);  /* nothing to hold */
+        ckpt_touch(&s->ckpt, rpc_now_ms());
+        s->stats.addresses_paused--;
+        empty->state = MBOX_IDLE;
+        mbox_remove(&s->mboxes, empty);
+    }
 }
 
 void disp_unpark(struct server *s, struct mbox *mb)
@@ -260,17 +425,17 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     struct msg *m;
     size_t i;
 
-    n = mbox_take_batch(mb, (uint32_t)ep->cfg->max_batch);
+    n = mbox_take_batch(mb, mb->fail && mb->fail->isolate ? 1 : (uint32_t)ep->cfg->max_batch);
     mb->state = MBOX_INFLIGHT;
     if (!ft) {
         snprintf(why, sizeof why, "function type %s is not served by endpoint %s", mb->type,
                  ep_name(ep));
-        retry_later(s, mb, why);
+        fail_batch(s, mb, why);
         return;
     }
     memset(&b, 0, sizeof b);
     if (read_state(s, mb, ft, &b, why, sizeof why) != 0) {
-        retry_later(s, mb, why);
+        fail_batch(s, mb, why);
         return;
     }
     statemesh__v1__batch_request__init(&b.req);
@@ -583,7 +748,8 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
     s->stats.queued_messages -= consumed;
     for (m = mb->batch; m; m = m->next) s->stats.queued_bytes -= (int64_t)msg_footprint(m);
     mbox_drop_batch(mb);
-    mb->attempts = 0;
+    clear_failure(s, mb);
+    if (mb->fail) mb->fail->isolate = mb->fail->isolate > consumed ? mb->fail->isolate - consumed : 0;
     ckpt_touch(&s->ckpt, rpc_now_ms());
     if (mb->nqueued) {
         /* Pipelined: the next batch reads this result's writes from the
@@ -609,7 +775,7 @@ static void handle_incomplete(struct server *s, struct endpoint *ep, struct ftyp
         if (e || !sp->typename_[0] || (sp->expire_after_write_ms && sp->expire_after_invoke_ms)) {
             snprintf(why, sizeof why, "incomplete answer with an invalid state spec: %s",
                      e ? e : !sp->typename_[0] ? "empty typename" : "both TTLs set");
-            retry_later(s, mb, why);
+            fail_batch(s, mb, why);
             return;
         }
         if (spec_index(ft, sp->name) < 0) {
@@ -621,7 +787,7 @@ static void handle_incomplete(struct server *s, struct endpoint *ep, struct ftyp
     }
     s->stats.batches_incomplete++;
     if (added == 0) {
-        retry_later(s, mb, "incomplete answer names no state the runtime lacks");
+        fail_batch(s, mb, "incomplete answer names no state the runtime lacks");
         return;
     }
     mbox_return_batch(mb);
@@ -638,7 +804,7 @@ void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
     switch (resp->outcome_case) {
     case STATEMESH__V1__BATCH_RESPONSE__OUTCOME_RESULT:
         if (!ft) {
-            retry_later(s, mb, "result for a function type the endpoint no longer serves");
+            fail_batch(s, mb, "result for a function type the endpoint no longer serves");
             return;
         }
         e = validate(s, ep, ft, mb, resp->result, why, sizeof why);
@@ -646,24 +812,24 @@ void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
             char msg[600];
             s->stats.invalid_results++;
             snprintf(msg, sizeof msg, "invalid result: %s", e);
-            retry_later(s, mb, msg);
+            fail_batch(s, mb, msg);
             return;
         }
         apply_result(s, mb, ft, resp->result);
         return;
     case STATEMESH__V1__BATCH_RESPONSE__OUTCOME_INCOMPLETE:
         if (!ft) {
-            retry_later(s, mb, "incomplete answer for a function type the endpoint does not serve");
+            fail_batch(s, mb, "incomplete answer for a function type the endpoint does not serve");
             return;
         }
         handle_incomplete(s, ep, ft, mb, resp->incomplete);
         return;
     case STATEMESH__V1__BATCH_RESPONSE__OUTCOME_FAILURE:
         snprintf(why, sizeof why, "function failed: %s", resp->failure->message);
-        retry_later(s, mb, why);
+        fail_batch(s, mb, why);
         return;
     default:
-        retry_later(s, mb, "answer with neither result, incomplete nor failure");
+        fail_batch(s, mb, "answer with neither result, incomplete nor failure");
         return;
     }
 }

@@ -6,8 +6,11 @@
  * max_batch messages in arrival order, with the address's declared state read
  * from the store), and the application of answers: a result's effects enter
  * the open checkpoint atomically with the consumption of its inputs; an
- * incomplete answer registers the missing state and re-sends; a failure or
- * an invalid result puts the batch back and retries it with backoff.
+ * incomplete answer registers the missing state and re-sends; a failure, an
+ * invalid result or a timeout isolates the failing message (a failed batch
+ * of several is re-sent one message at a time) and retries it alone with
+ * backoff; after retry.max_attempts it alone goes to dead letters, or the
+ * address pauses (retry.on_exhausted = "pause") until an operator acts.
  */
 #ifndef SM_DISPATCH_H
 #define SM_DISPATCH_H
@@ -43,6 +46,22 @@ void disp_accept(struct server *s, struct endpoint *ep, const char *type, const 
 /* Queues a message recovered from the store (already durable). */
 void disp_recover(struct server *s, struct endpoint *ep, const char *type, const char *id,
                   struct msg *m);
+
+/* Recovery, before disp_recover: the address was paused when the runtime
+ * stopped (a P key); its recovered messages stay held. */
+void disp_recover_pause(struct server *s, struct endpoint *ep, const char *type, const char *id,
+                        const char *error, uint32_t attempts);
+/* After recovery: pauses of addresses with no message left are dropped. */
+void disp_recover_done(struct server *s);
+
+/* Operator actions (Admin Skip / Resume), effects in the open checkpoint.
+ * disp_skip moves the head message of a retrying (BACKOFF) or PAUSED
+ * address to dead letters with error `why` and returns 0 with its dead
+ * letter id; disp_resume makes a PAUSED or BACKOFF address ready now with a
+ * fresh attempt count. Both return -1 (nothing changed) in any other state. */
+int disp_skip(struct server *s, struct mbox *mb, const char *why,
+              uint64_t *dead_letter_id /* OUT */) __attribute__((warn_unused_result));
+int disp_resume(struct server *s, struct mbox *mb) __attribute__((warn_unused_result));
 
 /* Builds and hands out batches for every ready address with capacity.
  * Returns how many batches went out. */

@@ -354,29 +354,29 @@ static void deliver_checked(struct endpoint *ep, const Statemesh__V1__BatchRespo
     disp_on_response(ep->srv, ep, mb, r);
 }
 
-/* protobuf-c hands strings over NUL-terminated: a string with a NUL byte
- * inside (say, a target id) would silently shrink to its prefix and address
- * someone else. Such a message re-encodes shorter than it arrived, so when
- * the sizes differ each BatchResponse is compared with its own bytes and the
- * ones that shrank are refused. */
+/* Each answer's strings are checked in its own bytes (wire_check_strings:
+ * UTF-8, no NUL), so one bad answer fails only its own batch, never the
+ * others of the same stream message. Any conforming encoding is accepted
+ * (explicit default values, repeated fields split, any field order). */
 static void deliver_all(struct endpoint *ep, const Statemesh__V1__FromFunction *f,
                         const uint8_t *data, size_t len)
 {
     size_t pos = 0, k = 0, blen;
     const uint8_t *body;
     uint32_t field;
+    char why[300], msg[400];
 
-    if (protobuf_c_message_get_packed_size(&f->base) == len) {
-        for (k = 0; k < f->n_responses; k++) deliver(ep, f->responses[k]);
-        return;
-    }
     while (k < f->n_responses && wire_next(data, len, &pos, &field, &body, &blen) == 1) {
         const Statemesh__V1__BatchResponse *r;
         if (field != 1) continue;                  /* field 1: responses, in order */
         r = f->responses[k++];
-        deliver_checked(ep, r, protobuf_c_message_get_packed_size(&r->base) == blen ? NULL :
-                        "invalid result: a string in the answer (an address, typename, state "
-                        "name, token or egress name) contains a NUL byte");
+        if (wire_check_strings(&statemesh__v1__batch_response__descriptor, body, blen, why,
+                               sizeof why) != 0) {
+            snprintf(msg, sizeof msg, "invalid result: %s", why);
+            deliver_checked(ep, r, msg);
+        } else {
+            deliver(ep, r);
+        }
     }
     for (; k < f->n_responses; k++) deliver(ep, f->responses[k]);
 }

@@ -6,10 +6,8 @@
 #include <string.h>
 
 #include "address.h"
-#include "statemesh/v1/admin.pb-c.h"
-#include "deadletter.h"
+#include "admin.h"
 #include "dispatch.h"
-#include "grpc/health/v1/health.pb-c.h"
 #include "statemesh/v1/ingress.pb-c.h"
 #include "rpc.h"
 #include "wire.h"
@@ -23,7 +21,13 @@ struct pcall {
     struct ingress *in;
     struct rpc_call *call;
     uint64_t id;
+    struct timer deadline;     /* Call: answers DEADLINE_EXCEEDED just before gRPC does */
+    int64_t timeout_ms;        /* the client's deadline as it arrived, for the message */
 };
+
+/* A Call is answered this long before its client's deadline, so the client
+ * sees the runtime's explanation rather than gRPC's bare "Deadline Exceeded". */
+#define CALL_DEADLINE_MARGIN_MS 50
 
 struct sstream;
 
@@ -79,6 +83,7 @@ static struct pcall *pending_add(struct ingress *in, struct rpc_call *call)
     pc->in = in;
     pc->call = call;
     pc->id = ((uint64_t)in->gens[idx] << 32) | (idx + 1);
+    timer_init(&pc->deadline, NULL, pc);
     in->slots[idx] = pc;
     in->live++;
     rpc_call_set_cancel(call, on_cancel, pc);
@@ -96,7 +101,31 @@ static struct pcall *pending_take(struct ingress *in, uint64_t id)
     in->slots[idx - 1] = NULL;
     in->free[in->nfree++] = (uint32_t)(idx - 1);
     in->live--;
+    if (timer_armed(&pc->deadline)) timer_stop(&in->s->timers, &pc->deadline);
     return pc;
+}
+
+static void on_call_deadline(void *arg)
+{
+    struct pcall *pc = arg;
+    struct ingress *in = pc->in;
+    struct rpc_call *call = pc->call;
+    long long ms = (long long)pc->timeout_ms;
+    free(pending_take(in, pc->id));
+    rpc_call_error(call, RPC_DEADLINE_EXCEEDED, "no reply within %lld ms; the message is durable "
+                   "and will still be processed (retry with --idempotency-key to apply it once)",
+                   ms);
+}
+
+/* Arms the deadline answer of a pending Call. */
+static void call_deadline_start(struct ingress *in, struct pcall *pc)
+{
+    int64_t left = rpc_call_deadline_ms(pc->call), margin;
+    if (left == INT64_MAX) return;
+    margin = left / 10 < CALL_DEADLINE_MARGIN_MS ? left / 10 : CALL_DEADLINE_MARGIN_MS;
+    pc->timeout_ms = left >= 1000 ? (left + 9) / 10 * 10 : left;   /* 9996 ms left: "10000" */
+    pc->deadline.fn = on_call_deadline;
+    timer_start(&in->s->timers, &pc->deadline, rpc_now_ms() + left - margin);
 }
 
 static void on_cancel(void *arg, struct rpc_call *call)
@@ -149,19 +178,6 @@ size_t ingress_pending(const struct ingress *in) { return in->live; }
 
 /* ---- Send / Call ----------------------------------------------------------- */
 
-/* 1 if the address (field `addr_field` of the raw request) holds a type or id
- * longer than its C string, i.e. one with a NUL byte. */
-static int address_has_nul(const uint8_t *req, size_t len, uint32_t addr_field,
-                           const Statemesh__V1__Address *t)
-{
-    const uint8_t *a, *f;
-    size_t alen, flen;
-    if (!t || !wire_find(req, len, addr_field, &a, &alen)) return 0;
-    if (wire_find(a, alen, 1, &f, &flen) && flen != strlen(t->type)) return 1;
-    if (wire_find(a, alen, 2, &f, &flen) && flen != strlen(t->id)) return 1;
-    return 0;
-}
-
 /* One message entering through the ingress, whatever the method. */
 struct inmsg {
     const Statemesh__V1__Address *target;
@@ -169,7 +185,7 @@ struct inmsg {
     const char *key;           /* idempotency key; "" none */
     uint64_t delay_ms;
     int is_call;
-    int has_nul;               /* the raw bytes hold a NUL inside a string */
+    const char *bad_string;    /* a string field is not UTF-8 or holds a NUL: why */
 };
 
 /* Validates an incoming message. Returns its endpoint, or NULL with a status
@@ -192,8 +208,8 @@ static struct endpoint *check_message(struct server *s, const struct inmsg *im, 
         snprintf(why, whylen, "target address is missing");
         return NULL;
     }
-    if (im->has_nul) {
-        snprintf(why, whylen, "invalid target address or idempotency key: contains a NUL byte");
+    if (im->bad_string) {
+        snprintf(why, whylen, "invalid request: %s", im->bad_string);
         return NULL;
     }
     if ((e = addr_check_type(t->type, strlen(t->type))) != NULL ||
@@ -287,7 +303,9 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
     if (im->key[0]) {
         switch (idem_check(s, im->key, im->is_call, pc->id)) {
         case IDEM_NEW: break;
-        case IDEM_DUPLICATE: return;             /* ack or reply arranged */
+        case IDEM_DUPLICATE:                     /* ack or reply arranged */
+            if (im->is_call) call_deadline_start(in, pc);
+            return;
         case IDEM_CONFLICT:
             free(pending_take(in, pc->id));
             rpc_call_error(call, RPC_ALREADY_EXISTS,
@@ -309,32 +327,25 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
         return;
     }
     if (!im->is_call || im->delay_ms) ckpt_add_ack(&s->ckpt, pc->id);
+    else call_deadline_start(in, pc);
     admit(s, ep, im, im->is_call ? pc->id : 0, NULL, 0);
 }
 
-/* 1 if the raw string field `field` of message bytes p..n is longer than
- * the C string protobuf-c produced (it holds a NUL). */
-static int string_has_nul(const uint8_t *p, size_t n, uint32_t field, const char *parsed)
-{
-    const uint8_t *f;
-    size_t flen;
-    return wire_find(p, n, field, &f, &flen) && flen != strlen(parsed);
-}
-
-/* Send and Call requests share their first fields: target = 1,
- * argument = 2, idempotency_key = 3. */
-static void accept_request(struct ingress *in, struct rpc_call *call, const uint8_t *req,
+/* A Send or Call request; desc is its message type (for the string check). */
+static void accept_request(struct ingress *in, struct rpc_call *call,
+                           const ProtobufCMessageDescriptor *desc, const uint8_t *req,
                            size_t len, const Statemesh__V1__Address *t,
                            const Statemesh__V1__TypedValue *a, const char *key, uint64_t delay_ms,
                            int is_call)
 {
     struct inmsg im;
+    char bad[300];
     im.target = t;
     im.arg = a;
     im.key = key;
     im.delay_ms = delay_ms;
     im.is_call = is_call;
-    im.has_nul = address_has_nul(req, len, 1, t) || string_has_nul(req, len, 3, key);
+    im.bad_string = wire_check_strings(desc, req, len, bad, sizeof bad) ? bad : NULL;
     accept_unary(in, call, &im);
 }
 
@@ -345,7 +356,8 @@ static void on_send(void *arg, struct rpc_call *call, const uint8_t *req, size_t
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid SendRequest");
         return;
     }
-    accept_request(arg, call, req, len, r->target, r->argument, r->idempotency_key, r->delay_ms, 0);
+    accept_request(arg, call, &statemesh__v1__send_request__descriptor, req, len, r->target,
+                   r->argument, r->idempotency_key, r->delay_ms, 0);
     statemesh__v1__send_request__free_unpacked(r, NULL);
 }
 
@@ -356,7 +368,8 @@ static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid CallRequest");
         return;
     }
-    accept_request(arg, call, req, len, r->target, r->argument, r->idempotency_key, 0, 1);
+    accept_request(arg, call, &statemesh__v1__call_request__descriptor, req, len, r->target,
+                   r->argument, r->idempotency_key, 0, 1);
     statemesh__v1__call_request__free_unpacked(r, NULL);
 }
 
@@ -495,8 +508,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
     uint32_t field;
     const uint8_t *body;
     size_t blen;
-    char why[600];
-    int clean;
+    char why[600], bad[300];
 
     if (!data) {
         st->half_closed = 1;
@@ -509,9 +521,6 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         stream_end(st, RPC_INVALID_ARGUMENT, "request is not a valid SendStreamRequest");
         return;
     }
-    /* A string with a NUL byte re-encodes shorter (protobuf-c truncates it):
-     * only then are the messages' own bytes walked to find which. */
-    clean = protobuf_c_message_get_packed_size(&r->base) == len;
     while (k < r->n_messages && wire_next(data, len, &pos, &field, &body, &blen) == 1) {
         const Statemesh__V1__StreamMessage *sm;
         struct endpoint *ep;
@@ -534,8 +543,8 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         im.key = sm->idempotency_key;
         im.delay_ms = sm->delay_ms;
         im.is_call = 0;
-        im.has_nul = !clean && (address_has_nul(body, blen, 2, sm->target) ||
-                                string_has_nul(body, blen, 4, sm->idempotency_key));
+        im.bad_string = wire_check_strings(&statemesh__v1__stream_message__descriptor, body,
+                                           blen, bad, sizeof bad) ? bad : NULL;
         if ((ep = check_message(s, &im, &code, why, sizeof why)) == NULL) {
             stream_error(st, sm->seq, code, why);
             continue;
@@ -624,203 +633,6 @@ void ingress_poll_streams(struct ingress *in)
     }
 }
 
-/* ---- Admin ------------------------------------------------------------------ */
-
-struct state_list {
-    Statemesh__V1__StateValue **v;
-    Statemesh__V1__StoredState **stored;
-    size_t n, cap;
-    int corrupt;
-};
-
-static int collect_state(void *arg, const char *name, const uint8_t *val, size_t len)
-{
-    struct state_list *l = arg;
-    Statemesh__V1__StoredState *st = statemesh__v1__stored_state__unpack(NULL, len, val);
-    Statemesh__V1__StateValue *sv;
-    if (!st) {
-        l->corrupt = 1;
-        return 0;
-    }
-    if (st->expires_at_ms && st->expires_at_ms <= timer_wall_ms()) {   /* state TTL */
-        statemesh__v1__stored_state__free_unpacked(st, NULL);
-        return 0;
-    }
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        void *a = realloc(l->v, cap * sizeof *l->v), *b;
-        if (!a) abort();
-        l->v = a;
-        b = realloc(l->stored, cap * sizeof *l->stored);
-        if (!b) abort();
-        l->stored = b;
-        l->cap = cap;
-    }
-    sv = malloc(sizeof *sv);
-    if (!sv) abort();
-    statemesh__v1__state_value__init(sv);
-    sv->name = strdup(name);
-    sv->value = st->value;
-    l->v[l->n] = sv;
-    l->stored[l->n] = st;
-    l->n++;
-    return 0;
-}
-
-static void on_get_state(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
-{
-    struct ingress *in = arg;
-    struct server *s = in->s;
-    Statemesh__V1__GetStateRequest *r = statemesh__v1__get_state_request__unpack(NULL, len, req);
-    Statemesh__V1__GetStateResponse resp = STATEMESH__V1__GET_STATE_RESPONSE__INIT;
-    struct state_list l = {0};
-    const char *e;
-    struct mbox *mb;
-    int rc = 0;
-
-    if (!r) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid GetStateRequest");
-        return;
-    }
-    if (!r->address) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "address is missing");
-        goto out;
-    }
-    if (address_has_nul(req, len, 1, r->address)) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "type or id contains a NUL byte");
-        goto out;
-    }
-    if ((e = addr_check_type(r->address->type, strlen(r->address->type))) ||
-        (e = addr_check_id(r->address->id, strlen(r->address->id))) ||
-        (r->name[0] && (e = addr_check_state_name(r->name, strlen(r->name))))) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "%s", e);
-        goto out;
-    }
-    if (r->name[0]) {
-        uint8_t *val;
-        size_t vlen;
-        rc = store_get_state(s->store, r->address->type, r->address->id, r->name, &val, &vlen);
-        if (rc == 0) {
-            collect_state(&l, r->name, val, vlen);
-            free(val);
-        }
-    } else {
-        rc = store_scan_states(s->store, r->address->type, r->address->id, collect_state, &l);
-    }
-    if (rc < 0 || l.corrupt) {
-        rpc_call_error(call, RPC_INTERNAL, "cannot read state from the store (see the runtime log)");
-        goto out;
-    }
-    resp.n_values = l.n;
-    resp.values = l.v;
-    mb = mbox_find(&s->mboxes, r->address->type, r->address->id);
-    if (mb) {
-        resp.queued_messages = mb->nqueued + mb->nbatch;
-        resp.in_flight = mb->state == MBOX_INFLIGHT;
-    }
-    rpc_call_reply(call, &resp.base);
-out:
-    for (size_t i = 0; i < l.n; i++) {
-        free(l.v[i]->name);
-        free(l.v[i]);
-        statemesh__v1__stored_state__free_unpacked(l.stored[i], NULL);
-    }
-    free(l.v);
-    free(l.stored);
-    statemesh__v1__get_state_request__free_unpacked(r, NULL);
-}
-
-static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
-{
-    struct ingress *in = arg;
-    struct server *s = in->s;
-    const struct stats *st = &s->stats;
-    int64_t up = 0;
-    struct { const char *name; int64_t value; } rows[48];
-    Statemesh__V1__Stat stats[48], *sp[48];
-    struct store_filter_stats fs;
-    Statemesh__V1__StatsResponse resp = STATEMESH__V1__STATS_RESPONSE__INIT;
-    size_t n = 0;
-    (void)req;
-    (void)len;
-
-    for (size_t i = 0; i < s->n_endpoints; i++) up += s->endpoints[i].state == EP_UP;
-    store_filter_stats(s->store, &fs);
-#define ROW(k, v) rows[n].name = (k), rows[n].value = (int64_t)(v), n++
-    ROW("messages_received", st->messages_received);
-    ROW("messages_produced", st->messages_produced);
-    ROW("messages_delivered", st->messages_delivered);
-    ROW("queued_messages", st->queued_messages);
-    ROW("recovered_messages", st->recovered_messages);
-    ROW("batches_sent", st->batches_sent);
-    ROW("batches_failed", st->batches_failed);
-    ROW("batches_incomplete", st->batches_incomplete);
-    ROW("batches_resent", st->batches_resent);
-    ROW("invalid_results", st->invalid_results);
-    ROW("replies", st->replies);
-    ROW("checkpoints", st->checkpoints);
-    ROW("checkpoint_ops", st->checkpoint_ops);
-    ROW("active_addresses", s->mboxes.count);
-    ROW("pending_calls", in->live);
-    ROW("endpoints", s->n_endpoints);
-    ROW("endpoints_up", up);
-    ROW("queued_bytes", st->queued_bytes + (int64_t)s->mboxes.bytes);
-    ROW("rejected_overloaded", st->rejected_overloaded);
-    ROW("delayed_pending", st->delayed_pending);
-    ROW("delayed_fired", st->delayed_fired);
-    ROW("delayed_cancelled", st->delayed_cancelled);
-    ROW("delayed_dropped", st->delayed_dropped);
-    ROW("egress_records", st->egress_records);
-    ROW("egress_trimmed", st->egress_trimmed);
-    ROW("subscribers", st->subscribers);
-    ROW("idempotent_duplicates", st->idempotent_duplicates);
-    ROW("idempotency_expired", st->idempotency_expired);
-    ROW("states_expired", st->states_expired);
-    ROW("send_streams", st->send_streams);
-    ROW("dead_letters", st->dead_letters);
-    ROW("dead_lettered", st->dead_lettered);
-    ROW("state_cache_bytes", s->scache.bytes);
-    ROW("state_cache_entries", s->scache.count);
-    ROW("state_cache_hits", s->scache.hits);
-    ROW("state_cache_misses", s->scache.misses);
-    ROW("state_filter_bytes", fs.bytes);
-    ROW("state_filter_ready", fs.ready);
-    ROW("state_filter_scanned", fs.scanned);
-    ROW("state_filter_scan_ms", fs.scan_ms);
-    ROW("state_filter_skips", fs.skips);
-#undef ROW
-    for (size_t i = 0; i < n; i++) {
-        statemesh__v1__stat__init(&stats[i]);
-        stats[i].name = (char *)rows[i].name;
-        stats[i].value = rows[i].value;
-        sp[i] = &stats[i];
-    }
-    resp.n_stats = n;
-    resp.stats = sp;
-    rpc_call_reply(call, &resp.base);
-}
-
-static void on_health(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
-{
-    struct ingress *in = arg;
-    Grpc__Health__V1__HealthCheckRequest *r = grpc__health__v1__health_check_request__unpack(NULL, len, req);
-    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-
-    if (!r) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid HealthCheckRequest");
-        return;
-    }
-    if (r->service[0] && strcmp(r->service, "statemesh.v1.Ingress") != 0 &&
-        strcmp(r->service, "statemesh.v1.Admin") != 0) {
-        rpc_call_error(call, RPC_NOT_FOUND, "unknown service %s", r->service);
-    } else {
-        resp.status = in->s->stopping ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-                                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-        rpc_call_reply(call, &resp.base);
-    }
-    grpc__health__v1__health_check_request__free_unpacked(r, NULL);
-}
-
 /* ---- lifecycle -------------------------------------------------------------- */
 
 int ingress_create(struct ingress **out, struct server *s)
@@ -840,12 +652,7 @@ int ingress_create(struct ingress **out, struct server *s)
     if (rpc_server_create(&in->rpc, &s->loop, &opt) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Send", on_send, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Call", on_call, in) != 0 ||
-        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/GetState", on_get_state, in) != 0 ||
-        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/Stats", on_stats, in) != 0 ||
-        rpc_server_add_unary(in->rpc, "/grpc.health.v1.Health/Check", on_health, in) != 0 ||
-        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/ListDeadLetters", dl_on_list, s) != 0 ||
-        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/ReplayDeadLetters", dl_on_replay, s) != 0 ||
-        rpc_server_add_unary(in->rpc, "/statemesh.v1.Admin/DropDeadLetters", dl_on_drop, s) != 0 ||
+        admin_register(in->rpc, s) != 0 ||
         rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/SendStream", on_send_stream, in) != 0 ||
         rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/Subscribe", egress_subscribe, s) != 0) {
         ingress_destroy(&in);

@@ -83,6 +83,27 @@ static void free_chain(struct msg *m)
     }
 }
 
+static void free_fail(struct mbox *mb)
+{
+    if (!mb->fail) return;
+    free(mb->fail->last_error);
+    free(mb->fail);
+    mb->fail = NULL;
+}
+
+struct mbox_fail *mbox_fail(struct mbox *mb)
+{
+    if (!mb->fail && !(mb->fail = calloc(1, sizeof *mb->fail))) abort();
+    return mb->fail;
+}
+
+void mbox_each(const struct mbox_table *t, int (*fn)(void *arg, struct mbox *mb), void *arg)
+{
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (struct mbox *mb = t->buckets[i]; mb; mb = mb->hnext)
+            if (fn(arg, mb)) return;
+}
+
 void mbox_table_cleanup(struct mbox_table *t)
 {
     for (size_t i = 0; i < t->nbuckets; i++) {
@@ -91,6 +112,7 @@ void mbox_table_cleanup(struct mbox_table *t)
             struct mbox *next = mb->hnext;
             free_chain(mb->head);
             free_chain(mb->batch);
+            free_fail(mb);
             free(mb);
             mb = next;
         }
@@ -164,6 +186,7 @@ void mbox_remove(struct mbox_table *t, struct mbox *mb)
     t->bytes -= sizeof *mb + strlen(mb->type) + strlen(mb->id) + 2;
     free_chain(mb->head);
     free_chain(mb->batch);
+    free_fail(mb);
     free(mb);
 }
 

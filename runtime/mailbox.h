@@ -12,7 +12,13 @@
  *
  * The life of an mbox (state field; transitions live in dispatch.c):
  *   IDLE, READY (in its endpoint's ready list), INFLIGHT (a batch is out),
- *   PARKED (a result waits for its checkpoint), BACKOFF (retry timer armed).
+ *   PARKED (a result waits for its checkpoint), BACKOFF (retry timer armed),
+ *   PAUSED (retries exhausted with on_exhausted = pause: nothing is
+ *   dispatched until an operator skips or resumes).
+ *
+ * Failure bookkeeping (the last error, the next retry, isolation) lives in
+ * a separate `struct mbox_fail`, allocated at an address's first failure and
+ * freed with the mbox, so healthy addresses pay one pointer for it.
  */
 #ifndef SM_MAILBOX_H
 #define SM_MAILBOX_H
@@ -57,7 +63,16 @@ struct msg *msg_create(const char *caller_type, const char *caller_id, const cha
 void msg_destroy(struct msg *m);
 size_t msg_footprint(const struct msg *m);   /* bytes held, for accounting */
 
-enum mbox_state { MBOX_IDLE, MBOX_READY, MBOX_INFLIGHT, MBOX_PARKED, MBOX_BACKOFF };
+enum mbox_state { MBOX_IDLE, MBOX_READY, MBOX_INFLIGHT, MBOX_PARKED, MBOX_BACKOFF, MBOX_PAUSED };
+
+struct mbox_fail {
+    char *last_error;          /* malloc'd; NULL none */
+    int64_t last_error_ms;     /* wall clock */
+    int64_t retry_at_ms;       /* wall clock of the next attempt (BACKOFF) */
+    /* A batch of several messages failed: the next `isolate` messages are
+     * sent one at a time, so the failing one is found and only it retried. */
+    uint32_t isolate;
+};
 
 struct endpoint;
 
@@ -72,8 +87,9 @@ struct mbox {
     uint32_t nbatch;
     enum mbox_state state;
     struct mbox *lnext;        /* ready list or parked list */
-    uint32_t attempts;         /* consecutive failures of the current batch */
+    uint32_t attempts;         /* consecutive failures of the head message */
     struct timer retry;        /* BACKOFF */
+    struct mbox_fail *fail;    /* NULL until the first failure */
 };
 
 struct mbox_table {
@@ -91,6 +107,11 @@ struct mbox *mbox_find(const struct mbox_table *t, const char *type, const char 
 struct mbox *mbox_get(struct mbox_table *t, const char *type, const char *id, struct endpoint *ep);
 /* Unlinks and frees an mbox; it must be empty and not in any list. */
 void mbox_remove(struct mbox_table *t, struct mbox *mb);
+/* Calls fn for every mbox until it returns non-zero. fn must not add or
+ * remove mboxes. */
+void mbox_each(const struct mbox_table *t, int (*fn)(void *arg, struct mbox *mb), void *arg);
+/* mb's failure record, allocated (zeroed) on first use. */
+struct mbox_fail *mbox_fail(struct mbox *mb);
 
 void mbox_push(struct mbox *mb, struct msg *m);          /* append to the queue */
 /* Moves up to `max` queued messages into the batch. Returns the count. */

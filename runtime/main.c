@@ -99,6 +99,7 @@ struct recover_ctx {
     struct server *s;
     long skipped;
     int64_t count;
+    long paused;
 };
 
 static int recover_one(void *arg, const char *type, const char *id, uint64_t seq,
@@ -133,14 +134,40 @@ static int recover_one(void *arg, const char *type, const char *id, uint64_t seq
     return 0;
 }
 
+/* A paused address (P key): held before its messages are queued. */
+static int recover_pause(void *arg, const char *type, const char *id, const uint8_t *val,
+                         size_t len)
+{
+    struct recover_ctx *rc = arg;
+    struct server *s = rc->s;
+    Statemesh__V1__StoredPause *p = statemesh__v1__stored_pause__unpack(NULL, len, val);
+    int idx = cfg_match_endpoint(&s->cfg, type);
+    char q[200];
+
+    if (idx < 0) {                 /* its messages stay stored too (recover_one) */
+        if (p) statemesh__v1__stored_pause__free_unpacked(p, NULL);
+        return 0;
+    }
+    disp_recover_pause(s, &s->endpoints[idx], type, id,
+                       p ? p->error : "(the pause record is unreadable)", p ? p->attempts : 0);
+    LOG_WARN(&s->log, "recovery.paused", "type=%s id=%s msg=\"the address stays paused until "
+             "'statemesh skip' or 'statemesh resume'\"", type, log_quote(q, sizeof q, id));
+    rc->paused++;
+    if (p) statemesh__v1__stored_pause__free_unpacked(p, NULL);
+    return 0;
+}
+
 static int recover(struct server *s)
 {
-    struct recover_ctx rc = {s, 0, 0};
+    struct recover_ctx rc = {s, 0, 0, 0};
     int64_t t0 = rpc_now_ms();
+    if (store_scan_pauses(s->store, recover_pause, &rc) != 0) return -1;
     if (store_scan_messages(s->store, recover_one, &rc) != 0) return -1;
+    disp_recover_done(s);
     s->stats.recovered_messages = rc.count;
-    LOG_INFO(&s->log, "recovery.done", "messages=%lld addresses=%zu skipped=%ld next_seq=%llu ms=%lld",
-             (long long)rc.count, s->mboxes.count, rc.skipped, (unsigned long long)s->next_seq,
+    LOG_INFO(&s->log, "recovery.done", "messages=%lld addresses=%zu skipped=%ld paused=%lld "
+             "next_seq=%llu ms=%lld", (long long)rc.count, s->mboxes.count, rc.skipped,
+             (long long)s->stats.addresses_paused, (unsigned long long)s->next_seq,
              (long long)(rpc_now_ms() - t0));
     return 0;
 }

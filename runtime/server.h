@@ -55,6 +55,8 @@ struct stats {
     int64_t send_streams;          /* current */
     int64_t dead_letters;          /* current: stored */
     int64_t dead_lettered;         /* messages moved to dead letters */
+    int64_t addresses_retrying;    /* current: head message failed, retry scheduled or out */
+    int64_t addresses_paused;      /* current: retries exhausted, waiting for an operator */
 };
 
 struct server {

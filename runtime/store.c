@@ -185,6 +185,11 @@ static void key_message(struct key *k, const char *type, const char *id, uint64_
     key_add(k, be, 8);
 }
 
+static void key_pause(struct key *k, const char *type, const char *id)
+{
+    key_address(k, 'P', type, id, 0);
+}
+
 static void key_delayed(struct key *k, int64_t due_ms, uint64_t seq)
 {
     uint8_t be[16];
@@ -334,6 +339,21 @@ void store_batch_delete_message(struct store_batch *b, const char *type, const c
 {
     struct key k;
     key_message(&k, type, id, seq);
+    batch_delete(b, &k);
+}
+
+void store_batch_put_pause(struct store_batch *b, const char *type, const char *id,
+                           const void *val, size_t len)
+{
+    struct key k;
+    key_pause(&k, type, id);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_delete_pause(struct store_batch *b, const char *type, const char *id)
+{
+    struct key k;
+    key_pause(&k, type, id);
     batch_delete(b, &k);
 }
 
@@ -586,6 +606,40 @@ int store_scan_messages(struct store *s, store_message_fn fn, void *arg)
         if (fn(arg, copy + 3, copy + (type_end + 1 - k), get_u64be((const uint8_t *)k + klen - 8),
                (const uint8_t *)v, vlen) != 0)
             break;
+    }
+    free(buf.p);
+    return iter_finish(s, it, rc);
+}
+
+int store_scan_pauses(struct store *s, store_pause_fn fn, void *arg)
+{
+    struct scratch buf = {0};
+    leveldb_iterator_t *it;
+    int rc = 0;
+
+    it = leveldb_create_iterator(s->db, s->ro_bulk);
+    for (leveldb_iter_seek(it, "P", 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v, *type_end;
+        char *copy;
+
+        if (klen == 0 || k[0] != 'P') break;
+        /* 'P' kg:2 type '\0' id '\0' */
+        type_end = klen > KEY_MAX || klen < 3 + 2 + 2 ? NULL : memchr(k + 3, '\0', klen - 3);
+        if (type_end == NULL || k[klen - 1] != '\0' || type_end + 1 >= k + klen - 1 ||
+            memchr(type_end + 1, '\0', (size_t)(k + klen - 1 - (type_end + 1)))) {
+            log_failure(s, "store.corrupt_key", "malformed pause key in the P range");
+            rc = -EIO;
+            break;
+        }
+        copy = scratch_copy(&buf, k, klen);
+        if (copy == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        v = leveldb_iter_value(it, &vlen);
+        if (fn(arg, copy + 3, copy + (type_end + 1 - k), (const uint8_t *)v, vlen) != 0) break;
     }
     free(buf.p);
     return iter_finish(s, it, rc);

@@ -6,6 +6,7 @@
  *
  *   'S' kg:u16be type '\0' id '\0' name      -> StoredState  (storage.proto)
  *   'M' kg:u16be type '\0' id '\0' seq:u64be -> StoredMessage (inbox, arrival order)
+ *   'P' kg:u16be type '\0' id '\0'           -> StoredPause (the address is paused)
  *   'D' due_ms:u64be seq:u64be               -> StoredDelayed (wall-clock due time)
  *   'E' egress '\0' offset:u64be             -> StoredEgress
  *   'I' idempotency key                      -> StoredIdempotency
@@ -80,6 +81,9 @@ void store_batch_put_message(struct store_batch *b, const char *type, const char
 void store_batch_delete_message(struct store_batch *b, const char *type, const char *id,
                                 uint64_t seq);
 void store_batch_put_meta(struct store_batch *b, const char *name, const void *val, size_t len);
+void store_batch_put_pause(struct store_batch *b, const char *type, const char *id,
+                           const void *val, size_t len);
+void store_batch_delete_pause(struct store_batch *b, const char *type, const char *id);
 
 void store_batch_put_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq,
                              const void *val, size_t len);
@@ -129,6 +133,12 @@ int store_scan_states(struct store *s, const char *type, const char *id,
 typedef int (*store_message_fn)(void *arg, const char *type, const char *id, uint64_t seq,
                                 const uint8_t *val, size_t len);
 int store_scan_messages(struct store *s, store_message_fn fn, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Recovery: every paused address (P keys); strings and value borrowed. */
+typedef int (*store_pause_fn)(void *arg, const char *type, const char *id, const uint8_t *val,
+                              size_t len);
+int store_scan_pauses(struct store *s, store_pause_fn fn, void *arg)
     __attribute__((warn_unused_result));
 
 /* Delayed messages in due order (recovery). */

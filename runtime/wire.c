@@ -1,6 +1,13 @@
 /* wire — see wire.h. */
 #include "wire.h"
 
+#include <stdio.h>
+#include <string.h>
+
+#include "address.h"
+
+#define WIRE_MAX_DEPTH 32
+
 /* Reads a varint at *i; returns 0 if the bytes end inside it. */
 static int varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
 {
@@ -62,6 +69,52 @@ int wire_find(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body, 
             found = 1;
         }
     return rc == 0 && found;
+}
+
+/* path: the dotted field names leading here, for the message. */
+static int check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n,
+                         int depth, char *path, size_t pathlen, char *why, size_t whylen)
+{
+    size_t pos = 0, at = strlen(path);
+    uint32_t field;
+    const uint8_t *body;
+    size_t blen;
+    int rc;
+
+    if (depth > WIRE_MAX_DEPTH) {
+        snprintf(why, whylen, "%s is nested more than %d levels deep", at ? path : "the message",
+                 WIRE_MAX_DEPTH);
+        return -1;
+    }
+    while ((rc = wire_next(p, n, &pos, &field, &body, &blen)) == 1) {
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(desc, field);
+        if (!f) continue;
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        snprintf(path + at, pathlen - at, "%s%s", at ? "." : "", f->name);
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            if (check_strings(f->descriptor, body, blen, depth + 1, path, pathlen, why, whylen))
+                return -1;
+        } else if (memchr(body, 0, blen)) {
+            snprintf(why, whylen, "%s contains a NUL byte", path);
+            return -1;
+        } else if (!addr_utf8_ok(body, blen)) {
+            snprintf(why, whylen, "%s is not valid UTF-8", path);
+            return -1;
+        }
+        path[at] = 0;
+    }
+    if (rc < 0) {
+        snprintf(why, whylen, "%s is malformed", at ? path : "the message");
+        return -1;
+    }
+    return 0;
+}
+
+int wire_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n,
+                       char *why, size_t whylen)
+{
+    char path[256] = "";
+    return check_strings(desc, p, n, 0, path, sizeof path, why, whylen);
 }
 
 static void *arena_alloc(void *arena, size_t size)

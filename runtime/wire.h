@@ -31,6 +31,19 @@ int wire_next(const uint8_t *p, size_t n, size_t *pos, uint32_t *field, const ui
  * Returns 1 found, 0 absent or malformed. */
 int wire_find(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body, size_t *blen);
 
+/* Checks every field that `desc` declares as `string`, in the raw bytes
+ * p..n and recursively in its sub-messages (by their descriptors): each
+ * must be valid UTF-8 without a NUL byte, as proto3 requires and as every
+ * conforming parser (Python, Java, Go, protobufjs) enforces. protobuf-c
+ * does neither, and hands a string with a NUL over as its prefix. The walk
+ * reads the wire as it came, so any conforming encoding passes (explicit
+ * default values, field order, repeated occurrences). Unknown fields and
+ * bytes fields are skipped. Returns 0 when clean; -1 with a message such
+ * as "target.id is not valid UTF-8" in `why` (bytes p..n malformed: "the
+ * message is malformed"). Nesting deeper than 32 levels is refused. */
+int wire_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n,
+                       char *why, size_t whylen);
+
 /* A protobuf-c allocator drawing from `a` (frees are no-ops). */
 ProtobufCAllocator wire_arena_allocator(sm_arena *a);
 

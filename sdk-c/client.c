@@ -536,3 +536,154 @@ int sm_client_drop_deadletters(sm_client *c, const uint64_t *ids, size_t n, bool
     return deadletter_action(c, "/statemesh.v1.Admin/DropDeadLetters", ids, n, all, type,
                              timeout_ms, count, err);
 }
+
+/* ---- failure handling of an address ---- */
+
+const char *sm_phase_name(sm_phase p)
+{
+    static const char *const names[] = {"idle", "queued", "in_flight", "retrying", "paused"};
+    return (unsigned)p < sizeof names / sizeof *names ? names[p] : "unknown";
+}
+
+static void status_from(sm_address_status *o, const Statemesh__V1__AddressStatus *st)
+{
+    o->type = st->address ? st->address->type : "";
+    o->id = st->address ? st->address->id : "";
+    o->phase = (sm_phase)st->phase;
+    o->queued_messages = st->queued_messages;
+    o->in_flight_messages = st->in_flight_messages;
+    o->attempts = st->attempts;
+    o->max_attempts = st->max_attempts;
+    o->next_retry_at_ms = st->next_retry_at_ms;
+    o->last_error = st->last_error;
+    o->last_error_at_ms = st->last_error_at_ms;
+    o->isolating = st->isolating;
+    if (st->head) {
+        o->has_head = true;
+        o->head.typename = st->head->typename_;
+        o->head.data = st->head->value.data;
+        o->head.len = st->head->value.len;
+    }
+    if (st->head_caller) {
+        o->head_caller_type = st->head_caller->type;
+        o->head_caller_id = st->head_caller->id;
+    }
+}
+
+static int check_address_args(sm_client *c, const char *type, const char *id, sm_error *err)
+{
+    int rc;
+    if (!c) return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client");
+    if (!type || !*type || !id || !*id)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "type and id are required");
+    if ((rc = check_type_filter(type, err))) return rc;
+    return SM_OK;
+}
+
+int sm_client_inspect(sm_client *c, const char *type, const char *id, int timeout_ms,
+                      sm_address_statuses *out, sm_error *err)
+{
+    Statemesh__V1__InspectRequest req = STATEMESH__V1__INSPECT_REQUEST__INIT;
+    Statemesh__V1__Address a = STATEMESH__V1__ADDRESS__INIT;
+    Statemesh__V1__InspectResponse *resp;
+    int rc;
+
+    if (!out) return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no output");
+    memset(out, 0, sizeof *out);
+    if ((rc = check_address_args(c, type, id, err))) return rc;
+    a.type = (char *)type;
+    a.id = (char *)id;
+    req.address = &a;
+    rc = unary(c, "/statemesh.v1.Admin/Inspect", &req.base,
+               &statemesh__v1__inspect_response__descriptor, (ProtobufCMessage **)&resp,
+               timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    if (!resp->status) {
+        statemesh__v1__inspect_response__free_unpacked(resp, NULL);
+        return sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "the runtime answered no status");
+    }
+    out->items = calloc(1, sizeof *out->items);
+    if (!out->items) {
+        statemesh__v1__inspect_response__free_unpacked(resp, NULL);
+        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    }
+    status_from(&out->items[0], resp->status);
+    out->n = 1;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+int sm_client_list_stuck(sm_client *c, const char *type, uint32_t limit, int timeout_ms,
+                         sm_address_statuses *out, sm_error *err)
+{
+    Statemesh__V1__ListStuckRequest req = STATEMESH__V1__LIST_STUCK_REQUEST__INIT;
+    Statemesh__V1__ListStuckResponse *resp;
+    int rc;
+
+    if (!c || !out)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+    memset(out, 0, sizeof *out);
+    if ((rc = check_type_filter(type, err))) return rc;
+    if (type) req.type = (char *)type;
+    req.limit = limit;
+    rc = unary(c, "/statemesh.v1.Admin/ListStuck", &req.base,
+               &statemesh__v1__list_stuck_response__descriptor, (ProtobufCMessage **)&resp,
+               timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    out->items = calloc(resp->n_addresses ? resp->n_addresses : 1, sizeof *out->items);
+    if (!out->items) {
+        statemesh__v1__list_stuck_response__free_unpacked(resp, NULL);
+        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < resp->n_addresses; i++) status_from(&out->items[i], resp->addresses[i]);
+    out->n = resp->n_addresses;
+    out->retrying = resp->retrying;
+    out->paused = resp->paused;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_address_statuses_cleanup(sm_address_statuses *l)
+{
+    if (!l) return;
+    if (l->msg_) protobuf_c_message_free_unpacked(l->msg_, NULL);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static int address_action(sm_client *c, const char *method, const ProtobufCMessageDescriptor *rd,
+                          const char *type, const char *id, int timeout_ms,
+                          ProtobufCMessage **resp, sm_error *err)
+{
+    Statemesh__V1__AddressRequest req = STATEMESH__V1__ADDRESS_REQUEST__INIT;
+    Statemesh__V1__Address a = STATEMESH__V1__ADDRESS__INIT;
+    int rc;
+    if ((rc = check_address_args(c, type, id, err))) return rc;
+    a.type = (char *)type;
+    a.id = (char *)id;
+    req.address = &a;
+    return unary(c, method, &req.base, rd, resp, timeout_ms, err);
+}
+
+int sm_client_skip(sm_client *c, const char *type, const char *id, int timeout_ms,
+                   uint64_t *dead_letter_id, sm_error *err)
+{
+    Statemesh__V1__SkipResponse *resp;
+    int rc = address_action(c, "/statemesh.v1.Admin/Skip", &statemesh__v1__skip_response__descriptor,
+                            type, id, timeout_ms, (ProtobufCMessage **)&resp, err);
+    if (rc != SM_OK) return rc;
+    if (dead_letter_id) *dead_letter_id = resp->dead_letter_id;
+    statemesh__v1__skip_response__free_unpacked(resp, NULL);
+    return SM_OK;
+}
+
+int sm_client_resume(sm_client *c, const char *type, const char *id, int timeout_ms, sm_error *err)
+{
+    Statemesh__V1__ResumeResponse *resp;
+    int rc = address_action(c, "/statemesh.v1.Admin/Resume",
+                            &statemesh__v1__resume_response__descriptor, type, id, timeout_ms,
+                            (ProtobufCMessage **)&resp, err);
+    if (rc != SM_OK) return rc;
+    statemesh__v1__resume_response__free_unpacked(resp, NULL);
+    return SM_OK;
+}

@@ -126,8 +126,8 @@ def test_failing_handler_is_retried_not_fatal(greeter):
     rt, cl, mode = greeter
     code = status_of(cl.call, "example/greeter", "eve", string("not json"), timeout=1.5)
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    wait_until(lambda: rt.log_lines("event=batch.retry"), message="a retried batch")
-    assert "example/greeter wants statemesh/json" in "\n".join(rt.log_lines("event=batch.retry"))
+    wait_until(lambda: rt.log_lines("event=message.retry"), message="a retried batch")
+    assert "example/greeter wants statemesh/json" in "\n".join(rt.log_lines("event=message.retry"))
     # (example/greeter "eve" keeps retrying its poison message; other
     # addresses are not held up by it.)
     assert cl.call("example/user", "ivy", string("hi")) == "Hello ivy, you are visitor #1"

@@ -510,7 +510,7 @@ def test_failing_batches_go_to_dead_letters_and_replay_once_fixed(sandbox):
     assert "dead letters" in e.value.details() and "flaky is failing" in e.value.details()
     wait_until(lambda: c.stats()["dead_letters"] == 4, timeout=20, message="not dead-lettered")
     assert c.stats()["queued_messages"] == 0
-    assert rt.log_lines("event=batch.dead_lettered")
+    assert rt.log_lines("event=message.dead_lettered")
     lst = c.admin.ListDeadLetters(admin_pb2.ListDeadLettersRequest(type="msg/flaky"), timeout=10)
     assert lst.total == 4 and len(lst.dead_letters) == 4
     ids = [d.id for d in lst.dead_letters]

@@ -170,7 +170,7 @@ def test_exception_is_retried_and_logged(sandbox, require):
     cl = rt.client(timeout=30)
     assert cl.call("py/flaky", "x", int64(0)) == 3
     log = rt.full_log()
-    assert "batch.retry" in log and "RuntimeError: py/flaky planned failure 1 for x" in log, log
+    assert "message.retry" in log and "RuntimeError: py/flaky planned failure 1 for x" in log, log
     assert "handler failed fn=py/flaky id=x" in py.full_log()
     assert cl.state("py/flaky", "x") == {}
 

@@ -117,6 +117,7 @@ static void good_config_all_settings(void **state)
     assert_true(ep->retry.multiplier == 1.5);
     assert_int_equal(ep->retry.max_backoff_ms, 5);          /* == initial is fine */
     assert_int_equal(ep->retry.max_attempts, 7);
+    assert_true(ep->retry.pause_on_exhausted);
     assert_int_equal(ep->line, 12);
 
     ep = &c.endpoints[1];
@@ -241,7 +242,8 @@ static void endpoint_defaults(void **state)
         assert_int_equal(ep->retry.initial_backoff_ms, 100);
         assert_true(ep->retry.multiplier == 2.0);
         assert_int_equal(ep->retry.max_backoff_ms, 10000);
-        assert_int_equal(ep->retry.max_attempts, 0);
+        assert_int_equal(ep->retry.max_attempts, 13);        /* finite: ~63 s */
+        assert_false(ep->retry.pause_on_exhausted);
         assert_int_equal(ep->line, (int)i + 2);
     }
     assert_int_equal(c.endpoints[0].mode, CFG_MODE_SIDECAR);
@@ -645,7 +647,7 @@ static void bad_retry(void **state)
     char err[8192];
 
     (void)state;
-    assert_int_equal(load_expect_fail(CONFIGS "bad_retry.conf", err, sizeof err), 11);
+    assert_int_equal(load_expect_fail(CONFIGS "bad_retry.conf", err, sizeof err), 12);
 #define BR CONFIGS "bad_retry.conf:"
     assert_error(err, BR "4: endpoints[0].retry.initial_backoff_ms: 0 is out of range; must be "
                          "1..3600000");
@@ -668,6 +670,8 @@ static void bad_retry(void **state)
     assert_error(err, BR "17: endpoints[5].retry.multiplier: 11 is out of range; must be "
                          "1.0..10.0");
     assert_error(err, BR "18: endpoints[6].retry.multiplier: 10.5 is out of range");
+    assert_error(err, BR "19: endpoints[7].retry.on_exhausted: unknown value \"never\"; use "
+                         "\"dead_letter\" or \"pause\"");
 #undef BR
 }
 

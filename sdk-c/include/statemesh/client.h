@@ -219,6 +219,80 @@ int sm_client_drop_deadletters(sm_client *c, const uint64_t *ids, size_t n, bool
                                uint64_t *count /* OUT, may be NULL */,
                                sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
+/* ---- Failure handling of an address ----
+ *
+ * A message its function keeps failing on is retried alone (the messages
+ * before it in its batch are applied, those after it wait). Inspect shows
+ * where an address stands; list_stuck lists every address retrying or
+ * paused; skip moves the failing head message to dead letters; resume
+ * retries a paused address now (e.g. after a fix was deployed).
+ *
+ *     sm_address_statuses st;
+ *     if (sm_client_inspect(c, "shop/cart", "alice", 10000, &st, &err) == SM_OK) {
+ *         printf("%s attempts=%u %s\n", sm_phase_name(st.items[0].phase),
+ *                st.items[0].attempts, st.items[0].last_error);
+ *         sm_address_statuses_cleanup(&st);
+ *     }
+ */
+
+typedef enum sm_phase {
+    SM_PHASE_IDLE = 0,         /* nothing queued */
+    SM_PHASE_QUEUED = 1,       /* messages wait for dispatch */
+    SM_PHASE_IN_FLIGHT = 2,    /* a batch is being invoked */
+    SM_PHASE_RETRYING = 3,     /* the head message failed; a retry is scheduled */
+    SM_PHASE_PAUSED = 4        /* retries exhausted (on_exhausted = "pause") */
+} sm_phase;
+
+/* "idle", "queued", "in_flight", "retrying", "paused" (or "unknown"). */
+const char *sm_phase_name(sm_phase p);
+
+/* One address's failure handling. Pointers are owned by the
+ * sm_address_statuses holding it. */
+typedef struct sm_address_status {
+    const char *type, *id;
+    sm_phase phase;
+    uint64_t queued_messages;  /* including the in-flight batch */
+    uint32_t in_flight_messages;
+    uint32_t attempts;         /* failed attempts of the head message */
+    uint32_t max_attempts;     /* the endpoint's retry.max_attempts, 0 = forever */
+    int64_t next_retry_at_ms;  /* RETRYING: Unix epoch ms; else 0 */
+    const char *last_error;    /* "" = none */
+    int64_t last_error_at_ms;
+    bool isolating;            /* a failed batch is re-sent one message at a time */
+    bool has_head;
+    sm_value head;             /* the head message when has_head */
+    const char *head_caller_type;   /* NULL: from the ingress */
+    const char *head_caller_id;
+} sm_address_status;
+
+typedef struct sm_address_statuses {
+    sm_address_status *items;
+    size_t n;
+    uint64_t retrying, paused;  /* list_stuck: totals over every type */
+    void *msg_;                 /* private */
+} sm_address_statuses;
+
+/* Admin Inspect: one item for (type, id). Free with sm_address_statuses_cleanup. */
+int sm_client_inspect(sm_client *c, const char *type, const char *id, int timeout_ms,
+                      sm_address_statuses *out /* OUT */,
+                      sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+/* Admin ListStuck: addresses retrying or paused, of `type` (NULL/"" = any),
+ * at most `limit` (0 = 1000). */
+int sm_client_list_stuck(sm_client *c, const char *type, uint32_t limit, int timeout_ms,
+                         sm_address_statuses *out /* OUT */,
+                         sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+void sm_address_statuses_cleanup(sm_address_statuses *l);
+/* Admin Skip: the head message of a retrying or paused address goes to
+ * dead letters (*dead_letter_id, may be NULL), once durable. An address
+ * in any other state: FAILED_PRECONDITION. */
+int sm_client_skip(sm_client *c, const char *type, const char *id, int timeout_ms,
+                   uint64_t *dead_letter_id /* OUT, may be NULL */,
+                   sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+/* Admin Resume: a paused (or backing-off) address is retried now with a
+ * fresh attempt count. Otherwise FAILED_PRECONDITION. */
+int sm_client_resume(sm_client *c, const char *type, const char *id, int timeout_ms,
+                     sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
 /* ---- SendStream: bulk ingestion ----
  *
  *     sm_send_stream *st;

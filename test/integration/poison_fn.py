@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""
+poison_fn — a function server for the failure-handling tests, written against
+the raw protocol like a server in another language would be: its answers are
+encoded by hand, with explicit default values on the wire (StateMutation.kind
+= MODIFY = 0, Reply.invocation_index = 0), as protobufjs and other encoders
+write them. Proto3 allows that; the runtime must accept it.
+
+    poison_fn.py --listen unix:/path.sock [--fix-file PATH]
+
+Functions:
+
+  raw/counter  state n (statemesh/int64, absent = 0). Message statemesh/int64
+               k: n += k, replies n. Any other typename fails the whole batch
+               ("raw/counter wants statemesh/int64, got T") — unless the file
+               --fix-file exists (the "fix is deployed"): then it counts as 0.
+  raw/badutf8  no state. Replies a value whose typename is not valid UTF-8
+               (bytes 0xff 0xfe): an answer no conforming decoder accepts.
+
+Each batch is logged to stderr as `event=batch type=T id=I messages=K ok=0|1`.
+"""
+
+import argparse
+import os
+import signal
+import struct
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+from statemesh.v1 import function_pb2
+
+SERVICE = "statemesh.v1.FunctionService"
+_lock = threading.Lock()
+ARGS = None
+
+
+def log(line):
+    with _lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def varint(v):
+    out = bytearray()
+    while True:
+        if v < 0x80:
+            out.append(v)
+            return bytes(out)
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+
+
+def ld(field, body):
+    """A length-delimited field."""
+    return varint(field << 3 | 2) + varint(len(body)) + body
+
+
+def vi(field, v):
+    """A varint field, written even when it is 0 (an explicit default)."""
+    return varint(field << 3) + varint(v)
+
+
+def typed(typename, value):
+    return ld(1, typename) + ld(2, value)
+
+
+def i64(k):
+    return typed(b"statemesh/int64", struct.pack("<q", k))
+
+
+def describe(request, context):
+    resp = function_pb2.DescribeResponse(sdk="poison_fn/1")
+    f = resp.functions.add(type="raw/counter")
+    f.states.add(name="n", typename="statemesh/int64")
+    resp.functions.add(type="raw/badutf8")
+    return resp.SerializeToString()
+
+
+def run_batch(b):
+    """The encoded BatchResponse for one BatchRequest."""
+    t, id_ = b.target.type, b.target.id
+    head = vi(1, b.batch_id)
+    if t == "raw/badutf8":
+        log("event=batch type=%s id=%s messages=%d ok=1" % (t, id_, len(b.invocations)))
+        reply = vi(1, 0) + ld(2, typed(b"\xff\xfe", b"x"))
+        return head + ld(2, ld(3, reply))
+    state = {s.name: s.value for s in b.state if s.HasField("value")}
+    n = struct.unpack("<q", state["n"].value)[0] if "n" in state else 0
+    replies = b""
+    for idx, inv in enumerate(b.invocations):
+        arg = inv.argument
+        if arg.typename == "statemesh/int64":
+            n += struct.unpack("<q", arg.value)[0]
+        elif not (ARGS.fix_file and os.path.exists(ARGS.fix_file)):
+            log("event=batch type=%s id=%s messages=%d ok=0" % (t, id_, len(b.invocations)))
+            msg = "raw/counter wants statemesh/int64, got %s" % arg.typename
+            return head + ld(4, ld(1, msg.encode()))
+        replies += ld(3, vi(1, idx) + ld(2, i64(n)))
+    mutation = vi(1, 0) + ld(2, b"n") + ld(3, i64(n))      # kind = MODIFY written out
+    log("event=batch type=%s id=%s messages=%d ok=1" % (t, id_, len(b.invocations)))
+    return head + ld(2, ld(1, mutation) + replies)
+
+
+def invoke(request_iterator, context):
+    for raw in request_iterator:
+        msg = function_pb2.ToFunction.FromString(raw)
+        yield b"".join(ld(1, run_batch(b)) for b in msg.batches)
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser()
+    p.add_argument("--listen", required=True)
+    p.add_argument("--fix-file", default="")
+    ARGS = p.parse_args()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_ping_strikes", 0)])
+    handlers = {
+        "Describe": grpc.unary_unary_rpc_method_handler(describe),
+        "Invoke": grpc.stream_stream_rpc_method_handler(invoke),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    if server.add_insecure_port(ARGS.listen) == 0:
+        log("event=listen_failed addr=%s" % ARGS.listen)
+        return 1
+    server.start()
+    log("event=listening addr=%s pid=%d" % (ARGS.listen, os.getpid()))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    stop.wait()
+    server.stop(1).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
