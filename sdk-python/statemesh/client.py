@@ -16,6 +16,12 @@
         for d in page:
             print(d.id, d.target, d.argument.value, d.error)
         c.replay_dead_letters(all=True, type="shop/cart")       # -> how many were replayed
+        st = c.inspect("shop/cart", "bob")                      # retrying? paused? why?
+        print(st.phase, st.attempts, st.head and st.head.value, st.last_error)
+        for st in c.stuck():                                    # every retrying/paused address
+            print(st.address, st.phase)
+        c.skip("shop/cart", "bob")      # head message -> dead letters (-> its id)
+        c.resume("shop/cart", "bob")    # retry a paused address now (after a fix)
 
 Values are typed like ``Context.send``: a :class:`TypedValue` as is, a value
 of ``type=``, or inferred from the Python value (bool, int, float, str,
@@ -26,8 +32,10 @@ TypedValue whatever the type.
 
 gRPC errors are raised as :mod:`statemesh.errors` exceptions (NotFound,
 InvalidArgument, Unavailable, DeadlineExceeded, ResourceExhausted a.k.a.
-Overloaded, OffsetTrimmed, base StatemeshError with ``code`` and
-``details``). ``timeout`` (seconds) is the gRPC deadline; None waits as long
+Overloaded, OffsetTrimmed, FailedPrecondition, base StatemeshError with
+``code`` and ``details``: the runtime's text, e.g. a Call's DeadlineExceeded
+says "no reply within N ms; the message is durable and will still be
+processed ..."). ``timeout`` (seconds) is the gRPC deadline; None waits as long
 as it takes (streams, send_stream and subscribe, have no deadline unless
 given one).
 
@@ -51,7 +59,7 @@ from .types import TypedValue, typed_value, decode_typed, encode_value
 
 __all__ = ["Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError",
            "SendStreamResult", "EgressRecord", "Subscription", "AsyncSubscription",
-           "DeadLetter", "DeadLetters"]
+           "DeadLetter", "DeadLetters", "AddressStatus", "StuckList"]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -151,7 +159,76 @@ class DeadLetters:
         return "DeadLetters(items=%r, total=%d)" % (self.items, self.total)
 
 
+class AddressStatus(namedtuple("AddressStatus",
+                               "address phase queued_messages in_flight_messages attempts "
+                               "max_attempts next_retry_at_ms last_error last_error_at_ms "
+                               "isolating head head_caller")):
+    """How one address stands with failures (Client.inspect(), stuck()):
+    ``address`` (an Address), ``phase`` ("idle": nothing queued, "queued",
+    "in_flight": a batch is being invoked, "retrying": its head message
+    failed and a retry is scheduled, "paused": retries ran out with
+    ``retry.on_exhausted = "pause"`` and nothing is dispatched until
+    skip() or resume()), ``queued_messages`` (waiting, including the
+    in-flight batch), ``in_flight_messages``, ``attempts`` (failed attempts
+    of the head message), ``max_attempts`` (the endpoint's
+    ``retry.max_attempts``, 0 = forever), ``next_retry_at_ms`` (retrying:
+    Unix epoch ms of the next attempt, else None; ``next_retry_at`` is a UTC
+    datetime), ``last_error`` (the last failure in full, None if none) and
+    ``last_error_at_ms`` (``last_error_at``), ``isolating`` (a failed batch
+    of several messages is being re-sent one at a time), ``head`` (the
+    message at the head of the queue, a :class:`Message`: ``head.value``,
+    ``as_json()`` ...; None when nothing is queued) and ``head_caller`` (the
+    Address of the function that sent it, None when it came from the
+    ingress)."""
+
+    __slots__ = ()
+
+    @property
+    def next_retry_at(self):
+        return _utc(self.next_retry_at_ms)
+
+    @property
+    def last_error_at(self):
+        return _utc(self.last_error_at_ms)
+
+
+class StuckList:
+    """What Client.stuck() found: ``items`` (the :class:`AddressStatus` of
+    each retrying or paused address, in no particular order; iterating,
+    ``len()`` and indexing go to them), ``retrying`` and ``paused``: how many
+    addresses are retrying and paused, of every function type (also those
+    beyond ``limit`` or filtered out by ``type``)."""
+
+    __slots__ = ("items", "retrying", "paused")
+
+    def __init__(self, items, retrying, paused):
+        self.items = items
+        self.retrying = retrying
+        self.paused = paused
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __repr__(self):
+        return "StuckList(items=%r, retrying=%d, paused=%d)" % (self.items, self.retrying,
+                                                               self.paused)
+
+
+def _utc(ms):
+    if ms is None:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000.0, tz=datetime.timezone.utc)
+
+
 MAX_DEAD_LETTERS_PAGE = 10000
+MAX_STUCK_LIMIT = 100000
+_PHASES = {0: "idle", 1: "queued", 2: "in_flight", 3: "retrying", 4: "paused"}
 
 _STATUS = {c.value[0]: c for c in grpc.StatusCode}
 _EGRESS_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
@@ -251,6 +328,23 @@ def _dead_letters(resp):
     return DeadLetters(out, resp.total)
 
 
+def _address_status(s):
+    """An admin_pb2.AddressStatus -> AddressStatus."""
+    head = Message(s.head.typename, s.head.value) if s.HasField("head") else None
+    caller = (Address(s.head_caller.type, s.head_caller.id) if s.HasField("head_caller")
+              else None)
+    return AddressStatus(Address(s.address.type, s.address.id),
+                         _PHASES.get(s.phase, "unknown(%d)" % s.phase),
+                         s.queued_messages, s.in_flight_messages, s.attempts, s.max_attempts,
+                         s.next_retry_at_ms or None, s.last_error or None,
+                         s.last_error_at_ms if s.last_error else None,
+                         s.isolating, head, caller)
+
+
+def _stuck_list(resp):
+    return StuckList([_address_status(s) for s in resp.addresses], resp.retrying, resp.paused)
+
+
 class _StreamState:
     """Bookkeeping of one send_stream(): seqs, the window, acks, errors.
     Shared by the sync (threads) and async versions; the caller holds the
@@ -340,6 +434,22 @@ def _address(types_pb2, target_type, target_id):
     return types_pb2.Address(type=target_type, id=target_id)
 
 
+def _checked_address(types_pb2, target_type, target_id):
+    """The Address of an admin request on one address, checked locally
+    (TypeError/ValueError) like a message target."""
+    if not isinstance(target_type, str):
+        raise TypeError("function type must be a str, got %s"
+                        % builtins_type(target_type).__name__)
+    if not isinstance(target_id, str):
+        raise TypeError("function id must be a str, got %s" % builtins_type(target_id).__name__)
+    if not _TYPE_RE.match(target_type) or len(target_type) > 256:
+        raise ValueError("function type must be 'namespace/name' ([A-Za-z0-9_.-]+), got %r"
+                         % (target_type,))
+    if not 0 < len(target_id.encode("utf-8")) <= 1024:
+        raise ValueError("function id must be 1..1024 bytes of UTF-8, got %r" % (target_id,))
+    return types_pb2.Address(type=target_type, id=target_id)
+
+
 def _argument(types_pb2, value, type):
     tv = typed_value(value, type)
     return types_pb2.TypedValue(typename=tv.typename, value=tv.value)
@@ -390,6 +500,18 @@ class _Methods:
         self._drop_dl = u("/statemesh.v1.Admin/DropDeadLetters",
                           request_serializer=admin_pb2.DeadLetterSelector.SerializeToString,
                           response_deserializer=admin_pb2.DeadLetterActionResponse.FromString)
+        self._inspect = u("/statemesh.v1.Admin/Inspect",
+                          request_serializer=admin_pb2.InspectRequest.SerializeToString,
+                          response_deserializer=admin_pb2.InspectResponse.FromString)
+        self._list_stuck = u("/statemesh.v1.Admin/ListStuck",
+                             request_serializer=admin_pb2.ListStuckRequest.SerializeToString,
+                             response_deserializer=admin_pb2.ListStuckResponse.FromString)
+        self._skip = u("/statemesh.v1.Admin/Skip",
+                       request_serializer=admin_pb2.AddressRequest.SerializeToString,
+                       response_deserializer=admin_pb2.SkipResponse.FromString)
+        self._resume = u("/statemesh.v1.Admin/Resume",
+                         request_serializer=admin_pb2.AddressRequest.SerializeToString,
+                         response_deserializer=admin_pb2.ResumeResponse.FromString)
         self._send_stream = channel.stream_stream(
             "/statemesh.v1.Ingress/SendStream", request_serializer=_identity,
             response_deserializer=ingress_pb2.SendStreamResponse.FromString)
@@ -440,6 +562,19 @@ class _Methods:
     def _selector(self, ids, all, type):
         return self._admin_pb2.DeadLetterSelector(ids=_dead_letter_ids(ids, all), all=bool(all),
                                                   type=_type_filter(type))
+
+    def _inspect_req(self, target_type, target_id):
+        return self._admin_pb2.InspectRequest(
+            address=_checked_address(self._types_pb2, target_type, target_id))
+
+    def _stuck_req(self, type, limit):
+        return self._admin_pb2.ListStuckRequest(
+            type=_type_filter(type),
+            limit=0 if limit is None else _uint("limit", limit, 1, MAX_STUCK_LIMIT))
+
+    def _address_req(self, target_type, target_id):
+        return self._admin_pb2.AddressRequest(
+            address=_checked_address(self._types_pb2, target_type, target_id))
 
     def _timeout(self, timeout):
         return self._default_timeout if timeout is None else timeout
@@ -644,6 +779,40 @@ class Client(_Methods):
         resp = self._invoke(self._drop_dl, self._selector(ids, all, type), timeout)
         return resp.count
 
+    def inspect(self, target_type, target_id, timeout=None):
+        """How the address stands with failures: an :class:`AddressStatus`
+        (phase "idle", "queued", "in_flight", "retrying" or "paused",
+        attempts, the last error, the head message ...). Answered from the
+        runtime's memory; an address with nothing queued is "idle", never
+        NotFound."""
+        resp = self._invoke(self._inspect, self._inspect_req(target_type, target_id), timeout)
+        return _address_status(resp.status)
+
+    def stuck(self, type=None, limit=None, timeout=None):
+        """Every address that is retrying (its head message failed at least
+        once) or paused: a :class:`StuckList` of :class:`AddressStatus`
+        (only of function type ``type`` if given; at most ``limit``,
+        1..100000, default the runtime's 1000) with the ``retrying`` and
+        ``paused`` totals of every type."""
+        resp = self._invoke(self._list_stuck, self._stuck_req(type, limit), timeout)
+        return _stuck_list(resp)
+
+    def skip(self, target_type, target_id, timeout=None):
+        """Moves the head message of a retrying or paused address to the
+        dead letters now, and lets the address go on with its next message.
+        Returns the dead letter id, once that is durable. FailedPrecondition
+        when the address is neither retrying nor paused, or its head message
+        is being invoked right now (try again a moment later)."""
+        resp = self._invoke(self._skip, self._address_req(target_type, target_id), timeout)
+        return resp.dead_letter_id
+
+    def resume(self, target_type, target_id, timeout=None):
+        """Retries a paused (or backing-off) address now, with a fresh
+        attempt count, e.g. after a fix was deployed. Returns None once the
+        pause's removal is durable. FailedPrecondition when the address is
+        neither paused nor backing off."""
+        self._invoke(self._resume, self._address_req(target_type, target_id), timeout)
+
     def close(self):
         self._channel.close()
 
@@ -806,6 +975,23 @@ class AsyncClient(_Methods):
     async def drop_dead_letters(self, ids=None, all=False, type=None, timeout=None):
         resp = await self._invoke(self._drop_dl, self._selector(ids, all, type), timeout)
         return resp.count
+
+    async def inspect(self, target_type, target_id, timeout=None):
+        resp = await self._invoke(self._inspect, self._inspect_req(target_type, target_id),
+                                  timeout)
+        return _address_status(resp.status)
+
+    async def stuck(self, type=None, limit=None, timeout=None):
+        resp = await self._invoke(self._list_stuck, self._stuck_req(type, limit), timeout)
+        return _stuck_list(resp)
+
+    async def skip(self, target_type, target_id, timeout=None):
+        resp = await self._invoke(self._skip, self._address_req(target_type, target_id),
+                                  timeout)
+        return resp.dead_letter_id
+
+    async def resume(self, target_type, target_id, timeout=None):
+        await self._invoke(self._resume, self._address_req(target_type, target_id), timeout)
 
     async def close(self):
         await self._channel.close()
