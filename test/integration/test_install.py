@@ -84,20 +84,22 @@ def installed():
     """make install PREFIX=<tmp>/usr, the out-of-tree programs built against
     it: (prefix, work dir, {name: path}, env with LD_LIBRARY_PATH)."""
     top = Path(tempfile.mkdtemp(prefix="sm-inst-", dir=TMP_PARENT))
-    prefix = top / "usr"
-    make("install", "PREFIX=%s" % prefix)
-    work = top / "oot"
-    work.mkdir()
-    progs = {
-        "counter_server": compile_c(prefix, "counter_server.c", work / "counter_server"),
-        "call_client": compile_c(prefix, "call_client.c", work / "call_client"),
-        "module": compile_c(prefix, "embedded_module.c", work / "liboot.so",
-                            pkg_args=("--cflags",), extra=("-shared", "-fPIC")),
-    }
-    env = dict(os.environ, LD_LIBRARY_PATH=str(prefix / "lib"))
-    yield prefix, work, progs, env
-    if not os.environ.get("STATEMESH_KEEP_TMP"):
-        shutil.rmtree(top, ignore_errors=True)
+    try:
+        prefix = top / "usr"
+        make("install", "PREFIX=%s" % prefix)
+        work = top / "oot"
+        work.mkdir()
+        progs = {
+            "counter_server": compile_c(prefix, "counter_server.c", work / "counter_server"),
+            "call_client": compile_c(prefix, "call_client.c", work / "call_client"),
+            "module": compile_c(prefix, "embedded_module.c", work / "liboot.so",
+                                pkg_args=("--cflags",), extra=("-shared", "-fPIC")),
+        }
+        env = dict(os.environ, LD_LIBRARY_PATH=str(prefix / "lib"))
+        yield prefix, work, progs, env
+    finally:
+        if not os.environ.get("STATEMESH_KEEP_TMP"):
+            shutil.rmtree(top, ignore_errors=True)
 
 
 def call(client: Path, env: dict, ingress: str, type_: str, id_: str, n: int) -> str:
