@@ -4,15 +4,37 @@
 #   make run             install deps if missing, build, run the greeter example
 #   make test            install deps if missing, build, run every test
 #   make SANITIZE=1 ...  the same with ASan+UBSan
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local [DESTDIR=/tmp/stage]   (and make uninstall)
+#   make dist            a wheel of the Python SDK in build/dist/ (offline)
 #   make clean
 #
 # Every dependency comes through pkg-config except LevelDB, which ships none.
+# The version lives in VERSION (MAJOR.MINOR.PATCH) and nowhere else: it
+# becomes build/gen/statemesh/version.h (SM_VERSION, installed with the
+# headers), the shared library's SONAME libstatemesh.so.MAJOR, the .pc
+# Version and sdk-python/statemesh/_version.py.
 
 PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+LIBDIR   ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 PYTHON   ?= /usr/bin/python3
 B        := build
 CC       ?= cc
+
+VERSION  := $(shell cat VERSION 2>/dev/null)
+ifeq ($(shell echo '$(VERSION)' | grep -Ex '[0-9]+\.[0-9]+\.[0-9]+'),)
+  $(error VERSION must hold MAJOR.MINOR.PATCH (e.g. 0.1.0), not '$(VERSION)')
+endif
+VERSION_WORDS := $(subst ., ,$(VERSION))
+VERSION_MAJOR := $(word 1,$(VERSION_WORDS))
+VERSION_MINOR := $(word 2,$(VERSION_WORDS))
+VERSION_PATCH := $(word 3,$(VERSION_WORDS))
+SONAME   := libstatemesh.so.$(VERSION_MAJOR)
+SO_REAL  := libstatemesh.so.$(VERSION)
+VERSION_H := $(B)/gen/statemesh/version.h
+PY_VERSION := sdk-python/statemesh/_version.py
 
 PKGS     := grpc libprotobuf-c libconfig libxxhash
 DEPS_OK  := $(shell pkg-config --exists $(PKGS) cmocka 2>/dev/null && command -v protoc-c >/dev/null && command -v grpc_python_plugin >/dev/null && echo yes)
@@ -61,14 +83,14 @@ GREETER_FN_O := $(B)/obj/examples/greeter/functions/greeter_functions.o
 MODULES     := $(B)/examples/greeter/libgreeter.so
 
 ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
-       $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN)
+       $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION)
 
-.PHONY: all deps run test unit integration clean install bench FORCE
+.PHONY: all deps run test unit integration clean install uninstall dist bench FORCE
 all: deps-check $(ALL)
 
 # Install missing Debian packages only when something is missing.
 deps:
-	@if [ "$(DEPS_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest, yaml' 2>/dev/null; then \
+	@if [ "$(DEPS_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest, yaml, setuptools, wheel, pip, ensurepip' >/dev/null 2>&1; then \
 	  ci/install-deps.sh; fi
 
 deps-check:
@@ -88,17 +110,29 @@ $(B)/gen/%.pb-c.c $(B)/gen/%.pb-c.h: protocol/%.proto
 	@mkdir -p $(B)/gen
 	protoc-c --c_out=$(B)/gen -Iprotocol $<
 
+# ---- the version (VERSION) -------------------------------------------------
+$(VERSION_H): VERSION
+	@mkdir -p $(dir $@)
+	printf '%s\n' '/* Generated from VERSION by the Makefile: do not edit. */' \
+	  '#ifndef STATEMESH_VERSION_H' '#define STATEMESH_VERSION_H' \
+	  '#define SM_VERSION_MAJOR $(VERSION_MAJOR)' '#define SM_VERSION_MINOR $(VERSION_MINOR)' \
+	  '#define SM_VERSION_PATCH $(VERSION_PATCH)' '#define SM_VERSION "$(VERSION)"' '#endif' > $@
+
+$(PY_VERSION): VERSION
+	printf '%s\n' '# Generated from VERSION by the Makefile: do not edit.' \
+	  '__version__ = "$(VERSION)"' > $@
+
 $(PY_GEN_DIR)/%_pb2.py: protocol/%.proto
 	@mkdir -p $(PY_GEN_DIR)
 	protoc -Iprotocol --python_out=$(PY_GEN_DIR) --grpc_out=$(PY_GEN_DIR) \
 	  --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) $<
 
 # ---- objects ---------------------------------------------------------------
-$(B)/obj/gen/%.o: $(B)/gen/%.c $(PROTO_H) $(B)/.cflags
+$(B)/obj/gen/%.o: $(B)/gen/%.c $(PROTO_H) $(VERSION_H) $(B)/.cflags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-error -c $< -o $@
 
-$(B)/obj/%.o: %.c $(PROTO_H) $(B)/.cflags
+$(B)/obj/%.o: %.c $(PROTO_H) $(VERSION_H) $(B)/.cflags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -109,8 +143,14 @@ $(B)/libstatemesh.a: $(SDK_O) $(PROTO_O)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/libstatemesh.so: $(SDK_O) $(PROTO_O)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
+# libstatemesh.so.MAJOR.MINOR.PATCH with SONAME libstatemesh.so.MAJOR, and
+# the two usual links (.so.MAJOR for the loader, .so for the linker).
+$(B)/$(SO_REAL): $(SDK_O) $(PROTO_O)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,$(SONAME) -o $@ $^ $(LIBS)
+
+$(B)/libstatemesh.so: $(B)/$(SO_REAL)
+	ln -sfn $(SO_REAL) $(B)/$(SONAME)
+	ln -sfn $(SONAME) $@
 
 $(B)/libruntime.a: $(RT_O)
 	@rm -f $@
@@ -146,8 +186,20 @@ $(B)/test/%: $(B)/obj/test/unit/%.o $(B)/libruntime.a $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CMOCKA_LIBS)
 
-$(B)/statemesh.pc: sdk-c/statemesh.pc.in
-	sed -e 's|@PREFIX@|$(PREFIX)|g' $< > $@
+# The .pc for PREFIX (and LIBDIR, INCLUDEDIR): build/statemesh.pc is
+# rewritten whenever they or VERSION change; `make install` writes its own.
+# Directories under PREFIX are written relative to ${prefix}.
+PC_LIBDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+PC_SED := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(PC_LIBDIR)|g' \
+              -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
+PC_VARS := $(PREFIX) $(PC_LIBDIR) $(PC_INCLUDEDIR) $(VERSION)
+$(B)/.pcvars: FORCE
+	@mkdir -p $(B)
+	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
+
+$(B)/statemesh.pc: sdk-c/statemesh.pc.in $(B)/.pcvars
+	$(PC_SED) $< > $@
 
 # ---- run, test -------------------------------------------------------------
 EXAMPLE ?= greeter
@@ -200,14 +252,45 @@ $(B)/test/bench/libcounter.so: $(B)/obj/test/bench/counter_module.o $(BENCH_FN_O
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/statemesh
-	install -m 755 $(B)/statemeshd $(B)/statemesh $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(B)/libstatemesh.a $(B)/libstatemesh.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 sdk-c/include/statemesh/*.h $(DESTDIR)$(PREFIX)/include/statemesh/
-	install -d $(DESTDIR)$(PREFIX)/include/statemesh/v1
-	install -m 644 $(B)/gen/statemesh/v1/*.pb-c.h $(DESTDIR)$(PREFIX)/include/statemesh/v1/
-	install -m 644 $(B)/statemesh.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+# make install PREFIX=DIR [DESTDIR=STAGE]: binaries, the static and shared
+# library (with its SONAME links), the SDK headers with the generated ones
+# they include, and a statemesh.pc written for PREFIX (never DESTDIR).
+INSTALL_SET := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so $(VERSION_H)
+install: deps-check $(INSTALL_SET)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	  $(DESTDIR)$(INCLUDEDIR)/statemesh/v1
+	install -m 755 $(B)/statemeshd $(B)/statemesh $(DESTDIR)$(BINDIR)/
+	install -m 644 $(B)/libstatemesh.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(B)/$(SO_REAL) $(DESTDIR)$(LIBDIR)/
+	ln -sfn $(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/libstatemesh.so
+	install -m 644 sdk-c/include/statemesh/*.h $(VERSION_H) $(DESTDIR)$(INCLUDEDIR)/statemesh/
+	install -m 644 $(B)/gen/statemesh/v1/*.pb-c.h $(DESTDIR)$(INCLUDEDIR)/statemesh/v1/
+	$(PC_SED) sdk-c/statemesh.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/statemesh.pc
+	@chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/statemesh.pc
+
+# Removes what `make install` put there (same PREFIX and DESTDIR).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/statemeshd $(DESTDIR)$(BINDIR)/statemesh \
+	  $(DESTDIR)$(LIBDIR)/libstatemesh.a $(DESTDIR)$(LIBDIR)/libstatemesh.so \
+	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SO_REAL) \
+	  $(DESTDIR)$(PKGCONFIGDIR)/statemesh.pc
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/statemesh
+
+# make dist: build/dist/statemesh-VERSION-py3-none-any.whl, built offline
+# with Debian's pip/setuptools/wheel from a copy of the package (so the
+# source tree gets no build/ or *.egg-info).
+WHEEL := $(B)/dist/statemesh-$(VERSION)-py3-none-any.whl
+dist: $(WHEEL)
+$(WHEEL): $(PY_GEN) $(PY_VERSION) sdk-python/pyproject.toml sdk-python/README.md \
+          $(wildcard sdk-python/statemesh/*.py)
+	@$(PYTHON) -c 'import setuptools, wheel, pip' >/dev/null 2>&1 || { \
+	  echo "dist: needs python3-setuptools, python3-wheel, python3-pip: run ci/install-deps.sh"; exit 1; }
+	rm -rf $(B)/pysrc && mkdir -p $(B)/pysrc $(B)/dist
+	cp -r sdk-python/pyproject.toml sdk-python/README.md sdk-python/statemesh $(B)/pysrc/
+	find $(B)/pysrc -name __pycache__ -prune -exec rm -rf {} +
+	$(PYTHON) -m pip wheel -q --no-build-isolation --no-deps --no-index -w $(B)/dist $(B)/pysrc
+	@test -f $@ || { echo "dist: expected $@"; exit 1; }
 
 clean:
-	rm -rf $(B) $(PY_GEN_DIR)/statemesh/v1/*_pb2*.py
+	rm -rf $(B) $(PY_GEN_DIR)/statemesh/v1/*_pb2*.py $(PY_VERSION)

@@ -102,6 +102,7 @@
 #include "cli.h"
 #include "statemesh/client.h"
 #include "statemesh/json.h"
+#include "statemesh/version.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 
@@ -998,6 +999,10 @@ static int parse_args(int argc, char **argv, struct args *a)
         }
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             usage(stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("statemesh %s\n", SM_VERSION);
             return 0;
         }
         for (k = 0; k < sizeof flags / sizeof *flags; k++)

@@ -33,6 +33,7 @@
 #include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
+#include "statemesh/version.h"
 #include "statemesh/v1/storage.pb-c.h"
 
 #define DRAIN_MS 5000
@@ -296,7 +297,7 @@ int main(int argc, char **argv)
         case 'c': config = optarg; break;
         case 'C': return check_config(optarg);
         case 'h': usage(stdout); return 0;
-        case 'V': printf("statemeshd 0.1.0\n"); return 0;
+        case 'V': printf("statemeshd %s\n", SM_VERSION); return 0;
         default: usage(stderr); return 2;
         }
     }

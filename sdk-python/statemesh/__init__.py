@@ -14,6 +14,7 @@
 See sdk-python/README.md for the whole API.
 """
 
+from ._version import __version__  # generated from the tree's VERSION by `make`
 from .types import (Type, TypedValue, simple_type, BoolType, IntType, FloatType,
                     StringType, BytesType, JsonType)
 from .function import (StatefulFunctions, ValueSpec, Context, Message, Address, Storage,
@@ -25,8 +26,6 @@ from .client import (Client, AsyncClient, StateInfo, StreamMessage, StreamError,
 from .errors import (StatemeshError, NotFound, InvalidArgument, Unavailable,
                      DeadlineExceeded, ResourceExhausted, Overloaded, OffsetTrimmed,
                      AlreadyExists, FailedPrecondition, Aborted, Internal)
-
-__version__ = "0.1.0"
 
 __all__ = [
     "StatefulFunctions", "ValueSpec", "serve", "serve_async", "FunctionServer",

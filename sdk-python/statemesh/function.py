@@ -41,13 +41,14 @@ import traceback
 from collections import namedtuple
 
 from . import _wire
+from ._version import __version__
 from .types import Type, TypedValue, _BUILTIN, _FAST, _INFER, infer_type, _unpack_q
 from .types import BoolType, IntType, FloatType, StringType, BytesType, JsonType
 
 __all__ = ["StatefulFunctions", "ValueSpec", "Context", "Message", "Address",
            "Storage", "RequestHandler", "StateError", "MAX_DELAY", "MAX_TTL"]
 
-SDK_NAME = "statemesh-python/0.1.0"
+SDK_NAME = "statemesh-python/" + __version__
 
 _TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
 _STATE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")

@@ -96,6 +96,7 @@ def _load_stubs():
         return attempt()
     # Not generated yet: make them (the same rule `make all` uses).
     targets = ["sdk-python/statemesh/v1/%s.py" % n for n in _STUBS if not n.endswith("_grpc")]
+    targets.append("sdk-python/statemesh/_version.py")
     subprocess.run(["make", "-C", str(REPO), "--no-print-directory"] + targets,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120, check=True)
     return attempt()

@@ -27,6 +27,7 @@
 #include <stddef.h>
 
 #include "statemesh/function.h"
+#include "statemesh/version.h"
 #include "statemesh/v1/function.pb-c.h"
 
 #define SM_ARENA_CAP ((size_t)1 << 30) /* 1 GiB per arena */
@@ -74,6 +75,8 @@ int sm_functions_describe(const sm_functions *fns, sm_arena *arena,
 /* Number of bound types. */
 size_t sm_functions_count(const sm_functions *fns);
 
-#define SM_SDK_VERSION "0.1.0"
+/* The SDK version, SM_VERSION of statemesh/version.h (generated from the
+ * tree's VERSION file). */
+#define SM_SDK_VERSION SM_VERSION
 
 #endif
