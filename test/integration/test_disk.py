@@ -6,7 +6,9 @@ Disk full, I/O errors and a corrupt store (issue 14; docs/operations-disk.md).
     and then by the runtime under load;
   - I/O error: build/test/libiofail.so (test/fault/iofail.c) preloaded makes
     fsync/fdatasync or write on the store's files fail after N calls;
-  - corruption: bytes flipped in a table, the MANIFEST or a log file.
+  - corruption: bytes flipped in a table, the MANIFEST or a log file: the
+    start is refused naming the file (exit 3), `statemeshd --repair` then
+    lets it start (what survives is LevelDB's business).
 
 Load: one client thread per address of test/order. Thread t sends the strings
 "t.0", "t.1", ... in order, each with idempotency key "key-t.k", and never
@@ -318,6 +320,7 @@ def start_refused(rt: Runtime) -> str:
     log = rt.log()
     assert rc == EXIT_STORAGE, "exit %s on a corrupt store; log:\n%s" % (rc, log)
     assert Runtime.READY not in log
+    print("refused:", [ln for ln in log.splitlines() if ln.startswith("statemeshd:")])
     return log
 
 
@@ -342,7 +345,11 @@ def test_corrupt_table_refused_naming_the_file_then_repair(sandbox, require):
     assert "--repair" in log, log
     repair(rt)
     rt.start()
-    assert rt.client().healthy()
+    cl = rt.client()
+    assert cl.healthy()
+    # What survives is LevelDB's business (docs/operations-disk.md): here the
+    # one data block held everything, so the store restarts empty.
+    print("after repair: %d queued of 40" % cl.queued())
 
 
 @pytest.mark.time_limit(60)
@@ -364,6 +371,10 @@ def test_corrupt_manifest_or_log_refused_then_repair(sandbox, require, which):
         flip(victim, victim.stat().st_size // 2)
     log = start_refused(rt)
     assert "corrupt" in log and victim.name in log, log
+    # LevelDB 1.23's repair reads logs without checksums: the damaged record
+    # may come back with its flipped byte (docs/operations-disk.md).
     repair(rt)
     rt.start()
-    assert rt.client().healthy()
+    cl = rt.client()
+    assert cl.healthy()
+    print("after repair: %d queued of 40" % cl.queued())
