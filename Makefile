@@ -83,7 +83,8 @@ GREETER_FN_O := $(B)/obj/examples/greeter/functions/greeter_functions.o
 MODULES     := $(B)/examples/greeter/libgreeter.so
 
 ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
-       $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION)
+       $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION) \
+       $(B)/test/libiofail.so
 
 .PHONY: all deps run test unit integration clean install uninstall dist bench FORCE
 all: deps-check $(ALL)
@@ -181,6 +182,12 @@ $(B)/examples/greeter/libgreeter.so: $(B)/obj/examples/greeter/functions/module.
 $(B)/test/fn/%: $(B)/obj/test/fn/%.o $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The I/O-error shim preloaded by test/integration/test_disk.py: plain flags
+# (no sanitizer: it is preloaded into whatever build runs).
+$(B)/test/libiofail.so: test/fault/iofail.c $(B)/.cflags
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $< -ldl
 
 $(B)/test/%: $(B)/obj/test/unit/%.o $(B)/libruntime.a $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)

@@ -1,6 +1,7 @@
 /* checkpoint — see checkpoint.h. */
 #include "checkpoint.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,22 +255,25 @@ void ckpt_add_error(struct ckpt *ck, uint64_t call_id, int code, const char *msg
     if (!a->data) abort();
 }
 
-void ckpt_commit(struct server *s)
+int ckpt_commit(struct server *s)
 {
     struct ckpt *ck = &s->ckpt;
     struct mbox *mb;
     size_t ops = store_batch_count(ck->batch);
 
-    if (!ckpt_dirty(ck)) return;
+    if (ck->failed) return -EIO;
+    if (!ckpt_dirty(ck)) return 0;
     flush_pending(ck, rpc_now_ms(), s->stopping);
     egress_before_commit(s);
     ops = store_batch_count(ck->batch);
     if (ops > 0) {
         if (store_write(s->store, ck->batch, s->cfg.checkpoint_sync) != 0) {
+            ck->failed = 1;
             LOG_ERROR(&s->log, "checkpoint.failed",
-                      "ops=%zu msg=\"storage write failed; stopping so that recovery restarts "
-                      "from the last durable checkpoint\"", ops);
-            exit(1);
+                      "ops=%zu acks_withheld=%zu msg=\"storage write failed; nothing of this "
+                      "checkpoint is acknowledged; stopping so that recovery restarts from the "
+                      "last durable checkpoint\"", ops, ck->nacks);
+            return -EIO;
         }
         store_batch_clear(ck->batch);
         s->stats.checkpoints++;
@@ -288,4 +292,5 @@ void ckpt_commit(struct server *s)
     egress_after_commit(s);
     idem_after_commit(s);
     if (s->ingress) ingress_after_commit(s->ingress);
+    return 0;
 }

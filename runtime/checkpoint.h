@@ -36,7 +36,14 @@
  * not outlive a lost message.
  *
  * A failed write is fatal by design: the in-memory queues no longer match the
- * disk, and recovery from the last checkpoint is the one safe way on.
+ * disk, and recovery from the last checkpoint is the one safe way on. Nor
+ * may the store be written again: LevelDB may have left part of the batch
+ * in its log (a short write on a full disk, data whose fsync failed), and a
+ * later record appended after it could be lost with it at recovery. So
+ * ckpt_commit() releases nothing of a failed group, refuses every later
+ * commit, and the loop stops the process (exit 3, runtime/main.c;
+ * docs/operations-disk.md). What the failed group held is decided at the
+ * next start: either all of it was durable (its acks were lost) or none.
  */
 #ifndef SM_CHECKPOINT_H
 #define SM_CHECKPOINT_H
@@ -88,6 +95,7 @@ struct ckpt {
     uint64_t generation;       /* checkpoints committed */
     int64_t opened_ms;         /* when the first change entered the open group */
     int forced;                /* commit even if nothing was written (stream acks) */
+    int failed;                /* a write failed: no further commit (see above) */
 };
 
 void ckpt_init(struct ckpt *ck);
@@ -125,7 +133,9 @@ Statemesh__V1__Address *ckpt_msg_fields(const struct msg *m, Statemesh__V1__Addr
 
 struct server;
 /* Writes the open group, then releases acks/replies and un-parks addresses.
- * Exits the process on a storage failure (see above). */
-void ckpt_commit(struct server *s);
+ * Returns 0, or -EIO when the write failed or an earlier one did: then
+ * nothing of the group is released (no ack, reply or egress record leaves)
+ * and the caller must stop the process (see above). */
+int ckpt_commit(struct server *s) __attribute__((warn_unused_result));
 
 #endif

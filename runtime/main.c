@@ -3,6 +3,16 @@
  *
  *   statemeshd -c statemesh.conf        run
  *   statemeshd --check-config FILE      validate and exit (0 ok, 2 errors)
+ *   statemeshd --repair -c FILE         LevelDB's repair of the store, then exit
+ *                                       (docs/operations-disk.md: it may lose data)
+ *
+ * Exit codes: 0 clean stop (or --repair done); 1 cannot start (listen,
+ * endpoints, data dir locked...); 2 usage or configuration error;
+ * EXIT_STORAGE (3) the store cannot be used: it refused to open (corrupt,
+ * not enough free space, unreadable), or a checkpoint write failed while
+ * running (disk full, I/O error). On a failed write the loop stops at once:
+ * nothing of the failed checkpoint is acknowledged, calls in progress are
+ * cancelled, and `event=runtime.storage_failed` is the last error logged.
  *
  * Start-up: config (refuse on any error) -> data dir lock -> store ->
  * recovery (queues rebuilt from the inbox keys) -> ingress -> endpoints ->
@@ -42,12 +52,15 @@
 #define EVENTS_PER_ITERATION 1024
 #define HOUSEKEEPING_MS 1000
 #define DISPATCH_ROUNDS 8
+#define EXIT_STORAGE 3
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: statemeshd -c FILE            run the runtime with this configuration\n"
             "       statemeshd --check-config FILE  validate a configuration and exit\n"
+            "       statemeshd --repair -c FILE     repair a damaged store (LevelDB's repair; it\n"
+            "                                       may lose data: docs/operations-disk.md)\n"
             "       statemeshd --help | --version\n");
 }
 
@@ -196,7 +209,19 @@ static void housekeeping(void *arg)
     timer_start(&s->timers, &s->housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
 }
 
-static void run_loop(struct server *s)
+/* A checkpoint write failed (checkpoint.h): stop now, commit nothing more. */
+static int storage_failed(struct server *s)
+{
+    char q[1200];
+    LOG_ERROR(&s->log, "runtime.storage_failed", "exit_code=%d err=%s msg=\"stopping: the "
+              "last checkpoint was not written and is not acknowledged; start again once the "
+              "disk has space / the I/O error is fixed (docs/operations-disk.md)\"",
+              EXIT_STORAGE, log_quote(q, sizeof q, store_last_error(s->store)));
+    return -1;
+}
+
+/* Returns 0 after a clean stop, -1 after a storage failure. */
+static int run_loop(struct server *s)
 {
     int64_t drain_until = 0, close_until = 0;
     enum { RUNNING, DRAINING, CLOSING } phase = RUNNING;
@@ -239,7 +264,7 @@ static void run_loop(struct server *s)
                              : ckpt_due(&s->ckpt, now) &&
                                    (s->cfg.checkpoint_interval_ms == 0 ||
                                     now >= s->ckpt.opened_ms + s->cfg.checkpoint_interval_ms))
-            ckpt_commit(s);
+            if (ckpt_commit(s) != 0) return storage_failed(s);
         disp_run(s);
         ingress_poll_streams(s->ingress);
 
@@ -247,7 +272,7 @@ static void run_loop(struct server *s)
             uint32_t inflight = 0;
             for (size_t i = 0; i < s->n_endpoints; i++) inflight += s->endpoints[i].inflight;
             if (inflight == 0 || now >= drain_until) {
-                ckpt_commit(s);
+                if (ckpt_commit(s) != 0) return storage_failed(s);
                 for (size_t i = 0; i < s->n_endpoints; i++) ep_stop(&s->endpoints[i]);
                 ingress_cancel_all(s->ingress);
                 phase = CLOSING;
@@ -256,10 +281,10 @@ static void run_loop(struct server *s)
         } else if (phase == CLOSING) {
             int closed = ingress_done(s->ingress);
             for (size_t i = 0; i < s->n_endpoints; i++) closed &= ep_closed(&s->endpoints[i]);
-            if (closed) return;
+            if (closed) return 0;
             if (now >= close_until) {
                 LOG_WARN(&s->log, "runtime.close_timeout", "msg=\"calls still open after %d ms\"", CLOSE_MS);
-                return;
+                return 0;
             }
         }
     }
@@ -284,18 +309,20 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check-config", required_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+        {"repair", no_argument, NULL, 'R'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
     struct server s;
     const char *config = NULL;
     char err[16384], dbdir[4200];
     struct store_options so = {0, 0, true, 0, 0};
     sigset_t set;
-    int c, rc = 1, grpc_up = 0;
+    int c, rc = 1, grpc_up = 0, repair = 0;
 
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config = optarg; break;
         case 'C': return check_config(optarg);
+        case 'R': repair = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("statemeshd %s\n", SM_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -340,8 +367,20 @@ int main(int argc, char **argv)
     so.max_open_files = s.cfg.storage_max_open_files;
     so.state_filter_bytes = s.cfg.state_filter_bytes;
     snprintf(dbdir, sizeof dbdir, "%s/store", s.cfg.data_dir);
+    if (repair) {
+        if (store_repair(dbdir, &so, &s.log, err, sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: %s\n", err);
+            rc = EXIT_STORAGE;
+        } else {
+            fprintf(stderr, "statemeshd: repaired the store in %s; what LevelDB could not read "
+                    "is gone and deleted records may be back (docs/operations-disk.md)\n", dbdir);
+            rc = 0;
+        }
+        goto out;
+    }
     if (mkdirs(dbdir) != 0 || store_open(&s.store, dbdir, &so, &s.log, err, sizeof err) != 0) {
         fprintf(stderr, "statemeshd: %s\n", err);
+        rc = EXIT_STORAGE;
         goto out;
     }
     ckpt_init(&s.ckpt);
@@ -358,7 +397,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_init(&s.endpoints[i], &s, &s.cfg.endpoints[i], (int)i) != 0) goto out;
     if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0 || dl_open(&s) != 0) {
-        fprintf(stderr, "statemeshd: recovery failed: cannot read the store\n");
+        fprintf(stderr, "statemeshd: recovery failed, not starting: %s\n",
+                store_last_error(s.store));
+        rc = EXIT_STORAGE;
         goto out;
     }
     timer_init(&s.housekeeping, housekeeping, &s);
@@ -381,7 +422,10 @@ int main(int argc, char **argv)
     LOG_INFO(&s.log, "runtime.ready", "ingress=%s data_dir=%s endpoints=%zu pid=%ld",
              s.cfg.ingress, s.cfg.data_dir, s.n_endpoints, (long)getpid());
 
-    run_loop(&s);
+    if (run_loop(&s) != 0) {
+        rc = EXIT_STORAGE;
+        goto out;
+    }
     LOG_INFO(&s.log, "runtime.stopped", "checkpoints=%lld queued_messages=%lld",
              (long long)s.stats.checkpoints, (long long)s.stats.queued_messages);
     rc = 0;

@@ -5,8 +5,13 @@
  *
  *   stat(dir)                       must exist and be a directory
  *   STATEMESH_FAULT_WRITE_FAIL_AFTER parsed (a bad value refuses to open)
- *   leveldb_open(create_if_missing) a second open of the same dir fails here
- *                                   with LevelDB's LOCK error
+ *   statvfs(dir)                    refuse below store_min_free_bytes() free
+ *   leveldb_open(create_if_missing, paranoid_checks)
+ *                                   a second open of the same dir fails here
+ *                                   with LevelDB's LOCK error; a corrupt
+ *                                   MANIFEST or log record refuses (without
+ *                                   paranoid_checks LevelDB skips a corrupt
+ *                                   log record, acknowledged writes with it)
  *   "X format" present?
  *     no,  database empty     -> new store: write X format = "1" and
  *                                X key_groups = u32be 4096 in one synced batch
@@ -16,6 +21,15 @@
  * Keys are built on the stack (KEY_STACK bytes covers every valid address:
  * type <= 256, id <= 1024, state name <= 128) and on the heap beyond that.
  * Meta keys are 'X' followed directly by the name: "Xformat", "Xkey_groups".
+ *
+ * Errors at the LevelDB edge: its messages ("Corruption: block checksum
+ * mismatch", "IO error: PATH: No space left on device") say what but, for
+ * corruption, not where. describe() adds where: for a read or scan, the
+ * table files whose key range covers the tag read (LevelDB's
+ * "leveldb.sstables" property); for an open, the log LevelDB was replaying
+ * (its own LOG file: "Recovering log #N") or else the MANIFEST named by
+ * CURRENT. The result is kept in last_err for the loop thread's caller
+ * (store_last_error()); the state filter's thread only logs.
  *
  * The store does no writing of its own after open; store_write() is the one
  * path to disk, which is also where fault injection sits: the counter of
@@ -31,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -45,6 +60,9 @@
 #define META_KEY_GROUPS "key_groups"
 #define FAULT_ENV "STATEMESH_FAULT_WRITE_FAIL_AFTER"
 #define SCAN_PROGRESS_MS 5000
+#define MIN_FREE_FLOOR (1u << 20)
+#define HINT_REPAIR "restore a savepoint, or run `statemeshd --repair -c FILE` (it may lose or " \
+                    "resurrect data: docs/operations-disk.md)"
 
 enum filter_state { FILTER_OFF = 0, FILTER_BUILDING, FILTER_READY, FILTER_FAILED };
 
@@ -59,6 +77,7 @@ struct store {
     leveldb_writeoptions_t *wo_nosync;
     const struct log *lg;              /* not owned; NULL = silent */
     char *dir;
+    char last_err[1024];               /* describe() of the last failure; loop thread */
     bool opened;                       /* fully open: store_close() logs */
     bool fault_armed;
     unsigned long long fault_after;    /* store_write() calls that succeed */
@@ -248,12 +267,108 @@ static void log_failure(const struct store *s, const char *event, const char *ms
               log_quote(qerr, sizeof qerr, msg));
 }
 
-/* Logs a LevelDB error string and releases it. */
-static void ldb_failure(const struct store *s, const char *event, char **lerr)
+/* Appends the table files whose key range covers keys starting with `tag`
+ * to out (comma-separated); "" when none or unknown. The property reads
+ *   " 5:2227['M\x00...' @ 1 : 1 .. 'X...' @ 300 : 1]"  per file. */
+static void tables_for_tag(struct store *s, char tag, char *out, size_t outlen)
 {
-    log_failure(s, event, *lerr);
+    char *p = leveldb_property_value(s->db, "leveldb.sstables");
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (char *line = p, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        unsigned long long num, size;
+        char lo, hi;
+        const char *dots;
+        int n;
+
+        nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        if (sscanf(line, " %llu:%llu['%c", &num, &size, &lo) != 3) continue;
+        if ((dots = strstr(line, " .. '")) == NULL || (hi = dots[5]) == '\0') continue;
+        if (tag < lo || tag > hi) continue;
+        n = snprintf(out + used, outlen - used, "%s%06llu.ldb", used ? "," : "", num);
+        if (n < 0 || (size_t)n >= outlen - used) break;
+        used += (size_t)n;
+    }
+    if (p) leveldb_free(p);
+}
+
+/* After leveldb_open failed on a corruption: the file LevelDB was reading.
+ * Its LOG says "Recovering log #N" before replaying a log; without such a
+ * line the version set (the MANIFEST named by CURRENT) failed. Best effort. */
+static void open_corrupt_file(const char *dir, char *out, size_t outlen)
+{
+    char path[4200], line[512];
+    unsigned long long num = 0;
+    bool log_seen = false;
+    FILE *f;
+
+    out[0] = '\0';
+    snprintf(path, sizeof path, "%s/LOG", dir);
+    if ((f = fopen(path, "r")) != NULL) {
+        while (fgets(line, sizeof line, f)) {
+            const char *r = strstr(line, "Recovering log #");
+            if (r && sscanf(r, "Recovering log #%llu", &num) == 1) log_seen = true;
+        }
+        fclose(f);
+    }
+    if (log_seen) {
+        snprintf(out, outlen, "%06llu.log", num);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/CURRENT", dir);
+    if ((f = fopen(path, "r")) != NULL) {
+        if (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            snprintf(out, outlen, "%.200s", line);
+        }
+        fclose(f);
+    }
+}
+
+/* Translates a LevelDB error into s->last_err (see the top of the file).
+ * tag: the key kind being read, 0 = opening, -1 = unknown/writing. */
+static void describe(struct store *s, const char *lerr, int tag, char *files, size_t flen)
+{
+    files[0] = '\0';
+    if (strncmp(lerr, "Corruption", 10) != 0) {
+        snprintf(s->last_err, sizeof s->last_err, "the store in %s failed: %s", s->dir, lerr);
+        return;
+    }
+    if (tag == 0) open_corrupt_file(s->dir, files, flen);
+    else if (tag > 0 && s->db) tables_for_tag(s, (char)tag, files, flen);
+    snprintf(s->last_err, sizeof s->last_err, "the store in %s is corrupt%s%s (LevelDB: %s); %s",
+             s->dir, files[0] ? ": damaged file " : "", files, lerr, HINT_REPAIR);
+}
+
+/* Logs a LevelDB error string, records it for store_last_error() and
+ * releases it. Loop thread only (see filter_scan for the other). */
+static void ldb_failure(struct store *s, const char *event, char **lerr, int tag)
+{
+    char files[256], qdir[512], qerr[1024], qfiles[300];
+
+    describe(s, *lerr, tag, files, sizeof files);
+    if (s->lg != NULL) {
+        if (files[0])
+            LOG_ERROR(s->lg, event, "dir=%s err=%s files=%s", log_quote(qdir, sizeof qdir, s->dir),
+                      log_quote(qerr, sizeof qerr, *lerr), log_quote(qfiles, sizeof qfiles, files));
+        else
+            log_failure(s, event, *lerr);
+    }
     leveldb_free(*lerr);
     *lerr = NULL;
+}
+
+const char *store_last_error(const struct store *s)
+{
+    return s->last_err[0] ? s->last_err : "no error recorded";
+}
+
+size_t store_min_free_bytes(const struct store_options *opt)
+{
+    size_t wb = opt && opt->write_buffer_bytes ? opt->write_buffer_bytes : DEFAULT_WRITE_BUFFER;
+    return wb > MIN_FREE_FLOOR ? wb : MIN_FREE_FLOOR;
 }
 
 /* ---- batches -------------------------------------------------------------- */
@@ -429,6 +544,8 @@ int store_write(struct store *s, struct store_batch *b, bool sync)
     s->n_writes++;
     if (s->fault_armed && s->n_writes > s->fault_after) {
         log_failure(s, "store.write_failed", "injected fault (" FAULT_ENV ")");
+        snprintf(s->last_err, sizeof s->last_err, "the store in %s failed: injected fault (%s)",
+                 s->dir, FAULT_ENV);
         return -EIO;
     }
     /* Before the write, so no read can find the key on disk but not here;
@@ -436,7 +553,7 @@ int store_write(struct store *s, struct store_batch *b, bool sync)
     for (size_t i = 0; i < b->nstate; i++) sfilter_add(&s->filter, b->state_hashes[i]);
     leveldb_write(s->db, sync ? s->wo_sync : s->wo_nosync, b->wb, &lerr);
     if (lerr) {
-        ldb_failure(s, "store.write_failed", &lerr);
+        ldb_failure(s, "store.write_failed", &lerr, -1);
         return -EIO;
     }
     return 0;
@@ -454,10 +571,12 @@ static int get_key(struct store *s, struct key *k, uint8_t **val, size_t *len)
 
     *val = NULL;
     *len = 0;
+    char tag = k->len ? k->p[0] : 0;
+
     v = leveldb_get(s->db, s->ro, k->p, k->len, &vlen, &lerr);
     key_free(k);
     if (lerr) {
-        ldb_failure(s, "store.read_failed", &lerr);
+        ldb_failure(s, "store.read_failed", &lerr, tag);
         return -EIO;
     }
     if (v == NULL) return 1;
@@ -528,14 +647,15 @@ static char *scratch_copy(struct scratch *sc, const char *b, size_t n)
     return sc->p;
 }
 
-/* Checks the iterator for an error after a scan; destroys it. */
-static int iter_finish(struct store *s, leveldb_iterator_t *it, int rc)
+/* Checks the iterator for an error after a scan of the `tag` range;
+ * destroys it. */
+static int iter_finish(struct store *s, leveldb_iterator_t *it, int rc, char tag)
 {
     char *lerr = NULL;
 
     leveldb_iter_get_error(it, &lerr);
     if (lerr) {
-        ldb_failure(s, "store.scan_failed", &lerr);
+        ldb_failure(s, "store.scan_failed", &lerr, tag);
         if (rc == 0) rc = -EIO;
     }
     leveldb_iter_destroy(it);
@@ -570,7 +690,7 @@ int store_scan_states(struct store *s, const char *type, const char *id, store_s
     }
     key_free(&prefix);
     free(name.p);
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, 'S');
 }
 
 int store_scan_messages(struct store *s, store_message_fn fn, void *arg)
@@ -608,7 +728,7 @@ int store_scan_messages(struct store *s, store_message_fn fn, void *arg)
             break;
     }
     free(buf.p);
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, 'M');
 }
 
 int store_scan_pauses(struct store *s, store_pause_fn fn, void *arg)
@@ -679,7 +799,7 @@ int store_scan_delayed(struct store *s, store_delayed_fn fn, void *arg)
                (const uint8_t *)v, vlen) != 0)
             break;
     }
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, 'D');
 }
 
 int store_scan_deadletters(struct store *s, uint64_t after_id, store_deadletter_fn fn, void *arg)
@@ -704,7 +824,7 @@ int store_scan_deadletters(struct store *s, uint64_t after_id, store_deadletter_
         if (fn(arg, get_u64be((const uint8_t *)k + 1), (const uint8_t *)v, vlen) != 0) break;
     }
     key_free(&start);
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, 'L');
 }
 
 int store_scan_egress(struct store *s, const char *egress, uint64_t from_offset,
@@ -726,7 +846,7 @@ int store_scan_egress(struct store *s, const char *egress, uint64_t from_offset,
         if (fn(arg, get_u64be((const uint8_t *)k + plen), (const uint8_t *)v, vlen) != 0) break;
     }
     key_free(&start);
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, 'E');
 }
 
 int store_egress_bounds(struct store *s, const char *egress, uint64_t *first, uint64_t *last)
@@ -768,7 +888,7 @@ int store_egress_bounds(struct store *s, const char *egress, uint64_t *first, ui
         }
     }
     key_free(&k);
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, 'E');
 }
 
 int store_sweep(struct store *s, char tag, struct store_cursor *cur, size_t max,
@@ -806,7 +926,7 @@ int store_sweep(struct store *s, char tag, struct store_cursor *cur, size_t max,
         if (fn(arg, k, klen, (const uint8_t *)v, vlen) != 0) break;
     }
     if (n < max && rc == 0) store_cursor_free(cur);     /* end of range: wrap */
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, tag);
 }
 
 void store_cursor_free(struct store_cursor *cur)
@@ -877,7 +997,8 @@ static void *filter_scan(void *arg)
     leveldb_iter_destroy(it);
     atomic_store_explicit(&s->filter_scanned, n, memory_order_relaxed);
     if (lerr) {
-        ldb_failure(s, "store.state_filter_failed", &lerr);
+        log_failure(s, "store.state_filter_failed", lerr);     /* not ldb_failure: other thread */
+        leveldb_free(lerr);
         LOG_WARN(s->lg, "store.state_filter_off", "reason=\"scan failed\" effect=\"%s\"",
                  "every state read goes to LevelDB");
         atomic_store_explicit(&s->filter_state, FILTER_FAILED, memory_order_release);
@@ -982,7 +1103,7 @@ static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
     *created = false;
     r = store_get_meta(s, META_FORMAT, &v, &len);
     if (r < 0) {
-        snprintf(err, errlen, "cannot read metadata of the store in %s (see the log)", s->dir);
+        snprintf(err, errlen, "cannot read the metadata: %.900s", s->last_err);
         goto out;
     }
     if (r == 1) {
@@ -994,8 +1115,8 @@ static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
 
         leveldb_iter_seek_to_first(it);
         empty = !leveldb_iter_valid(it);
-        if (iter_finish(s, it, 0) != 0) {
-            snprintf(err, errlen, "cannot read the store in %s (see the log)", s->dir);
+        if (iter_finish(s, it, 0, -1) != 0) {
+            snprintf(err, errlen, "cannot read the store: %.900s", s->last_err);
             goto out;
         }
         if (!empty) {
@@ -1014,7 +1135,7 @@ static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
         store_batch_destroy(&b);
         if (lerr) {
             snprintf(err, errlen, "cannot initialise the store in %s: %s", s->dir, lerr);
-            ldb_failure(s, "store.write_failed", &lerr);
+            ldb_failure(s, "store.write_failed", &lerr, -1);
             goto out;
         }
         *created = true;
@@ -1031,7 +1152,7 @@ static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
     v = NULL;
     r = store_get_meta(s, META_KEY_GROUPS, &v, &len);
     if (r < 0) {
-        snprintf(err, errlen, "cannot read metadata of the store in %s (see the log)", s->dir);
+        snprintf(err, errlen, "cannot read the metadata: %.900s", s->last_err);
         goto out;
     }
     if (r == 1 || len != 4) {
@@ -1049,6 +1170,21 @@ static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
 out:
     free(v);
     return rc;
+}
+
+/* Refuses a filesystem with less than `need` bytes available (see store.h). */
+static int check_free_space(const char *dir, size_t need, char *why, size_t whylen)
+{
+    struct statvfs sv;
+    unsigned long long avail;
+
+    if (statvfs(dir, &sv) != 0) return 0;       /* cannot tell: LevelDB will say */
+    avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
+    if (avail >= need) return 0;
+    snprintf(why, whylen, "not enough free space for the store in %s: %llu bytes free on its "
+             "filesystem, %zu needed to start (one memtable flush: storage.write_buffer_bytes); "
+             "free some space and start again", dir, avail, need);
+    return -1;
 }
 
 int store_open(struct store **out, const char *dir, const struct store_options *opt,
@@ -1079,12 +1215,14 @@ int store_open(struct store **out, const char *dir, const struct store_options *
     }
     s->lg = lg;
     if (parse_fault_env(s, why, sizeof why) != 0) goto out;
+    if (check_free_space(dir, store_min_free_bytes(opt), why, sizeof why) != 0) goto out;
 
     s->opt = leveldb_options_create();
     s->bloom = leveldb_filterpolicy_create_bloom(BLOOM_BITS);
     s->cache = leveldb_cache_create_lru(opt->block_cache_bytes ? opt->block_cache_bytes
                                                                : DEFAULT_CACHE);
     leveldb_options_set_create_if_missing(s->opt, 1);
+    leveldb_options_set_paranoid_checks(s->opt, 1);
     leveldb_options_set_filter_policy(s->opt, s->bloom);
     leveldb_options_set_cache(s->opt, s->cache);
     leveldb_options_set_write_buffer_size(s->opt, opt->write_buffer_bytes
@@ -1105,9 +1243,14 @@ int store_open(struct store **out, const char *dir, const struct store_options *
 
     s->db = leveldb_open(s->opt, dir, &lerr);
     if (lerr) {
-        snprintf(why, sizeof why, "cannot open store in %s: %s", dir, lerr);
-        leveldb_free(lerr);
+        char files[256];
         s->db = NULL;
+        describe(s, lerr, 0, files, sizeof files);
+        if (strncmp(lerr, "Corruption", 10) == 0)
+            snprintf(why, sizeof why, "%s", s->last_err);
+        else
+            snprintf(why, sizeof why, "cannot open store in %s: %s", dir, lerr);
+        leveldb_free(lerr);
         goto out;
     }
     if (check_meta(s, &created, why, sizeof why) != 0) goto out;
@@ -1132,4 +1275,34 @@ out:
     }
     store_close(&s);
     return rc;
+}
+
+int store_repair(const char *dir, const struct store_options *opt, const struct log *lg,
+                 char *err, size_t errlen)
+{
+    leveldb_options_t *o;
+    char *lerr = NULL;
+    char qdir[512], qerr[1100];
+    int64_t t0 = mono_ms();
+
+    o = leveldb_options_create();
+    /* The repairer verifies table checksums only when paranoid: without it a
+     * damaged block would be kept as it is. */
+    leveldb_options_set_paranoid_checks(o, 1);
+    leveldb_options_set_compression(o, opt && !opt->compression ? leveldb_no_compression
+                                                                  : leveldb_snappy_compression);
+    LOG_WARN(lg, "store.repair_start", "dir=%s msg=\"LevelDB repair: keeps what it can read, "
+             "drops the rest\"", log_quote(qdir, sizeof qdir, dir));
+    leveldb_repair_db(o, dir, &lerr);
+    leveldb_options_destroy(o);
+    if (lerr) {
+        snprintf(err, errlen, "repair of the store in %s failed: %s", dir, lerr);
+        leveldb_free(lerr);
+        LOG_ERROR(lg, "store.repair_failed", "dir=%s err=%s", log_quote(qdir, sizeof qdir, dir),
+                  log_quote(qerr, sizeof qerr, err));
+        return -1;
+    }
+    LOG_INFO(lg, "store.repaired", "dir=%s ms=%lld", log_quote(qdir, sizeof qdir, dir),
+             (long long)(mono_ms() - t0));
+    return 0;
 }

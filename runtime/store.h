@@ -27,7 +27,15 @@
  *
  * Errors: functions return 0 or a negative code; LevelDB's messages are
  * logged and (where an `err` out-parameter exists) copied out, never leaked
- * as leveldb-allocated strings.
+ * as leveldb-allocated strings. store_last_error() describes the last
+ * failure for people: a corruption names the damaged file where it can
+ * (docs/operations-disk.md).
+ *
+ * Disk space: store_open() refuses to open when the filesystem of `dir` has
+ * less than store_min_free_bytes() available (one memtable flush; LevelDB
+ * itself might still open on a full disk, only to fail the first write).
+ * A write that fails later (disk full, I/O error) returns -EIO; the caller
+ * must not write again (checkpoint.h).
  *
  * Fault injection for tests: if the environment variable
  * STATEMESH_FAULT_WRITE_FAIL_AFTER=N is set when the store opens, the
@@ -64,6 +72,22 @@ int store_open(struct store **out /* OUT, owned */, const char *dir,
                const struct store_options *opt, const struct log *lg,
                char *err, size_t errlen) __attribute__((warn_unused_result));
 void store_close(struct store **sp);          /* sets *sp = NULL */
+
+/* The free space store_open() requires: the write buffer (opt->
+ * write_buffer_bytes or its default), at least 1 MiB. */
+size_t store_min_free_bytes(const struct store_options *opt);
+
+/* A sentence describing the last read/write/scan failure (borrowed; valid
+ * until the next store call). */
+const char *store_last_error(const struct store *s);
+
+/* LevelDB's repair (leveldb_repair_db) of the closed database in `dir`:
+ * rebuilds its MANIFEST from the table and log files, keeping the records it
+ * can read and dropping the rest. The caller holds the data dir's lock. May
+ * lose data and bring deleted keys back (docs/operations-disk.md). Returns 0,
+ * or -1 with a message in err. */
+int store_repair(const char *dir, const struct store_options *opt, const struct log *lg,
+                 char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* ---- checkpoint batches ---- */
 struct store_batch *store_batch_create(void);
