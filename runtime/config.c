@@ -4,8 +4,14 @@
  * How a load goes:
  *
  *   cfg_load(path)
- *     fopen(path)           a missing/unreadable file: "PATH: cannot read: <strerror>"
- *     config_read_file()    syntax errors: "FILE:LINE: <libconfig's text>"
+ *     cfgsrc_load(path)     read the file and its @includes, capped at
+ *                           CFG_MAX_FILE_BYTES together: "PATH: cannot read: ...",
+ *                           "FILE:LINE: @include "X": PATH: cannot read: ...",
+ *                           "PATH: config file is N bytes, over the limit of M"
+ *     config_read_string()  libconfig parses the main file's text (the bytes
+ *                           that were checked; `-c <(...)` works). Its "syntax
+ *                           error" becomes syntax_error(): where cfglex finds
+ *                           it, why, and the line with a caret under it
  *     walk the tree         every member of every group is checked against the
  *                           settings we know; each problem adds one line and
  *                           the walk goes on, so one run shows every error
@@ -24,9 +30,10 @@
  *    '{' is literal. Expanded strings are capped at CFG_MAX_STRING bytes.
  *  - Integers: libconfig 1.5 wraps a literal beyond 32 bits written without
  *    the L suffix (4294967296 reads as 0) and says nothing. For every integer
- *    setting we therefore re-read its literal from the source line; if it
- *    differs from what libconfig parsed, the literal is what gets
- *    range-checked, so "interval_ms = 4294967296" is an error, not 0.
+ *    setting we therefore re-read its literal from the source line
+ *    (cfgsrc_int_literal); if it differs from what libconfig parsed, the
+ *    literal is what gets range-checked, so "interval_ms = 4294967296" is an
+ *    error, not 0.
  *  - Targets of runtime.ingress and of sidecar endpoints: "unix:PATH"
  *    (absolute or relative; "unix:///abs" too), "unix-abstract:NAME", or
  *    "HOST:PORT" / "[IPv6]:PORT" with a numeric port 1..65535. Socket paths
@@ -70,23 +77,16 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "cfglex.h"
+#include "cfgsrc.h"
 #include "target.h"
 
 #define CFG_MAX_STRING 4096                 /* any string value after expansion */
-#define CFG_MAX_SOURCE (16u * 1024 * 1024)  /* config files re-read for literals */
 #define CFG_SETTING_MAX 96                  /* "endpoints[123].retry.max_backoff_ms" */
 #define CFG_QUEUED_MIN (1LL << 20)          /* runtime.max_queued_bytes: 1 MiB.. */
 #define CFG_QUEUED_MAX (64LL << 30)         /* ..64 GiB */
 #define CFG_EGRESS_NAME_MAX 128
 #define CFG_RETENTION_RECORDS_MAX (1LL << 62)
-
-/* A source file loaded for the integer-literal check, split into lines. */
-struct srcfile {
-    char *name;
-    char *text;
-    size_t *line_start;       /* line_start[i] = offset of line i+1 */
-    size_t n_lines;
-};
 
 struct loader {
     const char *path;         /* the file as given */
@@ -95,53 +95,157 @@ struct loader {
     size_t errlen;
     size_t used;              /* bytes written into err, excluding NUL */
     int n_errors;
-    struct srcfile src;       /* last file read by source_line() */
+    struct cfgsrc src;        /* the files' text (cfgsrc.h) */
 };
 
 /* ---- errors --------------------------------------------------------------- */
 
-/* libconfig names an @included file as written in the directive, relative to
- * the include directory; turn it into a path a user (and fopen) can follow. */
+/* The path to show for the file libconfig calls `file`: NULL is the main
+ * file (handed to libconfig as a string); an @included file is named as
+ * written in the directive, relative to the include directory. */
 static const char *display_file(const struct loader *ld, const char *file, char *buf,
                                 size_t size)
 {
+    const struct cfgsrc_file *f = cfgsrc_file(&ld->src, file);
+
+    if (f) return f->path;
     if (file == NULL) return ld->path;
-    if (file[0] == '/' || ld->dir == NULL || strcmp(file, ld->path) == 0) return file;
+    if (file[0] == '/' || ld->dir == NULL) return file;
     snprintf(buf, size, "%s%s%s", ld->dir, strcmp(ld->dir, "/") == 0 ? "" : "/", file);
     return buf;
 }
 
+/* Appends `text` to err as a line of its own; err stays NUL-terminated,
+ * truncated to the caller's buffer. */
+static void append_line(struct loader *ld, const char *text)
+{
+    int w;
+
+    if (ld->err == NULL || ld->errlen == 0 || ld->used + 1 >= ld->errlen) return;
+    w = snprintf(ld->err + ld->used, ld->errlen - ld->used, "%s%s", ld->used > 0 ? "\n" : "",
+                 text);
+    if (w < 0) return;
+    ld->used += (size_t)w;
+    if (ld->used >= ld->errlen) ld->used = ld->errlen - 1;
+}
+
 /* Appends one "FILE:LINE: SETTING: message" line (LINE omitted when 0,
- * SETTING when NULL). Lines are separated by '\n'; the text is truncated to
- * the caller's buffer and always NUL-terminated. */
+ * SETTING when NULL), `file` being the path to show. */
+static void add_error_at(struct loader *ld, const char *file, unsigned line, const char *setting,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void add_error_at(struct loader *ld, const char *file, unsigned line, const char *setting,
+                         const char *fmt, ...)
+{
+    char msg[1024];
+    char text[2400];
+    char where[1100];
+    va_list ap;
+
+    ld->n_errors++;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        snprintf(where, sizeof where, "%s:%u", file, line);
+    else
+        snprintf(where, sizeof where, "%s", file);
+    snprintf(text, sizeof text, "%s: %s%s%s", where, setting ? setting : "", setting ? ": " : "",
+             msg);
+    append_line(ld, text);
+}
+
+/* add_error_at() for the file libconfig calls `file` (see display_file). */
 static void add_error(struct loader *ld, const char *file, unsigned line, const char *setting,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 static void add_error(struct loader *ld, const char *file, unsigned line, const char *setting,
                       const char *fmt, ...)
 {
     char msg[1024];
-    char head[1200];
     char fbuf[1024];
     va_list ap;
-    int w;
-
-    ld->n_errors++;
-    if (ld->err == NULL || ld->errlen == 0 || ld->used + 1 >= ld->errlen) return;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    file = display_file(ld, file, fbuf, sizeof fbuf);
-    if (line > 0)
-        snprintf(head, sizeof head, "%s:%u: ", file, line);
-    else
-        snprintf(head, sizeof head, "%s: ", file);
-    w = snprintf(ld->err + ld->used, ld->errlen - ld->used, "%s%s%s%s%s",
-                 ld->used > 0 ? "\n" : "", head, setting ? setting : "", setting ? ": " : "",
-                 msg);
-    if (w < 0) return;
-    ld->used += (size_t)w;
-    if (ld->used >= ld->errlen) ld->used = ld->errlen - 1;
+    add_error_at(ld, display_file(ld, file, fbuf, sizeof fbuf), line, setting, "%s", msg);
+}
+
+/* cfgsrc's reports: the file is already a path to show. */
+static void source_error(void *ctx, const char *file, unsigned line, const char *setting,
+                         const char *msg)
+{
+    add_error_at(ctx, file, line, setting, "%s", msg);
+}
+
+/* Shows line `line` of `f` under the error just added, indented, with a
+ * caret line under [col, col + caret_len) (none when caret_len is 0).
+ * A long line is shown as a window around the caret. */
+static void show_source_line(struct loader *ld, const struct cfgsrc_file *f, unsigned line,
+                             size_t col, size_t caret_len)
+{
+    enum { INDENT = 4, WIDTH = 100 };
+    char text[INDENT + 3 + WIDTH + 3 + 1], caret[INDENT + 3 + WIDTH + 1];
+    const char *b, *e;
+    size_t from = 0, t = 0, c = 0;
+
+    if (cfgsrc_line(f, line, &b, &e) != 0 || b == e) return;
+    if (col > (size_t)(e - b)) col = (size_t)(e - b);
+    if (col > WIDTH - 20) from = col - (WIDTH - 20);
+    memset(text, ' ', sizeof text);
+    memset(caret, ' ', sizeof caret);
+    t = c = INDENT;
+    if (from > 0) {
+        memcpy(text + t, "...", 3);
+        t += 3;
+        c += 3;
+    }
+    for (size_t i = from; b + i < e && i < from + WIDTH; i++) {
+        unsigned char ch = (unsigned char)b[i];
+        text[t++] = ch == '\t' ? '\t' : ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+        if (i < col) caret[c++] = ch == '\t' ? '\t' : ' ';
+        else if (i < col + caret_len) caret[c++] = i == col ? '^' : '~';
+    }
+    if (b + from + WIDTH < e) {
+        memcpy(text + t, "...", 3);
+        t += 3;
+    }
+    text[t] = '\0';
+    if (col >= (size_t)(e - b) && c < sizeof caret - 1) caret[c++] = '^';   /* past the end */
+    caret[c] = '\0';
+    append_line(ld, text);
+    if (caret_len > 0) append_line(ld, caret);
+}
+
+/* libconfig said "syntax error" at file:line; say where and why (cfglex.h).
+ * cfglex never places the error after libconfig's line (libconfig stops at
+ * the first token it cannot take); if it finds nothing, or disagrees, the
+ * message falls back on libconfig's line. */
+static void syntax_error(struct loader *ld, const char *lc_file, unsigned lc_line)
+{
+    const struct cfgsrc_file *f = cfgsrc_file(&ld->src, lc_file);
+    char fbuf[1024];
+    const char *file = display_file(ld, lc_file, fbuf, sizeof fbuf);
+    struct cfglex_diag d;
+
+    if (f && cfglex_explain(f->text, f->len, &d) == 1 && d.line <= lc_line) {
+        if (d.near[0])
+            add_error_at(ld, file, d.line, NULL, "syntax error near '%s': %s", d.near, d.msg);
+        else
+            add_error_at(ld, file, d.line, NULL, "syntax error at the end of the file: %s", d.msg);
+        show_source_line(ld, f, d.line, d.col, d.caret_len);
+        return;
+    }
+    /* libconfig blames the including file for an error at the end of an
+     * included one: look there too. */
+    for (size_t i = 0; f && i < ld->src.n_files; i++) {
+        const struct cfgsrc_file *g = &ld->src.files[i];
+        if (g == f || cfglex_explain(g->text, g->len, &d) != 1) continue;
+        add_error_at(ld, g->path, d.line, NULL, "syntax error near '%s': %s", d.near, d.msg);
+        show_source_line(ld, g, d.line, d.col, d.caret_len);
+        return;
+    }
+    add_error_at(ld, file, lc_line, NULL, "syntax error");
+    if (f) show_source_line(ld, f, lc_line, 0, 0);
 }
 
 static void setting_error(struct loader *ld, const config_setting_t *s, const char *name,
@@ -184,148 +288,17 @@ static const char *shown(char *buf, size_t size, const char *s)
     return buf;
 }
 
-/* ---- source lines (for integer literals libconfig may have wrapped) ------- */
+/* ---- integer literals as written (cfgsrc.h) -------------------------------- */
 
-static void srcfile_free(struct srcfile *f)
-{
-    free(f->name);
-    free(f->text);
-    free(f->line_start);
-    memset(f, 0, sizeof *f);
-}
-
-static int srcfile_load(struct srcfile *f, const char *name)
-{
-    FILE *fp = NULL;
-    struct stat st;
-    size_t n = 0, lines = 1;
-    int rc = -1;
-
-    srcfile_free(f);
-    fp = fopen(name, "r");
-    if (fp == NULL) goto out;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
-        (uint64_t)st.st_size > CFG_MAX_SOURCE)
-        goto out;
-    f->text = malloc((size_t)st.st_size + 1);
-    f->name = strdup(name);
-    if (f->text == NULL || f->name == NULL) goto out;
-    n = fread(f->text, 1, (size_t)st.st_size, fp);
-    f->text[n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if (f->text[i] == '\n') lines++;
-    f->line_start = malloc(lines * sizeof *f->line_start);
-    if (f->line_start == NULL) goto out;
-    f->line_start[0] = 0;
-    f->n_lines = 1;
-    for (size_t i = 0; i < n; i++)
-        if (f->text[i] == '\n') f->line_start[f->n_lines++] = i + 1;
-    rc = 0;
-out:
-    if (fp) fclose(fp);
-    if (rc != 0) srcfile_free(f);
-    return rc;
-}
-
-/* Line `line` (1-based) of `file` as [*begin, *end), or -1 if unavailable. */
-static int source_line(struct loader *ld, const char *file, unsigned line, const char **begin,
-                       const char **end)
-{
-    struct srcfile *f = &ld->src;
-    const char *nl;
-
-    if (file == NULL || line == 0) return -1;
-    if (f->name == NULL || strcmp(f->name, file) != 0)
-        if (srcfile_load(f, file) != 0) return -1;
-    if (line > f->n_lines) return -1;
-    *begin = f->text + f->line_start[line - 1];
-    nl = strchr(*begin, '\n');
-    *end = nl ? nl : *begin + strlen(*begin);
-    return 0;
-}
-
-static int ident_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '*';
-}
-
-/* Parses one integer literal at *pp (optional sign, decimal or 0x hex) up to
- * e, as written. Returns 0 with *lit (saturated to LLONG_MIN/MAX) and *pp past
- * it, or -1 when no plain integer literal starts there. */
-static int parse_literal(const char **pp, const char *e, long long *lit)
-{
-    const char *q = *pp;
-    char digits[64];
-    size_t dl = 0;
-    int neg = 0, base = 10;
-    unsigned long long v;
-
-    if (q < e && (*q == '-' || *q == '+')) neg = (*q++ == '-');
-    if (q + 1 < e && q[0] == '0' && (q[1] == 'x' || q[1] == 'X')) {
-        base = 16;
-        q += 2;
-    }
-    while (q < e && dl + 1 < sizeof digits &&
-           ((*q >= '0' && *q <= '9') ||
-            (base == 16 && ((*q >= 'a' && *q <= 'f') || (*q >= 'A' && *q <= 'F')))))
-        digits[dl++] = *q++;
-    if (dl == 0 || (q < e && ident_char(*q) && *q != '-')) return -1;
-    digits[dl] = '\0';
-    errno = 0;
-    v = strtoull(digits, NULL, base);
-    if (errno == ERANGE || v > (unsigned long long)LLONG_MAX)
-        *lit = neg ? LLONG_MIN : LLONG_MAX;
-    else
-        *lit = neg ? -(long long)v : (long long)v;
-    *pp = q;
-    return 0;
-}
-
-/* Finds "name = <integer>" (or ':') on the setting's line and returns the
- * literal as written. Several settings of that name may share the line
- * (list elements written on one line): the literal chosen is the first one
- * that libconfig could have turned into `parsed`, i.e. equal to it or equal
- * after wrapping to 32 bits. Returns 0 and *lit, or -1 when none is found. */
+/* The literal behind integer setting `s` as written on its line, when it is
+ * one libconfig could have read as `parsed` (see cfgsrc_int_literal). */
 static int integer_literal(struct loader *ld, const config_setting_t *s, long long parsed,
                            long long *lit)
 {
-    const char *name = config_setting_name(s);
-    const char *b, *e, *p;
-    char fbuf[1024];
-    size_t nlen;
+    const struct cfgsrc_file *f = cfgsrc_file(&ld->src, config_setting_source_file(s));
 
-    if (name == NULL ||
-        source_line(ld, display_file(ld, config_setting_source_file(s), fbuf, sizeof fbuf),
-                    config_setting_source_line(s), &b, &e) != 0)
-        return -1;
-    nlen = strlen(name);
-    for (p = b; p + nlen <= e; p++) {
-        const char *q = p + nlen;
-        long long v;
-
-        if (*p == '"') {                          /* skip string literals */
-            for (p++; p < e && *p != '"'; p++)
-                if (*p == '\\' && p + 1 < e) p++;
-            if (p >= e) return -1;
-            continue;
-        }
-        if (*p == '#' || (p[0] == '/' && (p[1] == '/' || p[1] == '*'))) return -1;
-        if (memcmp(p, name, nlen) != 0 || (p > b && ident_char(p[-1])) ||
-            (q < e && ident_char(*q)))
-            continue;
-        while (q < e && (*q == ' ' || *q == '\t')) q++;
-        if (q >= e || (*q != '=' && *q != ':')) continue;
-        q++;
-        while (q < e && (*q == ' ' || *q == '\t')) q++;
-        if (parse_literal(&q, e, &v) != 0) continue;
-        if (v == parsed || (long long)(int32_t)(uint32_t)(unsigned long long)v == parsed) {
-            *lit = v;
-            return 0;
-        }
-        p = q - 1;
-    }
-    return -1;
+    return cfgsrc_int_literal(f, config_setting_source_line(s), config_setting_name(s), parsed,
+                              lit);
 }
 
 /* ---- ${VAR} expansion ----------------------------------------------------- */
@@ -1096,8 +1069,6 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     struct cfg c = {0};
     config_t lc;
     const char *slash;
-    FILE *fp;
-    struct stat st;
     config_setting_t *root;
     int rc = -1;
 
@@ -1105,35 +1076,31 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     if (err && errlen) err[0] = '\0';
     config_init(&lc);
 
-    fp = fopen(path, "r");
-    if (fp == NULL) {
-        add_error(&ld, path, 0, NULL, "cannot read: %s", strerror(errno));
-        goto out;
-    }
-    if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
-        fclose(fp);
-        add_error(&ld, path, 0, NULL, "cannot read: %s", strerror(EISDIR));
-        goto out;
-    }
-    fclose(fp);
-
     /* @include "x.conf" is relative to the including file's directory. */
     slash = strrchr(path, '/');
     if (slash) {
         ld.dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
         if (ld.dir == NULL) {
-            add_error(&ld, path, 0, NULL, "out of memory");
+            add_error_at(&ld, path, 0, NULL, "out of memory");
             goto out;
         }
         config_set_include_dir(&lc, ld.dir);
     }
-    if (!config_read_file(&lc, path)) {
+    /* Every file read and capped before libconfig sees a byte (cfgsrc.h). */
+    if (cfgsrc_load(&ld.src, path, ld.dir, CFG_MAX_FILE_BYTES, source_error, &ld) != 0) {
+        if (ld.n_errors == 0) add_error_at(&ld, path, 0, NULL, "out of memory");
+        goto out;
+    }
+    if (!config_read_string(&lc, ld.src.files[0].text)) {
+        const char *text = config_error_text(&lc);
+        unsigned line = (unsigned)config_error_line(&lc);
+
         if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
-            add_error(&ld, config_error_file(&lc), 0, NULL, "cannot read: %s",
-                      config_error_text(&lc));
+            add_error(&ld, config_error_file(&lc), 0, NULL, "cannot read: %s", text);
+        else if (text && strcmp(text, "syntax error") == 0)
+            syntax_error(&ld, config_error_file(&lc), line);
         else
-            add_error(&ld, config_error_file(&lc), (unsigned)config_error_line(&lc), NULL, "%s",
-                      config_error_text(&lc));
+            add_error(&ld, config_error_file(&lc), line, NULL, "%s", text ? text : "error");
         goto out;
     }
 
@@ -1153,7 +1120,7 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     c.storage_compression = true;
     c.storage_max_open_files = CFG_DEFAULT_MAX_OPEN_FILES;
     if (c.path == NULL || c.data_dir == NULL || c.ingress == NULL) {
-        add_error(&ld, path, 0, NULL, "out of memory");
+        add_error_at(&ld, path, 0, NULL, "out of memory");
         goto out;
     }
 
@@ -1180,7 +1147,7 @@ out:
     cfg_cleanup(&c);
     config_destroy(&lc);
     free(ld.dir);
-    srcfile_free(&ld.src);
+    cfgsrc_cleanup(&ld.src);
     return rc;
 }
 

@@ -63,10 +63,39 @@
  *
  * Contract: cfg_load() either fills *out completely (every default applied,
  * every value range-checked) and returns 0, or returns -1 and writes every
- * error found, one per line, as "FILE:LINE: SETTING: message" into `err`.
+ * error found, one per line, as "FILE:LINE: SETTING: message" into `err`
+ * (LINE and SETTING left out where there is none).
  * Unknown settings, wrong types, out-of-range numbers, a missing file, a
  * syntax error, two endpoints with the same pattern: all errors.
  * Nothing is partially applied: on error *out holds nothing to clean up.
+ *
+ *  - Size: the file and every file it @includes are read before parsing and
+ *    together may hold at most CFG_MAX_FILE_BYTES (1 MiB), a string literal
+ *    at most 64 KiB (CFGSRC_MAX_LITERAL): "FILE: config file is N bytes,
+ *    over the limit of M", "FILE:LINE: string literal is N bytes, over the
+ *    limit of M". (libconfig 1.5 is quadratic in a token's length: a 10 MiB
+ *    string would stall start-up for half a minute.)
+ *  - @include "NAME" resolves against the main file's directory, nested
+ *    includes too (libconfig 1.5); one that cannot be read names the
+ *    directive: "FILE:LINE: @include "NAME": PATH: cannot read: <strerror>",
+ *    "...: PATH: is a directory, not a file". Absolute paths are refused
+ *    when the main file's path has a directory, and so is nesting deeper
+ *    than 10.
+ *  - A syntax error stops the load and is reported alone, where the mistake
+ *    is rather than where libconfig stopped, as
+ *    "FILE:LINE: syntax error near 'TOKEN': HINT", followed by two lines:
+ *    the offending line and a caret under the spot, each indented by four
+ *    spaces. A missing ',' between list elements is reported at the end of
+ *    the line that lacks it ("missing ',' at the end of line 7?"); an
+ *    unclosed '{' '(' '[' or '"' where it opens. (A missing ';' between
+ *    settings is not an error: libconfig makes the terminator optional.)
+ *  - Empty is valid: a file with no settings (empty, or only comments) means
+ *    every default; no `endpoints` (missing, () or []) means no function
+ *    type is served. statemeshd then starts, logs a warning
+ *    (event=runtime.no_endpoints) and answers every message NOT_FOUND, while
+ *    the admin side (state, dead letters, stats, egress subscriptions of an
+ *    existing data dir) works: refusing would take that away and protect
+ *    nothing. --check-config says "ok (0 endpoints, ...)".
  */
 #ifndef SM_CONFIG_H
 #define SM_CONFIG_H
@@ -120,6 +149,8 @@ struct cfg_egress {
 #define CFG_DEFAULT_BLOCK_CACHE (8u * 1024 * 1024)
 #define CFG_DEFAULT_WRITE_BUFFER (4u * 1024 * 1024)
 #define CFG_DEFAULT_MAX_OPEN_FILES 1000
+/* The most a configuration may be, all its @included files together. */
+#define CFG_MAX_FILE_BYTES (1024u * 1024)
 
 struct cfg {
     char *path;               /* the file as given */

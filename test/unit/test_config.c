@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -79,6 +81,28 @@ static void tmp_remove(struct tmp *t)
 {
     unlink(t->path);
     rmdir(t->dir);
+}
+
+/* Writes `len` bytes of `text` as `name` in t's directory. */
+static void tmp_add(const struct tmp *t, const char *name, const char *text, size_t len)
+{
+    char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", t->dir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+static void tmp_unlink(const struct tmp *t, const char *name)
+{
+    char path[256];
+
+    snprintf(path, sizeof path, "%s/%s", t->dir, name);
+    unlink(path);
+    rmdir(path);
 }
 
 /* ---- good files ------------------------------------------------------------- */
@@ -382,8 +406,308 @@ static void syntax_error(void **state)
     char err[1024];
 
     (void)state;
-    assert_int_equal(load_expect_fail(CONFIGS "bad_syntax.conf", err, sizeof err), 1);
-    assert_string_equal(err, CONFIGS "bad_syntax.conf:4: syntax error");
+    /* libconfig's own report: "bad_syntax.conf:4: syntax error". */
+    assert_int_equal(load_expect_fail(CONFIGS "bad_syntax.conf", err, sizeof err), 3);
+    assert_string_equal(err, CONFIGS "bad_syntax.conf:4: syntax error near '=': one '=' too many?\n"
+                             "      log_level = = \"info\";\n"
+                             "                  ^");
+}
+
+/* Loads `text` and expects exactly one syntax error: "PATH:LINE: MSG", then
+ * line LINE of the text indented by four, then a caret line with '^' at
+ * `col` followed by caret_len - 1 '~'. */
+static void expect_syntax(const char *text, unsigned line, const char *msg, size_t col,
+                          size_t caret_len)
+{
+    struct tmp t;
+    char err[2048], want[2048], src[512], caret[512];
+    const char *b = text, *e;
+    size_t o = 0;
+
+    for (unsigned i = 1; i < line; i++) b = strchr(b, '\n') + 1;
+    e = strchr(b, '\n');
+    if (e == NULL) e = b + strlen(b);
+    snprintf(src, sizeof src, "%.*s", (int)(e - b), b);
+    memset(caret, ' ', col);
+    o = col;
+    caret[o++] = '^';
+    for (size_t i = 1; i < caret_len; i++) caret[o++] = '~';
+    caret[o] = '\0';
+
+    tmp_write(&t, text);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 3);
+    snprintf(want, sizeof want, "%s:%u: %s\n    %s\n    %s", t.path, line, msg, src, caret);
+    if (strcmp(err, want) != 0) {
+        print_error("config:\n%s\nexpected:\n%s\ngot:\n%s\n", text, want, err);
+        fail();
+    }
+    tmp_remove(&t);
+}
+
+/* libconfig says "syntax error" at the line its scanner had reached; the
+ * message must say where the mistake is and what it probably is. */
+static void syntax_errors_located(void **state)
+{
+    static const char two_endpoints[] =
+        "endpoints = (\n"
+        "  { functions = \"a/*\"; target = \"unix:/tmp/a.sock\"; }\n"
+        "  { functions = \"b/*\"; target = \"unix:/tmp/b.sock\"; }\n"
+        ");\n";
+
+    (void)state;
+    /* missing ',' between list elements: libconfig says line 3 */
+    expect_syntax(two_endpoints, 2, "syntax error near '{': missing ',' at the end of line 2?",
+                  strlen("  { functions = \"a/*\"; target = \"unix:/tmp/a.sock\"; }"), 1);
+    /* unbalanced: libconfig says the end of the file */
+    expect_syntax("runtime = {\n  log_level = \"info\";\nendpoints = ();\n", 1,
+                  "syntax error near '{': this '{' is never closed; missing '}' before line 3?",
+                  10, 1);
+    expect_syntax("runtime = {\n  log_level = \"info\";\n", 1,
+                  "syntax error near '{': this '{' is never closed; missing '}' at the end of "
+                  "the file?", 10, 1);
+    expect_syntax("endpoints = (\n  { functions = \"a/*\"; target = \"unix:/a\"; }\n", 1,
+                  "syntax error near '(': this '(' is never closed; missing ')' at the end of "
+                  "the file?", 12, 1);
+    expect_syntax("runtime = { log_level = \"info\"; };\n};\n", 2,
+                  "syntax error near '}': nothing to close here; one '}' too many?", 0, 1);
+    expect_syntax("runtime = {\n  log_level = \"info\";\n);\n", 3,
+                  "syntax error near ')': it does not close the '{' on line 1; missing '}' "
+                  "before it?", 0, 1);
+    /* unterminated string: libconfig says line 5 */
+    expect_syntax("runtime = {\n  data_dir = \"./data;\n  log_level = \"info\";\n};\n", 2,
+                  "syntax error near '\"./data;': this string is not closed on its line; "
+                  "missing '\"' at the end of line 2?", 13, 8);
+    expect_syntax("runtime = {\n  data_dir = \"./data;\n};\n", 2,
+                  "syntax error near '\"./data;': this string is not closed on its line; "
+                  "missing '\"' at the end of line 2?", 13, 8);
+    /* bad tokens */
+    expect_syntax("runtime = {\n  max_message_bytes = 10x;\n};\n", 2,
+                  "syntax error near '10x': not a number", 22, 3);
+    expect_syntax("runtime = {\n  data_dir = ${HOME};\n};\n", 2,
+                  "syntax error near '${HOME}': not a value; write it as a string in double "
+                  "quotes, e.g. \"${VAR}\"", 13, 7);
+    expect_syntax("runtime = { log_level = 'info'; };\n", 1,
+                  "syntax error near ''info'': strings take double quotes", 24, 6);
+    expect_syntax("runtime = { log_level = info; };\n", 1,
+                  "syntax error near 'info': expected a value; strings take double quotes: "
+                  "\"info\"", 24, 4);
+    expect_syntax("runtime = { log_level = \"info\" 5; };\n", 1,
+                  "syntax error near '5': expected ';' or the next setting's name", 31, 1);
+    /* garbage at the end: libconfig says line 3, the end of the file */
+    expect_syntax("runtime = { log_level = \"info\"; };\ngarbage\n", 2,
+                  "syntax error near 'garbage': a setting name must be followed by '=' and a "
+                  "value", 0, 7);
+    expect_syntax("runtime = { log_level = \"info\"; }; 42\n", 1,
+                  "syntax error near '42': expected a setting name (NAME = VALUE;)", 35, 2);
+    /* libconfig 1.5 wants a newline after a line comment, even the last one */
+    expect_syntax("runtime = { log_level = \"info\"; }; # done", 1,
+                  "syntax error near '# done': a comment on the last line needs a newline "
+                  "after it (libconfig 1.5); end the file with a newline", 35, 6);
+    /* punctuation */
+    expect_syntax("runtime {\n  log_level = \"info\";\n};\n", 1,
+                  "syntax error near '{': missing '=' after 'runtime'?", 8, 1);
+    expect_syntax("runtime = { log_level = \"info\";; };\n", 1,
+                  "syntax error near ';': one ';' too many?", 31, 1);
+    expect_syntax("runtime = { max_message_bytes = ; };\n", 1,
+                  "syntax error near ';': missing value after 'max_message_bytes ='", 32, 1);
+    expect_syntax("endpoints = ( { functions = \"a/*\"; target = \"unix:/a\"; }, );\n", 1,
+                  "syntax error near ',': no ',' after the last element", 56, 1);
+    expect_syntax("endpoints = ( { functions = \"a/*\"; target = \"unix:/a\"; }; );\n", 1,
+                  "syntax error near ';': the elements of a list ( ) are separated by ','", 56, 1);
+    expect_syntax("x = [ { } ];\n", 1,
+                  "syntax error near '{': an array [ ] holds numbers, strings or booleans only; "
+                  "use a list ( ) for groups, lists or arrays", 6, 1);
+}
+
+/* A long line is shown as a window around the caret. */
+static void syntax_error_long_line(void **state)
+{
+    struct tmp t;
+    char text[512], err[2048];
+    const char *src, *caret, *bad;
+
+    (void)state;
+    snprintf(text, sizeof text, "runtime = { data_dir = \"%0150d\"; log_level = = \"info\"; };\n", 0);
+    tmp_write(&t, text);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 3);
+    src = strchr(err, '\n') + 1;
+    caret = strchr(src, '\n') + 1;
+    assert_memory_equal(src, "    ...", 7);
+    bad = strstr(src, "= = ");
+    assert_non_null(bad);
+    assert_true(bad + 2 - src < caret - src);
+    assert_int_equal(strspn(caret, " "), (size_t)(bad + 2 - src));
+    assert_int_equal(caret[bad + 2 - src], '^');
+    tmp_remove(&t);
+}
+
+/* A syntax error in an @included file names that file. */
+static void syntax_error_in_include(void **state)
+{
+    struct tmp t;
+    char err[2048], want[1024];
+
+    (void)state;
+    tmp_write(&t, "runtime = { log_level = \"info\"; };\n@include \"eps.inc\"\n");
+    tmp_add(&t, "eps.inc", "endpoints = (\n  { functions = \"a/*\" target = = \"unix:/a\"; }\n);\n",
+            62);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 3);
+    snprintf(want, sizeof want, "%s/eps.inc:2: syntax error near '=': one '=' too many?", t.dir);
+    assert_error(err, want);
+    tmp_unlink(&t, "eps.inc");
+    tmp_remove(&t);
+}
+
+/* An @include that cannot be read names the including file, its line and
+ * the path tried; every such problem is listed. */
+static void include_errors(void **state)
+{
+    struct tmp t;
+    char err[2048], want[1024], sub[200];
+
+    (void)state;
+    tmp_write(&t, "runtime = { log_level = \"info\"; };\n"
+                  "@include \"nope.inc\"\n"
+                  "@include \"sub\"\n"
+                  "@include \"a.inc\"\n");
+    snprintf(sub, sizeof sub, "%s/sub", t.dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    tmp_add(&t, "a.inc", "# nested: resolved against the main file's directory too\n"
+                         "@include \"b.inc\"\n", 74);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 3);
+    snprintf(want, sizeof want, "%s:2: @include \"nope.inc\": %s/nope.inc: cannot read: No such "
+             "file or directory", t.path, t.dir);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:3: @include \"sub\": %s/sub: is a directory, not a file",
+             t.path, t.dir);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s/a.inc:2: @include \"b.inc\": %s/b.inc: cannot read: No such "
+             "file or directory", t.dir, t.dir);
+    assert_error(err, want);
+    tmp_unlink(&t, "a.inc");
+    tmp_unlink(&t, "sub");
+    tmp_remove(&t);
+
+    /* a file that includes itself; an absolute path (libconfig 1.5 would
+     * put the include directory in front of it) */
+    tmp_write(&t, "@include \"statemesh.conf\"\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:1: @include \"statemesh.conf\": includes nest more than 10 "
+             "deep (does a file include itself?)", t.path);
+    assert_string_equal(err, want);
+    tmp_remove(&t);
+    tmp_write(&t, "@include \"/etc/hostname\"\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:1: @include \"/etc/hostname\": absolute paths are not "
+             "supported; write the path relative to %s", t.path, t.dir);
+    assert_error(err, want);
+    tmp_remove(&t);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* libconfig 1.5 takes > 20 s on a 10 MiB string: refused before parsing.
+ * The time bound is a hang guard, not a benchmark. */
+static void size_limits(void **state)
+{
+    struct tmp t;
+    char err[1024], want[512];
+    size_t big = 10u << 20, n;
+    char *text = malloc(big + 64);
+    double t0;
+
+    (void)state;
+    assert_non_null(text);
+    n = (size_t)sprintf(text, "runtime = { data_dir = \"");
+    memset(text + n, 'x', big);
+    n += big;
+    n += (size_t)sprintf(text + n, "\"; };\n");
+    tmp_write(&t, "");
+    tmp_add(&t, "statemesh.conf", text, n);
+    t0 = now_s();
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    assert_true(now_s() - t0 < 2.0);
+    snprintf(want, sizeof want, "%s: config file is %zu bytes, over the limit of %u", t.path, n,
+             CFG_MAX_FILE_BYTES);
+    assert_string_equal(err, want);
+
+    /* exactly the limit is fine (short comment lines: fast to parse), one more byte is not */
+    for (n = 0; n < CFG_MAX_FILE_BYTES; n += 64) {
+        memset(text + n, '#', 63);
+        text[n + 63] = '\n';
+    }
+    tmp_add(&t, "statemesh.conf", text, CFG_MAX_FILE_BYTES);
+    {
+        struct cfg c;
+        assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+        cfg_cleanup(&c);
+    }
+    text[CFG_MAX_FILE_BYTES] = '\n';
+    tmp_add(&t, "statemesh.conf", text, CFG_MAX_FILE_BYTES + 1);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s: config file is %u bytes, over the limit of %u", t.path,
+             CFG_MAX_FILE_BYTES + 1, CFG_MAX_FILE_BYTES);
+    assert_string_equal(err, want);
+
+    /* the limit covers the included files together, each as often as included */
+    tmp_add(&t, "half.inc", text, 600u << 10);
+    tmp_add(&t, "statemesh.conf", "@include \"half.inc\"\n@include \"half.inc\"\n", 40);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:2: @include \"half.inc\": %s/half.inc: is %u bytes; with the "
+             "%u bytes read before it the configuration is over the limit of %u bytes", t.path,
+             t.dir, 600u << 10, 40 + (600u << 10), CFG_MAX_FILE_BYTES);
+    assert_string_equal(err, want);
+    tmp_unlink(&t, "half.inc");
+
+    /* one string literal over 64 KiB, in a small file */
+    n = (size_t)sprintf(text, "runtime = { data_dir = \"");
+    memset(text + n, 'x', 100000);
+    n += 100000;
+    n += (size_t)sprintf(text + n, "\"; };\n");
+    tmp_add(&t, "statemesh.conf", text, n);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:1: string literal is 100002 bytes, over the limit of 65536",
+             t.path);
+    assert_string_equal(err, want);
+
+    /* a NUL byte: libconfig would stop reading there */
+    tmp_add(&t, "statemesh.conf", "runtime = {};\nendpoints = (\0);\n", 30);
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:2: contains a NUL byte; a config file is text", t.path);
+    assert_string_equal(err, want);
+    tmp_remove(&t);
+    free(text);
+}
+
+/* Decision (config.h): an empty file, or no endpoints, is a valid
+ * configuration; statemeshd starts and warns. */
+static void empty_config(void **state)
+{
+    static const char *texts[] = {"", "\n\n", "# nothing here yet\n/* still nothing */\n",
+                                  "runtime = { log_level = \"warn\"; };\n"};
+    struct tmp t;
+    struct cfg c;
+    char err[1024], want[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        tmp_write(&t, texts[i]);
+        assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+        assert_string_equal(err, "");
+        assert_int_equal(c.n_endpoints, 0);
+        assert_null(c.endpoints);
+        assert_int_equal(c.n_egresses, 0);
+        assert_string_equal(c.ingress, "127.0.0.1:7070");
+        snprintf(want, sizeof want, "%s/data", t.dir);
+        assert_string_equal(c.data_dir, want);
+        cfg_cleanup(&c);
+        tmp_remove(&t);
+    }
 }
 
 static void unknown_settings(void **state)
@@ -1008,6 +1332,12 @@ int main(void)
         cmocka_unit_test(env_expansion),
         cmocka_unit_test(env_expansion_errors),
         cmocka_unit_test(syntax_error),
+        cmocka_unit_test(syntax_errors_located),
+        cmocka_unit_test(syntax_error_long_line),
+        cmocka_unit_test(syntax_error_in_include),
+        cmocka_unit_test(include_errors),
+        cmocka_unit_test(size_limits),
+        cmocka_unit_test(empty_config),
         cmocka_unit_test(unknown_settings),
         cmocka_unit_test(wrong_types),
         cmocka_unit_test(out_of_range),
