@@ -10,6 +10,7 @@ PKGS=(
   libleveldb-dev libsnappy-dev libconfig-dev libcmocka-dev libxxhash-dev
   python3 python3-grpcio python3-protobuf python3-pytest python3-yaml
   valgrind
+  clang libclang-rt-14-dev   # libFuzzer + sanitizer runtimes: make fuzz, make test
 )
 
 missing=()
