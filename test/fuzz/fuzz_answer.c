@@ -100,6 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size > 1 << 20) return 0;
     fz_server_up(&s);
+    if (egress_open(&s) != 0) abort();         /* main() opens the egress logs first */
     ep = &s.endpoints[0];
     describe(ep);
     if (batch_in_flight(&s, ep) != (uint64_t)1 << 32) abort();
