@@ -1103,6 +1103,20 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
         add_error(&ld, path, 0, NULL, "cannot read: %s", strerror(EISDIR));
         goto out;
     }
+    {
+        /* libconfig 1.5's scanner calls exit(2) on some NUL bytes (one in an
+         * @include path, found by test/fuzz/fuzz_config.c) and elsewhere cuts
+         * strings at them: a config file is text, so refuse it first. */
+        unsigned line = 1;
+        int ch;
+        while ((ch = getc(fp)) != EOF && ch != '\0')
+            if (ch == '\n') line++;
+        if (ch == '\0') {
+            fclose(fp);
+            add_error(&ld, path, line, NULL, "contains a NUL byte (a config file is text)");
+            goto out;
+        }
+    }
     fclose(fp);
 
     /* @include "x.conf" is relative to the including file's directory. */
