@@ -4,6 +4,7 @@
 #   make run             install deps if missing, build, run the greeter example
 #   make test            install deps if missing, build, run every test
 #   make SANITIZE=1 ...  the same with ASan+UBSan
+#   make fuzz            build the libFuzzer harnesses (clang) and run each FUZZ_SECONDS
 #   make install PREFIX=/usr/local [DESTDIR=/tmp/stage]   (and make uninstall)
 #   make dist            a wheel of the Python SDK in build/dist/ (offline)
 #   make clean
@@ -37,6 +38,9 @@ VERSION_H := $(B)/gen/statemesh/version.h
 PY_VERSION := sdk-python/statemesh/_version.py
 
 PKGS     := grpc libprotobuf-c libconfig libxxhash
+FUZZ_CC  ?= clang
+# libFuzzer comes with clang's runtime libraries (Debian: libclang-rt-14-dev).
+FUZZ_OK  := $(shell command -v $(FUZZ_CC) >/dev/null && test -f "$$($(FUZZ_CC) -print-file-name=libclang_rt.fuzzer-$$(uname -m).a)" && echo yes)
 DEPS_OK  := $(shell pkg-config --exists $(PKGS) cmocka 2>/dev/null && command -v protoc-c >/dev/null && command -v grpc_python_plugin >/dev/null && echo yes)
 
 OPT      ?= -O2
@@ -86,12 +90,13 @@ ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
        $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION) \
        $(B)/test/libiofail.so
 
-.PHONY: all deps run test unit integration clean install uninstall dist bench FORCE
+.PHONY: all deps run test unit integration clean install uninstall dist bench fuzz fuzz-build \
+        fuzz-smoke FORCE
 all: deps-check $(ALL)
 
 # Install missing Debian packages only when something is missing.
 deps:
-	@if [ "$(DEPS_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest, yaml, setuptools, wheel, pip, ensurepip' >/dev/null 2>&1; then \
+	@if [ "$(DEPS_OK)" != "yes" ] || [ "$(FUZZ_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest, yaml, setuptools, wheel, pip, ensurepip' >/dev/null 2>&1; then \
 	  ci/install-deps.sh; fi
 
 deps-check:
@@ -227,7 +232,82 @@ integration: all
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory integration
+
+# ---- fuzzing (docs/fuzzing.md) ----------------------------------------------
+# libFuzzer harnesses, test/fuzz/fuzz_NAME.c, built with clang, ASan and UBSan
+# into build/fuzz/ from their own objects (the gcc build and SANITIZE=1 do not
+# matter here). `make fuzz` runs each for FUZZ_SECONDS; `make fuzz-smoke`
+# (part of `make test`) for FUZZ_SMOKE_SECONDS. New inputs go to
+# build/fuzz/corpus/NAME; the checked-in seeds (test/fuzz/corpus/NAME) are
+# only read. A crash leaves build/fuzz/crash-NAME-* and fails the target.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 8
+FUZZ_ARGS          ?=
+FZ          := $(B)/fuzz
+FUZZ_NAMES  := $(patsubst test/fuzz/fuzz_%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_BINS   := $(addprefix $(FZ)/fuzz_,$(FUZZ_NAMES))
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
+               -Wno-comment -pthread $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+               -I$(B)/gen -Isdk-c/include -Isdk-c -Iruntime $(PKG_CFLAGS)
+FZ_SDK_O    := $(patsubst %.c,$(FZ)/obj/%.o,$(SDK_SRCS)) $(patsubst $(B)/gen/%.c,$(FZ)/obj/gen/%.o,$(PROTO_C))
+FZ_RT_O     := $(patsubst %.c,$(FZ)/obj/%.o,$(RT_SRCS))
+# What each harness links besides itself: harnesses that #include a runtime
+# .c (to reach its statics) leave that file's object out.
+FZ_LINK_json      := $(FZ_SDK_O)
+FZ_LINK_config    := $(FZ_RT_O) $(FZ_SDK_O)
+FZ_LINK_cli_stdin := $(FZ)/obj/runtime/cli_stdin.o $(FZ)/obj/runtime/cli_lib.o $(FZ_SDK_O)
+FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
+FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
+
+$(FZ)/.cflags: FORCE
+	@mkdir -p $(FZ)
+	@echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' | cmp -s - $@ || echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' > $@
+
+$(FZ)/obj/gen/%.o: $(B)/gen/%.c $(PROTO_H) $(FZ)/.cflags
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wno-error -c $< -o $@
+
+# cli.c holds the CLI's main(); libFuzzer brings its own.
+$(FZ)/obj/runtime/cli_lib.o: runtime/cli.c $(PROTO_H) $(FZ)/.cflags
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Dmain=statemesh_cli_main -MMD -MP -c $< -o $@
+
+$(FZ)/obj/%.o: %.c $(PROTO_H) $(FZ)/.cflags
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(shell find $(FZ)/obj -name '*.d' 2>/dev/null)
+
+.SECONDEXPANSION:
+$(FZ)/fuzz_%: $(FZ)/obj/test/fuzz/fuzz_%.o $$(FZ_LINK_$$*)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LIBS)
+
+fuzz-build: deps-check
+	@if [ "$(FUZZ_OK)" != "yes" ]; then echo "fuzz: $(FUZZ_CC) with libFuzzer is missing: run 'make deps' (or ci/install-deps.sh)"; exit 1; fi
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+
+# Runs every harness for $(1) seconds; stops at the first crash.
+define fuzz_run
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(FZ)/corpus/$$n; \
+	  dict=; if [ -f test/fuzz/$$n.dict ]; then dict=-dict=test/fuzz/$$n.dict; fi; \
+	  echo "== fuzz_$$n for $(1) s"; \
+	  if ! LSAN_OPTIONS=suppressions=test/fuzz/lsan.supp $(FZ)/fuzz_$$n -max_total_time=$(1) -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+	       -artifact_prefix=$(FZ)/crash-$$n- $$dict $(FUZZ_ARGS) \
+	       $(FZ)/corpus/$$n test/fuzz/corpus/$$n > $(FZ)/fuzz_$$n.log 2>&1; then \
+	    tail -n 60 $(FZ)/fuzz_$$n.log; echo "fuzz_$$n FAILED (log: $(FZ)/fuzz_$$n.log)"; exit 1; fi; \
+	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' $(FZ)/fuzz_$$n.log | tr '\n' ' '; echo; \
+	done
+endef
+
+fuzz: fuzz-build
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 # Benchmark (not part of `make test`): test/bench/run.py starts a fresh
 # runtime per run, drives it with test/bench/loadgen and writes

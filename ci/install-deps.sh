@@ -11,6 +11,7 @@ PKGS=(
   python3 python3-grpcio python3-protobuf python3-pytest python3-yaml
   python3-setuptools python3-wheel python3-pip python3-venv
   valgrind
+  clang libclang-rt-14-dev   # libFuzzer + sanitizer runtimes: make fuzz, make test
 )
 
 missing=()

@@ -58,4 +58,26 @@ int rpc_error(const char *what, const sm_error *err, const char *address);
 /* statemesh send --stdin (cli_stdin.c). */
 int cmd_send_stdin(sm_client *c, const struct args *a);
 
+/* The line parser of send --stdin, on its own so it can be fuzzed
+ * (test/fuzz/fuzz_cli_stdin.c). Set dflt (the --type) and zero the rest;
+ * free scratch.p when done. */
+struct stdin_parser {
+    struct vtype dflt;     /* typename of lines without "typename" */
+    struct gbuf scratch;   /* unescaped strings and value bytes */
+    uint8_t scalar[8];     /* encoded int64/float64/bool values */
+};
+
+/* One parsed line: strings and value bytes point into the parser's scratch
+ * (json values: into the line), valid until the next call. */
+struct stdin_msg {
+    const char *type, *id;
+    sm_value value;
+    sm_send_options opts;
+};
+
+/* Parses one line (without its newline). Returns 0, or -1 with the reason
+ * in why (always NUL-terminated). */
+int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len,
+                     struct stdin_msg *out /* OUT */, char *why, size_t whylen);
+
 #endif

@@ -96,13 +96,11 @@ static int read_line(struct reader *r, struct feeder *fd, char **line, size_t *l
 struct feeder {
     sm_send_stream *st;
     const struct args *a;
-    struct vtype dflt;              /* typename of lines without one */
+    struct stdin_parser parser;     /* its default typename: --type */
     uint64_t *line_of;              /* line number of seq, at seq % window */
     size_t window;
     unsigned long lineno;
     unsigned long malformed, reported_malformed, reported_rejected;
-    struct gbuf scratch;
-    uint8_t scalar[8];
     bool tty, progress_shown;
     double t0, last_progress;
 };
@@ -168,157 +166,130 @@ static void on_rejected(void *udata, uint64_t seq, int code, const char *message
 }
 
 /* Unescapes JSON string v into the scratch buffer at *off. */
-static const char *scratch_string(struct feeder *fd, const sm_json *v, size_t *off, size_t *len)
+static const char *scratch_string(struct stdin_parser *p, const sm_json *v, size_t *off, size_t *len)
 {
-    char *out = (char *)fd->scratch.p + *off;
+    char *out = (char *)p->scratch.p + *off;
     size_t n;
-    if (sm_json_string(v, out, fd->scratch.cap - *off, &n) != SM_OK) return NULL;
+    if (sm_json_string(v, out, p->scratch.cap - *off, &n) != SM_OK) return NULL;
     *off += n + 1;
     if (len) *len = n;
     return out;
 }
 
-/* Parses and pushes one line. */
-static int feed_line(struct feeder *fd, const char *line, size_t len, sm_error *err)
+#define BAD_LINE(...) (snprintf(why, whylen, __VA_ARGS__), -1)
+
+int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len, struct stdin_msg *out,
+                     char *why, size_t whylen)
 {
     static const char *const names[] = {"type", "id", "value", "typename", "key", "delay_ms"};
     sm_json doc, k, v, got[6];
     sm_json_iter it;
     bool have[6] = {false};
-    const char *type, *id, *key = NULL;
+    const char *key = NULL;
     size_t off = 0;
-    struct vtype vt = fd->dflt;
-    sm_send_options o = {NULL, 0};
-    sm_value val;
-    uint64_t seq;
-    int rc;
+    struct vtype vt = p->dflt;
 
-    if (sm_json_parse(line, len, &doc) != SM_OK) {
-        line_error(fd, fd->lineno, "not valid JSON (or not UTF-8): %.*s%s", (int)(len > 80 ? 80 : len),
-                   line, len > 80 ? "..." : "");
-        return 0;
-    }
-    if (doc.kind != SM_JSON_OBJECT) {
-        line_error(fd, fd->lineno, "a line must be a JSON object {\"type\":...,\"id\":...,\"value\":...}");
-        return 0;
-    }
-    if (gbuf_reserve(&fd->scratch, len + 64)) {
-        line_error(fd, fd->lineno, "out of memory");
-        return 0;
-    }
-    if (sm_json_iter_init(&it, &doc) != SM_OK) return 0;
+    memset(out, 0, sizeof *out);
+    if (sm_json_parse(line, len, &doc) != SM_OK)
+        return BAD_LINE("not valid JSON (or not UTF-8): %.*s%s", (int)(len > 80 ? 80 : len), line,
+                        len > 80 ? "..." : "");
+    if (doc.kind != SM_JSON_OBJECT)
+        return BAD_LINE("a line must be a JSON object {\"type\":...,\"id\":...,\"value\":...}");
+    if (gbuf_reserve(&p->scratch, len + 64)) return BAD_LINE("out of memory");
+    if (sm_json_iter_init(&it, &doc) != SM_OK) return BAD_LINE("not a JSON object");
     while (sm_json_iter_next(&it, &k, &v) == SM_OK) {
         size_t i;
         for (i = 0; i < 6 && !sm_json_string_eq(&k, names[i]); i++) {
         }
-        if (i == 6) {
-            line_error(fd, fd->lineno,
-                       "unknown member %.*s (allowed: type, id, value, typename, key, delay_ms)",
-                       (int)(k.len > 64 ? 64 : k.len), k.p);
-            return 0;
-        }
-        if (have[i]) {
-            line_error(fd, fd->lineno, "member \"%s\" appears twice", names[i]);
-            return 0;
-        }
+        if (i == 6)
+            return BAD_LINE("unknown member %.*s (allowed: type, id, value, typename, key, delay_ms)",
+                            (int)(k.len > 64 ? 64 : k.len), k.p);
+        if (have[i]) return BAD_LINE("member \"%s\" appears twice", names[i]);
         have[i] = true;
         got[i] = v;
     }
     for (int i = 0; i < 3; i++)
-        if (!have[i]) {
-            line_error(fd, fd->lineno, "missing \"%s\"", names[i]);
-            return 0;
-        }
+        if (!have[i]) return BAD_LINE("missing \"%s\"", names[i]);
     for (int i = 0; i < 5; i++)
-        if (i != 2 && have[i] && got[i].kind != SM_JSON_STRING) {
-            line_error(fd, fd->lineno, "\"%s\" must be a string", names[i]);
-            return 0;
-        }
-    if (!(type = scratch_string(fd, &got[0], &off, NULL)) ||
-        !(id = scratch_string(fd, &got[1], &off, NULL)) ||
-        (have[4] && !(key = scratch_string(fd, &got[4], &off, NULL)))) {
-        line_error(fd, fd->lineno, "a string holds an invalid escape (lone surrogate or \\u0000)");
-        return 0;
-    }
+        if (i != 2 && have[i] && got[i].kind != SM_JSON_STRING)
+            return BAD_LINE("\"%s\" must be a string", names[i]);
+    if (!(out->type = scratch_string(p, &got[0], &off, NULL)) ||
+        !(out->id = scratch_string(p, &got[1], &off, NULL)) ||
+        (have[4] && !(key = scratch_string(p, &got[4], &off, NULL))))
+        return BAD_LINE("a string holds an invalid escape (lone surrogate or \\u0000)");
     if (have[3]) {
-        const char *tn = scratch_string(fd, &got[3], &off, NULL);
-        if (!tn || resolve_type(tn, &vt)) {
-            line_error(fd, fd->lineno, "unknown typename %.*s (" TYPE_NAMES ")",
-                       (int)(got[3].len > 80 ? 80 : got[3].len), got[3].p);
-            return 0;
-        }
+        const char *tn = scratch_string(p, &got[3], &off, NULL);
+        if (!tn || resolve_type(tn, &vt))
+            return BAD_LINE("unknown typename %.*s (" TYPE_NAMES ")",
+                            (int)(got[3].len > 80 ? 80 : got[3].len), got[3].p);
     }
     if (have[5]) {
         int64_t d;
-        if (sm_json_int64(&got[5], &d) != SM_OK || d < 0 || (uint64_t)d > SM_MAX_DELAY_MS) {
-            line_error(fd, fd->lineno, "\"delay_ms\" must be an integer 0..%" PRIu64,
-                       (uint64_t)SM_MAX_DELAY_MS);
-            return 0;
-        }
-        o.delay_ms = (uint64_t)d;
+        if (sm_json_int64(&got[5], &d) != SM_OK || d < 0 || (uint64_t)d > SM_MAX_DELAY_MS)
+            return BAD_LINE("\"delay_ms\" must be an integer 0..%" PRIu64, (uint64_t)SM_MAX_DELAY_MS);
+        out->opts.delay_ms = (uint64_t)d;
     }
-    if (key && !*key) {
-        line_error(fd, fd->lineno, "\"key\" is empty (leave it out for no idempotency key)");
-        return 0;
-    }
-    o.idempotency_key = key;
+    if (key && !*key) return BAD_LINE("\"key\" is empty (leave it out for no idempotency key)");
+    out->opts.idempotency_key = key;
 
     v = got[2];
     switch (vt.kind) {
-    case VK_JSON: val = sm_value_make(vt.typename, v.p, v.len); break;
+    case VK_JSON: out->value = sm_value_make(vt.typename, v.p, v.len); break;
     case VK_STRING: {
         size_t n;
-        const char *s = v.kind == SM_JSON_STRING ? scratch_string(fd, &v, &off, &n) : NULL;
-        if (!s) {
-            line_error(fd, fd->lineno, "\"value\" must be a JSON string for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_string_n(s, n);
+        const char *s = v.kind == SM_JSON_STRING ? scratch_string(p, &v, &off, &n) : NULL;
+        if (!s) return BAD_LINE("\"value\" must be a JSON string for typename %s", vt.typename);
+        out->value = sm_value_string_n(s, n);
         break;
     }
     case VK_INT64: {
         int64_t x;
-        if (sm_json_int64(&v, &x) != SM_OK) {
-            line_error(fd, fd->lineno, "\"value\" must be a 64-bit integer for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_int64(x, fd->scalar);
+        if (sm_json_int64(&v, &x) != SM_OK)
+            return BAD_LINE("\"value\" must be a 64-bit integer for typename %s", vt.typename);
+        out->value = sm_value_int64(x, p->scalar);
         break;
     }
     case VK_FLOAT64: {
         double x;
-        if (sm_json_double(&v, &x) != SM_OK) {
-            line_error(fd, fd->lineno, "\"value\" must be a number for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_float64(x, fd->scalar);
+        if (sm_json_double(&v, &x) != SM_OK)
+            return BAD_LINE("\"value\" must be a number for typename %s", vt.typename);
+        out->value = sm_value_float64(x, p->scalar);
         break;
     }
     case VK_BOOL: {
         bool x;
-        if (sm_json_bool(&v, &x) != SM_OK) {
-            line_error(fd, fd->lineno, "\"value\" must be true or false for typename %s", vt.typename);
-            return 0;
-        }
-        val = sm_value_bool(x, fd->scalar);
+        if (sm_json_bool(&v, &x) != SM_OK)
+            return BAD_LINE("\"value\" must be true or false for typename %s", vt.typename);
+        out->value = sm_value_bool(x, p->scalar);
         break;
     }
     case VK_BYTES:
     case VK_USER: {
         size_t n;
-        const char *hex = v.kind == SM_JSON_STRING ? scratch_string(fd, &v, &off, &n) : NULL;
-        uint8_t *bytes = fd->scratch.p + off;
-        if (!hex || off + n / 2 > fd->scratch.cap || unhex(hex, n, bytes)) {
-            line_error(fd, fd->lineno, "\"value\" must be a string of hex digits for typename %s",
-                       vt.typename);
-            return 0;
-        }
-        val = sm_value_make(vt.typename, bytes, n / 2);
+        const char *hex = v.kind == SM_JSON_STRING ? scratch_string(p, &v, &off, &n) : NULL;
+        uint8_t *bytes = p->scratch.p + off;
+        if (!hex || off + n / 2 > p->scratch.cap || unhex(hex, n, bytes))
+            return BAD_LINE("\"value\" must be a string of hex digits for typename %s", vt.typename);
+        out->value = sm_value_make(vt.typename, bytes, n / 2);
         break;
     }
     }
+    return 0;
+}
 
-    rc = sm_send_stream_push(fd->st, type, id, &val, &o, &seq, err);
+/* Parses and pushes one line. */
+static int feed_line(struct feeder *fd, const char *line, size_t len, sm_error *err)
+{
+    struct stdin_msg m;
+    char why[512];
+    uint64_t seq;
+    int rc;
+
+    if (stdin_parse_line(&fd->parser, line, len, &m, why, sizeof why)) {
+        line_error(fd, fd->lineno, "%s", why);
+        return 0;
+    }
+    rc = sm_send_stream_push(fd->st, m.type, m.id, &m.value, &m.opts, &seq, err);
     if (rc == SM_EINVAL) {
         line_error(fd, fd->lineno, "%s", err->message);
         return 0;
@@ -343,7 +314,7 @@ int cmd_send_stdin(sm_client *c, const struct args *a)
     if (a->npos != 1) return usage_error("send --stdin takes no TYPE ID VALUE (they come from the lines)");
     memset(&fd, 0, sizeof fd);
     fd.a = a;
-    if (resolve_type(a->type ? a->type : "json", &fd.dflt))
+    if (resolve_type(a->type ? a->type : "json", &fd.parser.dflt))
         return usage_error("unknown --type '%s' (" TYPE_NAMES ")", a->type);
     memset(&so, 0, sizeof so);
     so.window = fd.window = 65536;
@@ -395,7 +366,7 @@ int cmd_send_stdin(sm_client *c, const struct args *a)
     if (p.rejected || fd.malformed || p.committed_through < p.pushed) rc = EXIT_RPC;
     sm_send_stream_destroy(&fd.st);
     free(fd.line_of);
-    free(fd.scratch.p);
+    free(fd.parser.scratch.p);
     free(r.buf);
     return rc;
 }

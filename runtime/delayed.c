@@ -82,9 +82,12 @@ static void on_due(void *arg);
 
 static void arm(struct server *s, struct delayed *d)
 {
-    int64_t wait = d->due_ms - timer_wall_ms();
-    if (wait < 0) wait = 0;
-    timer_start(&s->timers, &d->t, rpc_now_ms() + wait);
+    /* due_ms may come from a D key on disk, any 64-bit value if the key is
+     * corrupt: no overflow in either subtraction or addition. */
+    int64_t now = timer_wall_ms(), mono = rpc_now_ms();
+    int64_t wait = d->due_ms > now ? d->due_ms - now : 0;
+    if (wait > INT64_MAX - mono) wait = INT64_MAX - mono;
+    timer_start(&s->timers, &d->t, mono + wait);
 }
 
 static struct delayed *entry_new(struct server *s, int64_t due_ms, uint64_t seq, uint64_t gen,

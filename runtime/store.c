@@ -762,7 +762,7 @@ int store_scan_pauses(struct store *s, store_pause_fn fn, void *arg)
         if (fn(arg, copy + 3, copy + (type_end + 1 - k), (const uint8_t *)v, vlen) != 0) break;
     }
     free(buf.p);
-    return iter_finish(s, it, rc);
+    return iter_finish(s, it, rc, 'P');
 }
 
 int store_get_delayed(struct store *s, int64_t due_ms, uint64_t seq, uint8_t **val, size_t *len)

@@ -1306,6 +1306,31 @@ static void match_precedence(void **state)
     assert_int_equal(cfg_match_endpoint(&c, "example/greeter"), -1);
 }
 
+/* A NUL byte in the file: libconfig 1.5 exits the process on one inside an
+ * @include path (found by test/fuzz/fuzz_config.c) and cuts strings at it
+ * elsewhere; cfg_load refuses the file with the line. */
+static void nul_byte_refused(void **state)
+{
+    static const char *const texts[] = {"x = 1;\n@include \"\0a.inc\"\n",
+                                        "runtime = {\n  data_dir = \"a\0b\"; };\n"};
+    static const size_t lens[] = {25, 35};
+    static const char *const want[] = {":2: contains a NUL byte", ":2: contains a NUL byte"};
+    char err[1024];
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        struct tmp t;
+        FILE *f;
+        tmp_write(&t, "");
+        f = fopen(t.path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(texts[i], 1, lens[i], f), lens[i]);
+        fclose(f);
+        assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+        assert_non_null(strstr(err, want[i]));
+        tmp_remove(&t);
+    }
+}
+
 static void match_loaded_config(void **state)
 {
     struct cfg c;
@@ -1330,6 +1355,7 @@ int main(void)
         cmocka_unit_test(empty_endpoints_and_paths),
         cmocka_unit_test(include_relative_to_file),
         cmocka_unit_test(env_expansion),
+        cmocka_unit_test(nul_byte_refused),
         cmocka_unit_test(env_expansion_errors),
         cmocka_unit_test(syntax_error),
         cmocka_unit_test(syntax_errors_located),
