@@ -433,6 +433,17 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
         fail_batch(s, mb, why);
         return;
     }
+    /* Every string sent must be UTF-8, or a conforming decoder on the other
+     * side refuses the whole stream message, with the batches of other
+     * addresses in it. The ingress and remote answers are checked on the
+     * wire; this catches what came another way (an embedded module's
+     * messages, a store written by an older release). */
+    for (m = mb->batch; m; m = m->next)
+        if (!addr_utf8_ok((const unsigned char *)m->typename, strlen(m->typename))) {
+            fail_batch(s, mb, "the message's typename is not valid UTF-8; no function server "
+                              "can decode it");
+            return;
+        }
     memset(&b, 0, sizeof b);
     if (read_state(s, mb, ft, &b, why, sizeof why) != 0) {
         fail_batch(s, mb, why);
