@@ -65,7 +65,8 @@ def test_the_examples_hold_both_shapes():
     texts = {m: t for m, _, _, t in CONFIGS}
     assert re.search(r'mode = "sidecar";\s*\n\s*target = "unix:', texts["sidecar.yaml"])
     assert 'mode = "remote"' in texts["remote.yaml"]
-    assert 'target = "dns:///greeter.default.svc.cluster.local:7000"' in texts["remote.yaml"]
+    assert 'target = "dns:///greeter.${POD_NAMESPACE:-default}.svc.cluster.local:7000"' in \
+        texts["remote.yaml"]
 
 
 @pytest.mark.parametrize("manifest,cm,key,text", CONFIGS,
@@ -188,15 +189,19 @@ def test_remote_target_is_a_headless_service():
     docs = manifests()["remote.yaml"]
     text = [t for m, _, _, t in CONFIGS if m == "remote.yaml"][0]
     target = _setting(text, "target")
-    m = re.fullmatch(r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", target)
-    assert m, target
-    svc_name, namespace, port = m.group(1), m.group(2), int(m.group(3))
-    assert namespace == "default"
+    m = re.fullmatch(r"dns:///([a-z0-9-]+)\.\$\{POD_NAMESPACE:-default\}\.svc\.cluster\.local:(\d+)",
+                     target)
+    assert m, target                  # the pod's own namespace, not a hard-coded one
+    svc_name, port = m.group(1), int(m.group(2))
     (svc,) = [s for s in _by_kind(docs, "Service") if s["metadata"]["name"] == svc_name]
     assert svc["spec"]["clusterIP"] == "None"
     assert port in [p["port"] for p in svc["spec"]["ports"]]
     (dep,) = [d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == svc_name]
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    (sts,) = [d for d in _by_kind(docs, "StatefulSet") if d["metadata"]["name"] == "statemesh-remote"]
+    (rt,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in rt.get("env", [])}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     (fn,) = dep["spec"]["template"]["spec"]["containers"]
     assert "0.0.0.0:%d" % port in fn["args"]
     assert dep["spec"]["replicas"] >= 2
