@@ -23,6 +23,13 @@
 # 143 (EXIT keeps the script's own status).
 # Every message starts with "run.sh:" and goes to stderr.
 #
+# Two people (or tests) can run the examples side by side: every config takes
+# its ingress from $STATEMESH_INGRESS (default 127.0.0.1:7070), its unix
+# sockets from $STATEMESH_SOCK_DIR (default /tmp) and its data dir from
+# $STATEMESH_DATA_DIR (default the example's ./data). The runtime's pid is in
+# DATA_DIR/statemeshd.lock: `kill -9 $(cat examples/greeter/data/statemeshd.lock)`
+# kills exactly that runtime.
+#
 # Functions:
 #   sm_require_bins PATH...
 #       Exits 1 with "run.sh: PATH is missing; build it first with 'make'"
@@ -129,6 +136,10 @@ sm_start_python_server() {
 
 sm_run_runtime() {
   local rc=0
+  if [ -n "${STATEMESH_INGRESS:-}" ]; then
+    echo "run.sh: the ingress is $STATEMESH_INGRESS: use build/statemesh --address $STATEMESH_INGRESS ..." \
+         "(or export STATEMESH_ADDRESS=$STATEMESH_INGRESS)" >&2
+  fi
   "$sm_runtime" -c "$1" &
   sm_runtime_pid=$!
   wait "$sm_runtime_pid" || rc=$?

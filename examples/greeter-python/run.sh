@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$here/../lib.sh"
-sock="/tmp/statemesh-greeter-py.sock"
+sock="${STATEMESH_SOCK_DIR:-/tmp}/statemesh-greeter-py.sock"
 
 sm_require_bins "$sm_runtime"
 sm_require_python_stubs

@@ -12,7 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$here/../lib.sh"
-sock="/tmp/statemesh-greeter.sock"
+sock="${STATEMESH_SOCK_DIR:-/tmp}/statemesh-greeter.sock"
 greeter="$sm_build/examples/greeter/greeter"
 mode="${MODE:-sidecar}"
 

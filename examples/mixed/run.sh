@@ -8,8 +8,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$here/../lib.sh"
-py_sock="/tmp/statemesh-mixed-py.sock"
-c_sock="/tmp/statemesh-mixed-c.sock"
+py_sock="${STATEMESH_SOCK_DIR:-/tmp}/statemesh-mixed-py.sock"
+c_sock="${STATEMESH_SOCK_DIR:-/tmp}/statemesh-mixed-c.sock"
 greeter="$sm_build/examples/greeter/greeter"
 
 sm_require_bins "$greeter" "$sm_runtime"

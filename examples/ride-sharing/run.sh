@@ -8,7 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$here/../lib.sh"
-sock="/tmp/statemesh-ride.sock"
+sock="${STATEMESH_SOCK_DIR:-/tmp}/statemesh-ride.sock"
 ride="$sm_build/examples/ride-sharing/ride"
 
 sm_require_bins "$ride" "$sm_runtime"

@@ -10,7 +10,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$here/../lib.sh"
-sock="/tmp/statemesh-shop-py.sock"
+sock="${STATEMESH_SOCK_DIR:-/tmp}/statemesh-shop-py.sock"
 
 sm_require_bins "$sm_runtime"
 sm_require_python_stubs
