@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dispatch.h"
 #include "server.h"
 #include "statemesh/v1/storage.pb-c.h"
 
@@ -258,13 +257,11 @@ void ckpt_add_error(struct ckpt *ck, uint64_t call_id, int code, const char *msg
 int ckpt_commit(struct server *s)
 {
     struct ckpt *ck = &s->ckpt;
-    struct mbox *mb;
-    size_t ops = store_batch_count(ck->batch);
+    size_t ops;
 
     if (ck->failed) return -EIO;
     if (!ckpt_dirty(ck)) return 0;
     flush_pending(ck, rpc_now_ms(), s->stopping);
-    egress_before_commit(s);
     ops = store_batch_count(ck->batch);
     if (ops > 0) {
         if (store_write(s->store, ck->batch, s->cfg.checkpoint_sync) != 0) {
@@ -282,15 +279,10 @@ int ckpt_commit(struct server *s)
     ck->generation++;
     ck->opened_ms = 0;
     ck->forced = 0;
-    /* Durable now: release what waited for it. */
-    for (size_t i = 0; i < ck->nacks; i++) {
-        struct ckpt_ack *a = &ck->acks[i];
-        ingress_complete(s->ingress, a);
-    }
+    return 1;
+}
+
+void ckpt_released(struct ckpt *ck)
+{
     free_acks(ck);
-    while ((mb = mbox_list_pop(&ck->parked)) != NULL) disp_unpark(s, mb);
-    egress_after_commit(s);
-    idem_after_commit(s);
-    if (s->ingress) ingress_after_commit(s->ingress);
-    return 0;
 }

@@ -132,10 +132,16 @@ Statemesh__V1__Address *ckpt_msg_fields(const struct msg *m, Statemesh__V1__Addr
                                         Statemesh__V1__TypedValue *arg);
 
 struct server;
-/* Writes the open group, then releases acks/replies and un-parks addresses.
- * Returns 0, or -EIO when the write failed or an earlier one did: then
- * nothing of the group is released (no ack, reply or egress record leaves)
- * and the caller must stop the process (see above). */
+/* Writes the open group (when it holds anything). Returns 1 when it is
+ * durable: the caller then runs the after-commit phases (the loop in
+ * main.c: release ck->acks to the ingress, un-park ck->parked, wake egress
+ * subscribers, ...) and calls ckpt_released(). The checkpoint knows none of
+ * its listeners. Returns 0 when there was nothing to write, or -EIO when the
+ * write failed or an earlier one did: then nothing of the group is released
+ * (no ack, reply or egress record leaves) and the caller must stop the
+ * process (see above). */
 int ckpt_commit(struct server *s) __attribute__((warn_unused_result));
+/* After the after-commit phases: frees the released acks. */
+void ckpt_released(struct ckpt *ck);
 
 #endif

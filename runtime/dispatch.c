@@ -20,7 +20,7 @@
  *   PAUSED <-------- on_exhausted = pause (P key)     dead_letter,|     |
  *      |                                           or skip -------+     |
  *      +--skip (head to dead letters)-----------------------------+     |
- *                                       ckpt_commit -> disp_unpark
+ *                        ckpt_commit, then the loop (main.c) -> disp_unpark
  *                                   queue non-empty: READY;  empty: removed
  *
  * New messages for an address in any state are appended to its queue; only
