@@ -1167,6 +1167,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         bool known = false;
 
         if (!options || arg[0] != '-' || arg[1] == '\0' || (arg[1] != '-' && arg[1] != 'h')) {
+            if (a->npos == 0 && find_command(arg)) usage_command = arg; /* for hints */
             a->pos[a->npos++] = arg; /* a->pos has room for argc entries */
             continue;
         }
