@@ -14,6 +14,7 @@
  *   statemesh [--address A] stuck [--type T] [--limit N] [--json]
  *   statemesh [--address A] skip TYPE ID [--json]
  *   statemesh [--address A] resume TYPE ID [--json]
+ *   statemesh help [COMMAND]
  *
  * Options may appear anywhere after the program name; "--" ends them, and
  * arguments such as "-5" are values, not options. The address defaults to
@@ -81,9 +82,20 @@
  * goes to stderr (a live line on a terminal, else a line every 5 s; none
  * with --quiet), then a summary line.
  *
- * Exit status: 0 ok; 1 the runtime answered with an error or could not be
- * reached ("statemesh: call example/user alice: NOT_FOUND: ..."), or
- * send --stdin had malformed or rejected lines; 2 usage.
+ * statemesh help [COMMAND] and statemesh [COMMAND] --help print the full
+ * help, or the usage lines and option notes of one command (stdout, exit 0).
+ * A usage error is two lines on stderr: "statemesh: WHAT IS WRONG", then
+ * "run 'statemesh help COMMAND' (or 'statemesh --help') for usage".
+ *
+ * Exit status (also in `statemesh --help` and README.md):
+ *   0  ok
+ *   1  the runtime answered with an error or could not be reached
+ *      ("statemesh: call example/user alice: NOT_FOUND: ..."), or send
+ *      --stdin had malformed or rejected lines
+ *   2  usage error (EXIT_USAGE)
+ *   3  not found (EXIT_NOT_FOUND): state get of an address with no state,
+ *      or of a NAME it does not have; the output is printed all the same
+ *      and stderr says "statemesh: TYPE ID has no state [named 'NAME']".
  *
  * Uses only the public SDK (statemesh/client.h, statemesh/json.h).
  */
@@ -106,68 +118,223 @@
 
 #define DEFAULT_TIMEOUT_MS 10000
 
+/* ---- help ---- */
+
+#define ADDR_NOTE \
+    "  --address HOST:PORT  ingress of statemeshd (also unix:/path); default\n" \
+    "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n"
+#define TIMEOUT_NOTE \
+    "  --timeout MS         RPC deadline in milliseconds (default 10000)\n"
+#define JSON_NOTE "  --json               print JSON instead of text\n"
+#define TYPE_NOTE \
+    "  --type T             how VALUE is encoded: string (default), int64, float64,\n" \
+    "                       bool (true|false|1|0), json (checked), bytes (VALUE in\n" \
+    "                       hex), or any other typename NS/NAME (VALUE in hex)\n"
+#define KEY_NOTE "  --idempotency-key K  a repeated send/call with the same key is applied once\n"
+#define EXIT_NOTE "exit status: 0 ok, 1 the runtime answered with an error or is unreachable,\n" \
+                  "2 usage error\n"
+
+/* One command's help: `summary` is its part of the command list of
+ * `statemesh --help`, `usage` and `notes` are `statemesh help COMMAND`. */
+static const struct command_help {
+    const char *name, *summary, *usage, *notes;
+} command_help[] = {
+    {"send",
+     "  send TYPE ID VALUE [--type T] [--delay MS] [--idempotency-key K]\n"
+     "                                    durable fire-and-forget message to TYPE/ID\n"
+     "  send --stdin [--type T] [--quiet] one message per JSON line on stdin:\n"
+     "        {\"type\":\"ns/fn\",\"id\":\"x\",\"value\":V[,\"typename\":T][,\"key\":K][,\"delay_ms\":N]}\n",
+     "send TYPE ID VALUE [--type T] [--delay MS] [--idempotency-key K]\n"
+     "send --stdin [--type T] [--quiet]\n",
+     "Sends a durable fire-and-forget message to TYPE/ID; returns once it is\n"
+     "committed. With --stdin, one message per line, each a JSON object:\n"
+     "  {\"type\":\"ns/fn\",\"id\":\"x\",\"value\":V[,\"typename\":T][,\"key\":K][,\"delay_ms\":N]}\n"
+     "typename: string, int64, float64, bool, json (default: --type, else json),\n"
+     "bytes or NS/NAME (value: a string of hex digits). A malformed or rejected\n"
+     "line is reported as \"statemesh: stdin:LINE: why\"; the others are still sent.\n"
+     "\n"
+     "options:\n" TYPE_NOTE
+     "                       (--stdin: the default typename of lines)\n"
+     "  --delay MS           deliver the message MS milliseconds later (durably)\n"
+     KEY_NOTE
+     "  --stdin              read JSON lines from stdin (see above)\n"
+     "  --quiet              --stdin: no progress line, only the summary\n"
+     ADDR_NOTE
+     "  --timeout MS         RPC deadline in milliseconds (default 10000; --stdin:\n"
+     "                       for the final acknowledgements, default 60000)\n"
+     "\n"
+     "exit status: 0 ok, 1 the runtime answered with an error or is unreachable\n"
+     "(--stdin: or some lines were malformed or rejected), 2 usage error\n"},
+    {"call",
+     "  call TYPE ID VALUE [--type T] [--idempotency-key K]\n"
+     "                                    send and wait for the reply\n",
+     "call TYPE ID VALUE [--type T] [--idempotency-key K] [--json]\n",
+     "Sends a message to TYPE/ID and prints the reply: string/json as text,\n"
+     "int64/float64/bool as numbers/true/false, bytes as hex, any other typename\n"
+     "as \"TYPENAME HEX\". On DEADLINE_EXCEEDED also the address's last error when\n"
+     "it is retrying or paused.\n"
+     "\n"
+     "options:\n" TYPE_NOTE KEY_NOTE JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+    {"state",
+     "  state get TYPE ID [NAME]          committed state of an address\n",
+     "state get TYPE ID [NAME] [--json]\n",
+     "Prints the committed state of TYPE/ID (only NAME if given), one line per\n"
+     "value: \"name typename value\" (strings JSON-quoted, bytes and user types as\n"
+     "hex), then \"# queued_messages=N in_flight=true|false\".\n"
+     "\n"
+     "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE
+     "\n"
+     "exit status: 0 ok, 1 the runtime answered with an error or is unreachable,\n"
+     "2 usage error, 3 not found: the address has no state (or none named NAME);\n"
+     "the output is printed all the same and stderr says so\n"},
+    {"stats",
+     "  stats                             runtime counters\n",
+     "stats [--json]\n",
+     "Prints the runtime's counters, one \"name value\" line each.\n"
+     "\n"
+     "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+    {"egress",
+     "  egress tail NAME [--from N | --earliest | --latest] [--follow]\n"
+     "                                    records of an egress, one per line\n",
+     "egress tail NAME [--from N | --earliest | --latest] [--follow] [--json]\n",
+     "Prints the records of egress NAME, one per line: \"OFFSET TIME TYPE ID VALUE\"\n"
+     "(TIME in UTC with milliseconds, TYPE ID the sender, VALUE JSON on one line).\n"
+     "\n"
+     "options:\n"
+     "  --from N             start at offset N (offsets start at 1)\n"
+     "  --earliest           start at the oldest retained record (default)\n"
+     "  --latest             only records committed from now on\n"
+     "  --follow             keep waiting for new records (Ctrl-C stops)\n"
+     JSON_NOTE ADDR_NOTE
+     "  --timeout MS         deadline in milliseconds (default: none)\n"
+     "\n" EXIT_NOTE},
+    {"deadletters",
+     "  deadletters list [--type T] [--after ID] [--limit N]\n"
+     "                                    messages whose batch exhausted its retries:\n"
+     "                                    ID TIME TYPE ID ATTEMPTS VALUE ERROR\n"
+     "  deadletters replay (ID... | --all) [--type T]\n"
+     "                                    put them back into their targets' inboxes\n"
+     "  deadletters drop (ID... | --all) [--type T]\n"
+     "                                    delete them\n",
+     "deadletters list [--type T] [--after ID] [--limit N] [--json]\n"
+     "deadletters replay (ID... | --all) [--type T] [--json]\n"
+     "deadletters drop (ID... | --all) [--type T] [--json]\n",
+     "list: the messages whose batch exhausted its retries, by id, one per line:\n"
+     "\"ID TIME TYPE ID ATTEMPTS VALUE ERROR\", then \"# total=N\".\n"
+     "replay: puts them back into their targets' inboxes (\"replayed N\");\n"
+     "drop: deletes them (\"dropped N\"). Ids not found are noted on stderr.\n"
+     "\n"
+     "options:\n"
+     "  --type T             only dead letters of function type T (NS/NAME)\n"
+     "  --after ID           list: start after dead letter ID (paging)\n"
+     "  --limit N            list: at most N (1..10000, default 100)\n"
+     "  --all                replay/drop: every one (of --type T)\n"
+     JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+    {"inspect",
+     "  inspect TYPE ID                   failure handling of an address: phase,\n"
+     "                                    attempts, next retry, last error, head message\n",
+     "inspect TYPE ID [--json]\n",
+     "Prints the failure handling of TYPE/ID as \"key value\" lines: phase,\n"
+     "queued, attempts, next retry, head message, last error (in full).\n"
+     "\n"
+     "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+    {"stuck",
+     "  stuck [--type T] [--limit N]      every address retrying or paused:\n"
+     "                                    TYPE ID PHASE ATTEMPTS/MAX queued=N ERROR\n",
+     "stuck [--type T] [--limit N] [--json]\n",
+     "Prints every address that is retrying or paused, one per line:\n"
+     "\"TYPE ID PHASE ATTEMPTS/MAX queued=N ERROR\", then \"# retrying=N paused=M\".\n"
+     "\n"
+     "options:\n"
+     "  --type T             only addresses of function type T (NS/NAME)\n"
+     "  --limit N            at most N addresses (default 1000)\n"
+     JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+    {"skip",
+     "  skip TYPE ID                      move the failing head message of a retrying\n"
+     "                                    or paused address to dead letters, go on\n",
+     "skip TYPE ID [--json]\n",
+     "Moves the failing head message of a retrying or paused address to dead\n"
+     "letters and goes on with the next; prints \"skipped: the head message is\n"
+     "dead letter ID\" once durable.\n"
+     "\n"
+     "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+    {"resume",
+     "  resume TYPE ID                    retry a paused address now\n",
+     "resume TYPE ID [--json]\n",
+     "Retries a paused address now; prints \"resumed\" once durable.\n"
+     "\n"
+     "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+};
+
+#define NCOMMANDS (sizeof command_help / sizeof *command_help)
+
+static const struct command_help *find_command(const char *name)
+{
+    for (size_t k = 0; k < NCOMMANDS; k++)
+        if (strcmp(name, command_help[k].name) == 0) return &command_help[k];
+    return NULL;
+}
+
+/* `statemesh --help`: every command, every option, the exit codes. */
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: statemesh [--address HOST:PORT] COMMAND ...\n"
-            "\n"
-            "commands:\n"
-            "  send TYPE ID VALUE [--type T] [--delay MS] [--idempotency-key K]\n"
-            "                                    durable fire-and-forget message to TYPE/ID\n"
-            "  send --stdin [--type T] [--quiet] one message per JSON line on stdin:\n"
-            "        {\"type\":\"ns/fn\",\"id\":\"x\",\"value\":V[,\"typename\":T][,\"key\":K][,\"delay_ms\":N]}\n"
-            "  call TYPE ID VALUE [--type T] [--idempotency-key K]\n"
-            "                                    send and wait for the reply\n"
-            "  state get TYPE ID [NAME]          committed state of an address\n"
-            "  stats                             runtime counters\n"
-            "  egress tail NAME [--from N | --earliest | --latest] [--follow]\n"
-            "                                    records of an egress, one per line\n"
-            "  deadletters list [--type T] [--after ID] [--limit N]\n"
-            "                                    messages whose batch exhausted its retries:\n"
-            "                                    ID TIME TYPE ID ATTEMPTS VALUE ERROR\n"
-            "  deadletters replay (ID... | --all) [--type T]\n"
-            "                                    put them back into their targets' inboxes\n"
-            "  deadletters drop (ID... | --all) [--type T]\n"
-            "                                    delete them\n"
-            "  inspect TYPE ID                   failure handling of an address: phase,\n"
-            "                                    attempts, next retry, last error, head message\n"
-            "  stuck [--type T] [--limit N]      every address retrying or paused:\n"
-            "                                    TYPE ID PHASE ATTEMPTS/MAX queued=N ERROR\n"
-            "  skip TYPE ID                      move the failing head message of a retrying\n"
-            "                                    or paused address to dead letters, go on\n"
-            "  resume TYPE ID                    retry a paused address now\n"
-            "\n"
-            "options:\n"
-            "  --address HOST:PORT  ingress of statemeshd (also unix:/path); default\n"
-            "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n"
-            "  --type T             how VALUE is encoded: string (default), int64, float64,\n"
-            "                       bool (true|false|1|0), json (checked), bytes (VALUE in\n"
-            "                       hex), or any other typename NS/NAME (VALUE in hex);\n"
-            "                       with --stdin: the default typename of lines (json);\n"
-            "                       deadletters: only those of function type T (NS/NAME)\n"
-            "  --delay MS           deliver the message MS milliseconds later (durably)\n"
-            "  --idempotency-key K  a repeated send/call with the same key is applied once\n"
-            "  --stdin              send: read JSON lines from stdin (see above)\n"
-            "  --quiet              send --stdin: no progress line, only the summary\n"
-            "  --from N             egress tail: start at offset N (offsets start at 1)\n"
-            "  --earliest           egress tail: start at the oldest retained record (default)\n"
-            "  --latest             egress tail: only records committed from now on\n"
-            "  --follow             egress tail: keep waiting for new records (Ctrl-C stops)\n"
-            "  --after ID           deadletters list: start after dead letter ID (paging)\n"
-            "  --limit N            deadletters list: at most N (1..10000, default 100);\n"
-            "                       stuck: at most N addresses (default 1000)\n"
-            "  --all                deadletters replay/drop: every one (of --type T)\n"
-            "  --timeout MS         RPC deadline in milliseconds (default 10000; send\n"
-            "                       --stdin: for the final acknowledgements, default 60000;\n"
-            "                       egress tail: none unless given)\n"
-            "  --json               print JSON instead of text\n"
-            "  -h, --help           this text\n"
-            "\n"
-            "exit status: 0 ok, 1 the runtime answered with an error or is unreachable\n"
-            "(send --stdin: or some lines were malformed or rejected), 2 usage error\n"
-            "\n"
-            "example: statemesh call example/user alice hi\n");
+    fputs("usage: statemesh [--address HOST:PORT] COMMAND ...\n"
+          "       statemesh help [COMMAND]\n"
+          "\n"
+          "commands:\n", f);
+    for (size_t k = 0; k < NCOMMANDS; k++) fputs(command_help[k].summary, f);
+    fputs("  help [COMMAND]                    this text, or the usage of one command\n"
+          "\n"
+          "options:\n"
+          ADDR_NOTE
+          "  --type T             how VALUE is encoded: string (default), int64, float64,\n"
+          "                       bool (true|false|1|0), json (checked), bytes (VALUE in\n"
+          "                       hex), or any other typename NS/NAME (VALUE in hex);\n"
+          "                       with --stdin: the default typename of lines (json);\n"
+          "                       deadletters, stuck: only those of function type T (NS/NAME)\n"
+          "  --delay MS           deliver the message MS milliseconds later (durably)\n"
+          KEY_NOTE
+          "  --stdin              send: read JSON lines from stdin (see above)\n"
+          "  --quiet              send --stdin: no progress line, only the summary\n"
+          "  --from N             egress tail: start at offset N (offsets start at 1)\n"
+          "  --earliest           egress tail: start at the oldest retained record (default)\n"
+          "  --latest             egress tail: only records committed from now on\n"
+          "  --follow             egress tail: keep waiting for new records (Ctrl-C stops)\n"
+          "  --after ID           deadletters list: start after dead letter ID (paging)\n"
+          "  --limit N            deadletters list: at most N (1..10000, default 100);\n"
+          "                       stuck: at most N addresses (default 1000)\n"
+          "  --all                deadletters replay/drop: every one (of --type T)\n"
+          "  --timeout MS         RPC deadline in milliseconds (default 10000; send\n"
+          "                       --stdin: for the final acknowledgements, default 60000;\n"
+          "                       egress tail: none unless given)\n"
+          JSON_NOTE
+          "  -h, --help           this text; after a command: that command's usage\n"
+          "  --version            print the version\n"
+          "\n"
+          "exit status:\n"
+          "  0  ok\n"
+          "  1  the runtime answered with an error or is unreachable (send --stdin: or\n"
+          "     some lines were malformed or rejected)\n"
+          "  2  usage error\n"
+          "  3  not found: state get of an address with no state, or of a NAME it lacks\n"
+          "\n"
+          "example: statemesh call example/user alice hi\n", f);
 }
+
+/* `statemesh help COMMAND`: that command's usage lines and option notes. */
+static void command_usage(FILE *f, const struct command_help *h)
+{
+    const char *p = h->usage, *nl;
+    for (int first = 1; *p; p = nl + 1, first = 0) {
+        nl = strchr(p, '\n');
+        fprintf(f, "%s statemesh [--address HOST:PORT] %.*s\n", first ? "usage:" : "      ",
+                (int)(nl - p), p);
+    }
+    fprintf(f, "\n%s", h->notes);
+}
+
+/* The command a usage error is about, for its hint (NULL: none yet). */
+static const char *usage_command;
 
 int usage_error(const char *fmt, ...)
 {
@@ -176,8 +343,8 @@ int usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n\n");
-    usage(stderr);
+    fprintf(stderr, "\nrun 'statemesh help %s' (or 'statemesh --help') for usage\n",
+            usage_command ? usage_command : "COMMAND");
     return EXIT_USAGE;
 }
 
@@ -403,6 +570,7 @@ static void print_value_json(FILE *f, const sm_value *v)
 /* ---- commands ---- */
 
 static void explain_deadline(sm_client *c, const char *type, const char *id);
+static void put_id(FILE *f, const char *id);
 
 int rpc_error(const char *what, const sm_error *err, const char *address)
 {
@@ -460,6 +628,7 @@ static int cmd_state(sm_client *c, const struct args *a)
     sm_state_list l;
     sm_error err;
     char what[2200];
+    int rc = 0;
 
     if (a->npos < 2 || strcmp(a->pos[1], "get") != 0)
         return usage_error("state needs a subcommand: state get TYPE ID [NAME]");
@@ -493,8 +662,16 @@ static int cmd_state(sm_client *c, const struct args *a)
         printf("# queued_messages=%" PRIu64 " in_flight=%s\n", l.queued_messages,
                l.in_flight ? "true" : "false");
     }
+    if (l.n == 0) { /* the output above all the same (the queue may be of interest) */
+        fflush(stdout);
+        fprintf(stderr, "statemesh: %s ", a->pos[2]);
+        put_id(stderr, a->pos[3]);
+        if (a->npos == 5) fprintf(stderr, " has no state named '%s'\n", a->pos[4]);
+        else fputs(" has no state\n", stderr);
+        rc = EXIT_NOT_FOUND;
+    }
     sm_state_list_cleanup(&l);
-    return 0;
+    return rc;
 }
 
 static int cmd_stats(sm_client *c, const struct args *a)
@@ -990,6 +1167,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         bool known = false;
 
         if (!options || arg[0] != '-' || arg[1] == '\0' || (arg[1] != '-' && arg[1] != 'h')) {
+            if (a->npos == 0 && find_command(arg)) usage_command = arg; /* for hints */
             a->pos[a->npos++] = arg; /* a->pos has room for argc entries */
             continue;
         }
@@ -998,8 +1176,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             continue;
         }
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-            usage(stdout);
-            return 0;
+            a->help = true; /* main prints it, for the command if one is named */
+            continue;
         }
         if (strcmp(arg, "--version") == 0) {
             printf("statemesh %s\n", SM_VERSION);
@@ -1089,14 +1267,29 @@ static int check_option_use(const struct args *a, const char *cmd)
     return 0;
 }
 
+/* statemesh help [COMMAND], statemesh [COMMAND] --help. */
+static int cmd_help(const struct args *a)
+{
+    int first = a->npos && strcmp(a->pos[0], "help") == 0; /* index of COMMAND */
+    const struct command_help *h;
+
+    if (a->npos <= first) {
+        usage(stdout);
+        return 0;
+    }
+    if (!(h = find_command(a->pos[first])))
+        return usage_error("unknown command '%s'", a->pos[first]);
+    if (a->npos > first + 1 && !a->help)
+        return usage_error("help takes one COMMAND, got '%s' too", a->pos[first + 1]);
+    command_usage(stdout, h);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    static const char *const commands[] = {"send", "call", "state", "stats", "egress",
-                                           "deadletters", "inspect", "stuck", "skip", "resume"};
     struct args a;
     sm_client *c = NULL;
     const char *cmd;
-    size_t k;
     int rc;
 
     memset(&a, 0, sizeof a);
@@ -1105,17 +1298,25 @@ int main(int argc, char **argv)
         return EXIT_RPC;
     }
     if ((rc = parse_args(argc, argv, &a)) >= 0) goto out;
+    if (a.npos == 0 && a.help) {
+        usage(stdout);
+        rc = 0;
+        goto out;
+    }
     if (a.npos == 0) {
         rc = usage_error("missing command");
         goto out;
     }
     cmd = a.pos[0];
-    for (k = 0; k < sizeof commands / sizeof *commands && strcmp(cmd, commands[k]); k++) {
+    if (a.help || strcmp(cmd, "help") == 0) {
+        rc = cmd_help(&a);
+        goto out;
     }
-    if (k == sizeof commands / sizeof *commands) {
+    if (!find_command(cmd)) {
         rc = usage_error("unknown command '%s'", cmd);
         goto out;
     }
+    usage_command = cmd;
     if ((rc = check_option_use(&a, cmd))) goto out;
     if (!(c = sm_client_create(a.address))) {
         fprintf(stderr, "statemesh: out of memory\n");

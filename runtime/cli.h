@@ -13,6 +13,7 @@
 
 #define EXIT_RPC 1
 #define EXIT_USAGE 2
+#define EXIT_NOT_FOUND 3 /* state get: no such state */
 #define MAX_LINE ((size_t)64 << 20)
 #define TYPE_NAMES "string, int64, float64, bool, json, bytes or a typename NS/NAME"
 
@@ -21,7 +22,7 @@ struct args {
     const char *type;      /* --type */
     int timeout_ms;
     bool timeout_set;
-    bool json, use_stdin, quiet, follow, earliest, latest, all;
+    bool help, json, use_stdin, quiet, follow, earliest, latest, all;
     bool has_delay, has_from, has_after, has_limit;
     uint64_t delay_ms;     /* --delay */
     uint64_t from;         /* --from */
@@ -45,7 +46,8 @@ struct gbuf {
     size_t cap;
 };
 
-/* Prints "statemesh: MESSAGE" and a usage hint; returns EXIT_USAGE. */
+/* Prints "statemesh: MESSAGE" and a one-line hint at `statemesh help`;
+ * returns EXIT_USAGE. */
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Resolves a --type / "typename" name. Returns 0, or -1 for an unknown one. */
 int resolve_type(const char *name, struct vtype *out);

@@ -4,7 +4,8 @@ The statemesh CLI against a live runtime, and the greeter example end to end.
     statemesh [--address A] send|call TYPE ID VALUE [--type string|int64|json]
     statemesh [--address A] state get TYPE ID [NAME]
     statemesh [--address A] stats
-    exit 0 ok / 1 RPC error / 2 usage
+    statemesh help [COMMAND], statemesh COMMAND --help
+    exit 0 ok / 1 RPC error / 2 usage / 3 not found (state get)
 """
 
 import re
@@ -121,3 +122,90 @@ def test_cli_call_int64_matches_grpc(rt_env):
     p = _ok(run_cli(["call", "test/counter", "mix", "50", "--type", "int64"], address=rt.ingress))
     assert _number_in(150, p.stdout), p.stdout
     assert cl.int_state("test/counter", "mix") == 150
+
+
+# ---- usage errors, help, exit codes ---------------------------------------------
+
+COMMANDS = ["send", "call", "state", "stats", "egress", "deadletters", "inspect", "stuck",
+            "skip", "resume"]
+HINT = "run 'statemesh help %s' (or 'statemesh --help') for usage"
+
+
+@pytest.mark.parametrize("args,cmd", [
+    ([], "COMMAND"),
+    (["frobnicate"], "COMMAND"),
+    (["send", "test/counter", "x"], "send"),
+    (["state"], "state"),
+    (["stats", "--bogus"], "stats"),
+    (["--timeout", "0", "stats"], "COMMAND"),  # the command is not known yet
+    (["help", "nosuch"], "COMMAND"),
+    (["help", "send", "call"], "COMMAND"),
+], ids=lambda a: "-".join(a) if isinstance(a, list) else a)
+def test_cli_usage_error_is_two_lines(args, cmd):
+    p = run_cli(args, address="127.0.0.1:%d" % free_port(), timeout=20)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2, p.stderr
+    assert lines[0].startswith("statemesh: ") and "usage:" not in p.stderr, p.stderr
+    assert lines[1] == HINT % cmd, p.stderr
+    assert p.stdout == ""
+
+
+def test_cli_help_is_the_full_help():
+    full = run_cli(["--help"])
+    assert full.returncode == 0 and full.stderr == ""
+    assert full.stdout.startswith("usage: statemesh")
+    for cmd in COMMANDS:
+        assert "\n  %s " % cmd in full.stdout or "\n  %s\n" % cmd in full.stdout, cmd
+    for code in ("0  ok", "1  the runtime", "2  usage error", "3  not found"):
+        assert code in full.stdout, code
+    for args in (["help"], ["-h"]):
+        p = run_cli(args)
+        assert p.returncode == 0 and p.stdout == full.stdout, args
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_cli_help_command(cmd):
+    p = run_cli(["help", cmd])
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    first = p.stdout.splitlines()[0]
+    assert first.startswith("usage: statemesh [--address HOST:PORT] %s" % cmd), first
+    assert "options:" in p.stdout and "exit status:" in p.stdout
+    others = [c for c in COMMANDS if c != cmd and not (cmd == "state" and c == "stats")]
+    for line in p.stdout.splitlines():         # usage lines of this command only
+        if line.startswith(("usage:", "      statemesh")):
+            assert not any(" %s " % c in line for c in others), line
+    assert len(p.stdout) < len(run_cli(["--help"]).stdout) / 2
+    for args in ([cmd, "--help"], [cmd, "-h"], ["--help", cmd]):
+        q = run_cli(args, address="127.0.0.1:%d" % free_port(), timeout=20)
+        assert q.returncode == 0 and q.stdout == p.stdout, (args, q.stdout, q.stderr)
+
+
+def test_cli_help_command_notes():
+    p = run_cli(["help", "deadletters"])
+    for s in ("deadletters list [--type T] [--after ID] [--limit N]",
+              "deadletters replay (ID... | --all) [--type T]",
+              "deadletters drop (ID... | --all) [--type T]", "--after ID", "--all"):
+        assert s in p.stdout, s
+    assert "--follow" not in p.stdout and "--delay" not in p.stdout
+    p = run_cli(["help", "state"])
+    assert "3 not found" in p.stdout and "--delay" not in p.stdout
+
+
+def test_cli_state_get_not_found_exit_3(rt_env):
+    rt, fn, cl = rt_env
+    a = rt.ingress
+    p = run_cli(["state", "get", "test/counter", "nobody"], address=a)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout == "# queued_messages=0 in_flight=false\n", p.stdout
+    assert p.stderr == "statemesh: test/counter nobody has no state\n", p.stderr
+    p = run_cli(["state", "get", "test/counter", "nobody", "--json"], address=a)
+    assert p.returncode == 3 and '"values":[]' in p.stdout, (p.stdout, p.stderr)
+    _ok(run_cli(["send", "test/counter", "c3", "4", "--type", "int64"], address=a))
+    assert wait_until(lambda: cl.int_state("test/counter", "c3") == 4)
+    p = run_cli(["state", "get", "test/counter", "c3", "nosuch"], address=a)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout.startswith("# queued_messages="), p.stdout
+    assert p.stderr == "statemesh: test/counter c3 has no state named 'nosuch'\n", p.stderr
+    p = _ok(run_cli(["state", "get", "test/counter", "c3", "n"], address=a))
+    assert p.stderr == "" and _number_in(4, p.stdout)

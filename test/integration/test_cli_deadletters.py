@@ -272,7 +272,10 @@ def test_usage_errors(nowhere, args, needle):
     p = run_cli(args, address=nowhere, timeout=30)
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
     assert needle in p.stderr and p.stdout == ""
-    assert p.stderr.startswith("statemesh: ") and "usage: statemesh" in p.stderr
+    # two lines: what is wrong, then where the usage is (not the whole help)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("statemesh: "), p.stderr
+    assert lines[1] == "run 'statemesh help %s' (or 'statemesh --help') for usage" % args[0], p.stderr
 
 
 def test_usage_mentions_deadletters():
