@@ -591,7 +591,7 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
                         "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
-                        "state_filter_bytes, storage";
+                        "state_filter_bytes, max_streams_per_connection, max_calls, storage";
     char name[CFG_SETTING_MAX];
 
     if (!expect_group(ld, g, "runtime", "...")) return;
@@ -637,6 +637,10 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
                 c->state_filter_bytes = (size_t)v;
         } else if (strcmp(key, "idempotency_retention_hours") == 0) {
             if (get_int(ld, s, name, 1, 8760, &v) == 0) c->idempotency_retention_hours = (int)v;
+        } else if (strcmp(key, "max_streams_per_connection") == 0) {
+            if (get_int(ld, s, name, 1, 1000000, &v) == 0) c->max_streams_per_connection = (int)v;
+        } else if (strcmp(key, "max_calls") == 0) {
+            if (get_int(ld, s, name, 1, 1000000, &v) == 0) c->max_calls = (long)v;
         } else if (strcmp(key, "checkpoint") == 0) {
             load_checkpoint(ld, s, c);
         } else if (strcmp(key, "storage") == 0) {
@@ -1115,6 +1119,8 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     c.state_cache_bytes = CFG_DEFAULT_STATE_CACHE;
     c.state_filter_bytes = CFG_DEFAULT_STATE_FILTER;
     c.idempotency_retention_hours = 24;
+    c.max_streams_per_connection = 1000;
+    c.max_calls = 10000;
     c.storage_block_cache_bytes = CFG_DEFAULT_BLOCK_CACHE;
     c.storage_write_buffer_bytes = CFG_DEFAULT_WRITE_BUFFER;
     c.storage_compression = true;

@@ -11,6 +11,11 @@
  *                                       # get RESOURCE_EXHAUSTED, SendStream pauses
  *                                       # (1 MiB .. 64 GiB)
  *     idempotency_retention_hours = 24; # how long idempotency keys are kept, 1..8760
+ *     max_streams_per_connection = 1000; # concurrent HTTP/2 streams per ingress
+ *                                       # connection, 1..1000000
+ *     max_calls = 10000;                # ingress calls + streams open at once, all
+ *                                       # connections, 1..1000000; beyond it new
+ *                                       # calls get RESOURCE_EXHAUSTED
  *     state_cache_bytes = 8388608;      # state values kept in memory (LRU), 0..64 GiB;
  *                                       # values written but not yet committed are
  *                                       # always kept, whatever the budget
@@ -164,6 +169,8 @@ struct cfg {
     size_t state_cache_bytes; /* default CFG_DEFAULT_STATE_CACHE, 0..64 GiB */
     size_t state_filter_bytes; /* default CFG_DEFAULT_STATE_FILTER, 0 (off)..4 GiB */
     int idempotency_retention_hours; /* default 24 */
+    int max_streams_per_connection; /* default 1000, 1..1000000 (HTTP/2 streams) */
+    long max_calls;           /* default 10000, 1..1000000 (ingress calls + streams) */
     /* runtime.storage: LevelDB's options (see store.h) */
     size_t storage_block_cache_bytes;  /* default CFG_DEFAULT_BLOCK_CACHE, 1 MiB..64 GiB */
     size_t storage_write_buffer_bytes; /* default CFG_DEFAULT_WRITE_BUFFER, 1 MiB..1 GiB */

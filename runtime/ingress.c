@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 
 #include "address.h"
 #include "admin.h"
@@ -16,6 +17,14 @@
 
 /* Room for the address and framing around a max-size argument. */
 #define REQUEST_OVERHEAD (64u << 10)
+/* Memory gRPC may hold for received, not yet consumed bytes of the ingress:
+ * at least this, and at least INGRESS_QUOTA_MESSAGES max-size requests. */
+#define INGRESS_QUOTA_MIN ((size_t)64 << 20)
+#define INGRESS_QUOTA_MESSAGES 4
+/* How often freed heap pages go back to the system (malloc_trim), at most,
+ * once this much of the heap is free. */
+#define TRIM_INTERVAL_MS 1000
+#define TRIM_MIN_FREE ((size_t)8 << 20)
 
 struct pcall {
     struct ingress *in;
@@ -47,6 +56,7 @@ struct ingress {
     /* SendStream requests are decoded into this arena and dropped whole:
      * no malloc/free per message field. */
     sm_arena *arena;
+    int64_t last_trim_ms;
 };
 
 /* ---- pending calls ------------------------------------------------------- */
@@ -623,9 +633,23 @@ static void update_read_limit(struct ingress *in)
     in->rate_delivered = delivered;
 }
 
+/* gRPC's threads free the buffers of a refused request into their malloc
+ * arenas, which glibc does not shrink by itself: hand free pages back. */
+static void maybe_trim(struct ingress *in)
+{
+    int64_t now = rpc_now_ms();
+    struct mallinfo2 mi;
+
+    if (now - in->last_trim_ms < TRIM_INTERVAL_MS) return;
+    in->last_trim_ms = now;
+    mi = mallinfo2();
+    if (mi.fordblks >= TRIM_MIN_FREE) malloc_trim(0);
+}
+
 void ingress_poll_streams(struct ingress *in)
 {
     struct sstream *st, *next;
+    maybe_trim(in);
     update_read_limit(in);
     for (st = in->streams; st; st = next) {
         next = st->next;
@@ -648,7 +672,13 @@ int ingress_create(struct ingress **out, struct server *s)
     }
     in->read_limit = STREAM_QUEUE_MIN;
     in->rate_since_ms = rpc_now_ms();
+    memset(&opt, 0, sizeof opt);
     opt.max_receive_bytes = s->cfg.max_message_bytes + REQUEST_OVERHEAD;
+    opt.max_streams_per_connection = s->cfg.max_streams_per_connection;
+    opt.max_calls = s->cfg.max_calls;
+    opt.max_calls_name = "runtime.max_calls";
+    opt.memory_quota_bytes = INGRESS_QUOTA_MESSAGES * opt.max_receive_bytes;
+    if (opt.memory_quota_bytes < INGRESS_QUOTA_MIN) opt.memory_quota_bytes = INGRESS_QUOTA_MIN;
     if (rpc_server_create(&in->rpc, &s->loop, &opt) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Send", on_send, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Call", on_call, in) != 0 ||

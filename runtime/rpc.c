@@ -190,6 +190,9 @@ struct rpc_server {
     int nmethods;
     struct rpc_method catchall;
     long ncalls;                     /* call objects alive (requested or open) */
+    long nopen;                      /* calls and streams started, not yet freed */
+    long max_calls;                  /* 0 = unbounded */
+    char max_calls_name[64];
     int started, shutting_down, shutdown_done;
     struct rpc_tag t_shutdown;
 };
@@ -207,6 +210,7 @@ static void call_free(struct rpc_call *c)
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
     if (c->status_details_set) grpc_slice_unref(c->status_details);
+    if (c->started) srv->nopen--;
     free(c);
     srv->ncalls--;
 }
@@ -275,6 +279,12 @@ static void server_on_new(void *owner, int ok)
     c->close_pending = 1;
     start_batch(c->call, &op, 1, &c->t_close);
 
+    srv->nopen++;
+    if (srv->max_calls && srv->nopen > srv->max_calls) {
+        rpc_call_error(c, RPC_RESOURCE_EXHAUSTED, "too many concurrent calls (%s = %ld)",
+                       srv->max_calls_name, srv->max_calls);
+        return;
+    }
     if (c->method->handle == NULL) {
         rpc_call_error(c, RPC_UNIMPLEMENTED, "unknown method");
         return;
@@ -386,8 +396,10 @@ int rpc_server_create(struct rpc_server **out, struct rpc_loop *loop,
                       const struct rpc_server_options *opt)
 {
     struct rpc_server *srv = calloc(1, sizeof *srv);
-    grpc_arg args[2];
+    grpc_arg args[4];
     grpc_channel_args ca;
+    grpc_resource_quota *quota = NULL;
+    size_t n = 2;
 
     if (!srv) return -1;
     args[0].type = GRPC_ARG_INTEGER;
@@ -397,10 +409,31 @@ int rpc_server_create(struct rpc_server **out, struct rpc_loop *loop,
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;   /* never share a port silently */
     args[1].value.integer = 0;
-    ca.num_args = 2;
+    if (opt->max_streams_per_connection > 0) {
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS;
+        args[n++].value.integer = opt->max_streams_per_connection;
+    }
+    if (opt->memory_quota_bytes > 0) {
+        /* The chttp2 transport of gRPC 1.51 opens its flow-control window to
+         * a message's full length once it has read the 5-byte prefix and
+         * checks max_receive_bytes only after the whole message arrived; the
+         * quota is what stops it buffering (it resets streams over it). */
+        quota = grpc_resource_quota_create("ingress");
+        grpc_resource_quota_resize(quota, opt->memory_quota_bytes);
+        args[n].type = GRPC_ARG_POINTER;
+        args[n].key = (char *)GRPC_ARG_RESOURCE_QUOTA;
+        args[n].value.pointer.p = quota;
+        args[n++].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    }
+    ca.num_args = n;
     ca.args = args;
     srv->loop = loop;
+    srv->max_calls = opt->max_calls;
+    snprintf(srv->max_calls_name, sizeof srv->max_calls_name, "%s",
+             opt->max_calls_name ? opt->max_calls_name : "max_calls");
     srv->server = grpc_server_create(&ca, NULL);
+    if (quota) grpc_resource_quota_unref(quota);   /* the server holds its own ref */
     grpc_server_register_completion_queue(srv->server, loop->cq, NULL);
     srv->catchall.srv = srv;
     srv->catchall.name = "*";
@@ -467,7 +500,7 @@ struct rpc_scall {
     char fin_msg[512];
     struct rpc_tag t_new, t_close, t_send, t_recv, t_status;
     unsigned close_pending : 1, send_pending : 1, recv_pending : 1, status_pending : 1,
-        md_sent : 1, finished : 1, fin_deferred : 1, half_closed : 1, dead : 1;
+        md_sent : 1, finished : 1, fin_deferred : 1, half_closed : 1, dead : 1, started : 1;
     struct rpc_scall_callbacks cb;
     void *arg;
 };
@@ -482,6 +515,7 @@ static void scall_maybe_free(struct rpc_scall *c)
     if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
     if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
     if (c->status_details_set) grpc_slice_unref(c->status_details);
+    if (c->started) srv->nopen--;
     free(c);
     srv->ncalls--;
 }
@@ -588,6 +622,13 @@ static void scall_on_new(void *owner, int ok)
     op.data.recv_close_on_server.cancelled = &c->cancelled;
     c->close_pending = 1;
     start_batch(c->call, &op, 1, &c->t_close);
+    c->started = 1;
+    srv->nopen++;
+    if (srv->max_calls && srv->nopen > srv->max_calls) {
+        rpc_scall_finish(c, RPC_RESOURCE_EXHAUSTED, "too many concurrent calls (%s = %ld)",
+                         srv->max_calls_name, srv->max_calls);
+        return;
+    }
     c->method->on_open(c->method->arg, c);
 }
 

@@ -81,6 +81,13 @@ typedef void (*rpc_cancel_fn)(void *arg, struct rpc_call *call);
 
 struct rpc_server_options {
     size_t max_receive_bytes;   /* larger requests get RESOURCE_EXHAUSTED from gRPC */
+    int max_streams_per_connection; /* HTTP/2 MAX_CONCURRENT_STREAMS, 0 = gRPC's default */
+    long max_calls;             /* calls + streams open at once, 0 = unbounded; beyond it
+                                 * new calls get RESOURCE_EXHAUSTED naming max_calls_name */
+    const char *max_calls_name;
+    size_t memory_quota_bytes;  /* gRPC resource quota for the transport's buffers
+                                 * (0 = none): over it gRPC resets streams with
+                                 * RESOURCE_EXHAUSTED instead of buffering on */
 };
 
 int rpc_server_create(struct rpc_server **out /* OUT, owned */, struct rpc_loop *loop,

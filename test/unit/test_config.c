@@ -223,6 +223,8 @@ static void defaults(void **state)
     assert_true(c.checkpoint_sync);
     assert_int_equal(c.max_queued_bytes, 16 * 1024 * 1024);
     assert_int_equal(c.idempotency_retention_hours, 24);
+    assert_int_equal(c.max_streams_per_connection, 1000);
+    assert_int_equal(c.max_calls, 10000);
     assert_true(c.state_cache_bytes == (size_t)8 << 20);
     assert_true(c.state_filter_bytes == (size_t)8 << 20);
     assert_true(c.storage_block_cache_bytes == (size_t)8 << 20);
@@ -1028,11 +1030,15 @@ static void bad_runtime_limits(void **state)
     char err[2048];
 
     (void)state;
-    assert_int_equal(load_expect_fail(CONFIGS "bad_runtime_limits.conf", err, sizeof err), 2);
+    assert_int_equal(load_expect_fail(CONFIGS "bad_runtime_limits.conf", err, sizeof err), 4);
     assert_error(err, CONFIGS "bad_runtime_limits.conf:3: runtime.max_queued_bytes: 1048575 is "
                       "out of range; must be 1048576..68719476736");
     assert_error(err, CONFIGS "bad_runtime_limits.conf:4: runtime.idempotency_retention_hours: "
                       "0 is out of range; must be 1..8760");
+    assert_error(err, CONFIGS "bad_runtime_limits.conf:5: runtime.max_streams_per_connection: "
+                      "0 is out of range; must be 1..1000000");
+    assert_error(err, CONFIGS "bad_runtime_limits.conf:6: runtime.max_calls: "
+                      "1000001 is out of range; must be 1..1000000");
 }
 
 /* runtime.storage: every setting, a 64-bit block cache, and each kind of
