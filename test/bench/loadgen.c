@@ -6,8 +6,12 @@
  *
  *   loadgen --target HOST:PORT --workload counter-spread|counter-hot|greeter
  *           --ingress send|call|stream [--clients N] [--inflight N]
- *           [--addresses K] [--messages M] [--batch N] [--window N] [--timeout-ms N]
- *           [--check-max N] [--ready-timeout-ms N] [--drain-timeout-ms N]
+ *           [--addresses K] [--messages M | --duration S] [--batch N] [--window N]
+ *           [--timeout-ms N] [--check-max N] [--ready-timeout-ms N] [--drain-timeout-ms N]
+ *
+ * --duration S: the clients start messages for S seconds (from load-start)
+ * instead of sending --messages; the result's "messages" is then the number
+ * started (all must be acked and are checked), plus "duration_s".
  *
  * The driver (test/bench/run.py) starts the runtime and the function server;
  * this program only talks to the ingress. It prints, one line each, flushed:
@@ -32,8 +36,9 @@
  * single-threaded); client t sends messages t, t+N, t+2N, ...
  *   send    sm_client_send, one at a time: latency = until the ack
  *           (the message is durable)
- *   call    sm_client_call (greeter only: counters do not reply):
- *           latency = until the function's reply
+ *   call    sm_client_call: latency = until the function's reply (the
+ *           greeter's "Hello <id> #<n>", a counter's new value as
+ *           statemesh/int64)
  *   send, call with --inflight N > 1: each client thread keeps up to N
  *           requests outstanding instead, on its own channel (own
  *           connection) and NEXT completion queue, driving gRPC core
