@@ -12,7 +12,13 @@ static int counter(sm_ctx *ctx, const sm_value *msg, void *udata)
     if (sm_value_as_int64(msg, &k) != SM_OK)
         return sm_fail(ctx, BENCH_COUNTER_TYPE " wants statemesh/int64, got %s", msg->typename);
     if (sm_state_get_int64(ctx, BENCH_STATE, &n) < 0) return -1;
-    return sm_state_set_int64(ctx, BENCH_STATE, n + k) < 0 ? -1 : 0;
+    if (sm_state_set_int64(ctx, BENCH_STATE, n + k) < 0) return -1;
+    /* Reply the new value so loadgen can Call the counter. The function
+     * cannot tell whether a Call is pending (the protocol does not say), so
+     * every message from the ingress (no caller) gets one; the runtime drops
+     * replies nobody waits for. */
+    if (!sm_ctx_caller(ctx)) return sm_reply_int64(ctx, n + k) < 0 ? -1 : 0;
+    return 0;
 }
 
 static int greeter(sm_ctx *ctx, const sm_value *msg, void *udata)

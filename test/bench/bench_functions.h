@@ -10,8 +10,10 @@
  * with the same behaviour, so every mode runs the same workload:
  *
  *   bench/counter  state n (statemesh/int64, absent = 0). Message:
- *                  statemesh/int64 k; n += k. No reply (the counter
- *                  workloads use Send and SendStream, which take none).
+ *                  statemesh/int64 k; n += k, then replies n
+ *                  (statemesh/int64) to messages from the ingress (a
+ *                  function cannot tell whether a Call waits; the runtime
+ *                  drops replies to Send/SendStream messages).
  *
  *   bench/greeter  state n (statemesh/int64, absent = 0). Any message:
  *                  n += 1, then replies "Hello <id> #<n>" (statemesh/string).

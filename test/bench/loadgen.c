@@ -6,8 +6,12 @@
  *
  *   loadgen --target HOST:PORT --workload counter-spread|counter-hot|greeter
  *           --ingress send|call|stream [--clients N] [--inflight N]
- *           [--addresses K] [--messages M] [--batch N] [--window N] [--timeout-ms N]
- *           [--check-max N] [--ready-timeout-ms N] [--drain-timeout-ms N]
+ *           [--addresses K] [--messages M | --duration S] [--batch N] [--window N]
+ *           [--timeout-ms N] [--check-max N] [--ready-timeout-ms N] [--drain-timeout-ms N]
+ *
+ * --duration S: the clients start messages for S seconds (from load-start)
+ * instead of sending --messages; the result's "messages" is then the number
+ * started (all must be acked and are checked), plus "duration_s".
  *
  * The driver (test/bench/run.py) starts the runtime and the function server;
  * this program only talks to the ingress. It prints, one line each, flushed:
@@ -32,8 +36,9 @@
  * single-threaded); client t sends messages t, t+N, t+2N, ...
  *   send    sm_client_send, one at a time: latency = until the ack
  *           (the message is durable)
- *   call    sm_client_call (greeter only: counters do not reply):
- *           latency = until the function's reply
+ *   call    sm_client_call: latency = until the function's reply (the
+ *           greeter's "Hello <id> #<n>", a counter's new value as
+ *           statemesh/int64)
  *   send, call with --inflight N > 1: each client thread keeps up to N
  *           requests outstanding instead, on its own channel (own
  *           connection) and NEXT completion queue, driving gRPC core
@@ -181,6 +186,7 @@ struct opts {
     unsigned inflight;        /* send/call: requests outstanding per client */
     uint32_t addresses;
     uint64_t messages;
+    double duration_s;        /* > 0: send for this long instead of --messages */
     size_t batch, window;     /* stream only; 0 = the SDK's defaults */
     int timeout_ms;           /* per unary RPC */
     uint32_t check_max;
@@ -213,6 +219,7 @@ struct worker {
     struct aslot *slots;
     struct hist lat;
     uint64_t acked, failed, rejected, unknown;
+    uint64_t issued;          /* messages started (sent or pushed) */
     int first_code;
     char first_error[300];
     /* stream only */
@@ -232,6 +239,7 @@ struct bench {
     struct worker *w;
     pthread_barrier_t start;
     atomic_int stop;          /* a client gave up: the others stop too */
+    uint64_t deadline_ns;     /* --duration: stop starting messages at this time; 0 = none */
     sm_client *admin;
 };
 
@@ -305,6 +313,24 @@ static void acked(struct worker *w, uint64_t i)
 
 /* ---- unary: send and call ----------------------------------------------- */
 
+/* A Call's reply as the workload defines it: the greeter answers
+ * "Hello <id> #<n>", a counter its new value (statemesh/int64, >= 1). */
+static bool reply_ok(const struct bench *b, const char *typename, const uint8_t *data, size_t len)
+{
+    if (b->o.workload == W_GREETER) return len >= 6 && memcmp(data, "Hello ", 6) == 0;
+    {
+        sm_value v = {.typename = typename ? typename : "", .data = data, .len = len};
+        int64_t n;
+        return typename && sm_value_as_int64(&v, &n) == SM_OK && n >= 1;
+    }
+}
+
+/* --duration: true once the load phase's time is up. */
+static bool time_up(const struct bench *b)
+{
+    return b->deadline_ns && now_ns() >= b->deadline_ns;
+}
+
 static void *unary_main(void *arg)
 {
     struct worker *w = arg;
@@ -319,7 +345,8 @@ static void *unary_main(void *arg)
     for (uint64_t i = w->index; i < b->o.messages; i += b->o.clients) {
         uint64_t t0, t1;
         int rc;
-        if (atomic_load_explicit(&b->stop, memory_order_relaxed)) break;
+        if (atomic_load_explicit(&b->stop, memory_order_relaxed) || time_up(b)) break;
+        w->issued++;
         snprintf(id, sizeof id, "%" PRIu32, address_of(b, i));
         t0 = now_ns();
         if (b->o.ingress == I_CALL)
@@ -328,9 +355,11 @@ static void *unary_main(void *arg)
             rc = sm_client_send(w->client, b->type, id, &v, b->o.timeout_ms, &err);
         t1 = now_ns();
         if (rc == SM_OK && b->o.ingress == I_CALL &&
-            (reply.value.len < 6 || memcmp(reply.value.data, "Hello ", 6) != 0)) {
+            !reply_ok(b, reply.value.typename, reply.value.data, reply.value.len)) {
             w->failed++;
-            note_failure(w, 0, "unexpected reply to a Call (want \"Hello <id> #<n>\")");
+            note_failure(w, 0, b->o.workload == W_GREETER
+                                   ? "unexpected reply to a Call (want \"Hello <id> #<n>\")"
+                                   : "unexpected reply to a Call (want the counter, statemesh/int64)");
             acked(w, i); /* applied all the same */
             continue;
         }
@@ -526,9 +555,11 @@ static void async_complete(struct worker *w, struct aslot *s, uint64_t t1)
     }
     if (call) {
         const Statemesh__V1__TypedValue *reply = ((Statemesh__V1__CallResponse *)resp)->reply;
-        if (!reply || reply->value.len < 6 || memcmp(reply->value.data, "Hello ", 6) != 0) {
+        if (!reply || !reply_ok(w->b, reply->typename_, reply->value.data, reply->value.len)) {
             w->failed++;
-            note_failure(w, 0, "unexpected reply to a Call (want \"Hello <id> #<n>\")");
+            note_failure(w, 0, w->b->o.workload == W_GREETER
+                                   ? "unexpected reply to a Call (want \"Hello <id> #<n>\")"
+                                   : "unexpected reply to a Call (want the counter, statemesh/int64)");
             acked(w, s->i); /* applied all the same */
             goto out;
         }
@@ -560,8 +591,9 @@ static void *async_main(void *arg)
     for (;;) {
         grpc_event ev;
         while (nfree > 0 && i < b->o.messages &&
-               !atomic_load_explicit(&b->stop, memory_order_relaxed)) {
+               !atomic_load_explicit(&b->stop, memory_order_relaxed) && !time_up(b)) {
             struct aslot *s = free_slots[--nfree];
+            w->issued++;
             if (async_start(w, s, i, &v) == 0) outstanding++;
             else free_slots[nfree++] = s;
             i += b->o.clients;
@@ -646,7 +678,8 @@ static void *stream_main(void *arg)
     }
     for (uint64_t i = w->index; i < b->o.messages; i += b->o.clients) {
         uint64_t seq;
-        if (atomic_load_explicit(&b->stop, memory_order_relaxed)) break;
+        if (atomic_load_explicit(&b->stop, memory_order_relaxed) || time_up(b)) break;
+        w->issued++;
         snprintf(id, sizeof id, "%" PRIu32, address_of(b, i));
         if (sm_send_stream_push(st, b->type, id, &v, NULL, &seq, &err) != SM_OK) {
             note_failure(w, err.code, err.message);
@@ -843,8 +876,9 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: loadgen --target HOST:PORT --workload counter-spread|counter-hot|greeter\n"
             "               --ingress send|call|stream [--clients N] [--inflight N]\n"
-            "               [--addresses K] [--messages M] [--batch N] [--window N] [--timeout-ms N]\n"
-            "               [--check-max N] [--ready-timeout-ms N] [--drain-timeout-ms N]\n"
+            "               [--addresses K] [--messages M | --duration S] [--batch N] [--window N]\n"
+            "               [--timeout-ms N] [--check-max N] [--ready-timeout-ms N]\n"
+            "               [--drain-timeout-ms N]\n"
             "See the top of test/bench/loadgen.c.\n");
 }
 
@@ -864,7 +898,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
     *o = (struct opts){.target = NULL, .workload = W_SPREAD, .ingress = I_STREAM, .clients = 1, .inflight = 1,
                        .addresses = 1000, .messages = 10000, .timeout_ms = 30000,
                        .check_max = 20000, .ready_timeout_ms = 20000, .drain_timeout_ms = 300000};
-    bool have_workload = false, have_ingress = false;
+    bool have_workload = false, have_ingress = false, have_messages = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t n;
@@ -900,6 +934,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
         } else if (strcmp(a, "--messages") == 0) {
             if (parse_u64(v, 1, (uint64_t)1 << 40, &n)) goto bad_value;
             o->messages = n;
+            have_messages = true;
+        } else if (strcmp(a, "--duration") == 0) {
+            char *end;
+            double d;
+            errno = 0;
+            d = strtod(v, &end);
+            if (errno || end == v || *end || !(d > 0 && d <= 86400)) goto bad_value;
+            o->duration_s = d;
         } else if (strcmp(a, "--batch") == 0) {
             if (parse_u64(v, 1, 65536, &n)) goto bad_value;
             o->batch = (size_t)n;
@@ -935,13 +977,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
         usage(stderr);
         return -1;
     }
-    if (o->ingress == I_CALL && o->workload != W_GREETER) {
-        fprintf(stderr, "loadgen: --ingress call needs --workload greeter (the counters do not reply)\n");
-        return -1;
-    }
     if (o->ingress == I_STREAM && o->inflight > 1) {
         fprintf(stderr, "loadgen: --inflight is for --ingress send|call (a stream has --window)\n");
         return -1;
+    }
+    if (o->duration_s > 0) {
+        if (have_messages) {
+            fprintf(stderr, "loadgen: --messages and --duration exclude each other\n");
+            return -1;
+        }
+        o->messages = (uint64_t)1 << 40; /* never reached: the clock stops the load */
     }
     if (o->workload == W_HOT) o->addresses = 1;
     if (o->clients > o->messages) o->clients = (unsigned)o->messages;
@@ -957,7 +1002,7 @@ int main(int argc, char **argv)
     uint32_t *addrs = NULL;
     size_t naddrs = 0, nthreads = 0;
     uint64_t t_start = 0, t_acked = 0, t_end = 0;
-    uint64_t acked = 0, failed = 0, rejected = 0, unknown = 0, sum = 0, expect_sum = 0, bad = 0;
+    uint64_t acked = 0, issued = 0, want = 0, failed = 0, rejected = 0, unknown = 0, sum = 0, expect_sum = 0, bad = 0;
     bool barrier = false, ok = false, rej_overflow = false;
     char error[600] = "", check_desc[200] = "";
     int rc = 1;
@@ -1041,6 +1086,7 @@ int main(int argc, char **argv)
     printf("phase load-start\n");
     fflush(stdout);
     t_start = now_ns();
+    if (b.o.duration_s > 0) b.deadline_ns = t_start + (uint64_t)(b.o.duration_s * 1e9);
     pthread_barrier_wait(&b.start);
     for (unsigned t = 0; t < b.o.clients; t++) {
         struct worker *w = &b.w[t];
@@ -1048,6 +1094,7 @@ int main(int argc, char **argv)
         w->started = false;
         hist_merge(lat, &w->lat);
         acked += w->acked;
+        issued += w->issued;
         failed += w->failed;
         rejected += w->rejected;
         unknown += w->unknown;
@@ -1056,6 +1103,8 @@ int main(int argc, char **argv)
             errorf(error, sizeof error, "client %u: %s", t, w->first_error);
     }
     t_acked = now_ns();
+    /* --duration: the messages started before the time was up */
+    want = b.o.duration_s > 0 ? issued : b.o.messages;
     {
         char why[300];
         int drained = wait_drained(&b, &after, why, sizeof why);
@@ -1128,11 +1177,11 @@ int main(int argc, char **argv)
             if (!error[0]) errorf(error, sizeof error, "too many rejected messages to check");
         }
     }
-    ok = error[0] == '\0' && failed == 0 && rejected == 0 && acked == b.o.messages;
+    ok = error[0] == '\0' && failed == 0 && rejected == 0 && acked == want;
     if (ok) rc = 0;
     if (!ok && !error[0])
         errorf(error, sizeof error, "only %" PRIu64 " of %" PRIu64 " messages acknowledged", acked,
-                 b.o.messages);
+                 want);
 
 report:
     {
@@ -1143,7 +1192,8 @@ report:
         fprintf(f, "result {\"workload\":\"%s\",\"ingress\":\"%s\",\"clients\":%u,\"inflight\":%u"
                    ",\"addresses\":%" PRIu32 ",\"messages\":%" PRIu64,
                 workload_names[b.o.workload], ingress_names[b.o.ingress], b.o.clients, b.o.inflight,
-                b.o.addresses, b.o.messages);
+                b.o.addresses, t_acked ? want : b.o.messages);
+        if (b.o.duration_s > 0) fprintf(f, ",\"duration_s\":%.3f", b.o.duration_s);
         fprintf(f, ",\"acked\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"rejected\":%" PRIu64
                    ",\"unknown\":%" PRIu64,
                 acked, failed, rejected, unknown);

@@ -32,7 +32,8 @@ Each run:
 
 Result fields (one object per run in results.json): workload, mode, ingress,
 clients, addresses, messages, seconds, msgs_per_s, p50_ms, p99_ms,
-runtime_rss_mb, runtime_anon_mb, runtime_cpu_pct — see the README's "Performance" section —
+runtime_rss_mb, runtime_anon_mb (peak RssAnon of statemeshd from
+/proc/PID/status during the load), runtime_cpu_pct — see the README's "Performance" section —
 plus ok, error, sync, fn_cpu_pct, loadgen_cpu_pct, loadavg_1m and the
 generator's own fields (acked, ack_seconds, p999_ms, max_ms, mean_ms,
 latency, batches, checkpoints, msgs_per_batch, msgs_per_checkpoint, check,
@@ -180,6 +181,10 @@ def quick_runs():
             inflight=unary_inflight(64)),
         run("greeter", "py-sidecar", "call", clients=16, messages=3000,
             inflight=unary_inflight(16)),
+        run("counter-spread", "c-sidecar", "call", clients=16, messages=5000,
+            inflight=unary_inflight(16)),
+        run("counter-hot", "embedded", "call", clients=16, messages=5000,
+            inflight=unary_inflight(16)),
     ]
 
 
@@ -209,6 +214,13 @@ def full_runs():
         for c in (1, 4, 16, 64):
             runs.append(run("greeter", mode, "call", clients=c,
                             messages=2000 if c == 1 else 20000, inflight=unary_inflight(c)))
+    # unary Call of the counters (they reply their new value; C modes only)
+    for mode in ("embedded", "c-sidecar"):
+        for c in (1, 16, 64):
+            runs.append(run("counter-spread", mode, "call", clients=c,
+                            messages=2000 if c == 1 else 20000, inflight=unary_inflight(c)))
+        runs.append(run("counter-hot", mode, "call", clients=16, messages=20000,
+                        inflight=unary_inflight(16)))
     return runs
 
 
@@ -473,8 +485,11 @@ class Bench:
         argv = [self.bin["loadgen"], "--target", "127.0.0.1:%d" % port,
                 "--workload", r["workload"], "--ingress", r["ingress"],
                 "--clients", str(r["clients"] // r["inflight"]), "--addresses", str(r["addresses"]),
-                "--messages", str(r["messages"]),
                 "--drain-timeout-ms", str(int(r["timeout"] * 1000))]
+        if self.args.duration:   # the same time for every run instead of its message count
+            argv += ["--duration", "%g" % self.args.duration]
+        else:
+            argv += ["--messages", str(r["messages"])]
         if r["batch"]:
             argv += ["--batch", str(r["batch"])]
         if r["window"]:
@@ -514,6 +529,8 @@ class Bench:
             for k, v in result.items():
                 if k not in ("workload", "ingress", "clients", "inflight", "addresses", "messages"):
                     res[k] = v
+            if self.args.duration:   # the count the generator managed in the time
+                res["messages"] = result.get("messages")
             if rt.poll() is not None:
                 raise BenchError("statemeshd died during the run (exit %s): %s"
                                  % (rt.returncode, tail(os.path.join(work, "statemeshd.log"), 5)))
@@ -656,7 +673,7 @@ class Bench:
             timed_out.set()
             self.children.kill(gen)
 
-        killer = threading.Timer(r["timeout"] + 60, expire)
+        killer = threading.Timer(r["timeout"] + 60 + (self.args.duration or 0), expire)
         killer.daemon = True
         killer.start()
         try:
@@ -818,6 +835,10 @@ def main():
                          "messages are divided by %d (at least %d) and timeouts multiplied by %d; "
                          "the numbers in the table are then not representative; not with --perf"
                          % (CALLGRIND_DIVIDE, CALLGRIND_MIN_MESSAGES, CALLGRIND_TIMEOUT_FACTOR))
+    ap.add_argument("--duration", type=float, metavar="S",
+                    help="every run sends for S seconds (loadgen --duration) instead of its "
+                         "message count, so runs compare at equal durations; messages then "
+                         "reports how many were sent")
     ap.add_argument("--no-plot", action="store_true",
                     help="do not draw BUILD/bench/scaling.png (by default test/bench/plot.py draws "
                          "it from the results after the runs; needs python3-matplotlib, and "
