@@ -34,9 +34,31 @@ void ckpt_cleanup(struct ckpt *ck)
     store_batch_destroy(&ck->batch);
 }
 
+static int wants_commit(const struct ckpt *ck)
+{
+    return store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL ||
+           ck->forced;
+}
+
+static void unhold(struct ckpt *ck, struct msg *m)
+{
+    if (!m->held) return;
+    m->held = 0;
+    if (--ck->nheld == 0) ck->hold_since_ms = 0;
+}
+
+void ckpt_msg_dispatched(struct ckpt *ck, struct msg *m, int64_t now_ms)
+{
+    if (!m->pending || m->src || m->held) return;
+    m->held = 1;
+    if (ck->nheld++ == 0) ck->hold_since_ms = now_ms;
+}
+
 int64_t ckpt_pending_deadline(const struct ckpt *ck)
 {
     int64_t d = ck->pending ? ck->pending_since_ms + CKPT_PENDING_MAX_MS : INT64_MAX;
+    if (ck->nheld > 0 && wants_commit(ck) && ck->hold_since_ms + CKPT_HOLD_MAX_MS < d)
+        d = ck->hold_since_ms + CKPT_HOLD_MAX_MS;
     for (const struct ckpt_source *src = ck->sources; src; src = src->next)
         if (src->head && src->head->arrived_ms + CKPT_CARRY_MAX_MS < d)
             d = src->head->arrived_ms + CKPT_CARRY_MAX_MS;
@@ -45,15 +67,14 @@ int64_t ckpt_pending_deadline(const struct ckpt *ck)
 
 int ckpt_due(const struct ckpt *ck, int64_t now_ms)
 {
-    if (store_batch_count(ck->batch) > 0 || ck->nacks > 0 || ck->parked.head != NULL ||
-        ck->forced)
-        return 1;
+    if (wants_commit(ck))
+        return ck->nheld == 0 || now_ms >= ck->hold_since_ms + CKPT_HOLD_MAX_MS;
     return ckpt_pending_deadline(ck) <= now_ms;
 }
 
 int ckpt_dirty(const struct ckpt *ck)
 {
-    if (ck->pending != NULL || ckpt_due(ck, 0)) return 1;
+    if (ck->pending != NULL || wants_commit(ck)) return 1;
     for (const struct ckpt_source *src = ck->sources; src; src = src->next)
         if (src->head) return 1;
     return 0;
@@ -108,6 +129,7 @@ void ckpt_pending_remove(struct ckpt *ck, struct msg *m)
         if (m->seq > src->consumed_seq) src->consumed_seq = m->seq;
         source_unlink(src, m);
     } else {
+        unhold(ck, m);
         if (m->pprev) m->pprev->pnext = m->pnext;
         else ck->pending = m->pnext;
         if (m->pnext) m->pnext->pprev = m->pprev;
@@ -173,6 +195,7 @@ static void write_inbox_key(struct ckpt *ck, struct msg *m)
     statemesh__v1__stored_message__pack(&sm, buf);
     store_batch_put_message(ck->batch, m->mb->type, m->mb->id, m->seq, buf, n);
     if (buf != stack) free(buf);
+    unhold(ck, m);
     m->pnext = m->pprev = NULL;
     m->pending = 0;
 }

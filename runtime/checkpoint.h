@@ -18,6 +18,20 @@
  * they are written within CKPT_PENDING_MAX_MS, so a message waiting for a
  * slow or absent function server is durable soon anyway.
  *
+ * Holding for an in-flight result: a unary message accepted into the open
+ * group and already sent to its function in a batch (m->held, counted in
+ * nheld) holds the commit back while the group would otherwise be due,
+ * until its result arrives (it is then consumed: the group holds the result
+ * instead of an M key) or CKPT_HOLD_MAX_MS after the first such message was
+ * sent, whichever comes first. So a Send to a sidecar commits its accept
+ * and its result in one checkpoint (one fsync), as with an embedded module,
+ * instead of one for the accept and its ack and another for the result. An
+ * ack is still released only after the checkpoint holding its message is
+ * durable, and waits at most CKPT_HOLD_MAX_MS longer (less than a batch's
+ * round trip usually costs with the fsync it saves). A batch that fails or
+ * is lost keeps holding until the bound; a commit writes every held
+ * message's M key and clears the hold. Stopping commits without holding.
+ *
  * Carrying: a SendStream message (without an idempotency key) may stay
  * pending across commits, because its ack is a cumulative committed_through
  * that the stream can hold back: it lives in its stream's `ckpt_source`
@@ -74,6 +88,7 @@ struct ckpt_ack {
 
 #define CKPT_PENDING_MAX_MS 20
 #define CKPT_CARRY_MAX_MS 1000
+#define CKPT_HOLD_MAX_MS 2
 
 /* Carried messages of one SendStream; embedded in the stream. */
 struct ckpt_source {
@@ -88,6 +103,8 @@ struct ckpt {
     struct msg *pending;       /* accepted, M key not yet written */
     size_t npending;
     int64_t pending_since_ms;
+    size_t nheld;              /* pending unary messages in a batch in flight */
+    int64_t hold_since_ms;     /* when the first of them was sent; 0 none */
     struct ckpt_ack *acks;
     size_t nacks, cap;
     struct ckpt_source *sources;
@@ -111,6 +128,8 @@ int64_t ckpt_pending_deadline(const struct ckpt *ck);
 /* Lazy inbox keys (see above). mb is the message's address; m->src (set by
  * the caller, or NULL) makes it carry-eligible. */
 void ckpt_pending_add(struct ckpt *ck, struct msg *m, struct mbox *mb, int64_t now_ms);
+/* m goes out in a batch (see "Holding for an in-flight result"). */
+void ckpt_msg_dispatched(struct ckpt *ck, struct msg *m, int64_t now_ms);
 /* m was consumed (its effects are in the open group) or taken out. */
 void ckpt_pending_remove(struct ckpt *ck, struct msg *m);
 void ckpt_source_attach(struct ckpt *ck, struct ckpt_source *src);

@@ -420,6 +420,7 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     struct ftype *ft = ep_find_type(ep, mb->type);
     struct disp_scratch *sc = &s->scratch;
     struct batch_build b;
+    int64_t now;
     char why[256];
     uint32_t n;
     struct msg *m;
@@ -475,6 +476,7 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     b.req.n_invocations = n;
     b.req.invocations = sc->invp;
     b.req.batch_id = ep_reserve(ep, mb);
+    for (m = mb->batch, now = rpc_now_ms(); m; m = m->next) ckpt_msg_dispatched(&s->ckpt, m, now);
     ep_append_message(ep, &b.req.base);
     s->stats.batches_sent++;
 }

@@ -46,6 +46,7 @@ struct msg {
     struct msg *pnext, *pprev;
     struct mbox *mb;           /* its address, while pending */
     int pending;
+    int held;                  /* pending and sent in a batch: counted in ckpt.nheld */
     /* A message from a SendStream may stay pending across checkpoints
      * ("carried", checkpoint.h): then pnext/pprev link it in src's list
      * instead of the open group's, src_seq is its seq in that stream and
