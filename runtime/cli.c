@@ -87,7 +87,7 @@
  * A usage error is two lines on stderr: "statemesh: WHAT IS WRONG", then
  * "run 'statemesh help COMMAND' (or 'statemesh --help') for usage".
  *
- * Exit status (also in `statemesh --help` and README.md):
+ * Exit status (also in `statemesh --help` and docs/operations.md):
  *   0  ok
  *   1  the runtime answered with an error or could not be reached
  *      ("statemesh: call example/user alice: NOT_FOUND: ..."), or send

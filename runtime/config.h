@@ -146,7 +146,7 @@ struct cfg_egress {
 
 /* The memory defaults keep the runtime near 64 MB of anonymous memory at
  * any number of addresses (measured with make bench at 10M addresses; see
- * the README's "Performance" section). */
+ * docs/performance.md). */
 #define CFG_DEFAULT_QUEUED_BYTES (16u * 1024 * 1024)
 #define CFG_DEFAULT_STATE_CACHE (8u * 1024 * 1024)
 #define CFG_DEFAULT_STATE_FILTER (8u * 1024 * 1024)

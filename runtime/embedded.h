@@ -49,7 +49,7 @@
  * to the endpoint's answer callback (disp_on_response for results), one
  * batch after another, synchronously, on the event-loop thread.
  *
- * TRADE-OFFS (say them to users, README "Embedded mode"):
+ * TRADE-OFFS (say them to users, docs/c-sdk.md "Embedded modules"):
  *   + the fastest path: no socket, no HTTP/2, no second process, no copy of
  *     the answer (the responses are read where the SDK built them);
  *   - the module shares the runtime's address space and its one thread: a

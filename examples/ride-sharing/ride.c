@@ -47,7 +47,7 @@
  * active) is answered with {"error": "..."} and changes nothing: failing the
  * batch would make the runtime retry the same bad message forever.
  *
- * Try it: examples/ride-sharing/run.sh, then the commands in the README
+ * Try it: examples/ride-sharing/run.sh, then the commands in docs/c-sdk.md (ride-sharing)
  * section "Ride-sharing example".
  */
 #include <inttypes.h>

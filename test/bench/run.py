@@ -33,7 +33,7 @@ Each run:
 Result fields (one object per run in results.json): workload, mode, ingress,
 clients, addresses, messages, seconds, msgs_per_s, p50_ms, p99_ms,
 runtime_rss_mb, runtime_anon_mb (peak RssAnon of statemeshd from
-/proc/PID/status during the load), runtime_cpu_pct — see the README's "Performance" section —
+/proc/PID/status during the load), runtime_cpu_pct — see docs/performance.md —
 plus ok, error, sync, fn_cpu_pct, loadgen_cpu_pct, loadavg_1m and the
 generator's own fields (acked, ack_seconds, p999_ms, max_ms, mean_ms,
 latency, batches, checkpoints, msgs_per_batch, msgs_per_checkpoint, check,
