@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from harness import endpoint, raw_bytes, wait_until
+from harness import binary, endpoint, raw_bytes, wait_until
 
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -59,14 +59,19 @@ def test_oversized_parallel_sends_bounded(sandbox, require):
         t.start()
     for t in ts:
         t.join()
-    # memory comes back: malloc_trim runs at most once a second
-    wait_until(lambda: mem_mb(rt.pid)["RssAnon"] < base + 16, timeout=5,
-               message="anon memory back near %d MB" % base)
+    # ASan keeps freed memory in its quarantine and adds shadow memory: the
+    # memory bounds are the plain build's property (CI runs both builds).
+    asan = b"__asan_init" in binary("statemeshd").read_bytes()
+    if not asan:
+        # memory comes back: malloc_trim runs at most once a second
+        wait_until(lambda: mem_mb(rt.pid)["RssAnon"] < base + 16, timeout=5,
+                   message="anon memory back near %d MB" % base)
     stop.set()
     sampler.join()
     assert codes == [RESOURCE_EXHAUSTED] * 8, codes
-    # bound: the 64 MiB ingress quota + 32 MB of slack (was 432 MB)
-    assert peak[0] < base + 96, "peak anon %d MB (base %d MB)" % (peak[0], base)
+    if not asan:
+        # bound: the 64 MiB ingress quota + 32 MB of slack (was 432 MB)
+        assert peak[0] < base + 96, "peak anon %d MB (base %d MB)" % (peak[0], base)
     assert rt.alive and cl.healthy()
     # a just-too-big request still gets gRPC's clear message
     assert "larger than max" in _details(cl, 5 << 20)
