@@ -73,6 +73,8 @@ SDK_SRCS    := $(wildcard sdk-c/*.c)
 SDK_O       := $(patsubst %.c,$(B)/obj/%.o,$(SDK_SRCS))
 RT_SRCS     := $(filter-out runtime/main.c runtime/cli%.c,$(wildcard runtime/*.c))
 RT_O        := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRCS))
+CLI_SRCS    := $(wildcard runtime/cli*.c)
+CLI_O       := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRCS))
 UNIT_SRCS   := $(wildcard test/unit/test_*.c)
 UNIT_BINS   := $(patsubst test/unit/%.c,$(B)/test/%,$(UNIT_SRCS))
 EXAMPLE_SRCS := $(wildcard examples/*/*.c)
@@ -169,7 +171,7 @@ $(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $(B)/obj/runtime/main.o $(B)/libruntime.a \
 	  -Wl,--whole-archive $(B)/libstatemesh.a -Wl,--no-whole-archive $(SDK_EXPORTS) $(LIBS)
 
-$(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/obj/runtime/cli_stdin.o $(B)/libstatemesh.a
+$(B)/statemesh: $(CLI_O) $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/examples/%: $(B)/obj/examples/%.o $(B)/libstatemesh.a
@@ -258,7 +260,8 @@ FZ_RT_O     := $(patsubst %.c,$(FZ)/obj/%.o,$(RT_SRCS))
 # .c (to reach its statics) leave that file's object out.
 FZ_LINK_json      := $(FZ_SDK_O)
 FZ_LINK_config    := $(FZ_RT_O) $(FZ_SDK_O)
-FZ_LINK_cli_stdin := $(FZ)/obj/runtime/cli_stdin.o $(FZ)/obj/runtime/cli_lib.o $(FZ_SDK_O)
+FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(CLI_SRCS))) \
+                     $(FZ)/obj/runtime/cli_lib.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
 

@@ -1,6 +1,13 @@
 /*
- * cli — what the `statemesh` CLI's files share (cli.c: arguments, values,
- * most commands; cli_stdin.c: `send --stdin`). Internal to build/statemesh.
+ * cli — what the `statemesh` CLI's files share. Internal to build/statemesh:
+ *   cli.c            main: arguments, the help, option checks, dispatch
+ *   cli_value.c      --type names, VALUE encoding, printing values
+ *   cli_messaging.c  send, call, egress tail
+ *   cli_stdin.c      send --stdin
+ *   cli_admin.c      state get, stats, deadletters, inspect, stuck, skip, resume
+ * Commands print their answer on stdout and return an exit status (0,
+ * EXIT_RPC after rpc_error, EXIT_USAGE after usage_error, EXIT_NOT_FOUND).
+ * Output formats: the comment at the top of cli.c.
  */
 #ifndef SM_CLI_H
 #define SM_CLI_H
@@ -8,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "statemesh/client.h"
 
@@ -46,19 +54,65 @@ struct gbuf {
     size_t cap;
 };
 
+/* ---- errors and numbers (cli.c) ---- */
+
 /* Prints "statemesh: MESSAGE" and a one-line hint at `statemesh help`;
  * returns EXIT_USAGE. */
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Resolves a --type / "typename" name. Returns 0, or -1 for an unknown one. */
-int resolve_type(const char *name, struct vtype *out);
-int gbuf_reserve(struct gbuf *b, size_t n);
-/* Decodes len hex digits into out (len / 2 bytes). Returns 0 or -1. */
-int unhex(const char *text, size_t len, uint8_t *out);
 /* Prints an RPC failure; returns EXIT_RPC. */
 int rpc_error(const char *what, const sm_error *err, const char *address);
+/* Parses a decimal 0..max (no sign, no blanks) into *out. Returns 0 or -1
+ * (name is unused: the caller words the usage error). */
+int parse_u64(const char *name, const char *val, uint64_t max, uint64_t *out /* OUT */);
 
+/* ---- values (cli_value.c) ---- */
+
+/* Resolves a --type / "typename" name. Returns 0, or -1 for an unknown one. */
+int resolve_type(const char *name, struct vtype *out /* OUT */);
+/* Grows b to at least n bytes (at most MAX_LINE + 64). Returns 0 or -1. */
+int gbuf_reserve(struct gbuf *b, size_t n);
+/* Decodes len hex digits into out (len / 2 bytes). Returns 0 or -1. */
+int unhex(const char *text, size_t len, uint8_t *out /* OUT */);
+/* The command-line VALUE encoded by --type `type` (NULL: string); hex goes
+ * into *store (the caller frees store->p), scalars into scalar. Returns 0,
+ * or a usage error's exit status. */
+int encode_arg(const char *type, const char *text, sm_value *out /* OUT */, uint8_t scalar[8],
+               struct gbuf *store);
+/* s[0..len) as a JSON string. */
+void json_put_string(FILE *f, const char *s, size_t len);
+/* Text form of a value: `quote_strings` for line-oriented output,
+ * `with_typename` puts "TYPENAME " before the hex of user types. */
+void print_value(FILE *f, const sm_value *v, int quote_strings, int with_typename);
+/* The JSON members "typename" and "value" (or "hex") of a value. */
+void print_value_json(FILE *f, const sm_value *v);
+/* A value on one line of text output (JSON on one line, else as print_value). */
+void print_value_line(FILE *f, const sm_value *v);
+/* print_value_json with JSON values kept on one line. */
+void print_value_json_line(FILE *f, const sm_value *v);
+/* A time in ms since the epoch, ISO 8601 UTC with milliseconds. */
+void put_time(FILE *f, int64_t ms);
+/* An id as is, JSON-quoted when it is empty or holds a space, quote or
+ * control character. */
+void put_id(FILE *f, const char *id);
+/* {"type":...,"id":...} */
+void put_address_json(FILE *f, const char *type, const char *id);
+
+/* ---- commands ---- */
+
+/* send TYPE ID VALUE (call = 0) and call TYPE ID VALUE (cli_messaging.c). */
+int cmd_send_or_call(sm_client *c, const struct args *a, int call);
+/* egress tail NAME (cli_messaging.c). */
+int cmd_egress(sm_client *c, const struct args *a);
 /* statemesh send --stdin (cli_stdin.c). */
 int cmd_send_stdin(sm_client *c, const struct args *a);
+/* state get, stats, deadletters list|replay|drop, inspect, stuck, and skip
+ * (skip = true) or resume (cli_admin.c). */
+int cmd_state(sm_client *c, const struct args *a);
+int cmd_stats(sm_client *c, const struct args *a);
+int cmd_deadletters(sm_client *c, const struct args *a);
+int cmd_inspect(sm_client *c, const struct args *a);
+int cmd_stuck(sm_client *c, const struct args *a);
+int cmd_skip_resume(sm_client *c, const struct args *a, bool skip);
 
 /* The line parser of send --stdin, on its own so it can be fuzzed
  * (test/fuzz/fuzz_cli_stdin.c). Set dflt (the --type) and zero the rest;
