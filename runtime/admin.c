@@ -1,9 +1,10 @@
 /*
  * admin — see admin.h.
  *
- * Reads (GetState, Stats, Inspect, ListStuck, Health) answer at once from
- * the store's committed data and the loop's memory. Changes (Skip, Resume,
- * and the dead-letter actions in deadletter.c) put their effects in the open
+ * Reads (GetState, Stats, ListDeadLetters, Inspect, ListStuck, Health)
+ * answer at once from the store's committed data and the loop's memory.
+ * Changes (Skip, Resume, ReplayDeadLetters, DropDeadLetters; the dead
+ * letters themselves are deadletter.c's) put their effects in the open
  * checkpoint and hold the call until it is durable (ingress_hold), so an
  * answered action survives kill -9 and an unanswered one may or may not
  * have happened, like any other write.
@@ -224,6 +225,94 @@ static void on_health(void *arg, struct rpc_call *call, const uint8_t *req, size
         rpc_call_reply(call, &resp.base);
     }
     grpc__health__v1__health_check_request__free_unpacked(r, NULL);
+}
+
+/* ---- dead letters: List, Replay, Drop --------------------------------------- */
+
+static void on_list_deadletters(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct server *s = arg;
+    Statemesh__V1__ListDeadLettersRequest *r = statemesh__v1__list_dead_letters_request__unpack(NULL, len, req);
+    Statemesh__V1__ListDeadLettersResponse resp = STATEMESH__V1__LIST_DEAD_LETTERS_RESPONSE__INIT;
+    struct dl_page page;
+
+    if (!r) {
+        rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid ListDeadLettersRequest");
+        return;
+    }
+    if (dl_list(s, r->type, r->after_id, r->limit, &page) != 0) {
+        rpc_call_error(call, RPC_INTERNAL, "cannot read dead letters (see the runtime log)");
+    } else {
+        resp.n_dead_letters = page.n;
+        resp.dead_letters = page.items;
+        resp.total = (uint64_t)s->stats.dead_letters;
+        rpc_call_reply(call, &resp.base);
+    }
+    dl_page_cleanup(&page);
+    statemesh__v1__list_dead_letters_request__free_unpacked(r, NULL);
+}
+
+/* A replayed dead letter goes back to its target like a new message from
+ * its original caller (after what is queued there). */
+static int requeue(void *arg, const Statemesh__V1__StoredDeadLetter *d)
+{
+    struct server *s = arg;
+    int idx = cfg_match_endpoint(&s->cfg, d->target->type);
+    struct msg *m;
+    if (idx < 0) return -1;
+    m = msg_create(d->caller ? d->caller->type : NULL, d->caller ? d->caller->id : NULL,
+                   d->argument->typename_, d->argument->value.data, d->argument->value.len,
+                   d->reply_key);
+    disp_accept(s, &s->endpoints[idx], d->target->type, d->target->id, m);
+    return 0;
+}
+
+/* ReplayDeadLetters (replay = 1) or DropDeadLetters. */
+static void act_deadletters(struct server *s, struct rpc_call *call, const uint8_t *req, size_t len,
+                            int replay)
+{
+    Statemesh__V1__DeadLetterSelector *sel = statemesh__v1__dead_letter_selector__unpack(NULL, len, req);
+    Statemesh__V1__DeadLetterActionResponse resp = STATEMESH__V1__DEAD_LETTER_ACTION_RESPONSE__INIT;
+    uint64_t count = 0, unroutable = 0;
+    uint8_t *buf;
+    size_t blen;
+    int rc;
+
+    if (!sel) {
+        rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid DeadLetterSelector");
+        return;
+    }
+    if (!sel->all && sel->n_ids == 0) {
+        rpc_call_error(call, RPC_INVALID_ARGUMENT, "name dead letter ids, or select all");
+        goto out;
+    }
+    if (s->stopping) {
+        rpc_call_error(call, RPC_UNAVAILABLE, "statemeshd is shutting down");
+        goto out;
+    }
+    rc = replay ? dl_replay(s, sel, requeue, s, &count, &unroutable) : dl_drop(s, sel, &count);
+    if (rc != 0) {
+        rpc_call_error(call, RPC_INTERNAL, "cannot read dead letters (see the runtime log)");
+        goto out;
+    }
+    LOG_INFO(&s->log, replay ? "deadletters.replayed" : "deadletters.dropped",
+             "count=%llu unroutable=%llu", (unsigned long long)count, (unsigned long long)unroutable);
+    resp.count = count;
+    buf = rpc_pack(&resp.base, &blen);
+    ckpt_add_raw(&s->ckpt, ingress_hold(s->ingress, call), buf, blen);
+    ckpt_touch(&s->ckpt, rpc_now_ms());
+out:
+    statemesh__v1__dead_letter_selector__free_unpacked(sel, NULL);
+}
+
+static void on_replay_deadletters(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    act_deadletters(arg, call, req, len, 1);
+}
+
+static void on_drop_deadletters(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    act_deadletters(arg, call, req, len, 0);
 }
 
 /* ---- failure handling: Inspect, ListStuck, Skip, Resume ------------------ */
@@ -463,9 +552,9 @@ int admin_register(struct rpc_server *rpc, struct server *s)
     } methods[] = {
         {"/statemesh.v1.Admin/GetState", on_get_state},
         {"/statemesh.v1.Admin/Stats", on_stats},
-        {"/statemesh.v1.Admin/ListDeadLetters", dl_on_list},
-        {"/statemesh.v1.Admin/ReplayDeadLetters", dl_on_replay},
-        {"/statemesh.v1.Admin/DropDeadLetters", dl_on_drop},
+        {"/statemesh.v1.Admin/ListDeadLetters", on_list_deadletters},
+        {"/statemesh.v1.Admin/ReplayDeadLetters", on_replay_deadletters},
+        {"/statemesh.v1.Admin/DropDeadLetters", on_drop_deadletters},
         {"/statemesh.v1.Admin/Inspect", on_inspect},
         {"/statemesh.v1.Admin/ListStuck", on_list_stuck},
         {"/statemesh.v1.Admin/Skip", on_skip},

@@ -9,7 +9,8 @@
  *   ListStuck         every address retrying or paused
  *   Skip, Resume      operator actions on a retrying or paused address;
  *                     answered after their checkpoint is durable
- *   *DeadLetters      list, replay, drop (deadletter.c)
+ *   *DeadLetters      list, replay, drop (the store of them: deadletter.c);
+ *                     replay and drop answered after their checkpoint is durable
  *   Health/Check      SERVING, or NOT_SERVING while shutting down
  *
  * Every request is checked like an ingress request (strings valid UTF-8

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dispatch.h"
 #include "server.h"
 #include "statemesh/v1/admin.pb-c.h"
 #include "statemesh/v1/storage.pb-c.h"
@@ -78,19 +77,18 @@ void dl_bury(struct server *s, struct mbox *mb, const char *error)
     ckpt_touch(&s->ckpt, rpc_now_ms());
 }
 
-/* ---- admin ------------------------------------------------------------------ */
+/* ---- list, replay, drop ------------------------------------------------------ */
 
 struct listing {
     const char *type;
     size_t limit;
-    Statemesh__V1__DeadLetter **out;
-    Statemesh__V1__StoredDeadLetter **stored;
-    size_t n;
+    struct dl_page *page;
 };
 
 static int list_one(void *arg, uint64_t id, const uint8_t *val, size_t len)
 {
     struct listing *l = arg;
+    struct dl_page *p = l->page;
     Statemesh__V1__StoredDeadLetter *st = statemesh__v1__stored_dead_letter__unpack(NULL, len, val);
     Statemesh__V1__DeadLetter *d;
     if (!st) return 0;
@@ -108,51 +106,41 @@ static int list_one(void *arg, uint64_t id, const uint8_t *val, size_t len)
     d->error = st->error;
     d->attempts = st->attempts;
     d->failed_at_ms = st->failed_at_ms;
-    l->out[l->n] = d;
-    l->stored[l->n] = st;
-    return ++l->n >= l->limit;
+    p->items[p->n] = d;
+    p->stored[p->n] = st;
+    return ++p->n >= l->limit;
 }
 
-void dl_on_list(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
+int dl_list(struct server *s, const char *type, uint64_t after, uint32_t limit, struct dl_page *page)
 {
-    struct server *s = arg;
-    Statemesh__V1__ListDeadLettersRequest *r = statemesh__v1__list_dead_letters_request__unpack(NULL, len, req);
-    Statemesh__V1__ListDeadLettersResponse resp = STATEMESH__V1__LIST_DEAD_LETTERS_RESPONSE__INIT;
     struct listing l;
-    int rc;
 
-    if (!r) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid ListDeadLettersRequest");
-        return;
+    memset(page, 0, sizeof *page);
+    l.type = type;
+    l.limit = limit == 0 ? LIST_DEFAULT : limit > LIST_MAX ? LIST_MAX : limit;
+    l.page = page;
+    page->items = calloc(l.limit, sizeof *page->items);
+    page->stored = calloc(l.limit, sizeof *page->stored);
+    if (!page->items || !page->stored) abort();
+    return store_scan_deadletters(s->store, after, list_one, &l) < 0 ? -1 : 0;
+}
+
+void dl_page_cleanup(struct dl_page *page)
+{
+    for (size_t i = 0; i < page->n; i++) {
+        free(page->items[i]);
+        statemesh__v1__stored_dead_letter__free_unpacked(page->stored[i], NULL);
     }
-    memset(&l, 0, sizeof l);
-    l.type = r->type;
-    l.limit = r->limit == 0 ? LIST_DEFAULT : r->limit > LIST_MAX ? LIST_MAX : r->limit;
-    l.out = calloc(l.limit, sizeof *l.out);
-    l.stored = calloc(l.limit, sizeof *l.stored);
-    if (!l.out || !l.stored) abort();
-    rc = store_scan_deadletters(s->store, r->after_id, list_one, &l);
-    if (rc < 0) {
-        rpc_call_error(call, RPC_INTERNAL, "cannot read dead letters (see the runtime log)");
-    } else {
-        resp.n_dead_letters = l.n;
-        resp.dead_letters = l.out;
-        resp.total = (uint64_t)s->stats.dead_letters;
-        rpc_call_reply(call, &resp.base);
-    }
-    for (size_t i = 0; i < l.n; i++) {
-        free(l.out[i]);
-        statemesh__v1__stored_dead_letter__free_unpacked(l.stored[i], NULL);
-    }
-    free(l.out);
-    free(l.stored);
-    statemesh__v1__list_dead_letters_request__free_unpacked(r, NULL);
+    free(page->items);
+    free(page->stored);
+    memset(page, 0, sizeof *page);
 }
 
 struct action {
     struct server *s;
     const Statemesh__V1__DeadLetterSelector *sel;
-    int replay;
+    dl_requeue_fn requeue;     /* NULL: drop */
+    void *arg;
     uint64_t count, unroutable;
 };
 
@@ -166,88 +154,51 @@ static int selected(const Statemesh__V1__DeadLetterSelector *sel, uint64_t id,
     return 0;
 }
 
+static void delete_one(struct action *a, uint64_t id)
+{
+    store_batch_delete_deadletter(a->s->ckpt.batch, id);
+    a->s->stats.dead_letters--;
+    a->count++;
+}
+
 static int act_one(void *arg, uint64_t id, const uint8_t *val, size_t len)
 {
     struct action *a = arg;
-    struct server *s = a->s;
     Statemesh__V1__StoredDeadLetter *st = statemesh__v1__stored_dead_letter__unpack(NULL, len, val);
 
     if (!st || !st->target || !st->argument) {
         if (a->sel->all || selected(a->sel, id, st ? st : &(Statemesh__V1__StoredDeadLetter)
                                      STATEMESH__V1__STORED_DEAD_LETTER__INIT)) {
-            if (!a->replay) {                 /* unreadable: can still be dropped */
-                store_batch_delete_deadletter(s->ckpt.batch, id);
-                s->stats.dead_letters--;
-                a->count++;
-            }
+            if (!a->requeue) delete_one(a, id);   /* unreadable: can still be dropped */
         }
         if (st) statemesh__v1__stored_dead_letter__free_unpacked(st, NULL);
         return 0;
     }
     if (selected(a->sel, id, st)) {
-        int idx = cfg_match_endpoint(&s->cfg, st->target->type);
-        if (a->replay && idx < 0) {
-            a->unroutable++;
-        } else {
-            if (a->replay) {
-                struct msg *m = msg_create(st->caller ? st->caller->type : NULL,
-                                           st->caller ? st->caller->id : NULL,
-                                           st->argument->typename_, st->argument->value.data,
-                                           st->argument->value.len, st->reply_key);
-                disp_accept(s, &s->endpoints[idx], st->target->type, st->target->id, m);
-            }
-            store_batch_delete_deadletter(s->ckpt.batch, id);
-            s->stats.dead_letters--;
-            a->count++;
-        }
+        if (a->requeue && a->requeue(a->arg, st) != 0) a->unroutable++;
+        else delete_one(a, id);
     }
     statemesh__v1__stored_dead_letter__free_unpacked(st, NULL);
     return 0;
 }
 
-static void act(struct server *s, struct rpc_call *call, const uint8_t *req, size_t len, int replay)
+static int act(struct action *a, uint64_t *count, uint64_t *unroutable)
 {
-    Statemesh__V1__DeadLetterSelector *sel = statemesh__v1__dead_letter_selector__unpack(NULL, len, req);
-    Statemesh__V1__DeadLetterActionResponse resp = STATEMESH__V1__DEAD_LETTER_ACTION_RESPONSE__INIT;
-    struct action a = {s, sel, replay, 0, 0};
-    uint8_t *buf;
-    size_t blen;
-
-    if (!sel) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid DeadLetterSelector");
-        return;
-    }
-    if (!sel->all && sel->n_ids == 0) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "name dead letter ids, or select all");
-        statemesh__v1__dead_letter_selector__free_unpacked(sel, NULL);
-        return;
-    }
-    if (s->stopping) {
-        rpc_call_error(call, RPC_UNAVAILABLE, "statemeshd is shutting down");
-        statemesh__v1__dead_letter_selector__free_unpacked(sel, NULL);
-        return;
-    }
-    if (store_scan_deadletters(s->store, 0, act_one, &a) < 0) {
-        rpc_call_error(call, RPC_INTERNAL, "cannot read dead letters (see the runtime log)");
-        statemesh__v1__dead_letter_selector__free_unpacked(sel, NULL);
-        return;
-    }
-    LOG_INFO(&s->log, replay ? "deadletters.replayed" : "deadletters.dropped",
-             "count=%llu unroutable=%llu", (unsigned long long)a.count,
-             (unsigned long long)a.unroutable);
-    resp.count = a.count;
-    buf = rpc_pack(&resp.base, &blen);
-    ckpt_add_raw(&s->ckpt, ingress_hold(s->ingress, call), buf, blen);
-    ckpt_touch(&s->ckpt, rpc_now_ms());
-    statemesh__v1__dead_letter_selector__free_unpacked(sel, NULL);
+    int rc = store_scan_deadletters(a->s->store, 0, act_one, a) < 0 ? -1 : 0;
+    *count = a->count;
+    if (unroutable) *unroutable = a->unroutable;
+    return rc;
 }
 
-void dl_on_replay(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
+int dl_replay(struct server *s, const Statemesh__V1__DeadLetterSelector *sel, dl_requeue_fn requeue,
+              void *arg, uint64_t *count, uint64_t *unroutable)
 {
-    act(arg, call, req, len, 1);
+    struct action a = {s, sel, requeue, arg, 0, 0};
+    return act(&a, count, unroutable);
 }
 
-void dl_on_drop(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
+int dl_drop(struct server *s, const Statemesh__V1__DeadLetterSelector *sel, uint64_t *count)
 {
-    act(arg, call, req, len, 0);
+    struct action a = {s, sel, NULL, NULL, 0, 0};
+    return act(&a, count, NULL);
 }
