@@ -28,6 +28,31 @@
 #define STUCK_DEFAULT 1000
 #define STUCK_MAX 100000
 
+/* Checks every string field of a request (desc) like the ingress does:
+ * valid UTF-8 without NUL. Returns 0, or -1 after answering
+ * INVALID_ARGUMENT. */
+static int check_strings(struct rpc_call *call, const ProtobufCMessageDescriptor *desc,
+                         const uint8_t *req, size_t len)
+{
+    char why[300];
+    if (wire_check_strings(desc, req, len, why, sizeof why) == 0) return 0;
+    rpc_call_error(call, RPC_INVALID_ARGUMENT, "invalid request: %s", why);
+    return -1;
+}
+
+/* Packs resp and holds the call until the open checkpoint, which holds the
+ * effects of the action, is durable (force: commit it without waiting for
+ * more work). */
+static void reply_when_durable(struct server *s, struct rpc_call *call, const ProtobufCMessage *resp,
+                               int force)
+{
+    size_t len;
+    uint8_t *buf = rpc_pack(resp, &len);
+    ckpt_add_raw(&s->ckpt, ingress_hold(s->ingress, call), buf, len);
+    if (force) s->ckpt.forced = 1;
+    ckpt_touch(&s->ckpt, rpc_now_ms());
+}
+
 /* ---- GetState, Stats, Health ------------------------------------------------ */
 
 struct state_list {
@@ -77,7 +102,6 @@ static void on_get_state(void *arg, struct rpc_call *call, const uint8_t *req, s
     Statemesh__V1__GetStateRequest *r = statemesh__v1__get_state_request__unpack(NULL, len, req);
     Statemesh__V1__GetStateResponse resp = STATEMESH__V1__GET_STATE_RESPONSE__INIT;
     struct state_list l = {0};
-    char why[300];
     const char *e;
     struct mbox *mb;
     int rc = 0;
@@ -90,11 +114,8 @@ static void on_get_state(void *arg, struct rpc_call *call, const uint8_t *req, s
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "address is missing");
         goto out;
     }
-    if (wire_check_strings(&statemesh__v1__get_state_request__descriptor, req, len, why,
-                           sizeof why) != 0) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "invalid request: %s", why);
+    if (check_strings(call, &statemesh__v1__get_state_request__descriptor, req, len) != 0)
         goto out;
-    }
     if ((e = addr_check_type(r->address->type, strlen(r->address->type))) ||
         (e = addr_check_id(r->address->id, strlen(r->address->id))) ||
         (r->name[0] && (e = addr_check_state_name(r->name, strlen(r->name))))) {
@@ -274,8 +295,6 @@ static void act_deadletters(struct server *s, struct rpc_call *call, const uint8
     Statemesh__V1__DeadLetterSelector *sel = statemesh__v1__dead_letter_selector__unpack(NULL, len, req);
     Statemesh__V1__DeadLetterActionResponse resp = STATEMESH__V1__DEAD_LETTER_ACTION_RESPONSE__INIT;
     uint64_t count = 0, unroutable = 0;
-    uint8_t *buf;
-    size_t blen;
     int rc;
 
     if (!sel) {
@@ -298,9 +317,7 @@ static void act_deadletters(struct server *s, struct rpc_call *call, const uint8
     LOG_INFO(&s->log, replay ? "deadletters.replayed" : "deadletters.dropped",
              "count=%llu unroutable=%llu", (unsigned long long)count, (unsigned long long)unroutable);
     resp.count = count;
-    buf = rpc_pack(&resp.base, &blen);
-    ckpt_add_raw(&s->ckpt, ingress_hold(s->ingress, call), buf, blen);
-    ckpt_touch(&s->ckpt, rpc_now_ms());
+    reply_when_durable(s, call, &resp.base, 0);
 out:
     statemesh__v1__dead_letter_selector__free_unpacked(sel, NULL);
 }
@@ -322,12 +339,8 @@ static void on_drop_deadletters(void *arg, struct rpc_call *call, const uint8_t 
 static int check_address(struct rpc_call *call, const ProtobufCMessageDescriptor *desc,
                          const uint8_t *req, size_t len, const Statemesh__V1__Address *a)
 {
-    char why[300];
     const char *e;
-    if (wire_check_strings(desc, req, len, why, sizeof why) != 0) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "invalid request: %s", why);
-        return -1;
-    }
+    if (check_strings(call, desc, req, len) != 0) return -1;
     if (!a) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "address is missing");
         return -1;
@@ -435,15 +448,12 @@ static void on_list_stuck(void *arg, struct rpc_call *call, const uint8_t *req, 
     Statemesh__V1__ListStuckRequest *r = statemesh__v1__list_stuck_request__unpack(NULL, len, req);
     Statemesh__V1__ListStuckResponse resp = STATEMESH__V1__LIST_STUCK_RESPONSE__INIT;
     struct stuck_list l;
-    char why[300];
 
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid ListStuckRequest");
         return;
     }
-    if (wire_check_strings(&statemesh__v1__list_stuck_request__descriptor, req, len, why,
-                           sizeof why) != 0) {
-        rpc_call_error(call, RPC_INVALID_ARGUMENT, "invalid request: %s", why);
+    if (check_strings(call, &statemesh__v1__list_stuck_request__descriptor, req, len) != 0) {
         statemesh__v1__list_stuck_request__free_unpacked(r, NULL);
         return;
     }
@@ -485,8 +495,6 @@ static void act(struct server *s, struct rpc_call *call, const uint8_t *req, siz
     Statemesh__V1__AddressRequest *r = statemesh__v1__address_request__unpack(NULL, len, req);
     struct mbox *mb;
     char q[200], why[700];
-    uint8_t *buf;
-    size_t blen;
 
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid AddressRequest");
@@ -515,7 +523,7 @@ static void act(struct server *s, struct rpc_call *call, const uint8_t *req, siz
         }
         LOG_WARN(&s->log, "message.skipped", "type=%s id=%s dead_letter_id=%llu", mb->type,
                  log_quote(q, sizeof q, mb->id), (unsigned long long)resp.dead_letter_id);
-        buf = rpc_pack(&resp.base, &blen);
+        reply_when_durable(s, call, &resp.base, 1);
     } else {
         Statemesh__V1__ResumeResponse resp = STATEMESH__V1__RESUME_RESPONSE__INIT;
         if (disp_resume(s, mb) != 0) {
@@ -523,11 +531,8 @@ static void act(struct server *s, struct rpc_call *call, const uint8_t *req, siz
                            mb->id, state_word(mb));
             goto out;
         }
-        buf = rpc_pack(&resp.base, &blen);
+        reply_when_durable(s, call, &resp.base, 1);
     }
-    ckpt_add_raw(&s->ckpt, ingress_hold(s->ingress, call), buf, blen);
-    s->ckpt.forced = 1;
-    ckpt_touch(&s->ckpt, rpc_now_ms());
 out:
     statemesh__v1__address_request__free_unpacked(r, NULL);
 }

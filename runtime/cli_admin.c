@@ -30,11 +30,9 @@ int cmd_state(sm_client *c, const struct args *a)
                             a->timeout_ms, &l, &err) != SM_OK)
         return rpc_error(what, &err, a->address);
     if (a->json) {
-        fputs("{\"address\":{\"type\":", stdout);
-        json_put_string(stdout, a->pos[2], strlen(a->pos[2]));
-        fputs(",\"id\":", stdout);
-        json_put_string(stdout, a->pos[3], strlen(a->pos[3]));
-        fputs("},\"values\":[", stdout);
+        fputs("{\"address\":", stdout);
+        put_address_json(stdout, a->pos[2], a->pos[3]);
+        fputs(",\"values\":[", stdout);
         for (size_t i = 0; i < l.n; i++) {
             fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
             json_put_string(stdout, l.items[i].name, strlen(l.items[i].name));
@@ -97,20 +95,11 @@ static void print_deadletter(const sm_deadletter *d, bool json)
         printf("{\"id\":%" PRIu64 ",\"failed_at_ms\":%" PRId64 ",\"time\":\"", d->id,
                d->failed_at_ms);
         put_time(stdout, d->failed_at_ms);
-        fputs("\",\"target\":{\"type\":", stdout);
-        json_put_string(stdout, d->target_type, strlen(d->target_type));
-        fputs(",\"id\":", stdout);
-        json_put_string(stdout, d->target_id, strlen(d->target_id));
-        fputs("},\"caller\":", stdout);
-        if (d->caller_type) {
-            fputs("{\"type\":", stdout);
-            json_put_string(stdout, d->caller_type, strlen(d->caller_type));
-            fputs(",\"id\":", stdout);
-            json_put_string(stdout, d->caller_id, strlen(d->caller_id));
-            fputc('}', stdout);
-        } else {
-            fputs("null", stdout);
-        }
+        fputs("\",\"target\":", stdout);
+        put_address_json(stdout, d->target_type, d->target_id);
+        fputs(",\"caller\":", stdout);
+        if (d->caller_type) put_address_json(stdout, d->caller_type, d->caller_id);
+        else fputs("null", stdout);
         printf(",\"attempts\":%" PRIu32 ",\"error\":", d->attempts);
         json_put_string(stdout, d->error, strlen(d->error));
         fputc(',', stdout);

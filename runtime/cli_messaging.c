@@ -81,11 +81,9 @@ static int print_record(const sm_egress_record *rec, bool json)
         printf("{\"offset\":%" PRIu64 ",\"timestamp_ms\":%" PRId64 ",\"time\":\"", rec->offset,
                rec->timestamp_ms);
         put_time(stdout, rec->timestamp_ms);
-        fputs("\",\"source\":{\"type\":", stdout);
-        json_put_string(stdout, rec->source_type, strlen(rec->source_type));
-        fputs(",\"id\":", stdout);
-        json_put_string(stdout, rec->source_id, strlen(rec->source_id));
-        fputs("},", stdout);
+        fputs("\",\"source\":", stdout);
+        put_address_json(stdout, rec->source_type, rec->source_id);
+        fputc(',', stdout);
         print_value_json_line(stdout, &rec->value);
         fputs("}\n", stdout);
     } else {

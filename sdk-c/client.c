@@ -321,6 +321,39 @@ int sm_client_call_opts(sm_client *c, const char *type, const char *id, const sm
     return rc;
 }
 
+/* ---- Admin answers: a struct with items over the unpacked response ---- */
+
+/* Zeroes *out (size bytes) before an Admin call fills it. Returns SM_OK,
+ * or SM_EINVAL without a client or output. */
+static int answer_begin(sm_client *c, void *out, size_t size, sm_error *err)
+{
+    if (!c || !out)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+    memset(out, 0, size);
+    return SM_OK;
+}
+
+/* The items of an answer: n (at least one) zeroed items of size bytes,
+ * owned by the caller. NULL when out of memory, after freeing resp. */
+static void *answer_items(ProtobufCMessage *resp, size_t n, size_t size)
+{
+    void *items = calloc(n ? n : 1, size);
+    if (!items) protobuf_c_message_free_unpacked(resp, NULL);
+    return items;
+}
+
+static int no_memory(sm_error *err)
+{
+    return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+}
+
+/* Frees an answer's unpacked response (msg, may be NULL) and items. */
+static void answer_free(void *msg, void *items)
+{
+    if (msg) protobuf_c_message_free_unpacked(msg, NULL);
+    free(items);
+}
+
 int sm_client_get_state(sm_client *c, const char *type, const char *id, const char *name,
                         int timeout_ms, sm_state_list *out, sm_error *err)
 {
@@ -329,9 +362,7 @@ int sm_client_get_state(sm_client *c, const char *type, const char *id, const ch
     Statemesh__V1__GetStateResponse *resp;
     int rc;
 
-    if (!c || !out)
-        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
-    memset(out, 0, sizeof *out);
+    if ((rc = answer_begin(c, out, sizeof *out, err))) return rc;
     if ((rc = sm__check_target(type, id, NULL, err))) return rc;
     addr.type = (char *)type;
     addr.id = (char *)id;
@@ -341,11 +372,8 @@ int sm_client_get_state(sm_client *c, const char *type, const char *id, const ch
                &statemesh__v1__get_state_response__descriptor, (ProtobufCMessage **)&resp,
                timeout_ms, err);
     if (rc != SM_OK) return rc;
-    out->items = calloc(resp->n_values ? resp->n_values : 1, sizeof *out->items);
-    if (!out->items) {
-        statemesh__v1__get_state_response__free_unpacked(resp, NULL);
-        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
-    }
+    if (!(out->items = answer_items(&resp->base, resp->n_values, sizeof *out->items)))
+        return no_memory(err);
     for (size_t i = 0; i < resp->n_values; i++) {
         const Statemesh__V1__StateValue *sv = resp->values[i];
         sm_named_value *nv = &out->items[i];
@@ -366,8 +394,7 @@ int sm_client_get_state(sm_client *c, const char *type, const char *id, const ch
 void sm_state_list_cleanup(sm_state_list *l)
 {
     if (!l) return;
-    if (l->msg_) statemesh__v1__get_state_response__free_unpacked(l->msg_, NULL);
-    free(l->items);
+    answer_free(l->msg_, l->items);
     memset(l, 0, sizeof *l);
 }
 
@@ -377,17 +404,12 @@ int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out, sm_error *err)
     Statemesh__V1__StatsResponse *resp;
     int rc;
 
-    if (!c || !out)
-        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
-    memset(out, 0, sizeof *out);
+    if ((rc = answer_begin(c, out, sizeof *out, err))) return rc;
     rc = unary(c, "/statemesh.v1.Admin/Stats", &req.base, &statemesh__v1__stats_response__descriptor,
                (ProtobufCMessage **)&resp, timeout_ms, err);
     if (rc != SM_OK) return rc;
-    out->items = calloc(resp->n_stats ? resp->n_stats : 1, sizeof *out->items);
-    if (!out->items) {
-        statemesh__v1__stats_response__free_unpacked(resp, NULL);
-        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
-    }
+    if (!(out->items = answer_items(&resp->base, resp->n_stats, sizeof *out->items)))
+        return no_memory(err);
     for (size_t i = 0; i < resp->n_stats; i++) {
         out->items[i].name = resp->stats[i]->name;
         out->items[i].value = resp->stats[i]->value;
@@ -400,8 +422,7 @@ int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out, sm_error *err)
 void sm_stats_cleanup(sm_stats *s)
 {
     if (!s) return;
-    if (s->msg_) statemesh__v1__stats_response__free_unpacked(s->msg_, NULL);
-    free(s->items);
+    answer_free(s->msg_, s->items);
     memset(s, 0, sizeof *s);
 }
 
@@ -442,9 +463,7 @@ int sm_client_list_deadletters(sm_client *c, const char *type, uint64_t after_id
     Statemesh__V1__ListDeadLettersResponse *resp;
     int rc;
 
-    if (!c || !out)
-        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
-    memset(out, 0, sizeof *out);
+    if ((rc = answer_begin(c, out, sizeof *out, err))) return rc;
     if ((rc = check_type_filter(type, err))) return rc;
     if (type) req.type = (char *)type;
     req.after_id = after_id;
@@ -453,11 +472,8 @@ int sm_client_list_deadletters(sm_client *c, const char *type, uint64_t after_id
                &statemesh__v1__list_dead_letters_response__descriptor, (ProtobufCMessage **)&resp,
                timeout_ms, err);
     if (rc != SM_OK) return rc;
-    out->items = calloc(resp->n_dead_letters ? resp->n_dead_letters : 1, sizeof *out->items);
-    if (!out->items) {
-        statemesh__v1__list_dead_letters_response__free_unpacked(resp, NULL);
-        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
-    }
+    if (!(out->items = answer_items(&resp->base, resp->n_dead_letters, sizeof *out->items)))
+        return no_memory(err);
     for (size_t i = 0; i < resp->n_dead_letters; i++) {
         const Statemesh__V1__DeadLetter *d = resp->dead_letters[i];
         sm_deadletter *o = &out->items[i];
@@ -486,8 +502,7 @@ int sm_client_list_deadletters(sm_client *c, const char *type, uint64_t after_id
 void sm_deadletters_cleanup(sm_deadletters *l)
 {
     if (!l) return;
-    if (l->msg_) statemesh__v1__list_dead_letters_response__free_unpacked(l->msg_, NULL);
-    free(l->items);
+    answer_free(l->msg_, l->items);
     memset(l, 0, sizeof *l);
 }
 
@@ -602,11 +617,7 @@ int sm_client_inspect(sm_client *c, const char *type, const char *id, int timeou
         statemesh__v1__inspect_response__free_unpacked(resp, NULL);
         return sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC, "the runtime answered no status");
     }
-    out->items = calloc(1, sizeof *out->items);
-    if (!out->items) {
-        statemesh__v1__inspect_response__free_unpacked(resp, NULL);
-        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
-    }
+    if (!(out->items = answer_items(&resp->base, 1, sizeof *out->items))) return no_memory(err);
     status_from(&out->items[0], resp->status);
     out->n = 1;
     out->msg_ = resp;
@@ -620,9 +631,7 @@ int sm_client_list_stuck(sm_client *c, const char *type, uint32_t limit, int tim
     Statemesh__V1__ListStuckResponse *resp;
     int rc;
 
-    if (!c || !out)
-        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
-    memset(out, 0, sizeof *out);
+    if ((rc = answer_begin(c, out, sizeof *out, err))) return rc;
     if ((rc = check_type_filter(type, err))) return rc;
     if (type) req.type = (char *)type;
     req.limit = limit;
@@ -630,11 +639,8 @@ int sm_client_list_stuck(sm_client *c, const char *type, uint32_t limit, int tim
                &statemesh__v1__list_stuck_response__descriptor, (ProtobufCMessage **)&resp,
                timeout_ms, err);
     if (rc != SM_OK) return rc;
-    out->items = calloc(resp->n_addresses ? resp->n_addresses : 1, sizeof *out->items);
-    if (!out->items) {
-        statemesh__v1__list_stuck_response__free_unpacked(resp, NULL);
-        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
-    }
+    if (!(out->items = answer_items(&resp->base, resp->n_addresses, sizeof *out->items)))
+        return no_memory(err);
     for (size_t i = 0; i < resp->n_addresses; i++) status_from(&out->items[i], resp->addresses[i]);
     out->n = resp->n_addresses;
     out->retrying = resp->retrying;
@@ -646,8 +652,7 @@ int sm_client_list_stuck(sm_client *c, const char *type, uint32_t limit, int tim
 void sm_address_statuses_cleanup(sm_address_statuses *l)
 {
     if (!l) return;
-    if (l->msg_) protobuf_c_message_free_unpacked(l->msg_, NULL);
-    free(l->items);
+    answer_free(l->msg_, l->items);
     memset(l, 0, sizeof *l);
 }
 
