@@ -129,7 +129,22 @@ class DeadLetter(namedtuple("DeadLetter",
                                                tz=datetime.timezone.utc)
 
 
-class DeadLetters:
+class _Items:
+    """A list answer: iterating, ``len()`` and indexing go to ``items``."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class DeadLetters(_Items):
     """One page of Client.dead_letters(): ``items`` (DeadLetters by
     increasing id; iterating the page, ``len()`` and indexing go to them)
     and ``total``, the number of dead letters stored, of every function
@@ -145,15 +160,6 @@ class DeadLetters:
     @property
     def last_id(self):
         return self.items[-1].id if self.items else None
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
 
     def __repr__(self):
         return "DeadLetters(items=%r, total=%d)" % (self.items, self.total)
@@ -192,7 +198,7 @@ class AddressStatus(namedtuple("AddressStatus",
         return _utc(self.last_error_at_ms)
 
 
-class StuckList:
+class StuckList(_Items):
     """What Client.stuck() found: ``items`` (the :class:`AddressStatus` of
     each retrying or paused address, in no particular order; iterating,
     ``len()`` and indexing go to them), ``retrying`` and ``paused``: how many
@@ -205,15 +211,6 @@ class StuckList:
         self.items = items
         self.retrying = retrying
         self.paused = paused
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
 
     def __repr__(self):
         return "StuckList(items=%r, retrying=%d, paused=%d)" % (self.items, self.retrying,
@@ -406,13 +403,28 @@ class _StreamState:
         return SendStreamResult(self.sent, max(0, self.covered() - self.remote_errors),
                                 list(self.errors))
 
-    def incomplete(self):
-        """The error when the runtime ended the stream OK before acking everything."""
+    def result(self):
+        """The stream ended OK: the SendStreamResult. Raises what the
+        user's iterable raised, or a StatemeshError (with ``.summary``)
+        when the runtime ended the stream before acking everything."""
+        if self.source_error is not None:
+            raise self.source_error
         if self.committed < self.last_sent_seq:
-            return StatemeshError("SendStream ended after acknowledging seq %d of %d"
-                                  % (self.committed, self.last_sent_seq),
-                                  grpc.StatusCode.UNKNOWN)
-        return None
+            err = StatemeshError("SendStream ended after acknowledging seq %d of %d"
+                                 % (self.committed, self.last_sent_seq), grpc.StatusCode.UNKNOWN)
+            err.summary = self.summary()
+            raise err
+        return self.summary()
+
+    def raise_failed(self, rpc_error):
+        """The stream ended with a gRPC error (call from its except block):
+        raises what the user's iterable raised, else the StatemeshError
+        with ``.summary``."""
+        if self.source_error is not None:
+            raise self.source_error
+        err = from_rpc_error(rpc_error)
+        err.summary = self.summary()
+        raise err from None
 
 
 def _channel_options(extra):
@@ -697,24 +709,14 @@ class Client(_Methods):
             with cond:
                 st.done = True
                 cond.notify_all()
-            if st.source_error is not None:
-                raise st.source_error
-            err = from_rpc_error(e)
-            err.summary = st.summary()
-            raise err from None
+            st.raise_failed(e)
         except BaseException:
             with cond:
                 st.done = True
                 cond.notify_all()
             call.cancel()
             raise
-        if st.source_error is not None:
-            raise st.source_error
-        err = st.incomplete()
-        if err is not None:
-            err.summary = st.summary()
-            raise err
-        return st.summary()
+        return st.result()
 
     def subscribe(self, egress, from_offset=None, earliest=False, latest=False, follow=True,
                   timeout=None):
@@ -921,22 +923,12 @@ class AsyncClient(_Methods):
             st.done = True
             async with cond:
                 cond.notify_all()
-            if st.source_error is not None:
-                raise st.source_error
-            err = from_rpc_error(e)
-            err.summary = st.summary()
-            raise err from None
+            st.raise_failed(e)
         except BaseException:
             st.done = True
             call.cancel()
             raise
-        if st.source_error is not None:
-            raise st.source_error
-        err = st.incomplete()
-        if err is not None:
-            err.summary = st.summary()
-            raise err
-        return st.summary()
+        return st.result()
 
     def subscribe(self, egress, from_offset=None, earliest=False, latest=False, follow=True,
                   timeout=None):

@@ -27,31 +27,17 @@ protoc-generated service code is needed beyond the message classes.
 
 import argparse
 import os
-import signal
 import struct
 import sys
-import threading
-from concurrent import futures
 
-import grpc
-
+from fnserve import log, serve
 from statemesh.v1 import function_pb2, types_pb2
 
 MODES = ("bytes", "unknown_batch", "undeclared_state", "wrong_typename", "no_outcome", "bad_index",
          "nul_target")
-SERVICE = "statemesh.v1.FunctionService"
 
 # Field 1 (responses), length-delimited, with a length far beyond the message: never decodes.
 GARBAGE_PREFIX = b"\x0a\xff\xff\xff\x7f"
-
-_lock = threading.Lock()
-
-
-def log(line: str) -> None:
-    with _lock:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
 
 def int64(k: int) -> types_pb2.TypedValue:
     return types_pb2.TypedValue(typename="statemesh/int64", value=struct.pack("<q", k))
@@ -121,30 +107,8 @@ def main() -> int:
     ap.add_argument("--listen", required=True, help="unix:/path.sock or host:port")
     ap.add_argument("--mode", required=True, choices=MODES)
     a = ap.parse_args()
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[
-        # accept the runtime's keepalive pings on idle streams
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-        ("grpc.http2.max_ping_strikes", 0)])
-    handler = grpc.method_handlers_generic_handler(SERVICE, {
-        "Describe": grpc.unary_unary_rpc_method_handler(describe),
-        "Invoke": grpc.stream_stream_rpc_method_handler(make_invoke(a.mode)),
-    })
-    server.add_generic_rpc_handlers((handler,))
-    if server.add_insecure_port(a.listen) == 0:
-        log("event=listen_failed addr=%s" % a.listen)
-        return 1
-    server.start()
-    log("event=ready addr=%s mode=%s" % (a.listen, a.mode))
-
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    while not done.wait(0.5):
-        pass
-    server.stop(0)
-    return 0
+    return serve(a.listen, describe, make_invoke(a.mode), workers=16,
+                 ready="event=ready addr=%s mode=%s" % (a.listen, a.mode), grace=0)
 
 
 if __name__ == "__main__":

@@ -34,25 +34,13 @@ Each processed batch is logged to stderr as `event=batch type=T id=I messages=K`
 import argparse
 import json
 import os
-import signal
 import struct
 import sys
-import threading
-from concurrent import futures
 
-import grpc
-
+from fnserve import log, serve
 from statemesh.v1 import function_pb2, types_pb2
 
-SERVICE = "statemesh.v1.FunctionService"
-_lock = threading.Lock()
 ARGS = None
-
-
-def log(line):
-    with _lock:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
 
 
 def tv(typename, value):
@@ -176,27 +164,7 @@ def main():
     p.add_argument("--fail-file", default="")
     p.add_argument("--version", type=int, default=1)
     ARGS = p.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
-        # accept the runtime's keepalive pings on idle streams
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-        ("grpc.http2.max_ping_strikes", 0)])
-    handlers = {
-        "Describe": grpc.unary_unary_rpc_method_handler(describe),
-        "Invoke": grpc.stream_stream_rpc_method_handler(invoke),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    if server.add_insecure_port(ARGS.listen) == 0:
-        log("event=listen_failed addr=%s" % ARGS.listen)
-        return 1
-    server.start()
-    log("event=listening addr=%s pid=%d" % (ARGS.listen, os.getpid()))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    stop.wait()
-    server.stop(1).wait()
-    return 0
+    return serve(ARGS.listen, describe, invoke, workers=8)
 
 
 if __name__ == "__main__":

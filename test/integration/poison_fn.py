@@ -22,25 +22,13 @@ Each batch is logged to stderr as `event=batch type=T id=I messages=K ok=0|1`.
 
 import argparse
 import os
-import signal
 import struct
 import sys
-import threading
-from concurrent import futures
 
-import grpc
-
+from fnserve import log, serve
 from statemesh.v1 import function_pb2
 
-SERVICE = "statemesh.v1.FunctionService"
-_lock = threading.Lock()
 ARGS = None
-
-
-def log(line):
-    with _lock:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
 
 
 def varint(v):
@@ -116,26 +104,7 @@ def main():
     p.add_argument("--listen", required=True)
     p.add_argument("--fix-file", default="")
     ARGS = p.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-        ("grpc.http2.max_ping_strikes", 0)])
-    handlers = {
-        "Describe": grpc.unary_unary_rpc_method_handler(describe),
-        "Invoke": grpc.stream_stream_rpc_method_handler(invoke),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    if server.add_insecure_port(ARGS.listen) == 0:
-        log("event=listen_failed addr=%s" % ARGS.listen)
-        return 1
-    server.start()
-    log("event=listening addr=%s pid=%d" % (ARGS.listen, os.getpid()))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    stop.wait()
-    server.stop(1).wait()
-    return 0
+    return serve(ARGS.listen, describe, invoke, workers=4)
 
 
 if __name__ == "__main__":
