@@ -163,17 +163,12 @@ static int scan_file(struct load *ld, size_t idx, int depth)
                         ld->include_dir);
                 rc = -1;
             } else {
-                size_t dl = ld->include_dir ? strlen(ld->include_dir) : 0;
-                resolved = malloc(dl + 1 + tok.len + 1);
-                if (resolved == NULL) {
+                size_t n = (size_t)cfgsrc_path_join(NULL, 0, ld->include_dir, name) + 1;
+                if ((resolved = malloc(n)) == NULL) {
                     free(name);
                     return -1;
                 }
-                if (ld->include_dir)
-                    sprintf(resolved, "%s%s%s", ld->include_dir,
-                            strcmp(ld->include_dir, "/") == 0 ? "" : "/", name);
-                else
-                    strcpy(resolved, name);
+                cfgsrc_path_join(resolved, n, ld->include_dir, name);
                 if (load_file(ld, resolved, &site, depth + 1) != 0) rc = -1;
             }
             free(resolved);
@@ -384,4 +379,13 @@ int cfgsrc_int_literal(const struct cfgsrc_file *f, unsigned line, const char *n
         p = q - 1;
     }
     return -1;
+}
+
+int cfgsrc_path_join(char *buf, size_t size, const char *dir, const char *name)
+{
+    size_t dl;
+
+    if (dir == NULL || name[0] == '/') return snprintf(buf, size, "%s", name);
+    dl = strlen(dir);
+    return snprintf(buf, size, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", name);
 }

@@ -64,6 +64,12 @@ int cfgsrc_load(struct cfgsrc *src /* OUT */, const char *path, const char *incl
     __attribute__((warn_unused_result));
 void cfgsrc_cleanup(struct cfgsrc *src);
 
+/* The path of `name` in directory `dir`: "DIR/NAME" (no second '/' after
+ * a dir that ends in one), or name alone when it is absolute or dir is
+ * NULL (the working directory). Written to buf as snprintf does; returns
+ * the length of the whole path (buf too small when >= size). */
+int cfgsrc_path_join(char *buf, size_t size, const char *dir, const char *name);
+
 /* The file libconfig calls `name` (NULL: the main file), or NULL. */
 const struct cfgsrc_file *cfgsrc_file(const struct cfgsrc *src, const char *name);
 

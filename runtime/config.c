@@ -111,7 +111,7 @@ static const char *display_file(const struct loader *ld, const char *file, char 
     if (f) return f->path;
     if (file == NULL) return ld->path;
     if (file[0] == '/' || ld->dir == NULL) return file;
-    snprintf(buf, size, "%s%s%s", ld->dir, strcmp(ld->dir, "/") == 0 ? "" : "/", file);
+    cfgsrc_path_join(buf, size, ld->dir, file);
     return buf;
 }
 
@@ -508,12 +508,12 @@ static int get_target(struct loader *ld, const config_setting_t *s, const char *
 
 /* ---- data_dir ------------------------------------------------------------- */
 
-/* dirname(config path) + "/" + dir, unless dir is absolute or the config
- * file is in the working directory. Returns malloc'd or NULL (no memory). */
-static char *resolve_dir(const char *cfg_path, const char *dir)
+/* dir resolved against the config file's directory `base` (NULL: the
+ * working directory) unless it is absolute; leading "./" dropped.
+ * Returns malloc'd or NULL (no memory). */
+static char *resolve_dir(const char *base, const char *dir)
 {
-    const char *slash = strrchr(cfg_path, '/');
-    size_t blen;
+    size_t n;
     char *r;
 
     if (dir[0] == '/') return strdup(dir);
@@ -522,16 +522,10 @@ static char *resolve_dir(const char *cfg_path, const char *dir)
         while (*dir == '/') dir++;
     }
     if (strcmp(dir, ".") == 0) dir = "";
-    if (slash == NULL) return strdup(dir[0] ? dir : ".");
-    blen = slash == cfg_path ? 1 : (size_t)(slash - cfg_path);
-    r = malloc(blen + 1 + strlen(dir) + 1);
-    if (r == NULL) return NULL;
-    memcpy(r, cfg_path, blen);
-    r[blen] = '\0';
-    if (dir[0]) {
-        if (r[blen - 1] != '/') strcat(r, "/");
-        strcat(r, dir);
-    }
+    if (base == NULL) return strdup(dir[0] ? dir : ".");
+    if (dir[0] == '\0') return strdup(base);
+    n = (size_t)cfgsrc_path_join(NULL, 0, base, dir) + 1;
+    if ((r = malloc(n)) != NULL) cfgsrc_path_join(r, n, base, dir);
     return r;
 }
 
@@ -610,7 +604,7 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
                 continue;
             }
             free(c->data_dir);
-            c->data_dir = resolve_dir(ld->path, str);
+            c->data_dir = resolve_dir(ld->dir, str);
             free(str);
             if (c->data_dir == NULL) setting_error(ld, s, name, "out of memory");
         } else if (strcmp(key, "ingress") == 0) {
@@ -756,7 +750,7 @@ static void check_library(struct loader *ld, const config_setting_t *s, const ch
                       "the C SDK (see runtime/embedded.h)");
         return;
     }
-    ep->library = resolve_dir(ld->path, value);
+    ep->library = resolve_dir(ld->dir, value);
     if (ep->library == NULL) {
         setting_error(ld, s, name, "out of memory");
         return;
@@ -1109,7 +1103,7 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     }
 
     c.path = strdup(path);
-    c.data_dir = resolve_dir(path, "./data");
+    c.data_dir = resolve_dir(ld.dir, "./data");
     c.ingress = strdup("127.0.0.1:7070");
     c.log_level = LOG_LEVEL_INFO;
     c.max_message_bytes = 4u * 1024 * 1024;
