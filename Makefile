@@ -169,7 +169,8 @@ $(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $(B)/obj/runtime/main.o $(B)/libruntime.a \
 	  -Wl,--whole-archive $(B)/libstatemesh.a -Wl,--no-whole-archive $(SDK_EXPORTS) $(LIBS)
 
-$(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/obj/runtime/cli_stdin.o $(B)/libstatemesh.a
+$(B)/statemesh: $(B)/obj/runtime/cli.o $(B)/obj/runtime/cli_stdin.o $(B)/obj/runtime/cli_state.o \
+               $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/examples/%: $(B)/obj/examples/%.o $(B)/libstatemesh.a
@@ -258,7 +259,8 @@ FZ_RT_O     := $(patsubst %.c,$(FZ)/obj/%.o,$(RT_SRCS))
 # .c (to reach its statics) leave that file's object out.
 FZ_LINK_json      := $(FZ_SDK_O)
 FZ_LINK_config    := $(FZ_RT_O) $(FZ_SDK_O)
-FZ_LINK_cli_stdin := $(FZ)/obj/runtime/cli_stdin.o $(FZ)/obj/runtime/cli_lib.o $(FZ_SDK_O)
+FZ_LINK_cli_stdin := $(FZ)/obj/runtime/cli_stdin.o $(FZ)/obj/runtime/cli_lib.o \
+                     $(FZ)/obj/runtime/cli_state.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
 

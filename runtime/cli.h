@@ -1,6 +1,7 @@
 /*
  * cli — what the `statemesh` CLI's files share (cli.c: arguments, values,
- * most commands; cli_stdin.c: `send --stdin`). Internal to build/statemesh.
+ * most commands; cli_stdin.c: `send --stdin`; cli_state.c: `state list`,
+ * `state set`, `state delete`). Internal to build/statemesh.
  */
 #ifndef SM_CLI_H
 #define SM_CLI_H
@@ -8,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "statemesh/client.h"
 
@@ -26,7 +28,9 @@ struct args {
     bool has_delay, has_from, has_after, has_limit;
     uint64_t delay_ms;     /* --delay */
     uint64_t from;         /* --from */
-    uint64_t after;        /* --after */
+    uint64_t after;        /* --after (deadletters) */
+    const char *after_text; /* --after as given (state list: an id) */
+    const char *prefix;    /* --prefix */
     uint64_t limit;        /* --limit */
     const char *key;       /* --idempotency-key */
     const char **pos;      /* the positional arguments (argc entries) */
@@ -81,5 +85,49 @@ struct stdin_msg {
  * in why (always NUL-terminated). */
 int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len,
                      struct stdin_msg *out /* OUT */, char *why, size_t whylen);
+
+/* Shared by the command files (cli.c). */
+void json_put_string(FILE *f, const char *s, size_t len);
+/* An id as text output shows it: JSON-quoted if empty or holding a space,
+ * quote or control character. */
+void put_id(FILE *f, const char *id);
+/* The command-line VALUE encoded by --type (NULL: string); a bad one is a
+ * usage error (returned). Hex input is decoded into *store. */
+int encode_arg(const char *type, const char *text, sm_value *out, uint8_t scalar[8],
+               struct gbuf *store);
+
+/* ---- state list / set / delete (cli_state.c) ---- */
+
+#define STATE_ADMIN_SUMMARY \
+    "  state list TYPE [--prefix P] [--after ID] [--limit N]\n" \
+    "                                    ids of TYPE that hold state, in key order\n" \
+    "  state set TYPE ID NAME VALUE [--type T]\n" \
+    "                                    write a state value (applied like a message)\n" \
+    "  state delete TYPE ID [NAME]       delete one state value, or all of the address\n"
+#define STATE_ADMIN_USAGE \
+    "state list TYPE [--prefix P] [--after ID] [--limit N] [--json]\n" \
+    "state set TYPE ID NAME VALUE [--type T] [--json]\n" \
+    "state delete TYPE ID [NAME] [--json]\n"
+#define STATE_ADMIN_NOTES \
+    "list: the ids of TYPE with committed, unexpired state, one per line (JSON-\n" \
+    "quoted if empty or holding a space, quote or control character), ordered by\n" \
+    "key group (XXH3 of TYPE\\0ID mod 4096), then by id bytes; a full page ends\n" \
+    "with \"# next: --after ID\" to continue with.\n" \
+    "set: writes state NAME of TYPE/ID (VALUE encoded by --type), applied like a\n" \
+    "message: after the address's current invocation, never during one; prints\n" \
+    "\"set\" once durable.\n" \
+    "delete: deletes state NAME of TYPE/ID, or every state value of it; prints\n" \
+    "\"deleted N\" once durable.\n" \
+    "See docs/state-admin.md.\n"
+#define STATE_ADMIN_OPTIONS \
+    "  --prefix P           list: only ids starting with P\n" \
+    "  --after ID           list: start after id ID (paging)\n" \
+    "  --limit N            list: at most N ids (1..10000, default 1000)\n"
+
+/* Options of the state subcommands (called by check_option_use). Returns 0
+ * or a usage error. */
+int state_option_use(const struct args *a);
+/* statemesh state list|set|delete ... (anything but get). */
+int cmd_state_admin(sm_client *c, const struct args *a);
 
 #endif
