@@ -10,6 +10,8 @@
  *   Skip, Resume      operator actions on a retrying or paused address;
  *                     answered after their checkpoint is durable
  *   *DeadLetters      list, replay, drop (deadletter.c)
+ *   ListState, SetState, DeleteState
+ *                     state administration (state_admin.c)
  *   Health/Check      SERVING, or NOT_SERVING while shutting down
  *
  * Every request is checked like an ingress request (strings valid UTF-8
