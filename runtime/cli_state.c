@@ -84,7 +84,10 @@ static int cmd_set(sm_client *c, const struct args *a)
     int rc;
 
     if (a->npos != 6) return usage_error("state set needs TYPE ID NAME VALUE");
-    if ((rc = encode_arg(a->type, a->pos[5], &v, scalar, &store))) return rc;
+    if ((rc = encode_arg(a->type, a->pos[5], &v, scalar, &store))) {
+        free(store.p);
+        return rc;
+    }
     snprintf(what, sizeof what, "state set %.256s %.1024s %.128s", a->pos[2], a->pos[3], a->pos[4]);
     rc = sm_client_state_set(c, a->pos[2], a->pos[3], a->pos[4], &v, a->timeout_ms, &err);
     free(store.p);
