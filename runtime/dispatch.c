@@ -973,7 +973,7 @@ static void apply_op(struct server *s, struct mbox *mb, struct mbox_op *op)
     const struct ftype *ft = ep_find_type(mb->ep, mb->type);
     uint8_t *buf;
     size_t blen;
-    char q[200];
+    char q[400];
 
     if (op->typename) {
         Statemesh__V1__SetStateResponse resp = STATEMESH__V1__SET_STATE_RESPONSE__INIT;
@@ -986,7 +986,8 @@ static void apply_op(struct server *s, struct mbox *mb, struct mbox_op *op)
         tv.value.len = op->len;
         put_state(s, mb, op->name, &tv, ttl ? timer_wall_ms() + (int64_t)ttl : 0);
         LOG_INFO(&s->log, "state.set", "type=%s id=%s name=%s typename=%s bytes=%zu", mb->type,
-                 log_quote(q, sizeof q, mb->id), op->name, op->typename, op->len);
+                 log_quote(q, 120, mb->id), op->name, log_quote(q + 120, sizeof q - 120,
+                 op->typename), op->len);
         buf = rpc_pack(&resp.base, &blen);
     } else {
         Statemesh__V1__DeleteStateResponse resp = STATEMESH__V1__DELETE_STATE_RESPONSE__INIT;
