@@ -1246,7 +1246,8 @@ static int parse_args(int argc, char **argv, struct args *a)
     return -1;
 }
 
-/* Options that only some commands take. Returns 0 or a usage error. */
+/* Options that only some commands take (and --after of deadletters, a
+ * number). Returns 0 or a usage error. */
 static int check_option_use(struct args *a, const char *cmd)
 {
     bool send = strcmp(cmd, "send") == 0, call = strcmp(cmd, "call") == 0;
