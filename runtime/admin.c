@@ -21,6 +21,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
 #include "server.h"
+#include "state_admin.h"
 #include "statemesh/v1/admin.pb-c.h"
 #include "statemesh/v1/storage.pb-c.h"
 #include "wire.h"
@@ -568,5 +569,5 @@ int admin_register(struct rpc_server *rpc, struct server *s)
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (rpc_server_add_unary(rpc, methods[i].method, methods[i].fn, s) != 0) return -1;
-    return 0;
+    return sadm_register(rpc, s);
 }

@@ -11,6 +11,8 @@
  *                     answered after their checkpoint is durable
  *   *DeadLetters      list, replay, drop (the store of them: deadletter.c);
  *                     replay and drop answered after their checkpoint is durable
+ *   ListState, SetState, DeleteState
+ *                     state administration (state_admin.c)
  *   Health/Check      SERVING, or NOT_SERVING while shutting down
  *
  * Every request is checked like an ingress request (strings valid UTF-8

@@ -178,17 +178,20 @@ static const struct command_help {
      "\n"
      "options:\n" TYPE_NOTE KEY_NOTE JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
     {"state",
-     "  state get TYPE ID [NAME]          committed state of an address\n",
-     "state get TYPE ID [NAME] [--json]\n",
-     "Prints the committed state of TYPE/ID (only NAME if given), one line per\n"
-     "value: \"name typename value\" (strings JSON-quoted, bytes and user types as\n"
-     "hex), then \"# queued_messages=N in_flight=true|false\".\n"
+     "  state get TYPE ID [NAME]          committed state of an address\n"
+     STATE_ADMIN_SUMMARY,
+     "state get TYPE ID [NAME] [--json]\n" STATE_ADMIN_USAGE,
+     "get: prints the committed state of TYPE/ID (only NAME if given), one line\n"
+     "per value: \"name typename value\" (strings JSON-quoted, bytes and user types\n"
+     "as hex), then \"# queued_messages=N in_flight=true|false\".\n"
+     STATE_ADMIN_NOTES
      "\n"
-     "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE
+     "options:\n" STATE_ADMIN_OPTIONS TYPE_NOTE "                       (state set)\n"
+     JSON_NOTE ADDR_NOTE TIMEOUT_NOTE
      "\n"
      "exit status: 0 ok, 1 the runtime answered with an error or is unreachable,\n"
-     "2 usage error, 3 not found: the address has no state (or none named NAME);\n"
-     "the output is printed all the same and stderr says so\n"},
+     "2 usage error, 3 not found: state get of an address with no state (or none\n"
+     "named NAME); the output is printed all the same and stderr says so\n"},
     {"stats",
      "  stats                             runtime counters\n",
      "stats [--json]\n",
@@ -302,9 +305,12 @@ static void usage(FILE *f)
           "  --earliest           egress tail: start at the oldest retained record (default)\n"
           "  --latest             egress tail: only records committed from now on\n"
           "  --follow             egress tail: keep waiting for new records (Ctrl-C stops)\n"
-          "  --after ID           deadletters list: start after dead letter ID (paging)\n"
+          "  --prefix P           state list: only ids starting with P\n"
+          "  --after ID           deadletters list: start after dead letter ID (paging);\n"
+          "                       state list: start after id ID (paging)\n"
           "  --limit N            deadletters list: at most N (1..10000, default 100);\n"
-          "                       stuck: at most N addresses (default 1000)\n"
+          "                       stuck: at most N addresses (default 1000);\n"
+          "                       state list: at most N ids (1..10000, default 1000)\n"
           "  --all                deadletters replay/drop: every one (of --type T)\n"
           "  --timeout MS         RPC deadline in milliseconds (default 10000; send\n"
           "                       --stdin: for the final acknowledgements, default 60000;\n"
@@ -389,7 +395,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         {"--all", offsetof(struct args, all)},
     };
     static const char *const valued[] = {"--address", "--type", "--timeout", "--delay",
-                                         "--idempotency-key", "--from", "--after", "--limit"};
+                                         "--idempotency-key", "--from", "--after", "--limit",
+                                         "--prefix"};
     const char *env = getenv("STATEMESH_ADDRESS");
     int options = 1;
 
@@ -455,13 +462,13 @@ static int parse_args(int argc, char **argv, struct args *a)
                                    SM_MAX_IDEMPOTENCY_KEY_LEN);
             a->key = val;
         } else if (strcmp(name, "--after") == 0) {
-            if (parse_u64(name, val, UINT64_MAX, &a->after))
-                return usage_error("--after wants a dead letter id (0 = from the first), got '%s'", val);
+            a->after_text = val;   /* a dead letter id or a state id: check_option_use */
             a->has_after = true;
+        } else if (strcmp(name, "--prefix") == 0) {
+            a->prefix = val;
         } else if (strcmp(name, "--limit") == 0) {
             if (parse_u64(name, val, SM_DEADLETTERS_MAX_LIMIT, &a->limit) || a->limit < 1)
-                return usage_error("--limit wants 1..%d dead letters, got '%s'",
-                                   SM_DEADLETTERS_MAX_LIMIT, val);
+                return usage_error("--limit wants 1..%d, got '%s'", SM_DEADLETTERS_MAX_LIMIT, val);
             a->has_limit = true;
         } else {
             if (parse_u64(name, val, UINT64_MAX, &a->from) || a->from < 1)
@@ -473,15 +480,16 @@ static int parse_args(int argc, char **argv, struct args *a)
     return -1;
 }
 
-/* Options that only some commands take. Returns 0 or a usage error. */
-static int check_option_use(const struct args *a, const char *cmd)
+/* Options that only some commands take (and --after of deadletters, a
+ * number). Returns 0 or a usage error. */
+static int check_option_use(struct args *a, const char *cmd)
 {
     bool send = strcmp(cmd, "send") == 0, call = strcmp(cmd, "call") == 0;
     bool egress = strcmp(cmd, "egress") == 0, dl = strcmp(cmd, "deadletters") == 0;
-    bool stuck = strcmp(cmd, "stuck") == 0;
+    bool stuck = strcmp(cmd, "stuck") == 0, state = strcmp(cmd, "state") == 0;
 
-    if (a->type && !send && !call && !dl && !stuck)
-        return usage_error("--type only applies to send, call, deadletters and stuck");
+    if (a->type && !send && !call && !dl && !stuck && !state)
+        return usage_error("--type only applies to send, call, state set, deadletters and stuck");
     if (stuck && a->type && !*a->type)
         return usage_error("--type wants a function type NS/NAME, got ''");
     if (a->use_stdin && !send) return usage_error("--stdin only applies to send");
@@ -495,10 +503,16 @@ static int check_option_use(const struct args *a, const char *cmd)
     if (a->has_from + a->earliest + a->latest > 1)
         return usage_error("give at most one of --from N, --earliest and --latest");
     if (a->json && send) return usage_error("--json does not apply to send");
-    if ((a->all || a->has_after) && !dl)
-        return usage_error("--all and --after only apply to deadletters");
-    if (a->has_limit && !dl && !stuck)
-        return usage_error("--limit only applies to deadletters list and stuck");
+    if (a->all && !dl) return usage_error("--all only applies to deadletters");
+    if (a->has_after && !dl && !state)
+        return usage_error("--after only applies to deadletters list and state list");
+    if (a->has_after && dl && parse_u64("--after", a->after_text, UINT64_MAX, &a->after))
+        return usage_error("--after wants a dead letter id (0 = from the first), got '%s'",
+                           a->after_text);
+    if (a->has_limit && !dl && !stuck && !state)
+        return usage_error("--limit only applies to deadletters list, stuck and state list");
+    if (a->prefix && !state) return usage_error("--prefix only applies to state list");
+    if (state) return state_option_use(a);
     return 0;
 }
 

@@ -4,6 +4,7 @@
  *   cli_value.c      --type names, VALUE encoding, printing values
  *   cli_messaging.c  send, call, egress tail
  *   cli_stdin.c      send --stdin
+ *   cli_state.c      state list, state set, state delete
  *   cli_admin.c      state get, stats, deadletters, inspect, stuck, skip, resume
  * Commands print their answer on stdout and return an exit status (0,
  * EXIT_RPC after rpc_error, EXIT_USAGE after usage_error, EXIT_NOT_FOUND).
@@ -34,7 +35,9 @@ struct args {
     bool has_delay, has_from, has_after, has_limit;
     uint64_t delay_ms;     /* --delay */
     uint64_t from;         /* --from */
-    uint64_t after;        /* --after */
+    uint64_t after;        /* --after (deadletters) */
+    const char *after_text; /* --after as given (state list: an id) */
+    const char *prefix;    /* --prefix */
     uint64_t limit;        /* --limit */
     const char *key;       /* --idempotency-key */
     const char **pos;      /* the positional arguments (argc entries) */
@@ -135,5 +138,39 @@ struct stdin_msg {
  * in why (always NUL-terminated). */
 int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len,
                      struct stdin_msg *out /* OUT */, char *why, size_t whylen);
+
+/* ---- state list / set / delete (cli_state.c) ---- */
+
+#define STATE_ADMIN_SUMMARY \
+    "  state list TYPE [--prefix P] [--after ID] [--limit N]\n" \
+    "                                    ids of TYPE that hold state, in key order\n" \
+    "  state set TYPE ID NAME VALUE [--type T]\n" \
+    "                                    write a state value (applied like a message)\n" \
+    "  state delete TYPE ID [NAME]       delete one state value, or all of the address\n"
+#define STATE_ADMIN_USAGE \
+    "state list TYPE [--prefix P] [--after ID] [--limit N] [--json]\n" \
+    "state set TYPE ID NAME VALUE [--type T] [--json]\n" \
+    "state delete TYPE ID [NAME] [--json]\n"
+#define STATE_ADMIN_NOTES \
+    "list: the ids of TYPE with committed, unexpired state, one per line (JSON-\n" \
+    "quoted if empty or holding a space, quote or control character), ordered by\n" \
+    "key group (XXH3 of TYPE\\0ID mod 4096), then by id bytes; a full page ends\n" \
+    "with \"# next: --after ID\" to continue with.\n" \
+    "set: writes state NAME of TYPE/ID (VALUE encoded by --type), applied like a\n" \
+    "message: after the address's current invocation, never during one; prints\n" \
+    "\"set\" once durable.\n" \
+    "delete: deletes state NAME of TYPE/ID, or every state value of it; prints\n" \
+    "\"deleted N\" once durable.\n" \
+    "See docs/state-admin.md.\n"
+#define STATE_ADMIN_OPTIONS \
+    "  --prefix P           list: only ids starting with P\n" \
+    "  --after ID           list: start after id ID (paging)\n" \
+    "  --limit N            list: at most N ids (1..10000, default 1000)\n"
+
+/* Options of the state subcommands (called by check_option_use). Returns 0
+ * or a usage error. */
+int state_option_use(const struct args *a);
+/* statemesh state list|set|delete ... (anything but get). */
+int cmd_state_admin(sm_client *c, const struct args *a);
 
 #endif

@@ -22,8 +22,9 @@ int cmd_state(sm_client *c, const struct args *a)
     char what[2200];
     int rc = 0;
 
-    if (a->npos < 2 || strcmp(a->pos[1], "get") != 0)
-        return usage_error("state needs a subcommand: state get TYPE ID [NAME]");
+    if (a->npos >= 2 && strcmp(a->pos[1], "get") != 0) return cmd_state_admin(c, a);
+    if (a->npos < 2)
+        return usage_error("state needs a subcommand: get, list, set or delete");
     if (a->npos != 4 && a->npos != 5) return usage_error("state get needs TYPE ID [NAME]");
     snprintf(what, sizeof what, "state get %.1024s %.1024s", a->pos[2], a->pos[3]);
     if (sm_client_get_state(c, a->pos[2], a->pos[3], a->npos == 5 ? a->pos[4] : NULL,

@@ -23,6 +23,10 @@
  *                        ckpt_commit, then the loop (main.c) -> disp_unpark
  *                                   queue non-empty: READY;  empty: removed
  *
+ * Operator state writes (disp_state_op) are applied in any state but
+ * INFLIGHT; an INFLIGHT address keeps them (mb->ops) until its batch is
+ * answered, failed or lost, so they never overlap an invocation.
+ *
  * New messages for an address in any state are appended to its queue; only
  * IDLE addresses move to READY on arrival, so a message arriving while a batch
  * is in flight waits and goes out with the next batch (guarantee 1). Parking
@@ -41,6 +45,7 @@
 #include "scache.h"
 #include "endpoint.h"
 #include "server.h"
+#include "statemesh/v1/admin.pb-c.h"
 #include "statemesh/v1/storage.pb-c.h"
 #include "store.h"
 
@@ -198,7 +203,7 @@ static void fail_batch(struct server *s, struct mbox *mb, const char *why)
     timer_start(&s->timers, &mb->retry, rpc_now_ms() + delay);
 }
 
-void disp_on_lost(struct server *s, struct mbox *mb, int failed, const char *why)
+static void on_lost(struct server *s, struct mbox *mb, int failed, const char *why)
 {
     if (failed) {
         fail_batch(s, mb, why);
@@ -415,6 +420,8 @@ static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
     return 0;
 }
 
+static void run_ops(struct server *s, struct mbox *mb);
+
 static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
 {
     struct ftype *ft = ep_find_type(ep, mb->type);
@@ -426,6 +433,7 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
     struct msg *m;
     size_t i;
 
+    if (mb->ops) run_ops(s, mb);            /* operator writes go first */
     n = mbox_take_batch(mb, mb->fail && mb->fail->isolate ? 1 : (uint32_t)ep->cfg->max_batch);
     mb->state = MBOX_INFLIGHT;
     if (!ft) {
@@ -807,8 +815,8 @@ static void handle_incomplete(struct server *s, struct endpoint *ep, struct ftyp
     make_ready(mb);
 }
 
-void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
-                      const Statemesh__V1__BatchResponse *resp)
+static void on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
+                        const Statemesh__V1__BatchResponse *resp)
 {
     struct ftype *ft = ep_find_type(ep, mb->type);
     char why[512];
@@ -891,4 +899,154 @@ void disp_sweep_expired(struct server *s)
         ckpt_touch(&s->ckpt, rpc_now_ms());
         s->stats.states_expired += (int64_t)w.deleted;
     }
+}
+
+/* ---- operator state writes ------------------------------------------------ */
+
+struct name_list {
+    char **v;
+    size_t n, cap;
+};
+
+static void name_add(void *arg, const char *name)
+{
+    struct name_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v) abort();
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n++] = strdup(name))) abort();
+}
+
+static int name_add_stored(void *arg, const char *name, const uint8_t *val, size_t len)
+{
+    (void)val;
+    (void)len;
+    name_add(arg, name);
+    return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Deletes `name` (NULL: every state the address has, committed or in the
+ * open checkpoint). Returns how many values existed (unexpired), or -1 when
+ * the store cannot be read (nothing changed). */
+static int delete_states(struct server *s, struct mbox *mb, const char *name)
+{
+    struct name_list l = {0};
+    int64_t now = timer_wall_ms();
+    int count = 0;
+
+    if (name) {
+        name_add(&l, name);
+    } else {
+        if (store_scan_states(s->store, mb->type, mb->id, name_add_stored, &l) != 0) {
+            for (size_t i = 0; i < l.n; i++) free(l.v[i]);
+            free(l.v);
+            return -1;
+        }
+        scache_names(&s->scache, mb->type, mb->id, name_add, &l);
+        qsort(l.v, l.n, sizeof *l.v, name_cmp);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        struct sc_value v;
+        char why[200];
+        if (i > 0 && strcmp(l.v[i], l.v[i - 1]) == 0) continue;
+        if (state_lookup(s, mb->type, mb->id, l.v[i], &v, why, sizeof why) != 0 ||
+            (v.typename && !(v.expires_at_ms && v.expires_at_ms <= now)))
+            count++;
+        put_state(s, mb, l.v[i], NULL, 0);
+    }
+    for (size_t i = 0; i < l.n; i++) free(l.v[i]);
+    free(l.v);
+    return count;
+}
+
+static void apply_op(struct server *s, struct mbox *mb, struct mbox_op *op)
+{
+    const struct ftype *ft = ep_find_type(mb->ep, mb->type);
+    uint8_t *buf;
+    size_t blen;
+    char q[400];
+
+    if (op->typename) {
+        Statemesh__V1__SetStateResponse resp = STATEMESH__V1__SET_STATE_RESPONSE__INIT;
+        Statemesh__V1__TypedValue tv = STATEMESH__V1__TYPED_VALUE__INIT;
+        int k = ft ? spec_index(ft, op->name) : -1;
+        uint64_t ttl = k < 0 ? 0 : ft->spec_ttl_write[k] ? ft->spec_ttl_write[k]
+                                                         : ft->spec_ttl_invoke[k];
+        tv.typename_ = (char *)op->typename;
+        tv.value.data = (uint8_t *)op->data;
+        tv.value.len = op->len;
+        put_state(s, mb, op->name, &tv, ttl ? timer_wall_ms() + (int64_t)ttl : 0);
+        LOG_INFO(&s->log, "state.set", "type=%s id=%s name=%s typename=%s bytes=%zu", mb->type,
+                 log_quote(q, 120, mb->id), op->name, log_quote(q + 120, sizeof q - 120,
+                 op->typename), op->len);
+        buf = rpc_pack(&resp.base, &blen);
+    } else {
+        Statemesh__V1__DeleteStateResponse resp = STATEMESH__V1__DELETE_STATE_RESPONSE__INIT;
+        int n = delete_states(s, mb, op->name);
+        if (n < 0) {
+            ckpt_add_error(&s->ckpt, op->call_id, RPC_INTERNAL,
+                           "cannot read the address's state from the store (see the runtime log)");
+            s->ckpt.forced = 1;
+            ckpt_touch(&s->ckpt, rpc_now_ms());
+            return;
+        }
+        resp.deleted = (uint32_t)n;
+        LOG_INFO(&s->log, "state.deleted", "type=%s id=%s name=%s deleted=%d", mb->type,
+                 log_quote(q, sizeof q, mb->id), op->name ? op->name : "(all)", n);
+        buf = rpc_pack(&resp.base, &blen);
+    }
+    ckpt_add_raw(&s->ckpt, op->call_id, buf, blen);
+    s->ckpt.forced = 1;
+    ckpt_touch(&s->ckpt, rpc_now_ms());
+}
+
+/* Applies the waiting operator writes of mb, which has no batch in flight.
+ * An address that was idle stays (PARKED) until their checkpoint commits:
+ * the TTL sweep and GetState then know it is active meanwhile. */
+static void run_ops(struct server *s, struct mbox *mb)
+{
+    while (mb->ops) {
+        struct mbox_op *op = mb->ops;
+        mb->ops = op->next;
+        apply_op(s, mb, op);
+        free(op);
+    }
+    if (mb->state == MBOX_IDLE) {
+        mb->state = MBOX_PARKED;
+        mbox_list_push(&s->ckpt.parked, mb);
+    }
+}
+
+void disp_state_op(struct server *s, struct endpoint *ep, const char *type, const char *id,
+                   struct mbox_op *op)
+{
+    struct mbox *mb = mbox_get(&s->mboxes, type, id, ep);
+    struct mbox_op **pp = &mb->ops;
+    while (*pp) pp = &(*pp)->next;
+    op->next = NULL;
+    *pp = op;
+    if (mb->state != MBOX_INFLIGHT) run_ops(s, mb);
+}
+
+/* The two ways a batch ends: then the writes that waited for it. */
+void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
+                      const Statemesh__V1__BatchResponse *resp)
+{
+    on_response(s, ep, mb, resp);
+    if (mb->ops && mb->state != MBOX_INFLIGHT) run_ops(s, mb);
+}
+
+void disp_on_lost(struct server *s, struct mbox *mb, int failed, const char *why)
+{
+    on_lost(s, mb, failed, why);
+    if (mb->ops && mb->state != MBOX_INFLIGHT) run_ops(s, mb);
 }

@@ -80,4 +80,15 @@ void disp_sweep_expired(struct server *s);
 /* After a checkpoint: parked addresses become ready again or go away. */
 void disp_unpark(struct server *s, struct mbox *mb);
 
+/* Operator state writes (Admin SetState / DeleteState, state_admin.h). op
+ * (owned; op->call_id a held Admin call) is applied like a result of the
+ * address, by the runtime itself: at once when no batch of the address is
+ * in flight, else right after that batch is answered, failed or lost, and
+ * before its next one. Its writes go through the state cache into the open
+ * checkpoint (a known state TTL of the function applies to a set), the
+ * address stays active until that checkpoint commits, and the call is
+ * answered then (SetStateResponse / DeleteStateResponse). */
+void disp_state_op(struct server *s, struct endpoint *ep, const char *type, const char *id,
+                   struct mbox_op *op);
+
 #endif

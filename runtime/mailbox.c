@@ -45,6 +45,33 @@ struct msg *msg_create(const char *caller_type, const char *caller_id, const cha
 
 void msg_destroy(struct msg *m) { free(m); }
 
+struct mbox_op *mbox_op_create(uint64_t call_id, const char *name, const char *typename,
+                               const uint8_t *data, size_t len)
+{
+    size_t nl = name ? strlen(name) + 1 : 0, tl = typename ? strlen(typename) + 1 : 0;
+    struct mbox_op *op = malloc(sizeof *op + nl + tl + len);
+    char *p;
+
+    if (!op) abort();
+    memset(op, 0, sizeof *op);
+    op->call_id = call_id;
+    p = (char *)(op + 1);
+    if (name) {
+        memcpy(p, name, nl);
+        op->name = p;
+        p += nl;
+    }
+    if (typename) {
+        memcpy(p, typename, tl);
+        op->typename = p;
+        p += tl;
+    }
+    if (len) memcpy(p, data, len);
+    op->data = (const uint8_t *)p;
+    op->len = len;
+    return op;
+}
+
 size_t msg_footprint(const struct msg *m)
 {
     return sizeof *m + (m->caller_type ? strlen(m->caller_type) + strlen(m->caller_id) + 2 : 0) +
@@ -83,6 +110,15 @@ static void free_chain(struct msg *m)
     }
 }
 
+static void free_ops(struct mbox *mb)
+{
+    while (mb->ops) {
+        struct mbox_op *next = mb->ops->next;
+        free(mb->ops);
+        mb->ops = next;
+    }
+}
+
 static void free_fail(struct mbox *mb)
 {
     if (!mb->fail) return;
@@ -113,6 +149,7 @@ void mbox_table_cleanup(struct mbox_table *t)
             free_chain(mb->head);
             free_chain(mb->batch);
             free_fail(mb);
+            free_ops(mb);
             free(mb);
             mb = next;
         }
@@ -187,6 +224,7 @@ void mbox_remove(struct mbox_table *t, struct mbox *mb)
     free_chain(mb->head);
     free_chain(mb->batch);
     free_fail(mb);
+    free_ops(mb);
     free(mb);
 }
 

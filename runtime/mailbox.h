@@ -62,7 +62,23 @@ struct msg {
 struct msg *msg_create(const char *caller_type, const char *caller_id, const char *typename,
                        const uint8_t *data, size_t len, const char *reply_key);
 void msg_destroy(struct msg *m);
+/* Copies name (NULL: all), typename (NULL: delete) and data into one
+ * allocation, freed with free() or with its mbox. */
+struct mbox_op *mbox_op_create(uint64_t call_id, const char *name, const char *typename,
+                               const uint8_t *data, size_t len);
 size_t msg_footprint(const struct msg *m);   /* bytes held, for accounting */
+
+/* An operator's state write (Admin SetState / DeleteState, dispatch.h)
+ * waiting for the address's batch in flight to finish. One allocation,
+ * strings and value inline. */
+struct mbox_op {
+    struct mbox_op *next;
+    uint64_t call_id;          /* held Admin call, answered after the checkpoint */
+    const char *name;          /* NULL: every state value of the address */
+    const char *typename;      /* NULL: delete */
+    const uint8_t *data;
+    size_t len;
+};
 
 enum mbox_state { MBOX_IDLE, MBOX_READY, MBOX_INFLIGHT, MBOX_PARKED, MBOX_BACKOFF, MBOX_PAUSED };
 
@@ -91,6 +107,7 @@ struct mbox {
     uint32_t attempts;         /* consecutive failures of the head message */
     struct timer retry;        /* BACKOFF */
     struct mbox_fail *fail;    /* NULL until the first failure */
+    struct mbox_op *ops;       /* state writes waiting for the batch in flight */
 };
 
 struct mbox_table {

@@ -595,3 +595,19 @@ void scache_evict(struct scache *c, uint64_t committed_gen)
         ;
     if (n != c->nbuckets) resize(c, n);
 }
+
+void scache_names(struct scache *c, const char *type, const char *id,
+                  void (*fn)(void *arg, const char *name), void *arg)
+{
+    char key[KEY_MAX];
+    size_t klen = make_key(NULL, type, id);
+    struct sc_entry **link, *e = NULL;
+    const struct sc_slot *sl;
+
+    if (klen > sizeof key) return;
+    make_key(key, type, id);
+    link = find(c, key, klen, key_hash(key, klen));
+    if (link) e = *link;
+    sl = e ? first_slot(e) : NULL;
+    for (size_t i = 0; e && i < e->nslots; i++, sl = slot_next(sl)) fn(arg, slot_name(c, sl));
+}

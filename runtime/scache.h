@@ -64,5 +64,10 @@ void scache_set(struct scache *c, const char *type, const char *id, const char *
                 const struct sc_value *v, uint64_t pin_gen);
 /* Frees least recently used, unpinned entries beyond the budget. */
 void scache_evict(struct scache *c, uint64_t committed_gen);
+/* Calls fn with the name of every state the cache knows of the address
+ * (values and known absences, committed or not). fn must not change the
+ * cache. */
+void scache_names(struct scache *c, const char *type, const char *id,
+                  void (*fn)(void *arg, const char *name), void *arg);
 
 #endif

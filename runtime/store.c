@@ -1306,3 +1306,98 @@ int store_repair(const char *dir, const struct store_options *opt, const struct 
              (long long)(mono_ms() - t0));
     return 0;
 }
+
+/* ---- state listing (Admin ListState) --------------------------------------- */
+
+/* 'S' kg type '\0' followed by n bytes of `tail`. */
+static void key_state_type(struct key *k, uint16_t kg, const char *type, const char *tail,
+                           size_t n)
+{
+    size_t tl = strlen(type);
+    uint8_t b[2];
+    char tag = 'S';
+
+    key_init(k, 1 + 2 + tl + 1 + n);
+    put_u16be(b, kg);
+    key_add(k, &tag, 1);
+    key_add(k, b, 2);
+    key_add(k, type, tl);
+    key_add(k, "", 1);
+    key_add(k, tail, n);
+}
+
+int store_list_states(struct store *s, const char *type, const char *prefix,
+                      const char *after_id, store_list_fn fn, void *arg)
+{
+    size_t pl = strlen(prefix), tl = strlen(type), al = after_id ? strlen(after_id) : 0;
+    struct scratch idb = {0}, nameb = {0};
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    unsigned kg = after_id ? store_key_group(type, after_id) : 0;
+    int rc = 0, stop = 0;
+
+    for (; kg < STORE_KEY_GROUPS && !stop && rc == 0; kg++) {
+        struct key start, skip;
+        size_t base = 1 + 2 + tl + 1;     /* where the id begins */
+
+        key_state_type(&start, (uint16_t)kg, type, prefix, pl);
+        if (after_id) {
+            /* the first key after every key of after_id: id '\1' (ids have
+             * no NUL), unless the prefix starts later */
+            struct key a;
+            size_t n;
+            key_state_type(&a, (uint16_t)kg, type, after_id, al + 1);
+            a.p[a.len - 1] = '\1';
+            n = a.len < start.len ? a.len : start.len;
+            if (memcmp(a.p, start.p, n) > 0 || (memcmp(a.p, start.p, n) == 0 && a.len > start.len))
+                leveldb_iter_seek(it, a.p, a.len);
+            else
+                leveldb_iter_seek(it, start.p, start.len);
+            key_free(&a);
+            after_id = NULL;
+        } else {
+            leveldb_iter_seek(it, start.p, start.len);
+        }
+        key_free(&start);
+        while (leveldb_iter_valid(it)) {
+            size_t klen, vlen;
+            const char *k = leveldb_iter_key(it, &klen);
+            const char *v, *ie, *id, *name;
+            uint8_t kgb[2];
+            int r;
+
+            put_u16be(kgb, (uint16_t)kg);
+            if (klen < base + pl || k[0] != 'S' || memcmp(k + 1, kgb, 2) != 0 ||
+                memcmp(k + 3, type, tl) != 0 || k[3 + tl] != '\0' ||
+                memcmp(k + base, prefix, pl) != 0)
+                break;
+            ie = memchr(k + base, '\0', klen - base);
+            if (!ie) {                    /* malformed: skip it */
+                leveldb_iter_next(it);
+                continue;
+            }
+            v = leveldb_iter_value(it, &vlen);
+            id = scratch_copy(&idb, k + base, (size_t)(ie - (k + base)));
+            name = scratch_copy(&nameb, ie + 1, klen - (size_t)(ie + 1 - k));
+            if (!id || !name) {
+                rc = -ENOMEM;
+                break;
+            }
+            r = fn(arg, id, name, (const uint8_t *)v, vlen);
+            if (r == STORE_LIST_STOP) {
+                stop = 1;
+                break;
+            }
+            if (r == STORE_LIST_NEXT) {
+                leveldb_iter_next(it);
+                continue;
+            }
+            key_state_type(&skip, (uint16_t)kg, type, id, strlen(id) + 1);
+            skip.p[skip.len - 1] = '\1';
+            leveldb_iter_seek(it, skip.p, skip.len);
+            key_free(&skip);
+        }
+    }
+    free(idb.p);
+    free(nameb.p);
+    return iter_finish(s, it, rc, 'S');
+}

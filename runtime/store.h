@@ -212,4 +212,19 @@ int store_state_key_address(const char *key, size_t klen, char *buf, const char 
 int store_get_meta(struct store *s, const char *name, uint8_t **val /* OUT */, size_t *len /* OUT */)
     __attribute__((warn_unused_result));
 
+/* State listing (Admin ListState): calls fn for the S keys of function type
+ * `type` whose id starts with `prefix` (bytes; "" = all), in key order: key
+ * group by key group from 0 (or from after_id's group), ids in byte order
+ * within one. after_id (NULL: none) starts after every key of that id. fn
+ * gets the id, the state name and the value (borrowed) and returns
+ * STORE_LIST_NEXT (the next key), STORE_LIST_SKIP_ID (the first key of the
+ * next id: one seek) or STORE_LIST_STOP. Key groups without such keys cost a
+ * seek each (4096 at most). Returns 0, or -EIO. */
+enum { STORE_LIST_NEXT, STORE_LIST_SKIP_ID, STORE_LIST_STOP };
+typedef int (*store_list_fn)(void *arg, const char *id, const char *name, const uint8_t *val,
+                             size_t len);
+int store_list_states(struct store *s, const char *type, const char *prefix,
+                      const char *after_id, store_list_fn fn, void *arg)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -692,3 +692,88 @@ int sm_client_resume(sm_client *c, const char *type, const char *id, int timeout
     statemesh__v1__resume_response__free_unpacked(resp, NULL);
     return SM_OK;
 }
+
+/* ---- state administration ---- */
+
+int sm_client_state_list(sm_client *c, const char *type, const char *prefix,
+                         const char *after_id, uint32_t limit, int timeout_ms,
+                         sm_state_ids *out, sm_error *err)
+{
+    Statemesh__V1__ListStateRequest req = STATEMESH__V1__LIST_STATE_REQUEST__INIT;
+    Statemesh__V1__ListStateResponse *resp;
+    int rc;
+
+    if (!c || !out)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no client or output");
+    memset(out, 0, sizeof *out);
+    if (!type || !*type)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "function type is empty");
+    if ((rc = check_type_filter(type, err))) return rc;
+    req.type = (char *)type;
+    if (prefix) req.prefix = (char *)prefix;
+    if (after_id) req.after_id = (char *)after_id;
+    req.limit = limit;
+    rc = unary(c, "/statemesh.v1.Admin/ListState", &req.base,
+               &statemesh__v1__list_state_response__descriptor, (ProtobufCMessage **)&resp,
+               timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    out->ids = (const char **)resp->ids;
+    out->n = resp->n_ids;
+    out->more = resp->more;
+    out->next_after_id = resp->next_after_id;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_state_ids_cleanup(sm_state_ids *l)
+{
+    if (!l) return;
+    if (l->msg_) statemesh__v1__list_state_response__free_unpacked(l->msg_, NULL);
+    memset(l, 0, sizeof *l);
+}
+
+int sm_client_state_set(sm_client *c, const char *type, const char *id, const char *name,
+                        const sm_value *v, int timeout_ms, sm_error *err)
+{
+    Statemesh__V1__SetStateRequest req = STATEMESH__V1__SET_STATE_REQUEST__INIT;
+    Statemesh__V1__Address a = STATEMESH__V1__ADDRESS__INIT;
+    Statemesh__V1__TypedValue tv = STATEMESH__V1__TYPED_VALUE__INIT;
+    ProtobufCMessage *resp;
+    int rc;
+
+    if ((rc = check_address_args(c, type, id, err))) return rc;
+    if (!name || !*name)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "state name is empty");
+    if ((rc = sm__check_target(type, id, v, err))) return rc;
+    if (!v) return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "no value");
+    fill_request(&a, &tv, type, id, v);
+    req.address = &a;
+    req.name = (char *)name;
+    req.value = &tv;
+    rc = unary(c, "/statemesh.v1.Admin/SetState", &req.base,
+               &statemesh__v1__set_state_response__descriptor, &resp, timeout_ms, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+int sm_client_state_delete(sm_client *c, const char *type, const char *id, const char *name,
+                           int timeout_ms, uint32_t *deleted, sm_error *err)
+{
+    Statemesh__V1__DeleteStateRequest req = STATEMESH__V1__DELETE_STATE_REQUEST__INIT;
+    Statemesh__V1__Address a = STATEMESH__V1__ADDRESS__INIT;
+    Statemesh__V1__DeleteStateResponse *resp;
+    int rc;
+
+    if ((rc = check_address_args(c, type, id, err))) return rc;
+    a.type = (char *)type;
+    a.id = (char *)id;
+    req.address = &a;
+    if (name) req.name = (char *)name;
+    rc = unary(c, "/statemesh.v1.Admin/DeleteState", &req.base,
+               &statemesh__v1__delete_state_response__descriptor, (ProtobufCMessage **)&resp,
+               timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    if (deleted) *deleted = resp->deleted;
+    statemesh__v1__delete_state_response__free_unpacked(resp, NULL);
+    return SM_OK;
+}

@@ -22,7 +22,8 @@ from .function import (StatefulFunctions, ValueSpec, Context, Message, Address, 
 from .server import serve, serve_async, FunctionServer
 from .client import (Client, AsyncClient, StateInfo, StreamMessage, StreamError,
                      SendStreamResult, EgressRecord, Subscription, AsyncSubscription,
-                     DeadLetter, DeadLetters, AddressStatus, StuckList)
+                     DeadLetter, DeadLetters, AddressStatus, StuckList,
+                     StateIds)
 from .errors import (StatemeshError, NotFound, InvalidArgument, Unavailable,
                      DeadlineExceeded, ResourceExhausted, Overloaded, OffsetTrimmed,
                      AlreadyExists, FailedPrecondition, Aborted, Internal)
@@ -31,7 +32,7 @@ __all__ = [
     "StatefulFunctions", "ValueSpec", "serve", "serve_async", "FunctionServer",
     "Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError", "SendStreamResult",
     "EgressRecord", "Subscription", "AsyncSubscription", "DeadLetter", "DeadLetters",
-    "AddressStatus", "StuckList",
+    "AddressStatus", "StuckList", "StateIds",
     "Context", "Message", "Address", "Storage", "StateError", "RequestHandler",
     "Type", "TypedValue", "simple_type",
     "BoolType", "IntType", "FloatType", "StringType", "BytesType", "JsonType",

@@ -59,13 +59,18 @@ from .types import TypedValue, typed_value, decode_typed, encode_value
 
 __all__ = ["Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError",
            "SendStreamResult", "EgressRecord", "Subscription", "AsyncSubscription",
-           "DeadLetter", "DeadLetters", "AddressStatus", "StuckList"]
+           "DeadLetter", "DeadLetters", "AddressStatus", "StuckList", "StateIds"]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 StateInfo = namedtuple("StateInfo", "values queued_messages in_flight")
 StateInfo.__doc__ = ("The committed state of an address: ``values`` (dict name -> value), "
                      "``queued_messages`` waiting for it, ``in_flight`` (a batch is running).")
+
+StateIds = namedtuple("StateIds", "ids more next_after")
+StateIds.__doc__ = ("One page of Client.list_state(): ``ids`` (in key order), ``more`` (the "
+                    "listing goes on) and ``next_after`` (with more: the ``after`` of the next "
+                    "page, else None).")
 
 
 StreamMessage = namedtuple("StreamMessage",
@@ -225,6 +230,7 @@ def _utc(ms):
 
 MAX_DEAD_LETTERS_PAGE = 10000
 MAX_STUCK_LIMIT = 100000
+MAX_STATE_LIST_LIMIT = 10000
 _PHASES = {0: "idle", 1: "queued", 2: "in_flight", 3: "retrying", 4: "paused"}
 
 _STATUS = {c.value[0]: c for c in grpc.StatusCode}
@@ -524,6 +530,15 @@ class _Methods:
         self._resume = u("/statemesh.v1.Admin/Resume",
                          request_serializer=admin_pb2.AddressRequest.SerializeToString,
                          response_deserializer=admin_pb2.ResumeResponse.FromString)
+        self._list_state = u("/statemesh.v1.Admin/ListState",
+                             request_serializer=admin_pb2.ListStateRequest.SerializeToString,
+                             response_deserializer=admin_pb2.ListStateResponse.FromString)
+        self._set_state = u("/statemesh.v1.Admin/SetState",
+                            request_serializer=admin_pb2.SetStateRequest.SerializeToString,
+                            response_deserializer=admin_pb2.SetStateResponse.FromString)
+        self._delete_state = u("/statemesh.v1.Admin/DeleteState",
+                               request_serializer=admin_pb2.DeleteStateRequest.SerializeToString,
+                               response_deserializer=admin_pb2.DeleteStateResponse.FromString)
         self._send_stream = channel.stream_stream(
             "/statemesh.v1.Ingress/SendStream", request_serializer=_identity,
             response_deserializer=ingress_pb2.SendStreamResponse.FromString)
@@ -587,6 +602,31 @@ class _Methods:
     def _address_req(self, target_type, target_id):
         return self._admin_pb2.AddressRequest(
             address=_checked_address(self._types_pb2, target_type, target_id))
+
+    def _list_state_req(self, type, prefix, after, limit):
+        if not isinstance(type, str) or not _TYPE_RE.match(type) or len(type) > 256:
+            raise ValueError("function type must be 'namespace/name' ([A-Za-z0-9_.-]+), got %r"
+                             % (type,))
+        for name, v in (("prefix", prefix), ("after", after)):
+            if v is not None and not isinstance(v, str):
+                raise TypeError("%s must be a str, got %s" % (name, builtins_type(v).__name__))
+        return self._admin_pb2.ListStateRequest(
+            type=type, prefix=prefix or "", after_id=after or "",
+            limit=0 if limit is None else _uint("limit", limit, 1, MAX_STATE_LIST_LIMIT))
+
+    def _set_state_req(self, target_type, target_id, name, value, type):
+        if not isinstance(name, str) or not name:
+            raise ValueError("state name must be a non-empty str, got %r" % (name,))
+        t = self._types_pb2
+        return self._admin_pb2.SetStateRequest(
+            address=_checked_address(t, target_type, target_id), name=name,
+            value=_argument(t, value, type))
+
+    def _delete_state_req(self, target_type, target_id, name):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("state name must be a non-empty str or None (all), got %r" % (name,))
+        return self._admin_pb2.DeleteStateRequest(
+            address=_checked_address(self._types_pb2, target_type, target_id), name=name or "")
 
     def _timeout(self, timeout):
         return self._default_timeout if timeout is None else timeout
@@ -815,6 +855,34 @@ class Client(_Methods):
         neither paused nor backing off."""
         self._invoke(self._resume, self._address_req(target_type, target_id), timeout)
 
+    def list_state(self, type, prefix=None, after=None, limit=None, timeout=None):
+        """One page of the ids of function type ``type`` that hold committed,
+        unexpired state: a :class:`StateIds`. Ids are in key order (key
+        group, then id bytes; docs/state-admin.md), only those starting with
+        ``prefix`` if given, after id ``after`` if given; at most ``limit``
+        (1..10000, default the runtime's 1000). Page on with
+        ``after=page.next_after`` while ``page.more``."""
+        resp = self._invoke(self._list_state, self._list_state_req(type, prefix, after, limit),
+                            timeout)
+        return _state_ids(resp)
+
+    def set_state(self, target_type, target_id, name, value, type=None, timeout=None):
+        """Writes state ``name`` of the address (``value`` encoded like a
+        message argument, ``type`` as for send()), applied like a message:
+        never during an invocation of the address. Returns None once
+        durable. FailedPrecondition when the function declares the state
+        with another typename; ResourceExhausted over max_message_bytes."""
+        self._invoke(self._set_state,
+                     self._set_state_req(target_type, target_id, name, value, type), timeout)
+
+    def delete_state(self, target_type, target_id, name=None, timeout=None):
+        """Deletes state ``name`` of the address, or every state value of it
+        (``name`` None), like set_state(). Returns how many values existed,
+        once durable."""
+        resp = self._invoke(self._delete_state,
+                            self._delete_state_req(target_type, target_id, name), timeout)
+        return resp.deleted
+
     def close(self):
         self._channel.close()
 
@@ -985,6 +1053,21 @@ class AsyncClient(_Methods):
     async def resume(self, target_type, target_id, timeout=None):
         await self._invoke(self._resume, self._address_req(target_type, target_id), timeout)
 
+    async def list_state(self, type, prefix=None, after=None, limit=None, timeout=None):
+        resp = await self._invoke(self._list_state,
+                                  self._list_state_req(type, prefix, after, limit), timeout)
+        return _state_ids(resp)
+
+    async def set_state(self, target_type, target_id, name, value, type=None, timeout=None):
+        await self._invoke(self._set_state,
+                           self._set_state_req(target_type, target_id, name, value, type),
+                           timeout)
+
+    async def delete_state(self, target_type, target_id, name=None, timeout=None):
+        resp = await self._invoke(self._delete_state,
+                                  self._delete_state_req(target_type, target_id, name), timeout)
+        return resp.deleted
+
     async def close(self):
         await self._channel.close()
 
@@ -993,6 +1076,10 @@ class AsyncClient(_Methods):
 
     async def __aexit__(self, *exc):
         await self.close()
+
+
+def _state_ids(resp):
+    return StateIds(list(resp.ids), resp.more, resp.next_after_id if resp.more else None)
 
 
 def _records(resp):

@@ -264,8 +264,10 @@ def test_python_client(env):
     (["deadletters", "list", "--after", "-3"], "--after wants a dead letter id"),
     (["deadletters", "list", "--type", "a/b/c"], "is not namespace/name"),
     (["deadletters", "drop", "--all", "--type", ""], "--type wants a function type NS/NAME, got ''"),
-    (["stats", "--all"], "--all and --after only apply to deadletters"),
-    (["state", "get", "a/b", "x", "--limit", "2"], "--limit only applies to deadletters list and stuck"),
+    (["stats", "--all"], "--all only applies to deadletters"),
+    (["stats", "--after", "3"], "--after only applies to deadletters list and state list"),
+    (["state", "get", "a/b", "x", "--limit", "2"], "--prefix, --after and --limit only apply to state list"),
+    (["stats", "--limit", "2"], "--limit only applies to deadletters list, stuck and state list"),
 ])
 def test_usage_errors(nowhere, args, needle):
     # nothing listens at the address: a request that got through would exit 1

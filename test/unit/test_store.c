@@ -963,6 +963,123 @@ static void state_filter_close_during_scan(void **state)
     store_batch_destroy(&b);
 }
 
+/* ---- state listing (store_list_states) ------------------------------------- */
+
+#define NLIST 6000
+
+struct listed {
+    char (*ids)[16];
+    int n, max;
+    int keys;                      /* keys visited */
+    int mode;                      /* what the callback returns after an id */
+};
+
+static int list_cb(void *arg, const char *id, const char *name, const uint8_t *val, size_t len)
+{
+    struct listed *l = arg;
+    (void)name;
+    (void)val;
+    (void)len;
+    l->keys++;
+    if (l->n && strcmp(l->ids[l->n - 1], id) == 0) return STORE_LIST_NEXT;   /* same id */
+    if (l->n == l->max) return STORE_LIST_STOP;
+    snprintf(l->ids[l->n++], sizeof l->ids[0], "%s", id);
+    return l->mode;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const char *x = a, *y = b;
+    unsigned gx = store_key_group("t/x", x), gy = store_key_group("t/x", y);
+    return gx != gy ? (gx < gy ? -1 : 1) : strcmp(x, y);
+}
+
+static void list_states_in_key_order(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    static char want[NLIST][16];
+    struct listed l = {0};
+    int nwant = 0;
+
+    open_ok(fx);
+    /* NLIST ids over 4096 key groups: many groups hold several ids, some
+     * ids are prefixes of others ("k1", "k10", "k100"); two names each;
+     * neighbouring types must not show up. */
+    for (int i = 0; i < NLIST; i++) {
+        snprintf(want[i], sizeof want[0], "k%d", i);
+        store_batch_put_state(b, "t/x", want[i], "a", "1", 1);
+        store_batch_put_state(b, "t/x", want[i], "b", "2", 1);
+        store_batch_put_state(b, "t/xy", want[i], "a", "1", 1);
+        store_batch_put_state(b, "t/w", want[i], "a", "1", 1);
+    }
+    store_batch_put_message(b, "t/x", "m-only", 1, "m", 1);       /* not state */
+    write_ok(fx->s, b, false);
+    qsort(want, NLIST, sizeof want[0], key_cmp);
+
+    l.ids = calloc(NLIST, sizeof *l.ids);
+    assert_non_null(l.ids);
+    l.max = NLIST;
+    l.mode = STORE_LIST_SKIP_ID;
+    assert_int_equal(store_list_states(fx->s, "t/x", "", NULL, list_cb, &l), 0);
+    assert_int_equal(l.n, NLIST);
+    for (int i = 0; i < NLIST; i++) assert_string_equal(l.ids[i], want[i]);
+    assert_int_equal(l.keys, NLIST);                  /* one key per id: the rest skipped */
+
+    /* NEXT visits every key; same ids */
+    memset(&l.n, 0, sizeof l - offsetof(struct listed, n));
+    l.max = NLIST;
+    l.mode = STORE_LIST_NEXT;
+    assert_int_equal(store_list_states(fx->s, "t/x", "", NULL, list_cb, &l), 0);
+    assert_int_equal(l.n, NLIST);
+    assert_int_equal(l.keys, 2 * NLIST);
+
+    /* after_id: the listing goes on right after it, wherever it is */
+    for (int i = 0; i < NLIST; i += 97) {
+        memset(&l.n, 0, sizeof l - offsetof(struct listed, n));
+        l.max = 3;
+        l.mode = STORE_LIST_SKIP_ID;
+        assert_int_equal(store_list_states(fx->s, "t/x", "", want[i], list_cb, &l), 0);
+        for (int k = 0; k < l.n; k++) assert_string_equal(l.ids[k], want[i + 1 + k]);
+        assert_int_equal(l.n, i + 3 < NLIST ? 3 : NLIST - 1 - i);
+    }
+    /* an after_id that holds no state is a position all the same */
+    memset(&l.n, 0, sizeof l - offsetof(struct listed, n));
+    l.max = NLIST;
+    l.mode = STORE_LIST_SKIP_ID;
+    assert_int_equal(store_list_states(fx->s, "t/x", "", "nope", list_cb, &l), 0);
+    nwant = 0;
+    for (int i = 0; i < NLIST; i++) nwant += key_cmp(want[i], "nope") > 0;
+    assert_int_equal(l.n, nwant);
+
+    /* prefix: only those ids, same order; with after_id */
+    memset(&l.n, 0, sizeof l - offsetof(struct listed, n));
+    l.max = NLIST;
+    assert_int_equal(store_list_states(fx->s, "t/x", "k12", NULL, list_cb, &l), 0);
+    nwant = 0;
+    for (int i = 0; i < NLIST; i++)
+        if (strncmp(want[i], "k12", 3) == 0) assert_string_equal(l.ids[nwant++], want[i]);
+    assert_int_equal(l.n, nwant);
+    assert_int_equal(nwant, 111);                     /* k12, k120..k129, k1200..k1299 */
+    {
+        int n1 = l.n, at = n1 / 2;
+        char (*first)[16] = malloc((size_t)n1 * sizeof *first);
+        assert_non_null(first);
+        memcpy(first, l.ids, (size_t)n1 * sizeof *first);
+        memset(&l.n, 0, sizeof l - offsetof(struct listed, n));
+        l.max = NLIST;
+        assert_int_equal(store_list_states(fx->s, "t/x", "k12", first[at], list_cb, &l), 0);
+        assert_int_equal(l.n, n1 - at - 1);
+        for (int k = 0; k < l.n; k++) assert_string_equal(l.ids[k], first[at + 1 + k]);
+        free(first);
+    }
+    memset(&l.n, 0, sizeof l - offsetof(struct listed, n));
+    assert_int_equal(store_list_states(fx->s, "t/none", "", NULL, list_cb, &l), 0);
+    assert_int_equal(l.n, 0);
+    free(l.ids);
+    store_batch_destroy(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -985,6 +1102,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(state_filter_never_hides_state, setup, teardown),
         cmocka_unit_test_setup_teardown(state_filter_overfull_stays_correct, setup, teardown),
         cmocka_unit_test_setup_teardown(state_filter_close_during_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(list_states_in_key_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

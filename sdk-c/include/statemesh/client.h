@@ -440,4 +440,55 @@ typedef int (*sm_egress_fn)(void *udata, const sm_egress_record *rec);
 int sm_client_subscribe(sm_client *c, const sm_subscribe_options *opts, sm_egress_fn fn,
                         void *udata, sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
+/* ---- State administration (docs/state-admin.md) ----
+ *
+ * List the ids of a function type that hold state, a page at a time, and
+ * write or delete state values of an address as an operator. A write is
+ * applied like a message to the address (never during an invocation of it)
+ * and returns once its checkpoint is durable.
+ *
+ *     sm_state_ids p;
+ *     char after[1025] = "";     // ids are at most 1024 bytes
+ *     bool more = true;
+ *     while (more && sm_client_state_list(c, "shop/cart", NULL, after, 0, 10000, &p,
+ *                                         &err) == SM_OK) {
+ *         for (size_t i = 0; i < p.n; i++) puts(p.ids[i]);
+ *         more = p.more;
+ *         if (more) snprintf(after, sizeof after, "%s", p.next_after_id);
+ *         sm_state_ids_cleanup(&p);
+ *     }
+ */
+
+/* One page of ids. Every pointer is owned by the struct. */
+typedef struct sm_state_ids {
+    const char **ids;          /* in key order: key group, then id bytes */
+    size_t n;
+    bool more;                 /* the listing goes on after this page */
+    const char *next_after_id; /* with more: the after_id of the next page */
+    void *msg_;                /* private */
+} sm_state_ids;
+
+/* Admin ListState: ids of `type` with committed, unexpired state, starting
+ * with `prefix` (NULL/"" = all), after `after_id` (NULL/"" = from the
+ * start), at most `limit` (0 = 1000, at most 10000). On SM_OK the caller
+ * frees *out with sm_state_ids_cleanup. */
+int sm_client_state_list(sm_client *c, const char *type, const char *prefix,
+                         const char *after_id, uint32_t limit, int timeout_ms,
+                         sm_state_ids *out /* OUT */,
+                         sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+void sm_state_ids_cleanup(sm_state_ids *l);
+/* Admin SetState: state `name` of (type, id) becomes v (only read during
+ * the call). The runtime refuses a value over max_message_bytes
+ * (RESOURCE_EXHAUSTED) and a typename other than the function declares for
+ * the state (FAILED_PRECONDITION). */
+int sm_client_state_set(sm_client *c, const char *type, const char *id, const char *name,
+                        const sm_value *v, int timeout_ms,
+                        sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+/* Admin DeleteState: deletes state `name` of (type, id), or every state
+ * value of it when name is NULL or "". *deleted (may be NULL): how many
+ * values existed. */
+int sm_client_state_delete(sm_client *c, const char *type, const char *id, const char *name,
+                           int timeout_ms, uint32_t *deleted /* OUT, may be NULL */,
+                           sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
 #endif
