@@ -92,7 +92,7 @@ ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
        $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION) \
        $(B)/test/libiofail.so
 
-.PHONY: all deps run test unit integration clean install uninstall dist bench fuzz fuzz-build \
+.PHONY: all deps run test unit integration clean install uninstall dist bench bench-bins fuzz fuzz-build \
         fuzz-smoke FORCE
 all: deps-check $(ALL)
 
@@ -227,7 +227,7 @@ unit: $(UNIT_BINS)
 # Python SDK unit tests (no runtime), then integration and fault tests
 # against the real runtime.
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
-integration: all
+integration: all bench-bins
 	@if [ -d sdk-python/tests ]; then PYTHONPATH=$(CURDIR)/sdk-python $(PYTEST) sdk-python/tests; fi
 	PYTHONPATH=$(CURDIR)/sdk-python $(PYTEST) $(PYTEST_ARGS) test/integration
 
@@ -320,6 +320,9 @@ fuzz-smoke: fuzz-build
 # installed here if missing; if that fails the bench still runs, without the plot.
 BENCH_BINS := $(B)/test/bench/loadgen $(B)/test/bench/benchfn $(B)/test/bench/libcounter.so
 BENCH_FN_O := $(B)/obj/test/bench/bench_functions.o
+# test/integration/test_memory.py drives its long stream with the bench's
+# load generator and embedded counter module.
+bench-bins: $(BENCH_BINS)
 BENCH_APT  := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 bench: deps-check
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)

@@ -6,6 +6,8 @@
 
 #include <xxhash.h>
 
+#define MBOX_MIN_BUCKETS 1024
+
 struct msg *msg_create(const char *caller_type, const char *caller_id, const char *typename,
                        const uint8_t *data, size_t len, const char *reply_key)
 {
@@ -95,7 +97,7 @@ static uint64_t addr_hash(const char *type, const char *id)
 
 void mbox_table_init(struct mbox_table *t)
 {
-    t->nbuckets = 1024;
+    t->nbuckets = MBOX_MIN_BUCKETS;
     t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
     if (!t->buckets) abort();
     t->count = 0;
@@ -167,9 +169,9 @@ struct mbox *mbox_find(const struct mbox_table *t, const char *type, const char 
     return NULL;
 }
 
-static void grow(struct mbox_table *t)
+/* Rehashes into n buckets (a power of two). */
+static void resize(struct mbox_table *t, size_t n)
 {
-    size_t n = t->nbuckets * 2;
     struct mbox **b = calloc(n, sizeof *b);
     if (!b) abort();
     for (size_t i = 0; i < t->nbuckets; i++) {
@@ -193,7 +195,7 @@ struct mbox *mbox_get(struct mbox_table *t, const char *type, const char *id, st
     char *p;
 
     if (mb) return mb;
-    if (t->count >= t->nbuckets) grow(t);
+    if (t->count >= t->nbuckets) resize(t, t->nbuckets * 2);
     tl = strlen(type) + 1;
     il = strlen(id) + 1;
     mb = calloc(1, sizeof *mb + tl + il);
@@ -226,6 +228,10 @@ void mbox_remove(struct mbox_table *t, struct mbox *mb)
     free_fail(mb);
     free_ops(mb);
     free(mb);
+    /* After a burst over many addresses the table shrinks with the active
+     * set (halving at 1/8 full leaves it 1/4 full: no resize ping-pong). */
+    if (t->nbuckets > MBOX_MIN_BUCKETS && t->count < t->nbuckets / 8)
+        resize(t, t->nbuckets / 2);
 }
 
 void mbox_push(struct mbox *mb, struct msg *m)

@@ -4,7 +4,8 @@
  * A `struct mbox` exists only while its address has queued or in-flight
  * messages (or effects waiting for a checkpoint), so memory follows the
  * active set, not the number of addresses ever seen. The table is a chained
- * hash table that doubles as it grows: O(1) lookups at any size.
+ * hash table that doubles as it grows and halves when it is 1/8 full: O(1)
+ * lookups at any size, and no memory kept for a past burst of addresses.
  *
  * A message is one allocation: the struct followed by its strings and bytes.
  * Queues are FIFO in arrival order (seq order); a batch takes messages from

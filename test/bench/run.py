@@ -33,7 +33,10 @@ Each run:
 Result fields (one object per run in results.json): workload, mode, ingress,
 clients, addresses, messages, seconds, msgs_per_s, p50_ms, p99_ms,
 runtime_rss_mb, runtime_anon_mb (peak RssAnon of statemeshd from
-/proc/PID/status during the load), runtime_cpu_pct — see docs/performance.md —
+/proc/PID/status during the load, every 50 ms), peak_anon_mb (peak RssAnon
+over the runtime's whole run — start-up, load, drain, the generator's
+check — sampled every 10 ms; docs/limits.md bounds it: at most 64 MB with
+the default settings), runtime_cpu_pct — see docs/performance.md —
 plus ok, error, sync, fn_cpu_pct, loadgen_cpu_pct, loadavg_1m and the
 generator's own fields (acked, ack_seconds, p999_ms, max_ms, mean_ms,
 latency, batches, checkpoints, msgs_per_batch, msgs_per_checkpoint, check,
@@ -506,16 +509,19 @@ class Bench:
         res = {k: r[k] for k in ("workload", "mode", "ingress", "clients", "inflight", "addresses",
                                  "messages")}
         res["threads"] = r["clients"] // r["inflight"]
-        res.update(seconds=None, msgs_per_s=None, p50_ms=None, p99_ms=None, runtime_rss_mb=None, runtime_anon_mb=None,
+        res.update(seconds=None, msgs_per_s=None, p50_ms=None, p99_ms=None, runtime_rss_mb=None,
+                   runtime_anon_mb=None, peak_anon_mb=None,
                    runtime_cpu_pct=None, ok=False, error=None, sync=r["sync"], fn_cpu_pct=None,
                    loadgen_cpu_pct=None, loadavg_1m=os.getloadavg()[0])
         if self.args.callgrind:
             res["callgrind"] = True
         work = tempfile.mkdtemp(prefix="smbench-", dir=self.args.tmp)
-        fn = rt = gen = None
+        fn = rt = gen = whole = None
         try:
             fn = self.start_fn(r, work)
             rt, port = self.start_runtime(r, work)
+            whole = RssSampler(rt.pid, period=0.01)   # peak_anon_mb: the whole run
+            whole.start()
             gen_log = open(os.path.join(work, "loadgen.log"), "wb")
             try:
                 gen = self.children.start(self.loadgen_argv(r, port), stdin=subprocess.DEVNULL,
@@ -541,6 +547,9 @@ class Bench:
             res["ok"] = False
             res["error"] = str(e) if not res.get("error") else "%s; %s" % (e, res["error"])
         finally:
+            if whole is not None:
+                whole.stop()
+                res["peak_anon_mb"] = round(whole.peak_anon_kb / 1024.0, 1)
             for p in (gen, rt, fn):
                 if p is not None:
                     # under callgrind the runtime writes its profile when it exits
@@ -724,7 +733,7 @@ COLUMNS = [
     ("clients", "%4s", "cli"), ("addresses", "%9s", "addresses"), ("messages", "%9s", "messages"),
     ("seconds", "%7s", "seconds"), ("msgs_per_s", "%9s", "msgs/s"), ("p50_ms", "%8s", "p50 ms"),
     ("p99_ms", "%8s", "p99 ms"), ("runtime_rss_mb", "%6s", "rss MB"),
-    ("runtime_anon_mb", "%7s", "anon MB"),
+    ("runtime_anon_mb", "%7s", "anon MB"), ("peak_anon_mb", "%6s", "peak MB"),
     ("runtime_cpu_pct", "%6s", "rt cpu"), ("fn_cpu_pct", "%6s", "fn cpu"),
     ("loadgen_cpu_pct", "%7s", "gen cpu"), ("ok", "%s", "ok"),
 ]
@@ -741,7 +750,7 @@ def fmt(key, v):
         return "%.2f" % v
     if key in ("msgs_per_s",):
         return "%.0f" % v
-    if key in ("runtime_rss_mb", "runtime_anon_mb", "runtime_cpu_pct", "fn_cpu_pct", "loadgen_cpu_pct"):
+    if key in ("runtime_rss_mb", "runtime_anon_mb", "peak_anon_mb", "runtime_cpu_pct", "fn_cpu_pct", "loadgen_cpu_pct"):
         return "%.0f" % v
     if key == "sync":
         return "" if v else "(sync off)"

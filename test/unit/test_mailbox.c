@@ -98,6 +98,35 @@ static void test_return_batch_into_empty_queue_sets_tail(void **state)
     mbox_table_cleanup(&t);
 }
 
+/* After a burst of addresses the bucket array shrinks back, and every
+ * remaining mbox is still found. */
+static void test_table_shrinks_after_burst(void **state)
+{
+    (void)state;
+    struct mbox_table t;
+    char id[32];
+    const int n = 100000, keep = 100;
+
+    mbox_table_init(&t);
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "id-%d", i);
+        mbox_get(&t, "ns/f", id, NULL);
+    }
+    assert_true(t.nbuckets >= (size_t)n);
+    for (int i = keep; i < n; i++) {
+        snprintf(id, sizeof id, "id-%d", i);
+        mbox_remove(&t, mbox_find(&t, "ns/f", id));
+    }
+    assert_int_equal(t.count, keep);
+    assert_int_equal(t.nbuckets, 1024);
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "id-%d", i);
+        if (i < keep) assert_non_null(mbox_find(&t, "ns/f", id));
+        else assert_null(mbox_find(&t, "ns/f", id));
+    }
+    mbox_table_cleanup(&t);
+}
+
 static void test_table_grows_and_finds(void **state)
 {
     (void)state;
@@ -159,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_batch_takes_in_order_and_returns_to_head),
         cmocka_unit_test(test_return_batch_into_empty_queue_sets_tail),
         cmocka_unit_test(test_table_grows_and_finds),
+        cmocka_unit_test(test_table_shrinks_after_burst),
         cmocka_unit_test(test_list_fifo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
