@@ -5,6 +5,7 @@
 #   make test            install deps if missing, build, run every test
 #   make SANITIZE=1 ...  the same with ASan+UBSan
 #   make fuzz            build the libFuzzer harnesses (clang) and run each FUZZ_SECONDS
+#                        (FUZZ_ONLY="storage config": only those)
 #   make install PREFIX=/usr/local [DESTDIR=/tmp/stage]   (and make uninstall)
 #   make dist            a wheel of the Python SDK in build/dist/ (offline)
 #   make clean
@@ -247,9 +248,11 @@ test: deps
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 8
 FUZZ_ARGS          ?=
+FUZZ_ONLY          ?=
 FZ          := $(B)/fuzz
 FUZZ_NAMES  := $(patsubst test/fuzz/fuzz_%.c,%,$(wildcard test/fuzz/fuzz_*.c))
-FUZZ_BINS   := $(addprefix $(FZ)/fuzz_,$(FUZZ_NAMES))
+FUZZ_RUN    := $(if $(FUZZ_ONLY),$(FUZZ_ONLY),$(FUZZ_NAMES))
+FUZZ_BINS   := $(addprefix $(FZ)/fuzz_,$(FUZZ_RUN))
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Wno-comment -pthread $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
@@ -264,21 +267,23 @@ FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(C
                      $(FZ)/obj/runtime/cli_lib.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
+FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o,$(FZ_RT_O)) \
+                     $(FZ)/obj/test/fuzz/rpc_fake.o $(FZ_SDK_O)
 
 $(FZ)/.cflags: FORCE
 	@mkdir -p $(FZ)
 	@echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' | cmp -s - $@ || echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' > $@
 
-$(FZ)/obj/gen/%.o: $(B)/gen/%.c $(PROTO_H) $(FZ)/.cflags
+$(FZ)/obj/gen/%.o: $(B)/gen/%.c $(PROTO_H) $(VERSION_H) $(FZ)/.cflags
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wno-error -c $< -o $@
 
 # cli.c holds the CLI's main(); libFuzzer brings its own.
-$(FZ)/obj/runtime/cli_lib.o: runtime/cli.c $(PROTO_H) $(FZ)/.cflags
+$(FZ)/obj/runtime/cli_lib.o: runtime/cli.c $(PROTO_H) $(VERSION_H) $(FZ)/.cflags
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Dmain=statemesh_cli_main -MMD -MP -c $< -o $@
 
-$(FZ)/obj/%.o: %.c $(PROTO_H) $(FZ)/.cflags
+$(FZ)/obj/%.o: %.c $(PROTO_H) $(VERSION_H) $(FZ)/.cflags
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -294,7 +299,7 @@ fuzz-build: deps-check
 
 # Runs every harness for $(1) seconds; stops at the first crash.
 define fuzz_run
-	@set -e; for n in $(FUZZ_NAMES); do \
+	@set -e; for n in $(FUZZ_RUN); do \
 	  mkdir -p $(FZ)/corpus/$$n; \
 	  dict=; if [ -f test/fuzz/$$n.dict ]; then dict=-dict=test/fuzz/$$n.dict; fi; \
 	  echo "== fuzz_$$n for $(1) s"; \

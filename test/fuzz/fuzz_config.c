@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fz_tmp.h"
 
 static char g_dir[256];
 static char g_path[300];
@@ -40,10 +41,9 @@ static void put_file(const char *name, const char *text)
 
 static void setup(void)
 {
-    const char *tmp = getenv("TMPDIR");
     char lib[400], longval[301];
 
-    snprintf(g_dir, sizeof g_dir, "%s/statemesh-fuzz-config-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    snprintf(g_dir, sizeof g_dir, "%s/statemesh-fuzz-config-XXXXXX", fz_tmpdir());
     if (!mkdtemp(g_dir)) abort();
     snprintf(g_path, sizeof g_path, "%s/fz.conf", g_dir);
     snprintf(lib, sizeof lib, "%s/lib", g_dir);

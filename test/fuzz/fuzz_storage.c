@@ -19,8 +19,9 @@
  *   housekeeping     egress_trim (StoredEgress), disp_sweep_expired
  *                    (StoredState, store_state_key_address), idem_sweep
  *
- * and the server is torn down as main() does; the store is wiped back to its
- * metadata for the next input. main.c is included (its main renamed) to
+ * and the server is torn down as main() does; the input's keys are deleted
+ * and the store's metadata put back for the next input (all of one input's
+ * writes in one batch each way: store_raw.h). main.c is included (its main renamed) to
  * reach the static recover(); store_raw.c includes store.c for raw writes.
  */
 #define main statemeshd_main
@@ -44,13 +45,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Calls fn for each record [klen:u8][key][vlen:u16be][value] of the input. */
+static void each_record(const uint8_t *data, size_t size,
+                        void (*fn)(const uint8_t *key, size_t klen, const uint8_t *val,
+                                   size_t vlen))
 {
-    struct server s;
     size_t i = 0;
-
-    if (size > 1 << 16) return 0;
-    store_raw_wipe(fz.store, &raw);
     while (i < size) {
         size_t klen = data[i++], vlen = 0;
         const uint8_t *key = data + i, *val;
@@ -61,8 +61,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (vlen > size - i) vlen = size - i;
         val = data + i;
         i += vlen;
-        store_raw_put(fz.store, key, klen, val, vlen);
+        fn(key, klen, val, vlen);
     }
+}
+
+static void put(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    store_raw_put(&raw, key, klen, val, vlen);
+}
+
+static void delete(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    store_raw_delete(&raw, key, klen);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct server s;
+
+    if (size > 1 << 16) return 0;
+    store_raw_begin(fz.store, &raw);
+    each_record(data, size, put);
+    store_raw_commit(fz.store, &raw);
 
     fz_server_up(&s);
     if (egress_open(&s) == 0 && recover(&s) == 0 && delayed_recover(&s) == 0 && dl_open(&s) == 0) {
@@ -73,5 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         idem_sweep(&s);
     }
     fz_server_down(&s);
+
+    each_record(data, size, delete);
+    store_raw_end(fz.store, &raw);
     return 0;
 }

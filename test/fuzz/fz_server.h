@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fz_tmp.h"
 #include "server.h"
 
 static struct {
@@ -39,11 +40,10 @@ static void fz_teardown(void)
 
 static void fz_setup(const char *name)
 {
-    const char *tmp = getenv("TMPDIR");
     char path[400], err[4096];
     FILE *f;
 
-    snprintf(fz.dir, sizeof fz.dir, "%s/statemesh-fuzz-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", name);
+    snprintf(fz.dir, sizeof fz.dir, "%s/statemesh-fuzz-%s-XXXXXX", fz_tmpdir(), name);
     if (!mkdtemp(fz.dir)) abort();
     snprintf(path, sizeof path, "%s/fz.conf", fz.dir);
     if (!(f = fopen(path, "w"))) abort();

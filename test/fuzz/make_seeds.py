@@ -173,7 +173,64 @@ def texts():
           '@include "inc.conf"\n')
 
 
+# ---- ingress requests: first byte = method (fuzz_ingress.c methods[]) --------
+def ingress():
+    SEND, CALL, STREAM, SUB, GETSTATE, STATS, DLLIST, DLREPLAY, DLDROP, INSPECT, STUCK, \
+        SKIP, RESUME, HEALTH = range(14)
+
+    def req(name, method, body):
+        write("ingress", name, bytes([method]) + body)
+
+    arg = typed("statemesh/string", "hi")
+    tgt = address("fz/a", "id1")
+    req("send", SEND, f_bytes(1, tgt) + f_bytes(2, arg))
+    req("send_key_delay", SEND, f_bytes(1, tgt) + f_bytes(2, arg) + f_bytes(3, "k1")
+        + f_varint(4, 1000))
+    req("send_bad_utf8", SEND, f_bytes(1, address("fz/a", b"\xff")) + f_bytes(2, arg))
+    req("send_nul_id", SEND, f_bytes(1, address("fz/a", b"a\x00b")) + f_bytes(2, arg))
+    req("send_no_target", SEND, f_bytes(2, arg))
+    req("send_bad_type", SEND, f_bytes(1, address("nons", "x")) + f_bytes(2, arg))
+    req("send_far_delay", SEND, f_bytes(1, tgt) + f_bytes(2, arg) + f_varint(4, 1 << 40))
+    req("call", CALL, f_bytes(1, tgt) + f_bytes(2, arg))
+    req("call_key", CALL, f_bytes(1, tgt) + f_bytes(2, arg) + f_bytes(3, "k2"))
+
+    def smsg(seq, t, a, key=None, delay=0):
+        b = f_varint(1, seq) + f_bytes(2, t) + f_bytes(3, a)
+        if key:
+            b += f_bytes(4, key)
+        if delay:
+            b += f_varint(5, delay)
+        return f_bytes(1, b)
+    req("stream", STREAM, smsg(1, tgt, arg) + smsg(2, address("fz/b", "x"), arg, "k3")
+        + smsg(3, tgt, arg, delay=500))
+    req("stream_bad_seq", STREAM, smsg(2, tgt, arg) + smsg(2, tgt, arg))
+    req("stream_bad_msg", STREAM, smsg(1, address("fz/a", ""), arg) + smsg(2, tgt, typed("", "")))
+    req("subscribe_earliest", SUB, f_bytes(1, "out") + f_varint(2, 1))
+    req("subscribe_offset", SUB, f_bytes(1, "out") + f_varint(3, 2) + f_varint(4, 1))
+    req("subscribe_unknown", SUB, f_bytes(1, "nope"))
+    req("getstate", GETSTATE, f_bytes(1, address("fz/a", "p")))
+    req("getstate_name", GETSTATE, f_bytes(1, address("fz/a", "p")) + f_bytes(2, "count"))
+    req("getstate_bad_name", GETSTATE, f_bytes(1, address("fz/a", "p")) + f_bytes(2, "a/b"))
+    req("stats", STATS, b"")
+    req("dl_list", DLLIST, b"")
+    req("dl_list_type", DLLIST, f_bytes(1, "fz/b") + f_varint(2, 0) + f_varint(3, 1))
+    req("dl_replay_all", DLREPLAY, f_varint(2, 1))
+    req("dl_replay_ids", DLREPLAY, f_bytes(1, varint(1) + varint(2) + varint(99)))
+    req("dl_drop_type", DLDROP, f_varint(2, 1) + f_bytes(3, "fz/a"))
+    req("dl_drop_id", DLDROP, f_varint(1, 2))
+    req("inspect_paused", INSPECT, f_bytes(1, address("fz/a", "p")))
+    req("inspect_queued", INSPECT, f_bytes(1, address("fz/a", "q")))
+    req("list_stuck", STUCK, f_bytes(1, "fz/a") + f_varint(2, 5))
+    req("skip", SKIP, f_bytes(1, address("fz/a", "p")))
+    req("skip_queued", SKIP, f_bytes(1, address("fz/a", "q")))
+    req("resume", RESUME, f_bytes(1, address("fz/a", "p")))
+    req("resume_none", RESUME, f_bytes(1, address("fz/zz", "p")))
+    req("health", HEALTH, f_bytes(1, "statemesh.v1.Admin"))
+    req("health_unknown", HEALTH, f_bytes(1, "x"))
+
+
 if __name__ == "__main__":
     os.makedirs(os.path.join(ROOT, "config"), exist_ok=True)
     storage_and_answers()
     texts()
+    ingress()

@@ -1,7 +1,7 @@
 /*
  * store_raw — test-only access to the LevelDB behind a struct store, for
  * fuzz_storage.c: write any key (the store's API only writes well-formed
- * ones) and wipe the database back to its metadata between inputs.
+ * ones) and take the database back to its metadata after each input.
  *
  * It includes runtime/store.c to reach `struct store` (h2o's way of testing
  * statics; the Makefile links this object instead of store.o), so the
@@ -11,18 +11,8 @@
 
 #include "store_raw.h"
 
-void store_raw_put(struct store *s, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    char *lerr = NULL;
-    leveldb_put(s->db, s->wo_nosync, key, klen, val, vlen, &lerr);
-    if (lerr) {
-        fprintf(stderr, "store_raw_put: %s\n", lerr);
-        abort();
-    }
-}
-
 /* The keys present when the fuzzer started (the X metadata store_open
- * wrote), restored by every wipe. */
+ * wrote), restored after every input. */
 struct snapshot {
     char **k, **v;
     size_t *kl, *vl, n;
@@ -52,32 +42,50 @@ static void snap_take(struct store *s, struct snapshot *sn)
     leveldb_iter_destroy(it);
 }
 
-void store_raw_wipe(struct store *s, struct store_raw_state *st)
+static void write_batch(struct store *s, leveldb_writebatch_t *wb, const char *what)
 {
-    struct snapshot *sn = st->snap;
-    leveldb_writebatch_t *wb = leveldb_writebatch_create();
-    leveldb_iterator_t *it;
     char *lerr = NULL;
-
-    if (!sn) {
-        if (!(sn = st->snap = malloc(sizeof *sn))) abort();
-        snap_take(s, sn);
-    }
-    it = leveldb_create_iterator(s->db, s->ro);
-    for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it); leveldb_iter_next(it)) {
-        size_t kl;
-        const char *k = leveldb_iter_key(it, &kl);
-        leveldb_writebatch_delete(wb, k, kl);
-    }
-    leveldb_iter_destroy(it);
-    for (size_t i = 0; i < sn->n; i++)
-        leveldb_writebatch_put(wb, sn->k[i], sn->kl[i], sn->v[i], sn->vl[i]);
     leveldb_write(s->db, s->wo_nosync, wb, &lerr);
-    leveldb_writebatch_destroy(wb);
     if (lerr) {
-        fprintf(stderr, "store_raw_wipe: %s\n", lerr);
+        fprintf(stderr, "%s: %s\n", what, lerr);
         abort();
     }
+}
+
+void store_raw_begin(struct store *s, struct store_raw_state *st)
+{
+    if (!st->snap) {
+        if (!(st->snap = malloc(sizeof(struct snapshot)))) abort();
+        snap_take(s, st->snap);
+    }
+    if (!(st->wb = leveldb_writebatch_create())) abort();
+}
+
+void store_raw_put(struct store_raw_state *st, const void *key, size_t klen, const void *val,
+                   size_t vlen)
+{
+    leveldb_writebatch_put(st->wb, key, klen, val, vlen);
+}
+
+void store_raw_delete(struct store_raw_state *st, const void *key, size_t klen)
+{
+    leveldb_writebatch_delete(st->wb, key, klen);
+}
+
+void store_raw_commit(struct store *s, struct store_raw_state *st)
+{
+    write_batch(s, st->wb, "store_raw_commit");
+    leveldb_writebatch_clear(st->wb);
+}
+
+void store_raw_end(struct store *s, struct store_raw_state *st)
+{
+    struct snapshot *sn = st->snap;
+    for (size_t i = 0; i < sn->n; i++)
+        leveldb_writebatch_put(st->wb, sn->k[i], sn->kl[i], sn->v[i], sn->vl[i]);
+    write_batch(s, st->wb, "store_raw_end");
+    leveldb_writebatch_destroy(st->wb);
+    st->wb = NULL;
     /* Deleted keys stay as tombstones that every scan steps over; compact
      * them away now and then so the fuzzer does not slow down over time. */
     if (++st->wipes % 64 == 0) leveldb_compact_range(s->db, NULL, 0, NULL, 0);
