@@ -15,6 +15,7 @@ struct delayed {
     struct server *s;
     int64_t due_ms;            /* wall clock: the D key */
     uint64_t seq;
+    uint16_t kg;               /* the key group of the owner (store.h) */
     uint64_t gen;              /* committed once ckpt.generation >= gen */
     struct delayed *prev, *next;   /* every entry (cleanup) */
     struct delayed *hnext;     /* token index chain */
@@ -90,8 +91,8 @@ static void arm(struct server *s, struct delayed *d)
     timer_start(&s->timers, &d->t, mono + wait);
 }
 
-static struct delayed *entry_new(struct server *s, int64_t due_ms, uint64_t seq, uint64_t gen,
-                                 const char *type, const char *id, const char *token)
+static struct delayed *entry_new(struct server *s, uint16_t kg, int64_t due_ms, uint64_t seq,
+                                 uint64_t gen, const char *type, const char *id, const char *token)
 {
     size_t olen = token && token[0] && type ? owner_key(NULL, type, id, token) : 0;
     struct delayed *d = calloc(1, sizeof *d + olen + 1);
@@ -101,6 +102,7 @@ static struct delayed *entry_new(struct server *s, int64_t due_ms, uint64_t seq,
     d->s = s;
     d->due_ms = due_ms;
     d->seq = seq;
+    d->kg = kg;
     d->gen = gen;
     d->next = s->delayed_all;
     if (d->next) d->next->prev = d;
@@ -127,6 +129,8 @@ void delayed_add(struct server *s, int64_t due_wall_ms, const char *caller_type,
     Statemesh__V1__Address target = STATEMESH__V1__ADDRESS__INIT;
     Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
     uint64_t seq = s->next_seq++;
+    uint16_t kg = caller_type ? store_key_group(caller_type, caller_id)
+                              : store_key_group(target_type, target_id);
     uint8_t *buf;
     size_t len;
 
@@ -141,10 +145,10 @@ void delayed_add(struct server *s, int64_t due_wall_ms, const char *caller_type,
     sd.argument = (Statemesh__V1__TypedValue *)arg;
     sd.token = (char *)(token ? token : "");
     buf = rpc_pack(&sd.base, &len);
-    store_batch_put_delayed(s->ckpt.batch, due_wall_ms, seq, buf, len);
+    store_batch_put_delayed(s->ckpt.batch, kg, due_wall_ms, seq, buf, len);
     free(buf);
     ckpt_touch(&s->ckpt, rpc_now_ms());
-    entry_new(s, due_wall_ms, seq, s->ckpt.generation + 1, caller_type, caller_id, token);
+    entry_new(s, kg, due_wall_ms, seq, s->ckpt.generation + 1, caller_type, caller_id, token);
 }
 
 static struct delayed *find(struct server *s, const char *type, const char *id, const char *token)
@@ -169,7 +173,7 @@ int delayed_cancel(struct server *s, const char *type, const char *id, const cha
 {
     struct delayed *d = find(s, type, id, token);
     if (!d) return 0;
-    store_batch_delete_delayed(s->ckpt.batch, d->due_ms, d->seq);
+    store_batch_delete_delayed(s->ckpt.batch, d->kg, d->due_ms, d->seq);
     ckpt_touch(&s->ckpt, rpc_now_ms());
     s->stats.delayed_cancelled++;
     entry_free(s, d);
@@ -192,7 +196,7 @@ static void on_due(void *arg)
         timer_start(&s->timers, &d->t, rpc_now_ms() + 1);
         return;
     }
-    rc = store_get_delayed(s->store, d->due_ms, d->seq, &val, &len);
+    rc = store_get_delayed(s->store, d->kg, d->due_ms, d->seq, &val, &len);
     if (rc < 0) {                                 /* storage trouble: try again later */
         timer_start(&s->timers, &d->t, rpc_now_ms() + 1000);
         return;
@@ -209,7 +213,7 @@ static void on_due(void *arg)
         entry_free(s, d);
         return;
     }
-    store_batch_delete_delayed(s->ckpt.batch, d->due_ms, d->seq);
+    store_batch_delete_delayed(s->ckpt.batch, d->kg, d->due_ms, d->seq);
     ckpt_touch(&s->ckpt, rpc_now_ms());
     if (!sd || !sd->target || !sd->argument) {
         LOG_ERROR(&s->log, "delayed.corrupt", "seq=%llu msg=\"stored delayed message is missing "
@@ -226,12 +230,13 @@ static void on_due(void *arg)
     entry_free(s, d);
 }
 
-static int recover_one(void *arg, int64_t due_ms, uint64_t seq, const uint8_t *val, size_t len)
+static int recover_one(void *arg, uint16_t kg, int64_t due_ms, uint64_t seq, const uint8_t *val,
+                       size_t len)
 {
     struct server *s = arg;
     Statemesh__V1__StoredDelayed *sd = statemesh__v1__stored_delayed__unpack(NULL, len, val);
     if (seq >= s->next_seq) s->next_seq = seq + 1;
-    entry_new(s, due_ms, seq, 0, sd && sd->caller ? sd->caller->type : NULL,
+    entry_new(s, kg, due_ms, seq, 0, sd && sd->caller ? sd->caller->type : NULL,
               sd && sd->caller ? sd->caller->id : NULL, sd ? sd->token : NULL);
     if (sd) statemesh__v1__stored_delayed__free_unpacked(sd, NULL);
     return 0;

@@ -280,13 +280,17 @@ static int overloaded(const struct server *s)
 static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im, uint64_t call_id,
                   struct ckpt_source *src, uint64_t src_seq)
 {
-    if (im->key[0]) idem_remember(s, im->key, im->is_call);
+    if (im->key[0]) idem_remember(s, im->target->type, im->target->id, im->key, im->is_call);
     if (im->delay_ms) {
         delayed_add(s, timer_wall_ms() + (int64_t)im->delay_ms, NULL, NULL, NULL,
                     im->target->type, im->target->id, im->arg);
     } else {
+        char *rk = im->is_call && im->key[0] ? idem_reply_key(im->target->type, im->target->id,
+                                                              im->key)
+                                             : NULL;
         struct msg *m = msg_create(NULL, NULL, im->arg->typename_, im->arg->value.data,
-                                   im->arg->value.len, im->is_call ? im->key : NULL);
+                                   im->arg->value.len, rk);
+        free(rk);
         m->call_id = call_id;
         if (!im->key[0]) {         /* a key's record must not outlive a lost message */
             m->src = src;
@@ -311,7 +315,7 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
     }
     pc = pending_add(in, call);
     if (im->key[0]) {
-        switch (idem_check(s, im->key, im->is_call, pc->id)) {
+        switch (idem_check(s, im->target->type, im->target->id, im->key, im->is_call, pc->id)) {
         case IDEM_NEW: break;
         case IDEM_DUPLICATE:                     /* ack or reply arranged */
             if (im->is_call) call_deadline_start(in, pc);
@@ -560,7 +564,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
             continue;
         }
         if (im.key[0]) {
-            enum idem_outcome o = idem_check(s, im.key, 0, 0);
+            enum idem_outcome o = idem_check(s, im.target->type, im.target->id, im.key, 0, 0);
             if (o == IDEM_DUPLICATE) continue;
             if (o != IDEM_NEW) {
                 stream_error(st, sm->seq, RPC_INTERNAL, "cannot read idempotency records");

@@ -439,7 +439,8 @@ int main(int argc, char **argv)
     if (!s.endpoints) goto out;
     for (size_t i = 0; i < s.n_endpoints; i++)
         if (ep_init(&s.endpoints[i], &s, &s.cfg.endpoints[i], (int)i) != 0) goto out;
-    if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0 || dl_open(&s) != 0) {
+    if (egress_open(&s) != 0 || recover(&s) != 0 || delayed_recover(&s) != 0 || dl_open(&s) != 0 ||
+        idem_open(&s) != 0) {
         fprintf(stderr, "statemeshd: recovery failed, not starting: %s\n",
                 store_last_error(s.store));
         rc = EXIT_STORAGE;

@@ -77,7 +77,8 @@ struct server {
     struct idem_table idem;
     struct scache scache;          /* state values, incl. uncommitted writes */
     struct disp_scratch scratch;   /* dispatch's reusable arrays */
-    struct store_cursor idem_cursor, ttl_cursor;
+    struct store_cursor idem_cursor, idem_legacy_cursor, ttl_cursor;
+    bool idem_legacy;              /* J records exist (a store upgraded from format 1) */
     struct timer housekeeping;     /* retention, TTL and idempotency sweeps */
     uint64_t next_seq;
     struct stats stats;

@@ -50,8 +50,11 @@
 #include <xxhash.h>
 
 #include "sfilter.h"
+#include "statemesh/v1/storage.pb-c.h"
 
 #define KEY_STACK 1536
+#define DELAYED_KEY_LEN 19           /* 'D' kg:2 due:8 seq:8 */
+#define DELAYED_KEY_LEN_V1 17        /* 'D' due:8 seq:8 (format 1) */
 #define KEY_MAX (64u * 1024)          /* longer keys on disk are treated as corrupt */
 #define DEFAULT_CACHE (8u * 1024 * 1024)
 #define DEFAULT_WRITE_BUFFER (4u * 1024 * 1024)
@@ -209,14 +212,15 @@ static void key_pause(struct key *k, const char *type, const char *id)
     key_address(k, 'P', type, id, 0);
 }
 
-static void key_delayed(struct key *k, int64_t due_ms, uint64_t seq)
+static void key_delayed(struct key *k, uint16_t kg, int64_t due_ms, uint64_t seq)
 {
-    uint8_t be[16];
-    put_u64be(be, (uint64_t)due_ms);
-    put_u64be(be + 8, seq);
-    key_init(k, 17);
+    uint8_t be[18];
+    put_u16be(be, kg);
+    put_u64be(be + 2, (uint64_t)due_ms);
+    put_u64be(be + 10, seq);
+    key_init(k, 1 + sizeof be);
     key_add(k, "D", 1);
-    key_add(k, be, 16);
+    key_add(k, be, sizeof be);
 }
 
 static void key_egress(struct key *k, const char *egress, uint64_t offset)
@@ -231,11 +235,18 @@ static void key_egress(struct key *k, const char *egress, uint64_t offset)
     key_add(k, be, 8);
 }
 
-static void key_idem(struct key *k, const char *ikey)
+static void key_idem(struct key *k, const char *type, const char *id, const char *ikey)
+{
+    size_t nl = strlen(ikey);
+    key_address(k, 'I', type, id, nl);
+    key_add(k, ikey, nl);
+}
+
+static void key_legacy_idem(struct key *k, const char *ikey)
 {
     size_t nl = strlen(ikey);
     key_init(k, 1 + nl);
-    key_add(k, "I", 1);
+    key_add(k, "J", 1);
     key_add(k, ikey, nl);
 }
 
@@ -479,18 +490,18 @@ void store_batch_put_meta(struct store_batch *b, const char *name, const void *v
     batch_put(b, &k, val, len);
 }
 
-void store_batch_put_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq,
+void store_batch_put_delayed(struct store_batch *b, uint16_t kg, int64_t due_ms, uint64_t seq,
                              const void *val, size_t len)
 {
     struct key k;
-    key_delayed(&k, due_ms, seq);
+    key_delayed(&k, kg, due_ms, seq);
     batch_put(b, &k, val, len);
 }
 
-void store_batch_delete_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq)
+void store_batch_delete_delayed(struct store_batch *b, uint16_t kg, int64_t due_ms, uint64_t seq)
 {
     struct key k;
-    key_delayed(&k, due_ms, seq);
+    key_delayed(&k, kg, due_ms, seq);
     batch_delete(b, &k);
 }
 
@@ -509,10 +520,19 @@ void store_batch_delete_egress(struct store_batch *b, const char *egress, uint64
     batch_delete(b, &k);
 }
 
-void store_batch_put_idem(struct store_batch *b, const char *ikey, const void *val, size_t len)
+void store_batch_put_idem(struct store_batch *b, const char *type, const char *id,
+                          const char *ikey, const void *val, size_t len)
 {
     struct key k;
-    key_idem(&k, ikey);
+    key_idem(&k, type, id, ikey);
+    batch_put(b, &k, val, len);
+}
+
+void store_batch_put_legacy_idem(struct store_batch *b, const char *ikey, const void *val,
+                                 size_t len)
+{
+    struct key k;
+    key_legacy_idem(&k, ikey);
     batch_put(b, &k, val, len);
 }
 
@@ -765,18 +785,41 @@ int store_scan_pauses(struct store *s, store_pause_fn fn, void *arg)
     return iter_finish(s, it, rc, 'P');
 }
 
-int store_get_delayed(struct store *s, int64_t due_ms, uint64_t seq, uint8_t **val, size_t *len)
+int store_get_delayed(struct store *s, uint16_t kg, int64_t due_ms, uint64_t seq, uint8_t **val,
+                      size_t *len)
 {
     struct key k;
-    key_delayed(&k, due_ms, seq);
+    key_delayed(&k, kg, due_ms, seq);
     return get_key(s, &k, val, len);
 }
 
-int store_get_idem(struct store *s, const char *ikey, uint8_t **val, size_t *len)
+int store_get_idem(struct store *s, const char *type, const char *id, const char *ikey,
+                   uint8_t **val, size_t *len)
 {
     struct key k;
-    key_idem(&k, ikey);
+    key_idem(&k, type, id, ikey);
     return get_key(s, &k, val, len);
+}
+
+int store_get_legacy_idem(struct store *s, const char *ikey, uint8_t **val, size_t *len)
+{
+    struct key k;
+    key_legacy_idem(&k, ikey);
+    return get_key(s, &k, val, len);
+}
+
+int store_has_kind(struct store *s, char tag)
+{
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    int found = 0;
+
+    leveldb_iter_seek(it, &tag, 1);
+    if (leveldb_iter_valid(it)) {
+        size_t klen;
+        const char *k = leveldb_iter_key(it, &klen);
+        found = klen > 0 && k[0] == tag;
+    }
+    return iter_finish(s, it, found, tag);
 }
 
 int store_scan_delayed(struct store *s, store_delayed_fn fn, void *arg)
@@ -789,13 +832,14 @@ int store_scan_delayed(struct store *s, store_delayed_fn fn, void *arg)
         const char *k = leveldb_iter_key(it, &klen);
         const char *v;
         if (klen == 0 || k[0] != 'D') break;
-        if (klen != 17) {
+        if (klen != DELAYED_KEY_LEN) {
             log_failure(s, "store.corrupt_key", "malformed key in the D range");
             rc = -EIO;
             break;
         }
         v = leveldb_iter_value(it, &vlen);
-        if (fn(arg, (int64_t)get_u64be((const uint8_t *)k + 1), get_u64be((const uint8_t *)k + 9),
+        if (fn(arg, (uint16_t)(((uint8_t)k[1] << 8) | (uint8_t)k[2]),
+               (int64_t)get_u64be((const uint8_t *)k + 3), get_u64be((const uint8_t *)k + 11),
                (const uint8_t *)v, vlen) != 0)
             break;
     }
@@ -1092,6 +1136,181 @@ static const char *meta_shown(char *buf, size_t size, const uint8_t *v, size_t l
     return buf;
 }
 
+/* A format-1 reply key (an idempotency key) marked as such ("\x02" key,
+ * idem.h), in a new malloc'd *rk. Returns 0, or 1 if already marked (an
+ * interrupted upgrade). */
+static int legacy_reply_key(char **rk)
+{
+    size_t n = strlen(*rk);
+    char *p;
+
+    if ((*rk)[0] == '\x02') return 1;
+    if ((p = malloc(n + 2)) == NULL) SM_PANIC("store: out of memory upgrading the store");
+    p[0] = '\x02';
+    memcpy(p + 1, *rk, n + 1);
+    *rk = p;
+    return 0;
+}
+
+/* Format 1 -> 2 (store.h): D keys gain the key group of the address that
+ * owns the timer (the sender, else the target), I keys of format 1 (no
+ * target address recorded) move to the legacy J range. Converted in batches
+ * from one iterator (a snapshot); the last batch stamps format 2 and is
+ * synced. Interrupted and run again, it converts what is left: format-2 D
+ * keys are told apart by their length, and no format-2 I key exists before
+ * the stamp. Reply keys (the idempotency key a Call's reply is stored
+ * under) in queued messages and dead letters get the legacy mark "\x02"
+ * (idem.h); a key that has it was converted by an earlier run. */
+static int upgrade_v1(struct store *s, char *err, size_t errlen)
+{
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_bulk);
+    struct store_batch *b = store_batch_create();
+    unsigned long long n_delayed = 0, n_idem = 0, n_reply = 0;
+    int64_t t0 = mono_ms();
+    char *lerr = NULL;
+    int rc = 0;
+
+    if (b == NULL) SM_PANIC("store: out of memory upgrading the store");
+    LOG_WARN(s->lg, "store.upgrade_start", "from=1 to=%d msg=\"rewriting delayed-message and "
+             "idempotency keys under their key groups\"", STORE_FORMAT_VERSION);
+    for (leveldb_iter_seek(it, "D", 1); rc == 0 && leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        Statemesh__V1__StoredDelayed *sd;
+        const Statemesh__V1__Address *owner;
+        uint16_t kg = 0;
+        struct key nk;
+
+        if (klen == 0 || k[0] != 'D') break;
+        if (klen == DELAYED_KEY_LEN) continue;            /* converted by an earlier run */
+        if (klen != DELAYED_KEY_LEN_V1) {
+            snprintf(err, errlen, "the store in %s has a malformed key in the D range; %s",
+                     s->dir, HINT_REPAIR);
+            rc = -1;
+            break;
+        }
+        v = leveldb_iter_value(it, &vlen);
+        sd = statemesh__v1__stored_delayed__unpack(NULL, vlen, (const uint8_t *)v);
+        owner = sd ? (sd->caller ? sd->caller : sd->target) : NULL;
+        if (owner && owner->type && owner->id) kg = store_key_group(owner->type, owner->id);
+        if (sd) statemesh__v1__stored_delayed__free_unpacked(sd, NULL);
+        key_delayed(&nk, kg, (int64_t)get_u64be((const uint8_t *)k + 1),
+                    get_u64be((const uint8_t *)k + 9));
+        batch_put(b, &nk, v, vlen);
+        store_batch_delete_raw(b, k, klen);
+        n_delayed++;
+        if (b->count >= 20000) {
+            if (store_write(s, b, false) != 0) rc = -1;
+            store_batch_clear(b);
+        }
+    }
+    for (leveldb_iter_seek(it, "I", 1); rc == 0 && leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        struct key nk;
+
+        if (klen == 0 || k[0] != 'I') break;
+        v = leveldb_iter_value(it, &vlen);
+        key_init(&nk, klen);
+        key_add(&nk, "J", 1);
+        key_add(&nk, k + 1, klen - 1);
+        batch_put(b, &nk, v, vlen);
+        store_batch_delete_raw(b, k, klen);
+        n_idem++;
+        if (b->count >= 20000) {
+            if (store_write(s, b, false) != 0) rc = -1;
+            store_batch_clear(b);
+        }
+    }
+    for (leveldb_iter_seek(it, "L", 1); rc == 0 && leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        Statemesh__V1__StoredDeadLetter *dl;
+
+        if (klen == 0 || k[0] != 'L') break;
+        v = leveldb_iter_value(it, &vlen);
+        dl = statemesh__v1__stored_dead_letter__unpack(NULL, vlen, (const uint8_t *)v);
+        if (dl && dl->reply_key && dl->reply_key[0]) {
+            char *old = dl->reply_key;
+            if (legacy_reply_key(&dl->reply_key) == 0) {
+                size_t n = statemesh__v1__stored_dead_letter__get_packed_size(dl);
+                uint8_t *buf = malloc(n ? n : 1);
+                if (!buf) SM_PANIC("store: out of memory upgrading the store");
+                statemesh__v1__stored_dead_letter__pack(dl, buf);
+                leveldb_writebatch_put(b->wb, k, klen, (const char *)buf, n);
+                b->count++;
+                free(buf);
+                free(dl->reply_key);
+                n_reply++;
+            }
+            dl->reply_key = old;
+        }
+        if (dl) statemesh__v1__stored_dead_letter__free_unpacked(dl, NULL);
+        if (b->count >= 20000) {
+            if (store_write(s, b, false) != 0) rc = -1;
+            store_batch_clear(b);
+        }
+    }
+    for (leveldb_iter_seek(it, "M", 1); rc == 0 && leveldb_iter_valid(it);
+         leveldb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        Statemesh__V1__StoredMessage *sm;
+
+        if (klen == 0 || k[0] != 'M') break;
+        v = leveldb_iter_value(it, &vlen);
+        sm = statemesh__v1__stored_message__unpack(NULL, vlen, (const uint8_t *)v);
+        if (sm && sm->reply_key && sm->reply_key[0]) {
+            char *old = sm->reply_key;
+            if (legacy_reply_key(&sm->reply_key) == 0) {
+                size_t n = statemesh__v1__stored_message__get_packed_size(sm);
+                uint8_t *buf = malloc(n ? n : 1);
+                if (!buf) SM_PANIC("store: out of memory upgrading the store");
+                statemesh__v1__stored_message__pack(sm, buf);
+                leveldb_writebatch_put(b->wb, k, klen, (const char *)buf, n);
+                b->count++;
+                free(buf);
+                free(sm->reply_key);
+                n_reply++;
+            }
+            sm->reply_key = old;
+        }
+        if (sm) statemesh__v1__stored_message__free_unpacked(sm, NULL);
+        if (b->count >= 20000) {
+            if (store_write(s, b, false) != 0) rc = -1;
+            store_batch_clear(b);
+        }
+    }
+    leveldb_iter_get_error(it, &lerr);
+    leveldb_iter_destroy(it);
+    if (lerr) {
+        describe(s, lerr, 'D', (char[256]){0}, 256);
+        snprintf(err, errlen, "cannot upgrade: %.900s", s->last_err);
+        leveldb_free(lerr);
+        rc = -1;
+    }
+    if (rc == 0) {
+        char ver = '0' + STORE_FORMAT_VERSION;
+        store_batch_put_meta(b, META_FORMAT, &ver, 1);
+        if (store_write(s, b, true) != 0) rc = -1;
+    }
+    if (rc != 0 && err[0] == '\0')
+        snprintf(err, errlen, "cannot upgrade the store: %.900s", s->last_err);
+    store_batch_destroy(&b);
+    if (rc == 0)
+        LOG_INFO(s->lg, "store.upgraded", "from=1 to=%d delayed=%llu idempotency=%llu "
+                 "reply_keys=%llu ms=%lld", STORE_FORMAT_VERSION, n_delayed, n_idem, n_reply,
+                 (long long)(mono_ms() - t0));
+    return rc;
+}
+
 /* New store: stamp it. Existing: check format version and key-group count. */
 static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
 {
@@ -1129,7 +1348,7 @@ static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
             snprintf(err, errlen, "out of memory");
             goto out;
         }
-        store_batch_put_meta(b, META_FORMAT, "1", 1);
+        store_batch_put_meta(b, META_FORMAT, (char[]){'0' + STORE_FORMAT_VERSION}, 1);
         store_batch_put_meta(b, META_KEY_GROUPS, kg, sizeof kg);
         leveldb_write(s->db, s->wo_sync, b->wb, &lerr);
         store_batch_destroy(&b);
@@ -1142,29 +1361,33 @@ static int check_meta(struct store *s, bool *created, char *err, size_t errlen)
         rc = 0;
         goto out;
     }
-    if (len != 1 || v[0] != '0' + STORE_FORMAT_VERSION) {
-        snprintf(err, errlen, "the store in %s has format version %s; this statemeshd reads "
-                 "version %d only", s->dir, meta_shown(shown, sizeof shown, v, len),
-                 STORE_FORMAT_VERSION);
-        goto out;
-    }
-    free(v);
-    v = NULL;
-    r = store_get_meta(s, META_KEY_GROUPS, &v, &len);
-    if (r < 0) {
-        snprintf(err, errlen, "cannot read the metadata: %.900s", s->last_err);
-        goto out;
-    }
-    if (r == 1 || len != 4) {
-        snprintf(err, errlen, "the store in %s has %s key-group count (\"X" META_KEY_GROUPS
-                 "\"); it is damaged or not a statemesh store", s->dir,
-                 r == 1 ? "no" : "a malformed");
-        goto out;
-    }
-    if (get_u32be(v) != STORE_KEY_GROUPS) {
-        snprintf(err, errlen, "the store in %s was created with %u key groups; this statemeshd "
-                 "uses %d and cannot read it", s->dir, get_u32be(v), STORE_KEY_GROUPS);
-        goto out;
+    {
+        bool v1 = len == 1 && v[0] == '1';
+        if (!v1 && (len != 1 || v[0] != '0' + STORE_FORMAT_VERSION)) {
+            snprintf(err, errlen, "the store in %s has format version %s; this statemeshd reads "
+                     "versions 1 (upgraded in place) and %d", s->dir,
+                     meta_shown(shown, sizeof shown, v, len), STORE_FORMAT_VERSION);
+            goto out;
+        }
+        free(v);
+        v = NULL;
+        r = store_get_meta(s, META_KEY_GROUPS, &v, &len);
+        if (r < 0) {
+            snprintf(err, errlen, "cannot read the metadata: %.900s", s->last_err);
+            goto out;
+        }
+        if (r == 1 || len != 4) {
+            snprintf(err, errlen, "the store in %s has %s key-group count (\"X" META_KEY_GROUPS
+                     "\"); it is damaged or not a statemesh store", s->dir,
+                     r == 1 ? "no" : "a malformed");
+            goto out;
+        }
+        if (get_u32be(v) != STORE_KEY_GROUPS) {
+            snprintf(err, errlen, "the store in %s was created with %u key groups; this statemeshd "
+                     "uses %d and cannot read it", s->dir, get_u32be(v), STORE_KEY_GROUPS);
+            goto out;
+        }
+        if (v1 && upgrade_v1(s, err, errlen) != 0) goto out;
     }
     rc = 0;
 out:

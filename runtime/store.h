@@ -7,11 +7,20 @@
  *   'S' kg:u16be type '\0' id '\0' name      -> StoredState  (storage.proto)
  *   'M' kg:u16be type '\0' id '\0' seq:u64be -> StoredMessage (inbox, arrival order)
  *   'P' kg:u16be type '\0' id '\0'           -> StoredPause (the address is paused)
- *   'D' due_ms:u64be seq:u64be               -> StoredDelayed (wall-clock due time)
- *   'E' egress '\0' offset:u64be             -> StoredEgress
- *   'I' idempotency key                      -> StoredIdempotency
- *   'L' id:u64be                             -> StoredDeadLetter
- *   'X' name                                 -> metadata
+ *   'D' kg:u16be due_ms:u64be seq:u64be      -> StoredDelayed (wall-clock due time)
+ *   'I' kg:u16be type '\0' id '\0' key        -> StoredIdempotency (key of a message to
+ *                                               the address type/id)
+ *   'E' egress '\0' offset:u64be             -> StoredEgress     (per node)
+ *   'L' id:u64be                             -> StoredDeadLetter (per node; the value
+ *                                               names the address)
+ *   'J' idempotency key                      -> StoredIdempotency of format 1, which did
+ *                                               not record the target (legacy, expires)
+ *   'X' name                                 -> metadata (per node)
+ *
+ * So the keys of a key-group range [a, b] are one interval per kind S, M, P,
+ * D, I: a savepoint (savepoint.h) exports and imports them by range. A
+ * delayed message belongs to the address that owns its timer: its sender
+ * (which may cancel it by token), or its target when the ingress sent it.
  *
  * DESIGN §7 also names a 'T' (sender, token) -> D index; it is not stored:
  * every D value carries its sender and token, and the runtime rebuilds the
@@ -19,8 +28,12 @@
  *
  * kg = XXH3_64bits(type '\0' id) % STORE_KEY_GROUPS. Ids never contain NUL
  * (address.h), so "type\0id\0" is an unambiguous prefix of one address.
- * Metadata: "X format" = "1" (refuse to open other versions),
- * "X key_groups" = u32be 4096 (refuse a mismatch).
+ * Metadata: "X format" = "2" and "X key_groups" = u32be 4096 (refuse a
+ * mismatch). A store of format 1 (D without kg, I without address) is
+ * upgraded in place by store_open(): D keys are rewritten under their key
+ * group, I keys move to J (looked up as a fallback until they expire); the
+ * last batch stamps format 2, so an interrupted upgrade resumes. Other
+ * versions are refused.
  *
  * A checkpoint is one store_batch written with store_write(): atomic, and
  * durable when sync is set. The store never writes on its own.
@@ -51,7 +64,7 @@
 #include "log.h"
 
 #define STORE_KEY_GROUPS 4096
-#define STORE_FORMAT_VERSION 1
+#define STORE_FORMAT_VERSION 2
 
 struct store;
 struct store_batch;
@@ -109,13 +122,19 @@ void store_batch_put_pause(struct store_batch *b, const char *type, const char *
                            const void *val, size_t len);
 void store_batch_delete_pause(struct store_batch *b, const char *type, const char *id);
 
-void store_batch_put_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq,
+/* kg: store_key_group() of the timer's owner (see the top). */
+void store_batch_put_delayed(struct store_batch *b, uint16_t kg, int64_t due_ms, uint64_t seq,
                              const void *val, size_t len);
-void store_batch_delete_delayed(struct store_batch *b, int64_t due_ms, uint64_t seq);
+void store_batch_delete_delayed(struct store_batch *b, uint16_t kg, int64_t due_ms, uint64_t seq);
 void store_batch_put_egress(struct store_batch *b, const char *egress, uint64_t offset,
                             const void *val, size_t len);
 void store_batch_delete_egress(struct store_batch *b, const char *egress, uint64_t offset);
-void store_batch_put_idem(struct store_batch *b, const char *key, const void *val, size_t len);
+/* An idempotency key of a message to type/id. */
+void store_batch_put_idem(struct store_batch *b, const char *type, const char *id,
+                          const char *key, const void *val, size_t len);
+/* A record of a store upgraded from format 1 ('J': the key only). */
+void store_batch_put_legacy_idem(struct store_batch *b, const char *key, const void *val,
+                                 size_t len);
 void store_batch_put_deadletter(struct store_batch *b, uint64_t id, const void *val, size_t len);
 void store_batch_delete_deadletter(struct store_batch *b, uint64_t id);
 /* Deletes a key returned by store_sweep(). */
@@ -166,12 +185,15 @@ int store_scan_pauses(struct store *s, store_pause_fn fn, void *arg)
     __attribute__((warn_unused_result));
 
 /* Delayed messages in due order (recovery). */
-typedef int (*store_delayed_fn)(void *arg, int64_t due_ms, uint64_t seq, const uint8_t *val,
-                                size_t len);
+/* Delayed messages in key order: by key group, then due time (recovery;
+ * the runtime's timer heap orders them across groups). */
+typedef int (*store_delayed_fn)(void *arg, uint16_t kg, int64_t due_ms, uint64_t seq,
+                                const uint8_t *val, size_t len);
 int store_scan_delayed(struct store *s, store_delayed_fn fn, void *arg)
     __attribute__((warn_unused_result));
-int store_get_delayed(struct store *s, int64_t due_ms, uint64_t seq, uint8_t **val /* OUT */,
-                      size_t *len /* OUT */) __attribute__((warn_unused_result));
+int store_get_delayed(struct store *s, uint16_t kg, int64_t due_ms, uint64_t seq,
+                      uint8_t **val /* OUT */, size_t *len /* OUT */)
+    __attribute__((warn_unused_result));
 
 /* Egress records of `egress` from `from_offset` on, in offset order; fn
  * returns non-zero to stop. Returns 0 or -EIO. */
@@ -188,10 +210,16 @@ typedef int (*store_deadletter_fn)(void *arg, uint64_t id, const uint8_t *val, s
 int store_scan_deadletters(struct store *s, uint64_t after_id, store_deadletter_fn fn, void *arg)
     __attribute__((warn_unused_result));
 
-int store_get_idem(struct store *s, const char *key, uint8_t **val /* OUT */,
-                   size_t *len /* OUT */) __attribute__((warn_unused_result));
+int store_get_idem(struct store *s, const char *type, const char *id, const char *key,
+                   uint8_t **val /* OUT */, size_t *len /* OUT */)
+    __attribute__((warn_unused_result));
+/* A format-1 record ('J', no address), for stores upgraded from format 1. */
+int store_get_legacy_idem(struct store *s, const char *key, uint8_t **val /* OUT */,
+                          size_t *len /* OUT */) __attribute__((warn_unused_result));
+/* 1 if any key of kind `tag` exists, 0 if none, -EIO. */
+int store_has_kind(struct store *s, char tag) __attribute__((warn_unused_result));
 
-/* Background sweeps: visits up to `max` keys of kind `tag` ('S' or 'I')
+/* Background sweeps: visits up to `max` keys of kind `tag` ('S', 'I', 'J')
  * after the cursor, which advances and wraps to the start at the end of the
  * range. fn gets the raw key (for store_batch_delete_raw) and value. */
 struct store_cursor {

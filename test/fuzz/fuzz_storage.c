@@ -86,8 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fz_server_up(&s);
     if (egress_open(&s) == 0 && recover(&s) == 0 && delayed_recover(&s) == 0 && dl_open(&s) == 0) {
-        (void)idem_check(&s, "fz", 0, 0);
-        (void)idem_check(&s, "fz", 1, 7);
+        (void)idem_check(&s, "fz/t", "x", "fz", 0, 0);
+        (void)idem_check(&s, "fz/t", "x", "fz", 1, 7);
         egress_trim(&s);
         disp_sweep_expired(&s);
         idem_sweep(&s);

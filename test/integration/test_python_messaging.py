@@ -247,13 +247,14 @@ def test_idempotent_send_and_call(env):
     assert c.call("py/counter", "j", 10, idempotency_key="call-1") == 10
     assert c.call("py/counter", "j", 10, idempotency_key="call-1") == 10   # stored reply
     assert c.call("py/counter", "j", 1) == 11                              # applied once
-    with pytest.raises(AlreadyExists):
-        c.call("py/counter", "j", 1, idempotency_key="send-1")
+    with pytest.raises(AlreadyExists):                          # the Send's key, same address
+        c.call("py/counter", "i", 1, idempotency_key="send-1")
+    assert c.call("py/counter", "j", 1, idempotency_key="send-1") == 12    # keys are per address
     # Keys survive a restart.
     c = env.restart_runtime()
     c.send("py/counter", "i", 5, idempotency_key="send-1")
     assert c.call("py/counter", "j", 10, idempotency_key="call-1") == 10
-    assert c.call("py/counter", "j", 0) == 11 and c.call("py/counter", "i", 0) == 6
+    assert c.call("py/counter", "j", 0) == 12 and c.call("py/counter", "i", 0) == 6
 
 
 def test_delayed_send_from_the_client(env):

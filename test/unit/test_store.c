@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <xxhash.h>
 
+#include "statemesh/v1/storage.pb-c.h"
 #include "store.h"
 
 #define FAULT_ENV "STATEMESH_FAULT_WRITE_FAIL_AFTER"
@@ -352,7 +354,7 @@ static void on_disk_layout(void **state)
             n_x++;
             if (klen == 7 && memcmp(k, "Xformat", 7) == 0) {
                 assert_int_equal(vlen, 1);
-                assert_memory_equal(v, "1", 1);
+                assert_memory_equal(v, "2", 1);
             } else {
                 assert_int_equal(klen, 11);
                 assert_memory_equal(k, "Xkey_groups", 11);
@@ -467,7 +469,7 @@ static void reopen_persists(void **state)
     free(v);
     assert_int_equal(store_get_meta(fx->s, "format", &v, &len), 0);
     assert_int_equal(len, 1);
-    assert_memory_equal(v, "1", 1);
+    assert_memory_equal(v, "2", 1);
     free(v);
     assert_int_equal(store_get_meta(fx->s, "absent", &v, &len), 1);
     assert_int_equal(store_scan_messages(fx->s, collect_message, &sc), 0);
@@ -495,12 +497,12 @@ static void metadata_mismatch_refused(void **state)
     struct store *s = (struct store *)(uintptr_t)1;       /* must be reset to NULL */
 
     open_ok(fx);
-    set_meta_and_close(fx, "format", "2", 1);
+    set_meta_and_close(fx, "format", "3", 1);
     assert_int_equal(store_open(&s, fx->dir, NULL, &fx->lg, err, sizeof err), -1);
     assert_null(s);
     snprintf(want, sizeof want,
-             "the store in %s has format version \"2\"; this statemeshd reads version 1 only",
-             fx->dir);
+             "the store in %s has format version \"3\"; this statemeshd reads versions 1 "
+             "(upgraded in place) and 2", fx->dir);
     assert_string_equal(err, want);
     assert_non_null(strstr(log_text(fx), "event=store.open_failed"));
 
@@ -523,6 +525,23 @@ static void metadata_mismatch_refused(void **state)
     snprintf(want, sizeof want, "the store in %s was created with 1024 key groups; "
              "this statemeshd uses 4096 and cannot read it", fx->dir);
     assert_string_equal(err, want);
+    /* Refused before any upgrade: still format 1. */
+    {
+        leveldb_options_t *o = leveldb_options_create();
+        leveldb_readoptions_t *ro = leveldb_readoptions_create();
+        char *lerr = NULL, *val;
+        size_t vlen;
+        leveldb_t *db = leveldb_open(o, fx->dir, &lerr);
+        assert_null(lerr);
+        val = leveldb_get(db, ro, "Xformat", 7, &vlen, &lerr);
+        assert_non_null(val);
+        assert_int_equal(vlen, 1);
+        assert_int_equal(val[0], '1');
+        leveldb_free(val);
+        leveldb_close(db);
+        leveldb_readoptions_destroy(ro);
+        leveldb_options_destroy(o);
+    }
 }
 
 static void foreign_database_refused(void **state)
@@ -675,12 +694,13 @@ struct u64s {
     int n;
 };
 
-static int collect_delayed(void *arg, int64_t due_ms, uint64_t seq, const uint8_t *val, size_t len)
+static int collect_delayed(void *arg, uint16_t kg, int64_t due_ms, uint64_t seq,
+                           const uint8_t *val, size_t len)
 {
     struct u64s *u = arg;
     (void)val;
     (void)len;
-    u->v[u->n++] = (uint64_t)due_ms * 1000 + seq;
+    u->v[u->n++] = ((uint64_t)kg << 56) + (uint64_t)due_ms * 1000 + seq;
     return 0;
 }
 
@@ -702,22 +722,25 @@ static void delayed_due_order_and_point_reads(void **state)
     size_t len;
 
     open_ok(fx);
-    store_batch_put_delayed(b, 5000, 7, "a", 1);
-    store_batch_put_delayed(b, 300, 9, "b", 1);
-    store_batch_put_delayed(b, 300, 2, "c", 1);
-    store_batch_put_delayed(b, 1LL << 40, 1, "d", 1);   /* big-endian: ordered beyond 32 bits */
+    store_batch_put_delayed(b, 7, 5000, 7, "a", 1);
+    store_batch_put_delayed(b, 7, 300, 9, "b", 1);
+    store_batch_put_delayed(b, 7, 300, 2, "c", 1);
+    store_batch_put_delayed(b, 7, 1LL << 40, 1, "d", 1);   /* big-endian: ordered beyond 32 bits */
+    store_batch_put_delayed(b, 2, 9000, 1, "e", 1);        /* key group first, then due time */
     write_ok(fx->s, b, false);
     assert_int_equal(store_scan_delayed(fx->s, collect_delayed, &u), 0);
-    assert_int_equal(u.n, 4);
-    assert_int_equal(u.v[0], 300 * 1000 + 2);
-    assert_int_equal(u.v[1], 300 * 1000 + 9);
-    assert_int_equal(u.v[2], 5000 * 1000 + 7);
-    assert_int_equal(store_get_delayed(fx->s, 300, 9, &v, &len), 0);
+    assert_int_equal(u.n, 5);
+    assert_int_equal(u.v[0], (2ULL << 56) + 9000 * 1000 + 1);
+    assert_int_equal(u.v[1], (7ULL << 56) + 300 * 1000 + 2);
+    assert_int_equal(u.v[2], (7ULL << 56) + 300 * 1000 + 9);
+    assert_int_equal(u.v[3], (7ULL << 56) + 5000 * 1000 + 7);
+    assert_int_equal(store_get_delayed(fx->s, 7, 300, 9, &v, &len), 0);
     assert_memory_equal(v, "b", 1);
     free(v);
-    store_batch_delete_delayed(b, 300, 9);
+    assert_int_equal(store_get_delayed(fx->s, 2, 300, 9, &v, &len), 1);   /* another group */
+    store_batch_delete_delayed(b, 7, 300, 9);
     write_ok(fx->s, b, false);
-    assert_int_equal(store_get_delayed(fx->s, 300, 9, &v, &len), 1);
+    assert_int_equal(store_get_delayed(fx->s, 7, 300, 9, &v, &len), 1);
     store_batch_destroy(&b);
 }
 
@@ -1078,6 +1101,161 @@ static void list_states_in_key_order(void **state)
     assert_int_equal(l.n, 0);
     free(l.ids);
     store_batch_destroy(&b);
+
+/* ---- upgrade from format 1 ------------------------------------------------------------ */
+
+static void raw_put(leveldb_t *db, const void *k, size_t kl, const void *v, size_t vl)
+{
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    char *lerr = NULL;
+    leveldb_put(db, wo, k, kl, v, vl, &lerr);
+    assert_null(lerr);
+    leveldb_writeoptions_destroy(wo);
+}
+
+static uint8_t *pack_delayed(const char *ttype, const char *tid, const char *ctype,
+                             const char *cid, size_t *len)
+{
+    Statemesh__V1__StoredDelayed sd = STATEMESH__V1__STORED_DELAYED__INIT;
+    Statemesh__V1__Address t = STATEMESH__V1__ADDRESS__INIT, c = STATEMESH__V1__ADDRESS__INIT;
+    uint8_t *buf;
+    t.type = (char *)ttype;
+    t.id = (char *)tid;
+    sd.target = &t;
+    if (ctype) {
+        c.type = (char *)ctype;
+        c.id = (char *)cid;
+        sd.caller = &c;
+    }
+    *len = statemesh__v1__stored_delayed__get_packed_size(&sd);
+    buf = malloc(*len + 1);
+    statemesh__v1__stored_delayed__pack(&sd, buf);
+    return buf;
+}
+
+/* A format-1 store (as the release before format 2 wrote it): D keys
+ * without key group, I keys without address, a reply key in a message. */
+static void write_v1_store(struct fx *fx, bool half_done)
+{
+    leveldb_options_t *o = leveldb_options_create();
+    char *lerr = NULL;
+    leveldb_t *db;
+    uint8_t *v;
+    size_t vl;
+    uint8_t dkey[17] = {'D'};
+
+    leveldb_options_set_create_if_missing(o, 1);
+    db = leveldb_open(o, fx->dir, &lerr);
+    assert_null(lerr);
+    raw_put(db, "Xformat", 7, "1", 1);
+    raw_put(db, "Xkey_groups", 11, "\0\0\x10\0", 4);
+    dkey[8] = 100;                        /* due 100, seq 1: from the ingress to t/x ab */
+    dkey[16] = 1;
+    v = pack_delayed("t/x", "ab", NULL, NULL, &vl);
+    raw_put(db, dkey, sizeof dkey, v, vl);
+    free(v);
+    dkey[8] = 200;                        /* due 200, seq 2: sent by t/y cd to t/x ab */
+    dkey[16] = 2;
+    v = pack_delayed("t/x", "ab", "t/y", "cd", &vl);
+    raw_put(db, dkey, sizeof dkey, v, vl);
+    free(v);
+    raw_put(db, "Ikey-1", 6, "\x08\x01", 2);
+    {
+        Statemesh__V1__StoredMessage sm = STATEMESH__V1__STORED_MESSAGE__INIT;
+        uint8_t buf[64];
+        size_t n;
+        uint8_t mkey[3 + 7 + 8] = {'M'};
+        uint16_t kg = store_key_group("t/x", "ab");
+        sm.reply_key = "call-key";
+        n = statemesh__v1__stored_message__pack(&sm, buf);
+        mkey[1] = (uint8_t)(kg >> 8);
+        mkey[2] = (uint8_t)kg;
+        memcpy(mkey + 3, "t/x\0ab\0", 7);
+        mkey[17] = 5;
+        raw_put(db, mkey, sizeof mkey, buf, n);
+    }
+    if (half_done) {                      /* an interrupted upgrade: one D key converted */
+        uint8_t k2[19] = {'D', 0, 9};
+        k2[10] = 50;
+        k2[18] = 3;
+        raw_put(db, k2, sizeof k2, "x", 1);
+        raw_put(db, "Jkey-0", 6, "\x08\x01", 2);
+    }
+    leveldb_close(db);
+    leveldb_options_destroy(o);
+}
+
+static int collect_delayed_kg(void *arg, uint16_t kg, int64_t due_ms, uint64_t seq,
+                              const uint8_t *val, size_t len)
+{
+    struct u64s *u = arg;
+    (void)val;
+    (void)len;
+    u->v[u->n++] = ((uint64_t)kg << 32) | ((uint64_t)due_ms << 8) | seq;
+    return 0;
+}
+
+static int collect_reply_key(void *arg, const char *type, const char *id, uint64_t seq,
+                             const uint8_t *val, size_t len)
+{
+    Statemesh__V1__StoredMessage *sm = statemesh__v1__stored_message__unpack(NULL, len, val);
+    (void)type;
+    (void)id;
+    (void)seq;
+    assert_non_null(sm);
+    snprintf(arg, 32, "%s", sm->reply_key);
+    statemesh__v1__stored_message__free_unpacked(sm, NULL);
+    return 0;
+}
+
+static void upgrade_from_format_1(void **state)
+{
+    struct fx *fx = *state;
+    struct u64s u = {{0}, 0};
+    char err[512], rk[32] = "";
+    uint8_t *v;
+    size_t len;
+
+    for (int half = 0; half <= 1; half++) {
+        nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        assert_int_equal(mkdir(fx->dir, 0700), 0);
+        write_v1_store(fx, half);
+        assert_int_equal(store_open(&fx->s, fx->dir, NULL, &fx->lg, err, sizeof err), 0);
+        u.n = 0;
+        assert_int_equal(store_scan_delayed(fx->s, collect_delayed_kg, &u), 0);
+        assert_int_equal(u.n, 2 + half);
+        {
+            uint64_t want[3];
+            int n = 0;
+            uint16_t kx = store_key_group("t/x", "ab"), ky = store_key_group("t/y", "cd");
+            if (half) want[n++] = (9ULL << 32) | (50 << 8) | 3;
+            want[n++] = ((uint64_t)kx << 32) | (100 << 8) | 1;  /* the target owns it */
+            want[n++] = ((uint64_t)ky << 32) | (200 << 8) | 2;  /* the sender owns it */
+            if (kx > ky) {
+                uint64_t t = want[n - 1];
+                want[n - 1] = want[n - 2];
+                want[n - 2] = t;
+            }
+            for (int i = 0; i < n; i++) assert_int_equal(u.v[i], want[i]);
+        }
+        assert_int_equal(store_has_kind(fx->s, 'I'), 0);
+        assert_int_equal(store_has_kind(fx->s, 'J'), 1);
+        assert_int_equal(store_get_legacy_idem(fx->s, "key-1", &v, &len), 0);
+        assert_memory_equal(v, "\x08\x01", 2);
+        free(v);
+        assert_int_equal(store_get_meta(fx->s, "format", &v, &len), 0);
+        assert_memory_equal(v, "2", 1);
+        free(v);
+        assert_int_equal(store_scan_messages(fx->s, collect_reply_key, rk), 0);
+        assert_string_equal(rk, "\x02" "call-key");
+        assert_non_null(strstr(log_text(fx), "event=store.upgraded"));
+        store_close(&fx->s);
+        /* Opening again changes nothing. */
+        assert_int_equal(store_open(&fx->s, fx->dir, NULL, &fx->lg, err, sizeof err), 0);
+        assert_int_equal(store_scan_messages(fx->s, collect_reply_key, rk), 0);
+        assert_string_equal(rk, "\x02" "call-key");
+        store_close(&fx->s);
+    }
 }
 
 int main(void)
@@ -1091,6 +1269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(reopen_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(metadata_mismatch_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(foreign_database_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(upgrade_from_format_1, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_message_key, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_dir_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(second_open_fails, setup, teardown),
