@@ -1101,6 +1101,7 @@ static void list_states_in_key_order(void **state)
     assert_int_equal(l.n, 0);
     free(l.ids);
     store_batch_destroy(&b);
+}
 
 /* ---- upgrade from format 1 ------------------------------------------------------------ */
 
