@@ -254,11 +254,13 @@ static void on_health(void *arg, struct rpc_call *call, const uint8_t *req, size
 static void on_list_deadletters(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
 {
     struct server *s = arg;
-    Statemesh__V1__ListDeadLettersRequest *r = statemesh__v1__list_dead_letters_request__unpack(NULL, len, req);
+    Statemesh__V1__ListDeadLettersRequest *r;
     Statemesh__V1__ListDeadLettersResponse resp = STATEMESH__V1__LIST_DEAD_LETTERS_RESPONSE__INIT;
     struct dl_page page;
 
-    if (!r) {
+    if (check_strings(call, &statemesh__v1__list_dead_letters_request__descriptor, req, len) != 0)
+        return;
+    if (!(r = statemesh__v1__list_dead_letters_request__unpack(NULL, len, req))) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid ListDeadLettersRequest");
         return;
     }
@@ -293,12 +295,14 @@ static int requeue(void *arg, const Statemesh__V1__StoredDeadLetter *d)
 static void act_deadletters(struct server *s, struct rpc_call *call, const uint8_t *req, size_t len,
                             int replay)
 {
-    Statemesh__V1__DeadLetterSelector *sel = statemesh__v1__dead_letter_selector__unpack(NULL, len, req);
+    Statemesh__V1__DeadLetterSelector *sel;
     Statemesh__V1__DeadLetterActionResponse resp = STATEMESH__V1__DEAD_LETTER_ACTION_RESPONSE__INIT;
     uint64_t count = 0, unroutable = 0;
     int rc;
 
-    if (!sel) {
+    if (check_strings(call, &statemesh__v1__dead_letter_selector__descriptor, req, len) != 0)
+        return;
+    if (!(sel = statemesh__v1__dead_letter_selector__unpack(NULL, len, req))) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid DeadLetterSelector");
         return;
     }

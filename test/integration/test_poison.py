@@ -180,6 +180,19 @@ def test_non_utf8_strings_refused_at_the_ingress(rt_env):
     wait_until(lambda: c.int_state("test/counter", "u") == 2)
 
 
+def test_non_utf8_strings_refused_by_the_dead_letter_calls(rt_env):
+    _, _, c = rt_env
+    for method, raw in (("ListDeadLetters", b"\x0a\x02\xff\xfe"),          # type
+                        ("ReplayDeadLetters", b"\x10\x01\x1a\x02\xc3\x28"),  # all, type
+                        ("DropDeadLetters", b"\x10\x01\x1a\x03a\x00b")):     # NUL in type
+        call = c.channel.unary_unary("/statemesh.v1.Admin/" + method, request_serializer=None,
+                                     response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as e:
+            call(raw, timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert "invalid request: type " in e.value.details(), (method, e.value.details())
+
+
 PAUSE = {"initial_backoff_ms": 20, "max_backoff_ms": 50, "max_attempts": 3,
          "on_exhausted": "pause"}
 
