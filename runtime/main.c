@@ -53,6 +53,7 @@
 #include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
+#include "spcreate.h"
 #include "statemesh/version.h"
 #include "statemesh/v1/storage.pb-c.h"
 
@@ -488,6 +489,7 @@ out:
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
         }
     }
+    spcreate_shutdown(&s);
     if (s.ingress && ingress_done(s.ingress)) ingress_destroy(&s.ingress);
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);
     free(s.endpoints);

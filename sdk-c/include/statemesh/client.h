@@ -440,6 +440,7 @@ typedef int (*sm_egress_fn)(void *udata, const sm_egress_record *rec);
 int sm_client_subscribe(sm_client *c, const sm_subscribe_options *opts, sm_egress_fn fn,
                         void *udata, sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
+<<<<<<< HEAD
 /* ---- State administration (docs/state-admin.md) ----
  *
  * List the ids of a function type that hold state, a page at a time, and
@@ -490,5 +491,30 @@ int sm_client_state_set(sm_client *c, const char *type, const char *id, const ch
 int sm_client_state_delete(sm_client *c, const char *type, const char *id, const char *name,
                            int timeout_ms, uint32_t *deleted /* OUT, may be NULL */,
                            sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+=======
+/* ---- savepoints (docs/savepoints.md) ---- */
+
+typedef struct sm_savepoint_progress {
+    uint64_t records, bytes;    /* written so far */
+    uint32_t files_done, files;
+    int64_t elapsed_ms;
+    bool done;                  /* the last one: the savepoint is complete */
+    const char *path;           /* when done */
+    const char *manifest_json;  /* when done: its MANIFEST.json */
+} sm_savepoint_progress;
+
+/* Called for each progress report (about every 250 ms) and once with done
+ * set; strings are valid during the call. Non-zero cancels the savepoint. */
+typedef int (*sm_savepoint_fn)(void *udata, const sm_savepoint_progress *p);
+
+/* Has the runtime write a savepoint into `path` (absolute, on the runtime's
+ * machine, not existing yet; its parent must exist), in `ranges` key-group
+ * files (0: 16). Blocks until it is complete (SM_OK) or failed (SM_ERPC,
+ * err says why: ALREADY_EXISTS, FAILED_PRECONDITION (another savepoint
+ * running, no parent directory), INTERNAL (a write failed), ...). */
+int sm_client_create_savepoint(sm_client *c, const char *path, uint32_t ranges,
+                               sm_savepoint_fn fn, void *udata,
+                               sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+>>>>>>> 6ad5269 (WIP (not merged): savepoint format (savepoint.c, crc32c.c), Admin.CreateSavepoint written online by a thread from a LevelDB snapshot (spcreate.c), sm_client_create_savepoint; no CLI, restore or tests yet)
 
 #endif
