@@ -440,7 +440,6 @@ typedef int (*sm_egress_fn)(void *udata, const sm_egress_record *rec);
 int sm_client_subscribe(sm_client *c, const sm_subscribe_options *opts, sm_egress_fn fn,
                         void *udata, sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
-<<<<<<< HEAD
 /* ---- State administration (docs/state-admin.md) ----
  *
  * List the ids of a function type that hold state, a page at a time, and
@@ -491,7 +490,7 @@ int sm_client_state_set(sm_client *c, const char *type, const char *id, const ch
 int sm_client_state_delete(sm_client *c, const char *type, const char *id, const char *name,
                            int timeout_ms, uint32_t *deleted /* OUT, may be NULL */,
                            sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
-=======
+
 /* ---- savepoints (docs/savepoints.md) ---- */
 
 typedef struct sm_savepoint_progress {
@@ -515,6 +514,5 @@ typedef int (*sm_savepoint_fn)(void *udata, const sm_savepoint_progress *p);
 int sm_client_create_savepoint(sm_client *c, const char *path, uint32_t ranges,
                                sm_savepoint_fn fn, void *udata,
                                sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
->>>>>>> 6ad5269 (WIP (not merged): savepoint format (savepoint.c, crc32c.c), Admin.CreateSavepoint written online by a thread from a LevelDB snapshot (spcreate.c), sm_client_create_savepoint; no CLI, restore or tests yet)
 
 #endif
