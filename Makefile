@@ -172,7 +172,8 @@ $(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $(B)/obj/runtime/main.o $(B)/libruntime.a \
 	  -Wl,--whole-archive $(B)/libstatemesh.a -Wl,--no-whole-archive $(SDK_EXPORTS) $(LIBS)
 
-$(B)/statemesh: $(CLI_O) $(B)/libstatemesh.a
+CLI_RT_O := $(B)/obj/runtime/savepoint.o $(B)/obj/runtime/crc32c.o
+$(B)/statemesh: $(CLI_O) $(CLI_RT_O) $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/examples/%: $(B)/obj/examples/%.o $(B)/libstatemesh.a
@@ -264,7 +265,8 @@ FZ_RT_O     := $(patsubst %.c,$(FZ)/obj/%.o,$(RT_SRCS))
 FZ_LINK_json      := $(FZ_SDK_O)
 FZ_LINK_config    := $(FZ_RT_O) $(FZ_SDK_O)
 FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(CLI_SRCS))) \
-                     $(FZ)/obj/runtime/cli_lib.o $(FZ_SDK_O)
+                     $(FZ)/obj/runtime/cli_lib.o $(FZ)/obj/runtime/savepoint.o \
+                     $(FZ)/obj/runtime/crc32c.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
 FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o,$(FZ_RT_O)) \

@@ -22,6 +22,7 @@
 #include "rpc.h"
 #include "server.h"
 #include "state_admin.h"
+#include "spcreate.h"
 #include "statemesh/v1/admin.pb-c.h"
 #include "statemesh/v1/storage.pb-c.h"
 #include "wire.h"
@@ -573,5 +574,6 @@ int admin_register(struct rpc_server *rpc, struct server *s)
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (rpc_server_add_unary(rpc, methods[i].method, methods[i].fn, s) != 0) return -1;
-    return sadm_register(rpc, s);
+    if (sadm_register(rpc, s) != 0) return -1;
+    return spcreate_register(rpc, s);
 }

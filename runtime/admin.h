@@ -13,6 +13,7 @@
  *                     replay and drop answered after their checkpoint is durable
  *   ListState, SetState, DeleteState
  *                     state administration (state_admin.c)
+ *   CreateSavepoint   a savepoint written online (spcreate.h)
  *   Health/Check      SERVING, or NOT_SERVING while shutting down
  *
  * Every request is checked like an ingress request (strings valid UTF-8

@@ -53,6 +53,8 @@
 #include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
+#include "spcreate.h"
+#include "sprestore.h"
 #include "statemesh/version.h"
 #include "statemesh/v1/storage.pb-c.h"
 
@@ -81,6 +83,9 @@ static void usage(FILE *f)
             "       statemeshd --check-config FILE  validate a configuration and exit\n"
             "       statemeshd --repair -c FILE     repair a damaged store (LevelDB's repair; it\n"
             "                                       may lose data: docs/operations-disk.md)\n"
+            "       statemeshd --from-savepoint DIR [--key-groups A-B] -c FILE\n"
+            "                                       restore a savepoint into an empty data dir,\n"
+            "                                       then run (docs/savepoints.md)\n"
             "       statemeshd --help | --version\n");
 }
 
@@ -352,19 +357,23 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check-config", required_argument, NULL, 'C'},
         {"repair", no_argument, NULL, 'R'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'}, {"from-savepoint", required_argument, NULL, 'F'},
+        {"key-groups", required_argument, NULL, 'K'}, {NULL, 0, NULL, 0}};
     struct server s;
     const char *config = NULL;
     char err[16384], dbdir[4200];
     struct store_options so = {0, 0, true, 0, 0};
     sigset_t set;
-    int c, rc = 1, grpc_up = 0, repair = 0;
+    int c, rc = 1, grpc_up = 0, repair = 0, kg_first = 0, kg_last = STORE_KEY_GROUPS - 1;
+    const char *from_savepoint = NULL, *key_groups = NULL;
 
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config = optarg; break;
         case 'C': return check_config(optarg);
         case 'R': repair = 1; break;
+        case 'F': from_savepoint = optarg; break;
+        case 'K': key_groups = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("statemeshd %s\n", SM_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -372,6 +381,23 @@ int main(int argc, char **argv)
     }
     if (!config || optind != argc) {
         usage(stderr);
+        return 2;
+    }
+    if (key_groups) {
+        char *end;
+        long a = strtol(key_groups, &end, 10), b = a;
+        if (*end == '-') b = strtol(end + 1, &end, 10);
+        if (!from_savepoint || *end || end == key_groups || a < 0 || b < a ||
+            b >= STORE_KEY_GROUPS) {
+            fprintf(stderr, "statemeshd: --key-groups wants A-B within 0-%d (with "
+                    "--from-savepoint), got '%s'\n", STORE_KEY_GROUPS - 1, key_groups);
+            return 2;
+        }
+        kg_first = (int)a;
+        kg_last = (int)b;
+    }
+    if (from_savepoint && repair) {
+        fprintf(stderr, "statemeshd: --repair and --from-savepoint do not go together\n");
         return 2;
     }
 
@@ -421,7 +447,15 @@ int main(int argc, char **argv)
         }
         goto out;
     }
-    if (mkdirs(dbdir) != 0 || store_open(&s.store, dbdir, &so, &s.log, err, sizeof err) != 0) {
+    if (from_savepoint &&
+        (mkdirs(dbdir) != 0 ||
+         sprestore_run(from_savepoint, dbdir, &so, kg_first, kg_last, &s.log, err, sizeof err) != 0)) {
+        fprintf(stderr, "statemeshd: %s\n", err);
+        rc = EXIT_STORAGE;
+        goto out;
+    }
+    if (mkdirs(dbdir) != 0 || store_open(&s.store, dbdir, &so, &s.log, err, sizeof err) != 0 ||
+        sprestore_check(s.store, err, sizeof err) != 0) {
         fprintf(stderr, "statemeshd: %s\n", err);
         rc = EXIT_STORAGE;
         goto out;
@@ -488,6 +522,7 @@ out:
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
         }
     }
+    spcreate_shutdown(&s);
     if (s.ingress && ingress_done(s.ingress)) ingress_destroy(&s.ingress);
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);
     free(s.endpoints);

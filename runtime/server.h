@@ -79,6 +79,7 @@ struct server {
     struct disp_scratch scratch;   /* dispatch's reusable arrays */
     struct store_cursor idem_cursor, idem_legacy_cursor, ttl_cursor;
     bool idem_legacy;              /* J records exist (a store upgraded from format 1) */
+    struct spjob *savepoint;       /* the savepoint being written (spcreate.h), or NULL */
     struct timer housekeeping;     /* retention, TTL and idempotency sweeps */
     uint64_t next_seq;
     struct stats stats;

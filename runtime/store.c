@@ -550,6 +550,25 @@ void store_batch_delete_deadletter(struct store_batch *b, uint64_t id)
     batch_delete(b, &k);
 }
 
+void store_batch_put_raw(struct store_batch *b, const void *key, size_t klen, const void *val,
+                         size_t len)
+{
+    struct key k;
+    key_init(&k, klen);
+    key_add(&k, key, klen);
+    if (klen && k.p[0] == 'S') {               /* keep the state filter complete */
+        if (b->nstate == b->capstate) {
+            size_t cap = b->capstate ? b->capstate * 2 : 256;
+            uint64_t *h = realloc(b->state_hashes, cap * sizeof *h);
+            if (h == NULL) SM_PANIC("store: out of memory in a batch");
+            b->state_hashes = h;
+            b->capstate = cap;
+        }
+        b->state_hashes[b->nstate++] = sfilter_hash(k.p, k.len);
+    }
+    batch_put(b, &k, val, len);
+}
+
 void store_batch_delete_raw(struct store_batch *b, const void *key, size_t klen)
 {
     leveldb_writebatch_delete(b->wb, key, klen);
@@ -994,6 +1013,65 @@ int store_state_key_address(const char *key, size_t klen, char *buf, const char 
     *type = buf + 3;
     *id = te + 1;
     return 0;
+}
+
+/* ---- snapshots ------------------------------------------------------------- */
+
+struct store_snapshot {
+    const leveldb_snapshot_t *snap;
+    leveldb_readoptions_t *ro;
+};
+
+struct store_snapshot *store_snapshot_take(struct store *s)
+{
+    struct store_snapshot *sn = calloc(1, sizeof *sn);
+    if (!sn) return NULL;
+    sn->snap = leveldb_create_snapshot(s->db);
+    sn->ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_verify_checksums(sn->ro, 1);
+    leveldb_readoptions_set_fill_cache(sn->ro, 0);
+    leveldb_readoptions_set_snapshot(sn->ro, sn->snap);
+    return sn;
+}
+
+void store_snapshot_release(struct store *s, struct store_snapshot **snp)
+{
+    struct store_snapshot *sn = *snp;
+    if (!sn) return;
+    leveldb_readoptions_destroy(sn->ro);
+    leveldb_release_snapshot(s->db, sn->snap);
+    free(sn);
+    *snp = NULL;
+}
+
+int store_snapshot_scan(struct store *s, const struct store_snapshot *sn, const void *lo,
+                        size_t lolen, const void *hi, size_t hilen, store_raw_fn fn, void *arg,
+                        char *err, size_t errlen)
+{
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, sn->ro);
+    char *lerr = NULL;
+    int rc = 0;
+
+    for (leveldb_iter_seek(it, lo, lolen); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t klen, vlen, n;
+        const char *k = leveldb_iter_key(it, &klen);
+        const char *v;
+        if (hi) {
+            n = klen < hilen ? klen : hilen;
+            int c = memcmp(k, hi, n);
+            if (c > 0 || (c == 0 && klen >= hilen)) break;
+        }
+        v = leveldb_iter_value(it, &vlen);
+        if ((rc = fn(arg, k, klen, (const uint8_t *)v, vlen)) != 0) break;
+    }
+    leveldb_iter_get_error(it, &lerr);
+    leveldb_iter_destroy(it);
+    if (lerr) {
+        snprintf(err, errlen, "reading the store in %s failed: %s", s->dir, lerr);
+        leveldb_free(lerr);
+        return -EIO;
+    }
+    return rc;
 }
 
 /* ---- the state filter's startup scan --------------------------------------- */

@@ -137,6 +137,10 @@ void store_batch_put_legacy_idem(struct store_batch *b, const char *key, const v
                                  size_t len);
 void store_batch_put_deadletter(struct store_batch *b, uint64_t id, const void *val, size_t len);
 void store_batch_delete_deadletter(struct store_batch *b, uint64_t id);
+/* Puts a key as it is (a restore, savepoint.h); keeps the state filter
+ * complete for S keys. */
+void store_batch_put_raw(struct store_batch *b, const void *key, size_t klen, const void *val,
+                         size_t len);
 /* Deletes a key returned by store_sweep(). */
 void store_batch_delete_raw(struct store_batch *b, const void *key, size_t klen);
 
@@ -235,6 +239,20 @@ void store_cursor_free(struct store_cursor *cur);
  * `buf`, which must hold klen + 1 bytes). Returns 0 or -1 if malformed. */
 int store_state_key_address(const char *key, size_t klen, char *buf, const char **type,
                             const char **id);
+
+/* ---- snapshots (savepoints) ----
+ * A consistent view of everything committed when it is taken (a LevelDB
+ * snapshot). Take and release on the loop thread, before store_close();
+ * store_snapshot_scan() may run on any thread while the loop writes. */
+struct store_snapshot;
+struct store_snapshot *store_snapshot_take(struct store *s);   /* NULL: out of memory */
+void store_snapshot_release(struct store *s, struct store_snapshot **snap);
+/* Visits the keys in [lo, hi) (hi NULL: to the end) in order; fn returns
+ * non-zero to stop, which is returned. 0, or -EIO with a sentence in err
+ * (store_last_error() is not touched: other threads may call this). */
+int store_snapshot_scan(struct store *s, const struct store_snapshot *snap, const void *lo,
+                        size_t lolen, const void *hi, size_t hilen, store_raw_fn fn, void *arg,
+                        char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Metadata. Returns 0 (malloc'd *val), 1 absent, -EIO. */
 int store_get_meta(struct store *s, const char *name, uint8_t **val /* OUT */, size_t *len /* OUT */)

@@ -491,4 +491,28 @@ int sm_client_state_delete(sm_client *c, const char *type, const char *id, const
                            int timeout_ms, uint32_t *deleted /* OUT, may be NULL */,
                            sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
+/* ---- savepoints (docs/savepoints.md) ---- */
+
+typedef struct sm_savepoint_progress {
+    uint64_t records, bytes;    /* written so far */
+    uint32_t files_done, files;
+    int64_t elapsed_ms;
+    bool done;                  /* the last one: the savepoint is complete */
+    const char *path;           /* when done */
+    const char *manifest_json;  /* when done: its MANIFEST.json */
+} sm_savepoint_progress;
+
+/* Called for each progress report (about every 250 ms) and once with done
+ * set; strings are valid during the call. Non-zero cancels the savepoint. */
+typedef int (*sm_savepoint_fn)(void *udata, const sm_savepoint_progress *p);
+
+/* Has the runtime write a savepoint into `path` (absolute, on the runtime's
+ * machine, not existing yet; its parent must exist), in `ranges` key-group
+ * files (0: 16). Blocks until it is complete (SM_OK) or failed (SM_ERPC,
+ * err says why: ALREADY_EXISTS, FAILED_PRECONDITION (another savepoint
+ * running, no parent directory), INTERNAL (a write failed), ...). */
+int sm_client_create_savepoint(sm_client *c, const char *path, uint32_t ranges,
+                               sm_savepoint_fn fn, void *udata,
+                               sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+
 #endif

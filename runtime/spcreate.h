@@ -1,0 +1,31 @@
+/*
+ * spcreate — Admin.CreateSavepoint: a savepoint written online.
+ *
+ * The request is checked on the loop thread (path absolute, not there yet,
+ * parent a directory; no other savepoint running), which then takes a
+ * LevelDB snapshot — between two checkpoints, so the cut holds exactly the
+ * checkpoints committed so far: every acknowledged input with all of its
+ * effects, and nothing half-applied — and hands it to one writer thread.
+ * The thread writes the range files and node.smsp (savepoint.h) into
+ * PATH.partial-PID, then MANIFEST.json, fsyncs, and renames the directory
+ * to PATH: a savepoint either is complete under its name or is not there.
+ * The loop streams progress every 250 ms and the result at the end.
+ *
+ * Cancelled (the client went away, the runtime shuts down, or a write
+ * failed): the thread stops and the partial directory is removed. A
+ * partial directory left by a kill -9 has no manifest (never verifies) and
+ * is removed by the next savepoint written to the same PATH.
+ */
+#ifndef SM_SPCREATE_H
+#define SM_SPCREATE_H
+
+struct rpc_server;
+struct server;
+
+/* Adds Admin.CreateSavepoint to `rpc`. Returns 0 or -1. */
+int spcreate_register(struct rpc_server *rpc, struct server *s)
+    __attribute__((warn_unused_result));
+/* Shutdown: stops a running savepoint and waits for its thread. */
+void spcreate_shutdown(struct server *s);
+
+#endif
