@@ -376,11 +376,17 @@ int main(int argc, char **argv)
         case 'K': key_groups = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("statemeshd %s\n", SM_VERSION); return 0;
-        default: usage(stderr); return 2;
+        default:   /* getopt_long has said what is wrong */
+            fprintf(stderr, "run 'statemeshd --help' for usage\n");
+            return 2;
         }
     }
     if (!config || optind != argc) {
-        usage(stderr);
+        if (optind != argc)
+            fprintf(stderr, "statemeshd: unexpected argument '%s'\n", argv[optind]);
+        else
+            fprintf(stderr, "statemeshd: no configuration file (-c FILE)\n");
+        fprintf(stderr, "run 'statemeshd --help' for usage\n");
         return 2;
     }
     if (key_groups) {

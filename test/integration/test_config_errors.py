@@ -115,3 +115,21 @@ def _write(sandbox, name, text):
     path = sandbox.path(name)
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("args,first", [
+    (["--check-config"], "option '--check-config' requires an argument"),
+    ([], "statemeshd: no configuration file (-c FILE)"),
+    (["-c", "a.conf", "extra"], "statemeshd: unexpected argument 'extra'"),
+    (["--bogus"], "unrecognized option '--bogus'"),
+])
+def test_usage_errors_are_two_lines(require, args, first):
+    """A usage error says what is wrong and where help is, not the whole usage."""
+    require("statemeshd")
+    p = subprocess.run([str(binary("statemeshd"))] + args, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=scaled(15))
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 2 and first in lines[0], p.stderr
+    assert lines[1] == "run 'statemeshd --help' for usage", p.stderr
+    assert p.stdout == ""
