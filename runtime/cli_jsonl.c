@@ -492,12 +492,18 @@ static int next_line(struct lreader *r, char **line, size_t *len)
 }
 
 /* A sorted run being built in memory: records [u32 klen][u32 vlen][u64 line]
- * key value, and their offsets. */
+ * key value in the arena, and an entry per record: its offset and its key's
+ * first 8 bytes (big-endian, zero-padded). */
+struct ent {
+    uint64_t pfx;
+    size_t off;
+};
+
 struct run {
     uint8_t *arena;
     size_t used, cap;
-    size_t *offs;
-    size_t n, ocap;
+    struct ent *ents;
+    size_t n, ecap;
 };
 
 /* A spilled run read back. */
@@ -560,10 +566,12 @@ static int rec_cmp(const uint8_t *a, const uint8_t *b)
     return (la > lb) - (la < lb);
 }
 
-static int off_cmp(const void *x, const void *y, void *arena)
+/* The first 8 key bytes decide most comparisons without touching the arena. */
+static int ent_cmp(const void *x, const void *y, void *arena)
 {
-    return rec_cmp((const uint8_t *)arena + *(const size_t *)x,
-                   (const uint8_t *)arena + *(const size_t *)y);
+    const struct ent *a = x, *b = y;
+    if (a->pfx != b->pfx) return a->pfx < b->pfx ? -1 : 1;
+    return rec_cmp((const uint8_t *)arena + a->off, (const uint8_t *)arena + b->off);
 }
 
 /* Sorts the run and writes it to tmp/run-N. */
@@ -574,14 +582,14 @@ static int spill(struct builder *b)
     struct run *r = &b->run;
 
     if (r->n == 0) return 0;
-    qsort_r(r->offs, r->n, sizeof *r->offs, off_cmp, r->arena);
+    qsort_r(r->ents, r->n, sizeof *r->ents, ent_cmp, r->arena);
     snprintf(path, sizeof path, "%s/run-%u.tmp", b->tmp, b->nruns);
     if (!(f = fopen(path, "wb"))) {
         snprintf(b->err, sizeof b->err, "cannot create %s: %s", path, strerror(errno));
         return -1;
     }
     for (size_t i = 0; i < r->n; i++) {
-        const uint8_t *p = r->arena + r->offs[i];
+        const uint8_t *p = r->arena + r->ents[i].off;
         fwrite(p, 1, 16 + (size_t)rd32(p) + rd32(p + 4), f);
     }
     if (fclose(f) != 0) {
@@ -608,14 +616,17 @@ static int add_record(struct builder *b, const uint8_t *key, size_t klen, const 
         r->arena = na;
         r->cap = cap;
     }
-    if (r->n == r->ocap) {
-        size_t ncap = r->ocap ? r->ocap * 2 : 65536;
-        size_t *no = realloc(r->offs, ncap * sizeof *no);
-        if (!no) return snprintf(b->err, sizeof b->err, "out of memory"), -1;
-        r->offs = no;
-        r->ocap = ncap;
+    if (r->n == r->ecap) {
+        size_t ncap = r->ecap ? r->ecap * 2 : 65536;
+        struct ent *ne = realloc(r->ents, ncap * sizeof *ne);
+        if (!ne) return snprintf(b->err, sizeof b->err, "out of memory"), -1;
+        r->ents = ne;
+        r->ecap = ncap;
     }
-    r->offs[r->n++] = r->used;
+    r->ents[r->n].off = r->used;
+    r->ents[r->n].pfx = 0;
+    for (size_t i = 0; i < 8; i++) r->ents[r->n].pfx = r->ents[r->n].pfx << 8 | (i < klen ? key[i] : 0);
+    r->n++;
     memcpy(r->arena + r->used, &k32, 4);
     memcpy(r->arena + r->used + 4, &v32, 4);
     memcpy(r->arena + r->used + 8, &line, 8);
@@ -958,7 +969,7 @@ int cmd_savepoint_from_jsonl(const struct args *a)
     if (!b.errors) {
         if (spill(&b) != 0) goto fail;
         free(b.run.arena);
-        free(b.run.offs);
+        free(b.run.ents);
         memset(&b.run, 0, sizeof b.run);
         if (open_writers(&b) != 0 || merge(&b) != 0) goto fail;
     }
@@ -988,7 +999,7 @@ out:
     if (r.f && r.f != stdin) fclose(r.f);
     free(r.buf);
     free(b.run.arena);
-    free(b.run.offs);
+    free(b.run.ents);
     free(b.w);
     free(b.info);
     free(b.range_of);
