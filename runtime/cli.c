@@ -244,8 +244,9 @@ static const struct command_help {
      "\n"
      "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
     {"savepoint",
-     "  savepoint create|verify|inspect DIR\n"
-     "                                    write a savepoint (online), check or describe one\n"
+     "  savepoint create DIR              write a savepoint of the runtime (online)\n"
+     "  savepoint verify DIR              check a savepoint's checksums (offline)\n"
+     "  savepoint inspect DIR             describe what a savepoint holds (offline)\n"
      "  savepoint export DIR --jsonl      a savepoint's addresses as JSON lines (offline)\n"
      "  savepoint from-jsonl FILE DIR     build a savepoint from JSON lines (offline)\n",
      "savepoint create DIR [--ranges N] [--json]\n"
