@@ -73,6 +73,16 @@ def test_export_from_jsonl_restore_round_trip(sandbox):
     assert offline("savepoint", "verify", sp2).returncode == 0
     assert export(sp2, sandbox.path("b.jsonl")) == a
 
+    # Under another key-group count: the same lines, in that count's order.
+    sp4 = sandbox.path("sp4")
+    p = offline("savepoint", "from-jsonl", sandbox.path("a.jsonl"), sp4, "--key-groups", 64,
+                "--ranges", 64)
+    assert p.returncode == 0, p.stderr
+    assert json.load(open(os.path.join(sp4, "MANIFEST.json")))["key_groups"] == 64
+    assert offline("savepoint", "verify", sp4).returncode == 0
+    d = export(sp4, sandbox.path("d.jsonl"))
+    assert d != a and sorted(d.splitlines()) == sorted(a.splitlines())
+
     # Restored into a runtime whose function server is down, a savepoint of
     # it exports the same bytes again.
     fn2 = sandbox.testfn(name="fn2", start=False)
