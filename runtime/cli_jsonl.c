@@ -47,6 +47,7 @@
 #define MAX_REPORTED 100            /* line errors printed; then only counted */
 #define RUN_BYTES ((size_t)32 << 20) /* one sorted run of from-jsonl */
 #define STORE_FORMAT 2              /* store.h STORE_FORMAT_VERSION */
+#define PROGRESS_S 5.0              /* a progress line on stderr this often */
 
 static double now_s(void)
 {
@@ -139,6 +140,7 @@ struct exporter {
     struct dent *d;
     size_t nd, dcap;
     uint64_t addresses, states, messages, delayed;
+    double t0, last;                /* progress on stderr every PROGRESS_S */
     char err[1500];
 };
 
@@ -306,6 +308,11 @@ static int export_address(struct exporter *x, struct head *hs, struct head *hm, 
     }
     if (keep) {
         x->addresses++;
+        if ((x->addresses & 16383) == 0 && now_s() - x->last >= PROGRESS_S) {
+            x->last = now_s();
+            fprintf(stderr, "export: %" PRIu64 " addresses, %.0f/s\n", x->addresses,
+                    (double)x->addresses / (x->last - x->t0));
+        }
         if (spj_write_line(x->out, d) != 0) {
             snprintf(x->err, sizeof x->err, "cannot write: %s", strerror(errno));
             goto out;
@@ -389,6 +396,7 @@ int cmd_savepoint_export(const struct args *a)
     dir = a->pos[2];
     memset(&x, 0, sizeof x);
     x.type = a->type;
+    x.t0 = x.last = t0;
     if (sp_verify(dir, &m, NULL, NULL, x.err, sizeof x.err) != 0) {
         fprintf(stderr, "statemesh: savepoint export: %s\n", x.err);
         return EXIT_RPC;
@@ -909,7 +917,7 @@ int cmd_savepoint_from_jsonl(const struct args *a)
     const char *in, *dir;
     char *line;
     size_t len;
-    double t0 = now_s(), el;
+    double t0 = now_s(), last = t0, el;
     int lr, rc = EXIT_RPC;
     bool made = false;
 
@@ -946,6 +954,11 @@ int cmd_savepoint_from_jsonl(const struct args *a)
         char why[600];
         size_t i = 0;
         b.lines++;
+        if ((b.lines & 16383) == 0 && now_s() - last >= PROGRESS_S) {
+            last = now_s();
+            fprintf(stderr, "from-jsonl: %" PRIu64 " lines, %" PRIu64 " addresses, %.0f lines/s\n",
+                    b.lines, b.addresses, (double)b.lines / (last - t0));
+        }
         if (lr == -1) {
             snprintf(b.err, sizeof b.err, "reading %s: %s", b.file, strerror(errno));
             goto fail;
