@@ -385,6 +385,7 @@ int cmd_savepoint_export(const struct args *a)
     struct sp_manifest m;
     const struct sp_file **files = NULL;
     const char *dir;
+    char tmp[4200] = "";
     double t0 = now_s(), el;
     size_t nf = 0;
     int rc = EXIT_RPC;
@@ -402,8 +403,15 @@ int cmd_savepoint_export(const struct args *a)
         return EXIT_RPC;
     }
     if (a->out) {
-        if (!(x.out = fopen(a->out, "w"))) {
-            fprintf(stderr, "statemesh: savepoint export: %s: %s\n", a->out, strerror(errno));
+        /* A regular file is written as OUT.partial-PID and renamed when
+         * complete; a device or pipe (/dev/stdout) is written as it is. */
+        struct stat sb;
+        if (stat(a->out, &sb) != 0 || S_ISREG(sb.st_mode))
+            snprintf(tmp, sizeof tmp, "%s.partial-%ld", a->out, (long)getpid());
+        if (!(x.out = fopen(tmp[0] ? tmp : a->out, tmp[0] ? "wx" : "w"))) {
+            fprintf(stderr, "statemesh: savepoint export: %s: %s\n", tmp[0] ? tmp : a->out,
+                    strerror(errno));
+            tmp[0] = '\0';
             goto out;
         }
     } else {
@@ -419,23 +427,27 @@ int cmd_savepoint_export(const struct args *a)
             goto out;
         }
     }
-    if (fflush(x.out) != 0 || ferror(x.out)) {
+    if (fflush(x.out) != 0 || ferror(x.out) ||
+        (x.out != stdout && (fclose(x.out) != 0 || (x.out = NULL, false)))) {
+        if (x.out != stdout) x.out = NULL;          /* fclose freed it, whatever it said */
         fprintf(stderr, "statemesh: savepoint export: cannot write %s: %s\n",
                 a->out ? a->out : "stdout", strerror(errno));
         goto out;
     }
+    if (tmp[0] && rename(tmp, a->out) != 0) {
+        fprintf(stderr, "statemesh: savepoint export: cannot rename %s to %s: %s\n", tmp, a->out,
+                strerror(errno));
+        goto out;
+    }
+    tmp[0] = '\0';
     el = now_s() - t0;
     fprintf(stderr, "export %s: %" PRIu64 " addresses (%" PRIu64 " state values, %" PRIu64
             " queued, %" PRIu64 " delayed messages) in %.2f s (%.0f addresses/s)\n", dir,
             x.addresses, x.states, x.messages, x.delayed, el, el > 0 ? (double)x.addresses / el : 0.0);
     rc = 0;
 out:
-    if (x.out && x.out != stdout && fclose(x.out) != 0 && rc == 0) {
-        fprintf(stderr, "statemesh: savepoint export: cannot write %s: %s\n", a->out,
-                strerror(errno));
-        rc = EXIT_RPC;
-    }
-    if (rc != 0 && a->out) unlink(a->out);      /* no half file under the name */
+    if (x.out && x.out != stdout) fclose(x.out);
+    if (tmp[0]) unlink(tmp);                    /* never a half file under OUT */
     free(x.d);
     free(files);
     sp_manifest_free(&m);
@@ -600,7 +612,7 @@ static int spill(struct builder *b)
         const uint8_t *p = r->arena + r->ents[i].off;
         fwrite(p, 1, 16 + (size_t)rd32(p) + rd32(p + 4), f);
     }
-    if (fclose(f) != 0) {
+    if (ferror(f) | fclose(f)) {                /* both, always: fclose frees f */
         snprintf(b->err, sizeof b->err, "cannot write %s: %s", path, strerror(errno));
         return -1;
     }
