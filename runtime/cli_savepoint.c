@@ -14,6 +14,8 @@
  *   savepoint inspect DIR [--json]
  *       offline: verifies like verify, then prints the manifest's facts,
  *       counts per kind, per function type and per file.
+ *   savepoint export DIR --jsonl ..., savepoint from-jsonl FILE DIR ...
+ *       JSON lines, offline: cli_jsonl.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -235,9 +237,9 @@ static int cmd_inspect_savepoint(const struct args *a)
         }
     if (a->json) {
         printf("{\"path\":");
-        json_put_string(stdout, a->pos[2], strlen(a->pos[2]));
+        valjson_put_string(stdout, a->pos[2], strlen(a->pos[2]));
         printf(",\"statemesh_version\":");
-        json_put_string(stdout, m.statemesh_version, strlen(m.statemesh_version));
+        valjson_put_string(stdout, m.statemesh_version, strlen(m.statemesh_version));
         printf(",\"key_groups\":%" PRIu32 ",\"created_at_ms\":%" PRId64 ",\"cut_taken_at_ms\":%"
                PRId64 ",\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"totals\":{",
                m.key_groups, m.created_at_ms, m.cut.taken_at_ms, m.records, m.bytes);
@@ -245,7 +247,7 @@ static int cmd_inspect_savepoint(const struct args *a)
         printf("},\"types\":{");
         for (size_t i = 0; i < c.ntypes; i++) {
             if (i) putchar(',');
-            json_put_string(stdout, c.types[i].type, strlen(c.types[i].type));
+            valjson_put_string(stdout, c.types[i].type, strlen(c.types[i].type));
             putchar(':');
             putchar('{');
             put_counts(c.types[i].n, true);
@@ -299,9 +301,17 @@ out:
 int cmd_savepoint(sm_client *c, const struct args *a)
 {
     const char *sub = a->npos >= 2 ? a->pos[1] : "";
+    bool export = strcmp(sub, "export") == 0, from = strcmp(sub, "from-jsonl") == 0;
+    if ((a->jsonl || a->out || a->type) && !export)
+        return usage_error("--jsonl, --out and --type only apply to savepoint export");
+    if (a->has_key_groups && !from)
+        return usage_error("--key-groups only applies to savepoint from-jsonl");
+    if (a->json && (export || from)) return usage_error("--json does not apply to savepoint %s", sub);
     if (strcmp(sub, "create") == 0) return cmd_create(c, a);
-    if (a->has_ranges) return usage_error("--ranges only applies to savepoint create");
+    if (from) return cmd_savepoint_from_jsonl(a);
+    if (a->has_ranges) return usage_error("--ranges only applies to savepoint create and from-jsonl");
     if (strcmp(sub, "verify") == 0) return cmd_verify(a);
     if (strcmp(sub, "inspect") == 0) return cmd_inspect_savepoint(a);
-    return usage_error("savepoint needs a subcommand: create, verify or inspect");
+    if (export) return cmd_savepoint_export(a);
+    return usage_error("savepoint needs a subcommand: create, verify, inspect, export or from-jsonl");
 }

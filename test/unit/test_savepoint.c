@@ -106,6 +106,29 @@ static void round_trip_and_damage(void **state)
     assert_int_equal(sp_read_file(dir, &r.files[0], count, &s, err, sizeof err), 0);
     assert_int_equal(s.n, 5001);
 
+    /* Two cursors over the same file, independently, record by record. */
+    {
+        struct sp_cursor *c1, *c2;
+        const uint8_t *k, *v;
+        size_t kl, vl, n = 0;
+        assert_int_equal(sp_cursor_open(&c1, dir, &r.files[0], err, sizeof err), 0);
+        assert_int_equal(sp_cursor_open(&c2, dir, &r.files[0], err, sizeof err), 0);
+        assert_int_equal(sp_cursor_next(c2, &k, &kl, &v, &vl, err, sizeof err), 1);
+        assert_int_equal(kl, 10);
+        assert_memory_equal(k, "S\x01\x02t/x\0" "0\0n", 10);
+        assert_memory_equal(v, "value", 5);
+        while (sp_cursor_next(c1, &k, &kl, &v, &vl, err, sizeof err) == 1) n++;
+        assert_int_equal(n, 5001);
+        assert_int_equal(kl, 4);                     /* the last: the large record */
+        assert_int_equal(vl, 300000);
+        assert_int_equal(sp_cursor_next(c1, &k, &kl, &v, &vl, err, sizeof err), 0);
+        assert_int_equal(sp_cursor_next(c2, &k, &kl, &v, &vl, err, sizeof err), 1);
+        assert_memory_equal(k, "S\x01\x02t/x\0" "1\0n", 10);
+        sp_cursor_close(&c1);
+        sp_cursor_close(&c2);
+        assert_null(c1);
+    }
+
     /* One flipped bit in the second block: found, with its offset. */
     snprintf(path, sizeof path, "%s/kg-0000-4095.smsp", dir);
     fp = fopen(path, "r+b");
@@ -118,6 +141,18 @@ static void round_trip_and_damage(void **state)
     assert_int_equal(sp_read_file(dir, &r.files[0], NULL, NULL, err, sizeof err), -1);
     assert_non_null(strstr(err, "kg-0000-4095.smsp: offset "));
     assert_non_null(strstr(err, "block checksum mismatch"));
+    {   /* a cursor hands out the first block's records, then stops at the damage */
+        struct sp_cursor *c;
+        const uint8_t *k, *v;
+        size_t kl, vl, n = 0;
+        int rc;
+        assert_int_equal(sp_cursor_open(&c, dir, &r.files[0], err, sizeof err), 0);
+        while ((rc = sp_cursor_next(c, &k, &kl, &v, &vl, err, sizeof err)) == 1) n++;
+        assert_int_equal(rc, -1);
+        assert_true(n > 0 && n < 5001);
+        assert_non_null(strstr(err, "block checksum mismatch"));
+        sp_cursor_close(&c);
+    }
     sp_manifest_free(&r);
     assert_int_equal(sp_verify(dir, &r, NULL, NULL, err, sizeof err), -1);
 
