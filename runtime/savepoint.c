@@ -132,7 +132,7 @@ struct sp_writer {
     char name[64];
     uint8_t *block;            /* header space (8 bytes) + payload */
     size_t used, cap;          /* payload bytes, capacity of payload */
-    uint64_t records, bytes;
+    uint64_t records, bytes, blocks;
     EVP_MD_CTX *sha;
     struct crc32c crc;
 };
@@ -188,6 +188,7 @@ static int flush_block(struct sp_writer *w, char *err, size_t errlen)
     put_u32le(w->block + 4, crc32c_update(&w->crc, 0, w->block + 8, w->used));
     if (w_out(w, w->block, 8 + w->used, err, errlen) != 0) return -1;
     w->used = 0;
+    w->blocks++;
     return 0;
 }
 
@@ -233,6 +234,11 @@ int sp_writer_add(struct sp_writer *w, const void *key, size_t klen, const void 
 uint64_t sp_writer_bytes(const struct sp_writer *w)
 {
     return w->bytes + w->used;
+}
+
+uint64_t sp_writer_blocks(const struct sp_writer *w)
+{
+    return w->blocks;
 }
 
 void sp_writer_abort(struct sp_writer **wp)
@@ -289,8 +295,9 @@ int sp_read_file(const char *dir, const struct sp_file *info, sp_record_fn fn, v
     char path[4200];
     uint8_t hdr[8], magic[SP_MAGIC_LEN], md[32], *buf = NULL;
     size_t cap = 0;
-    uint64_t off = SP_MAGIC_LEN, records = 0;
+    uint64_t off = SP_MAGIC_LEN, records = 0, limit;
     unsigned int mdlen = 0;
+    struct stat st;
     char got[65];
     struct crc32c *crc = malloc(sizeof *crc);
     EVP_MD_CTX *sha = EVP_MD_CTX_new();
@@ -309,6 +316,11 @@ int sp_read_file(const char *dir, const struct sp_file *info, sp_record_fn fn, v
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         goto out;
     }
+    if (fstat(fileno(f), &st) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    limit = (uint64_t)st.st_size < info->bytes ? (uint64_t)st.st_size : info->bytes;
     if (read_all(f, magic, sizeof magic) != 0 || memcmp(magic, SP_MAGIC, SP_MAGIC_LEN) != 0) {
         snprintf(err, errlen, "%s: offset 0: not a statemesh savepoint file (bad magic)", path);
         goto out;
@@ -349,9 +361,13 @@ int sp_read_file(const char *dir, const struct sp_file *info, sp_record_fn fn, v
             }
             break;
         }
-        if (len > SP_BLOCK_MAX) {
-            snprintf(err, errlen, "%s: offset %" PRIu64 ": block length %" PRIu32
-                     " is not plausible (damaged)", path, off, len);
+        /* A block must fit between here and the end marker of a file of
+         * `limit` bytes: a damaged length never makes us allocate more than
+         * the file holds. */
+        if (len > SP_BLOCK_MAX || limit < off + 8 + END_LEN || len > limit - off - 8 - END_LEN) {
+            snprintf(err, errlen, "%s: offset %" PRIu64 ": block length %" PRIu32 " does not fit "
+                     "in the file (%" PRIu64 " bytes%s; damaged)", path, off, len, limit,
+                     limit == info->bytes ? " as the manifest says" : " on disk");
             goto out;
         }
         if (len > cap) {

@@ -15,13 +15,26 @@
  * failed): the thread stops and the partial directory is removed. A
  * partial directory left by a kill -9 has no manifest (never verifies) and
  * is removed by the next savepoint written to the same PATH.
+ *
+ * Test-only fault knob: STATEMESH_FAULT_SAVEPOINT_SLEEP_US=N (0..10000000)
+ * in statemeshd's environment makes the writer thread sleep N microseconds
+ * after each block it writes and after each file's end, so that tests can
+ * act while a savepoint is being written (kill -9, cancel, load). Read once
+ * at start (spcreate_config); a bad value refuses to start. Never set it in
+ * production.
  */
 #ifndef SM_SPCREATE_H
 #define SM_SPCREATE_H
 
+#include <stddef.h>
+
 struct rpc_server;
 struct server;
 
+/* Reads the fault knob into s->sp_fault_sleep_us: 0, or -1 with a
+ * sentence in err for a bad value. */
+int spcreate_config(struct server *s, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Adds Admin.CreateSavepoint to `rpc`. Returns 0 or -1. */
 int spcreate_register(struct rpc_server *rpc, struct server *s)
     __attribute__((warn_unused_result));
