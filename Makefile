@@ -267,6 +267,7 @@ FZ_LINK_config    := $(FZ_RT_O) $(FZ_SDK_O)
 FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(CLI_SRCS))) \
                      $(FZ)/obj/runtime/cli_lib.o $(FZ)/obj/runtime/savepoint.o \
                      $(FZ)/obj/runtime/crc32c.o $(FZ_SDK_O)
+FZ_LINK_savepoint := $(FZ)/obj/runtime/savepoint.o $(FZ)/obj/runtime/crc32c.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
 FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o,$(FZ_RT_O)) \
@@ -304,9 +305,10 @@ define fuzz_run
 	@set -e; for n in $(FUZZ_RUN); do \
 	  mkdir -p $(FZ)/corpus/$$n; \
 	  dict=; if [ -f test/fuzz/$$n.dict ]; then dict=-dict=test/fuzz/$$n.dict; fi; \
+	  opts=; if [ -f test/fuzz/$$n.options ]; then opts=$$(cat test/fuzz/$$n.options); fi; \
 	  echo "== fuzz_$$n for $(1) s"; \
 	  if ! LSAN_OPTIONS=suppressions=test/fuzz/lsan.supp $(FZ)/fuzz_$$n -max_total_time=$(1) -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-	       -artifact_prefix=$(FZ)/crash-$$n- $$dict $(FUZZ_ARGS) \
+	       -artifact_prefix=$(FZ)/crash-$$n- $$dict $$opts $(FUZZ_ARGS) \
 	       $(FZ)/corpus/$$n test/fuzz/corpus/$$n > $(FZ)/fuzz_$$n.log 2>&1; then \
 	    tail -n 60 $(FZ)/fuzz_$$n.log; echo "fuzz_$$n FAILED (log: $(FZ)/fuzz_$$n.log)"; exit 1; fi; \
 	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' $(FZ)/fuzz_$$n.log | tr '\n' ' '; echo; \
