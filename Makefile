@@ -93,7 +93,7 @@ ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
        $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION) \
        $(B)/test/libiofail.so
 
-.PHONY: all deps run test unit integration clean install uninstall dist bench bench-bins fuzz fuzz-build \
+.PHONY: all deps run test unit integration clean install uninstall dist bench bench-bins bench-savepoint fuzz fuzz-build \
         fuzz-smoke FORCE
 all: deps-check $(ALL)
 
@@ -341,6 +341,13 @@ bench: deps-check
 	    { $(BENCH_APT) update -qq && $(BENCH_APT) install -y -qq --no-install-recommends python3-matplotlib; }; \
 	  } >/dev/null 2>&1 || echo "bench: warning: could not install python3-matplotlib; no plot this time"; }
 	$(PYTHON) test/bench/run.py --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(BENCH_ARGS)
+
+# Savepoint create, verify, restore and the ingest dip at 1M addresses
+# (test/bench/savepoint_bench.py; SP_BENCH_ARGS="--addresses 10000000" for
+# the full set, "--quick" for 200k); writes build/bench/savepoint.json.
+bench-savepoint: deps-check
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	$(PYTHON) test/bench/savepoint_bench.py --build $(B) $(SP_BENCH_ARGS)
 
 $(B)/test/bench/loadgen: $(B)/obj/test/bench/loadgen.o $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)
