@@ -9,7 +9,9 @@
  * The thread writes the range files and node.smsp (savepoint.h) into
  * PATH.partial-PID, then MANIFEST.json, fsyncs, and renames the directory
  * to PATH: a savepoint either is complete under its name or is not there.
- * The loop streams progress every 250 ms and the result at the end.
+ * The loop streams progress every 250 ms and the result at the end. The
+ * writer thread runs at nice 10, so that on a busy machine the loop keeps
+ * serving at close to its full rate while a savepoint is written.
  *
  * Cancelled (the client went away, the runtime shuts down, or a write
  * failed): the thread stops and the partial directory is removed. A
