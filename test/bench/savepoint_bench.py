@@ -17,9 +17,11 @@ $STATEMESH_BENCH_TMP, default /tmp):
      the rise over the value before: a savepoint streams, so the rise must
      not grow with N);
   3. verify: `statemesh savepoint verify` (offline), its peak RSS;
-  4. ingest: loadgen counter-spread SendStream for --ingest-seconds without a
-     savepoint, then again with a savepoint written all along (a new one is
-     started whenever the last ends): msgs/s each and the ratio (the dip);
+  4. ingest: after a warm-up run of the same length (LevelDB is still
+     compacting what step 1 wrote), loadgen counter-spread SendStream for
+     --ingest-seconds without a savepoint, then with savepoints written all along (a new one is started
+     whenever the last ends), then without again: msgs/s, and the ratio
+     (the dip) of the run during savepoints to the mean of the two without;
   5. restore: a second statemeshd --from-savepoint into an empty data dir;
      records/s from its `restore.done` log line (the import) and the wall
      time including verification; its peak RSS.
@@ -230,7 +232,8 @@ class Bench:
 
         # ingest without and with a savepoint being written
         d = a.ingest_seconds
-        alone = self.loadgen(port, duration=d)
+        self.loadgen(port, duration=d)      # warm-up: the load's compactions, the caches
+        before = self.loadgen(port, duration=d)
         stop, made = threading.Event(), [0]
 
         def keep_saving():
@@ -247,9 +250,15 @@ class Bench:
         during = self.loadgen(port, duration=d)
         stop.set()
         t.join()
-        res.update(ingest_seconds=d, ingest_msgs_per_s=round(alone["msgs_per_s"]),
+        after = self.loadgen(port, duration=d)
+        # "without": the mean of a run before and a run after, so a trend of
+        # the machine or of LevelDB's compactions over the runs cancels out
+        alone = (before["msgs_per_s"] + after["msgs_per_s"]) / 2
+        res.update(ingest_seconds=d, ingest_msgs_per_s=round(alone),
+                   ingest_before_msgs_per_s=round(before["msgs_per_s"]),
+                   ingest_after_msgs_per_s=round(after["msgs_per_s"]),
                    ingest_during_savepoint_msgs_per_s=round(during["msgs_per_s"]),
-                   ingest_ratio=round(during["msgs_per_s"] / alone["msgs_per_s"], 2),
+                   ingest_ratio=round(during["msgs_per_s"] / alone, 2),
                    savepoints_during_ingest=made[0])
         print("ingest: %(ingest_msgs_per_s)d msgs/s alone, %(ingest_during_savepoint_msgs_per_s)d "
               "during savepoints (%(ingest_ratio).2fx)" % res, flush=True)
@@ -321,7 +330,7 @@ def main():
     for k, v in res.items():
         print("%-40s %s" % (k, v))
     print("results: %s" % out)
-    return 0 if all(res["targets"].values()) else 0
+    return 0          # a missed target is reported in "targets", not an error
 
 
 if __name__ == "__main__":
