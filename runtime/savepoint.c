@@ -133,6 +133,7 @@ struct sp_writer {
     uint8_t *block;            /* header space (8 bytes) + payload */
     size_t used, cap;          /* payload bytes, capacity of payload */
     uint64_t records, bytes, blocks;
+    uint64_t flushed;          /* bytes written back and dropped from the page cache */
     EVP_MD_CTX *sha;
     struct crc32c crc;
 };
@@ -181,6 +182,23 @@ int sp_writer_open(struct sp_writer **out, const char *dir, const char *name, ch
     return 0;
 }
 
+/* Every WRITEBACK_STEP bytes the file's new part is written back and
+ * dropped from the page cache. A savepoint is written once and read
+ * rarely: left dirty it would make the runtime's next checkpoint fsync wait
+ * for it (ext4 commits it in the same journal transaction), and left cached
+ * it would push LevelDB's table pages out of memory. */
+#define WRITEBACK_STEP (4u << 20)
+
+static void writeback(struct sp_writer *w)
+{
+    off_t off = (off_t)w->flushed, len = (off_t)(w->bytes - w->flushed);
+    if (len <= 0) return;
+    (void)sync_file_range(w->fd, off, len, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                           SYNC_FILE_RANGE_WAIT_AFTER);
+    (void)posix_fadvise(w->fd, off, len, POSIX_FADV_DONTNEED);
+    w->flushed = w->bytes;
+}
+
 static int flush_block(struct sp_writer *w, char *err, size_t errlen)
 {
     if (w->used == 0) return 0;
@@ -189,6 +207,7 @@ static int flush_block(struct sp_writer *w, char *err, size_t errlen)
     if (w_out(w, w->block, 8 + w->used, err, errlen) != 0) return -1;
     w->used = 0;
     w->blocks++;
+    if (w->bytes - w->flushed >= WRITEBACK_STEP) writeback(w);
     return 0;
 }
 
@@ -270,6 +289,7 @@ int sp_writer_finish(struct sp_writer **wp, struct sp_file *info, char *err, siz
         snprintf(err, errlen, "cannot fsync %s: %s", w->path, strerror(errno));
         goto out;
     }
+    (void)posix_fadvise(w->fd, 0, 0, POSIX_FADV_DONTNEED);
     if (close(w->fd) != 0) {
         w->fd = -1;
         snprintf(err, errlen, "cannot close %s: %s", w->path, strerror(errno));
