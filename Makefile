@@ -93,7 +93,7 @@ ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
        $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION) \
        $(B)/test/libiofail.so
 
-.PHONY: all deps run test unit integration clean install uninstall dist bench bench-bins fuzz fuzz-build \
+.PHONY: all deps run test unit integration clean install uninstall dist bench bench-bins bench-savepoint fuzz fuzz-build \
         fuzz-smoke FORCE
 all: deps-check $(ALL)
 
@@ -271,6 +271,7 @@ FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(C
                      $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
 FZ_LINK_spjsonl   := $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/valjson.o \
                      $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
+FZ_LINK_savepoint := $(FZ)/obj/runtime/savepoint.o $(FZ)/obj/runtime/crc32c.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
 FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o,$(FZ_RT_O)) \
@@ -308,9 +309,10 @@ define fuzz_run
 	@set -e; for n in $(FUZZ_RUN); do \
 	  mkdir -p $(FZ)/corpus/$$n; \
 	  dict=; if [ -f test/fuzz/$$n.dict ]; then dict=-dict=test/fuzz/$$n.dict; fi; \
+	  opts=; if [ -f test/fuzz/$$n.options ]; then opts=$$(cat test/fuzz/$$n.options); fi; \
 	  echo "== fuzz_$$n for $(1) s"; \
 	  if ! LSAN_OPTIONS=suppressions=test/fuzz/lsan.supp $(FZ)/fuzz_$$n -max_total_time=$(1) -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-	       -artifact_prefix=$(FZ)/crash-$$n- $$dict $(FUZZ_ARGS) \
+	       -artifact_prefix=$(FZ)/crash-$$n- $$dict $$opts $(FUZZ_ARGS) \
 	       $(FZ)/corpus/$$n test/fuzz/corpus/$$n > $(FZ)/fuzz_$$n.log 2>&1; then \
 	    tail -n 60 $(FZ)/fuzz_$$n.log; echo "fuzz_$$n FAILED (log: $(FZ)/fuzz_$$n.log)"; exit 1; fi; \
 	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' $(FZ)/fuzz_$$n.log | tr '\n' ' '; echo; \
@@ -343,6 +345,13 @@ bench: deps-check
 	    { $(BENCH_APT) update -qq && $(BENCH_APT) install -y -qq --no-install-recommends python3-matplotlib; }; \
 	  } >/dev/null 2>&1 || echo "bench: warning: could not install python3-matplotlib; no plot this time"; }
 	$(PYTHON) test/bench/run.py --build $(B) $(if $(filter 1,$(QUICK)),--quick) $(BENCH_ARGS)
+
+# Savepoint create, verify, restore and the ingest dip at 1M addresses
+# (test/bench/savepoint_bench.py; SP_BENCH_ARGS="--addresses 10000000" for
+# the full set, "--quick" for 200k); writes build/bench/savepoint.json.
+bench-savepoint: deps-check
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	$(PYTHON) test/bench/savepoint_bench.py --build $(B) $(SP_BENCH_ARGS)
 
 $(B)/test/bench/loadgen: $(B)/obj/test/bench/loadgen.o $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)

@@ -418,6 +418,11 @@ int main(int argc, char **argv)
         return 2;
     }
     s.log.level = s.cfg.log_level;
+    if (spcreate_config(&s, err, sizeof err) != 0) {
+        fprintf(stderr, "statemeshd: %s, not starting\n", err);
+        cfg_cleanup(&s.cfg);
+        return 2;
+    }
 
     /* Block the stop signals before gRPC starts its threads, so they stay
      * pending for the loop's sigtimedwait instead of killing a thread. */

@@ -132,7 +132,8 @@ struct sp_writer {
     char name[64];
     uint8_t *block;            /* header space (8 bytes) + payload */
     size_t used, cap;          /* payload bytes, capacity of payload */
-    uint64_t records, bytes;
+    uint64_t records, bytes, blocks;
+    uint64_t flushed;          /* bytes written back and dropped from the page cache */
     EVP_MD_CTX *sha;
     struct crc32c crc;
 };
@@ -181,6 +182,23 @@ int sp_writer_open(struct sp_writer **out, const char *dir, const char *name, ch
     return 0;
 }
 
+/* Every WRITEBACK_STEP bytes the file's new part is written back and
+ * dropped from the page cache. A savepoint is written once and read
+ * rarely: left dirty it would make the runtime's next checkpoint fsync wait
+ * for it (ext4 commits it in the same journal transaction), and left cached
+ * it would push LevelDB's table pages out of memory. */
+#define WRITEBACK_STEP (4u << 20)
+
+static void writeback(struct sp_writer *w)
+{
+    off_t off = (off_t)w->flushed, len = (off_t)(w->bytes - w->flushed);
+    if (len <= 0) return;
+    (void)sync_file_range(w->fd, off, len, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                           SYNC_FILE_RANGE_WAIT_AFTER);
+    (void)posix_fadvise(w->fd, off, len, POSIX_FADV_DONTNEED);
+    w->flushed = w->bytes;
+}
+
 static int flush_block(struct sp_writer *w, char *err, size_t errlen)
 {
     if (w->used == 0) return 0;
@@ -188,6 +206,8 @@ static int flush_block(struct sp_writer *w, char *err, size_t errlen)
     put_u32le(w->block + 4, crc32c_update(&w->crc, 0, w->block + 8, w->used));
     if (w_out(w, w->block, 8 + w->used, err, errlen) != 0) return -1;
     w->used = 0;
+    w->blocks++;
+    if (w->bytes - w->flushed >= WRITEBACK_STEP) writeback(w);
     return 0;
 }
 
@@ -235,6 +255,11 @@ uint64_t sp_writer_bytes(const struct sp_writer *w)
     return w->bytes + w->used;
 }
 
+uint64_t sp_writer_blocks(const struct sp_writer *w)
+{
+    return w->blocks;
+}
+
 void sp_writer_abort(struct sp_writer **wp)
 {
     struct sp_writer *w = *wp;
@@ -264,6 +289,7 @@ int sp_writer_finish(struct sp_writer **wp, struct sp_file *info, char *err, siz
         snprintf(err, errlen, "cannot fsync %s: %s", w->path, strerror(errno));
         goto out;
     }
+    (void)posix_fadvise(w->fd, 0, 0, POSIX_FADV_DONTNEED);
     if (close(w->fd) != 0) {
         w->fd = -1;
         snprintf(err, errlen, "cannot close %s: %s", w->path, strerror(errno));
@@ -288,6 +314,7 @@ struct sp_cursor {
     char path[4200];
     char sha256[65];               /* what the manifest says ("" : unchecked) */
     uint64_t want_records, want_bytes;
+    uint64_t limit;                /* bytes a block may reach: min(file size, manifest) */
     uint8_t *buf;                  /* the current block's payload */
     size_t cap, len, pos;
     uint64_t off;                  /* file offset of the current block */
@@ -314,6 +341,7 @@ int sp_cursor_open(struct sp_cursor **out, const char *dir, const struct sp_file
 {
     struct sp_cursor *c = calloc(1, sizeof *c);
     uint8_t magic[SP_MAGIC_LEN];
+    struct stat st;
 
     *out = NULL;
     if (!c || !(c->crc = malloc(sizeof *c->crc)) || !(c->sha = EVP_MD_CTX_new()) ||
@@ -333,6 +361,12 @@ int sp_cursor_open(struct sp_cursor **out, const char *dir, const struct sp_file
         sp_cursor_close(&c);
         return -1;
     }
+    if (fstat(fileno(c->f), &st) != 0) {
+        snprintf(err, errlen, "%s: %s", c->path, strerror(errno));
+        sp_cursor_close(&c);
+        return -1;
+    }
+    c->limit = (uint64_t)st.st_size < c->want_bytes ? (uint64_t)st.st_size : c->want_bytes;
     if (read_all(c->f, magic, sizeof magic) != 0 || memcmp(magic, SP_MAGIC, SP_MAGIC_LEN) != 0) {
         snprintf(err, errlen, "%s: offset 0: not a statemesh savepoint file (bad magic)", c->path);
         sp_cursor_close(&c);
@@ -399,9 +433,14 @@ static int cursor_block(struct sp_cursor *c, char *err, size_t errlen)
         c->done = true;
         return 0;
     }
-    if (len > SP_BLOCK_MAX) {
-        snprintf(err, errlen, "%s: offset %" PRIu64 ": block length %" PRIu32
-                 " is not plausible (damaged)", c->path, c->off, len);
+    /* A block must fit between here and the end marker of a file of
+     * `limit` bytes: a damaged length never makes us allocate more than
+     * the file holds. */
+    if (len > SP_BLOCK_MAX || c->limit < c->off + 8 + END_LEN ||
+        len > c->limit - c->off - 8 - END_LEN) {
+        snprintf(err, errlen, "%s: offset %" PRIu64 ": block length %" PRIu32 " does not fit "
+                 "in the file (%" PRIu64 " bytes%s; damaged)", c->path, c->off, len, c->limit,
+                 c->limit == c->want_bytes ? " as the manifest says" : " on disk");
         return -1;
     }
     if (len > c->cap) {

@@ -98,6 +98,7 @@ int sp_writer_finish(struct sp_writer **w, struct sp_file *info, char *err, size
     __attribute__((warn_unused_result));
 void sp_writer_abort(struct sp_writer **w);    /* closes and frees; the file stays */
 uint64_t sp_writer_bytes(const struct sp_writer *w);
+uint64_t sp_writer_blocks(const struct sp_writer *w);   /* blocks written so far */
 
 /* ---- reading ---- */
 typedef int (*sp_record_fn)(void *arg, const uint8_t *key, size_t klen, const uint8_t *val,

@@ -80,6 +80,7 @@ struct server {
     struct store_cursor idem_cursor, idem_legacy_cursor, ttl_cursor;
     bool idem_legacy;              /* J records exist (a store upgraded from format 1) */
     struct spjob *savepoint;       /* the savepoint being written (spcreate.h), or NULL */
+    uint32_t sp_fault_sleep_us;    /* test-only: STATEMESH_FAULT_SAVEPOINT_SLEEP_US (spcreate.h) */
     struct timer housekeeping;     /* retention, TTL and idempotency sweeps */
     uint64_t next_seq;
     struct stats stats;

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "savepoint.h"
@@ -23,6 +26,9 @@
 #define TICK_MS 250
 #define LOG_EVERY_MS 5000
 #define PATH_MAX_LEN 3000
+#define FAULT_SLEEP_ENV "STATEMESH_FAULT_SAVEPOINT_SLEEP_US"
+#define FAULT_SLEEP_MAX 10000000u
+#define WRITER_NICE 10             /* the writer yields the CPU to the loop */
 
 struct spjob {
     struct server *s;
@@ -54,6 +60,19 @@ struct scan {
     char err[1100];
 };
 
+/* The fault knob (spcreate.h): sleeps in slices of at most 10 ms, so a
+ * cancel is seen soon. */
+static void fault_sleep(struct spjob *j)
+{
+    uint32_t left = j->s->sp_fault_sleep_us;
+    while (left && !atomic_load_explicit(&j->cancel, memory_order_relaxed)) {
+        uint32_t us = left < 10000 ? left : 10000;
+        struct timespec ts = {0, (long)us * 1000};
+        nanosleep(&ts, NULL);
+        left -= us;
+    }
+}
+
 static int put_one(void *arg, const char *key, size_t klen, const uint8_t *val, size_t vlen)
 {
     struct scan *sc = arg;
@@ -65,7 +84,9 @@ static int put_one(void *arg, const char *key, size_t klen, const uint8_t *val, 
         ((klen == 7 && memcmp(key, "Xformat", 7) == 0) ||
          (klen == 11 && memcmp(key, "Xkey_groups", 11) == 0)))
         return 0;                  /* the manifest carries these */
+    uint64_t blocks = sp_writer_blocks(sc->w);
     if (sp_writer_add(sc->w, key, klen, val, vlen, sc->err, sizeof sc->err) != 0) return 1;
+    if (sp_writer_blocks(sc->w) != blocks) fault_sleep(sc->j);
     atomic_fetch_add_explicit(&sc->j->records, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sc->j->bytes, klen + vlen, memory_order_relaxed);
     return 0;
@@ -113,6 +134,11 @@ static int write_file(struct spjob *j, unsigned i, struct sp_file *info)
         }
     }
     if (sp_writer_finish(&sc.w, info, sc.err, sizeof sc.err) != 0) goto out;
+    fault_sleep(j);
+    if (atomic_load(&j->cancel)) {
+        snprintf(sc.err, sizeof sc.err, "cancelled");
+        goto out;
+    }
     rc = 0;
 out:
     sp_writer_abort(&sc.w);
@@ -160,6 +186,10 @@ static void *writer_main(void *arg)
     char parent[PATH_MAX_LEN + 1];
 
     j->rc = -1;
+    /* A savepoint is background work: on a busy machine the loop (ingress,
+     * checkpoints) gets the CPU first. Linux nice is per thread; failing to
+     * lower it only costs ingest throughput during the savepoint. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WRITER_NICE);
     j->m.files = calloc(nfiles, sizeof *j->m.files);
     if (!j->m.files) {
         snprintf(j->err, sizeof j->err, "out of memory");
@@ -452,6 +482,27 @@ static void on_open(void *arg, struct rpc_scall *c)
     static const struct rpc_scall_callbacks cb = {on_request, NULL, NULL};
     rpc_scall_set(c, &cb, arg);
     rpc_scall_read(c);
+}
+
+int spcreate_config(struct server *s, char *err, size_t errlen)
+{
+    const char *v = getenv(FAULT_SLEEP_ENV);
+    unsigned long long n;
+    char *end;
+
+    s->sp_fault_sleep_us = 0;
+    if (!v) return 0;
+    errno = 0;
+    n = strtoull(v, &end, 10);
+    if (!*v || *end || errno || v[0] == '-' || v[0] == '+' || n > FAULT_SLEEP_MAX) {
+        snprintf(err, errlen, "%s=\"%.100s\" is not a number of microseconds in 0..%u (a "
+                 "test-only knob: the savepoint writer's sleep after each block)",
+                 FAULT_SLEEP_ENV, v, FAULT_SLEEP_MAX);
+        return -1;
+    }
+    s->sp_fault_sleep_us = (uint32_t)n;
+    if (n) LOG_WARN(&s->log, "savepoint.fault_injection", "sleep_us_per_block=%llu", n);
+    return 0;
 }
 
 int spcreate_register(struct rpc_server *rpc, struct server *s)

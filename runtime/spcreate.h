@@ -9,19 +9,34 @@
  * The thread writes the range files and node.smsp (savepoint.h) into
  * PATH.partial-PID, then MANIFEST.json, fsyncs, and renames the directory
  * to PATH: a savepoint either is complete under its name or is not there.
- * The loop streams progress every 250 ms and the result at the end.
+ * The loop streams progress every 250 ms and the result at the end. The
+ * writer thread runs at nice 10, so that on a busy machine the loop keeps
+ * serving at close to its full rate while a savepoint is written.
  *
  * Cancelled (the client went away, the runtime shuts down, or a write
  * failed): the thread stops and the partial directory is removed. A
  * partial directory left by a kill -9 has no manifest (never verifies) and
  * is removed by the next savepoint written to the same PATH.
+ *
+ * Test-only fault knob: STATEMESH_FAULT_SAVEPOINT_SLEEP_US=N (0..10000000)
+ * in statemeshd's environment makes the writer thread sleep N microseconds
+ * after each block it writes and after each file's end, so that tests can
+ * act while a savepoint is being written (kill -9, cancel, load). Read once
+ * at start (spcreate_config); a bad value refuses to start. Never set it in
+ * production.
  */
 #ifndef SM_SPCREATE_H
 #define SM_SPCREATE_H
 
+#include <stddef.h>
+
 struct rpc_server;
 struct server;
 
+/* Reads the fault knob into s->sp_fault_sleep_us: 0, or -1 with a
+ * sentence in err for a bad value. */
+int spcreate_config(struct server *s, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Adds Admin.CreateSavepoint to `rpc`. Returns 0 or -1. */
 int spcreate_register(struct rpc_server *rpc, struct server *s)
     __attribute__((warn_unused_result));

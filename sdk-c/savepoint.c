@@ -35,14 +35,26 @@ struct spcall {
     bool recv_inflight, recv_done, status_done;
 };
 
-static int wait_one(struct spcall *sc)
+/* Waits for one completion: 0 if none can come, else 1 with *got set to
+ * the received message when it was the RECV_MESSAGE batch that completed
+ * (ownership moves to the caller; NULL at the end of the stream). The
+ * buffer is taken only from that completion: gRPC may fill recv_bb before
+ * the event of its batch is dequeued, so looking at it after another
+ * batch's event would take the message early and then see the real
+ * completion as the end of the stream (the call then hung: the status
+ * never comes while messages are left unread). */
+static int wait_one(struct spcall *sc, grpc_byte_buffer **got)
 {
     grpc_event ev = grpc_completion_queue_next(sc->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    *got = NULL;
     if (ev.type != GRPC_OP_COMPLETE) return 0;
     sc->pending--;
     if (ev.tag == &sc->t_recv) {
         sc->recv_inflight = false;
-        if (!ev.success || !sc->recv_bb) sc->recv_done = true;
+        if (ev.success && sc->recv_bb) *got = sc->recv_bb;
+        else sc->recv_done = true;
+        if (!ev.success && sc->recv_bb) grpc_byte_buffer_destroy(sc->recv_bb);
+        sc->recv_bb = NULL;
     } else if (ev.tag == &sc->t_status) {
         sc->status_done = true;
     }
@@ -65,8 +77,9 @@ static void spcall_close(struct spcall *sc)
 {
     if (sc->call) {
         if (!(sc->status_done && sc->recv_done)) grpc_call_cancel(sc->call, NULL);
-        while (sc->pending && wait_one(sc)) {
-        }
+        grpc_byte_buffer *bb;
+        while (sc->pending && wait_one(sc, &bb))
+            if (bb) grpc_byte_buffer_destroy(bb);
         grpc_call_unref(sc->call);
     }
     if (sc->cq) {
@@ -134,17 +147,17 @@ int sm_client_create_savepoint(sm_client *c, const char *path, uint32_t ranges,
     sc.pending++;
     if (post_recv(&sc) != 0) goto fail;
     while (!(sc.recv_done && sc.status_done)) {
-        if (!wait_one(&sc)) goto fail;
-        if (sc.recv_bb) {
+        grpc_byte_buffer *bb;
+        if (!wait_one(&sc, &bb)) goto fail;
+        if (bb) {
             grpc_byte_buffer_reader r;
             grpc_slice all = grpc_empty_slice();
             Statemesh__V1__SavepointProgress *p;
-            if (grpc_byte_buffer_reader_init(&r, sc.recv_bb)) {
+            if (grpc_byte_buffer_reader_init(&r, bb)) {
                 all = grpc_byte_buffer_reader_readall(&r);
                 grpc_byte_buffer_reader_destroy(&r);
             }
-            grpc_byte_buffer_destroy(sc.recv_bb);
-            sc.recv_bb = NULL;
+            grpc_byte_buffer_destroy(bb);
             p = statemesh__v1__savepoint_progress__unpack(NULL, GRPC_SLICE_LENGTH(all),
                                                           GRPC_SLICE_START_PTR(all));
             grpc_slice_unref(all);

@@ -164,6 +164,40 @@ static void round_trip_and_damage(void **state)
     free(big);
 }
 
+/* A damaged block length is refused by what the file can hold, never
+ * allocated (it used to be believed up to 512 MiB). */
+static void block_length_bounded_by_the_file(void **state)
+{
+    char dir[] = "/tmp/sm_test_sp.XXXXXX", err[1500], path[200];
+    struct sp_writer *w;
+    struct sp_file f;
+    uint8_t len[4] = {0xf0, 0xff, 0xff, 0x1f};       /* 0x1FFFFFF0 */
+    FILE *fp;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    memset(&f, 0, sizeof f);
+    assert_int_equal(sp_writer_open(&w, dir, "kg-0000-4095.smsp", err, sizeof err), 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(sp_writer_add(w, "Sab", 3, "value", 5, err, sizeof err), 0);
+    assert_int_equal(sp_writer_finish(&w, &f, err, sizeof err), 0);
+    assert_int_equal(sp_read_file(dir, &f, NULL, NULL, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/kg-0000-4095.smsp", dir);
+    fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    fseek(fp, SP_MAGIC_LEN, SEEK_SET);
+    fwrite(len, 1, 4, fp);
+    fclose(fp);
+    assert_int_equal(sp_read_file(dir, &f, NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "kg-0000-4095.smsp: offset 16: block length 536870896 does not "
+                                "fit in the file"));
+    /* The manifest's size counts too: a file longer on disk than it says. */
+    f.bytes = 40;
+    assert_int_equal(sp_read_file(dir, &f, NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "(40 bytes as the manifest says; damaged)"));
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 static void key_groups_of_records(void **state)
 {
     static const uint8_t key[] = "S\0\0t/x\0ab\0count";
@@ -181,6 +215,7 @@ int main(void)
         cmocka_unit_test(crc_check_value),
         cmocka_unit_test(ranges_tile_the_groups),
         cmocka_unit_test(round_trip_and_damage),
+        cmocka_unit_test(block_length_bounded_by_the_file),
         cmocka_unit_test(key_groups_of_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
