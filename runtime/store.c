@@ -428,11 +428,12 @@ static void batch_delete(struct store_batch *b, struct key *k)
     key_free(k);
 }
 
-void store_batch_put_state(struct store_batch *b, const char *type, const char *id,
-                           const char *name, const void *val, size_t len)
+/* The state filter (sfilter.h) holds the hash of every S key, of every
+ * address marker (an S key without its name: "this address has had state";
+ * no real key, names are never empty) and of every I key. The hashes of a
+ * batch's keys are added by store_write(). */
+static void batch_filter_add(struct store_batch *b, uint64_t hash)
 {
-    struct key k;
-    key_state(&k, type, id, name);
     if (b->nstate == b->capstate) {
         size_t cap = b->capstate ? b->capstate * 2 : 256;
         uint64_t *h = realloc(b->state_hashes, cap * sizeof *h);
@@ -440,7 +441,28 @@ void store_batch_put_state(struct store_batch *b, const char *type, const char *
         b->state_hashes = h;
         b->capstate = cap;
     }
-    b->state_hashes[b->nstate++] = sfilter_hash(k.p, k.len);
+    b->state_hashes[b->nstate++] = hash;
+}
+
+/* Length of the address part ('S' kg type '\0' id '\0') of an S key, 0 if
+ * malformed. */
+static size_t state_key_prefix(const char *k, size_t klen)
+{
+    const char *a, *b;
+    if (klen < 3) return 0;
+    a = memchr(k + 3, '\0', klen - 3);
+    if (!a) return 0;
+    b = memchr(a + 1, '\0', klen - (size_t)(a + 1 - k));
+    return b ? (size_t)(b + 1 - k) : 0;
+}
+
+void store_batch_put_state(struct store_batch *b, const char *type, const char *id,
+                           const char *name, const void *val, size_t len)
+{
+    struct key k;
+    key_state(&k, type, id, name);
+    batch_filter_add(b, sfilter_hash(k.p, k.len));
+    batch_filter_add(b, sfilter_hash(k.p, k.len - strlen(name)));    /* the address marker */
     batch_put(b, &k, val, len);
 }
 
@@ -525,6 +547,7 @@ void store_batch_put_idem(struct store_batch *b, const char *type, const char *i
 {
     struct key k;
     key_idem(&k, type, id, ikey);
+    batch_filter_add(b, sfilter_hash(k.p, k.len));
     batch_put(b, &k, val, len);
 }
 
@@ -556,15 +579,10 @@ void store_batch_put_raw(struct store_batch *b, const void *key, size_t klen, co
     struct key k;
     key_init(&k, klen);
     key_add(&k, key, klen);
-    if (klen && k.p[0] == 'S') {               /* keep the state filter complete */
-        if (b->nstate == b->capstate) {
-            size_t cap = b->capstate ? b->capstate * 2 : 256;
-            uint64_t *h = realloc(b->state_hashes, cap * sizeof *h);
-            if (h == NULL) SM_PANIC("store: out of memory in a batch");
-            b->state_hashes = h;
-            b->capstate = cap;
-        }
-        b->state_hashes[b->nstate++] = sfilter_hash(k.p, k.len);
+    if (klen && (k.p[0] == 'S' || k.p[0] == 'I')) {   /* keep the state filter complete */
+        size_t pl = k.p[0] == 'S' ? state_key_prefix(k.p, k.len) : 0;
+        batch_filter_add(b, sfilter_hash(k.p, k.len));
+        if (pl) batch_filter_add(b, sfilter_hash(k.p, pl));
     }
     batch_put(b, &k, val, len);
 }
@@ -645,6 +663,34 @@ int store_get_state(struct store *s, const char *type, const char *id, const cha
         return 1;
     }
     return get_key(s, &k, val, len);
+}
+
+static bool filter_says_absent(struct store *s, const char *key, size_t len)
+{
+    return atomic_load_explicit(&s->filter_state, memory_order_acquire) == FILTER_READY &&
+           !sfilter_may_contain(&s->filter, sfilter_hash(key, len));
+}
+
+bool store_no_state(struct store *s, const char *type, const char *id)
+{
+    struct key k;
+    bool absent;
+    key_address(&k, 'S', type, id, 0);
+    absent = filter_says_absent(s, k.p, k.len);
+    key_free(&k);
+    if (absent) s->filter_skips++;
+    return absent;
+}
+
+bool store_no_idem(struct store *s, const char *type, const char *id, const char *ikey)
+{
+    struct key k;
+    bool absent;
+    key_idem(&k, type, id, ikey);
+    absent = filter_says_absent(s, k.p, k.len);
+    key_free(&k);
+    if (absent) s->filter_skips++;
+    return absent;
 }
 
 void store_filter_stats(const struct store *s, struct store_filter_stats *out)
@@ -1083,7 +1129,8 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Adds every S key on disk to the filter, then marks it READY. Keys written
+/* Adds every S key on disk (and its address marker), then every I key, to the
+ * filter, then marks it READY. Keys written
  * meanwhile are added by store_write(); the iterator sees the database as
  * of its creation, and every later write goes through store_write(), so
  * together they cover every key. Stops early (the filter stays unused)
@@ -1095,24 +1142,34 @@ static void *filter_scan(void *arg)
     int64_t t0 = mono_ms(), last = t0;
     uint64_t n = 0;
     char *lerr = NULL;
-    char tag = 'S';
+    static const char tags[2] = {'S', 'I'};
     bool stopped = false;
+    size_t plen = 0;
+    char prev[3 + 2 * 1100];             /* the last address marker added */
 
-    for (leveldb_iter_seek(it, &tag, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
-        size_t klen;
-        const char *k = leveldb_iter_key(it, &klen);
-        if (klen == 0 || k[0] != 'S') break;
-        sfilter_add(&s->filter, sfilter_hash(k, klen));
-        if ((++n & 4095) != 0) continue;
-        atomic_store_explicit(&s->filter_scanned, n, memory_order_relaxed);
-        if (atomic_load(&s->scan_stop)) {
-            stopped = true;
-            break;
-        }
-        if (mono_ms() - last >= SCAN_PROGRESS_MS) {
-            last = mono_ms();
-            LOG_INFO(s->lg, "store.state_filter_progress", "keys=%llu seconds=%lld",
-                     (unsigned long long)n, (long long)((last - t0) / 1000));
+    for (int t = 0; t < 2 && !stopped; t++) {
+        for (leveldb_iter_seek(it, &tags[t], 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+            size_t klen, pl;
+            const char *k = leveldb_iter_key(it, &klen);
+            if (klen == 0 || k[0] != tags[t]) break;
+            sfilter_add(&s->filter, sfilter_hash(k, klen));
+            if (tags[t] == 'S' && (pl = state_key_prefix(k, klen)) != 0 &&
+                !(pl == plen && memcmp(prev, k, pl) == 0)) {
+                sfilter_add(&s->filter, sfilter_hash(k, pl));
+                plen = pl <= sizeof prev ? pl : 0;
+                if (plen) memcpy(prev, k, pl);
+            }
+            if ((++n & 4095) != 0) continue;
+            atomic_store_explicit(&s->filter_scanned, n, memory_order_relaxed);
+            if (atomic_load(&s->scan_stop)) {
+                stopped = true;
+                break;
+            }
+            if (mono_ms() - last >= SCAN_PROGRESS_MS) {
+                last = mono_ms();
+                LOG_INFO(s->lg, "store.state_filter_progress", "keys=%llu seconds=%lld",
+                         (unsigned long long)n, (long long)((last - t0) / 1000));
+            }
         }
     }
     leveldb_iter_get_error(it, &lerr);
