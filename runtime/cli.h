@@ -1,7 +1,7 @@
 /*
  * cli — what the `statemesh` CLI's files share. Internal to build/statemesh:
  *   cli.c            main: arguments, the help, option checks, dispatch
- *   cli_value.c      --type names, VALUE encoding, printing values
+ *   cli_value.c      VALUE encoding, printing values (JSON members: valjson.h)
  *   cli_messaging.c  send, call, egress tail
  *   cli_stdin.c      send --stdin
  *   cli_state.c      state list, state set, state delete
@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include "statemesh/client.h"
+#include "valjson.h"
 
 #define EXIT_RPC 1
 #define EXIT_USAGE 2
@@ -47,13 +48,6 @@ struct args {
     int npos;
 };
 
-enum vkind { VK_STRING, VK_INT64, VK_FLOAT64, VK_BOOL, VK_JSON, VK_BYTES, VK_USER };
-
-struct vtype {
-    enum vkind kind;
-    const char *typename;  /* the typename sent (points at the name for user types) */
-};
-
 /* A growable byte buffer (caps: MAX_LINE). */
 struct gbuf {
     uint8_t *p;
@@ -73,28 +67,18 @@ int parse_u64(const char *name, const char *val, uint64_t max, uint64_t *out /* 
 
 /* ---- values (cli_value.c) ---- */
 
-/* Resolves a --type / "typename" name. Returns 0, or -1 for an unknown one. */
-int resolve_type(const char *name, struct vtype *out /* OUT */);
 /* Grows b to at least n bytes (at most MAX_LINE + 64). Returns 0 or -1. */
 int gbuf_reserve(struct gbuf *b, size_t n);
-/* Decodes len hex digits into out (len / 2 bytes). Returns 0 or -1. */
-int unhex(const char *text, size_t len, uint8_t *out /* OUT */);
 /* The command-line VALUE encoded by --type `type` (NULL: string); hex goes
  * into *store (the caller frees store->p), scalars into scalar. Returns 0,
  * or a usage error's exit status. */
 int encode_arg(const char *type, const char *text, sm_value *out /* OUT */, uint8_t scalar[8],
                struct gbuf *store);
-/* s[0..len) as a JSON string. */
-void json_put_string(FILE *f, const char *s, size_t len);
 /* Text form of a value: `quote_strings` for line-oriented output,
  * `with_typename` puts "TYPENAME " before the hex of user types. */
 void print_value(FILE *f, const sm_value *v, int quote_strings, int with_typename);
-/* The JSON members "typename" and "value" (or "hex") of a value. */
-void print_value_json(FILE *f, const sm_value *v);
 /* A value on one line of text output (JSON on one line, else as print_value). */
 void print_value_line(FILE *f, const sm_value *v);
-/* print_value_json with JSON values kept on one line. */
-void print_value_json_line(FILE *f, const sm_value *v);
 /* A time in ms since the epoch, ISO 8601 UTC with milliseconds. */
 void put_time(FILE *f, int64_t ms);
 /* An id as is, JSON-quoted when it is empty or holds a space, quote or
@@ -126,7 +110,6 @@ int cmd_skip_resume(sm_client *c, const struct args *a, bool skip);
 struct stdin_parser {
     struct vtype dflt;     /* typename of lines without "typename" */
     struct gbuf scratch;   /* unescaped strings and value bytes */
-    uint8_t scalar[8];     /* encoded int64/float64/bool values */
 };
 
 /* One parsed line: strings and value bytes point into the parser's scratch

@@ -36,9 +36,9 @@ int cmd_state(sm_client *c, const struct args *a)
         fputs(",\"values\":[", stdout);
         for (size_t i = 0; i < l.n; i++) {
             fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
-            json_put_string(stdout, l.items[i].name, strlen(l.items[i].name));
+            valjson_put_string(stdout, l.items[i].name, strlen(l.items[i].name));
             fputc(',', stdout);
-            print_value_json(stdout, &l.items[i].value);
+            valjson_put(stdout, &l.items[i].value, false);
             fputc('}', stdout);
         }
         printf("],\"queued_messages\":%" PRIu64 ",\"in_flight\":%s}\n", l.queued_messages,
@@ -77,7 +77,7 @@ int cmd_stats(sm_client *c, const struct args *a)
     for (size_t i = 0; i < s.n; i++) {
         if (a->json) {
             if (i) fputc(',', stdout);
-            json_put_string(stdout, s.items[i].name, strlen(s.items[i].name));
+            valjson_put_string(stdout, s.items[i].name, strlen(s.items[i].name));
             printf(":%" PRId64, s.items[i].value);
         } else {
             printf("%s %" PRId64 "\n", s.items[i].name, s.items[i].value);
@@ -102,9 +102,9 @@ static void print_deadletter(const sm_deadletter *d, bool json)
         if (d->caller_type) put_address_json(stdout, d->caller_type, d->caller_id);
         else fputs("null", stdout);
         printf(",\"attempts\":%" PRIu32 ",\"error\":", d->attempts);
-        json_put_string(stdout, d->error, strlen(d->error));
+        valjson_put_string(stdout, d->error, strlen(d->error));
         fputc(',', stdout);
-        print_value_json_line(stdout, &d->argument);
+        valjson_put(stdout, &d->argument, true);
         fputs("}\n", stdout);
     } else {
         printf("%" PRIu64 " ", d->id);
@@ -114,7 +114,7 @@ static void print_deadletter(const sm_deadletter *d, bool json)
         printf(" %" PRIu32 " ", d->attempts);
         print_value_line(stdout, &d->argument);
         fputc(' ', stdout);
-        json_put_string(stdout, d->error, strlen(d->error));
+        valjson_put_string(stdout, d->error, strlen(d->error));
         fputc('\n', stdout);
     }
 }
@@ -221,7 +221,7 @@ static void print_status_json(const sm_address_status *st)
     else fputs("null", stdout);
     fputs(",\"last_error\":", stdout);
     if (*st->last_error) {
-        json_put_string(stdout, st->last_error, strlen(st->last_error));
+        valjson_put_string(stdout, st->last_error, strlen(st->last_error));
         printf(",\"last_error_at_ms\":%" PRId64, st->last_error_at_ms);
     } else {
         fputs("null", stdout);
@@ -232,7 +232,7 @@ static void print_status_json(const sm_address_status *st)
         if (st->head_caller_type) put_address_json(stdout, st->head_caller_type, st->head_caller_id);
         else fputs("null", stdout);
         fputc(',', stdout);
-        print_value_json_line(stdout, &st->head);
+        valjson_put(stdout, &st->head, true);
         fputc('}', stdout);
     } else {
         fputs("null", stdout);
@@ -335,7 +335,7 @@ int cmd_stuck(sm_client *c, const struct args *a)
         if (st->max_attempts) printf("%" PRIu32, st->max_attempts);
         else fputs("forever", stdout);
         printf(" queued=%" PRIu64 " ", st->queued_messages);
-        json_put_string(stdout, st->last_error, strlen(st->last_error));
+        valjson_put_string(stdout, st->last_error, strlen(st->last_error));
         fputc('\n', stdout);
     }
     if (a->json) printf("{\"retrying\":%" PRIu64 ",\"paused\":%" PRIu64 "}\n", l.retrying, l.paused);

@@ -59,7 +59,7 @@ int cmd_send_or_call(sm_client *c, const struct args *a, int call)
         } else {
             if (a->json) {
                 fputc('{', stdout);
-                print_value_json(stdout, &reply.value);
+                valjson_put(stdout, &reply.value, false);
                 fputs("}\n", stdout);
             } else {
                 print_value(stdout, &reply.value, 0, 1);
@@ -84,7 +84,7 @@ static int print_record(const sm_egress_record *rec, bool json)
         fputs("\",\"source\":", stdout);
         put_address_json(stdout, rec->source_type, rec->source_id);
         fputc(',', stdout);
-        print_value_json_line(stdout, &rec->value);
+        valjson_put(stdout, &rec->value, true);
         fputs("}\n", stdout);
     } else {
         printf("%" PRIu64 " ", rec->offset);

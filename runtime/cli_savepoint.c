@@ -235,9 +235,9 @@ static int cmd_inspect_savepoint(const struct args *a)
         }
     if (a->json) {
         printf("{\"path\":");
-        json_put_string(stdout, a->pos[2], strlen(a->pos[2]));
+        valjson_put_string(stdout, a->pos[2], strlen(a->pos[2]));
         printf(",\"statemesh_version\":");
-        json_put_string(stdout, m.statemesh_version, strlen(m.statemesh_version));
+        valjson_put_string(stdout, m.statemesh_version, strlen(m.statemesh_version));
         printf(",\"key_groups\":%" PRIu32 ",\"created_at_ms\":%" PRId64 ",\"cut_taken_at_ms\":%"
                PRId64 ",\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"totals\":{",
                m.key_groups, m.created_at_ms, m.cut.taken_at_ms, m.records, m.bytes);
@@ -245,7 +245,7 @@ static int cmd_inspect_savepoint(const struct args *a)
         printf("},\"types\":{");
         for (size_t i = 0; i < c.ntypes; i++) {
             if (i) putchar(',');
-            json_put_string(stdout, c.types[i].type, strlen(c.types[i].type));
+            valjson_put_string(stdout, c.types[i].type, strlen(c.types[i].type));
             putchar(':');
             putchar('{');
             put_counts(c.types[i].n, true);

@@ -53,10 +53,10 @@ static int cmd_list(sm_client *c, const struct args *a)
         fputs("{\"ids\":[", stdout);
         for (size_t i = 0; i < p.n; i++) {
             if (i) fputc(',', stdout);
-            json_put_string(stdout, p.ids[i], strlen(p.ids[i]));
+            valjson_put_string(stdout, p.ids[i], strlen(p.ids[i]));
         }
         printf("],\"more\":%s,\"next_after\":", p.more ? "true" : "false");
-        if (p.more) json_put_string(stdout, p.next_after_id, strlen(p.next_after_id));
+        if (p.more) valjson_put_string(stdout, p.next_after_id, strlen(p.next_after_id));
         else fputs("null", stdout);
         fputs("}\n", stdout);
     } else {

@@ -195,7 +195,8 @@ int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len, struc
                         len > 80 ? "..." : "");
     if (doc.kind != SM_JSON_OBJECT)
         return BAD_LINE("a line must be a JSON object {\"type\":...,\"id\":...,\"value\":...}");
-    if (gbuf_reserve(&p->scratch, len + 64)) return BAD_LINE("out of memory");
+    /* strings unescaped, then the value: at most 2 * len + 8 bytes */
+    if (gbuf_reserve(&p->scratch, 2 * len + 64)) return BAD_LINE("out of memory");
     if (sm_json_iter_init(&it, &doc) != SM_OK) return BAD_LINE("not a JSON object");
     while (sm_json_iter_next(&it, &k, &v) == SM_OK) {
         size_t i;
@@ -219,7 +220,7 @@ int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len, struc
         return BAD_LINE("a string holds an invalid escape (lone surrogate or \\u0000)");
     if (have[3]) {
         const char *tn = scratch_string(p, &got[3], &off, NULL);
-        if (!tn || resolve_type(tn, &vt))
+        if (!tn || valjson_resolve_type(tn, &vt))
             return BAD_LINE("unknown typename %.*s (" TYPE_NAMES ")",
                             (int)(got[3].len > 80 ? 80 : got[3].len), got[3].p);
     }
@@ -232,47 +233,14 @@ int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len, struc
     if (key && !*key) return BAD_LINE("\"key\" is empty (leave it out for no idempotency key)");
     out->opts.idempotency_key = key;
 
-    v = got[2];
-    switch (vt.kind) {
-    case VK_JSON: out->value = sm_value_make(vt.typename, v.p, v.len); break;
-    case VK_STRING: {
-        size_t n;
-        const char *s = v.kind == SM_JSON_STRING ? scratch_string(p, &v, &off, &n) : NULL;
-        if (!s) return BAD_LINE("\"value\" must be a JSON string for typename %s", vt.typename);
-        out->value = sm_value_string_n(s, n);
-        break;
-    }
-    case VK_INT64: {
-        int64_t x;
-        if (sm_json_int64(&v, &x) != SM_OK)
-            return BAD_LINE("\"value\" must be a 64-bit integer for typename %s", vt.typename);
-        out->value = sm_value_int64(x, p->scalar);
-        break;
-    }
-    case VK_FLOAT64: {
-        double x;
-        if (sm_json_double(&v, &x) != SM_OK)
-            return BAD_LINE("\"value\" must be a number for typename %s", vt.typename);
-        out->value = sm_value_float64(x, p->scalar);
-        break;
-    }
-    case VK_BOOL: {
-        bool x;
-        if (sm_json_bool(&v, &x) != SM_OK)
-            return BAD_LINE("\"value\" must be true or false for typename %s", vt.typename);
-        out->value = sm_value_bool(x, p->scalar);
-        break;
-    }
-    case VK_BYTES:
-    case VK_USER: {
-        size_t n;
-        const char *hex = v.kind == SM_JSON_STRING ? scratch_string(p, &v, &off, &n) : NULL;
+    {
         uint8_t *bytes = p->scratch.p + off;
-        if (!hex || off + n / 2 > p->scratch.cap || unhex(hex, n, bytes))
-            return BAD_LINE("\"value\" must be a string of hex digits for typename %s", vt.typename);
-        out->value = sm_value_make(vt.typename, bytes, n / 2);
-        break;
-    }
+        size_t n;
+        char vwhy[200];
+        if (valjson_decode(&vt, &got[2], vt.kind == VK_BYTES || vt.kind == VK_USER, bytes, &n,
+                           vwhy, sizeof vwhy))
+            return BAD_LINE("\"value\" %s", vwhy);
+        out->value = sm_value_make(vt.typename, bytes, n);
     }
     return 0;
 }
@@ -314,7 +282,7 @@ int cmd_send_stdin(sm_client *c, const struct args *a)
     if (a->npos != 1) return usage_error("send --stdin takes no TYPE ID VALUE (they come from the lines)");
     memset(&fd, 0, sizeof fd);
     fd.a = a;
-    if (resolve_type(a->type ? a->type : "json", &fd.parser.dflt))
+    if (valjson_resolve_type(a->type ? a->type : "json", &fd.parser.dflt))
         return usage_error("unknown --type '%s' (" TYPE_NAMES ")", a->type);
     memset(&so, 0, sizeof so);
     so.window = fd.window = 65536;

@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 1) return 0;
     memset(&p, 0, sizeof p);
-    if (resolve_type(types[data[0] % (sizeof types / sizeof *types)], &p.dflt)) abort();
+    if (valjson_resolve_type(types[data[0] % (sizeof types / sizeof *types)], &p.dflt)) abort();
     while (s < end) {
         const char *nl = memchr(s, '\n', (size_t)(end - s));
         size_t n = nl ? (size_t)(nl - s) : (size_t)(end - s);
