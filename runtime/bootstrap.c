@@ -37,6 +37,7 @@ struct boot_entry {
 
 struct boot_req {
     uint64_t call_id;
+    sm_arena *arena;                   /* the decoded entries */
     int overwrite;
     size_t n, left;                    /* entries; not yet decided (+1 while queuing) */
     struct boot_entry *e;
@@ -280,7 +281,7 @@ static void load(struct server *s, struct mbox *mb, const struct boot_entry *e)
     const Statemesh__V1__AddressData *d = e->d;
     const char *type = mb->type, *id = mb->id;
     Statemesh__V1__StoredIdempotency rec = STATEMESH__V1__STORED_IDEMPOTENCY__INIT;
-    uint8_t *buf;
+    uint8_t buf[32];                                   /* an int64: at most 11 bytes */
     size_t len;
 
     for (size_t i = 0; i < d->n_state; i++)
@@ -302,19 +303,17 @@ static void load(struct server *s, struct mbox *mb, const struct boot_entry *e)
                         dl->argument);
     }
     rec.expires_at_ms = timer_wall_ms() + (int64_t)s->cfg.idempotency_retention_hours * 3600000;
-    buf = rpc_pack(&rec.base, &len);
+    len = statemesh__v1__stored_idempotency__pack(&rec, buf);
     store_batch_put_idem(s->ckpt.batch, type, id, e->key, buf, len);
-    free(buf);
     keys_add(s, e->h);
     ckpt_touch(&s->ckpt, rpc_now_ms());
 }
 
 static void req_free(struct boot_req *r)
 {
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->e[i].d) statemesh__v1__address_data__free_unpacked(r->e[i].d, NULL);
+    for (size_t i = 0; i < r->n; i++)
         if (r->res[i].error != protobuf_c_empty_string) free(r->res[i].error);
-    }
+    sm_arena_destroy(&r->arena);
     free(r->e);
     free(r->res);
     free(r->resp);
@@ -445,6 +444,7 @@ static void prepare(void *arg, const uint8_t *body, size_t len)
 {
     struct prep *pp = arg;
     struct boot_entry *e = &pp->r->e[pp->i];
+    ProtobufCAllocator alloc = wire_arena_allocator(pp->r->arena);
     char why[400];
 
     e->req = pp->r;
@@ -452,21 +452,24 @@ static void prepare(void *arg, const uint8_t *body, size_t len)
     statemesh__v1__bootstrap_result__init(&pp->r->res[e->index]);
     pp->r->resp[e->index] = &pp->r->res[e->index];
     e->h = XXH3_128bits(body, len);
-    snprintf(e->key, sizeof e->key, KEY_PREFIX "%016llx%016llx", (unsigned long long)e->h.high64,
-             (unsigned long long)e->h.low64);
+    memcpy(e->key, KEY_PREFIX, sizeof KEY_PREFIX - 1);
+    for (int k = 0; k < 32; k++) {                     /* high64 then low64, hex */
+        uint64_t w = k < 16 ? e->h.high64 : e->h.low64;
+        e->key[sizeof KEY_PREFIX - 1 + k] = "0123456789abcdef"[(w >> (60 - 4 * (k & 15))) & 15];
+    }
+    e->key[sizeof KEY_PREFIX - 1 + 32] = '\0';
     if (wire_check_strings(&statemesh__v1__address_data__descriptor, body, len, why,
                            sizeof why) != 0) {
         set_result(pp->r, e->index, O_INVALID, why);
         return;
     }
-    if (!(e->d = statemesh__v1__address_data__unpack(NULL, len, body))) {
+    if (!(e->d = statemesh__v1__address_data__unpack(&alloc, len, body))) {
         set_result(pp->r, e->index, O_INVALID, "the entry is not a valid AddressData");
         return;
     }
     if (check_entry(pp->s, e->d, &e->ep, why, sizeof why) != 0) {
         set_result(pp->r, e->index, O_INVALID, why);
-        statemesh__v1__address_data__free_unpacked(e->d, NULL);
-        e->d = NULL;
+        e->d = NULL;                                   /* freed with the arena */
         return;
     }
     pp->nvalid++;
@@ -509,7 +512,7 @@ static void on_bootstrap(void *arg, struct rpc_call *call, const uint8_t *req, s
     r->e = calloc(r->n ? r->n : 1, sizeof *r->e);
     r->res = calloc(r->n ? r->n : 1, sizeof *r->res);
     r->resp = calloc(r->n ? r->n : 1, sizeof *r->resp);
-    if (!r->e || !r->res || !r->resp) abort();
+    if (!r->e || !r->res || !r->resp || !(r->arena = sm_arena_create())) abort();
     pp = (struct prep){s, r, 0, 0};
     walk(req, len, &mode, &dry, prepare, &pp);
 
