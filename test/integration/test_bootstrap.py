@@ -265,3 +265,38 @@ def test_bootstrap_racing_with_messages_loses_no_update(sandbox, tmp_path):
             assert v == sends, (i, v)                  # increments first: entry not loaded
         else:
             assert v == 1000 + sends, (i, v)           # entry first, every increment after it
+
+
+def test_python_client_bootstrap(sandbox):
+    """The Python SDK's Client.bootstrap: AddressData messages or their bytes,
+    one result per entry, the same entry again already loaded."""
+    from statemesh import Client
+    from statemesh.v1 import admin_pb2, types_pb2
+
+    fn = sandbox.testfn()
+    rt = sandbox.runtime([endpoint("test/*", fn)])
+    c = rt.client()
+
+    def entry(id_, n, type_="test/counter"):
+        return admin_pb2.AddressData(
+            address=types_pb2.Address(type=type_, id=id_),
+            state=[admin_pb2.AddressState(name="n", value=types_pb2.TypedValue(
+                typename=I64, value=n.to_bytes(8, "little", signed=True)))])
+
+    with Client(rt.ingress, timeout=30) as sc:
+        res = sc.bootstrap([entry("p1", 11), entry("p2", 22).SerializeToString(),
+                            entry("p3", 1, type_="nope/x")])
+        assert [r.outcome for r in res] == ["loaded", "loaded", "invalid"], res
+        assert "no endpoint serves function type nope/x" in res[2].error and not res[2].ok
+        assert c.int_state("test/counter", "p1") == 11 and c.int_state("test/counter", "p2") == 22
+        assert [r.outcome for r in sc.bootstrap([entry("p1", 11)])] == ["already_loaded"]
+        assert [r.outcome for r in sc.bootstrap([entry("p1", 99)])] == ["exists"]
+        assert [r.outcome for r in sc.bootstrap([entry("p1", 99)], mode="overwrite",
+                                                dry_run=True)] == ["loaded"]
+        assert c.int_state("test/counter", "p1") == 11
+        assert [r.outcome for r in sc.bootstrap([entry("p1", 99)], mode="overwrite")] == ["loaded"]
+        assert c.int_state("test/counter", "p1") == 99
+        with pytest.raises(ValueError):
+            sc.bootstrap([entry("p1", 1)], mode="upsert")
+        with pytest.raises(TypeError):
+            sc.bootstrap([{"type": "test/counter"}])
