@@ -269,6 +269,8 @@ FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(C
                      $(FZ)/obj/runtime/cli_lib.o $(FZ)/obj/runtime/savepoint.o \
                      $(FZ)/obj/runtime/crc32c.o $(FZ)/obj/runtime/valjson.o \
                      $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
+FZ_LINK_spjsonl   := $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/valjson.o \
+                     $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
 FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o,$(FZ_RT_O)) \

@@ -244,11 +244,16 @@ static const struct command_help {
      "\n"
      "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
     {"savepoint",
-     "  savepoint create|verify|inspect DIR\n"
-     "                                    write a savepoint (online), check or describe one\n",
+     "  savepoint create DIR              write a savepoint of the runtime (online)\n"
+     "  savepoint verify DIR              check a savepoint's checksums (offline)\n"
+     "  savepoint inspect DIR             describe what a savepoint holds (offline)\n"
+     "  savepoint export DIR --jsonl      a savepoint's addresses as JSON lines (offline)\n"
+     "  savepoint from-jsonl FILE DIR     build a savepoint from JSON lines (offline)\n",
      "savepoint create DIR [--ranges N] [--json]\n"
      "savepoint verify DIR\n"
-     "savepoint inspect DIR [--json]\n",
+     "savepoint inspect DIR [--json]\n"
+     "savepoint export DIR --jsonl [--type T] [--out FILE]\n"
+     "savepoint from-jsonl FILE|- DIR [--key-groups N] [--ranges N]\n",
      "create: the runtime writes a savepoint of the whole database into DIR, a new\n"
      "directory on the runtime's machine (relative: against this working directory),\n"
      "while traffic goes on; progress on stderr, the summary (or, with --json, its\n"
@@ -256,10 +261,19 @@ static const struct command_help {
      "verify: reads every file of DIR offline and checks block checksums, record\n"
      "counts and sha256; names the file and byte offset of any damage.\n"
      "inspect: verifies, then prints counts per kind, per function type and per file.\n"
+     "export: verifies, then writes one JSON line per address with state, queued or\n"
+     "delayed messages (by key group, then type and id) to stdout or --out FILE.\n"
+     "from-jsonl: builds the savepoint DIR from such lines (FILE, or - for stdin);\n"
+     "bad lines are reported as FILE:LINE: why and nothing is written.\n"
      "See docs/savepoints.md.\n"
      "\n"
      "options:\n"
-     "  --ranges N           create: key-group ranges, one file each (1..4096, default 16)\n"
+     "  --ranges N           create, from-jsonl: key-group ranges, one file each\n"
+     "                       (1..4096, default 16)\n"
+     "  --jsonl              export: JSON lines (required)\n"
+     "  --type T             export: only addresses of function type T\n"
+     "  --out FILE           export: write to FILE instead of stdout\n"
+     "  --key-groups N       from-jsonl: the savepoint's key-group count (default 4096)\n"
      JSON_NOTE ADDR_NOTE "\n"
      "exit status: 0 ok, 1 the runtime refused or failed, or the savepoint is damaged\n"
      "(verify/inspect), 2 usage error\n"},
@@ -433,11 +447,13 @@ static int parse_args(int argc, char **argv, struct args *a)
         {"--json", offsetof(struct args, json)},         {"--stdin", offsetof(struct args, use_stdin)},
         {"--quiet", offsetof(struct args, quiet)},       {"--follow", offsetof(struct args, follow)},
         {"--earliest", offsetof(struct args, earliest)}, {"--latest", offsetof(struct args, latest)},
-        {"--all", offsetof(struct args, all)},           {"--dry-run", offsetof(struct args, dry_run)},
+        {"--all", offsetof(struct args, all)},           {"--jsonl", offsetof(struct args, jsonl)},
+        {"--dry-run", offsetof(struct args, dry_run)},
     };
     static const char *const valued[] = {"--address", "--type", "--timeout", "--delay",
                                          "--idempotency-key", "--from", "--after", "--limit",
-                                         "--prefix", "--ranges", "--mode", "--batch"};
+                                         "--prefix", "--ranges", "--out", "--key-groups",
+                                         "--mode", "--batch"};
     const char *env = getenv("STATEMESH_ADDRESS");
     int options = 1;
 
@@ -509,6 +525,13 @@ static int parse_args(int argc, char **argv, struct args *a)
             if (parse_u64(name, val, 4096, &a->ranges) || a->ranges < 1)
                 return usage_error("--ranges wants 1..4096, got '%s'", val);
             a->has_ranges = true;
+        } else if (strcmp(name, "--out") == 0) {
+            if (!*val) return usage_error("--out is empty");
+            a->out = val;
+        } else if (strcmp(name, "--key-groups") == 0) {
+            if (parse_u64(name, val, 65536, &a->key_groups) || a->key_groups < 1)
+                return usage_error("--key-groups wants 1..65536, got '%s'", val);
+            a->has_key_groups = true;
         } else if (strcmp(name, "--prefix") == 0) {
             a->prefix = val;
         } else if (strcmp(name, "--mode") == 0) {
@@ -539,9 +562,13 @@ static int check_option_use(struct args *a, const char *cmd)
     bool send = strcmp(cmd, "send") == 0, call = strcmp(cmd, "call") == 0;
     bool egress = strcmp(cmd, "egress") == 0, dl = strcmp(cmd, "deadletters") == 0;
     bool stuck = strcmp(cmd, "stuck") == 0, state = strcmp(cmd, "state") == 0;
+    bool sp = strcmp(cmd, "savepoint") == 0;
 
-    if (a->type && !send && !call && !dl && !stuck && !state)
-        return usage_error("--type only applies to send, call, state set, deadletters and stuck");
+    if (a->type && !send && !call && !dl && !stuck && !state && !sp)
+        return usage_error("--type only applies to send, call, state set, deadletters, stuck and "
+                           "savepoint export");
+    if ((a->jsonl || a->out || a->has_key_groups) && !sp)
+        return usage_error("--jsonl, --out and --key-groups only apply to savepoint");
     if (stuck && a->type && !*a->type)
         return usage_error("--type wants a function type NS/NAME, got ''");
     if (a->use_stdin && !send) return usage_error("--stdin only applies to send");

@@ -7,6 +7,7 @@
  *   cli_state.c      state list, state set, state delete
  *   cli_savepoint.c  savepoint create, verify, inspect
  *   cli_bootstrap.c  bootstrap
+ *   cli_jsonl.c      savepoint export --jsonl, savepoint from-jsonl
  *   cli_admin.c      state get, stats, deadletters, inspect, stuck, skip, resume
  * Commands print their answer on stdout and return an exit status (0,
  * EXIT_RPC after rpc_error, EXIT_USAGE after usage_error, EXIT_NOT_FOUND).
@@ -42,7 +43,11 @@ struct args {
     const char *after_text; /* --after as given (state list: an id) */
     const char *prefix;    /* --prefix */
     bool has_ranges;
-    uint64_t ranges;       /* --ranges (savepoint create) */
+    uint64_t ranges;       /* --ranges (savepoint create, from-jsonl) */
+    bool jsonl;            /* --jsonl (savepoint export) */
+    const char *out;       /* --out FILE (savepoint export) */
+    bool has_key_groups;
+    uint64_t key_groups;   /* --key-groups (savepoint from-jsonl) */
     uint64_t limit;        /* --limit */
     const char *mode;      /* --mode (bootstrap) */
     bool dry_run;          /* --dry-run (bootstrap) */
@@ -169,5 +174,9 @@ int cmd_bootstrap(sm_client *c, const struct args *a);
 
 /* statemesh savepoint create|verify|inspect (cli_savepoint.c). */
 int cmd_savepoint(sm_client *c, const struct args *a);
+/* statemesh savepoint export DIR --jsonl and savepoint from-jsonl FILE DIR
+ * (cli_jsonl.c): offline. */
+int cmd_savepoint_export(const struct args *a);
+int cmd_savepoint_from_jsonl(const struct args *a);
 
 #endif

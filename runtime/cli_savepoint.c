@@ -14,6 +14,8 @@
  *   savepoint inspect DIR [--json]
  *       offline: verifies like verify, then prints the manifest's facts,
  *       counts per kind, per function type and per file.
+ *   savepoint export DIR --jsonl ..., savepoint from-jsonl FILE DIR ...
+ *       JSON lines, offline: cli_jsonl.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -299,9 +301,17 @@ out:
 int cmd_savepoint(sm_client *c, const struct args *a)
 {
     const char *sub = a->npos >= 2 ? a->pos[1] : "";
+    bool export = strcmp(sub, "export") == 0, from = strcmp(sub, "from-jsonl") == 0;
+    if ((a->jsonl || a->out || a->type) && !export)
+        return usage_error("--jsonl, --out and --type only apply to savepoint export");
+    if (a->has_key_groups && !from)
+        return usage_error("--key-groups only applies to savepoint from-jsonl");
+    if (a->json && (export || from)) return usage_error("--json does not apply to savepoint %s", sub);
     if (strcmp(sub, "create") == 0) return cmd_create(c, a);
-    if (a->has_ranges) return usage_error("--ranges only applies to savepoint create");
+    if (from) return cmd_savepoint_from_jsonl(a);
+    if (a->has_ranges) return usage_error("--ranges only applies to savepoint create and from-jsonl");
     if (strcmp(sub, "verify") == 0) return cmd_verify(a);
     if (strcmp(sub, "inspect") == 0) return cmd_inspect_savepoint(a);
-    return usage_error("savepoint needs a subcommand: create, verify or inspect");
+    if (export) return cmd_savepoint_export(a);
+    return usage_error("savepoint needs a subcommand: create, verify, inspect, export or from-jsonl");
 }

@@ -283,140 +283,197 @@ out:
 
 /* ---- reader ---------------------------------------------------------------------- */
 
+struct sp_cursor {
+    FILE *f;
+    char path[4200];
+    char sha256[65];               /* what the manifest says ("" : unchecked) */
+    uint64_t want_records, want_bytes;
+    uint8_t *buf;                  /* the current block's payload */
+    size_t cap, len, pos;
+    uint64_t off;                  /* file offset of the current block */
+    uint64_t records;
+    bool done;
+    struct crc32c *crc;
+    EVP_MD_CTX *sha;
+};
+
+void sp_cursor_close(struct sp_cursor **cp)
+{
+    struct sp_cursor *c = *cp;
+    if (!c) return;
+    if (c->f) fclose(c->f);
+    free(c->buf);
+    free(c->crc);
+    EVP_MD_CTX_free(c->sha);
+    free(c);
+    *cp = NULL;
+}
+
+int sp_cursor_open(struct sp_cursor **out, const char *dir, const struct sp_file *info, char *err,
+                   size_t errlen)
+{
+    struct sp_cursor *c = calloc(1, sizeof *c);
+    uint8_t magic[SP_MAGIC_LEN];
+
+    *out = NULL;
+    if (!c || !(c->crc = malloc(sizeof *c->crc)) || !(c->sha = EVP_MD_CTX_new()) ||
+        EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL) != 1) {
+        snprintf(err, errlen, "out of memory");
+        sp_cursor_close(&c);
+        return -1;
+    }
+    crc32c_init(c->crc);
+    snprintf(c->path, sizeof c->path, "%s/%s", dir, info->name);
+    snprintf(c->sha256, sizeof c->sha256, "%s", info->sha256);
+    c->want_records = info->records;
+    c->want_bytes = info->bytes;
+    c->off = SP_MAGIC_LEN;
+    if ((c->f = fopen(c->path, "rb")) == NULL) {
+        snprintf(err, errlen, "%s: %s", c->path, strerror(errno));
+        sp_cursor_close(&c);
+        return -1;
+    }
+    if (read_all(c->f, magic, sizeof magic) != 0 || memcmp(magic, SP_MAGIC, SP_MAGIC_LEN) != 0) {
+        snprintf(err, errlen, "%s: offset 0: not a statemesh savepoint file (bad magic)", c->path);
+        sp_cursor_close(&c);
+        return -1;
+    }
+    EVP_DigestUpdate(c->sha, magic, sizeof magic);
+    *out = c;
+    return 0;
+}
+
+/* Reads the next block into c->buf, or the end (c->done, all checks made).
+ * Returns 0 or -1. */
+static int cursor_block(struct sp_cursor *c, char *err, size_t errlen)
+{
+    uint8_t hdr[8], md[32];
+    unsigned int mdlen = 0;
+    uint32_t len, want;
+    char got[65];
+
+    if (c->len) c->off += 8 + c->len;
+    c->len = c->pos = 0;
+    if (read_all(c->f, hdr, sizeof hdr) != 0) {
+        snprintf(err, errlen, "%s: offset %" PRIu64 ": truncated (no end marker)", c->path, c->off);
+        return -1;
+    }
+    EVP_DigestUpdate(c->sha, hdr, sizeof hdr);
+    len = get_u32le(hdr);
+    want = get_u32le(hdr + 4);
+    if (len == 0) {                                        /* the end */
+        uint8_t cnt[8], extra;
+        if (read_all(c->f, cnt, 8) != 0) {
+            snprintf(err, errlen, "%s: offset %" PRIu64 ": truncated end marker", c->path, c->off);
+            return -1;
+        }
+        EVP_DigestUpdate(c->sha, cnt, 8);
+        if (crc32c_update(c->crc, 0, cnt, 8) != want) {
+            snprintf(err, errlen, "%s: offset %" PRIu64 ": end marker checksum mismatch", c->path,
+                     c->off);
+            return -1;
+        }
+        if (get_u64le(cnt) != c->records) {
+            snprintf(err, errlen, "%s: offset %" PRIu64 ": the end marker counts %" PRIu64
+                     " records, the file holds %" PRIu64, c->path, c->off, get_u64le(cnt), c->records);
+            return -1;
+        }
+        c->off += END_LEN;
+        if (fread(&extra, 1, 1, c->f) != 0) {
+            snprintf(err, errlen, "%s: offset %" PRIu64 ": bytes after the end marker", c->path,
+                     c->off);
+            return -1;
+        }
+        EVP_DigestFinal_ex(c->sha, md, &mdlen);
+        hex(md, 32, got);
+        if (c->sha256[0] && strcmp(got, c->sha256) != 0) {
+            snprintf(err, errlen, "%s: sha256 %s, the manifest says %s", c->path, got, c->sha256);
+            return -1;
+        }
+        if (c->records != c->want_records || c->off != c->want_bytes) {
+            snprintf(err, errlen, "%s: %" PRIu64 " records in %" PRIu64 " bytes, the manifest says "
+                     "%" PRIu64 " in %" PRIu64, c->path, c->records, c->off, c->want_records,
+                     c->want_bytes);
+            return -1;
+        }
+        c->done = true;
+        return 0;
+    }
+    if (len > SP_BLOCK_MAX) {
+        snprintf(err, errlen, "%s: offset %" PRIu64 ": block length %" PRIu32
+                 " is not plausible (damaged)", c->path, c->off, len);
+        return -1;
+    }
+    if (len > c->cap) {
+        uint8_t *b = realloc(c->buf, len);
+        if (!b) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        c->buf = b;
+        c->cap = len;
+    }
+    if (read_all(c->f, c->buf, len) != 0) {
+        snprintf(err, errlen, "%s: offset %" PRIu64 ": truncated block", c->path, c->off);
+        return -1;
+    }
+    EVP_DigestUpdate(c->sha, c->buf, len);
+    if (crc32c_update(c->crc, 0, c->buf, len) != want) {
+        snprintf(err, errlen, "%s: offset %" PRIu64 ": block checksum mismatch", c->path, c->off);
+        return -1;
+    }
+    c->len = len;
+    return 0;
+}
+
+int sp_cursor_next(struct sp_cursor *c, const uint8_t **key, size_t *klen, const uint8_t **val,
+                   size_t *vlen, char *err, size_t errlen)
+{
+    uint64_t kl, vl;
+    size_t n;
+
+    while (c->pos == c->len) {
+        if (c->done) return 0;
+        if (cursor_block(c, err, errlen) != 0) return -1;
+    }
+    n = get_varint(c->buf + c->pos, c->len - c->pos, &kl);
+    if (!n || kl == 0 || kl > SP_KEY_MAX || kl > c->len - c->pos - n) goto bad;
+    c->pos += n;
+    *key = c->buf + c->pos;
+    *klen = (size_t)kl;
+    c->pos += kl;
+    n = get_varint(c->buf + c->pos, c->len - c->pos, &vl);
+    if (!n || vl > c->len - c->pos - n) goto bad;
+    c->pos += n;
+    *val = c->buf + c->pos;
+    *vlen = (size_t)vl;
+    c->pos += vl;
+    c->records++;
+    return 1;
+bad:
+    snprintf(err, errlen, "%s: offset %" PRIu64 ": malformed record in a block whose checksum "
+             "matches", c->path, c->off);
+    return -1;
+}
+
 int sp_read_file(const char *dir, const struct sp_file *info, sp_record_fn fn, void *arg,
                  char *err, size_t errlen)
 {
-    char path[4200];
-    uint8_t hdr[8], magic[SP_MAGIC_LEN], md[32], *buf = NULL;
-    size_t cap = 0;
-    uint64_t off = SP_MAGIC_LEN, records = 0;
-    unsigned int mdlen = 0;
-    char got[65];
-    struct crc32c *crc = malloc(sizeof *crc);
-    EVP_MD_CTX *sha = EVP_MD_CTX_new();
-    FILE *f;
-    int rc = -1;
+    struct sp_cursor *c;
+    const uint8_t *k, *v;
+    size_t kl, vl;
+    int r;
 
-    snprintf(path, sizeof path, "%s/%s", dir, info->name);
-    if (!crc || !sha || EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1) {
-        snprintf(err, errlen, "out of memory");
-        free(crc);
-        EVP_MD_CTX_free(sha);
-        return -1;
-    }
-    crc32c_init(crc);
-    if ((f = fopen(path, "rb")) == NULL) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    if (read_all(f, magic, sizeof magic) != 0 || memcmp(magic, SP_MAGIC, SP_MAGIC_LEN) != 0) {
-        snprintf(err, errlen, "%s: offset 0: not a statemesh savepoint file (bad magic)", path);
-        goto out;
-    }
-    EVP_DigestUpdate(sha, magic, sizeof magic);
-    for (;;) {
-        uint32_t len, want;
-        int r = read_all(f, hdr, sizeof hdr);
-        if (r != 0) {
-            snprintf(err, errlen, "%s: offset %" PRIu64 ": truncated (no end marker)", path, off);
-            goto out;
-        }
-        EVP_DigestUpdate(sha, hdr, sizeof hdr);
-        len = get_u32le(hdr);
-        want = get_u32le(hdr + 4);
-        if (len == 0) {                                        /* the end */
-            uint8_t cnt[8], extra;
-            if (read_all(f, cnt, 8) != 0) {
-                snprintf(err, errlen, "%s: offset %" PRIu64 ": truncated end marker", path, off);
-                goto out;
-            }
-            EVP_DigestUpdate(sha, cnt, 8);
-            if (crc32c_update(crc, 0, cnt, 8) != want) {
-                snprintf(err, errlen, "%s: offset %" PRIu64 ": end marker checksum mismatch",
-                         path, off);
-                goto out;
-            }
-            if (get_u64le(cnt) != records) {
-                snprintf(err, errlen, "%s: offset %" PRIu64 ": the end marker counts %" PRIu64
-                         " records, the file holds %" PRIu64, path, off, get_u64le(cnt), records);
-                goto out;
-            }
-            off += END_LEN;
-            if (fread(&extra, 1, 1, f) != 0) {
-                snprintf(err, errlen, "%s: offset %" PRIu64 ": bytes after the end marker",
-                         path, off);
-                goto out;
-            }
+    if (sp_cursor_open(&c, dir, info, err, errlen) != 0) return -1;
+    while ((r = sp_cursor_next(c, &k, &kl, &v, &vl, err, errlen)) == 1) {
+        int r2 = fn ? fn(arg, k, kl, v, vl) : 0;
+        if (r2 != 0) {
+            r = r2;
             break;
         }
-        if (len > SP_BLOCK_MAX) {
-            snprintf(err, errlen, "%s: offset %" PRIu64 ": block length %" PRIu32
-                     " is not plausible (damaged)", path, off, len);
-            goto out;
-        }
-        if (len > cap) {
-            uint8_t *b = realloc(buf, len);
-            if (!b) {
-                snprintf(err, errlen, "out of memory");
-                goto out;
-            }
-            buf = b;
-            cap = len;
-        }
-        if (read_all(f, buf, len) != 0) {
-            snprintf(err, errlen, "%s: offset %" PRIu64 ": truncated block", path, off);
-            goto out;
-        }
-        EVP_DigestUpdate(sha, buf, len);
-        if (crc32c_update(crc, 0, buf, len) != want) {
-            snprintf(err, errlen, "%s: offset %" PRIu64 ": block checksum mismatch", path, off);
-            goto out;
-        }
-        for (size_t p = 0; p < len;) {
-            uint64_t kl, vl;
-            size_t n = get_varint(buf + p, len - p, &kl);
-            if (!n || kl == 0 || kl > SP_KEY_MAX || kl > len - p - n) goto bad_record;
-            p += n;
-            const uint8_t *k = buf + p;
-            p += kl;
-            n = get_varint(buf + p, len - p, &vl);
-            if (!n || vl > len - p - n) goto bad_record;
-            p += n;
-            records++;
-            if (fn) {
-                int r2 = fn(arg, k, kl, buf + p, vl);
-                if (r2 != 0) {
-                    rc = r2;
-                    goto out;
-                }
-            }
-            p += vl;
-            continue;
-bad_record:
-            snprintf(err, errlen, "%s: offset %" PRIu64 ": malformed record in a block whose "
-                     "checksum matches", path, off);
-            goto out;
-        }
-        off += 8 + len;
     }
-    EVP_DigestFinal_ex(sha, md, &mdlen);
-    hex(md, 32, got);
-    if (info->sha256[0] && strcmp(got, info->sha256) != 0) {
-        snprintf(err, errlen, "%s: sha256 %s, the manifest says %s", path, got, info->sha256);
-        goto out;
-    }
-    if (records != info->records || off != info->bytes) {
-        snprintf(err, errlen, "%s: %" PRIu64 " records in %" PRIu64 " bytes, the manifest says "
-                 "%" PRIu64 " in %" PRIu64, path, records, off, info->records, info->bytes);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (f) fclose(f);
-    free(buf);
-    free(crc);
-    EVP_MD_CTX_free(sha);
-    return rc;
+    sp_cursor_close(&c);
+    return r;
 }
 
 /* ---- manifest -------------------------------------------------------------------- */

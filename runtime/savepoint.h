@@ -111,6 +111,18 @@ typedef int (*sp_record_fn)(void *arg, const uint8_t *key, size_t klen, const ui
 int sp_read_file(const char *dir, const struct sp_file *info, sp_record_fn fn, void *arg,
                  char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* A file record by record (the same checks as sp_read_file; the sha256,
+ * counts and length are checked when the end is reached). */
+struct sp_cursor;
+int sp_cursor_open(struct sp_cursor **out /* OUT */, const char *dir, const struct sp_file *info,
+                   char *err, size_t errlen) __attribute__((warn_unused_result));
+/* The next record: returns 1 with key and value pointing into the cursor
+ * (valid until the next call), 0 at the intact end, -1 on damage (err). */
+int sp_cursor_next(struct sp_cursor *c, const uint8_t **key /* OUT */, size_t *klen /* OUT */,
+                   const uint8_t **val /* OUT */, size_t *vlen /* OUT */, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void sp_cursor_close(struct sp_cursor **c);   /* sets *c = NULL */
+
 /* Progress of long reads: called after each file with the running totals. */
 typedef void (*sp_progress_fn)(void *arg, const struct sp_file *done, uint64_t records,
                                uint64_t bytes);

@@ -113,15 +113,23 @@ int valjson_decode(const struct vtype *vt, const sm_json *v, bool hex, uint8_t *
 
 void valjson_put_string(FILE *f, const char *s, size_t len)
 {
+    size_t i = 0;
     fputc('"', f);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    while (i < len) {
+        size_t run = i;
+        unsigned char ch;
+        while (run < len && (ch = (unsigned char)s[run]) >= 0x20 && ch != 0x7f && ch != '"' &&
+               ch != '\\')
+            run++;
+        if (run > i) fwrite(s + i, 1, run - i, f);   /* plain bytes in one go */
+        if (run == len) break;
+        ch = (unsigned char)s[run];
         if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
         else if (ch == '\n') fputs("\\n", f);
         else if (ch == '\t') fputs("\\t", f);
         else if (ch == '\r') fputs("\\r", f);
-        else if (ch < 0x20 || ch == 0x7f) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
+        else fprintf(f, "\\u%04x", ch);
+        i = run + 1;
     }
     fputc('"', f);
 }
@@ -139,10 +147,14 @@ void valjson_put_double(FILE *f, double d)
 static void put_hex(FILE *f, const uint8_t *p, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
+    char buf[512];
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        fputc(digits[p[i] >> 4], f);
-        fputc(digits[p[i] & 15], f);
+        buf[k++] = digits[p[i] >> 4];
+        buf[k++] = digits[p[i] & 15];
+        if (k == sizeof buf) fwrite(buf, 1, k, f), k = 0;
     }
+    if (k) fwrite(buf, 1, k, f);
 }
 
 void valjson_put(FILE *f, const sm_value *v, bool oneline)
@@ -172,9 +184,13 @@ void valjson_put(FILE *f, const sm_value *v, bool oneline)
         valjson_put_string(f, s, n);
     } else if (sm_value_as_json(v, &s, &n) == SM_OK && sm_json_valid(s, n)) {
         fputs(",\"value\":", f);
-        if (!oneline) fwrite(s, 1, n, f);
-        else
-            for (size_t k = 0; k < n; k++) fputc(s[k] == '\n' || s[k] == '\r' ? ' ' : s[k], f);
+        for (size_t k = 0; k < n;) {        /* runs without line breaks in one go */
+            size_t run = k;
+            while (run < n && (!oneline || (s[run] != '\n' && s[run] != '\r'))) run++;
+            fwrite(s + k, 1, run - k, f);
+            if (run < n) fputc(' ', f);
+            k = run + 1;
+        }
     } else {
         fputs(",\"hex\":\"", f);
         put_hex(f, v->data, v->len);
