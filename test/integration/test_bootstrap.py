@@ -300,3 +300,52 @@ def test_python_client_bootstrap(sandbox):
             sc.bootstrap([entry("p1", 1)], mode="upsert")
         with pytest.raises(TypeError):
             sc.bootstrap([{"type": "test/counter"}])
+
+
+def test_export_bootstrap_export_is_identical(sandbox, tmp_path):
+    """savepoint export --jsonl of a runtime with state, queued messages and
+    delayed messages (from the ingress, and from a function with a token) ->
+    bootstrap into an empty runtime -> savepoint -> export: the same bytes."""
+    def offline(*args):
+        return run_cli([str(a) for a in args], address="127.0.0.1:1", timeout=120)
+
+    def export(sp, out):
+        p = offline("savepoint", "export", sp, "--jsonl", "--out", out)
+        assert p.returncode == 0, p.stderr
+        return open(out, "rb").read()
+
+    fn = sandbox.testfn()
+    rt = sandbox.runtime([endpoint("test/*", fn)], name="orig")
+    c = rt.client()
+    ids = ["c%d" % i for i in range(50)]
+    for k, i in enumerate(ids):
+        c.send("test/counter", i, k + 1)
+    c.send("test/effects", "e1", "after 60000 test/counter late2 tok")
+    c.wait_drained()
+    fn.kill9()
+    for i in ids[:20]:                                 # queued: the server is down
+        c.send("test/counter", i, 1000)
+        c.send("test/counter", i, 2000)
+    req = c.send_request("test/counter", "late", 7)
+    req.delay_ms = 60000
+    c.ingress.Send(req, timeout=10)
+    sp = tmp_path / "sp"
+    assert cli(rt, "savepoint", "create", sp).returncode == 0
+    a = export(sp, tmp_path / "a.jsonl")
+    assert len(a.splitlines()) == 52
+
+    fn2 = sandbox.testfn(name="fn2", start=False)      # down: the messages stay queued
+    rt2 = sandbox.runtime([endpoint("test/*", fn2)], name="empty")
+    p = cli(rt2, "bootstrap", tmp_path / "a.jsonl", "--json")
+    assert p.returncode == 0, p.stderr
+    assert summary(p)["loaded"] == 52
+    sp2 = tmp_path / "sp2"
+    assert cli(rt2, "savepoint", "create", sp2).returncode == 0
+    assert export(sp2, tmp_path / "b.jsonl") == a
+    # the messages are delivered once the function server is up: 20 + 1000 + 2000
+    fn2.start()
+    c2 = rt2.client()
+    wait_until(lambda: c2.int_state("test/counter", "c0") == 3001, timeout=30)
+    wait_until(lambda: c2.queued() == 0, timeout=30)
+    assert c2.int_state("test/counter", "c19") == 20 + 3000
+    assert c2.int_state("test/counter", "c20") == 21
