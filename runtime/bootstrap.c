@@ -110,25 +110,45 @@ static int bad(char *why, size_t n, const char *fmt, ...)
     return -1;
 }
 
-static int check_value(const struct server *s, const Statemesh__V1__TypedValue *v,
-                       const char *what, char *why, size_t n)
+/* What a check is about ("state 'n'", "message 3: invalid caller"),
+ * formatted only when it fails. */
+struct what {
+    const char *kind;          /* "state", "message", "delayed message" */
+    size_t i;                  /* 1-based (messages) */
+    const char *name;          /* state name, or NULL */
+    const char *detail;        /* appended after ": ", or NULL */
+};
+
+static const char *say(const struct what *w, char *buf, size_t n)
 {
+    if (w->name) snprintf(buf, n, "%s '%.100s'", w->kind, w->name);
+    else snprintf(buf, n, "%s %zu%s%s", w->kind, w->i, w->detail ? ": " : "",
+                  w->detail ? w->detail : "");
+    return buf;
+}
+
+static int check_value(const struct server *s, const Statemesh__V1__TypedValue *v,
+                       const struct what *w, char *why, size_t n)
+{
+    char what[160];
     size_t tl;
-    if (!v) return bad(why, n, "%s has no value", what);
+    if (!v) return bad(why, n, "%s has no value", say(w, what, sizeof what));
     tl = strlen(v->typename_);
     if (tl == 0 || tl > TYPENAME_MAX)
-        return bad(why, n, "%s: typename must be 1..%d bytes", what, TYPENAME_MAX);
+        return bad(why, n, "%s: typename must be 1..%d bytes", say(w, what, sizeof what),
+                   TYPENAME_MAX);
     if (v->value.len > s->cfg.max_message_bytes)
         return bad(why, n, "%s is %zu bytes, over the limit of %zu (runtime.max_message_bytes)",
-                   what, v->value.len, s->cfg.max_message_bytes);
+                   say(w, what, sizeof what), v->value.len, s->cfg.max_message_bytes);
     return 0;
 }
 
-static int check_addr(const Statemesh__V1__Address *a, const char *what, char *why, size_t n)
+static int check_addr(const Statemesh__V1__Address *a, const struct what *w, char *why, size_t n)
 {
+    char what[160];
     const char *e;
     if ((e = addr_check_type(a->type, strlen(a->type))) || (e = addr_check_id(a->id, strlen(a->id))))
-        return bad(why, n, "%s: %s", what, e);
+        return bad(why, n, "%s: %s", w ? say(w, what, sizeof what) : "invalid address", e);
     return 0;
 }
 
@@ -144,7 +164,7 @@ static int check_entry(struct server *s, const Statemesh__V1__AddressData *d,
     int idx;
 
     if (!a) return bad(why, n, "the entry has no address");
-    if (check_addr(a, "invalid address", why, n) != 0) return -1;
+    if (check_addr(a, NULL, why, n) != 0) return -1;
     idx = cfg_match_endpoint(&s->cfg, a->type);
     if (idx < 0 || ep_rejects_type(&s->endpoints[idx], a->type))
         return bad(why, n, "no endpoint serves function type %s", a->type);
@@ -154,11 +174,13 @@ static int check_entry(struct server *s, const Statemesh__V1__AddressData *d,
         const Statemesh__V1__AddressState *st = d->state[i];
         if ((e = addr_check_state_name(st->name, strlen(st->name))))
             return bad(why, n, "invalid state name: %s", e);
-        snprintf(what, sizeof what, "state '%.100s'", st->name);
+        struct what w = {"state", 0, st->name, NULL};
         for (size_t j = 0; j < i; j++)
-            if (strcmp(d->state[j]->name, st->name) == 0) return bad(why, n, "%s given twice", what);
-        if (check_value(s, st->value, what, why, n) != 0) return -1;
-        if (st->expires_at_ms < 0) return bad(why, n, "%s: expires_at_ms is negative", what);
+            if (strcmp(d->state[j]->name, st->name) == 0)
+                return bad(why, n, "%s given twice", say(&w, what, sizeof what));
+        if (check_value(s, st->value, &w, why, n) != 0) return -1;
+        if (st->expires_at_ms < 0)
+            return bad(why, n, "%s: expires_at_ms is negative", say(&w, what, sizeof what));
         for (size_t k = 0; ft && k < ft->nspecs; k++)
             if (strcmp(ft->spec_names[k], st->name) == 0 &&
                 strcmp(ft->spec_types[k], st->value->typename_) != 0)
@@ -167,21 +189,20 @@ static int check_entry(struct server *s, const Statemesh__V1__AddressData *d,
     }
     for (size_t i = 0; i < d->n_messages; i++) {
         const Statemesh__V1__AddressMessage *m = d->messages[i];
-        snprintf(what, sizeof what, "message %zu", i + 1);
-        if (check_value(s, m->argument, what, why, n) != 0) return -1;
-        if (m->caller) {
-            snprintf(what, sizeof what, "message %zu: invalid caller", i + 1);
-            if (check_addr(m->caller, what, why, n) != 0) return -1;
-        }
+        struct what w = {"message", i + 1, NULL, NULL};
+        if (check_value(s, m->argument, &w, why, n) != 0) return -1;
+        w.detail = "invalid caller";
+        if (m->caller && check_addr(m->caller, &w, why, n) != 0) return -1;
     }
     for (size_t i = 0; i < d->n_delayed; i++) {
         const Statemesh__V1__AddressDelayed *dl = d->delayed[i];
-        snprintf(what, sizeof what, "delayed message %zu", i + 1);
-        if (check_value(s, dl->argument, what, why, n) != 0) return -1;
-        if (dl->due_at_ms <= 0) return bad(why, n, "%s: due_at_ms must be a Unix time in ms", what);
+        struct what w = {"delayed message", i + 1, NULL, NULL};
+        if (check_value(s, dl->argument, &w, why, n) != 0) return -1;
+        if (dl->due_at_ms <= 0)
+            return bad(why, n, "%s: due_at_ms must be a Unix time in ms", say(&w, what, sizeof what));
         if (dl->target) {
-            snprintf(what, sizeof what, "delayed message %zu: invalid target", i + 1);
-            if (check_addr(dl->target, what, why, n) != 0) return -1;
+            w.detail = "invalid target";
+            if (check_addr(dl->target, &w, why, n) != 0) return -1;
             if (cfg_match_endpoint(&s->cfg, dl->target->type) < 0)
                 return bad(why, n, "delayed message %zu: no endpoint serves its target type %s",
                            i + 1, dl->target->type);
@@ -232,14 +253,17 @@ static outcome_t decide(struct server *s, struct mbox *mb, const struct boot_ent
 {
     const Statemesh__V1__AddressData *d = e->d;
     const char *type = d->address->type, *id = d->address->id;
-    int fresh = !mb || mb->state == MBOX_IDLE;
+    int fresh = !mb || mb->state == MBOX_IDLE, nothing;
     uint8_t *val;
     size_t len;
     int rc;
 
     keys_sync(s);
     if (keys_has(&s->boot_keys, e->h)) return O_ALREADY;
-    if (!store_no_idem(s->store, type, id, e->key)) {
+    /* The common case, a new address: the filter knows it never had state
+     * nor an idempotency record, so no read at all. */
+    nothing = fresh && store_no_state(s->store, type, id);
+    if (!nothing && !store_no_idem(s->store, type, id, e->key)) {
         rc = store_get_idem(s->store, type, id, e->key, &val, &len);
         if (rc < 0) {
             bad(why, n, "cannot read the store (see the runtime log)");
@@ -257,7 +281,7 @@ static outcome_t decide(struct server *s, struct mbox *mb, const struct boot_ent
                 "token \"%.256s\"", i + 1, d->delayed[i]->token);
             return O_INVALID;
         }
-    if (fresh && store_no_state(s->store, type, id)) {
+    if (nothing) {
         *has_state = 0;
         return O_LOADED;
     }

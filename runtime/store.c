@@ -429,8 +429,9 @@ static void batch_delete(struct store_batch *b, struct key *k)
 }
 
 /* The state filter (sfilter.h) holds the hash of every S key, of every
- * address marker (an S key without its name: "this address has had state";
- * no real key, names are never empty) and of every I key. The hashes of a
+ * I key, and of the address marker of each (the S key prefix 'S' kg type
+ * '\0' id '\0', no real key since names are never empty): "this address
+ * may have had state or idempotency records". The hashes of a
  * batch's keys are added by store_write(). */
 static void batch_filter_add(struct store_batch *b, uint64_t hash)
 {
@@ -454,6 +455,23 @@ static size_t state_key_prefix(const char *k, size_t klen)
     if (!a) return 0;
     b = memchr(a + 1, '\0', klen - (size_t)(a + 1 - k));
     return b ? (size_t)(b + 1 - k) : 0;
+}
+
+/* The hash of the address marker of an S or I key (0 if malformed). */
+static uint64_t marker_hash(const char *k, size_t klen)
+{
+    size_t pl = state_key_prefix(k, klen);
+    char stack[512], *buf;
+    uint64_t h;
+    if (!pl) return 0;
+    if (k[0] == 'S') return sfilter_hash(k, pl);
+    buf = pl <= sizeof stack ? stack : malloc(pl);
+    if (!buf) SM_PANIC("store: out of memory");
+    memcpy(buf, k, pl);
+    buf[0] = 'S';
+    h = sfilter_hash(buf, pl);
+    if (buf != stack) free(buf);
+    return h;
 }
 
 void store_batch_put_state(struct store_batch *b, const char *type, const char *id,
@@ -545,7 +563,10 @@ void store_batch_delete_egress(struct store_batch *b, const char *egress, uint64
 void store_batch_put_idem(struct store_batch *b, const char *type, const char *id,
                           const char *ikey, const void *val, size_t len)
 {
-    struct key k;
+    struct key k, m;
+    key_address(&m, 'S', type, id, 0);                 /* the address marker too */
+    batch_filter_add(b, sfilter_hash(m.p, m.len));
+    key_free(&m);
     key_idem(&k, type, id, ikey);
     batch_filter_add(b, sfilter_hash(k.p, k.len));
     batch_put(b, &k, val, len);
@@ -580,9 +601,9 @@ void store_batch_put_raw(struct store_batch *b, const void *key, size_t klen, co
     key_init(&k, klen);
     key_add(&k, key, klen);
     if (klen && (k.p[0] == 'S' || k.p[0] == 'I')) {   /* keep the state filter complete */
-        size_t pl = k.p[0] == 'S' ? state_key_prefix(k.p, k.len) : 0;
+        uint64_t mh = marker_hash(k.p, k.len);
         batch_filter_add(b, sfilter_hash(k.p, k.len));
-        if (pl) batch_filter_add(b, sfilter_hash(k.p, pl));
+        if (mh) batch_filter_add(b, mh);
     }
     batch_put(b, &k, val, len);
 }
@@ -1153,9 +1174,9 @@ static void *filter_scan(void *arg)
             const char *k = leveldb_iter_key(it, &klen);
             if (klen == 0 || k[0] != tags[t]) break;
             sfilter_add(&s->filter, sfilter_hash(k, klen));
-            if (tags[t] == 'S' && (pl = state_key_prefix(k, klen)) != 0 &&
-                !(pl == plen && memcmp(prev, k, pl) == 0)) {
-                sfilter_add(&s->filter, sfilter_hash(k, pl));
+            if ((pl = state_key_prefix(k, klen)) != 0 &&
+                !(pl == plen && prev[0] == k[0] && memcmp(prev + 1, k + 1, pl - 1) == 0)) {
+                sfilter_add(&s->filter, marker_hash(k, klen));
                 plen = pl <= sizeof prev ? pl : 0;
                 if (plen) memcpy(prev, k, pl);
             }
