@@ -51,7 +51,13 @@ static void keys_sync(struct server *s)
 {
     struct boot_keys *k = &s->boot_keys;
     if (k->n && s->ckpt.generation >= k->gen) {         /* committed: the store answers */
-        memset(k->v, 0, k->cap * 2 * sizeof *k->v);
+        if (k->cap > 65536) {                           /* no memory kept for a past burst */
+            free(k->v);
+            k->v = NULL;
+            k->cap = 0;
+        } else {
+            memset(k->v, 0, k->cap * 2 * sizeof *k->v);
+        }
         k->n = 0;
     }
 }
@@ -59,6 +65,7 @@ static void keys_sync(struct server *s)
 static int keys_has(const struct boot_keys *k, XXH128_hash_t h)
 {
     if (!k->n) return 0;
+    if (h.low64 == 0 && h.high64 == 0) h.low64 = 1;   /* as keys_put stores it */
     for (size_t i = h.low64 & (k->cap - 1);; i = (i + 1) & (k->cap - 1)) {
         if (k->v[2 * i] == h.low64 && k->v[2 * i + 1] == h.high64) return 1;
         if (k->v[2 * i] == 0 && k->v[2 * i + 1] == 0) return 0;

@@ -102,6 +102,8 @@ def main():
         rt = sb.runtime([endpoint("test/*", fn)])
         first, secs, cli_peak, rt_cpu, cli_cpu = load(rt, data, args.batch)
         rt_hwm = rss_kb(rt.pid, "VmHWM")
+        rt_rss_after = rss_kb(rt.pid)
+        st = rt.client().stats()
         again, secs2, _, rt_cpu2, _ = load(rt, data, args.batch)
         assert first["loaded"] == args.lines, first
         assert again["already_loaded"] == args.lines, again
@@ -115,6 +117,9 @@ def main():
             "rerun_seconds": round(secs2, 2), "rerun_lines_per_s": round(args.lines / secs2),
             "rerun_runtime_cpu_s": round(rt_cpu2, 2),
             "runtime_peak_rss_mb": round(rt_hwm / 1024, 1),
+            "runtime_rss_after_mb": round(rt_rss_after / 1024, 1),
+            "state_cache_mb": round(st["state_cache_bytes"] / 2**20, 1),
+            "active_addresses": st["active_addresses"],
             "cli_peak_rss_mb": round(cli_peak / 1024, 1)}))
     finally:
         sb.close(check=False)
