@@ -195,13 +195,13 @@ def test_kill9_mid_load_then_rerun_applies_everything_once(sandbox, tmp_path):
     address ends at exactly 1001."""
     fn = sandbox.testfn()
     rt = sandbox.runtime([endpoint("test/*", fn)])
-    n = 60000
+    n = 30000
     f = write(tmp_path, "big.jsonl", [line("k%06d" % i, n=1000, msgs=[1]) for i in range(n)])
     p = subprocess.Popen([str(binary("statemesh")), "--address", rt.ingress, "bootstrap", str(f),
                           "--batch", "500", "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     c = rt.client()
-    wait_until(lambda: c.stats()["bootstrap_loaded"] >= 5000, timeout=60, interval=0.005,
+    wait_until(lambda: c.stats()["bootstrap_loaded"] >= 3000, timeout=60, interval=0.005,
                message="load under way")
     rt.kill9()
     out, err = p.communicate(timeout=60)
@@ -213,21 +213,9 @@ def test_kill9_mid_load_then_rerun_applies_everything_once(sandbox, tmp_path):
     s = summary(p)
     assert s["loaded"] + s["already_loaded"] == n and s["already_loaded"] > 0, s
     wait_until(lambda: c.queued() == 0, timeout=120, message="messages delivered")
-    # every address, through a savepoint exported as JSON lines: n = 1001 each
-    sp = tmp_path / "sp"
-    assert cli(rt, "savepoint", "create", sp).returncode == 0
-    p = run_cli(["savepoint", "export", sp, "--jsonl", "--out", tmp_path / "out.jsonl"],
-                address="127.0.0.1:1", timeout=300)
-    assert p.returncode == 0, p.stderr
-    got = {}
-    with open(tmp_path / "out.jsonl") as fh:
-        for l in fh:
-            d = json.loads(l)
-            assert "messages" not in d and "delayed" not in d, d
-            got[d["id"]] = d["state"]["n"]["value"]
-    assert len(got) == n
-    bad = {i: v for i, v in got.items() if v != 1001}
-    assert not bad, list(bad.items())[:5]
+    # every address: n = 1001 (1002: a message applied twice; 1: state lost)
+    bad = [i for i in ("k%06d" % j for j in range(n)) if c.int_state("test/counter", i) != 1001]
+    assert not bad, bad[:5]
     # and a third run changes nothing
     s = summary(cli(rt, "bootstrap", str(f), "--json", timeout=300))
     assert (s["loaded"], s["already_loaded"]) == (0, n), s
