@@ -952,7 +952,7 @@ static int delete_states(struct server *s, struct mbox *mb, const char *name, in
             return -1;
         }
         scache_names(&s->scache, mb->type, mb->id, name_add, &l);
-        qsort(l.v, l.n, sizeof *l.v, name_cmp);
+        if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, name_cmp);   /* l.v is NULL when none */
     }
     for (size_t i = 0; i < l.n; i++) {
         struct sc_value v;

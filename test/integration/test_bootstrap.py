@@ -68,17 +68,22 @@ def test_load_read_back_and_rerun(sandbox, tmp_path):
               line("d1", n=1, delayed=[(now + 1500, 100)]),      # due in 1.5 s -> 101
               json.dumps({"type": "test/store", "id": "s",
                           "state": {"typename": {"typename": "statemesh/string", "value": "t"},
-                                    "hex": {"typename": "statemesh/string", "value": "00ff"}}})]
+                                    "hex": {"typename": "statemesh/string", "value": "00ff"}}}),
+              json.dumps({"type": "test/store", "id": "empty",              # empty values
+                          "state": {"typename": {"typename": "statemesh/string", "value": ""}},
+                          "messages": [{"typename": "statemesh/string", "value": ""}]})]
     f = write(tmp_path, "data.jsonl", lines)
     p = cli(rt, "bootstrap", str(f), "--json")
     assert p.returncode == 0, p.stderr
     s = summary(p)
     assert (s["lines"], s["loaded"], s["already_loaded"], s["exists"], s["invalid"]) == \
-        (304, 304, 0, 0, 0), s
+        (305, 305, 0, 0, 0), s
     assert c.int_state("test/counter", "a123") == 123
     assert c.state("test/store", "s") == {"typename": "t", "hex": "00ff"}
     wait_until(lambda: c.int_state("test/counter", "m1") == 16 and
                c.int_state("test/counter", "m2") == 5, timeout=20, message="messages delivered")
+    wait_until(lambda: c.state("test/store", "empty") == {"typename": "statemesh/string", "hex": ""},
+               timeout=20, message="the empty message delivered")
     assert c.int_state("test/counter", "d1") == 1                # not yet due
     wait_until(lambda: c.int_state("test/counter", "d1") == 101, timeout=20, message="delayed fired")
     listed = json.loads(cli(rt, "state", "list", "test/counter", "--json", "--limit", "10000").stdout)
@@ -87,7 +92,7 @@ def test_load_read_back_and_rerun(sandbox, tmp_path):
     p = cli(rt, "bootstrap", str(f), "--json")
     assert p.returncode == 0, p.stderr
     s = summary(p)
-    assert (s["loaded"], s["already_loaded"]) == (0, 304), s
+    assert (s["loaded"], s["already_loaded"]) == (0, 305), s
     time.sleep(scaled(2.0))
     assert c.int_state("test/counter", "m1") == 16
     assert c.int_state("test/counter", "d1") == 101
@@ -97,7 +102,7 @@ def test_load_read_back_and_rerun(sandbox, tmp_path):
     rt.start()
     c = rt.client()
     s = summary(cli(rt, "bootstrap", str(f), "--json"))
-    assert (s["loaded"], s["already_loaded"]) == (0, 304), s
+    assert (s["loaded"], s["already_loaded"]) == (0, 305), s
     time.sleep(scaled(1.0))
     assert c.int_state("test/counter", "m1") == 16
 
