@@ -344,3 +344,38 @@ def test_export_bootstrap_export_is_identical(sandbox, tmp_path):
     wait_until(lambda: c2.queued() == 0, timeout=30)
     assert c2.int_state("test/counter", "c19") == 20 + 3000
     assert c2.int_state("test/counter", "c20") == 21
+
+
+def test_request_bounds(sandbox):
+    """A request over BOOT_MAX_ENTRIES entries or over the runtime's largest
+    message is refused as a whole with RESOURCE_EXHAUSTED; nothing applied."""
+    import grpc
+    from harness import admin_pb2, types_pb2
+
+    fn = sandbox.testfn()
+    rt = sandbox.runtime([endpoint("test/*", fn)])             # largest message: 4 MiB
+    c = rt.client()
+
+    def entry(id_, nbytes=8):
+        return admin_pb2.AddressData(
+            address=types_pb2.Address(type="test/counter", id=id_),
+            state=[admin_pb2.AddressState(name="note", value=types_pb2.TypedValue(
+                typename="x/blob", value=b"x" * nbytes))])
+
+    req = admin_pb2.BootstrapRequest(addresses=[entry("b%d" % i) for i in range(10001)])
+    with pytest.raises(grpc.RpcError) as ei:
+        c.admin.Bootstrap(req, timeout=30)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "10001 entries in one request, over the limit of 10000" in ei.value.details()
+    req = admin_pb2.BootstrapRequest(addresses=[entry("c%d" % i, 1500000) for i in range(3)])
+    with pytest.raises(grpc.RpcError) as ei:
+        c.admin.Bootstrap(req, timeout=30)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value
+    for i in ("b0", "b10000", "c0", "c2"):
+        assert c.state("test/counter", i) == {}
+    assert len(c.admin.Bootstrap(admin_pb2.BootstrapRequest(), timeout=10).results) == 0
+    # 10000 entries is fine, one result each, in order
+    resp = c.admin.Bootstrap(admin_pb2.BootstrapRequest(
+        addresses=[entry("d%d" % i) for i in range(10000)]), timeout=60)
+    assert [r.outcome for r in resp.results] == [admin_pb2.BootstrapResult.LOADED] * 10000
+    assert c.get_state("test/counter", "d9999").values[0].value.value == b"x" * 8
