@@ -296,6 +296,16 @@ def test_python_client_bootstrap(sandbox):
         with pytest.raises(TypeError):
             sc.bootstrap([{"type": "test/counter"}])
 
+    import asyncio
+    from statemesh import AsyncClient
+
+    async def run_async():
+        async with AsyncClient(rt.ingress, timeout=30) as ac:
+            return await ac.bootstrap([entry("p4", 44), entry("p4", 44)])
+
+    assert [r.outcome for r in asyncio.run(run_async())] == ["loaded", "already_loaded"]
+    assert c.int_state("test/counter", "p4") == 44
+
 
 def test_export_bootstrap_export_is_identical(sandbox, tmp_path):
     """savepoint export --jsonl of a runtime with state, queued messages and
