@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "address.h"
+#include "bootstrap.h"
 #include "deadletter.h"
 #include "dispatch.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -208,6 +209,8 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("dead_lettered", st->dead_lettered);
     ROW("addresses_retrying", st->addresses_retrying);
     ROW("addresses_paused", st->addresses_paused);
+    ROW("bootstrap_loaded", st->bootstrap_loaded);
+    ROW("bootstrap_already_loaded", st->bootstrap_already);
     ROW("state_cache_bytes", s->scache.bytes);
     ROW("state_cache_entries", s->scache.count);
     ROW("state_cache_hits", s->scache.hits);
@@ -575,5 +578,6 @@ int admin_register(struct rpc_server *rpc, struct server *s)
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (rpc_server_add_unary(rpc, methods[i].method, methods[i].fn, s) != 0) return -1;
     if (sadm_register(rpc, s) != 0) return -1;
+    if (boot_register(rpc, s) != 0) return -1;
     return spcreate_register(rpc, s);
 }

@@ -277,6 +277,27 @@ static const struct command_help {
      JSON_NOTE ADDR_NOTE "\n"
      "exit status: 0 ok, 1 the runtime refused or failed, or the savepoint is damaged\n"
      "(verify/inspect), 2 usage error\n"},
+    {"bootstrap",
+     "  bootstrap FILE|-                  load JSON lines of addresses' data (online)\n",
+     "bootstrap FILE|- [--mode create-only|overwrite] [--dry-run] [--batch N] [--json]\n",
+     "Loads FILE (- for stdin), one address per line as `savepoint export --jsonl`\n"
+     "writes them ({\"type\",\"id\",\"state\",\"messages\",\"delayed\"}), into the running\n"
+     "runtime: each line applied like a message to its address, all of it in one\n"
+     "checkpoint, exactly once (running the same file again changes nothing:\n"
+     "\"already loaded\"). Lines it cannot parse or the runtime refuses are reported\n"
+     "as FILE:LINE: why on stderr and the rest is loaded. Progress on stderr, then\n"
+     "\"loaded N, already loaded N, exists N, invalid N (...)\".\n"
+     "See docs/savepoints.md#bootstrap.\n"
+     "\n"
+     "options:\n"
+     "  --mode create-only   an address that has state is left alone (default; \"exists\")\n"
+     "  --mode overwrite     an address's state is replaced by the line's\n"
+     "  --dry-run            check every line and report what would happen; change nothing\n"
+     "  --batch N            lines per request (1..10000, default 1000)\n"
+     JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n"
+     "exit status: 0 every line loaded or already loaded, 1 the runtime refused or\n"
+     "failed a request (the load stopped), 2 usage error or FILE unreadable, 4 some\n"
+     "lines were not loaded (invalid, or exists with create-only), the rest was\n"},
     {"stuck",
      "  stuck [--type T] [--limit N]      every address retrying or paused:\n"
      "                                    TYPE ID PHASE ATTEMPTS/MAX queued=N ERROR\n",
@@ -427,10 +448,12 @@ static int parse_args(int argc, char **argv, struct args *a)
         {"--quiet", offsetof(struct args, quiet)},       {"--follow", offsetof(struct args, follow)},
         {"--earliest", offsetof(struct args, earliest)}, {"--latest", offsetof(struct args, latest)},
         {"--all", offsetof(struct args, all)},           {"--jsonl", offsetof(struct args, jsonl)},
+        {"--dry-run", offsetof(struct args, dry_run)},
     };
     static const char *const valued[] = {"--address", "--type", "--timeout", "--delay",
                                          "--idempotency-key", "--from", "--after", "--limit",
-                                         "--prefix", "--ranges", "--out", "--key-groups"};
+                                         "--prefix", "--ranges", "--out", "--key-groups",
+                                         "--mode", "--batch"};
     const char *env = getenv("STATEMESH_ADDRESS");
     int options = 1;
 
@@ -511,6 +534,13 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->has_key_groups = true;
         } else if (strcmp(name, "--prefix") == 0) {
             a->prefix = val;
+        } else if (strcmp(name, "--mode") == 0) {
+            a->mode = val;
+        } else if (strcmp(name, "--batch") == 0) {
+            if (parse_u64(name, val, SM_BOOTSTRAP_MAX_ENTRIES, &a->batch) || a->batch < 1)
+                return usage_error("--batch wants 1..%d lines, got '%s'", SM_BOOTSTRAP_MAX_ENTRIES,
+                                   val);
+            a->has_batch = true;
         } else if (strcmp(name, "--limit") == 0) {
             if (parse_u64(name, val, SM_DEADLETTERS_MAX_LIMIT, &a->limit) || a->limit < 1)
                 return usage_error("--limit wants 1..%d, got '%s'", SM_DEADLETTERS_MAX_LIMIT, val);
@@ -561,6 +591,8 @@ static int check_option_use(struct args *a, const char *cmd)
     if (a->has_limit && !dl && !stuck && !state)
         return usage_error("--limit only applies to deadletters list, stuck and state list");
     if (a->prefix && !state) return usage_error("--prefix only applies to state list");
+    if ((a->mode || a->dry_run || a->has_batch) && strcmp(cmd, "bootstrap") != 0)
+        return usage_error("--mode, --dry-run and --batch only apply to bootstrap");
     if (state) return state_option_use(a);
     return 0;
 }
@@ -628,6 +660,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "egress") == 0) rc = cmd_egress(c, &a);
     else if (strcmp(cmd, "inspect") == 0) rc = cmd_inspect(c, &a);
     else if (strcmp(cmd, "savepoint") == 0) rc = cmd_savepoint(c, &a);
+    else if (strcmp(cmd, "bootstrap") == 0) rc = cmd_bootstrap(c, &a);
     else if (strcmp(cmd, "stuck") == 0) rc = cmd_stuck(c, &a);
     else if (strcmp(cmd, "skip") == 0) rc = cmd_skip_resume(c, &a, true);
     else if (strcmp(cmd, "resume") == 0) rc = cmd_skip_resume(c, &a, false);

@@ -6,6 +6,7 @@
  *   cli_stdin.c      send --stdin
  *   cli_state.c      state list, state set, state delete
  *   cli_savepoint.c  savepoint create, verify, inspect
+ *   cli_bootstrap.c  bootstrap
  *   cli_jsonl.c      savepoint export --jsonl, savepoint from-jsonl
  *   cli_admin.c      state get, stats, deadletters, inspect, stuck, skip, resume
  * Commands print their answer on stdout and return an exit status (0,
@@ -48,6 +49,10 @@ struct args {
     bool has_key_groups;
     uint64_t key_groups;   /* --key-groups (savepoint from-jsonl) */
     uint64_t limit;        /* --limit */
+    const char *mode;      /* --mode (bootstrap) */
+    bool dry_run;          /* --dry-run (bootstrap) */
+    bool has_batch;
+    uint64_t batch;        /* --batch (bootstrap) */
     const char *key;       /* --idempotency-key */
     const char **pos;      /* the positional arguments (argc entries) */
     int npos;
@@ -163,6 +168,9 @@ int stdin_parse_line(struct stdin_parser *p, const char *line, size_t len,
 int state_option_use(const struct args *a);
 /* statemesh state list|set|delete ... (anything but get). */
 int cmd_state_admin(sm_client *c, const struct args *a);
+
+/* statemesh bootstrap FILE|- (cli_bootstrap.c). */
+int cmd_bootstrap(sm_client *c, const struct args *a);
 
 /* statemesh savepoint create|verify|inspect (cli_savepoint.c). */
 int cmd_savepoint(sm_client *c, const struct args *a);

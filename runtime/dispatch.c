@@ -937,7 +937,7 @@ static int name_cmp(const void *a, const void *b)
 /* Deletes `name` (NULL: every state the address has, committed or in the
  * open checkpoint). Returns how many values existed (unexpired), or -1 when
  * the store cannot be read (nothing changed). */
-static int delete_states(struct server *s, struct mbox *mb, const char *name)
+static int delete_states(struct server *s, struct mbox *mb, const char *name, int do_delete)
 {
     struct name_list l = {0};
     int64_t now = timer_wall_ms();
@@ -952,7 +952,7 @@ static int delete_states(struct server *s, struct mbox *mb, const char *name)
             return -1;
         }
         scache_names(&s->scache, mb->type, mb->id, name_add, &l);
-        qsort(l.v, l.n, sizeof *l.v, name_cmp);
+        if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, name_cmp);   /* l.v is NULL when none */
     }
     for (size_t i = 0; i < l.n; i++) {
         struct sc_value v;
@@ -961,7 +961,7 @@ static int delete_states(struct server *s, struct mbox *mb, const char *name)
         if (state_lookup(s, mb->type, mb->id, l.v[i], &v, why, sizeof why) != 0 ||
             (v.typename && !(v.expires_at_ms && v.expires_at_ms <= now)))
             count++;
-        put_state(s, mb, l.v[i], NULL, 0);
+        if (do_delete) put_state(s, mb, l.v[i], NULL, 0);
     }
     for (size_t i = 0; i < l.n; i++) free(l.v[i]);
     free(l.v);
@@ -975,6 +975,10 @@ static void apply_op(struct server *s, struct mbox *mb, struct mbox_op *op)
     size_t blen;
     char q[400];
 
+    if (op->fn) {
+        op->fn(s, mb, op->arg);
+        return;
+    }
     if (op->typename) {
         Statemesh__V1__SetStateResponse resp = STATEMESH__V1__SET_STATE_RESPONSE__INIT;
         Statemesh__V1__TypedValue tv = STATEMESH__V1__TYPED_VALUE__INIT;
@@ -991,7 +995,7 @@ static void apply_op(struct server *s, struct mbox *mb, struct mbox_op *op)
         buf = rpc_pack(&resp.base, &blen);
     } else {
         Statemesh__V1__DeleteStateResponse resp = STATEMESH__V1__DELETE_STATE_RESPONSE__INIT;
-        int n = delete_states(s, mb, op->name);
+        int n = delete_states(s, mb, op->name, 1);
         if (n < 0) {
             ckpt_add_error(&s->ckpt, op->call_id, RPC_INTERNAL,
                            "cannot read the address's state from the store (see the runtime log)");
@@ -1007,6 +1011,17 @@ static void apply_op(struct server *s, struct mbox *mb, struct mbox_op *op)
     ckpt_add_raw(&s->ckpt, op->call_id, buf, blen);
     s->ckpt.forced = 1;
     ckpt_touch(&s->ckpt, rpc_now_ms());
+}
+
+int disp_states(struct server *s, struct mbox *mb, int do_delete)
+{
+    return delete_states(s, mb, NULL, do_delete);
+}
+
+void disp_put_state(struct server *s, struct mbox *mb, const char *name,
+                    const Statemesh__V1__TypedValue *v, int64_t expires_at_ms)
+{
+    put_state(s, mb, name, v, expires_at_ms);
 }
 
 /* Applies the waiting operator writes of mb, which has no batch in flight.

@@ -90,5 +90,20 @@ void disp_unpark(struct server *s, struct mbox *mb);
  * answered then (SetStateResponse / DeleteStateResponse). */
 void disp_state_op(struct server *s, struct endpoint *ep, const char *type, const char *id,
                    struct mbox_op *op);
+/* The same for any action applied like a message (op from mbox_op_fn, e.g.
+ * a bootstrap entry, bootstrap.h): fn runs at once when no batch of the
+ * address is in flight, else right after it; the address stays active
+ * until the open checkpoint commits. fn answers its own calls. */
+#define disp_address_op disp_state_op
+
+/* For such actions, on an address with no batch in flight: counts the
+ * unexpired state values of mb (committed or in the open checkpoint) and,
+ * do_delete, deletes every value it has. Returns the count, or -1 when the
+ * store cannot be read (nothing changed). */
+int disp_states(struct server *s, struct mbox *mb, int do_delete);
+/* Writes one state value (NULL: deletes it) through the state cache into
+ * the open checkpoint, with this absolute expiry (0: none). */
+void disp_put_state(struct server *s, struct mbox *mb, const char *name,
+                    const Statemesh__V1__TypedValue *v, int64_t expires_at_ms);
 
 #endif

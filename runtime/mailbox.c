@@ -47,6 +47,17 @@ struct msg *msg_create(const char *caller_type, const char *caller_id, const cha
 
 void msg_destroy(struct msg *m) { free(m); }
 
+struct mbox_op *mbox_op_fn(void (*fn)(struct server *s, struct mbox *mb, void *arg),
+                           void (*drop)(void *arg), void *arg)
+{
+    struct mbox_op *op = calloc(1, sizeof *op);
+    if (!op) abort();
+    op->fn = fn;
+    op->drop = drop;
+    op->arg = arg;
+    return op;
+}
+
 struct mbox_op *mbox_op_create(uint64_t call_id, const char *name, const char *typename,
                                const uint8_t *data, size_t len)
 {
@@ -116,6 +127,7 @@ static void free_ops(struct mbox *mb)
 {
     while (mb->ops) {
         struct mbox_op *next = mb->ops->next;
+        if (mb->ops->drop) mb->ops->drop(mb->ops->arg);
         free(mb->ops);
         mb->ops = next;
     }

@@ -30,6 +30,8 @@
 #include "timer.h"
 
 struct ckpt_source;
+struct server;
+struct mbox;
 
 struct msg {
     struct msg *next;
@@ -67,11 +69,15 @@ void msg_destroy(struct msg *m);
  * allocation, freed with free() or with its mbox. */
 struct mbox_op *mbox_op_create(uint64_t call_id, const char *name, const char *typename,
                                const uint8_t *data, size_t len);
+/* An op that runs fn(s, mb, arg) (see struct mbox_op). */
+struct mbox_op *mbox_op_fn(void (*fn)(struct server *s, struct mbox *mb, void *arg),
+                           void (*drop)(void *arg), void *arg);
 size_t msg_footprint(const struct msg *m);   /* bytes held, for accounting */
 
-/* An operator's state write (Admin SetState / DeleteState, dispatch.h)
- * waiting for the address's batch in flight to finish. One allocation,
- * strings and value inline. */
+/* An operator's write to an address (Admin SetState / DeleteState, or any
+ * other action applied like a message: fn set, e.g. a bootstrap entry,
+ * dispatch.h) waiting for the address's batch in flight to finish. One
+ * allocation, strings and value inline. */
 struct mbox_op {
     struct mbox_op *next;
     uint64_t call_id;          /* held Admin call, answered after the checkpoint */
@@ -79,6 +85,11 @@ struct mbox_op {
     const char *typename;      /* NULL: delete */
     const uint8_t *data;
     size_t len;
+    /* fn set: the op is fn(s, mb, arg), nothing else; drop(arg) is called
+     * instead when the op is freed without being applied (shutdown). */
+    void (*fn)(struct server *s, struct mbox *mb, void *arg);
+    void (*drop)(void *arg);
+    void *arg;
 };
 
 enum mbox_state { MBOX_IDLE, MBOX_READY, MBOX_INFLIGHT, MBOX_PARKED, MBOX_BACKOFF, MBOX_PAUSED };

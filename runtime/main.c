@@ -542,6 +542,7 @@ out:
     scache_cleanup(&s.scache);
     disp_cleanup(&s);
     idem_cleanup(&s);
+    boot_cleanup(&s);
     store_cursor_free(&s.ttl_cursor);
     egress_close(&s);
     timer_heap_cleanup(&s.timers);

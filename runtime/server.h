@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "bootstrap.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "delayed.h"
@@ -57,6 +58,8 @@ struct stats {
     int64_t dead_lettered;         /* messages moved to dead letters */
     int64_t addresses_retrying;    /* current: head message failed, retry scheduled or out */
     int64_t addresses_paused;      /* current: retries exhausted, waiting for an operator */
+    int64_t bootstrap_loaded;      /* bootstrap entries loaded */
+    int64_t bootstrap_already;     /* bootstrap entries found already loaded */
 };
 
 struct server {
@@ -76,6 +79,7 @@ struct server {
     struct delayed *delayed_all;
     struct idem_table idem;
     struct scache scache;          /* state values, incl. uncommitted writes */
+    struct boot_keys boot_keys;    /* bootstrap entries in uncommitted checkpoints */
     struct disp_scratch scratch;   /* dispatch's reusable arrays */
     struct store_cursor idem_cursor, idem_legacy_cursor, ttl_cursor;
     bool idem_legacy;              /* J records exist (a store upgraded from format 1) */

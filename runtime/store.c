@@ -428,11 +428,13 @@ static void batch_delete(struct store_batch *b, struct key *k)
     key_free(k);
 }
 
-void store_batch_put_state(struct store_batch *b, const char *type, const char *id,
-                           const char *name, const void *val, size_t len)
+/* The state filter (sfilter.h) holds the hash of every S key, of every
+ * I key, and of the address marker of each (the S key prefix 'S' kg type
+ * '\0' id '\0', no real key since names are never empty): "this address
+ * may have had state or idempotency records". The hashes of a
+ * batch's keys are added by store_write(). */
+static void batch_filter_add(struct store_batch *b, uint64_t hash)
 {
-    struct key k;
-    key_state(&k, type, id, name);
     if (b->nstate == b->capstate) {
         size_t cap = b->capstate ? b->capstate * 2 : 256;
         uint64_t *h = realloc(b->state_hashes, cap * sizeof *h);
@@ -440,7 +442,45 @@ void store_batch_put_state(struct store_batch *b, const char *type, const char *
         b->state_hashes = h;
         b->capstate = cap;
     }
-    b->state_hashes[b->nstate++] = sfilter_hash(k.p, k.len);
+    b->state_hashes[b->nstate++] = hash;
+}
+
+/* Length of the address part ('S' kg type '\0' id '\0') of an S key, 0 if
+ * malformed. */
+static size_t state_key_prefix(const char *k, size_t klen)
+{
+    const char *a, *b;
+    if (klen < 3) return 0;
+    a = memchr(k + 3, '\0', klen - 3);
+    if (!a) return 0;
+    b = memchr(a + 1, '\0', klen - (size_t)(a + 1 - k));
+    return b ? (size_t)(b + 1 - k) : 0;
+}
+
+/* The hash of the address marker of an S or I key (0 if malformed). */
+static uint64_t marker_hash(const char *k, size_t klen)
+{
+    size_t pl = state_key_prefix(k, klen);
+    char stack[512], *buf;
+    uint64_t h;
+    if (!pl) return 0;
+    if (k[0] == 'S') return sfilter_hash(k, pl);
+    buf = pl <= sizeof stack ? stack : malloc(pl);
+    if (!buf) SM_PANIC("store: out of memory");
+    memcpy(buf, k, pl);
+    buf[0] = 'S';
+    h = sfilter_hash(buf, pl);
+    if (buf != stack) free(buf);
+    return h;
+}
+
+void store_batch_put_state(struct store_batch *b, const char *type, const char *id,
+                           const char *name, const void *val, size_t len)
+{
+    struct key k;
+    key_state(&k, type, id, name);
+    batch_filter_add(b, sfilter_hash(k.p, k.len));
+    batch_filter_add(b, sfilter_hash(k.p, k.len - strlen(name)));    /* the address marker */
     batch_put(b, &k, val, len);
 }
 
@@ -523,8 +563,12 @@ void store_batch_delete_egress(struct store_batch *b, const char *egress, uint64
 void store_batch_put_idem(struct store_batch *b, const char *type, const char *id,
                           const char *ikey, const void *val, size_t len)
 {
-    struct key k;
+    struct key k, m;
+    key_address(&m, 'S', type, id, 0);                 /* the address marker too */
+    batch_filter_add(b, sfilter_hash(m.p, m.len));
+    key_free(&m);
     key_idem(&k, type, id, ikey);
+    batch_filter_add(b, sfilter_hash(k.p, k.len));
     batch_put(b, &k, val, len);
 }
 
@@ -556,15 +600,10 @@ void store_batch_put_raw(struct store_batch *b, const void *key, size_t klen, co
     struct key k;
     key_init(&k, klen);
     key_add(&k, key, klen);
-    if (klen && k.p[0] == 'S') {               /* keep the state filter complete */
-        if (b->nstate == b->capstate) {
-            size_t cap = b->capstate ? b->capstate * 2 : 256;
-            uint64_t *h = realloc(b->state_hashes, cap * sizeof *h);
-            if (h == NULL) SM_PANIC("store: out of memory in a batch");
-            b->state_hashes = h;
-            b->capstate = cap;
-        }
-        b->state_hashes[b->nstate++] = sfilter_hash(k.p, k.len);
+    if (klen && (k.p[0] == 'S' || k.p[0] == 'I')) {   /* keep the state filter complete */
+        uint64_t mh = marker_hash(k.p, k.len);
+        batch_filter_add(b, sfilter_hash(k.p, k.len));
+        if (mh) batch_filter_add(b, mh);
     }
     batch_put(b, &k, val, len);
 }
@@ -645,6 +684,34 @@ int store_get_state(struct store *s, const char *type, const char *id, const cha
         return 1;
     }
     return get_key(s, &k, val, len);
+}
+
+static bool filter_says_absent(struct store *s, const char *key, size_t len)
+{
+    return atomic_load_explicit(&s->filter_state, memory_order_acquire) == FILTER_READY &&
+           !sfilter_may_contain(&s->filter, sfilter_hash(key, len));
+}
+
+bool store_no_state(struct store *s, const char *type, const char *id)
+{
+    struct key k;
+    bool absent;
+    key_address(&k, 'S', type, id, 0);
+    absent = filter_says_absent(s, k.p, k.len);
+    key_free(&k);
+    if (absent) s->filter_skips++;
+    return absent;
+}
+
+bool store_no_idem(struct store *s, const char *type, const char *id, const char *ikey)
+{
+    struct key k;
+    bool absent;
+    key_idem(&k, type, id, ikey);
+    absent = filter_says_absent(s, k.p, k.len);
+    key_free(&k);
+    if (absent) s->filter_skips++;
+    return absent;
 }
 
 void store_filter_stats(const struct store *s, struct store_filter_stats *out)
@@ -1083,7 +1150,8 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Adds every S key on disk to the filter, then marks it READY. Keys written
+/* Adds every S key on disk (and its address marker), then every I key, to the
+ * filter, then marks it READY. Keys written
  * meanwhile are added by store_write(); the iterator sees the database as
  * of its creation, and every later write goes through store_write(), so
  * together they cover every key. Stops early (the filter stays unused)
@@ -1095,24 +1163,34 @@ static void *filter_scan(void *arg)
     int64_t t0 = mono_ms(), last = t0;
     uint64_t n = 0;
     char *lerr = NULL;
-    char tag = 'S';
+    static const char tags[2] = {'S', 'I'};
     bool stopped = false;
+    size_t plen = 0;
+    char prev[3 + 2 * 1100];             /* the last address marker added */
 
-    for (leveldb_iter_seek(it, &tag, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
-        size_t klen;
-        const char *k = leveldb_iter_key(it, &klen);
-        if (klen == 0 || k[0] != 'S') break;
-        sfilter_add(&s->filter, sfilter_hash(k, klen));
-        if ((++n & 4095) != 0) continue;
-        atomic_store_explicit(&s->filter_scanned, n, memory_order_relaxed);
-        if (atomic_load(&s->scan_stop)) {
-            stopped = true;
-            break;
-        }
-        if (mono_ms() - last >= SCAN_PROGRESS_MS) {
-            last = mono_ms();
-            LOG_INFO(s->lg, "store.state_filter_progress", "keys=%llu seconds=%lld",
-                     (unsigned long long)n, (long long)((last - t0) / 1000));
+    for (int t = 0; t < 2 && !stopped; t++) {
+        for (leveldb_iter_seek(it, &tags[t], 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+            size_t klen, pl;
+            const char *k = leveldb_iter_key(it, &klen);
+            if (klen == 0 || k[0] != tags[t]) break;
+            sfilter_add(&s->filter, sfilter_hash(k, klen));
+            if ((pl = state_key_prefix(k, klen)) != 0 &&
+                !(pl == plen && prev[0] == k[0] && memcmp(prev + 1, k + 1, pl - 1) == 0)) {
+                sfilter_add(&s->filter, marker_hash(k, klen));
+                plen = pl <= sizeof prev ? pl : 0;
+                if (plen) memcpy(prev, k, pl);
+            }
+            if ((++n & 4095) != 0) continue;
+            atomic_store_explicit(&s->filter_scanned, n, memory_order_relaxed);
+            if (atomic_load(&s->scan_stop)) {
+                stopped = true;
+                break;
+            }
+            if (mono_ms() - last >= SCAN_PROGRESS_MS) {
+                last = mono_ms();
+                LOG_INFO(s->lg, "store.state_filter_progress", "keys=%llu seconds=%lld",
+                         (unsigned long long)n, (long long)((last - t0) / 1000));
+            }
         }
     }
     leveldb_iter_get_error(it, &lerr);

@@ -159,6 +159,14 @@ int store_get_state(struct store *s, const char *type, const char *id, const cha
                     uint8_t **val /* OUT */, size_t *len /* OUT */)
     __attribute__((warn_unused_result));
 
+/* Bootstrap's fast answers from the state filter, once its startup scan is
+ * done (false before, or without a filter): true when no state key and no
+ * idempotency record of the address was ever written (so it has neither),
+ * resp. when no idempotency record type/id/key was ever written. false:
+ * maybe; read the store. */
+bool store_no_state(struct store *s, const char *type, const char *id);
+bool store_no_idem(struct store *s, const char *type, const char *id, const char *key);
+
 struct store_filter_stats {
     size_t bytes;               /* 0: no filter */
     bool ready;                 /* the startup scan is done: reads use it */

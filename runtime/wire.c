@@ -71,6 +71,16 @@ int wire_find(const uint8_t *p, size_t n, uint32_t field, const uint8_t **body, 
     return rc == 0 && found;
 }
 
+/* Appends ".name" (or "name" at the start) to path[0..at), truncated to
+ * pathlen like snprintf would; no formatting on this per-field path. */
+static void path_add(char *path, size_t at, size_t pathlen, const char *name)
+{
+    size_t room = pathlen - at - 1, k = 0;
+    if (at && k < room) path[at + k++] = '.';
+    for (; *name && k < room; name++) path[at + k++] = *name;
+    path[at + k] = '\0';
+}
+
 /* path: the dotted field names leading here, for the message. */
 static int check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t n,
                          int depth, char *path, size_t pathlen, char *why, size_t whylen)
@@ -90,7 +100,7 @@ static int check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *
         const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(desc, field);
         if (!f) continue;
         if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
-        snprintf(path + at, pathlen - at, "%s%s", at ? "." : "", f->name);
+        path_add(path, at, pathlen, f->name);
         if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
             if (check_strings(f->descriptor, body, blen, depth + 1, path, pathlen, why, whylen))
                 return -1;

@@ -104,9 +104,23 @@ void sm_client_destroy(sm_client **pc)
 
 /* Makes one unary RPC. On SM_OK, *resp is the unpacked response (caller
  * frees with protobuf_c_message_free_unpacked). */
+static int unary_slice(sm_client *c, const char *method, grpc_slice s,
+                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                       int timeout_ms, sm_error *err);
+
 static int unary(sm_client *c, const char *method, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                  int timeout_ms, sm_error *err)
+{
+    grpc_slice s = grpc_slice_malloc(protobuf_c_message_get_packed_size(req));
+    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(s));
+    return unary_slice(c, method, s, resp_desc, resp, timeout_ms, err);
+}
+
+/* unary() with the request already encoded in s (consumed). */
+static int unary_slice(sm_client *c, const char *method, grpc_slice s,
+                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                       int timeout_ms, sm_error *err)
 {
     grpc_metadata_array md_init, md_trail;
     grpc_byte_buffer *send_bb, *recv_bb = NULL;
@@ -117,14 +131,11 @@ static int unary(sm_client *c, const char *method, const ProtobufCMessage *req,
     grpc_call *call;
     grpc_event ev;
     gpr_timespec deadline;
-    grpc_slice s;
     int rc = SM_OK;
     int tag_mem;
     void *tag = &tag_mem;
 
     *resp = NULL;
-    s = grpc_slice_malloc(protobuf_c_message_get_packed_size(req));
-    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(s));
     send_bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
 
@@ -776,4 +787,86 @@ int sm_client_state_delete(sm_client *c, const char *type, const char *id, const
     if (deleted) *deleted = resp->deleted;
     statemesh__v1__delete_state_response__free_unpacked(resp, NULL);
     return SM_OK;
+}
+
+/* ---- bootstrap ---- */
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+int sm_client_bootstrap(sm_client *c, const void *const *entries, const size_t *lens, size_t n,
+                        sm_bootstrap_mode mode, bool dry_run, int timeout_ms,
+                        sm_bootstrap_results *out, sm_error *err)
+{
+    Statemesh__V1__BootstrapResponse *resp;
+    size_t total = 4, pos = 0;
+    grpc_slice s;
+    uint8_t *p;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (!c || (n && (!entries || !lens)))
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "client and entries are required");
+    if (mode != SM_BOOTSTRAP_CREATE_ONLY && mode != SM_BOOTSTRAP_OVERWRITE)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "unknown bootstrap mode");
+    for (size_t i = 0; i < n; i++) total += 1 + 10 + lens[i];
+    s = grpc_slice_malloc(total);
+    p = GRPC_SLICE_START_PTR(s);
+    for (size_t i = 0; i < n; i++) {      /* field 1, length-delimited: the entry as it is */
+        p[pos++] = 0x0a;
+        pos += put_varint(p + pos, lens[i]);
+        if (lens[i]) memcpy(p + pos, entries[i], lens[i]);
+        pos += lens[i];
+    }
+    if (mode) {
+        p[pos++] = 0x10;
+        pos += put_varint(p + pos, (uint64_t)mode);
+    }
+    if (dry_run) {
+        p[pos++] = 0x18;
+        p[pos++] = 1;
+    }
+    s = grpc_slice_sub_no_ref(s, 0, pos);
+    rc = unary_slice(c, "/statemesh.v1.Admin/Bootstrap", s,
+                     &statemesh__v1__bootstrap_response__descriptor, (ProtobufCMessage **)&resp,
+                     timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    if (resp->n_results != n) {
+        statemesh__v1__bootstrap_response__free_unpacked(resp, NULL);
+        return sm__set_err(err, GRPC_STATUS_INTERNAL, SM_ERPC,
+                           "the runtime answered %zu results for %zu entries", resp->n_results, n);
+    }
+    out->n = n;
+    out->outcomes = calloc(n ? n : 1, sizeof *out->outcomes);
+    out->errors = calloc(n ? n : 1, sizeof *out->errors);
+    if (!out->outcomes || !out->errors) {
+        free(out->outcomes);
+        free(out->errors);
+        statemesh__v1__bootstrap_response__free_unpacked(resp, NULL);
+        memset(out, 0, sizeof *out);
+        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned o = (unsigned)resp->results[i]->outcome;
+        out->outcomes[i] = o <= SM_BOOT_INVALID ? (sm_boot_outcome)o : SM_BOOT_INVALID;
+        out->errors[i] = resp->results[i]->error;
+    }
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_bootstrap_results_cleanup(sm_bootstrap_results *r)
+{
+    if (!r) return;
+    free(r->outcomes);
+    free(r->errors);
+    if (r->msg_) statemesh__v1__bootstrap_response__free_unpacked(r->msg_, NULL);
+    memset(r, 0, sizeof *r);
 }

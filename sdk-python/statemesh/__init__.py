@@ -23,7 +23,7 @@ from .server import serve, serve_async, FunctionServer
 from .client import (Client, AsyncClient, StateInfo, StreamMessage, StreamError,
                      SendStreamResult, EgressRecord, Subscription, AsyncSubscription,
                      DeadLetter, DeadLetters, AddressStatus, StuckList,
-                     StateIds)
+                     StateIds, BootstrapResult)
 from .errors import (StatemeshError, NotFound, InvalidArgument, Unavailable,
                      DeadlineExceeded, ResourceExhausted, Overloaded, OffsetTrimmed,
                      AlreadyExists, FailedPrecondition, Aborted, Internal)
@@ -32,7 +32,7 @@ __all__ = [
     "StatefulFunctions", "ValueSpec", "serve", "serve_async", "FunctionServer",
     "Client", "AsyncClient", "StateInfo", "StreamMessage", "StreamError", "SendStreamResult",
     "EgressRecord", "Subscription", "AsyncSubscription", "DeadLetter", "DeadLetters",
-    "AddressStatus", "StuckList", "StateIds",
+    "AddressStatus", "StuckList", "StateIds", "BootstrapResult",
     "Context", "Message", "Address", "Storage", "StateError", "RequestHandler",
     "Type", "TypedValue", "simple_type",
     "BoolType", "IntType", "FloatType", "StringType", "BytesType", "JsonType",

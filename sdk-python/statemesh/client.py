@@ -101,6 +101,16 @@ class SendStreamResult(namedtuple("SendStreamResult", "sent acked errors")):
         return not self.errors and self.acked == self.sent
 
 
+class BootstrapResult(namedtuple("BootstrapResult", "outcome error")):
+    """The outcome of one bootstrap entry: "loaded", "already_loaded",
+    "exists" or "invalid" (then ``error`` says why; else "")."""
+    __slots__ = ()
+
+    @property
+    def ok(self):
+        return self.outcome in ("loaded", "already_loaded")
+
+
 class EgressRecord(namedtuple("EgressRecord", "offset timestamp_ms source value")):
     """One record of an egress log: ``offset`` (consecutive from 1),
     ``timestamp_ms`` (commit time, Unix epoch ms; ``timestamp`` is a UTC
@@ -231,6 +241,7 @@ def _utc(ms):
 MAX_DEAD_LETTERS_PAGE = 10000
 MAX_STUCK_LIMIT = 100000
 MAX_STATE_LIST_LIMIT = 10000
+MAX_BOOTSTRAP_ENTRIES = 10000
 _PHASES = {0: "idle", 1: "queued", 2: "in_flight", 3: "retrying", 4: "paused"}
 
 _STATUS = {c.value[0]: c for c in grpc.StatusCode}
@@ -539,6 +550,9 @@ class _Methods:
         self._delete_state = u("/statemesh.v1.Admin/DeleteState",
                                request_serializer=admin_pb2.DeleteStateRequest.SerializeToString,
                                response_deserializer=admin_pb2.DeleteStateResponse.FromString)
+        self._bootstrap = u("/statemesh.v1.Admin/Bootstrap",
+                            request_serializer=admin_pb2.BootstrapRequest.SerializeToString,
+                            response_deserializer=admin_pb2.BootstrapResponse.FromString)
         self._send_stream = channel.stream_stream(
             "/statemesh.v1.Ingress/SendStream", request_serializer=_identity,
             response_deserializer=ingress_pb2.SendStreamResponse.FromString)
@@ -627,6 +641,25 @@ class _Methods:
             raise ValueError("state name must be a non-empty str or None (all), got %r" % (name,))
         return self._admin_pb2.DeleteStateRequest(
             address=_checked_address(self._types_pb2, target_type, target_id), name=name or "")
+
+    def _bootstrap_req(self, entries, mode, dry_run):
+        a = self._admin_pb2
+        modes = {"create-only": a.BootstrapRequest.CREATE_ONLY,
+                 "overwrite": a.BootstrapRequest.OVERWRITE}
+        if mode not in modes:
+            raise ValueError("mode must be 'create-only' or 'overwrite', got %r" % (mode,))
+        items = []
+        for e in entries:
+            if isinstance(e, (bytes, bytearray, memoryview)):
+                e = a.AddressData.FromString(bytes(e))
+            elif not isinstance(e, a.AddressData):
+                raise TypeError("a bootstrap entry is an AddressData message or its bytes, got %s"
+                                % builtins_type(e).__name__)
+            items.append(e)
+        if len(items) > MAX_BOOTSTRAP_ENTRIES:
+            raise ValueError("at most %d entries per bootstrap call, got %d"
+                             % (MAX_BOOTSTRAP_ENTRIES, len(items)))
+        return a.BootstrapRequest(addresses=items, mode=modes[mode], dry_run=bool(dry_run))
 
     def _timeout(self, timeout):
         return self._default_timeout if timeout is None else timeout
@@ -883,6 +916,20 @@ class Client(_Methods):
                             self._delete_state_req(target_type, target_id, name), timeout)
         return resp.deleted
 
+    def bootstrap(self, entries, mode="create-only", dry_run=False, timeout=None):
+        """Loads addresses' application data (docs/savepoints.md#bootstrap):
+        ``entries`` are AddressData messages (statemesh.v1.admin_pb2, as
+        `statemesh bootstrap` builds them from JSON lines) or their encoded
+        bytes, at most 10000 per call. Each is applied like a message to its
+        address, all of it in one checkpoint, exactly once: the same entry
+        (the same bytes) again is "already_loaded". ``mode``: "create-only"
+        (an address that has state is left alone: "exists") or "overwrite"
+        (its state is replaced). ``dry_run``: decide, apply nothing. Returns
+        once durable, one :class:`BootstrapResult` per entry, in order; an
+        "invalid" one says why in ``error`` and did not stop the others."""
+        resp = self._invoke(self._bootstrap, self._bootstrap_req(entries, mode, dry_run), timeout)
+        return _bootstrap_results(resp)
+
     def close(self):
         self._channel.close()
 
@@ -1068,6 +1115,11 @@ class AsyncClient(_Methods):
                                   self._delete_state_req(target_type, target_id, name), timeout)
         return resp.deleted
 
+    async def bootstrap(self, entries, mode="create-only", dry_run=False, timeout=None):
+        resp = await self._invoke(self._bootstrap, self._bootstrap_req(entries, mode, dry_run),
+                                  timeout)
+        return _bootstrap_results(resp)
+
     async def close(self):
         await self._channel.close()
 
@@ -1076,6 +1128,14 @@ class AsyncClient(_Methods):
 
     async def __aexit__(self, *exc):
         await self.close()
+
+
+_OUTCOMES = ("loaded", "already_loaded", "exists", "invalid")
+
+
+def _bootstrap_results(resp):
+    return [BootstrapResult(_OUTCOMES[r.outcome] if r.outcome < len(_OUTCOMES) else "invalid",
+                            r.error) for r in resp.results]
 
 
 def _state_ids(resp):

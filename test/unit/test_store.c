@@ -939,6 +939,61 @@ static void state_filter_never_hides_state(void **state)
     store_batch_destroy(&b);
 }
 
+/* Bootstrap's questions (store_no_state, store_no_idem): an address with a
+ * state value or an idempotency record on disk, or written later, is never
+ * "new"; most addresses and keys that never existed are, without LevelDB. */
+static void state_filter_knows_addresses_and_idem_keys(void **state)
+{
+    struct fx *fx = *state;
+    struct store_batch *b = store_batch_create();
+    int fresh_state = 0, fresh_idem = 0;
+    char id[32];
+
+    open_ok(fx);                                   /* no filter: never "new" */
+    assert_false(store_no_state(fx->s, "t/x", "nobody"));
+    assert_false(store_no_idem(fx->s, "t/x", "nobody", "k"));
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "a%d", i);
+        store_batch_put_state(b, "t/x", id, "n", "v", 1);
+        snprintf(id, sizeof id, "b%d", i);         /* a record, no state */
+        store_batch_put_idem(b, "t/x", id, "bootstrap:k", "", 0);
+    }
+    write_ok(fx->s, b, false);
+    store_close(&fx->s);
+
+    open_filtered(fx, 64 * 1024);
+    wait_filter_ready(fx->s);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "a%d", i);
+        assert_false(store_no_state(fx->s, "t/x", id));
+        snprintf(id, sizeof id, "b%d", i);
+        assert_false(store_no_state(fx->s, "t/x", id));
+        assert_false(store_no_idem(fx->s, "t/x", id, "bootstrap:k"));
+        fresh_idem += store_no_idem(fx->s, "t/x", id, "bootstrap:other");
+        snprintf(id, sizeof id, "c%d", i);
+        fresh_state += store_no_state(fx->s, "t/x", id);
+        fresh_state += store_no_state(fx->s, "t/other", id);
+    }
+    assert_true(fresh_state >= 2000 * 99 / 100);
+    assert_true(fresh_idem >= 1000 * 99 / 100);
+
+    /* Written after the scan, by name or raw (a restore): known at once. */
+    store_batch_clear(b);
+    store_batch_put_idem(b, "t/x", "c1", "bootstrap:k", "", 0);
+    store_batch_put_state(b, "t/x", "c2", "n", "v", 1);
+    write_ok(fx->s, b, false);
+    assert_false(store_no_state(fx->s, "t/x", "c1"));
+    assert_false(store_no_idem(fx->s, "t/x", "c1", "bootstrap:k"));
+    assert_false(store_no_state(fx->s, "t/x", "c2"));
+    store_close(&fx->s);
+    open_filtered(fx, 64 * 1024);
+    wait_filter_ready(fx->s);
+    assert_false(store_no_state(fx->s, "t/x", "c1"));
+    assert_false(store_no_idem(fx->s, "t/x", "c1", "bootstrap:k"));
+    assert_false(store_no_state(fx->s, "t/x", "c2"));
+    store_batch_destroy(&b);
+}
+
 /* A filter far too small for its keys is slow, never wrong. */
 static void state_filter_overfull_stays_correct(void **state)
 {
@@ -1280,6 +1335,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(deadletters_page_by_id, setup, teardown),
         cmocka_unit_test_setup_teardown(sweep_visits_a_slice_and_wraps, setup, teardown),
         cmocka_unit_test_setup_teardown(state_filter_never_hides_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_filter_knows_addresses_and_idem_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(state_filter_overfull_stays_correct, setup, teardown),
         cmocka_unit_test_setup_teardown(state_filter_close_during_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(list_states_in_key_order, setup, teardown),

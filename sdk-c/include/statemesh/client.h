@@ -515,4 +515,51 @@ int sm_client_create_savepoint(sm_client *c, const char *path, uint32_t ranges,
                                sm_savepoint_fn fn, void *udata,
                                sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 
+/* ---- bootstrap (docs/savepoints.md#bootstrap) ----
+ *
+ * Loads addresses' application data into the running runtime: each entry
+ * is one AddressData message (protocol/statemesh/v1/admin.proto: address,
+ * state, inbox messages, delayed messages), already encoded, as
+ * `statemesh bootstrap` builds them from JSON lines. Each entry is applied
+ * like a message to its address, all of it in one checkpoint, exactly once:
+ * sending the same entry bytes again gives SM_BOOT_ALREADY_LOADED. Returns
+ * once the checkpoint holding every loaded entry is durable, with one
+ * outcome per entry; a bad entry (SM_BOOT_INVALID, errors[i] says why)
+ * does not stop the others. At most SM_BOOTSTRAP_MAX_ENTRIES entries per
+ * call, and their bytes within the runtime's largest message
+ * (runtime.max_message_bytes): larger requests fail with
+ * RESOURCE_EXHAUSTED. UNAVAILABLE with "overloaded": the runtime's queues
+ * are full, retry later. Several calls may run at once on one client from
+ * different threads (at most 6), which is how the CLI keeps the runtime busy. */
+
+#define SM_BOOTSTRAP_MAX_ENTRIES 10000
+
+typedef enum sm_bootstrap_mode {
+    SM_BOOTSTRAP_CREATE_ONLY = 0,   /* an address that has state is left alone (EXISTS) */
+    SM_BOOTSTRAP_OVERWRITE = 1      /* its state is replaced by the entry's */
+} sm_bootstrap_mode;
+
+typedef enum sm_boot_outcome {
+    SM_BOOT_LOADED = 0,             /* applied (dry run: would be) */
+    SM_BOOT_ALREADY_LOADED = 1,     /* this very entry was loaded before: nothing changed */
+    SM_BOOT_EXISTS = 2,             /* create-only and the address has state: nothing changed */
+    SM_BOOT_INVALID = 3             /* refused (errors[i]): nothing changed */
+} sm_boot_outcome;
+
+typedef struct sm_bootstrap_results {
+    size_t n;
+    sm_boot_outcome *outcomes;      /* n, in request order */
+    const char **errors;            /* n; "" unless INVALID */
+    void *msg_;                     /* private */
+} sm_bootstrap_results;
+
+/* Admin Bootstrap of entries[0..n) (lens[i] bytes each). dry_run: every
+ * entry is checked and its outcome decided, nothing is applied. On SM_OK
+ * the caller frees *out with sm_bootstrap_results_cleanup. */
+int sm_client_bootstrap(sm_client *c, const void *const *entries, const size_t *lens, size_t n,
+                        sm_bootstrap_mode mode, bool dry_run, int timeout_ms,
+                        sm_bootstrap_results *out /* OUT */,
+                        sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+void sm_bootstrap_results_cleanup(sm_bootstrap_results *r);
+
 #endif
