@@ -41,6 +41,8 @@ struct spjob {
     struct timer tick;
     int64_t t0, last_log;
     bool sending;                  /* a progress message is in flight */
+    char *final;                   /* written, the manifest: the last message waits for
+                                    * the progress message in flight (on_writable) */
     /* shared with the thread */
     _Atomic uint64_t records, bytes;
     atomic_uint files_done;
@@ -267,6 +269,15 @@ static void job_free(struct spjob *j)
     free(j);
 }
 
+/* Sends the last message (done, the manifest) and ends the call OK. */
+static void send_final(struct spjob *j, const char *manifest)
+{
+    j->sending = false;
+    send_progress(j, true, manifest);
+    rpc_scall_finish(j->call, RPC_OK, "savepoint written");
+    j->call = NULL;
+}
+
 /* The thread is done: report, clean up. */
 static void job_finish(struct spjob *j)
 {
@@ -285,10 +296,14 @@ static void job_finish(struct spjob *j)
                  j->m.bytes, j->m.nfiles, (long long)ms,
                  ms > 0 ? (double)j->m.records * 1000.0 / (double)ms : 0.0,
                  ms > 0 ? mb * 1000.0 / (double)ms : 0.0);
-        if (j->call) {
-            j->sending = false;            /* the last message goes after any in flight */
-            send_progress(j, true, manifest);
-            rpc_scall_finish(j->call, RPC_OK, "savepoint written");
+        if (j->call && !rpc_scall_writable(j->call)) {
+            /* A progress message is in flight: the last one (done, the
+             * manifest) goes when it completes, then the call ends. The job
+             * lives until then; s->savepoint keeps the next one waiting. */
+            j->final = manifest ? manifest : strdup("");
+            if (j->final) return;
+        } else if (j->call) {
+            send_final(j, manifest);
         }
         free(manifest);
     } else {
@@ -324,11 +339,23 @@ static void on_tick(void *arg)
     timer_start(&s->timers, &j->tick, rpc_now_ms() + TICK_MS);
 }
 
+/* A job whose last message was waiting: it has gone, or the call died. */
+static void job_release(struct spjob *j)
+{
+    j->s->savepoint = NULL;
+    free(j->final);
+    job_free(j);
+}
+
 static void on_writable(void *arg, struct rpc_scall *c)
 {
     struct spjob *j = arg;
     (void)c;
     j->sending = false;
+    if (j->final) {
+        send_final(j, j->final);
+        job_release(j);
+    }
 }
 
 static void on_cancel(void *arg, struct rpc_scall *c)
@@ -337,6 +364,7 @@ static void on_cancel(void *arg, struct rpc_scall *c)
     (void)c;
     j->call = NULL;
     atomic_store(&j->cancel, true);
+    if (j->final) job_release(j);  /* written; only the client is gone */
 }
 
 static void on_extra_message(void *arg, struct rpc_scall *c, const uint8_t *data, size_t len)
@@ -514,6 +542,10 @@ void spcreate_shutdown(struct server *s)
 {
     struct spjob *j = s->savepoint;
     if (!j) return;
+    if (j->final) {                /* written; its last message was waiting */
+        job_release(j);
+        return;
+    }
     atomic_store(&j->cancel, true);
     timer_stop(&s->timers, &j->tick);
     j->call = NULL;                /* the gRPC server is going or gone */
