@@ -30,7 +30,8 @@ struct idem {
 /* The scope of a key: the bytes after an I key's kg, and the in-memory
  * table's key. type "" (impossible for an address) marks a J record. */
 struct scope {
-    const char *type, *id, *key;
+    const char *type, *id, *key;   /* point into p: the caller's strings may not outlive
+                                    * scope_init (parse_reply_key's are on its stack) */
     char *p;                   /* type '\0' id '\0' key */
     size_t len;
     char stack[1600];
@@ -39,15 +40,15 @@ struct scope {
 static void scope_init(struct scope *sc, const char *type, const char *id, const char *key)
 {
     size_t tl = strlen(type), il = strlen(id), kl = strlen(key);
-    sc->type = type;
-    sc->id = id;
-    sc->key = key;
     sc->len = tl + 1 + il + 1 + kl;
     sc->p = sc->len + 1 <= sizeof sc->stack ? sc->stack : malloc(sc->len + 1);
     if (!sc->p) abort();
     memcpy(sc->p, type, tl + 1);
     memcpy(sc->p + tl + 1, id, il + 1);
     memcpy(sc->p + tl + il + 2, key, kl + 1);
+    sc->type = sc->p;
+    sc->id = sc->p + tl + 1;
+    sc->key = sc->p + tl + il + 2;
 }
 
 static void scope_free(struct scope *sc)
@@ -172,9 +173,11 @@ static int load(struct server *s, struct scope *sc, Statemesh__V1__StoredIdempot
     if (rc == 1 && sc->type[0] && s->idem_legacy) {
         rc = store_get_legacy_idem(s->store, sc->key, &val, &len);
         if (rc == 0) {
-            const char *key = sc->key;
+            char *key = strdup(sc->key);          /* sc->key lives in what scope_free frees */
+            if (!key) abort();
             scope_free(sc);
             scope_init(sc, "", "", key);
+            free(key);
         }
     }
     if (rc != 0) return rc < 0 ? -1 : 1;

@@ -280,6 +280,21 @@ def test_idempotent_send_applies_once(sandbox):
     assert c.int_state("test/counter", "i1") == 6
 
 
+def test_idempotent_call_whose_reply_comes_after_the_accept_checkpoint(sandbox):
+    """test/slow replies ~200 ms after the Call: its idempotency record is
+    committed (and dropped from memory) before the reply, which must then be
+    stored under the record read back from the store. The repeat gets it."""
+    _, rt, c = start(sandbox)
+    r1 = call(c, "test/slow", "s", int64(1), key="late-1")
+    r2 = call(c, "test/slow", "s", int64(2), key="late-1", timeout=5.0)
+    assert r1.typename == r2.typename == "statemesh/int64"
+    assert r1.value == r2.value
+    assert c.int_state("test/slow", "s", "batches") == 1          # invoked once
+    rt.restart()
+    assert call(c, "test/slow", "s", int64(3), key="late-1", timeout=5.0).value == r1.value
+    assert c.int_state("test/slow", "s", "batches") == 1
+
+
 def test_idempotent_call_returns_the_stored_reply(sandbox):
     _, rt, c = start(sandbox)
     r1 = call(c, "msg/echo", "e", string("first"), key="call-1")
