@@ -20,6 +20,7 @@ struct etcd_client {
     struct rpc_loop *loop;
     struct timer_heap *timers;
     int n_ep, cur;
+    int64_t timeout_ms;
     char *ep[ETCD_MAX_ENDPOINTS];
     struct rpc_channel *ch[ETCD_MAX_ENDPOINTS];
     long pending;
@@ -49,6 +50,7 @@ int etcd_client_create(struct etcd_client **out, struct rpc_loop *loop, struct t
     }
     c->loop = loop;
     c->timers = timers;
+    c->timeout_ms = ETCD_CALL_TIMEOUT_MS;
     while (*p) {
         const char *end = strchr(p, ',');
         size_t n = end ? (size_t)(end - p) : strlen(p);
@@ -109,6 +111,11 @@ void etcd_client_destroy(struct etcd_client **cp)
     }
     free(c);
     *cp = NULL;
+}
+
+void etcd_client_set_timeout(struct etcd_client *c, int64_t ms)
+{
+    c->timeout_ms = ms > 0 ? ms : ETCD_CALL_TIMEOUT_MS;
 }
 
 const char *etcd_client_endpoint(const struct etcd_client *c) { return c->ep[c->cur]; }
@@ -187,7 +194,7 @@ static void ucall_attempt(struct ucall *u)
 {
     struct etcd_client *c = u->c;
     ProtobufCMessage *m = protobuf_c_message_unpack(UKIND[u->kind].req, NULL, u->req_len, u->req);
-    int rc = m ? rpc_unary_start(c->ch[u->ep], UKIND[u->kind].method, m, ETCD_CALL_TIMEOUT_MS,
+    int rc = m ? rpc_unary_start(c->ch[u->ep], UKIND[u->kind].method, m, c->timeout_ms,
                                  ucall_done, u)
                : -1;
     if (m) protobuf_c_message_free_unpacked(m, NULL);

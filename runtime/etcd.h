@@ -56,7 +56,7 @@ struct etcd_keepalive;
 struct etcd_watch;
 
 #define ETCD_MAX_ENDPOINTS 16
-#define ETCD_CALL_TIMEOUT_MS 2000
+#define ETCD_CALL_TIMEOUT_MS 2000    /* default per unary call attempt */
 
 /* The outcome of one unary call. `status` is a gRPC status (RPC_OK on
  * success); `error` is a sentence when status != RPC_OK, else "". */
@@ -80,6 +80,11 @@ int etcd_client_create(struct etcd_client **out /* OUT, owned */, struct rpc_loo
                        size_t errlen) __attribute__((warn_unused_result));
 int etcd_client_idle(const struct etcd_client *c);
 void etcd_client_destroy(struct etcd_client **cp);
+/* The deadline of each unary call attempt (default ETCD_CALL_TIMEOUT_MS).
+ * A call that times out (DEADLINE_EXCEEDED) is not retried: it may have been
+ * applied. During an election a call can hang until this deadline, so it
+ * bounds the write gap a leader's loss causes. */
+void etcd_client_set_timeout(struct etcd_client *c, int64_t ms);
 /* The endpoint calls currently go to (as given). */
 const char *etcd_client_endpoint(const struct etcd_client *c);
 

@@ -13,8 +13,9 @@
  *        HOLD_MS (deadline lines: ms left), then exits without revoking it.
  *   etcdtool ENDPOINTS watch PREFIX FROM_REV COUNT TIMEOUT_MS
  *        -> ev PUT|DELETE KEY VALUE MOD_REV per event until COUNT; exit 3 on timeout
- *   etcdtool ENDPOINTS writeloop PREFIX N
+ *   etcdtool ENDPOINTS writeloop PREFIX N [TIMEOUT_MS]
  *        puts PREFIX%06d=i for i < N in order, retrying each until it succeeds
+ *        (each attempt bounded by TIMEOUT_MS, default etcd.h's)
  *        -> wrote N maxgap_ms G retries K
  */
 #include <grpc/grpc.h>
@@ -176,10 +177,11 @@ static int cmd(struct tool *t, int argc, char **argv)
             return 3;
         }
         return 0;
-    } else if (!strcmp(op, "writeloop") && argc == 5) {
+    } else if (!strcmp(op, "writeloop") && (argc == 5 || argc == 6)) {
         long n = atol(argv[4]), retries = 0;
         int64_t last = rpc_now_ms(), maxgap = 0;
         t->quiet = 1;
+        if (argc == 6) etcd_client_set_timeout(t->c, atoll(argv[5]));
         for (long i = 0; i < n; i++) {
             char key[300], val[32];
             snprintf(key, sizeof key, "%s%06ld", argv[3], i);
