@@ -15,6 +15,7 @@
 
 #define REOPEN_MS 150
 #define KA_RING 8
+#define RETRY_ROUND_MS 200   /* before the second round over the endpoints */
 
 struct etcd_client {
     struct rpc_loop *loop;
@@ -189,6 +190,9 @@ static void ucall_fail_later(void *arg)
 }
 
 static void ucall_done(void *arg, int status, const char *details, const uint8_t *resp, size_t len);
+static void ucall_attempt(struct ucall *u);
+
+static void ucall_retry_later(void *arg) { ucall_attempt(arg); }
 
 static void ucall_attempt(struct ucall *u)
 {
@@ -213,16 +217,21 @@ static void ucall_done(void *arg, int status, const char *details, const uint8_t
     struct etcd_result r = {.status = status, .error = ""};
     ProtobufCMessage *m;
 
-    if (status == RPC_UNAVAILABLE && ++u->tries < c->n_ep) {
+    if (status == RPC_UNAVAILABLE && ++u->tries < 2 * c->n_ep) {
         u->ep = (u->ep + 1) % c->n_ep;       /* fail over */
-        ucall_attempt(u);
+        if (u->tries == c->n_ep) {            /* a second round, after a pause */
+            timer_init(&u->t_fail, ucall_retry_later, u);
+            timer_start(c->timers, &u->t_fail, rpc_now_ms() + RETRY_ROUND_MS);
+        } else {
+            ucall_attempt(u);
+        }
         return;
     }
     if (status != RPC_OK) {
         snprintf(u->err, sizeof u->err, "etcd %s via %s failed: %s (%s)%s", UKIND[u->kind].what,
                  c->ep[u->ep], details && *details ? details : "no details",
                  rpc_status_name(status),
-                 status == RPC_UNAVAILABLE && c->n_ep > 1 ? "; every endpoint was tried" : "");
+                 status == RPC_UNAVAILABLE && c->n_ep > 1 ? "; every endpoint was tried twice" : "");
         r.error = u->err;
         ucall_finish(u, &r);
         return;

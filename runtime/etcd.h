@@ -9,9 +9,10 @@
  *
  * Endpoints: a comma-separated list, `http://host:port` or `host:port`
  * (https is refused: no TLS yet). The client talks to one endpoint at a time;
- * a call that fails with UNAVAILABLE (the member is down, or has no leader)
- * is retried on the next endpoint, each endpoint at most once per call, and
- * the endpoint that answered becomes the current one. A retried Put may thus
+ * a call that fails with UNAVAILABLE (the member is down, or has no leader,
+ * or a fresh connection was not up in time) is retried on the next endpoint:
+ * one round over every endpoint, then, after 200 ms, a second one; the
+ * endpoint that answered becomes the current one. A retried Put may thus
  * apply twice, and a retried compare-and-swap may report a conflict with its
  * own earlier write: callers read the key back when that matters.
  *

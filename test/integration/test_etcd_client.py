@@ -195,7 +195,7 @@ def test_dead_endpoint_is_skipped(etcd_cluster):
     r = tool(dead + ",http://127.0.0.1:%d" % free_port(), "get", "/dead/k", ok=False)
     assert r.returncode == 1
     assert "etcd Range via 127.0.0.1:" in r.stderr and "UNAVAILABLE" in r.stderr
-    assert "every endpoint was tried" in r.stderr
+    assert "every endpoint was tried twice" in r.stderr
 
 
 def test_bad_endpoint_lists_are_refused(etcd_cluster):
