@@ -10,7 +10,8 @@
  *   etcdtool ENDPOINTS cas KEY VALUE EXPECT     -> ok rev R | conflict mod M
  *   etcdtool ENDPOINTS lease TTL KEY VALUE HOLD_MS
  *        grants a TTL s lease, puts KEY bound to it, keeps it alive for
- *        HOLD_MS (deadline lines: ms left), then exits without revoking it.
+ *        HOLD_MS (deadline lines: ms left), then exits without revoking it;
+ *        exit 1 (after "lost WHY") as soon as the lease is lost.
  *   etcdtool ENDPOINTS watch PREFIX FROM_REV COUNT TIMEOUT_MS
  *        -> ev PUT|DELETE KEY VALUE MOD_REV per event until COUNT; exit 3 on timeout
  *   etcdtool ENDPOINTS writeloop PREFIX N [TIMEOUT_MS]
@@ -97,6 +98,7 @@ static void ka_lost(void *arg, const char *why)
 {
     struct tool *t = arg;
     t->lost = 1;
+    t->done = 1;            /* ends the hold early */
     printf("lost %s\n", why);
     fflush(stdout);
 }

@@ -5,6 +5,8 @@ keepalive, prefix watches, the leader's kill -9 under writes, and a dead
 endpoint in the list.
 """
 
+import os
+import shutil
 import subprocess
 import time
 
@@ -116,6 +118,25 @@ def test_lease_key_stays_while_kept_alive_and_goes_after_ttl(etcd_cluster):
     while kvs(tool(ep, "get", "/lease/node").stdout):
         assert time.monotonic() - t0 < scaled(ttl + 3), "lease-bound key outlived its TTL"
         time.sleep(0.1)
+
+
+def test_lease_revoked_elsewhere_is_reported_lost(etcd_cluster):
+    ep = etcd_cluster.endpoints
+    p = spawn(ep, "lease", 5, "/lease/revoked", "up", 8000)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("lease "), line
+        lease_id = int(line.split()[1])
+        r = subprocess.run([shutil.which("etcdctl"), "--endpoints", ep, "lease", "revoke",
+                            "%x" % lease_id], capture_output=True, text=True, timeout=scaled(10),
+                           env=dict(os.environ, ETCDCTL_API="3"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        out, err = p.communicate(timeout=scaled(20))
+    finally:
+        _kill9(p)
+    assert "lost lease %d: etcd says it has expired or was revoked" % lease_id in out, out + err
+    assert p.returncode == 1 and "stopped lost=1" in out
+    assert kvs(tool(ep, "get", "/lease/revoked").stdout) == {}
 
 
 def test_watch_from_revision_sees_every_later_event_in_order(etcd_cluster):
