@@ -226,3 +226,32 @@ def test_bad_endpoint_lists_are_refused(etcd_cluster):
                      ("127.0.0.1:1,,127.0.0.1:2", "an endpoint is empty")]:
         r = tool(bad, "get", "/x", ok=False)
         assert r.returncode == 2 and why in r.stderr, (bad, r.stderr)
+
+
+@pytest.mark.fault
+@pytest.mark.time_limit(60)
+def test_keepalive_without_etcd_is_lost_at_its_deadline(etcd_cluster):
+    """Every member down: no answer comes, and the holder is told once the
+    lease's local deadline has passed (the self-fencing input)."""
+    ep = etcd_cluster.endpoints
+    ttl = 2
+    p = spawn(ep, "lease", ttl, "/lease/alone", "up", 20000)
+    try:
+        while True:
+            line = p.stdout.readline()
+            assert line, "the lease tool ended early"
+            if line.startswith("deadline "):
+                break
+        for i in range(len(etcd_cluster.members)):
+            etcd_cluster.kill(i)
+        t0 = time.monotonic()
+        out, err = p.communicate(timeout=scaled(20))
+        waited = time.monotonic() - t0
+    finally:
+        _kill9(p)
+        for i in range(len(etcd_cluster.members)):
+            etcd_cluster.start_member(i)
+        etcd_cluster.wait_healthy()
+    assert "no keepalive answer before its deadline" in out, out + err
+    assert p.returncode == 1
+    assert waited <= scaled(ttl + 1), waited
