@@ -66,6 +66,13 @@ PROTOS      := $(wildcard protocol/statemesh/v1/*.proto) protocol/grpc/health/v1
 PROTO_C     := $(patsubst protocol/%.proto,$(B)/gen/%.pb-c.c,$(PROTOS))
 PROTO_H     := $(PROTO_C:.c=.h)
 PROTO_O     := $(patsubst $(B)/gen/%.c,$(B)/obj/gen/%.o,$(PROTO_C))
+# etcd's v3 API as our own minimal .proto (runtime/etcd.c): runtime only, not
+# in the SDK libraries. protoc-c names its symbols after the packages
+# (Etcdserverpb__*, Mvccpb__*).
+ETCD_PROTOS := protocol/etcd/mvccpb/kv.proto protocol/etcd/etcdserverpb/rpc.proto
+ETCD_PROTO_C := $(patsubst protocol/%.proto,$(B)/gen/%.pb-c.c,$(ETCD_PROTOS))
+ETCD_PROTO_O := $(patsubst $(B)/gen/%.c,$(B)/obj/gen/%.o,$(ETCD_PROTO_C))
+PROTO_H     += $(ETCD_PROTO_C:.c=.h)
 PY_GEN_DIR  := sdk-python
 PY_PROTOS   := $(wildcard protocol/statemesh/v1/*.proto)
 PY_GEN      := $(patsubst protocol/%.proto,$(PY_GEN_DIR)/%_pb2.py,$(PY_PROTOS))
@@ -73,7 +80,7 @@ PY_GEN      := $(patsubst protocol/%.proto,$(PY_GEN_DIR)/%_pb2.py,$(PY_PROTOS))
 SDK_SRCS    := $(wildcard sdk-c/*.c)
 SDK_O       := $(patsubst %.c,$(B)/obj/%.o,$(SDK_SRCS))
 RT_SRCS     := $(filter-out runtime/main.c runtime/cli%.c,$(wildcard runtime/*.c))
-RT_O        := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRCS))
+RT_O        := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRCS)) $(ETCD_PROTO_O)
 CLI_SRCS    := $(wildcard runtime/cli*.c)
 CLI_O       := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRCS))
 UNIT_SRCS   := $(wildcard test/unit/test_*.c)
@@ -99,7 +106,7 @@ all: deps-check $(ALL)
 
 # Install missing Debian packages only when something is missing.
 deps:
-	@if [ "$(DEPS_OK)" != "yes" ] || [ "$(FUZZ_OK)" != "yes" ] || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest, yaml, setuptools, wheel, pip, ensurepip' >/dev/null 2>&1; then \
+	@if [ "$(DEPS_OK)" != "yes" ] || [ "$(FUZZ_OK)" != "yes" ] || ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! $(PYTHON) -c 'import grpc, google.protobuf, pytest, yaml, setuptools, wheel, pip, ensurepip' >/dev/null 2>&1; then \
 	  ci/install-deps.sh; fi
 
 deps-check:
@@ -189,6 +196,11 @@ $(B)/examples/greeter/libgreeter.so: $(B)/obj/examples/greeter/functions/module.
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^
 
+# The etcd client's test driver (test/integration/test_etcd_client.py).
+$(B)/test/fn/etcdtool: $(B)/obj/test/fn/etcdtool.o $(B)/libruntime.a $(B)/libstatemesh.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 $(B)/test/fn/%: $(B)/obj/test/fn/%.o $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -260,7 +272,8 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -Wno-unused-p
                -Wno-comment -pthread $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
                -I$(B)/gen -Isdk-c/include -Isdk-c -Iruntime $(PKG_CFLAGS)
 FZ_SDK_O    := $(patsubst %.c,$(FZ)/obj/%.o,$(SDK_SRCS)) $(patsubst $(B)/gen/%.c,$(FZ)/obj/gen/%.o,$(PROTO_C))
-FZ_RT_O     := $(patsubst %.c,$(FZ)/obj/%.o,$(RT_SRCS))
+FZ_RT_O     := $(patsubst %.c,$(FZ)/obj/%.o,$(RT_SRCS)) \
+               $(patsubst $(B)/gen/%.c,$(FZ)/obj/gen/%.o,$(ETCD_PROTO_C))
 # What each harness links besides itself: harnesses that #include a runtime
 # .c (to reach its statics) leave that file's object out.
 FZ_LINK_json      := $(FZ_SDK_O)
