@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "test" / "integration"))
 
 from harness import Sandbox, binary, endpoint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from savepoint_bench import proc_kb  # noqa: E402
+
 
 
 def generate(path, n, messages):
@@ -36,17 +39,6 @@ def generate(path, n, messages):
             msg = ',"messages":[{"typename":"statemesh/int64","value":1}]' if messages else ""
             f.write('{"type":"test/counter","id":"u%08d","state":{"n":{"typename":'
                     '"statemesh/int64","value":%d}}%s}\n' % (i, i, msg))
-
-
-def rss_kb(pid, field="VmRSS"):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def cpu_s(pid):
@@ -67,7 +59,7 @@ def load(rt, path, batch):
 
     def sample():
         while p.poll() is None:
-            peak[0] = max(peak[0], rss_kb(p.pid))
+            peak[0] = max(peak[0], proc_kb(p.pid, "VmRSS"))
             try:
                 cli_cpu[0] = cpu_s(p.pid)
             except (OSError, IndexError):
@@ -101,8 +93,8 @@ def main():
         fn = sb.testfn()
         rt = sb.runtime([endpoint("test/*", fn)])
         first, secs, cli_peak, rt_cpu, cli_cpu = load(rt, data, args.batch)
-        rt_hwm = rss_kb(rt.pid, "VmHWM")
-        rt_rss_after = rss_kb(rt.pid)
+        rt_hwm = proc_kb(rt.pid, "VmHWM")
+        rt_rss_after = proc_kb(rt.pid, "VmRSS")
         st = rt.client().stats()
         again, secs2, _, rt_cpu2, _ = load(rt, data, args.batch)
         assert first["loaded"] == args.lines, first
