@@ -287,6 +287,7 @@ int ckpt_commit(struct server *s)
     flush_pending(ck, rpc_now_ms(), s->stopping);
     ops = store_batch_count(ck->batch);
     if (ops > 0) {
+        int64_t t0 = s->metrics ? rpc_now_ns() : 0;
         if (store_write(s->store, ck->batch, s->cfg.checkpoint_sync) != 0) {
             ck->failed = 1;
             LOG_ERROR(&s->log, "checkpoint.failed",
@@ -295,6 +296,7 @@ int ckpt_commit(struct server *s)
                       "last durable checkpoint\"", ops, ck->nacks);
             return -EIO;
         }
+        if (s->metrics) metrics_checkpoint(s->metrics, rpc_now_ns() - t0);
         store_batch_clear(ck->batch);
         s->stats.checkpoints++;
         s->stats.checkpoint_ops += (int64_t)ops;

@@ -79,6 +79,7 @@
 #include "address.h"
 #include "cfglex.h"
 #include "cfgsrc.h"
+#include "metrics.h"
 #include "target.h"
 
 #define CFG_MAX_STRING 4096                 /* any string value after expansion */
@@ -583,7 +584,7 @@ static void load_storage(struct loader *ld, config_setting_t *g, struct cfg *c)
 
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
-    const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
+    const char *known = "data_dir, ingress, metrics, log_level, max_message_bytes, checkpoint, "
                         "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
                         "state_filter_bytes, max_streams_per_connection, max_calls, storage";
     char name[CFG_SETTING_MAX];
@@ -611,6 +612,18 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
             if (get_target(ld, s, name, TARGET_LISTEN, &str) != 0) continue;
             free(c->ingress);
             c->ingress = str;
+        } else if (strcmp(key, "metrics") == 0) {
+            struct sockaddr_storage sa;
+            socklen_t salen;
+            char why[200], buf[80];
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (metrics_parse_addr(str, &sa, &salen, why, sizeof why) != 0) {
+                setting_error(ld, s, name, "%s: %s", shown(buf, sizeof buf, str), why);
+                free(str);
+                continue;
+            }
+            free(c->metrics);
+            c->metrics = str;
         } else if (strcmp(key, "log_level") == 0) {
             char buf[64];
             if (get_string(ld, s, name, &str) != 0) continue;
@@ -1050,6 +1063,7 @@ void cfg_cleanup(struct cfg *cfg)
     free(cfg->path);
     free(cfg->data_dir);
     free(cfg->ingress);
+    free(cfg->metrics);
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         free(cfg->endpoints[i].functions);
         free(cfg->endpoints[i].target);

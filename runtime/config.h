@@ -4,6 +4,8 @@
  *   runtime = {
  *     data_dir = "./data";              # relative paths: to the config file's directory
  *     ingress = "127.0.0.1:7070";       # host:port or unix:/path
+ *     metrics = "127.0.0.1:9464";       # Prometheus /metrics and HTTP probes (metrics.h);
+ *                                       # IPv4:port, [IPv6]:port or localhost:port; unset = off
  *     log_level = "info";               # debug | info | warn | error
  *     max_message_bytes = 4194304;      # largest accepted message/state value
  *     checkpoint = { interval_ms = 0; sync = true; };
@@ -161,6 +163,7 @@ struct cfg {
     char *path;               /* the file as given */
     char *data_dir;           /* absolute or relative to cwd after resolution */
     char *ingress;            /* default "127.0.0.1:7070" */
+    char *metrics;            /* HTTP /metrics, /healthz, /readyz: "host:port"; NULL = off */
     enum log_level log_level; /* default info */
     size_t max_message_bytes; /* default 4 MiB, 1 KiB..64 MiB */
     int checkpoint_interval_ms; /* default 0 = every loop iteration, 0..60000 */

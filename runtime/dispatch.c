@@ -176,6 +176,7 @@ static void fail_batch(struct server *s, struct mbox *mb, const char *why)
                  "them one at a time to find the failing one\"", mb->type,
                  log_quote(q, 120, mb->id), mb->nbatch, log_quote(q + 120, sizeof q - 120, why));
         mbox_return_batch(mb);
+        s->stats.batches_retried++;
         make_ready(mb);
         return;
     }
@@ -191,6 +192,7 @@ static void fail_batch(struct server *s, struct mbox *mb, const char *why)
         return;
     }
     mbox_return_batch(mb);
+    s->stats.batches_retried++;
     for (uint32_t i = 1; i < mb->attempts && d < max; i++) d *= rp->multiplier > 1.0 ? rp->multiplier : 2.0;
     delay = (int64_t)(d < max ? d : max);
     LOG_WARN(&s->log, "message.retry", "type=%s id=%s attempt=%u max_attempts=%d retry_in_ms=%lld "

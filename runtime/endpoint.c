@@ -148,6 +148,7 @@ uint64_t ep_reserve(struct endpoint *ep, struct mbox *mb)
     sl->mb = mb;
     sl->gen++;
     sl->deadline_ms = rpc_now_ms() + ep->cfg->invocation_timeout_ms;
+    if (ep->srv->metrics) sl->sent_ns = rpc_now_ns();
     sl->stream = -1;
     if (!ep->module) {
         int i = pick_stream(ep);
@@ -345,6 +346,8 @@ static void deliver_checked(struct endpoint *ep, const Statemesh__V1__BatchRespo
         return;
     }
     mb = ep->slots[slot].mb;
+    if (ep->srv->metrics)
+        metrics_batch_round_trip(ep->srv->metrics, ep->index, rpc_now_ns() - ep->slots[slot].sent_ns);
     release_slot(ep, slot);
     if (invalid) {
         ep->srv->stats.invalid_results++;

@@ -68,6 +68,7 @@ struct ep_slot {
     uint32_t gen;
     int stream;                /* index of the stream it was sent on */
     int64_t deadline_ms;
+    int64_t sent_ns;           /* metrics on: when reserved, for the round trip */
 };
 
 struct endpoint;

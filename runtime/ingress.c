@@ -692,6 +692,7 @@ int ingress_create(struct ingress **out, struct server *s)
         ingress_destroy(&in);
         return -1;
     }
+    metrics_attach_rpc(s->metrics, in->rpc);   /* no-op when metrics are off */
     *out = in;
     return 0;
 }

@@ -295,6 +295,7 @@ static int run_loop(struct server *s)
             LOG_INFO(&s->log, "runtime.stopping", "queued_messages=%lld pending_calls=%zu",
                      (long long)s->stats.queued_messages, ingress_pending(s->ingress));
             s->stopping = 1;
+            metrics_set_ready(s, 0);
             ingress_shutdown(s->ingress);
             phase = DRAINING;
             drain_until = now + DRAIN_MS;
@@ -314,6 +315,7 @@ static int run_loop(struct server *s)
             if (commit(s) != 0) return storage_failed(s);
         disp_run(s);
         ingress_poll_streams(s->ingress);
+        metrics_publish(s, 0);
 
         if (phase == DRAINING) {
             uint32_t inflight = 0;
@@ -441,6 +443,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "statemeshd: %s\n", err);
         goto out;
     }
+    /* Before the store opens: /readyz answers 503 through a long recovery. */
+    if (s.cfg.metrics && !repair) {
+        if (metrics_create(&s.metrics, &s, err, sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: %s; not starting\n", err);
+            goto out;
+        }
+        LOG_INFO(&s.log, "metrics.listening", "addr=%s paths=/metrics,/healthz,/readyz", s.cfg.metrics);
+    }
     so.block_cache_bytes = s.cfg.storage_block_cache_bytes;
     so.write_buffer_bytes = s.cfg.storage_write_buffer_bytes;
     so.compression = s.cfg.storage_compression;
@@ -510,6 +520,7 @@ int main(int argc, char **argv)
         LOG_WARN(&s.log, "runtime.no_endpoints", "msg=\"no endpoints configured: every message will be refused\"");
     LOG_INFO(&s.log, "runtime.ready", "ingress=%s data_dir=%s endpoints=%zu pid=%ld",
              s.cfg.ingress, s.cfg.data_dir, s.n_endpoints, (long)getpid());
+    metrics_set_ready(&s, 1);
 
     if (run_loop(&s) != 0) {
         rc = EXIT_STORAGE;
@@ -533,6 +544,7 @@ out:
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
         }
     }
+    metrics_destroy(&s.metrics);
     spcreate_shutdown(&s);
     if (s.ingress && ingress_done(s.ingress)) ingress_destroy(&s.ingress);
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);

@@ -70,6 +70,12 @@ int64_t rpc_now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+int64_t rpc_now_ns(void)
+{
+    gpr_timespec t = gpr_now(GPR_CLOCK_MONOTONIC);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 int rpc_loop_init(struct rpc_loop *loop, const struct log *lg)
 {
     memset(loop, 0, sizeof *loop);
@@ -180,6 +186,7 @@ struct rpc_call {
     unsigned started : 1, close_pending : 1, send_pending : 1, answered : 1;
     rpc_cancel_fn cancel_fn;
     void *cancel_arg;
+    int64_t t0_ns;                   /* started (observed servers only) */
 };
 
 struct rpc_server {
@@ -195,7 +202,33 @@ struct rpc_server {
     char max_calls_name[64];
     int started, shutting_down, shutdown_done;
     struct rpc_tag t_shutdown;
+    rpc_observe_fn observe;          /* NULL: not observed */
+    void *observe_arg;
 };
+
+/* A call of method `m` ends with `code`. */
+static void observe(struct rpc_server *srv, const struct rpc_method *m, int code, int64_t t0_ns)
+{
+    if (!srv->observe) return;
+    srv->observe(srv->observe_arg, m->handle ? (int)(m - srv->methods) : -1, code,
+                 rpc_now_ns() - t0_ns);
+}
+
+void rpc_server_observe(struct rpc_server *srv, rpc_observe_fn fn, void *arg)
+{
+    srv->observe = fn;
+    srv->observe_arg = arg;
+}
+
+int rpc_server_nmethods(const struct rpc_server *srv)
+{
+    return srv->nmethods;
+}
+
+const char *rpc_server_method(const struct rpc_server *srv, int method)
+{
+    return method >= 0 && method < srv->nmethods ? srv->names[method] : NULL;
+}
 
 static void server_on_new(void *owner, int ok);
 static void server_on_close(void *owner, int ok);
@@ -273,6 +306,7 @@ static void server_on_new(void *owner, int ok)
     if (!srv->shutting_down) request_one(c->method);   /* re-arm first */
 
     c->started = 1;
+    if (srv->observe) c->t0_ns = rpc_now_ns();
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->cancelled;
@@ -310,6 +344,7 @@ static void server_on_close(void *owner, int ok)
     c->close_pending = 0;
     if (!c->answered && c->cancel_fn) {
         c->answered = 1;             /* the handle dies with the callback */
+        observe(c->srv, c->method, RPC_CANCELLED, c->t0_ns);
         c->cancel_fn(c->cancel_arg, c);
     }
     call_maybe_free(c);
@@ -334,6 +369,7 @@ static void call_finish(struct rpc_call *c, int code, const char *details, uint8
         return;
     }
     c->answered = 1;
+    observe(c->srv, c->method, code, c->t0_ns);
     memset(ops, 0, sizeof ops);
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (data) {
@@ -503,6 +539,7 @@ struct rpc_scall {
         md_sent : 1, finished : 1, fin_deferred : 1, half_closed : 1, dead : 1, started : 1;
     struct rpc_scall_callbacks cb;
     void *arg;
+    int64_t t0_ns;                   /* started (observed servers only) */
 };
 
 static void scall_maybe_free(struct rpc_scall *c)
@@ -600,6 +637,7 @@ static void scall_on_close(void *owner, int ok)
     c->close_pending = 0;
     if (!c->finished && !c->dead) {
         c->dead = 1;
+        observe(c->srv, c->method, RPC_CANCELLED, c->t0_ns);
         if (c->cb.on_cancel) c->cb.on_cancel(c->arg, c);
     }
     scall_maybe_free(c);
@@ -623,6 +661,7 @@ static void scall_on_new(void *owner, int ok)
     c->close_pending = 1;
     start_batch(c->call, &op, 1, &c->t_close);
     c->started = 1;
+    if (srv->observe) c->t0_ns = rpc_now_ns();
     srv->nopen++;
     if (srv->max_calls && srv->nopen > srv->max_calls) {
         rpc_scall_finish(c, RPC_RESOURCE_EXHAUSTED, "too many concurrent calls (%s = %ld)",
@@ -707,6 +746,7 @@ void rpc_scall_finish(struct rpc_scall *c, int code, const char *fmt, ...)
 
     if (c->finished || c->dead) return;
     c->finished = 1;
+    observe(c->srv, c->method, code, c->t0_ns);
     c->fin_code = code;
     c->fin_msg[0] = '\0';
     if (fmt) {

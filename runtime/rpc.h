@@ -108,6 +108,18 @@ void rpc_server_cancel_all(struct rpc_server *srv);
 int rpc_server_done(const struct rpc_server *srv);
 void rpc_server_destroy(struct rpc_server **srvp);   /* only when done */
 
+/* Observing calls (metrics.h): `fn` runs once per started call or stream,
+ * when its status is sent or it is cancelled (code RPC_CANCELLED), with the
+ * method's index in registration order (-1: unknown method) and its
+ * duration. Before start only; fn NULL = off (the default). */
+typedef void (*rpc_observe_fn)(void *arg, int method, int code, int64_t ns);
+void rpc_server_observe(struct rpc_server *srv, rpc_observe_fn fn, void *arg);
+/* The registered methods, "/pkg.Service/Method"; borrowed until destroy. */
+int rpc_server_nmethods(const struct rpc_server *srv);
+const char *rpc_server_method(const struct rpc_server *srv, int method);
+/* Monotonic nanoseconds. */
+int64_t rpc_now_ns(void);
+
 /* ---- server streams (bidi and server-streaming methods) -----------------
  *
  * The module decides when to read (rpc_scall_read: one receive at a time,

@@ -22,6 +22,7 @@
 #include "ingress.h"
 #include "log.h"
 #include "mailbox.h"
+#include "metrics.h"
 #include "scache.h"
 #include "rpc.h"
 #include "store.h"
@@ -35,6 +36,7 @@ struct stats {
     int64_t batches_failed;
     int64_t batches_incomplete;
     int64_t batches_resent;        /* after a lost stream or timeout */
+    int64_t batches_retried;       /* failed, another attempt scheduled (backoff) */
     int64_t invalid_results;
     int64_t replies;
     int64_t checkpoints;
@@ -88,6 +90,7 @@ struct server {
     struct timer housekeeping;     /* retention, TTL and idempotency sweeps */
     uint64_t next_seq;
     struct stats stats;
+    struct metrics *metrics;       /* runtime.metrics (metrics.h), NULL = off */
     int lock_fd;
     int stopping;                  /* no new batches are dispatched */
 };
