@@ -164,6 +164,15 @@ def test_runtime_pod_matches_its_config(manifest):
         assert rt[probe]["grpc"]["port"] == port, probe
     assert rt["readinessProbe"]["grpc"].get("service", "") in ("", "statemesh.v1.Ingress")
     assert pod["terminationGracePeriodSeconds"] >= 10      # drain 5 s + close 3 s
+
+    # Metrics on the pod IP, on the named port the scrape annotations give.
+    host, mport = _setting(text, "metrics").rsplit(":", 1)
+    assert host == "0.0.0.0"
+    assert {"name": "metrics", "containerPort": int(mport)} in rt["ports"]
+    notes = sts["spec"]["template"]["metadata"].get("annotations", {})
+    assert notes.get("prometheus.io/scrape") == "true"
+    assert notes.get("prometheus.io/port") == mport
+    assert notes.get("prometheus.io/path") == "/metrics"
     assert "limits" in rt["resources"] and "requests" in rt["resources"]
 
 
