@@ -422,3 +422,23 @@ def test_concurrent_scrapes_during_load(sandbox, require):
         fetch(port)
     grown = _rss_kb(rt.pid) - rss
     assert grown < 2048, "RSS grew %d KiB over 400 scrapes" % grown
+
+
+def test_grafana_dashboard_uses_only_real_metrics(sandbox, require):
+    """examples/grafana-dashboard.json: valid JSON with a Prometheus input,
+    and every statemesh_* name in its queries is served by a real runtime."""
+    require("statemeshd", "test/fn/testfn")
+    import json
+    from harness import REPO
+    dash = json.loads((REPO / "examples" / "grafana-dashboard.json").read_text())
+    assert dash["__inputs"][0]["pluginId"] == "prometheus" and dash["panels"]
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = set(re.findall(r"statemesh_[a-z_]+", " ".join(exprs)))
+    assert len(used) >= 15, used
+    fn = sandbox.testfn()
+    rt, port = start(sandbox, fn, extra_config='egresses = ( { name = "events"; } );')
+    rt.client().send(COUNTER, "g", int64(1))
+    f = wait_until(lambda: (lambda f: f if rpc_count(f, "Send") == 1 else None)(scrape(port)),
+                   message="one Send seen")
+    served = {name for fam in f.values() for (name, _) in fam["samples"]}
+    assert not used - served, sorted(used - served)
