@@ -10,6 +10,7 @@ and each histogram's buckets are cumulative with +Inf equal to _count.
 """
 
 import http.client
+import os
 import re
 import signal
 import socket
@@ -442,3 +443,52 @@ def test_grafana_dashboard_uses_only_real_metrics(sandbox, require):
                    message="one Send seen")
     served = {name for fam in f.values() for (name, _) in fam["samples"]}
     assert not used - served, sorted(used - served)
+
+
+@pytest.mark.skipif(not os.environ.get("STATEMESH_HELGRIND"),
+                    reason="opt-in (about a minute): STATEMESH_HELGRIND=1")
+@pytest.mark.time_limit(600)
+def test_no_data_race_under_helgrind(sandbox, require):
+    """statemeshd under valgrind --tool=helgrind while 3 threads scrape and
+    messages flow: no race report names metrics.c or histo.c. What helgrind
+    cannot follow in gRPC, absl, LevelDB and libmicrohttpd's own shutdown
+    flag is suppressed (ci/helgrind.supp)."""
+    require("statemeshd", "test/fn/testfn")
+    from harness import REPO
+    fn = sandbox.testfn()
+    port = free_port()
+    rt = sandbox.runtime(endpoints=[endpoint("test/*", fn)], start=False,
+                         runtime_settings={"metrics": "127.0.0.1:%d" % port})
+    rt.write_config()
+    log = sandbox.path("helgrind.log")
+    with open(log, "w") as out:
+        p = subprocess.Popen(["valgrind", "--tool=helgrind", "--error-limit=no",
+                              "--suppressions=%s" % (REPO / "ci" / "valgrind.supp"),
+                              "--suppressions=%s" % (REPO / "ci" / "helgrind.supp"),
+                              str(rt.binary_path), "-c", str(rt.config_path)],
+                             stdout=out, stderr=out, cwd=str(sandbox.workdir))
+    try:
+        wait_until(lambda: fetch(port, path="/readyz")[0] == 200, timeout=240, message="ready")
+        cl = rt.client()
+        for i in range(20):
+            cl.send(COUNTER, "h%d" % (i % 4), int64(1))
+
+        def scrapes():
+            for _ in range(10):
+                scrape(port)
+        threads = [threading.Thread(target=scrapes) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(scaled(300))
+        wait_until(lambda: value(scrape(port), "statemesh_messages_delivered_total") == 20,
+                   timeout=120, message="delivered")
+        cl.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=300) == 0
+    text = log.read_text()
+    assert "ERROR SUMMARY" in text
+    reports = text.split("Possible data race")[1:]
+    ours = [r[:3000] for r in reports if re.search(r"\((metrics|histo)\.c:\d+\)", r.split("-----")[0])]
+    assert not ours, ours[0]
