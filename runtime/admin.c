@@ -184,6 +184,7 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("batches_failed", st->batches_failed);
     ROW("batches_incomplete", st->batches_incomplete);
     ROW("batches_resent", st->batches_resent);
+    ROW("batches_retried", st->batches_retried);
     ROW("invalid_results", st->invalid_results);
     ROW("replies", st->replies);
     ROW("checkpoints", st->checkpoints);

@@ -36,7 +36,7 @@ struct stats {
     int64_t batches_failed;
     int64_t batches_incomplete;
     int64_t batches_resent;        /* after a lost stream or timeout */
-    int64_t batches_retried;       /* failed, another attempt scheduled (backoff) */
+    int64_t batches_retried;       /* failed, given another attempt (backoff or isolation) */
     int64_t invalid_results;
     int64_t replies;
     int64_t checkpoints;

@@ -270,7 +270,7 @@ def test_failing_batches_are_counted(sandbox, require):
     f = wait_until(lambda: (lambda f: f if value(f, "statemesh_messages_dead_lettered_total") == 1
                             else None)(scrape(port)), message="dead-lettered")
     assert value(f, "statemesh_batches_failed_total") == 3
-    assert value(f, "statemesh_batches_retried_total") == 2
+    assert value(f, "statemesh_batches_retried_total") == 2 == cl.stats()["batches_retried"]
     assert value(f, "statemesh_dead_letters") == 1
     assert value(f, "statemesh_addresses_retrying") == 0
 
