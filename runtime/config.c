@@ -584,9 +584,9 @@ static void load_storage(struct loader *ld, config_setting_t *g, struct cfg *c)
 
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
-    const char *known = "data_dir, ingress, metrics, log_level, max_message_bytes, checkpoint, "
+    const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
                         "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
-                        "state_filter_bytes, max_streams_per_connection, max_calls, storage";
+                        "state_filter_bytes, max_streams_per_connection, max_calls, storage, metrics";
     char name[CFG_SETTING_MAX];
 
     if (!expect_group(ld, g, "runtime", "...")) return;
