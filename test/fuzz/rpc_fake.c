@@ -67,6 +67,34 @@ int64_t rpc_now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+int64_t rpc_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Metrics observation (rpc.h): the fake serves no metrics. */
+void rpc_server_observe(struct rpc_server *srv, rpc_observe_fn fn, void *arg)
+{
+    (void)srv;
+    (void)fn;
+    (void)arg;
+}
+
+int rpc_server_nmethods(const struct rpc_server *srv)
+{
+    (void)srv;
+    return 0;
+}
+
+const char *rpc_server_method(const struct rpc_server *srv, int method)
+{
+    (void)srv;
+    (void)method;
+    return NULL;
+}
+
 uint8_t *rpc_pack(const ProtobufCMessage *m, size_t *len)
 {
     size_t n = protobuf_c_message_get_packed_size(m);
