@@ -254,6 +254,19 @@ def test_cli_token_option_file_and_env(env):
     assert r.returncode == 0 and "messages_received" in r.stdout
     r = cli(a + ["state", "get", "test/counter", "cli", "--token", tok.admin])
     assert r.returncode == 0 and "3" in r.stdout, r.stderr
+    # streams of the C SDK carry the token too: send --stdin is a SendStream
+    lines = "".join('{"type":"test/counter","id":"cli","value":1,"typename":"int64"}\n'
+                    for _ in range(5))
+    e = dict(os.environ, STATEMESH_TOKEN=tok.client)
+    r = subprocess.run([str(binary("statemesh"))] + a + ["send", "--stdin", "--quiet"],
+                       input=lines, env=e, capture_output=True, text=True, timeout=scaled(30))
+    assert r.returncode == 0, r.stderr
+    e["STATEMESH_TOKEN"] = tok.metrics
+    r = subprocess.run([str(binary("statemesh"))] + a + ["send", "--stdin", "--quiet"],
+                       input=lines, env=e, capture_output=True, text=True, timeout=scaled(30))
+    assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr, r.stderr
+    r = cli(a + ["state", "get", "test/counter", "cli", "--token", tok.admin])
+    assert r.returncode == 0 and " 8" in r.stdout, r.stdout + r.stderr
     # --token wins over $STATEMESH_TOKEN
     r = cli(a + ["state", "get", "test/counter", "cli", "--token", tok.admin],
             {"STATEMESH_TOKEN": tok.client})
