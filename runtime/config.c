@@ -630,8 +630,9 @@ static void load_auth_token(struct loader *ld, config_setting_t *g, int idx,
     if (!t->path) return;
     snprintf(name, sizeof name, "%s.file", base);
     if (auth_read_token_file(t->path, hash, why, sizeof why) != 0) {
-        setting_error(ld, s_file, name, "%s %s (relative paths start at the config file's "
-                      "directory)", shown(buf, sizeof buf, t->path), why);
+        setting_error(ld, s_file, name, "%s %s%s", shown(buf, sizeof buf, t->path), why,
+                      strncmp(why, "cannot read", 11) == 0
+                          ? " (relative paths start at the config file's directory)" : "");
         return;
     }
     *ok = 1;
