@@ -429,6 +429,9 @@ int rpc_error(const char *what, const sm_error *err, const char *address)
     if (err->code == 14) /* UNAVAILABLE */
         fprintf(stderr, "statemesh: is statemeshd running and serving its ingress at %s?\n",
                 address);
+    else if (err->code == 12) /* UNIMPLEMENTED: Admin on its own listener? */
+        fprintf(stderr, "statemesh: if the runtime serves Admin on its own listener "
+                "(runtime.admin), give it with --admin HOST:PORT or $STATEMESH_ADMIN\n");
     return EXIT_RPC;
 }
 
