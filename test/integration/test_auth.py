@@ -211,6 +211,23 @@ def test_end_to_end_with_client_token(env):
         Client(rt.ingress, token="has space")
 
 
+def test_async_client_token(env):
+    sb, rt, tok, ch = env
+    import asyncio
+    from statemesh import AsyncClient, PermissionDenied
+
+    async def main():
+        c = AsyncClient(rt.ingress, token=tok.client, timeout=scaled(10))
+        try:
+            assert await c.call("test/counter", "async", 7) == 7
+            with pytest.raises(PermissionDenied):
+                await c.stats()
+        finally:
+            await c.close()
+
+    asyncio.run(main())
+
+
 def test_python_client_token_from_env(env):
     sb, rt, tok, ch = env
     code = ("import sys; from statemesh import Client\n"
