@@ -559,6 +559,11 @@ static void on_resume(void *arg, struct rpc_call *call, const uint8_t *req, size
 
 /* ---- registration ----------------------------------------------------------- */
 
+int admin_register_health(struct rpc_server *rpc, struct server *s)
+{
+    return rpc_server_add_unary(rpc, "/grpc.health.v1.Health/Check", on_health, s);
+}
+
 int admin_register(struct rpc_server *rpc, struct server *s)
 {
     static const struct {
@@ -574,10 +579,10 @@ int admin_register(struct rpc_server *rpc, struct server *s)
         {"/statemesh.v1.Admin/ListStuck", on_list_stuck},
         {"/statemesh.v1.Admin/Skip", on_skip},
         {"/statemesh.v1.Admin/Resume", on_resume},
-        {"/grpc.health.v1.Health/Check", on_health},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (rpc_server_add_unary(rpc, methods[i].method, methods[i].fn, s) != 0) return -1;
+    if (admin_register_health(rpc, s) != 0) return -1;
     if (sadm_register(rpc, s) != 0) return -1;
     if (boot_register(rpc, s) != 0) return -1;
     return spcreate_register(rpc, s);

@@ -1,6 +1,7 @@
 /*
  * admin — the Admin service (statemesh.v1.Admin) and grpc.health.v1.Health,
- * served on the ingress's gRPC server.
+ * served on the ingress's gRPC server, or on a listener of their own when
+ * runtime.admin is set (Health then on both).
  *
  *   GetState          committed state of one address, its queue length
  *   Stats             the runtime's counters
@@ -27,5 +28,8 @@ struct server;
 
 /* Adds the Admin and Health methods to `rpc`. Returns 0 or -1. */
 int admin_register(struct rpc_server *rpc, struct server *s) __attribute__((warn_unused_result));
+/* Adds Health alone (the ingress, when Admin has its own listener). */
+int admin_register_health(struct rpc_server *rpc, struct server *s)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -18,7 +18,10 @@
  *
  * Options may appear anywhere after the program name; "--" ends them, and
  * arguments such as "-5" are values, not options. The address defaults to
- * $STATEMESH_ADDRESS, then 127.0.0.1:7070.
+ * $STATEMESH_ADDRESS, then 127.0.0.1:7070. --token TOKEN / --token-file F
+ * (else $STATEMESH_TOKEN) send "authorization: Bearer TOKEN" with every RPC;
+ * --admin A (else $STATEMESH_ADMIN) is where every command but send, call
+ * and egress goes when the runtime serves Admin on its own listener.
  *
  * VALUE is encoded by --type (default string), see usage() below. Output:
  *   call        the reply decoded by its typename: string/json as text,
@@ -124,7 +127,14 @@
 
 #define ADDR_NOTE \
     "  --address HOST:PORT  ingress of statemeshd (also unix:/path); default\n" \
-    "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n"
+    "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n" AUTH_NOTE
+#define AUTH_NOTE \
+    "  --token TOKEN        bearer token for a runtime with runtime.auth; default\n" \
+    "                       $STATEMESH_TOKEN (docs/security.md)\n" \
+    "  --token-file F       read the token from file F (one line) instead\n" \
+    "  --admin HOST:PORT    the runtime's admin listener (runtime.admin), used by\n" \
+    "                       every command but send, call and egress; default\n" \
+    "                       $STATEMESH_ADMIN, else the --address\n"
 #define TIMEOUT_NOTE \
     "  --timeout MS         RPC deadline in milliseconds (default 10000)\n"
 #define JSON_NOTE "  --json               print JSON instead of text\n"
@@ -419,6 +429,9 @@ int rpc_error(const char *what, const sm_error *err, const char *address)
     if (err->code == 14) /* UNAVAILABLE */
         fprintf(stderr, "statemesh: is statemeshd running and serving its ingress at %s?\n",
                 address);
+    else if (err->code == 12) /* UNIMPLEMENTED: Admin on its own listener? */
+        fprintf(stderr, "statemesh: if the runtime serves Admin on its own listener "
+                "(runtime.admin), give it with --admin HOST:PORT or $STATEMESH_ADMIN\n");
     return EXIT_RPC;
 }
 
@@ -453,11 +466,14 @@ static int parse_args(int argc, char **argv, struct args *a)
     static const char *const valued[] = {"--address", "--type", "--timeout", "--delay",
                                          "--idempotency-key", "--from", "--after", "--limit",
                                          "--prefix", "--ranges", "--out", "--key-groups",
-                                         "--mode", "--batch"};
+                                         "--mode", "--batch", "--token", "--token-file",
+                                         "--admin"};
     const char *env = getenv("STATEMESH_ADDRESS");
     int options = 1;
 
     a->address = env && *env ? env : SM_DEFAULT_INGRESS;
+    env = getenv("STATEMESH_ADMIN");
+    a->admin = env && *env ? env : NULL;
     a->timeout_ms = DEFAULT_TIMEOUT_MS;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = NULL, *eq;
@@ -499,6 +515,15 @@ static int parse_args(int argc, char **argv, struct args *a)
         if (strcmp(name, "--address") == 0) {
             if (!*val) return usage_error("--address is empty");
             a->address = val;
+        } else if (strcmp(name, "--admin") == 0) {
+            if (!*val) return usage_error("--admin is empty");
+            a->admin = val;
+        } else if (strcmp(name, "--token") == 0) {
+            if (!*val) return usage_error("--token is empty");
+            a->token = val;
+        } else if (strcmp(name, "--token-file") == 0) {
+            if (!*val) return usage_error("--token-file is empty");
+            a->token_file = val;
         } else if (strcmp(name, "--type") == 0) {
             a->type = val;
         } else if (strcmp(name, "--timeout") == 0) {
@@ -597,6 +622,38 @@ static int check_option_use(struct args *a, const char *cmd)
     return 0;
 }
 
+/* --token / --token-file (else $STATEMESH_TOKEN, which sm_client_create
+ * takes) onto the client. Returns 0 or an exit status. */
+static int set_token(sm_client *c, const struct args *a)
+{
+    char buf[SM_MAX_TOKEN_LEN + 3];
+    const char *tok = a->token;
+    sm_error err;
+    size_t n = 0;
+    FILE *f;
+
+    if (a->token && a->token_file) return usage_error("give --token or --token-file, not both");
+    if (a->token_file) {
+        if (!(f = fopen(a->token_file, "r"))) {
+            fprintf(stderr, "statemesh: --token-file %s: %s\n", a->token_file, strerror(errno));
+            return EXIT_USAGE;
+        }
+        n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        if (n > 0 && buf[n - 1] == '\n') buf[--n] = '\0';
+        if (n > 0 && buf[n - 1] == '\r') buf[--n] = '\0';
+        if (n == 0) return usage_error("--token-file %s is empty", a->token_file);
+        tok = buf;
+    }
+    if (tok && sm_client_set_token(c, tok, &err) != SM_OK) {
+        memset(buf, 0, sizeof buf);
+        return usage_error("%s: %s", a->token ? "--token" : "--token-file", err.message);
+    }
+    memset(buf, 0, sizeof buf);
+    return 0;
+}
+
 /* statemesh help [COMMAND], statemesh [COMMAND] --help. */
 static int cmd_help(const struct args *a)
 {
@@ -648,11 +705,15 @@ int main(int argc, char **argv)
     }
     usage_command = cmd;
     if ((rc = check_option_use(&a, cmd))) goto out;
+    if (a.admin && strcmp(cmd, "send") != 0 && strcmp(cmd, "call") != 0 &&
+        strcmp(cmd, "egress") != 0)
+        a.address = a.admin;       /* the Admin service's own listener */
     if (!(c = sm_client_create(a.address))) {
         fprintf(stderr, "statemesh: out of memory\n");
         rc = EXIT_RPC;
         goto out;
     }
+    if ((rc = set_token(c, &a))) goto out;
     if (strcmp(cmd, "send") == 0) rc = a.use_stdin ? cmd_send_stdin(c, &a) : cmd_send_or_call(c, &a, 0);
     else if (strcmp(cmd, "call") == 0) rc = cmd_send_or_call(c, &a, 1);
     else if (strcmp(cmd, "state") == 0) rc = cmd_state(c, &a);

@@ -32,6 +32,9 @@
 
 struct args {
     const char *address;
+    const char *admin;     /* --admin / $STATEMESH_ADMIN: admin commands go there */
+    const char *token;     /* --token */
+    const char *token_file; /* --token-file */
     const char *type;      /* --type */
     int timeout_ms;
     bool timeout_set;

@@ -582,11 +582,123 @@ static void load_storage(struct loader *ld, config_setting_t *g, struct cfg *c)
     }
 }
 
+static int group_list_length(struct loader *ld, config_setting_t *list, const char *name,
+                             const char *shape);
+
+/* runtime.auth = { tokens = ( { file = "..."; role = "..."; }, ... ); };
+ * Each file is read now (auth_read_token_file) so --check-config shows a
+ * bad one with its line; duplicates are refused. */
+static void load_auth_token(struct loader *ld, config_setting_t *g, int idx,
+                            struct auth_source *t, uint8_t hash[AUTH_HASH_BYTES], int *ok)
+{
+    char name[CFG_SETTING_MAX], base[48], buf[160], why[512], *str = NULL;
+    config_setting_t *s_file = NULL;
+    int seen_role = 0;
+
+    *ok = 0;
+    snprintf(base, sizeof base, "runtime.auth.tokens[%d]", idx);
+    if (!expect_group(ld, g, base, "file = \"...\"; role = \"...\";")) return;
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+
+        snprintf(name, sizeof name, "%s.%s", base, key);
+        if (strcmp(key, "file") == 0) {
+            if (get_string(ld, s, name, &str) != 0) continue;
+            s_file = s;
+            if (str[0] == '\0') setting_error(ld, s, name, "must not be empty");
+            else if (!(t->path = resolve_dir(ld->dir, str))) setting_error(ld, s, name, "out of memory");
+            free(str);
+        } else if (strcmp(key, "role") == 0) {
+            seen_role = 1;
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (auth_role_parse(str, &t->role) != 0)
+                setting_error(ld, s, name, "unknown role %s; use \"client\", \"metrics\" or "
+                              "\"admin\"", shown(buf, sizeof buf, str));
+            free(str);
+        } else {
+            unknown_setting(ld, s, name, "file, role");
+        }
+    }
+    if (!s_file) {
+        snprintf(name, sizeof name, "%s.file", base);
+        setting_error(ld, g, name, "missing; name the file that holds the token");
+    }
+    if (!seen_role) {
+        snprintf(name, sizeof name, "%s.role", base);
+        setting_error(ld, g, name, "missing; use \"client\", \"metrics\" or \"admin\"");
+    }
+    if (!t->path) return;
+    snprintf(name, sizeof name, "%s.file", base);
+    if (auth_read_token_file(t->path, hash, why, sizeof why) != 0) {
+        setting_error(ld, s_file, name, "%s %s%s", shown(buf, sizeof buf, t->path), why,
+                      strncmp(why, "cannot read", 11) == 0
+                          ? " (relative paths start at the config file's directory)" : "");
+        return;
+    }
+    *ok = 1;
+}
+
+static void load_auth(struct loader *ld, config_setting_t *g, struct cfg *c)
+{
+    config_setting_t *list = NULL;
+    uint8_t(*hashes)[AUTH_HASH_BYTES];
+    int *ok, n;
+
+    if (!expect_group(ld, g, "runtime.auth", "tokens = ( { file = ...; role = ...; }, ... );"))
+        return;
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        char name[CFG_SETTING_MAX];
+        snprintf(name, sizeof name, "runtime.auth.%s", config_setting_name(s));
+        if (strcmp(config_setting_name(s), "tokens") == 0) list = s;
+        else unknown_setting(ld, s, name, "tokens");
+    }
+    if (!list) {
+        setting_error(ld, g, "runtime.auth.tokens", "missing; list the token files, or remove "
+                      "runtime.auth for an open runtime");
+        return;
+    }
+    n = group_list_length(ld, list, "runtime.auth.tokens", "( { file = ...; role = ...; }, ... )");
+    if (n < 0) return;
+    if (n == 0) {
+        setting_error(ld, list, "runtime.auth.tokens", "is empty: no one could call the "
+                      "runtime; list at least one token file, or remove runtime.auth");
+        return;
+    }
+    c->auth_tokens = calloc((size_t)n, sizeof *c->auth_tokens);
+    hashes = calloc((size_t)n, sizeof *hashes);
+    ok = calloc((size_t)n, sizeof *ok);
+    if (!c->auth_tokens || !hashes || !ok) {
+        setting_error(ld, list, "runtime.auth.tokens", "out of memory");
+        free(hashes);
+        free(ok);
+        return;
+    }
+    c->n_auth_tokens = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        config_setting_t *t = config_setting_get_elem(list, (unsigned)i);
+        load_auth_token(ld, t, i, &c->auth_tokens[i], hashes[i], &ok[i]);
+        for (int j = 0; ok[i] && j < i; j++)
+            if (ok[j] && memcmp(hashes[i], hashes[j], AUTH_HASH_BYTES) == 0) {
+                char name[CFG_SETTING_MAX];
+                snprintf(name, sizeof name, "runtime.auth.tokens[%d].file", i);
+                setting_error(ld, t, name, "holds the same token as tokens[%d]; every token "
+                              "must be unique", j);
+                break;
+            }
+    }
+    memset(hashes, 0, (size_t)n * sizeof *hashes);
+    free(hashes);
+    free(ok);
+}
+
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
                         "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
-                        "state_filter_bytes, max_streams_per_connection, max_calls, storage, metrics";
+                        "state_filter_bytes, max_streams_per_connection, max_calls, storage, "
+                        "admin, auth, metrics";
     char name[CFG_SETTING_MAX];
 
     if (!expect_group(ld, g, "runtime", "...")) return;
@@ -624,6 +736,12 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
             }
             free(c->metrics);
             c->metrics = str;
+        } else if (strcmp(key, "admin") == 0) {
+            if (get_target(ld, s, name, TARGET_LISTEN, &str) != 0) continue;
+            free(c->admin);
+            c->admin = str;
+        } else if (strcmp(key, "auth") == 0) {
+            load_auth(ld, s, c);
         } else if (strcmp(key, "log_level") == 0) {
             char buf[64];
             if (get_string(ld, s, name, &str) != 0) continue;
@@ -656,6 +774,10 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
             unknown_setting(ld, s, name, known);
         }
     }
+    if (c->admin && c->ingress && strcmp(c->admin, c->ingress) == 0)
+        setting_error(ld, config_setting_get_member(g, "admin"), "runtime.admin",
+                      "is the same address as runtime.ingress; give the admin listener its "
+                      "own address, or remove runtime.admin to serve Admin on the ingress");
 }
 
 /* Reads retry.multiplier: an integer or a floating-point literal. */
@@ -1064,6 +1186,9 @@ void cfg_cleanup(struct cfg *cfg)
     free(cfg->data_dir);
     free(cfg->ingress);
     free(cfg->metrics);
+    free(cfg->admin);
+    for (size_t i = 0; i < cfg->n_auth_tokens; i++) free(cfg->auth_tokens[i].path);
+    free(cfg->auth_tokens);
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         free(cfg->endpoints[i].functions);
         free(cfg->endpoints[i].target);

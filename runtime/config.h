@@ -6,6 +6,11 @@
  *     ingress = "127.0.0.1:7070";       # host:port or unix:/path
  *     metrics = "127.0.0.1:9464";       # Prometheus /metrics and HTTP probes (metrics.h);
  *                                       # IPv4:port, [IPv6]:port or localhost:port; unset = off
+ *     admin = "127.0.0.1:7072";         # optional: the Admin service on its own
+ *                                       # listener (then not on the ingress)
+ *     auth = { tokens = (               # optional: bearer tokens (auth.h); none = open
+ *       { file = "admin.token"; role = "admin"; },   # client | metrics | admin
+ *       { file = "client.token"; role = "client"; } ); };
  *     log_level = "info";               # debug | info | warn | error
  *     max_message_bytes = 4194304;      # largest accepted message/state value
  *     checkpoint = { interval_ms = 0; sync = true; };
@@ -110,6 +115,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "auth.h"
 #include "log.h"
 
 enum cfg_mode { CFG_MODE_SIDECAR = 0, CFG_MODE_REMOTE = 1, CFG_MODE_EMBEDDED = 2 };
@@ -164,6 +170,12 @@ struct cfg {
     char *data_dir;           /* absolute or relative to cwd after resolution */
     char *ingress;            /* default "127.0.0.1:7070" */
     char *metrics;            /* HTTP /metrics, /healthz, /readyz: "host:port"; NULL = off */
+    char *admin;              /* runtime.admin: the Admin service's own listener;
+                               * NULL (default) = served on the ingress */
+    /* runtime.auth.tokens (auth.h): NULL/0 = no auth group, the runtime is
+     * open. Each file was read and checked at load. */
+    struct auth_source *auth_tokens;
+    size_t n_auth_tokens;
     enum log_level log_level; /* default info */
     size_t max_message_bytes; /* default 4 MiB, 1 KiB..64 MiB */
     int checkpoint_interval_ms; /* default 0 = every loop iteration, 0..60000 */

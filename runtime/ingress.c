@@ -43,6 +43,7 @@ struct sstream;
 struct ingress {
     struct server *s;
     struct rpc_server *rpc;
+    struct rpc_server *admin_rpc; /* runtime.admin: Admin's own listener, else NULL */
     struct sstream *streams;  /* open SendStream calls */
     struct pcall **slots;     /* index = (id & 0xffffffff) - 1 */
     uint32_t *gens;
@@ -663,6 +664,13 @@ void ingress_poll_streams(struct ingress *in)
 
 /* ---- lifecycle -------------------------------------------------------------- */
 
+/* rpc's authorize hook (rpc.h) over the server's token table (auth.h). */
+static int authorize_call(void *arg, const char *method, const char *value, size_t len,
+                          const char **msg)
+{
+    return auth_check(arg, method, value, len, msg);
+}
+
 int ingress_create(struct ingress **out, struct server *s)
 {
     struct ingress *in = calloc(1, sizeof *in);
@@ -683,10 +691,19 @@ int ingress_create(struct ingress **out, struct server *s)
     opt.max_calls_name = "runtime.max_calls";
     opt.memory_quota_bytes = INGRESS_QUOTA_MESSAGES * opt.max_receive_bytes;
     if (opt.memory_quota_bytes < INGRESS_QUOTA_MIN) opt.memory_quota_bytes = INGRESS_QUOTA_MIN;
+    if (s->auth.enabled) {
+        opt.authorize = authorize_call;
+        opt.authorize_arg = &s->auth;
+    }
+    if (s->cfg.admin && (rpc_server_create(&in->admin_rpc, &s->loop, &opt) != 0 ||
+                         admin_register(in->admin_rpc, s) != 0)) {
+        ingress_destroy(&in);
+        return -1;
+    }
     if (rpc_server_create(&in->rpc, &s->loop, &opt) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Send", on_send, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Call", on_call, in) != 0 ||
-        admin_register(in->rpc, s) != 0 ||
+        (in->admin_rpc ? admin_register_health(in->rpc, s) : admin_register(in->rpc, s)) != 0 ||
         rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/SendStream", on_send_stream, in) != 0 ||
         rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/Subscribe", egress_subscribe, s) != 0) {
         ingress_destroy(&in);
@@ -699,17 +716,26 @@ int ingress_create(struct ingress **out, struct server *s)
 
 int ingress_start(struct ingress *in, const char *addr)
 {
-    return rpc_server_start(in->rpc, addr);
+    if (rpc_server_start(in->rpc, addr) != 0) return -1;
+    return in->admin_rpc ? rpc_server_start(in->admin_rpc, in->s->cfg.admin) : 0;
 }
 
 void ingress_shutdown(struct ingress *in)
 {
     rpc_server_shutdown(in->rpc);
+    if (in->admin_rpc) rpc_server_shutdown(in->admin_rpc);
     egress_shutdown(in->s);
     ingress_poll_streams(in);
 }
-void ingress_cancel_all(struct ingress *in) { rpc_server_cancel_all(in->rpc); }
-int ingress_done(const struct ingress *in) { return rpc_server_done(in->rpc); }
+void ingress_cancel_all(struct ingress *in)
+{
+    rpc_server_cancel_all(in->rpc);
+    if (in->admin_rpc) rpc_server_cancel_all(in->admin_rpc);
+}
+int ingress_done(const struct ingress *in)
+{
+    return rpc_server_done(in->rpc) && (!in->admin_rpc || rpc_server_done(in->admin_rpc));
+}
 
 void ingress_destroy(struct ingress **inp)
 {
@@ -720,6 +746,7 @@ void ingress_destroy(struct ingress **inp)
     free(in->gens);
     free(in->free);
     if (in->rpc) rpc_server_destroy(&in->rpc);
+    if (in->admin_rpc) rpc_server_destroy(&in->admin_rpc);
     sm_arena_destroy(&in->arena);
     free(in);
     *inp = NULL;

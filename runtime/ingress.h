@@ -1,6 +1,9 @@
 /*
  * ingress — the gRPC server clients talk to: Ingress (Send, Call), Admin
- * (GetState, Stats) and grpc.health.v1.Health/Check, all on one address.
+ * (GetState, Stats) and grpc.health.v1.Health/Check, all on one address,
+ * or Admin on a second listener of its own (runtime.admin; started by
+ * ingress_start, stopped with the ingress). Every call of both passes the
+ * token check first when runtime.auth is set (auth.h).
  *
  * Send is acknowledged after the checkpoint holding the message is durable;
  * Call is answered with the first reply of its chain of messages, released

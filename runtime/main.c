@@ -30,6 +30,9 @@
  * environment leave glibc's own choices in place. The bound this keeps is
  * in docs/limits.md ("The memory bound").
  *
+ * SIGHUP re-reads the token files of runtime.auth (auth.h); nothing else
+ * is reloaded.
+ *
  * Shutdown on SIGTERM/SIGINT: stop accepting and dispatching, wait up to
  * DRAIN_MS for in-flight batches, commit the final checkpoint (which releases
  * the last acks and replies), close streams and calls, exit 0. Queued messages
@@ -222,6 +225,27 @@ static int stop_requested(void)
     return sigtimedwait(&set, NULL, &zero) > 0;
 }
 
+/* SIGHUP (blocked like the stop signals): re-read the token files. A bad
+ * file keeps the tokens in force (auth.h). */
+static void reload_if_requested(struct server *s)
+{
+    sigset_t set;
+    struct timespec zero = {0, 0};
+    char err[1024], q[1100];
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    if (sigtimedwait(&set, NULL, &zero) <= 0) return;
+    if (!s->auth.enabled) {
+        LOG_INFO(&s->log, "runtime.sighup", "msg=\"nothing to reload (no runtime.auth)\"");
+    } else if (auth_load(&s->auth, s->cfg.auth_tokens, s->cfg.n_auth_tokens, err, sizeof err) != 0) {
+        LOG_ERROR(&s->log, "auth.reload_failed", "err=%s msg=\"the tokens in force stay\"",
+                  log_quote(q, sizeof q, err));
+    } else {
+        LOG_INFO(&s->log, "auth.reloaded", "tokens=%zu", s->auth.n);
+    }
+}
+
 /* Once a second: egress retention, expired state and idempotency records. */
 static void housekeeping(void *arg)
 {
@@ -290,6 +314,7 @@ static int run_loop(struct server *s)
             rc = rpc_loop_next(&s->loop, 0);
         now = rpc_now_ms();
         timer_run_due(&s->timers, now);
+        reload_if_requested(s);
 
         if (phase == RUNNING && stop_requested()) {
             LOG_INFO(&s->log, "runtime.stopping", "queued_messages=%lld pending_calls=%zu",
@@ -420,6 +445,13 @@ int main(int argc, char **argv)
         return 2;
     }
     s.log.level = s.cfg.log_level;
+    if (s.cfg.n_auth_tokens &&
+        auth_load(&s.auth, s.cfg.auth_tokens, s.cfg.n_auth_tokens, err, sizeof err) != 0) {
+        fprintf(stderr, "statemeshd: invalid configuration, not starting:\n%s: runtime.auth: %s\n",
+                config, err);
+        cfg_cleanup(&s.cfg);
+        return 2;
+    }
     if (spcreate_config(&s, err, sizeof err) != 0) {
         fprintf(stderr, "statemeshd: %s, not starting\n", err);
         cfg_cleanup(&s.cfg);
@@ -431,6 +463,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);       /* reload (reload_if_requested) */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -504,7 +537,8 @@ int main(int argc, char **argv)
     timer_init(&s.housekeeping, housekeeping, &s);
     timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
     if (ingress_create(&s.ingress, &s) != 0 || ingress_start(s.ingress, s.cfg.ingress) != 0) {
-        fprintf(stderr, "statemeshd: cannot listen on %s (address in use or invalid)\n", s.cfg.ingress);
+        fprintf(stderr, "statemeshd: cannot listen on %s%s%s (address in use or invalid)\n",
+                s.cfg.ingress, s.cfg.admin ? " or " : "", s.cfg.admin ? s.cfg.admin : "");
         goto out;
     }
     for (size_t i = 0; i < s.n_endpoints; i++)
@@ -516,10 +550,16 @@ int main(int argc, char **argv)
                 fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
             goto out;
         }
+    if (!s.auth.enabled && (!auth_address_is_local(s.cfg.ingress) ||
+                            (s.cfg.admin && !auth_address_is_local(s.cfg.admin))))
+        LOG_WARN(&s.log, "auth.open", "ingress=%s admin=%s msg=\"no runtime.auth: anyone who "
+                 "can reach these addresses may call every RPC, admin included "
+                 "(docs/security.md)\"", s.cfg.ingress, s.cfg.admin ? s.cfg.admin : "ingress");
     if (s.n_endpoints == 0)
         LOG_WARN(&s.log, "runtime.no_endpoints", "msg=\"no endpoints configured: every message will be refused\"");
-    LOG_INFO(&s.log, "runtime.ready", "ingress=%s data_dir=%s endpoints=%zu pid=%ld",
-             s.cfg.ingress, s.cfg.data_dir, s.n_endpoints, (long)getpid());
+    LOG_INFO(&s.log, "runtime.ready", "ingress=%s admin=%s auth=%s data_dir=%s endpoints=%zu "
+             "pid=%ld", s.cfg.ingress, s.cfg.admin ? s.cfg.admin : "ingress",
+             s.auth.enabled ? "tokens" : "off", s.cfg.data_dir, s.n_endpoints, (long)getpid());
     metrics_set_ready(&s, 1);
 
     if (run_loop(&s) != 0) {
@@ -563,6 +603,7 @@ out:
     store_close(&s.store);
     if (grpc_up) grpc_shutdown_blocking();   /* joins gRPC threads: clean exit under valgrind */
     if (s.lock_fd >= 0) close(s.lock_fd);
+    auth_cleanup(&s.auth);
     cfg_cleanup(&s.cfg);
     return rc;
 }

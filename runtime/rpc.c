@@ -204,6 +204,8 @@ struct rpc_server {
     struct rpc_tag t_shutdown;
     rpc_observe_fn observe;          /* NULL: not observed */
     void *observe_arg;
+    int (*authorize)(void *, const char *, const char *, size_t, const char **);
+    void *authorize_arg;
 };
 
 /* A call of method `m` ends with `code`. */
@@ -291,6 +293,26 @@ static void request_one(struct rpc_method *m)
     }
 }
 
+/* The server's authorize hook on a new call (rpc_server_options). Returns
+ * 0 or the status to refuse it with (*msg: its details). */
+static int authorize(struct rpc_server *srv, const char *method, const grpc_metadata_array *md,
+                     const char **msg)
+{
+    const grpc_slice *val = NULL;
+    int n = 0;
+
+    if (!srv->authorize) return 0;
+    for (size_t i = 0; i < md->count; i++)
+        if (grpc_slice_str_cmp(md->metadata[i].key, "authorization") == 0) {
+            val = &md->metadata[i].value;
+            n++;
+        }
+    if (n != 1) val = NULL;
+    return srv->authorize(srv->authorize_arg, method,
+                          val ? (const char *)GRPC_SLICE_START_PTR(*val) : NULL,
+                          val ? GRPC_SLICE_LENGTH(*val) : 0, msg);
+}
+
 static void server_on_new(void *owner, int ok)
 {
     struct rpc_call *c = owner;
@@ -318,6 +340,19 @@ static void server_on_new(void *owner, int ok)
         rpc_call_error(c, RPC_RESOURCE_EXHAUSTED, "too many concurrent calls (%s = %ld)",
                        srv->max_calls_name, srv->max_calls);
         return;
+    }
+    if (srv->authorize) {
+        char name[256] = "";
+        const char *msg = NULL;
+        int code;
+        if (c->method->handle == NULL)   /* unknown method: classed by its name */
+            snprintf(name, sizeof name, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
+                     (const char *)GRPC_SLICE_START_PTR(c->details.method));
+        code = authorize(srv, c->method->handle ? c->method->name : name, &c->md, &msg);
+        if (code != 0) {
+            rpc_call_error(c, code, "%s", msg ? msg : "refused");
+            return;
+        }
     }
     if (c->method->handle == NULL) {
         rpc_call_error(c, RPC_UNIMPLEMENTED, "unknown method");
@@ -466,6 +501,8 @@ int rpc_server_create(struct rpc_server **out, struct rpc_loop *loop,
     ca.args = args;
     srv->loop = loop;
     srv->max_calls = opt->max_calls;
+    srv->authorize = opt->authorize;
+    srv->authorize_arg = opt->authorize_arg;
     snprintf(srv->max_calls_name, sizeof srv->max_calls_name, "%s",
              opt->max_calls_name ? opt->max_calls_name : "max_calls");
     srv->server = grpc_server_create(&ca, NULL);
@@ -667,6 +704,14 @@ static void scall_on_new(void *owner, int ok)
         rpc_scall_finish(c, RPC_RESOURCE_EXHAUSTED, "too many concurrent calls (%s = %ld)",
                          srv->max_calls_name, srv->max_calls);
         return;
+    }
+    if (srv->authorize) {
+        const char *msg = NULL;
+        int code = authorize(srv, c->method->name, &c->md, &msg);
+        if (code != 0) {
+            rpc_scall_finish(c, code, "%s", msg ? msg : "refused");
+            return;
+        }
     }
     c->method->on_open(c->method->arg, c);
 }

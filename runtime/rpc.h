@@ -88,6 +88,13 @@ struct rpc_server_options {
     size_t memory_quota_bytes;  /* gRPC resource quota for the transport's buffers
                                  * (0 = none): over it gRPC resets streams with
                                  * RESOURCE_EXHAUSTED instead of buffering on */
+    /* Called for every new call before its request is read or its module
+     * sees it, with the full method name and the `authorization` metadata
+     * value (NULL: none; two or more: refused as if missing). Nonzero: the
+     * call is answered with that status and *msg. NULL = no check. */
+    int (*authorize)(void *arg, const char *method, const char *value, size_t len,
+                     const char **msg);
+    void *authorize_arg;
 };
 
 int rpc_server_create(struct rpc_server **out /* OUT, owned */, struct rpc_loop *loop,

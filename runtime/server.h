@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "auth.h"
 #include "bootstrap.h"
 #include "checkpoint.h"
 #include "config.h"
@@ -66,6 +67,7 @@ struct stats {
 
 struct server {
     struct cfg cfg;
+    struct auth auth;              /* tokens and roles (auth.h); off when not enabled */
     struct log log;
     struct rpc_loop loop;
     struct timer_heap timers;

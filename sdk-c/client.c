@@ -77,7 +77,61 @@ sm_client *sm_client_create(const char *target)
     c->ch = grpc_channel_create(c->target, creds, &ch_args);
     grpc_channel_credentials_release(creds);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
+    {
+        const char *env = getenv("STATEMESH_TOKEN");
+        if (env && *env && sm_client_set_token(c, env, NULL) != SM_OK) {
+            /* an unusable $STATEMESH_TOKEN: no token; the runtime says UNAUTHENTICATED */
+        }
+    }
     return c;
+}
+
+static void auth_clear(sm_client *c)
+{
+    if (!c->has_auth) return;
+    grpc_slice_unref(c->auth.key);
+    grpc_slice_unref(c->auth.value);
+    c->has_auth = 0;
+}
+
+int sm_client_set_token(sm_client *c, const char *token, sm_error *err)
+{
+    static const char scheme[] = "Bearer ";
+    size_t n;
+    char *v;
+
+    if (!c) return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "client is NULL");
+    if (!token || !*token) {
+        auth_clear(c);
+        return SM_OK;
+    }
+    n = strlen(token);
+    if (n > SM_MAX_TOKEN_LEN)
+        return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                           "token is %zu bytes, over %d", n, SM_MAX_TOKEN_LEN);
+    for (size_t i = 0; i < n; i++)
+        if (token[i] <= ' ' || token[i] > '~')
+            return sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL,
+                               "token must be printable ASCII without spaces");
+    if (!(v = malloc(sizeof scheme + n)))
+        return sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    memcpy(v, scheme, sizeof scheme - 1);
+    memcpy(v + sizeof scheme - 1, token, n + 1);
+    auth_clear(c);
+    memset(&c->auth, 0, sizeof c->auth);
+    c->auth.key = grpc_slice_from_static_string("authorization");
+    c->auth.value = grpc_slice_from_copied_string(v);
+    c->has_auth = 1;
+    memset(v, 0, sizeof scheme + n);
+    free(v);
+    return SM_OK;
+}
+
+void sm__auth_md(sm_client *c, grpc_op *op)
+{
+    if (!c->has_auth) return;
+    op->data.send_initial_metadata.count = 1;
+    op->data.send_initial_metadata.metadata = &c->auth;
 }
 
 const char *sm_client_target(const sm_client *c)
@@ -96,6 +150,7 @@ void sm_client_destroy(sm_client **pc)
                .type != GRPC_QUEUE_SHUTDOWN) {
     }
     grpc_completion_queue_destroy(c->cq);
+    auth_clear(c);
     grpc_shutdown_blocking(); /* joins gRPC threads: clean exit under valgrind */
     free(c->target);
     free(c);
@@ -150,6 +205,7 @@ static int unary_slice(sm_client *c, const char *method, grpc_slice s,
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
+    sm__auth_md(c, &ops[0]);
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;

@@ -15,7 +15,13 @@ struct sm_client {
     grpc_channel *ch;
     grpc_completion_queue *cq;  /* pluck, for the unary RPCs */
     char *target;
+    grpc_metadata auth;         /* "authorization: Bearer ..." when has_auth */
+    int has_auth;
 };
+
+/* Puts the client's authorization metadata (if any) on a
+ * GRPC_OP_SEND_INITIAL_METADATA op. */
+void sm__auth_md(sm_client *c, grpc_op *op);
 
 /* Fills *err (if not NULL) with code and a printf message; returns rc. */
 int sm__set_err(sm_error *err, int code, int rc, const char *fmt, ...)

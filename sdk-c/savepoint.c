@@ -130,6 +130,7 @@ int sm_client_create_savepoint(sm_client *c, const char *path, uint32_t ranges,
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+    sm__auth_md(c, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = sc.send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

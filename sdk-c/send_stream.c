@@ -326,6 +326,7 @@ int sm_send_stream_open(sm_client *c, const sm_send_stream_options *opts, sm_sen
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (s->opt.wait_for_ready) ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+    sm__auth_md(c, &ops[0]);
     ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[1].data.recv_initial_metadata.recv_initial_metadata = &s->md_init;
     if (grpc_call_start_batch(s->call, ops, 2, &s->t_start, NULL) != GRPC_CALL_OK) goto callfail;

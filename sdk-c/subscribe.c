@@ -225,6 +225,7 @@ int sm_subscription_open(sm_client *c, const sm_subscribe_options *opts, sm_subs
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = sub->send_bb;
+    sm__auth_md(c, &ops[0]);
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[3].data.recv_initial_metadata.recv_initial_metadata = &sub->md_init;

@@ -26,7 +26,8 @@ from .client import (Client, AsyncClient, StateInfo, StreamMessage, StreamError,
                      StateIds, BootstrapResult)
 from .errors import (StatemeshError, NotFound, InvalidArgument, Unavailable,
                      DeadlineExceeded, ResourceExhausted, Overloaded, OffsetTrimmed,
-                     AlreadyExists, FailedPrecondition, Aborted, Internal)
+                     AlreadyExists, FailedPrecondition, Aborted, Internal, Unauthenticated,
+                     PermissionDenied)
 
 __all__ = [
     "StatefulFunctions", "ValueSpec", "serve", "serve_async", "FunctionServer",
@@ -38,5 +39,5 @@ __all__ = [
     "BoolType", "IntType", "FloatType", "StringType", "BytesType", "JsonType",
     "StatemeshError", "NotFound", "InvalidArgument", "Unavailable", "DeadlineExceeded",
     "ResourceExhausted", "Overloaded", "OffsetTrimmed", "AlreadyExists", "FailedPrecondition",
-    "Aborted", "Internal", "SDK_NAME",
+    "Aborted", "Internal", "Unauthenticated", "PermissionDenied", "SDK_NAME",
 ]

@@ -1,7 +1,7 @@
 """Ingress and admin clients for statemeshd.
 
     from statemesh import Client
-    with Client("127.0.0.1:7070") as c:
+    with Client("127.0.0.1:7070") as c:          # token=... or $STATEMESH_TOKEN if auth is on
         c.send("example/user", "alice", "hi")                    # durable once it returns
         print(c.call("example/user", "alice", "hi", timeout=5))  # the decoded reply
         print(c.state("example/user", "alice"))                  # {'visits': 2}
@@ -44,6 +44,7 @@ given one).
 
 import bisect
 import datetime
+import os
 from builtins import type as builtins_type
 import re
 import threading
@@ -452,6 +453,54 @@ def _channel_options(extra):
     return opts
 
 
+def _token(token):
+    """The bearer token to send: ``token``, else $STATEMESH_TOKEN, else None."""
+    if token is None:
+        token = os.environ.get("STATEMESH_TOKEN") or None
+        if token is None:
+            return None
+    if not isinstance(token, str):
+        raise TypeError("token must be a str, got %s" % builtins_type(token).__name__)
+    token = token.strip("\r\n")
+    if not token or any(c <= " " or c > "~" for c in token):
+        raise ValueError("token must be printable ASCII without spaces")
+    return token
+
+
+class _WithMetadata:
+    """A multicallable that adds the authorization metadata to every call."""
+
+    def __init__(self, multicallable, metadata):
+        self._mc = multicallable
+        self._md = metadata
+
+    def __call__(self, request, **kw):
+        kw["metadata"] = tuple(kw.get("metadata") or ()) + self._md
+        return self._mc(request, **kw)
+
+
+class _TokenChannel:
+    """The methods of a channel that _Methods._bind uses, each call carrying
+    ``authorization: Bearer <token>`` (docs/security.md)."""
+
+    def __init__(self, channel, token):
+        self._channel = channel
+        self._md = (("authorization", "Bearer " + token),)
+
+    def unary_unary(self, *a, **kw):
+        return _WithMetadata(self._channel.unary_unary(*a, **kw), self._md)
+
+    def unary_stream(self, *a, **kw):
+        return _WithMetadata(self._channel.unary_stream(*a, **kw), self._md)
+
+    def stream_stream(self, *a, **kw):
+        return _WithMetadata(self._channel.stream_stream(*a, **kw), self._md)
+
+
+def _authorized(channel, token):
+    return channel if token is None else _TokenChannel(channel, token)
+
+
 def _pb():
     from .v1 import admin_pb2, ingress_pb2, types_pb2
     return admin_pb2, ingress_pb2, types_pb2
@@ -669,10 +718,13 @@ class Client(_Methods):
     """Blocking client of a runtime's ingress and admin services."""
 
     def __init__(self, target="127.0.0.1:7070", *, timeout=None, wait_for_ready=False,
-                 options=None, credentials=None):
+                 options=None, credentials=None, token=None):
         """``target``: "host:port" or "unix:/path". ``timeout``: default deadline
         (seconds) of every request; ``wait_for_ready``: wait for the runtime
-        to come up instead of failing with Unavailable."""
+        to come up instead of failing with Unavailable. ``token``: the bearer
+        token sent with every request (default $STATEMESH_TOKEN; none when
+        unset), for a runtime with ``runtime.auth`` (docs/security.md)."""
+        token = _token(token)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=_channel_options(options))
         else:
@@ -680,7 +732,7 @@ class Client(_Methods):
                                                 options=_channel_options(options))
         self._default_timeout = timeout
         self._wait = wait_for_ready
-        self._bind(self._channel)
+        self._bind(_authorized(self._channel, token))
 
     def _invoke(self, method, req, timeout):
         try:
@@ -944,7 +996,8 @@ class AsyncClient(_Methods):
     """asyncio client (grpc.aio); create it inside the event loop that uses it."""
 
     def __init__(self, target="127.0.0.1:7070", *, timeout=None, wait_for_ready=False,
-                 options=None, credentials=None):
+                 options=None, credentials=None, token=None):
+        token = _token(token)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target,
                                                       options=_channel_options(options))
@@ -953,7 +1006,7 @@ class AsyncClient(_Methods):
                                                     options=_channel_options(options))
         self._default_timeout = timeout
         self._wait = wait_for_ready
-        self._bind(self._channel)
+        self._bind(_authorized(self._channel, token))
 
     async def _invoke(self, method, req, timeout):
         try:

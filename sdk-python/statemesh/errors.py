@@ -11,7 +11,8 @@ import grpc
 
 __all__ = ["StatemeshError", "NotFound", "InvalidArgument", "Unavailable",
            "DeadlineExceeded", "ResourceExhausted", "Overloaded", "OffsetTrimmed",
-           "AlreadyExists", "FailedPrecondition", "Aborted", "Internal", "from_rpc_error"]
+           "AlreadyExists", "FailedPrecondition", "Aborted", "Internal", "Unauthenticated",
+           "PermissionDenied", "from_rpc_error"]
 
 
 class StatemeshError(Exception):
@@ -83,9 +84,22 @@ class Internal(StatemeshError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Unauthenticated(StatemeshError, PermissionError):
+    """The runtime requires a bearer token and none, or an unknown one, was
+    sent (``token=`` / $STATEMESH_TOKEN; docs/security.md)."""
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(StatemeshError, PermissionError):
+    """The token is valid but its role does not allow the request (e.g. a
+    client token calling an admin method)."""
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 _BY_CODE = {c.code: c for c in (NotFound, InvalidArgument, Unavailable, DeadlineExceeded,
                                 ResourceExhausted, OffsetTrimmed, AlreadyExists,
-                                FailedPrecondition, Aborted, Internal)}
+                                FailedPrecondition, Aborted, Internal, Unauthenticated,
+                                PermissionDenied)}
 
 
 def from_rpc_error(err):

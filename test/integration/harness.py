@@ -422,6 +422,8 @@ def _cfg_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, dict):                     # a libconfig group
         return "{ " + " ".join("%s = %s;" % (k, _cfg_value(x)) for k, x in v.items()) + " }"
+    if isinstance(v, list):                     # a libconfig list ( ... )
+        return "( " + ", ".join(_cfg_value(x) for x in v) + " )"
     raise TypeError("cannot write %r into a config" % (v,))
 
 

@@ -90,6 +90,19 @@ void sm_client_destroy(sm_client **pc);
 /* The target the client talks to (owned by the client). */
 const char *sm_client_target(const sm_client *c);
 
+/* Bearer token for a runtime with runtime.auth (docs/security.md): every
+ * later RPC and stream of the client carries "authorization: Bearer TOKEN".
+ * sm_client_create takes $STATEMESH_TOKEN when it is set; this replaces it.
+ * token NULL or "" = send none. Call it before opening streams (an open
+ * stream keeps what it was opened with). Returns SM_OK, or SM_EINVAL (more
+ * than SM_MAX_TOKEN_LEN bytes, or not printable ASCII without spaces) and
+ * the token in force stays. A wrong token is refused by the runtime:
+ * UNAUTHENTICATED (16); a token whose role does not allow the RPC:
+ * PERMISSION_DENIED (7). */
+#define SM_MAX_TOKEN_LEN 4096
+int sm_client_set_token(sm_client *c, const char *token, sm_error *err /* OUT, may be NULL */)
+    SM_WARN_UNUSED;
+
 /* Ingress Send: durable fire-and-forget to (type, id). Returns once the
  * runtime has committed the message. v is only read during the call. */
 int sm_client_send(sm_client *c, const char *type, const char *id, const sm_value *v,
