@@ -8,6 +8,7 @@ PKGS=(
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   protobuf-compiler-grpc
   libleveldb-dev libsnappy-dev libconfig-dev libcmocka-dev libxxhash-dev
+  libssl-dev openssl          # runtime/tls.c checks PEM files; test_tls.py makes certificates
   python3 python3-grpcio python3-protobuf python3-pytest python3-yaml
   python3-setuptools python3-wheel python3-pip python3-venv
   valgrind

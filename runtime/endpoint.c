@@ -629,10 +629,20 @@ static void sweep(void *arg)
 int ep_start(struct endpoint *ep)
 {
     struct server *s = ep->srv;
-    struct rpc_channel_options co = {ep->cfg->mode == CFG_MODE_REMOTE, ep->cfg->keepalive_ms};
+    struct rpc_channel_options co = {ep->cfg->mode == CFG_MODE_REMOTE, ep->cfg->keepalive_ms, NULL};
+    int rc;
 
     if (ep->cfg->mode == CFG_MODE_EMBEDDED) return start_embedded(ep);
-    if (rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target, &co) != 0) {
+    /* TLS (tls.h): the files were checked at config load; read them again
+     * here, as they are now. */
+    if (ep->cfg->tls.on &&
+        !(co.creds = tls_channel_credentials(&ep->cfg->tls, ep->error, sizeof ep->error))) {
+        LOG_ERROR(&s->log, "endpoint.tls", "target=%s error=\"%s\"", ep->cfg->target, ep->error);
+        return -1;
+    }
+    rc = rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target, &co);
+    if (co.creds) grpc_channel_credentials_release(co.creds);
+    if (rc != 0) {
         LOG_ERROR(&s->log, "endpoint.bad_target", "target=%s", ep->cfg->target);
         return -1;
     }

@@ -683,6 +683,10 @@ int ingress_create(struct ingress **out, struct server *s)
     opt.max_calls_name = "runtime.max_calls";
     opt.memory_quota_bytes = INGRESS_QUOTA_MESSAGES * opt.max_receive_bytes;
     if (opt.memory_quota_bytes < INGRESS_QUOTA_MIN) opt.memory_quota_bytes = INGRESS_QUOTA_MIN;
+    if (s->tls && !(opt.creds = tls_server_credentials(s->tls))) {
+        ingress_destroy(&in);
+        return -1;
+    }
     if (rpc_server_create(&in->rpc, &s->loop, &opt) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Send", on_send, in) != 0 ||
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Call", on_call, in) != 0 ||

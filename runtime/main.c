@@ -30,6 +30,8 @@
  * environment leave glibc's own choices in place. The bound this keeps is
  * in docs/limits.md ("The memory bound").
  *
+ * SIGHUP re-reads runtime.tls's certificate, key and CA (tls.h).
+ *
  * Shutdown on SIGTERM/SIGINT: stop accepting and dispatching, wait up to
  * DRAIN_MS for in-flight batches, commit the final checkpoint (which releases
  * the last acks and replies), close streams and calls, exit 0. Queued messages
@@ -222,6 +224,28 @@ static int stop_requested(void)
     return sigtimedwait(&set, NULL, &zero) > 0;
 }
 
+/* SIGHUP: re-read the ingress's TLS files (tls.h). New handshakes get the
+ * new certificate; open connections and calls are not touched. Bad files
+ * change nothing and say why. */
+static void reload_requested(struct server *s)
+{
+    sigset_t set;
+    struct timespec zero = {0, 0};
+    char err[1200];
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    if (sigtimedwait(&set, NULL, &zero) != SIGHUP) return;
+    if (!s->tls) {
+        LOG_INFO(&s->log, "runtime.reload", "msg=\"SIGHUP: nothing to reload (no runtime.tls)\"");
+    } else if (tls_server_reload(s->tls, err, sizeof err) != 0) {
+        LOG_ERROR(&s->log, "tls.reload_failed", "error=\"%s\" msg=\"keeping the previous "
+                  "certificate\"", err);
+    } else {
+        LOG_INFO(&s->log, "tls.reloaded", "cert=%s", s->cfg.tls.cert);
+    }
+}
+
 /* Once a second: egress retention, expired state and idempotency records. */
 static void housekeeping(void *arg)
 {
@@ -291,6 +315,7 @@ static int run_loop(struct server *s)
         now = rpc_now_ms();
         timer_run_due(&s->timers, now);
 
+        reload_requested(s);
         if (phase == RUNNING && stop_requested()) {
             LOG_INFO(&s->log, "runtime.stopping", "queued_messages=%lld pending_calls=%zu",
                      (long long)s->stats.queued_messages, ingress_pending(s->ingress));
@@ -429,6 +454,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);       /* reload, see reload_requested() */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -493,6 +519,10 @@ int main(int argc, char **argv)
     }
     timer_init(&s.housekeeping, housekeeping, &s);
     timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
+    if (s.cfg.tls.on && tls_server_create(&s.tls, &s.cfg.tls, err, sizeof err) != 0) {
+        fprintf(stderr, "statemeshd: runtime.%s; not starting\n", err);
+        goto out;
+    }
     if (ingress_create(&s.ingress, &s) != 0 || ingress_start(s.ingress, s.cfg.ingress) != 0) {
         fprintf(stderr, "statemeshd: cannot listen on %s (address in use or invalid)\n", s.cfg.ingress);
         goto out;
@@ -501,6 +531,9 @@ int main(int argc, char **argv)
         if (ep_start(&s.endpoints[i]) != 0) {
             if (s.cfg.endpoints[i].mode == CFG_MODE_EMBEDDED)       /* embedded: why it failed */
                 fprintf(stderr, "statemeshd: endpoints[%zu]: %s; not starting\n", i,
+                        s.endpoints[i].error);
+            else if (s.endpoints[i].error[0])                     /* TLS files */
+                fprintf(stderr, "statemeshd: endpoints[%zu].%s; not starting\n", i,
                         s.endpoints[i].error);
             else
                 fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
@@ -538,6 +571,7 @@ out:
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);
     free(s.endpoints);
     if (s.loop.cq) rpc_loop_cleanup(&s.loop);
+    if (!s.ingress) tls_server_destroy(&s.tls);  /* after the ingress: its fetcher uses it */
     delayed_cleanup(&s);
     scache_cleanup(&s.scache);
     disp_cleanup(&s);
