@@ -18,7 +18,9 @@
  *
  * Options may appear anywhere after the program name; "--" ends them, and
  * arguments such as "-5" are values, not options. The address defaults to
- * $STATEMESH_ADDRESS, then 127.0.0.1:7070.
+ * $STATEMESH_ADDRESS, then 127.0.0.1:7070. --tls-ca FILE (or
+ * $STATEMESH_TLS_CA) connects over TLS, --tls-cert/--tls-key (or
+ * $STATEMESH_TLS_CERT/_KEY) add a client certificate (docs/security.md).
  *
  * VALUE is encoded by --type (default string), see usage() below. Output:
  *   call        the reply decoded by its typename: string/json as text,
@@ -124,7 +126,11 @@
 
 #define ADDR_NOTE \
     "  --address HOST:PORT  ingress of statemeshd (also unix:/path); default\n" \
-    "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n"
+    "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n" \
+    "  --tls-ca FILE        TLS: verify the runtime's certificate against this CA\n" \
+    "                       (PEM; $STATEMESH_TLS_CA); without it the connection is plain\n" \
+    "  --tls-cert FILE      mTLS: client certificate (PEM; $STATEMESH_TLS_CERT)\n" \
+    "  --tls-key FILE       its private key (PEM; $STATEMESH_TLS_KEY)\n"
 #define TIMEOUT_NOTE \
     "  --timeout MS         RPC deadline in milliseconds (default 10000)\n"
 #define JSON_NOTE "  --json               print JSON instead of text\n"
@@ -453,11 +459,15 @@ static int parse_args(int argc, char **argv, struct args *a)
     static const char *const valued[] = {"--address", "--type", "--timeout", "--delay",
                                          "--idempotency-key", "--from", "--after", "--limit",
                                          "--prefix", "--ranges", "--out", "--key-groups",
-                                         "--mode", "--batch"};
+                                         "--mode", "--batch", "--tls-ca", "--tls-cert",
+                                         "--tls-key"};
     const char *env = getenv("STATEMESH_ADDRESS");
     int options = 1;
 
     a->address = env && *env ? env : SM_DEFAULT_INGRESS;
+    if ((env = getenv("STATEMESH_TLS_CA")) && *env) a->tls_ca = env;
+    if ((env = getenv("STATEMESH_TLS_CERT")) && *env) a->tls_cert = env;
+    if ((env = getenv("STATEMESH_TLS_KEY")) && *env) a->tls_key = env;
     a->timeout_ms = DEFAULT_TIMEOUT_MS;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = NULL, *eq;
@@ -499,6 +509,11 @@ static int parse_args(int argc, char **argv, struct args *a)
         if (strcmp(name, "--address") == 0) {
             if (!*val) return usage_error("--address is empty");
             a->address = val;
+        } else if (strncmp(name, "--tls-", 6) == 0) {
+            if (!*val) return usage_error("%s is empty", name);
+            *(name[6] == 'c' && name[7] == 'a' ? &a->tls_ca
+              : name[6] == 'c'                  ? &a->tls_cert
+                                                : &a->tls_key) = val;
         } else if (strcmp(name, "--type") == 0) {
             a->type = val;
         } else if (strcmp(name, "--timeout") == 0) {
@@ -648,7 +663,20 @@ int main(int argc, char **argv)
     }
     usage_command = cmd;
     if ((rc = check_option_use(&a, cmd))) goto out;
-    if (!(c = sm_client_create(a.address))) {
+    if (a.tls_ca || a.tls_cert || a.tls_key) {
+        sm_tls_options tls = {a.tls_ca, a.tls_cert, a.tls_key, 0};
+        sm_error err;
+        if (!a.tls_ca) {
+            rc = usage_error("--tls-cert and --tls-key need --tls-ca (the CA of the runtime's "
+                             "certificate)");
+            goto out;
+        }
+        if (!(c = sm_client_create_tls(a.address, &tls, &err))) {
+            fprintf(stderr, "statemesh: %s\n", err.message);
+            rc = err.code == 3 ? EXIT_USAGE : EXIT_RPC;
+            goto out;
+        }
+    } else if (!(c = sm_client_create(a.address))) {
         fprintf(stderr, "statemesh: out of memory\n");
         rc = EXIT_RPC;
         goto out;

@@ -32,6 +32,7 @@
 
 struct args {
     const char *address;
+    const char *tls_ca, *tls_cert, *tls_key; /* --tls-*, $STATEMESH_TLS_*: TLS to the ingress */
     const char *type;      /* --type */
     int timeout_ms;
     bool timeout_set;
