@@ -375,9 +375,23 @@ static void on_send(void *arg, struct rpc_call *call, const uint8_t *req, size_t
     statemesh__v1__send_request__free_unpacked(r, NULL);
 }
 
+/* With runtime.tls and log_level = debug: who made the call (rpc.h's peer
+ * identity, the hook authorisation uses). */
+static void log_peer(const struct ingress *in, const struct rpc_call *call, const char *method)
+{
+    char id[512], subject[512], q1[600], q2[600];
+
+    if (!in->s->tls || in->s->log.level > LOG_LEVEL_DEBUG) return;
+    rpc_call_peer_identity(call, id, sizeof id);
+    rpc_call_peer_subject(call, subject, sizeof subject);
+    LOG_DEBUG(&in->s->log, "ingress.peer", "method=%s identity=%s subject=%s", method,
+              log_quote(q1, sizeof q1, id), log_quote(q2, sizeof q2, subject));
+}
+
 static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
 {
     Statemesh__V1__CallRequest *r = statemesh__v1__call_request__unpack(NULL, len, req);
+    log_peer(arg, call, "Call");
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid CallRequest");
         return;

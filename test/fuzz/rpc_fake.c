@@ -199,6 +199,19 @@ int64_t rpc_call_deadline_ms(const struct rpc_call *call)
     return INT64_MAX;
 }
 
+/* Plaintext: no client certificate. */
+int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len)
+{
+    (void)call;
+    if (len) buf[0] = '\0';
+    return 0;
+}
+
+int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len)
+{
+    return rpc_call_peer_identity(call, buf, len);
+}
+
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp)
 {
     size_t len;
