@@ -290,8 +290,12 @@ static grpc_ssl_certificate_config_reload_status fetch(void *user,
     pthread_mutex_lock(&ts->mu);
     if (v->given != ts->gen) {
         grpc_ssl_pem_key_cert_pair pair = {ts->cur.key, ts->cur.cert};
-        /* gRPC copies the strings. */
-        *config = grpc_ssl_server_certificate_config_create(ts->cur.ca, &pair, 1);
+        /* gRPC copies the strings. Its reload path asserts that there are
+         * roots (gRPC 1.51, ssl_security_connector.cc); without a ca no
+         * client certificate is requested, so the server's own certificate
+         * stands in and is never used. */
+        *config = grpc_ssl_server_certificate_config_create(ts->cur.ca ? ts->cur.ca : ts->cur.cert,
+                                                            &pair, 1);
         if (*config) {
             v->given = ts->gen;
             st = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
