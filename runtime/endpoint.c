@@ -309,8 +309,12 @@ static void connect_failed(struct endpoint *ep, const char *why)
     /* Log the first failure and then every 30th, so a missing server is
      * visible without flooding the log. */
     if (ep->failures == 1 || ep->failures % 30 == 0)
-        LOG_WARN(&ep->srv->log, "endpoint.unreachable", "target=%s attempts=%u error=%s",
-                 ep->cfg->target, ep->failures, log_quote(q, sizeof q, why));
+        LOG_WARN(&ep->srv->log, "endpoint.unreachable", "target=%s attempts=%u error=%s%s",
+                 ep->cfg->target, ep->failures, log_quote(q, sizeof q, why),
+                 ep->cfg->tls.on ? " tls=on hint=\"the server's certificate must be signed by "
+                                   "tls.ca and name the target; a server that wants a client "
+                                   "certificate closes the connection without a good tls.cert\""
+                                 : "");
     schedule_reconnect(ep, ep->backoff_ms);
     ep->backoff_ms *= 2;
     if (ep->backoff_ms > BACKOFF_MAX_MS) ep->backoff_ms = BACKOFF_MAX_MS;

@@ -239,7 +239,9 @@ def test_endpoint_wrong_ca_or_no_client_cert_fails_batches_with_the_reason(sandb
                or "Handshake failed" in l for l in lines), lines
     # Without a client certificate the mTLS function server hangs up during
     # the handshake; the runtime says so and keeps the message.
-    wait_until(lambda: rt.log_lines("target=%s" % other.target), timeout=20)
+    wait_until(lambda: rt.log_lines("endpoint.unreachable target=%s" % other.target), timeout=20)
+    line = rt.log_lines("endpoint.unreachable target=%s" % other.target)[0]
+    assert "tls=on" in line and "client certificate" in line, line
     for type_ in ("test/counter", "x/counter"):
         assert cl.get_state(type_, "w").queued_messages == 1
         assert cl.int_state(type_, "w") == 0
