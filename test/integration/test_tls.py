@@ -402,3 +402,46 @@ def test_sdk_function_server_tls_errors(sandbox, certs):
     with pytest.raises(ValueError, match="require_client_cert needs tls_ca"):
         statemesh.FunctionServer(fns, "127.0.0.1:0", tls_cert=_p(certs, "server.crt"),
                                  tls_key=_p(certs, "server.key"), require_client_cert=True)
+
+
+# ---- runtime/etcd.c over TLS (the cluster's control plane) -----------------------------
+
+
+def _etcdtool(endpoints, *args, tls=None):
+    env = dict(os.environ)
+    for k, v in (tls or {}).items():
+        env["ETCDTOOL_TLS_" + k.upper()] = v
+    return subprocess.run([str(binary("test/fn/etcdtool")), endpoints] + list(args),
+                          capture_output=True, text=True, env=env, timeout=scaled(60))
+
+
+def test_etcd_client_over_mtls(sandbox, certs):
+    if not shutil.which("etcd"):
+        if os.environ.get("STATEMESH_REQUIRE_ETCD"):
+            pytest.fail("etcd not installed and STATEMESH_REQUIRE_ETCD is set")
+        pytest.skip("etcd not installed (Debian: etcd-server)")
+    port, peer = free_port(), free_port()
+    url, peer_url = "https://127.0.0.1:%d" % port, "http://127.0.0.1:%d" % peer
+    sandbox.server(["etcd", "--name", "m0", "--data-dir", str(sandbox.path("etcd")),
+                    "--listen-client-urls", "https://{listen}", "--advertise-client-urls", url,
+                    "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                    "--initial-cluster", "m0=" + peer_url, "--cert-file", _p(certs, "server.crt"),
+                    "--key-file", _p(certs, "server.key"), "--trusted-ca-file", _p(certs, "ca.crt"),
+                    "--client-cert-auth", "--logger", "zap", "--log-level", "warn"],
+                   name="etcd", listen="127.0.0.1:%d" % port)
+    good = {"ca": _p(certs, "ca.crt"), "cert": _p(certs, "client.crt"), "key": _p(certs, "client.key")}
+    wait_until(lambda: _etcdtool(url, "put", "tls/k", "v1", tls=good).returncode == 0, timeout=30)
+    r = _etcdtool(url, "get", "tls/k", tls=good)
+    assert r.returncode == 0 and "kv tls/k v1" in r.stdout, r.stdout + r.stderr
+    # No client certificate, or etcd's certificate from a CA we do not trust: refused.
+    r = _etcdtool(url, "get", "tls/k", tls={"ca": _p(certs, "ca.crt")})
+    assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, r.stdout + r.stderr
+    r = _etcdtool(url, "get", "tls/k", tls=dict(good, ca=_p(certs, "other.crt")))
+    assert r.returncode == 1 and "certificate verify failed" in r.stderr.lower(), r.stderr
+    # Endpoint lists that do not fit the TLS settings.
+    r = _etcdtool(url.replace("https", "http"), "get", "tls/k", tls=good)
+    assert r.returncode == 2 and "every endpoint is https://" in r.stderr, r.stderr
+    r = _etcdtool(url, "get", "tls/k")
+    assert r.returncode == 2 and "https needs a tls group" in r.stderr, r.stderr
+    r = _etcdtool(url, "get", "tls/k", tls=dict(good, key=_p(certs, "stray.key")))
+    assert r.returncode == 2 and "does not match" in r.stderr, r.stderr
