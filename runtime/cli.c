@@ -425,6 +425,10 @@ int rpc_error(const char *what, const sm_error *err, const char *address)
     if (err->code == 14) /* UNAVAILABLE */
         fprintf(stderr, "statemesh: is statemeshd running and serving its ingress at %s?\n",
                 address);
+    if (err->code == 14 && (strstr(err->message, "Ssl") || strstr(err->message, "SSL") ||
+                            strstr(err->message, "andshake")))
+        fprintf(stderr, "statemesh: the TLS handshake failed: --tls-ca must be the CA of the "
+                "runtime's certificate, which must name %s (docs/security.md)\n", address);
     return EXIT_RPC;
 }
 

@@ -129,6 +129,8 @@ def test_tls_ingress_python_client_and_cli(sandbox, certs):
     r = _cli(rt, "call", "test/counter", "a", "1", "--type", "int64",
              env={"STATEMESH_TLS_CA": _p(certs, "ca.crt")})
     assert r.returncode == 0 and r.stdout.strip() == "7", r.stderr
+    r = _cli(rt, "--tls-ca", _p(certs, "other.crt"), "call", "test/counter", "a", "1", "--type", "int64")
+    assert r.returncode == 1 and "TLS handshake failed" in r.stderr, r.stderr
     r = _cli(rt, "call", "test/counter", "a", "1", "--type", "int64")      # plaintext
     assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, (r.stdout, r.stderr)
     with _client(rt, certs) as c:
