@@ -523,6 +523,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "statemeshd: runtime.%s; not starting\n", err);
         goto out;
     }
+    if (s.tls)
+        LOG_INFO(&s.log, "tls.ingress", "cert=%s client_cert=%s", s.cfg.tls.cert,
+                 s.cfg.tls.require_client_cert ? "required" : s.cfg.tls.ca ? "optional" : "none");
     if (ingress_create(&s.ingress, &s) != 0 || ingress_start(s.ingress, s.cfg.ingress) != 0) {
         fprintf(stderr, "statemeshd: cannot listen on %s (address in use or invalid)\n", s.cfg.ingress);
         goto out;
