@@ -213,36 +213,35 @@ static int recover(struct server *s)
     return 0;
 }
 
-/* 1 if SIGINT or SIGTERM is pending (they are blocked in every thread). */
-static int stop_requested(void)
+/* The next pending SIGINT, SIGTERM or SIGHUP (blocked in every thread), or
+ * 0: one system call per loop iteration. */
+static int pending_signal(void)
 {
     sigset_t set;
     struct timespec zero = {0, 0};
+    int sig;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    return sigtimedwait(&set, NULL, &zero) > 0;
+    sigaddset(&set, SIGHUP);
+    sig = sigtimedwait(&set, NULL, &zero);
+    return sig > 0 ? sig : 0;
 }
 
 /* SIGHUP: re-read the ingress's TLS files (tls.h). New handshakes get the
  * new certificate; open connections and calls are not touched. Bad files
  * change nothing and say why. */
-static void reload_requested(struct server *s)
+static void reload(struct server *s)
 {
-    sigset_t set;
-    struct timespec zero = {0, 0};
-    char err[1200];
+    char err[1200], q[1300];
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    if (sigtimedwait(&set, NULL, &zero) != SIGHUP) return;
     if (!s->tls) {
         LOG_INFO(&s->log, "runtime.reload", "msg=\"SIGHUP: nothing to reload (no runtime.tls)\"");
     } else if (tls_server_reload(s->tls, err, sizeof err) != 0) {
-        LOG_ERROR(&s->log, "tls.reload_failed", "error=\"%s\" msg=\"keeping the previous "
-                  "certificate\"", err);
+        LOG_ERROR(&s->log, "tls.reload_failed", "error=%s msg=\"keeping the previous "
+                  "certificate\"", log_quote(q, sizeof q, err));
     } else {
-        LOG_INFO(&s->log, "tls.reloaded", "cert=%s", s->cfg.tls.cert);
+        LOG_INFO(&s->log, "tls.reloaded", "cert=%s", log_quote(q, sizeof q, s->cfg.tls.cert));
     }
 }
 
@@ -301,7 +300,7 @@ static int run_loop(struct server *s)
         int64_t now = rpc_now_ms();
         int64_t deadline = now + LOOP_MAX_WAIT_MS;
         int64_t due = timer_next_due(&s->timers);
-        int rc;
+        int rc, sig;
 
         if (due < deadline) deadline = due;
         if (s->cfg.checkpoint_interval_ms > 0 && s->ckpt.opened_ms &&
@@ -315,8 +314,9 @@ static int run_loop(struct server *s)
         now = rpc_now_ms();
         timer_run_due(&s->timers, now);
 
-        reload_requested(s);
-        if (phase == RUNNING && stop_requested()) {
+        sig = pending_signal();
+        if (sig == SIGHUP) reload(s);
+        if (phase == RUNNING && (sig == SIGINT || sig == SIGTERM)) {
             LOG_INFO(&s->log, "runtime.stopping", "queued_messages=%lld pending_calls=%zu",
                      (long long)s->stats.queued_messages, ingress_pending(s->ingress));
             s->stopping = 1;
@@ -454,7 +454,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);       /* reload, see reload_requested() */
+    sigaddset(&set, SIGHUP);       /* reload, see reload() */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
