@@ -63,6 +63,7 @@ def certs(tmp_path_factory):
     _ca(d, "other")
     _leaf(d, "server", "ca", SAN_LOOPBACK)
     _leaf(d, "server2", "other", SAN_LOOPBACK)          # the rotation's new certificate
+    _leaf(d, "elsewhere", "ca", "DNS:elsewhere.example")  # right CA, names another host
     _leaf(d, "client", "ca", "DNS:client-1.example,URI:spiffe://statemesh/client-1")
     _leaf(d, "rogue", "other", "DNS:rogue.example")     # a client of the wrong CA
     _leaf(d, "expired", "ca", "DNS:expired.example", days=0)
@@ -186,8 +187,8 @@ def test_mtls_ingress_client_certificates(sandbox, certs):
 # ---- runtime -> function servers ------------------------------------------------------
 
 
-def _tls_testfn(sandbox, certs, mtls=True, name="testfn"):
-    args = ["--tls-cert", _p(certs, "server.crt"), "--tls-key", _p(certs, "server.key")]
+def _tls_testfn(sandbox, certs, mtls=True, name="testfn", cert="server"):
+    args = ["--tls-cert", _p(certs, cert + ".crt"), "--tls-key", _p(certs, cert + ".key")]
     if mtls:
         args += ["--tls-ca", _p(certs, "ca.crt"), "--require-client-cert"]
     return sandbox.testfn(name=name, listen="127.0.0.1:%d" % free_port(), extra_args=args)
@@ -230,11 +231,14 @@ def test_runtime_to_c_and_python_function_servers_over_mtls(sandbox, certs, mode
 def test_endpoint_wrong_ca_or_no_client_cert_fails_batches_with_the_reason(sandbox, certs):
     good = _tls_testfn(sandbox, certs, name="fn_a")
     other = _tls_testfn(sandbox, certs, name="fn_b")
+    misnamed = _tls_testfn(sandbox, certs, name="fn_c", cert="elsewhere")
     rt = sandbox.runtime([endpoint("test/*", good, tls=_ep_tls(certs, ca="other.crt")),
-                          endpoint("x/*", other, tls=_ep_tls(certs, cert=None))])
+                          endpoint("x/*", other, tls=_ep_tls(certs, cert=None)),
+                          endpoint("y/*", misnamed, tls=_ep_tls(certs))])
     cl = rt.client()
     cl.send("test/counter", "w", 1)          # durable: the ingress is fine
     cl.send("x/counter", "w", 1)
+    cl.send("y/counter", "w", 1)
     wait_until(lambda: rt.log_lines("endpoint.unreachable target=%s" % good.target), timeout=20)
     lines = rt.log_lines("endpoint.unreachable target=%s" % good.target)
     assert any("CERTIFICATE_VERIFY_FAILED" in l or "certificate verify failed" in l.lower()
@@ -244,7 +248,11 @@ def test_endpoint_wrong_ca_or_no_client_cert_fails_batches_with_the_reason(sandb
     wait_until(lambda: rt.log_lines("endpoint.unreachable target=%s" % other.target), timeout=20)
     line = rt.log_lines("endpoint.unreachable target=%s" % other.target)[0]
     assert "tls=on" in line and "client certificate" in line, line
-    for type_ in ("test/counter", "x/counter"):
+    # The right CA but a certificate for another name: refused too.
+    wait_until(lambda: rt.log_lines("endpoint.unreachable target=%s" % misnamed.target), timeout=20)
+    line = rt.log_lines("endpoint.unreachable target=%s" % misnamed.target)[0]
+    assert "Peer name 127.0.0.1 is not in peer certificate" in line and "tls=on" in line, line
+    for type_ in ("test/counter", "x/counter", "y/counter"):
         assert cl.get_state(type_, "w").queued_messages == 1
         assert cl.int_state(type_, "w") == 0
 
