@@ -49,7 +49,8 @@
  *                                       # else 1000..3600000; not for embedded
  *       tls = { ca = "ca.crt";           # TCP targets only: TLS to the function server,
  *               cert = "client.crt";     # verified against ca; cert + key (optional)
- *               key = "client.key"; };   # present a client certificate (mTLS)
+ *               key = "client.key"; };   # present a client certificate (mTLS);
+ *                                       # re-read on SIGHUP for new connections
  *       retry = {
  *         initial_backoff_ms = 100;     # 1..3600000
  *         multiplier = 2.0;             # 1.0..10.0

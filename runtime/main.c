@@ -228,15 +228,25 @@ static int pending_signal(void)
     return sig > 0 ? sig : 0;
 }
 
-/* SIGHUP: re-read the ingress's TLS files (tls.h). New handshakes get the
- * new certificate; open connections and calls are not touched. Bad files
- * change nothing and say why. */
+/* SIGHUP: re-read the TLS files of the ingress (tls.h) and of the endpoints
+ * (ep_reload_tls). New handshakes and connections use the new ones; open
+ * connections and calls are not touched. Bad files change nothing and say
+ * why. */
 static void reload(struct server *s)
 {
     char err[1200], q[1300];
 
+    for (size_t i = 0; i < s->n_endpoints; i++) {
+        if (!s->cfg.endpoints[i].tls.on) continue;
+        if (ep_reload_tls(&s->endpoints[i], err, sizeof err) != 0)
+            LOG_ERROR(&s->log, "tls.reload_failed", "endpoint=%s error=%s msg=\"keeping the "
+                      "previous certificates\"", s->cfg.endpoints[i].target,
+                      log_quote(q, sizeof q, err));
+        else
+            LOG_INFO(&s->log, "tls.reloaded", "endpoint=%s", s->cfg.endpoints[i].target);
+    }
     if (!s->tls) {
-        LOG_INFO(&s->log, "runtime.reload", "msg=\"SIGHUP: nothing to reload (no runtime.tls)\"");
+        LOG_INFO(&s->log, "runtime.reload", "msg=\"SIGHUP: no runtime.tls to reload\"");
     } else if (tls_server_reload(s->tls, err, sizeof err) != 0) {
         LOG_ERROR(&s->log, "tls.reload_failed", "error=%s msg=\"keeping the previous "
                   "certificate\"", log_quote(q, sizeof q, err));

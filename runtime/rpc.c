@@ -899,6 +899,11 @@ int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const ch
     return 0;
 }
 
+long rpc_channel_calls(const struct rpc_channel *ch)
+{
+    return ch->ncalls;
+}
+
 void rpc_channel_destroy(struct rpc_channel **chp)
 {
     struct rpc_channel *ch = *chp;

@@ -186,6 +186,8 @@ int rpc_channel_create(struct rpc_channel **out /* OUT, owned */, struct rpc_loo
     __attribute__((warn_unused_result));
 /* Only once every stream and unary call on it has completed. */
 void rpc_channel_destroy(struct rpc_channel **chp);
+/* Streams and unary calls still running on the channel. */
+long rpc_channel_calls(const struct rpc_channel *ch);
 
 /* Unary client call; on_done runs exactly once with the status and, on OK,
  * the response bytes (borrowed). */

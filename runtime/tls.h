@@ -23,7 +23,8 @@
  *                    client credentials for a channel to a function server
  *                    (or etcd): the group's CA (always passed: never the
  *                    system's public roots), and the cert/key pair when the
- *                    group has one (mTLS). Read once, when the channel is made.
+ *                    group has one (mTLS). Read when the channel is made: at
+ *                    start, and for endpoints again on SIGHUP (ep_reload_tls).
  *
  * Client certificates: require_client_cert = true makes the server demand
  * one and verify it against `ca`

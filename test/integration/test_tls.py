@@ -313,6 +313,46 @@ def test_certificate_rotation_on_sighup_under_traffic(sandbox, certs):
         assert c.call("test/counter", "probe", 0) == 2
 
 
+def test_endpoint_client_certificate_reloaded_on_sighup(sandbox, certs):
+    """SIGHUP re-reads an endpoint's tls files: running streams go on, new
+    connections use the new client certificate (seen here by the function
+    server refusing one from another CA, then accepting a good one again)."""
+    fn = _tls_testfn(sandbox, certs)                      # wants a client cert from ca
+    live = sandbox.path("ep")
+    live.mkdir()
+
+    def put(name):
+        for ext in ("crt", "key"):
+            shutil.copy(certs / ("%s.%s" % (name, ext)), live / ("client.%s.new" % ext))
+            os.replace(live / ("client.%s.new" % ext), live / ("client." + ext))
+
+    put("client")
+    rt = sandbox.runtime([endpoint("test/*", fn, tls={
+        "ca": _p(certs, "ca.crt"), "cert": str(live / "client.crt"), "key": str(live / "client.key")})])
+    cl = rt.client()
+    assert cl.call("test/counter", "e", 1) == 1
+    # A client certificate of another CA: the open stream keeps working...
+    put("rogue")
+    os.kill(rt.pid, signal.SIGHUP)
+    wait_until(lambda: rt.log_lines("event=tls.reloaded endpoint=" + fn.target), timeout=10)
+    assert cl.call("test/counter", "e", 1) == 2
+    # ...but once the function server restarts, the new connection presents it and is refused.
+    fn.restart()
+    cl.send("test/counter", "e", 1)
+    refused = "endpoint.unreachable target=%s" % fn.target
+    wait_until(lambda: [l for l in rt.log_lines(refused) if "Socket closed" in l], timeout=20)
+    assert cl.int_state("test/counter", "e") == 2
+    # A bad pair is refused at reload; then the good one brings the endpoint back, nothing lost.
+    shutil.copy(certs / "stray.key", live / "client.key")
+    os.kill(rt.pid, signal.SIGHUP)
+    wait_until(lambda: rt.log_lines("event=tls.reload_failed endpoint="), timeout=10)
+    assert "does not match" in rt.log_lines("event=tls.reload_failed endpoint=")[0]
+    put("client")
+    os.kill(rt.pid, signal.SIGHUP)
+    wait_until(lambda: len(rt.log_lines("event=tls.reloaded endpoint=")) == 2, timeout=10)
+    assert cl.call("test/counter", "e", 1, timeout=30) == 4
+
+
 # ---- configuration errors ----------------------------------------------------------------
 
 
