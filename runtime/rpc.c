@@ -833,6 +833,11 @@ int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len)
     return peer_property(call->call, GRPC_X509_SUBJECT_PROPERTY_NAME, buf, len);
 }
 
+int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len)
+{
+    return peer_property(c->call, GRPC_X509_SUBJECT_PROPERTY_NAME, buf, len);
+}
+
 /* ---- client ------------------------------------------------------------- */
 
 struct rpc_channel {

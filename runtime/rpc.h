@@ -158,6 +158,7 @@ int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len);
 /* The same for the certificate's whole subject ("CN=...,O=..."). */
 int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len);
+int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len);
 
 /* Milliseconds left before the client's deadline (INT64_MAX: none). */
 int64_t rpc_call_deadline_ms(const struct rpc_call *call);

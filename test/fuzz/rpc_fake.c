@@ -212,6 +212,18 @@ int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len)
     return rpc_call_peer_identity(call, buf, len);
 }
 
+int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len)
+{
+    (void)c;
+    if (len) buf[0] = '\0';
+    return 0;
+}
+
+int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len)
+{
+    return rpc_scall_peer_identity(c, buf, len);
+}
+
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp)
 {
     size_t len;

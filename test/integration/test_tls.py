@@ -112,12 +112,15 @@ def _cli(rt, *args, env=None):
 
 def test_tls_ingress_python_client_and_cli(sandbox, certs):
     fn = sandbox.testfn()
-    rt = sandbox.runtime([endpoint("test/*", fn)],
+    rt = sandbox.runtime([endpoint("test/*", fn)], log_level="debug",
                          runtime_settings={"tls": _server_tls(certs)})
     with _client(rt, certs) as c:
         assert c.call("test/counter", "a", 2) == 2
         c.send("test/counter", "a", 3)
         assert c.call("test/counter", "a", 0) == 5
+    # TLS without a client certificate: nobody in particular.
+    peers = rt.log_lines("event=ingress.peer")
+    assert len(peers) == 3 and all('identity="" subject=""' in l for l in peers), peers
     # A plaintext client gets nowhere (and nothing is applied).
     with statemesh.Client(rt.ingress, timeout=scaled(5)) as plain:
         _refused(lambda: plain.call("test/counter", "a", 100))
@@ -173,15 +176,20 @@ def test_mtls_ingress_client_certificates(sandbox, certs):
     # The right certificate: in, and its identity is what the server sees.
     with _client(rt, certs, cert="client.crt", key="client.key") as good:
         assert good.call("test/counter", "m", 1) == 1
+        assert good.send_stream([("test/counter", "s", 1)] * 10).acked == 10
+        good.send("test/counter", "s", 1)
+        assert good.call("test/counter", "s", 0) == 11
     r = _cli(rt, "call", "test/counter", "m", "1", "--type", "int64",
              env={"STATEMESH_TLS_CA": _p(certs, "ca.crt"),
                   "STATEMESH_TLS_CERT": _p(certs, "client.crt"),
                   "STATEMESH_TLS_KEY": _p(certs, "client.key")})
     assert r.returncode == 0 and r.stdout.strip() == "2", r.stderr
     peers = rt.log_lines("event=ingress.peer")
-    assert len(peers) == 2, peers
-    assert "client-1.example" in peers[0] and "spiffe://statemesh/client-1" in peers[0], peers
-    assert "CN=client" in peers[0] and "O=statemesh-test" in peers[0], peers
+    assert [l.split("method=")[1].split()[0] for l in peers] == \
+        ["Call", "SendStream", "Send", "Call", "Call"], peers
+    for line in peers:
+        assert "client-1.example" in line and "spiffe://statemesh/client-1" in line, peers
+        assert "CN=client" in line and "O=statemesh-test" in line, peers
 
 
 # ---- runtime -> function servers ------------------------------------------------------
