@@ -109,12 +109,13 @@ class FunctionServer:
         self.functions = functions
         self.address = address
         # TLS (statemesh.tls): files read and checked now, errors are ValueError.
-        self._credentials = None
+        self._credentials = self._tls = None
         if tls_cert or tls_key or tls_ca or require_client_cert:
             from . import tls
             tls.check_address(address)
-            self._credentials = tls.server_credentials(tls_cert, tls_key, tls_ca,
-                                                       require_client_cert)
+            self._tls = tls.ReloadableServerCredentials(tls_cert, tls_key, tls_ca,
+                                                        require_client_cert)
+            self._credentials = self._tls.credentials
         self.mode = "aio" if mode == "auto" else mode
         self.port = None
         self._handler = RequestHandler(functions)
@@ -128,6 +129,21 @@ class FunctionServer:
         # stop() waits for 0 before it cancels the runtime's Invoke streams.
         self._work = 0
         self._work_lock = threading.Lock()
+
+    def reload_tls(self):
+        """Re-reads the TLS files (serve() calls it on SIGHUP): new handshakes
+        use them, open connections are not touched. Returns True, or False
+        after logging why the files were refused (the old ones stay)."""
+        if self._tls is None:
+            log.info("SIGHUP: no TLS to reload")
+            return False
+        try:
+            self._tls.reload()
+        except ValueError as e:
+            log.error("TLS reload failed, keeping the previous certificate: %s", e)
+            return False
+        log.info("TLS certificate reloaded")
+        return True
 
     # ---- sync (threaded) ----------------------------------------------------
 
@@ -387,7 +403,8 @@ def serve(functions, address, *, mode="auto", grace=5.0, max_workers=32, options
     Signal handlers are installed only when called from the main thread.
     ``tls_cert``/``tls_key`` (PEM files, host:port only): serve over TLS;
     ``tls_ca`` + ``require_client_cert=True``: only clients (the runtime)
-    with a certificate signed by that CA get in (mTLS)."""
+    with a certificate signed by that CA get in (mTLS). With TLS, SIGHUP
+    re-reads the three files (FunctionServer.reload_tls)."""
     _ensure_logging()
     srv = FunctionServer(functions, address, mode=mode, max_workers=max_workers,
                          options=options, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
@@ -405,6 +422,8 @@ def serve(functions, address, *, mode="auto", grace=5.0, max_workers=32, options
         # Before binding: a supervisor that sees the socket may signal at once.
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda *_: stop.set())
+        if srv._tls is not None:
+            old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: srv.reload_tls())
     try:
         srv.start()
     except BaseException:
@@ -426,9 +445,12 @@ async def _serve_aio(srv, grace):
     stop = asyncio.Event()
     installed = []
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set}
+        if srv._tls is not None:
+            handlers[signal.SIGHUP] = srv.reload_tls
+        for sig, fn in handlers.items():
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, fn)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):
                 pass

@@ -361,6 +361,52 @@ def test_endpoint_client_certificate_reloaded_on_sighup(sandbox, certs):
     assert cl.call("test/counter", "e", 1, timeout=30) == 4
 
 
+def _health(target, ca):
+    """grpc.health.v1 Check over TLS trusting `ca`: True if it answers."""
+    ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(Path(ca).read_bytes()))
+    try:
+        ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=scaled(5))
+        return True
+    except grpc.RpcError:
+        return False
+    finally:
+        ch.close()
+
+
+def test_python_function_server_reloads_its_certificate_on_sighup(sandbox, certs):
+    live = sandbox.path("pylive")
+    live.mkdir()
+
+    def put(name, key=None):
+        for ext, src in (("crt", name), ("key", key or name)):
+            shutil.copy(certs / ("%s.%s" % (src, ext)), live / ("fn.%s.new" % ext))
+            os.replace(live / ("fn.%s.new" % ext), live / ("fn." + ext))
+
+    put("server")
+    port = free_port()
+    fn = sandbox.python_server("tls_fn.py", args=["--tls-cert", live / "fn.crt",
+                                                  "--tls-key", live / "fn.key"],
+                               listen="127.0.0.1:%d" % port)
+    rt = sandbox.runtime([endpoint("py/*", fn, tls=_ep_tls(certs, cert=None))])
+    cl = rt.client()
+    assert cl.call("py/counter", "r", 1) == 1
+    target = "127.0.0.1:%d" % port
+    assert _health(target, _p(certs, "ca.crt")) and not _health(target, _p(certs, "other.crt"))
+    # A key of another certificate: refused, the old one stays.
+    put("server", key="client")
+    fn.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "TLS reload failed" in fn.log(), timeout=10)
+    assert "does not match" in fn.log()
+    assert _health(target, _p(certs, "ca.crt"))
+    # The other CA's certificate: new connections see it, the runtime's stream goes on.
+    put("server2")
+    fn.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "TLS certificate reloaded" in fn.log(), timeout=10)
+    assert _health(target, _p(certs, "other.crt")) and not _health(target, _p(certs, "ca.crt"))
+    assert cl.call("py/counter", "r", 1) == 2
+    assert fn.alive
+
+
 # ---- configuration errors ----------------------------------------------------------------
 
 
