@@ -648,7 +648,9 @@ int ep_start(struct endpoint *ep)
      * here, as they are now. */
     if (ep->cfg->tls.on &&
         !(co.creds = tls_channel_credentials(&ep->cfg->tls, ep->error, sizeof ep->error))) {
-        LOG_ERROR(&s->log, "endpoint.tls", "target=%s error=\"%s\"", ep->cfg->target, ep->error);
+        char q[700];
+        LOG_ERROR(&s->log, "endpoint.tls", "target=%s error=%s", ep->cfg->target,
+                  log_quote(q, sizeof q, ep->error));
         return -1;
     }
     rc = rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target, &co);

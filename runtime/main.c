@@ -30,7 +30,7 @@
  * environment leave glibc's own choices in place. The bound this keeps is
  * in docs/limits.md ("The memory bound").
  *
- * SIGHUP re-reads runtime.tls's certificate, key and CA (tls.h).
+ * SIGHUP re-reads the TLS files of runtime.tls and endpoints[].tls (tls.h).
  *
  * Shutdown on SIGTERM/SIGINT: stop accepting and dispatching, wait up to
  * DRAIN_MS for in-flight batches, commit the final checkpoint (which releases
@@ -236,7 +236,7 @@ static void reload(struct server *s)
 {
     char err[1200], q[1300];
 
-    for (size_t i = 0; i < s->n_endpoints; i++) {
+    for (size_t i = 0; i < s->n_endpoints && !s->stopping; i++) {
         if (!s->cfg.endpoints[i].tls.on) continue;
         if (ep_reload_tls(&s->endpoints[i], err, sizeof err) != 0)
             LOG_ERROR(&s->log, "tls.reload_failed", "endpoint=%s error=%s msg=\"keeping the "
