@@ -38,7 +38,7 @@ SO_REAL  := libstatemesh.so.$(VERSION)
 VERSION_H := $(B)/gen/statemesh/version.h
 PY_VERSION := sdk-python/statemesh/_version.py
 
-PKGS     := grpc libprotobuf-c libconfig libxxhash libmicrohttpd
+PKGS     := grpc libprotobuf-c libconfig libxxhash libmicrohttpd libcrypto
 FUZZ_CC  ?= clang
 # libFuzzer comes with clang's runtime libraries (Debian: libclang-rt-14-dev).
 FUZZ_OK  := $(shell command -v $(FUZZ_CC) >/dev/null && test -f "$$($(FUZZ_CC) -print-file-name=libclang_rt.fuzzer-$$(uname -m).a)" && echo yes)

@@ -9,7 +9,7 @@ PKGS=(
   protobuf-compiler-grpc
   libleveldb-dev libsnappy-dev libconfig-dev libcmocka-dev libxxhash-dev
   libmicrohttpd-dev   # runtime.metrics: /metrics, /healthz, /readyz (runtime/metrics.h)
-  libssl-dev                # runtime/auth.c: SHA-256 and CRYPTO_memcmp from libcrypto (linked by gRPC)
+  libssl-dev openssl  # runtime/auth.c (SHA-256), runtime/tls.c (PEM checks); test_tls.py makes certificates
   python3 python3-grpcio python3-protobuf python3-pytest python3-yaml
   python3-setuptools python3-wheel python3-pip python3-venv
   valgrind

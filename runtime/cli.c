@@ -22,6 +22,9 @@
  * (else $STATEMESH_TOKEN) send "authorization: Bearer TOKEN" with every RPC;
  * --admin A (else $STATEMESH_ADMIN) is where every command but send, call
  * and egress goes when the runtime serves Admin on its own listener.
+ * $STATEMESH_ADDRESS, then 127.0.0.1:7070. --tls-ca FILE (or
+ * $STATEMESH_TLS_CA) connects over TLS, --tls-cert/--tls-key (or
+ * $STATEMESH_TLS_CERT/_KEY) add a client certificate (docs/security.md).
  *
  * VALUE is encoded by --type (default string), see usage() below. Output:
  *   call        the reply decoded by its typename: string/json as text,
@@ -127,7 +130,7 @@
 
 #define ADDR_NOTE \
     "  --address HOST:PORT  ingress of statemeshd (also unix:/path); default\n" \
-    "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n" AUTH_NOTE
+    "                       $STATEMESH_ADDRESS or 127.0.0.1:7070\n" AUTH_NOTE TLS_NOTE
 #define AUTH_NOTE \
     "  --token TOKEN        bearer token for a runtime with runtime.auth; default\n" \
     "                       $STATEMESH_TOKEN (docs/security.md)\n" \
@@ -135,6 +138,11 @@
     "  --admin HOST:PORT    the runtime's admin listener (runtime.admin), used by\n" \
     "                       every command but send, call and egress; default\n" \
     "                       $STATEMESH_ADMIN, else the --address\n"
+#define TLS_NOTE \
+    "  --tls-ca FILE        TLS: verify the runtime's certificate against this CA\n" \
+    "                       (PEM; $STATEMESH_TLS_CA); without it the connection is plain\n" \
+    "  --tls-cert FILE      mTLS: client certificate (PEM; $STATEMESH_TLS_CERT)\n" \
+    "  --tls-key FILE       its private key (PEM; $STATEMESH_TLS_KEY)\n"
 #define TIMEOUT_NOTE \
     "  --timeout MS         RPC deadline in milliseconds (default 10000)\n"
 #define JSON_NOTE "  --json               print JSON instead of text\n"
@@ -432,6 +440,10 @@ int rpc_error(const char *what, const sm_error *err, const char *address)
     else if (err->code == 12) /* UNIMPLEMENTED: Admin on its own listener? */
         fprintf(stderr, "statemesh: if the runtime serves Admin on its own listener "
                 "(runtime.admin), give it with --admin HOST:PORT or $STATEMESH_ADMIN\n");
+    if (err->code == 14 && (strstr(err->message, "Ssl") || strstr(err->message, "SSL") ||
+                            strstr(err->message, "andshake")))
+        fprintf(stderr, "statemesh: the TLS handshake failed: --tls-ca must be the CA of the "
+                "runtime's certificate, which must name %s (docs/security.md)\n", address);
     return EXIT_RPC;
 }
 
@@ -467,13 +479,16 @@ static int parse_args(int argc, char **argv, struct args *a)
                                          "--idempotency-key", "--from", "--after", "--limit",
                                          "--prefix", "--ranges", "--out", "--key-groups",
                                          "--mode", "--batch", "--token", "--token-file",
-                                         "--admin"};
+                                         "--admin", "--tls-ca", "--tls-cert", "--tls-key"};
     const char *env = getenv("STATEMESH_ADDRESS");
     int options = 1;
 
     a->address = env && *env ? env : SM_DEFAULT_INGRESS;
     env = getenv("STATEMESH_ADMIN");
     a->admin = env && *env ? env : NULL;
+    if ((env = getenv("STATEMESH_TLS_CA")) && *env) a->tls_ca = env;
+    if ((env = getenv("STATEMESH_TLS_CERT")) && *env) a->tls_cert = env;
+    if ((env = getenv("STATEMESH_TLS_KEY")) && *env) a->tls_key = env;
     a->timeout_ms = DEFAULT_TIMEOUT_MS;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = NULL, *eq;
@@ -524,6 +539,11 @@ static int parse_args(int argc, char **argv, struct args *a)
         } else if (strcmp(name, "--token-file") == 0) {
             if (!*val) return usage_error("--token-file is empty");
             a->token_file = val;
+        } else if (strncmp(name, "--tls-", 6) == 0) {
+            if (!*val) return usage_error("%s is empty", name);
+            *(name[6] == 'c' && name[7] == 'a' ? &a->tls_ca
+              : name[6] == 'c'                  ? &a->tls_cert
+                                                : &a->tls_key) = val;
         } else if (strcmp(name, "--type") == 0) {
             a->type = val;
         } else if (strcmp(name, "--timeout") == 0) {
@@ -708,7 +728,20 @@ int main(int argc, char **argv)
     if (a.admin && strcmp(cmd, "send") != 0 && strcmp(cmd, "call") != 0 &&
         strcmp(cmd, "egress") != 0)
         a.address = a.admin;       /* the Admin service's own listener */
-    if (!(c = sm_client_create(a.address))) {
+    if (a.tls_ca || a.tls_cert || a.tls_key) {
+        sm_tls_options tls = {a.tls_ca, a.tls_cert, a.tls_key, 0};
+        sm_error err;
+        if (!a.tls_ca) {
+            rc = usage_error("--tls-cert and --tls-key need --tls-ca (the CA of the runtime's "
+                             "certificate)");
+            goto out;
+        }
+        if (!(c = sm_client_create_tls(a.address, &tls, &err))) {
+            fprintf(stderr, "statemesh: %s\n", err.message);
+            rc = err.code == 3 ? EXIT_USAGE : EXIT_RPC;
+            goto out;
+        }
+    } else if (!(c = sm_client_create(a.address))) {
         fprintf(stderr, "statemesh: out of memory\n");
         rc = EXIT_RPC;
         goto out;

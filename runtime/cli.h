@@ -35,6 +35,7 @@ struct args {
     const char *admin;     /* --admin / $STATEMESH_ADMIN: admin commands go there */
     const char *token;     /* --token */
     const char *token_file; /* --token-file */
+    const char *tls_ca, *tls_cert, *tls_key; /* --tls-*, $STATEMESH_TLS_*: TLS to the ingress */
     const char *type;      /* --type */
     int timeout_ms;
     bool timeout_set;

@@ -693,12 +693,61 @@ static void load_auth(struct loader *ld, config_setting_t *g, struct cfg *c)
     free(ok);
 }
 
+/* A `tls = { cert; key; ca; require_client_cert; }` group under `base`
+ * ("runtime" or "endpoints[N]"). server: the ingress (require_client_cert
+ * allowed). Paths resolve like data_dir; the files are read and checked
+ * now (tls_check), so a missing file or a key that does not match its
+ * certificate stops the start, not the first handshake. */
+static void load_tls(struct loader *ld, config_setting_t *g, const char *base, int server,
+                     struct cfg_tls *t)
+{
+    const char *known = server ? "cert, key, ca, require_client_cert" : "ca, cert, key";
+    char name[CFG_SETTING_MAX], why[1200];
+    const char *bad;
+    int errors = ld->n_errors;
+
+    snprintf(name, sizeof name, "%s.tls", base);
+    if (!expect_group(ld, g, name, server ? "cert = \"server.crt\"; key = \"server.key\"; ..."
+                                          : "ca = \"ca.crt\"; ...")) return;
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        char **slot = strcmp(key, "cert") == 0 ? &t->cert
+                    : strcmp(key, "key") == 0  ? &t->key
+                    : strcmp(key, "ca") == 0   ? &t->ca
+                                               : NULL;
+        char *str = NULL;
+
+        snprintf(name, sizeof name, "%s.tls.%s", base, key);
+        if (slot) {
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (str[0] == '\0') {
+                setting_error(ld, s, name, "must not be empty; give the path of a PEM file");
+            } else {
+                free(*slot);
+                if (!(*slot = resolve_dir(ld->dir, str))) setting_error(ld, s, name, "out of memory");
+            }
+            free(str);
+        } else if (server && strcmp(key, "require_client_cert") == 0) {
+            (void)get_bool(ld, s, name, &t->require_client_cert);
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+    t->on = true;
+    if (ld->n_errors != errors) return;
+    if ((bad = tls_check(t, server, why, sizeof why)) != NULL) {
+        snprintf(name, sizeof name, "%s.tls.%s", base, bad);
+        setting_error(ld, g, name, "%s", why);
+    }
+}
+
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
                         "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
                         "state_filter_bytes, max_streams_per_connection, max_calls, storage, "
-                        "admin, auth, metrics";
+                        "admin, auth, metrics, tls";
     char name[CFG_SETTING_MAX];
 
     if (!expect_group(ld, g, "runtime", "...")) return;
@@ -770,6 +819,8 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
             load_checkpoint(ld, s, c);
         } else if (strcmp(key, "storage") == 0) {
             load_storage(ld, s, c);
+        } else if (strcmp(key, "tls") == 0) {
+            load_tls(ld, s, "runtime", 1, &c->tls);
         } else {
             unknown_setting(ld, s, name, known);
         }
@@ -907,12 +958,12 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
                           struct cfg_endpoint *ep)
 {
     const char *known = "functions, mode, target, library, streams, max_batch, max_in_flight, "
-                        "invocation_timeout_ms, keepalive_ms, retry";
+                        "invocation_timeout_ms, keepalive_ms, retry, tls";
     char name[CFG_SETTING_MAX];
     char base[32];
     int seen_functions = 0, mode_ok = 1;
     config_setting_t *s_target = NULL, *s_library = NULL, *s_streams = NULL,
-                     *s_keepalive = NULL;
+                     *s_keepalive = NULL, *s_tls = NULL;
 
     snprintf(base, sizeof base, "endpoints[%zu]", idx);
     ep->mode = CFG_MODE_SIDECAR;
@@ -979,6 +1030,8 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
             if (get_int_or_off(ld, s, name, 1000, 3600000, &v) == 0) ep->keepalive_ms = (int)v;
         } else if (strcmp(key, "retry") == 0) {
             load_retry(ld, s, base, &ep->retry);
+        } else if (strcmp(key, "tls") == 0) {
+            s_tls = s;                               /* read once the target is known */
         } else {
             unknown_setting(ld, s, name, known);
         }
@@ -1006,6 +1059,11 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
         if (s_keepalive) {
             snprintf(name, sizeof name, "%s.keepalive_ms", base);
             setting_error(ld, s_keepalive, name, "not used in embedded mode (there is no "
+                          "connection); remove it");
+        }
+        if (s_tls) {
+            snprintf(name, sizeof name, "%s.tls", base);
+            setting_error(ld, s_tls, name, "not used in embedded mode (there is no "
                           "connection); remove it");
         }
         snprintf(name, sizeof name, "%s.library", base);
@@ -1037,6 +1095,13 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
         if (get_target(ld, s_target, name,
                        ep->mode == CFG_MODE_REMOTE ? TARGET_REMOTE : TARGET_SIDECAR, &str) == 0)
             ep->target = str;
+    }
+    if (s_tls && ep->target && strncmp(ep->target, "unix", 4) == 0) {
+        snprintf(name, sizeof name, "%s.tls", base);
+        setting_error(ld, s_tls, name, "TLS is for TCP targets; a unix socket stays plain "
+                      "(its file permissions guard it): remove tls, or use host:port");
+    } else if (s_tls) {
+        load_tls(ld, s_tls, base, 0, &ep->tls);
     }
 }
 
@@ -1189,10 +1254,12 @@ void cfg_cleanup(struct cfg *cfg)
     free(cfg->admin);
     for (size_t i = 0; i < cfg->n_auth_tokens; i++) free(cfg->auth_tokens[i].path);
     free(cfg->auth_tokens);
+    tls_cfg_cleanup(&cfg->tls);
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         free(cfg->endpoints[i].functions);
         free(cfg->endpoints[i].target);
         free(cfg->endpoints[i].library);
+        tls_cfg_cleanup(&cfg->endpoints[i].tls);
     }
     free(cfg->endpoints);
     for (size_t i = 0; i < cfg->n_egresses; i++) free(cfg->egresses[i].name);

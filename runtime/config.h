@@ -26,6 +26,11 @@
  *     state_cache_bytes = 8388608;      # state values kept in memory (LRU), 0..64 GiB;
  *                                       # values written but not yet committed are
  *                                       # always kept, whatever the budget
+ *     tls = {                           # TLS on the ingress (docs/security.md)
+ *       cert = "server.crt"; key = "server.key";  # required; the key must match
+ *       ca = "ca.crt";                  # CA of client certificates
+ *       require_client_cert = true;     # mTLS: refuse clients without one (needs ca)
+ *     };                                # files re-read on SIGHUP (tls.h)
  *     storage = {                       # LevelDB's options
  *       block_cache_bytes = 8388608;    # uncompressed blocks kept in memory, 1 MiB..64 GiB
  *       write_buffer_bytes = 4194304;   # memtable size, 1 MiB..1 GiB
@@ -49,6 +54,10 @@
  *       invocation_timeout_ms = 30000;  # a batch unanswered this long failed, 100..3600000
  *       keepalive_ms = 10000;           # remote/sidecar HTTP/2 ping interval, 0 = off,
  *                                       # else 1000..3600000; not for embedded
+ *       tls = { ca = "ca.crt";           # TCP targets only: TLS to the function server,
+ *               cert = "client.crt";     # verified against ca; cert + key (optional)
+ *               key = "client.key"; };   # present a client certificate (mTLS);
+ *                                       # re-read on SIGHUP for new connections
  *       retry = {
  *         initial_backoff_ms = 100;     # 1..3600000
  *         multiplier = 2.0;             # 1.0..10.0
@@ -117,6 +126,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "tls.h"
 
 enum cfg_mode { CFG_MODE_SIDECAR = 0, CFG_MODE_REMOTE = 1, CFG_MODE_EMBEDDED = 2 };
 
@@ -142,6 +152,7 @@ struct cfg_endpoint {
     int invocation_timeout_ms;/* default 30000 */
     int keepalive_ms;         /* default 10000, 0 = off */
     struct cfg_retry retry;
+    struct cfg_tls tls;       /* client side; on only for TCP targets */
     int line;                 /* where it was declared, for messages */
 };
 
@@ -191,6 +202,7 @@ struct cfg {
     size_t storage_write_buffer_bytes; /* default CFG_DEFAULT_WRITE_BUFFER, 1 MiB..1 GiB */
     bool storage_compression;          /* default true (snappy) */
     int storage_max_open_files;        /* default CFG_DEFAULT_MAX_OPEN_FILES, 20..100000 */
+    struct cfg_tls tls;                /* runtime.tls: the ingress (off by default) */
     struct cfg_endpoint *endpoints;
     size_t n_endpoints;
     struct cfg_egress *egresses;

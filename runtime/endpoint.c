@@ -85,6 +85,9 @@ void ep_cleanup(struct endpoint *ep)
     ep->free_slots = NULL;
     ep->frame = NULL;
     rpc_channel_destroy(&ep->ch);
+    for (int i = 0; i < EP_MAX_RETIRED; i++)   /* idle once ep_closed(); else left to exit */
+        if (ep->retired[i] && rpc_channel_calls(ep->retired[i]) == 0)
+            rpc_channel_destroy(&ep->retired[i]);
     emb_unload(&ep->module);
     sm_arena_destroy(&ep->answers);
 }
@@ -310,8 +313,12 @@ static void connect_failed(struct endpoint *ep, const char *why)
     /* Log the first failure and then every 30th, so a missing server is
      * visible without flooding the log. */
     if (ep->failures == 1 || ep->failures % 30 == 0)
-        LOG_WARN(&ep->srv->log, "endpoint.unreachable", "target=%s attempts=%u error=%s",
-                 ep->cfg->target, ep->failures, log_quote(q, sizeof q, why));
+        LOG_WARN(&ep->srv->log, "endpoint.unreachable", "target=%s attempts=%u error=%s%s",
+                 ep->cfg->target, ep->failures, log_quote(q, sizeof q, why),
+                 ep->cfg->tls.on ? " tls=on hint=\"the server's certificate must be signed by "
+                                   "tls.ca and name the target; a server that wants a client "
+                                   "certificate closes the connection without a good tls.cert\""
+                                 : "");
     schedule_reconnect(ep, ep->backoff_ms);
     ep->backoff_ms *= 2;
     if (ep->backoff_ms > BACKOFF_MAX_MS) ep->backoff_ms = BACKOFF_MAX_MS;
@@ -617,6 +624,10 @@ static void sweep(void *arg)
     int64_t now = rpc_now_ms();
     char why[128];
 
+    for (int i = 0; i < EP_MAX_RETIRED; i++)
+        if (ep->retired[i] && rpc_channel_calls(ep->retired[i]) == 0)
+            rpc_channel_destroy(&ep->retired[i]);
+
     for (uint32_t i = 0; i < n && ep->inflight; i++) {
         struct mbox *mb = ep->slots[i].mb;
         if (!mb || ep->slots[i].deadline_ms > now) continue;
@@ -632,15 +643,57 @@ static void sweep(void *arg)
 int ep_start(struct endpoint *ep)
 {
     struct server *s = ep->srv;
-    struct rpc_channel_options co = {ep->cfg->mode == CFG_MODE_REMOTE, ep->cfg->keepalive_ms};
+    struct rpc_channel_options co = {ep->cfg->mode == CFG_MODE_REMOTE, ep->cfg->keepalive_ms, NULL};
+    int rc;
 
     if (ep->cfg->mode == CFG_MODE_EMBEDDED) return start_embedded(ep);
-    if (rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target, &co) != 0) {
+    /* TLS (tls.h): the files were checked at config load; read them again
+     * here, as they are now. */
+    if (ep->cfg->tls.on &&
+        !(co.creds = tls_channel_credentials(&ep->cfg->tls, ep->error, sizeof ep->error))) {
+        char q[700];
+        LOG_ERROR(&s->log, "endpoint.tls", "target=%s error=%s", ep->cfg->target,
+                  log_quote(q, sizeof q, ep->error));
+        return -1;
+    }
+    rc = rpc_channel_create(&ep->ch, &s->loop, ep->cfg->target, &co);
+    if (co.creds) grpc_channel_credentials_release(co.creds);
+    if (rc != 0) {
         LOG_ERROR(&s->log, "endpoint.bad_target", "target=%s", ep->cfg->target);
         return -1;
     }
     timer_start(&s->timers, &ep->sweep, rpc_now_ms() + sweep_interval(ep));
     connect_now(ep);
+    return 0;
+}
+
+int ep_reload_tls(struct endpoint *ep, char *err, size_t errlen)
+{
+    struct server *s = ep->srv;
+    struct rpc_channel_options co = {ep->cfg->mode == CFG_MODE_REMOTE, ep->cfg->keepalive_ms, NULL};
+    struct rpc_channel *fresh = NULL;
+    int slot = -1, rc;
+
+    if (!ep->cfg->tls.on || !ep->ch) return 0;
+    for (int i = 0; i < EP_MAX_RETIRED; i++) {
+        if (ep->retired[i] && rpc_channel_calls(ep->retired[i]) == 0)
+            rpc_channel_destroy(&ep->retired[i]);
+        if (!ep->retired[i] && slot < 0) slot = i;
+    }
+    if (slot < 0) {
+        snprintf(err, errlen, "%d earlier connections still carry streams; try again once "
+                 "they are closed", EP_MAX_RETIRED);
+        return -1;
+    }
+    if (!(co.creds = tls_channel_credentials(&ep->cfg->tls, err, errlen))) return -1;
+    rc = rpc_channel_create(&fresh, &s->loop, ep->cfg->target, &co);
+    grpc_channel_credentials_release(co.creds);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot create a channel to %s", ep->cfg->target);
+        return -1;
+    }
+    ep->retired[slot] = ep->ch;
+    ep->ch = fresh;
     return 0;
 }
 

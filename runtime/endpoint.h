@@ -89,12 +89,16 @@ struct ep_stream {
 
 struct server;
 
+#define EP_MAX_RETIRED 4
+
 struct endpoint {
     struct server *srv;
     const struct cfg_endpoint *cfg;
     int index;
     enum ep_state state;
     struct rpc_channel *ch;
+    struct rpc_channel *retired[EP_MAX_RETIRED]; /* replaced by ep_reload_tls, freed
+                                                  * by the sweep once their calls end */
     struct ep_stream *streams; /* cfg->streams of them */
     int nstreams, nopen;
     int next_stream;           /* round robin over open streams */
@@ -125,6 +129,12 @@ int ep_start(struct endpoint *ep);               /* begins connecting; -1 bad ta
                                                     (embedded: load failed, see ep->error) */
 void ep_stop(struct endpoint *ep);               /* cancels stream and timers */
 int ep_closed(const struct endpoint *ep);        /* no rpc in progress */
+/* SIGHUP: re-reads the endpoint's tls files (no-op without tls). Good files:
+ * a new channel for every stream and call from now on; those running finish
+ * on the old connection, which is closed once they are done. Bad files, or
+ * EP_MAX_RETIRED old channels still busy: -1, `err` says why, nothing
+ * changes. */
+int ep_reload_tls(struct endpoint *ep, char *err, size_t errlen);
 void ep_cleanup(struct endpoint *ep);
 
 /* The endpoint's name for messages: its target, or (embedded) its library.

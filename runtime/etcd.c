@@ -8,6 +8,7 @@
  * in flight (etcd_client_idle).
  */
 #include "etcd.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,16 +38,30 @@ static void set_err(char *err, size_t errlen, const char *msg, const char *what)
 int etcd_client_create(struct etcd_client **out, struct rpc_loop *loop, struct timer_heap *timers,
                        const char *endpoints, char *err, size_t errlen)
 {
+    return etcd_client_create_tls(out, loop, timers, endpoints, NULL, err, errlen);
+}
+
+int etcd_client_create_tls(struct etcd_client **out, struct rpc_loop *loop,
+                           struct timer_heap *timers, const char *endpoints,
+                           const struct cfg_tls *tls, char *err, size_t errlen)
+{
     struct etcd_client *c;
     const char *p = endpoints;
+    struct rpc_channel_options co = {0, 0, NULL};
+    char why[1200];
 
     *out = NULL;
     if (!endpoints || !*endpoints) {
         set_err(err, errlen, "the list is empty", "");
         return -1;
     }
+    if (tls && tls->on && !(co.creds = tls_channel_credentials(tls, why, sizeof why))) {
+        if (err && errlen) snprintf(err, errlen, "etcd %s", why);
+        return -1;
+    }
     if (!(c = calloc(1, sizeof *c))) {
         set_err(err, errlen, "out of memory", endpoints);
+        if (co.creds) grpc_channel_credentials_release(co.creds);
         return -1;
     }
     c->loop = loop;
@@ -66,7 +81,13 @@ int etcd_client_create(struct etcd_client **out, struct rpc_loop *loop, struct t
         one[n] = '\0';
         target = one;
         if (strncmp(target, "https://", 8) == 0) {
-            set_err(err, errlen, "https is not supported yet (no TLS)", one);
+            if (!co.creds) {
+                set_err(err, errlen, "https needs a tls group (at least its ca)", one);
+                goto fail;
+            }
+            target += 8;
+        } else if (co.creds) {
+            set_err(err, errlen, "with tls every endpoint is https://host:port", one);
             goto fail;
         }
         if (strncmp(target, "http://", 7) == 0) target += 7;
@@ -82,7 +103,7 @@ int etcd_client_create(struct etcd_client **out, struct rpc_loop *loop, struct t
             goto fail;
         }
         if (!(c->ep[c->n_ep] = strdup(target)) ||
-            rpc_channel_create(&c->ch[c->n_ep], loop, target, NULL) != 0) {
+            rpc_channel_create(&c->ch[c->n_ep], loop, target, &co) != 0) {
             free(c->ep[c->n_ep]);
             c->ep[c->n_ep] = NULL;
             set_err(err, errlen, "cannot create a gRPC channel", one);
@@ -92,9 +113,11 @@ int etcd_client_create(struct etcd_client **out, struct rpc_loop *loop, struct t
         p += n;
         if (*p == ',') p++;
     }
+    if (co.creds) grpc_channel_credentials_release(co.creds);   /* channels hold their own */
     *out = c;
     return 0;
 fail:
+    if (co.creds) grpc_channel_credentials_release(co.creds);
     etcd_client_destroy(&c);
     return -1;
 }

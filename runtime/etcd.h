@@ -7,8 +7,10 @@
  * callback. The caller's loop must run timer_run_due() after every wake-up
  * and wait no later than timer_next_due().
  *
- * Endpoints: a comma-separated list, `http://host:port` or `host:port`
- * (https is refused: no TLS yet). The client talks to one endpoint at a time;
+ * Endpoints: a comma-separated list, `http://host:port` or `host:port`;
+ * with a tls group (etcd_client_create_tls, tls.h: ca, and cert + key when
+ * etcd runs with --client-cert-auth) every one is `https://host:port` and
+ * etcd's certificate must name the host. The client talks to one endpoint at a time;
  * a call that fails with UNAVAILABLE (the member is down, or has no leader,
  * or a fresh connection was not up in time) is retried on the next endpoint:
  * one round over every endpoint, then, after 200 ms, a second one; the
@@ -79,6 +81,12 @@ typedef void (*etcd_done_fn)(void *arg, const struct etcd_result *r);
 int etcd_client_create(struct etcd_client **out /* OUT, owned */, struct rpc_loop *loop,
                        struct timer_heap *timers, const char *endpoints, char *err,
                        size_t errlen) __attribute__((warn_unused_result));
+/* The same over TLS (tls.h's client side; tls NULL or off: plaintext). */
+struct cfg_tls;
+int etcd_client_create_tls(struct etcd_client **out /* OUT, owned */, struct rpc_loop *loop,
+                           struct timer_heap *timers, const char *endpoints,
+                           const struct cfg_tls *tls, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 int etcd_client_idle(const struct etcd_client *c);
 void etcd_client_destroy(struct etcd_client **cp);
 /* The deadline of each unary call attempt (default ETCD_CALL_TIMEOUT_MS).

@@ -364,9 +364,34 @@ static void accept_request(struct ingress *in, struct rpc_call *call,
     accept_unary(in, call, &im);
 }
 
+/* With runtime.tls and log_level = debug: who made the call or opened the
+ * stream (rpc.h's peer identity, the hook authorisation uses). */
+static int peer_logged(const struct ingress *in)
+{
+    return in->s->tls && in->s->log.level <= LOG_LEVEL_DEBUG;
+}
+
+static void log_peer(const struct ingress *in, const char *method, const char *id,
+                     const char *subject)
+{
+    char q1[600], q2[600];
+    LOG_DEBUG(&in->s->log, "ingress.peer", "method=%s identity=%s subject=%s", method,
+              log_quote(q1, sizeof q1, id), log_quote(q2, sizeof q2, subject));
+}
+
+static void log_call_peer(const struct ingress *in, const struct rpc_call *call, const char *method)
+{
+    char id[512], subject[512];
+    if (!peer_logged(in)) return;
+    rpc_call_peer_identity(call, id, sizeof id);
+    rpc_call_peer_subject(call, subject, sizeof subject);
+    log_peer(in, method, id, subject);
+}
+
 static void on_send(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
 {
     Statemesh__V1__SendRequest *r = statemesh__v1__send_request__unpack(NULL, len, req);
+    log_call_peer(arg, call, "Send");
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid SendRequest");
         return;
@@ -379,6 +404,7 @@ static void on_send(void *arg, struct rpc_call *call, const uint8_t *req, size_t
 static void on_call(void *arg, struct rpc_call *call, const uint8_t *req, size_t len)
 {
     Statemesh__V1__CallRequest *r = statemesh__v1__call_request__unpack(NULL, len, req);
+    log_call_peer(arg, call, "Call");
     if (!r) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid CallRequest");
         return;
@@ -597,6 +623,12 @@ static void on_send_stream(void *arg, struct rpc_scall *c)
     struct sstream *st = calloc(1, sizeof *st);
 
     if (!st) abort();
+    if (peer_logged(in)) {
+        char id[512], subject[512];
+        rpc_scall_peer_identity(c, id, sizeof id);
+        rpc_scall_peer_subject(c, subject, sizeof subject);
+        log_peer(in, "SendStream", id, subject);
+    }
     st->in = in;
     st->c = c;
     ckpt_source_attach(&in->s->ckpt, &st->src);
@@ -695,8 +727,21 @@ int ingress_create(struct ingress **out, struct server *s)
         opt.authorize = authorize_call;
         opt.authorize_arg = &s->auth;
     }
-    if (s->cfg.admin && (rpc_server_create(&in->admin_rpc, &s->loop, &opt) != 0 ||
-                         admin_register(in->admin_rpc, s) != 0)) {
+    /* The admin listener (runtime.admin) takes the ingress's TLS too, with
+     * credentials of its own: rpc_server_create owns what it is given. */
+    if (s->cfg.admin) {
+        if (s->tls && !(opt.creds = tls_server_credentials(s->tls))) {
+            ingress_destroy(&in);
+            return -1;
+        }
+        if (rpc_server_create(&in->admin_rpc, &s->loop, &opt) != 0 ||
+            admin_register(in->admin_rpc, s) != 0) {
+            ingress_destroy(&in);
+            return -1;
+        }
+        opt.creds = NULL;
+    }
+    if (s->tls && !(opt.creds = tls_server_credentials(s->tls))) {
         ingress_destroy(&in);
         return -1;
     }

@@ -30,8 +30,8 @@
  * environment leave glibc's own choices in place. The bound this keeps is
  * in docs/limits.md ("The memory bound").
  *
- * SIGHUP re-reads the token files of runtime.auth (auth.h); nothing else
- * is reloaded.
+ * SIGHUP re-reads the TLS files of runtime.tls and endpoints[].tls (tls.h)
+ * and the token files of runtime.auth (auth.h); nothing else is reloaded.
  *
  * Shutdown on SIGTERM/SIGINT: stop accepting and dispatching, wait up to
  * DRAIN_MS for in-flight batches, commit the final checkpoint (which releases
@@ -214,28 +214,57 @@ static int recover(struct server *s)
     return 0;
 }
 
-/* 1 if SIGINT or SIGTERM is pending (they are blocked in every thread). */
-static int stop_requested(void)
+/* The next pending SIGINT, SIGTERM or SIGHUP (blocked in every thread), or
+ * 0: one system call per loop iteration. */
+static int pending_signal(void)
 {
     sigset_t set;
     struct timespec zero = {0, 0};
+    int sig;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    return sigtimedwait(&set, NULL, &zero) > 0;
+    sigaddset(&set, SIGHUP);
+    sig = sigtimedwait(&set, NULL, &zero);
+    return sig > 0 ? sig : 0;
 }
 
-/* SIGHUP (blocked like the stop signals): re-read the token files. A bad
- * file keeps the tokens in force (auth.h). */
-static void reload_if_requested(struct server *s)
+/* SIGHUP: re-read the TLS files of the ingress (tls.h) and of the endpoints
+ * (ep_reload_tls). New handshakes and connections use the new ones; open
+ * connections and calls are not touched. Bad files change nothing and say
+ * why. */
+static void reload_auth(struct server *s);
+
+static void reload(struct server *s)
 {
-    sigset_t set;
-    struct timespec zero = {0, 0};
+    char err[1200], q[1300];
+
+    for (size_t i = 0; i < s->n_endpoints && !s->stopping; i++) {
+        if (!s->cfg.endpoints[i].tls.on) continue;
+        if (ep_reload_tls(&s->endpoints[i], err, sizeof err) != 0)
+            LOG_ERROR(&s->log, "tls.reload_failed", "endpoint=%s error=%s msg=\"keeping the "
+                      "previous certificates\"", s->cfg.endpoints[i].target,
+                      log_quote(q, sizeof q, err));
+        else
+            LOG_INFO(&s->log, "tls.reloaded", "endpoint=%s", s->cfg.endpoints[i].target);
+    }
+    if (!s->tls) {
+        LOG_INFO(&s->log, "runtime.reload", "msg=\"SIGHUP: no runtime.tls to reload\"");
+    } else if (tls_server_reload(s->tls, err, sizeof err) != 0) {
+        LOG_ERROR(&s->log, "tls.reload_failed", "error=%s msg=\"keeping the previous "
+                  "certificate\"", log_quote(q, sizeof q, err));
+    } else {
+        LOG_INFO(&s->log, "tls.reloaded", "cert=%s", log_quote(q, sizeof q, s->cfg.tls.cert));
+    }
+    reload_auth(s);
+}
+
+/* SIGHUP, after the TLS files: re-read the token files. A bad file keeps
+ * the tokens in force (auth.h). */
+static void reload_auth(struct server *s)
+{
     char err[1024], q[1100];
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    if (sigtimedwait(&set, NULL, &zero) <= 0) return;
     if (!s->auth.enabled) {
         LOG_INFO(&s->log, "runtime.sighup", "msg=\"nothing to reload (no runtime.auth)\"");
     } else if (auth_load(&s->auth, s->cfg.auth_tokens, s->cfg.n_auth_tokens, err, sizeof err) != 0) {
@@ -301,7 +330,7 @@ static int run_loop(struct server *s)
         int64_t now = rpc_now_ms();
         int64_t deadline = now + LOOP_MAX_WAIT_MS;
         int64_t due = timer_next_due(&s->timers);
-        int rc;
+        int rc, sig;
 
         if (due < deadline) deadline = due;
         if (s->cfg.checkpoint_interval_ms > 0 && s->ckpt.opened_ms &&
@@ -314,9 +343,9 @@ static int run_loop(struct server *s)
             rc = rpc_loop_next(&s->loop, 0);
         now = rpc_now_ms();
         timer_run_due(&s->timers, now);
-        reload_if_requested(s);
-
-        if (phase == RUNNING && stop_requested()) {
+        sig = pending_signal();
+        if (sig == SIGHUP) reload(s);
+        if (phase == RUNNING && (sig == SIGINT || sig == SIGTERM)) {
             LOG_INFO(&s->log, "runtime.stopping", "queued_messages=%lld pending_calls=%zu",
                      (long long)s->stats.queued_messages, ingress_pending(s->ingress));
             s->stopping = 1;
@@ -463,7 +492,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);       /* reload (reload_if_requested) */
+    sigaddset(&set, SIGHUP);       /* reload, see reload() */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -536,6 +565,13 @@ int main(int argc, char **argv)
     }
     timer_init(&s.housekeeping, housekeeping, &s);
     timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
+    if (s.cfg.tls.on && tls_server_create(&s.tls, &s.cfg.tls, err, sizeof err) != 0) {
+        fprintf(stderr, "statemeshd: runtime.%s; not starting\n", err);
+        goto out;
+    }
+    if (s.tls)
+        LOG_INFO(&s.log, "tls.ingress", "cert=%s client_cert=%s", s.cfg.tls.cert,
+                 s.cfg.tls.require_client_cert ? "required" : s.cfg.tls.ca ? "optional" : "none");
     if (ingress_create(&s.ingress, &s) != 0 || ingress_start(s.ingress, s.cfg.ingress) != 0) {
         fprintf(stderr, "statemeshd: cannot listen on %s%s%s (address in use or invalid)\n",
                 s.cfg.ingress, s.cfg.admin ? " or " : "", s.cfg.admin ? s.cfg.admin : "");
@@ -545,6 +581,9 @@ int main(int argc, char **argv)
         if (ep_start(&s.endpoints[i]) != 0) {
             if (s.cfg.endpoints[i].mode == CFG_MODE_EMBEDDED)       /* embedded: why it failed */
                 fprintf(stderr, "statemeshd: endpoints[%zu]: %s; not starting\n", i,
+                        s.endpoints[i].error);
+            else if (s.endpoints[i].error[0])                     /* TLS files */
+                fprintf(stderr, "statemeshd: endpoints[%zu].%s; not starting\n", i,
                         s.endpoints[i].error);
             else
                 fprintf(stderr, "statemeshd: endpoint %s: invalid target\n", s.cfg.endpoints[i].target);
@@ -590,6 +629,7 @@ out:
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);
     free(s.endpoints);
     if (s.loop.cq) rpc_loop_cleanup(&s.loop);
+    if (!s.ingress) tls_server_destroy(&s.tls);  /* after the ingress: its fetcher uses it */
     delayed_cleanup(&s);
     scache_cleanup(&s.scache);
     disp_cleanup(&s);

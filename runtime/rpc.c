@@ -206,6 +206,7 @@ struct rpc_server {
     void *observe_arg;
     int (*authorize)(void *, const char *, const char *, size_t, const char **);
     void *authorize_arg;
+    grpc_server_credentials *creds;  /* NULL = plaintext; released at start */
 };
 
 /* A call of method `m` ends with `code`. */
@@ -472,7 +473,11 @@ int rpc_server_create(struct rpc_server **out, struct rpc_loop *loop,
     grpc_resource_quota *quota = NULL;
     size_t n = 2;
 
-    if (!srv) return -1;
+    if (!srv) {
+        if (opt->creds) grpc_server_credentials_release(opt->creds);
+        return -1;
+    }
+    srv->creds = opt->creds;
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = opt->max_receive_bytes > INT32_MAX ? INT32_MAX
@@ -806,9 +811,11 @@ void rpc_scall_finish(struct rpc_scall *c, int code, const char *fmt, ...)
 
 int rpc_server_start(struct rpc_server *srv, const char *addr)
 {
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = srv->creds ? srv->creds
+                                                : grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(srv->server, addr, creds);
     grpc_server_credentials_release(creds);
+    srv->creds = NULL;
     if (port == 0) {
         LOG_ERROR(srv->loop->log, "rpc.bind_failed", "addr=%s", addr);
         return -1;
@@ -855,9 +862,65 @@ void rpc_server_destroy(struct rpc_server **srvp)
     struct rpc_server *srv = *srvp;
     if (!srv) return;
     grpc_server_destroy(srv->server);
+    if (srv->creds) grpc_server_credentials_release(srv->creds);
     for (int i = 0; i < srv->nmethods; i++) free(srv->names[i]);
     free(srv);
     *srvp = NULL;
+}
+
+/* ---- peer identity (rpc.h) ------------------------------------------------ */
+
+/* The values of property `name` (NULL: the peer-identity properties gRPC
+ * chose, SANs or else the CN) of a call with a verified client
+ * certificate, joined by ','. */
+static int peer_property(grpc_call *call, const char *name, char *buf, size_t len)
+{
+    grpc_auth_context *ctx;
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *p;
+    size_t used = 0;
+    int found = 0;
+
+    if (len) buf[0] = '\0';
+    if (!call || !(ctx = grpc_call_auth_context(call))) return 0;
+    /* Only a certificate the server verified names anyone (gRPC fills the
+     * x509 properties from whatever the handshake saw). */
+    if (grpc_auth_context_peer_is_authenticated(ctx)) {
+        it = name ? grpc_auth_context_find_properties_by_name(ctx, name)
+                  : grpc_auth_context_peer_identity(ctx);
+        while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+            size_t n = p->value_length;
+            if (!len || used + (found ? 1 : 0) + 1 > len) break;
+            if (found) buf[used++] = ',';
+            if (n > len - used - 1) n = len - used - 1;
+            memcpy(buf + used, p->value, n);
+            used += n;
+            buf[used] = '\0';
+            found = 1;
+        }
+    }
+    grpc_auth_context_release(ctx);
+    return found;
+}
+
+int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len)
+{
+    return peer_property(call->call, NULL, buf, len);
+}
+
+int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len)
+{
+    return peer_property(c->call, NULL, buf, len);
+}
+
+int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len)
+{
+    return peer_property(call->call, GRPC_X509_SUBJECT_PROPERTY_NAME, buf, len);
+}
+
+int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len)
+{
+    return peer_property(c->call, GRPC_X509_SUBJECT_PROPERTY_NAME, buf, len);
 }
 
 /* ---- client ------------------------------------------------------------- */
@@ -914,9 +977,9 @@ int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const ch
     }
     ca.num_args = n;
     ca.args = args;
-    creds = grpc_insecure_credentials_create();
-    ch->ch = grpc_channel_create(target, creds, &ca);
-    grpc_channel_credentials_release(creds);
+    creds = opt && opt->creds ? NULL : grpc_insecure_credentials_create();
+    ch->ch = grpc_channel_create(target, creds ? creds : opt->creds, &ca);
+    if (creds) grpc_channel_credentials_release(creds);
     ch->loop = loop;
     if (!ch->ch) {
         free(ch);
@@ -924,6 +987,11 @@ int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const ch
     }
     *out = ch;
     return 0;
+}
+
+long rpc_channel_calls(const struct rpc_channel *ch)
+{
+    return ch->ncalls;
 }
 
 void rpc_channel_destroy(struct rpc_channel **chp)

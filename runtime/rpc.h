@@ -95,6 +95,8 @@ struct rpc_server_options {
     int (*authorize)(void *arg, const char *method, const char *value, size_t len,
                      const char **msg);
     void *authorize_arg;
+    grpc_server_credentials *creds; /* TLS (tls.h), NULL = plaintext; ownership moves
+                                 * to rpc, also when rpc_server_create fails */
 };
 
 int rpc_server_create(struct rpc_server **out /* OUT, owned */, struct rpc_loop *loop,
@@ -165,6 +167,18 @@ void rpc_scall_finish(struct rpc_scall *c, int code, const char *fmt, ...)
 
 /* Module bookkeeping on a call: an opaque pointer and a cancel callback. */
 void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
+/* The peer's identity as its TLS client certificate states it — the hook
+ * authorisation uses (docs/security.md): the subject alternative names
+ * (DNS, IP, URI, e-mail), comma-separated, or the subject's common name when
+ * the certificate has none. Writes a NUL-terminated string (truncated to
+ * `len`) and returns 1; returns 0 with "" when the call came without a
+ * verified client certificate (plaintext, or TLS without mTLS). */
+int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len);
+int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len);
+/* The same for the certificate's whole subject ("CN=...,O=..."). */
+int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len);
+int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len);
+
 /* Milliseconds left before the client's deadline (INT64_MAX: none). */
 int64_t rpc_call_deadline_ms(const struct rpc_call *call);
 /* Answers OK with `resp`; the handle is invalid afterwards. */
@@ -183,6 +197,7 @@ struct rpc_stream;
 struct rpc_channel_options {
     int round_robin;           /* balance calls over every resolved address */
     int keepalive_ms;          /* HTTP/2 ping interval, 0 = off */
+    grpc_channel_credentials *creds; /* TLS (tls.h), NULL = plaintext; borrowed */
 };
 
 /* opt may be NULL (pick_first, no keepalive). */
@@ -191,6 +206,8 @@ int rpc_channel_create(struct rpc_channel **out /* OUT, owned */, struct rpc_loo
     __attribute__((warn_unused_result));
 /* Only once every stream and unary call on it has completed. */
 void rpc_channel_destroy(struct rpc_channel **chp);
+/* Streams and unary calls still running on the channel. */
+long rpc_channel_calls(const struct rpc_channel *ch);
 
 /* Unary client call; on_done runs exactly once with the status and, on OK,
  * the response bytes (borrowed). */

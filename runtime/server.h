@@ -28,6 +28,7 @@
 #include "rpc.h"
 #include "store.h"
 #include "timer.h"
+#include "tls.h"
 
 struct stats {
     int64_t messages_received;     /* accepted at the ingress */
@@ -77,6 +78,7 @@ struct server {
     struct endpoint *endpoints;
     size_t n_endpoints;
     struct ingress *ingress;
+    struct tls_server *tls;        /* runtime.tls: the ingress's certificates, or NULL */
     struct egress_log *egresses;   /* one per cfg.egresses */
     size_t n_egresses;
     struct delayed_index delayed;  /* (sender, token) -> pending delayed message */

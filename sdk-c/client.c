@@ -10,6 +10,7 @@
  * returns, then channel, then CQ shutdown + drain, then grpc_shutdown.
  */
 #include "client_internal.h"
+#include "tls_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,7 +54,8 @@ int sm__set_err(sm_error *err, int code, int rc, const char *fmt, ...)
     return rc;
 }
 
-sm_client *sm_client_create(const char *target)
+/* tls NULL: plaintext. */
+static sm_client *client_create(const char *target, const struct sm__tls_pems *tls)
 {
     sm_client *c = calloc(1, sizeof *c);
     grpc_arg args[2];
@@ -73,7 +75,7 @@ sm_client *sm_client_create(const char *target)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = -1;
-    creds = grpc_insecure_credentials_create();
+    creds = tls ? sm__tls_channel_credentials(tls) : grpc_insecure_credentials_create();
     c->ch = grpc_channel_create(c->target, creds, &ch_args);
     grpc_channel_credentials_release(creds);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
@@ -132,6 +134,28 @@ void sm__auth_md(sm_client *c, grpc_op *op)
     if (!c->has_auth) return;
     op->data.send_initial_metadata.count = 1;
     op->data.send_initial_metadata.metadata = &c->auth;
+}
+
+sm_client *sm_client_create(const char *target)
+{
+    return client_create(target, NULL);
+}
+
+sm_client *sm_client_create_tls(const char *target, const sm_tls_options *tls, sm_error *err)
+{
+    struct sm__tls_pems p;
+    char why[600];
+    sm_client *c;
+
+    if (!tls) return client_create(target, NULL);
+    if (sm__tls_read(tls, 0, &p, why, sizeof why) != 0) {
+        sm__set_err(err, GRPC_STATUS_INVALID_ARGUMENT, SM_EINVAL, "%s", why);
+        return NULL;
+    }
+    c = client_create(target, &p);
+    sm__tls_pems_cleanup(&p);
+    if (!c) sm__set_err(err, GRPC_STATUS_RESOURCE_EXHAUSTED, SM_ENOMEM, "out of memory");
+    return c;
 }
 
 const char *sm_client_target(const sm_client *c)

@@ -57,6 +57,7 @@
 #include <grpc/support/time.h>
 
 #include "smlog.h"
+#include "tls_internal.h"
 #include "statemesh/invoke.h"
 
 #define PREPOST_INVOKE 4
@@ -135,6 +136,8 @@ struct sm_server {
     sm_arena *req_arena;          /* the unpacked ToFunction, reset after each message */
     sigset_t sigs, old_mask;
     uint64_t streams;
+    struct sm__tls_pems tls;      /* sm_server_set_tls; tls_on = 0: plaintext */
+    bool tls_on;
 };
 
 #define LOG(srv, lvl, ev, ...) SM__LOG((srv)->log_level, lvl, ev, __VA_ARGS__)
@@ -631,6 +634,22 @@ static int lock_file(const char *lock_path, int *fd_out)
     return -EAGAIN;
 }
 
+int sm_server_set_tls(sm_server *srv, const sm_tls_options *tls)
+{
+    char why[600], q[700];
+
+    if (!srv || !tls) return SM_EINVAL;
+    if (srv->started) return SM_ESTATE;
+    if (srv->tls_on) sm__tls_pems_cleanup(&srv->tls);
+    srv->tls_on = false;
+    if (sm__tls_read(tls, 1, &srv->tls, why, sizeof why) != 0) {
+        LOG(srv, SM_LOG_ERROR, "fn.tls.failed", "error=%s", sm__quote(q, sizeof q, why));
+        return SM_EINVAL;
+    }
+    srv->tls_on = true;
+    return SM_OK;
+}
+
 int sm_server_listen(sm_server *srv, const char *addr)
 {
     struct listener *l;
@@ -691,12 +710,20 @@ int sm_server_listen(sm_server *srv, const char *addr)
             unlink(path); /* stale socket of a dead server: we hold the lock */
         }
     }
-    creds = grpc_insecure_server_credentials_create();
+    if (path && srv->tls_on) {
+        LOG(srv, SM_LOG_ERROR, "fn.listen.failed", "addr=%s error=\"TLS is for host:port "
+            "addresses; a unix socket stays plain\"", q);
+        rc = SM_EINVAL;
+        goto out;
+    }
+    creds = srv->tls_on ? sm__tls_server_credentials(&srv->tls)
+                        : grpc_insecure_server_credentials_create();
     port = grpc_server_add_http2_port(srv->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
         LOG(srv, SM_LOG_ERROR, "fn.listen.failed",
-            "addr=%s error=\"cannot bind (address in use, bad address or missing directory)\"", q);
+            "addr=%s error=\"cannot bind (address in use, bad address or missing directory%s)\"",
+            q, srv->tls_on ? ", or a TLS key that does not match its certificate" : "");
         rc = path ? SM_ESYS : SM_EEXIST;
         goto out;
     }
@@ -858,6 +885,7 @@ void sm_server_destroy(sm_server **psrv)
         free(l->lock_path);
     }
     free(srv->describe);
+    sm__tls_pems_cleanup(&srv->tls);
     sm_arena_destroy(&srv->arena);
     sm_arena_destroy(&srv->req_arena);
     grpc_shutdown_blocking(); /* joins gRPC threads: clean exit under valgrind */

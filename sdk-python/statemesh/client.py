@@ -714,17 +714,31 @@ class _Methods:
         return self._default_timeout if timeout is None else timeout
 
 
+def _tls_credentials(credentials, ca, cert, key):
+    if ca is None and cert is None and key is None:
+        return credentials
+    if credentials is not None:
+        raise ValueError("give either credentials or tls_ca/tls_cert/tls_key, not both")
+    from .tls import channel_credentials
+    return channel_credentials(ca, cert, key)
+
+
 class Client(_Methods):
     """Blocking client of a runtime's ingress and admin services."""
 
     def __init__(self, target="127.0.0.1:7070", *, timeout=None, wait_for_ready=False,
-                 options=None, credentials=None, token=None):
+                 options=None, credentials=None, token=None, tls_ca=None, tls_cert=None,
+                 tls_key=None):
         """``target``: "host:port" or "unix:/path". ``timeout``: default deadline
         (seconds) of every request; ``wait_for_ready``: wait for the runtime
         to come up instead of failing with Unavailable. ``token``: the bearer
         token sent with every request (default $STATEMESH_TOKEN; none when
-        unset), for a runtime with ``runtime.auth`` (docs/security.md)."""
+        unset), for a runtime with ``runtime.auth`` (docs/security.md).
+        ``tls_ca`` (PEM file): TLS, the runtime's certificate verified against
+        it; with ``tls_cert`` and ``tls_key`` also a client certificate (mTLS).
+        See statemesh.tls."""
         token = _token(token)
+        credentials = _tls_credentials(credentials, tls_ca, tls_cert, tls_key)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=_channel_options(options))
         else:
@@ -996,8 +1010,10 @@ class AsyncClient(_Methods):
     """asyncio client (grpc.aio); create it inside the event loop that uses it."""
 
     def __init__(self, target="127.0.0.1:7070", *, timeout=None, wait_for_ready=False,
-                 options=None, credentials=None, token=None):
+                 options=None, credentials=None, token=None, tls_ca=None, tls_cert=None,
+                 tls_key=None):
         token = _token(token)
+        credentials = _tls_credentials(credentials, tls_ca, tls_cert, tls_key)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target,
                                                       options=_channel_options(options))

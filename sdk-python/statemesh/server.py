@@ -98,7 +98,8 @@ class FunctionServer:
     seconds), then ends every RPC.
     """
 
-    def __init__(self, functions, address, *, mode="auto", max_workers=32, options=None):
+    def __init__(self, functions, address, *, mode="auto", max_workers=32, options=None,
+                 tls_cert=None, tls_key=None, tls_ca=None, require_client_cert=False):
         if not isinstance(functions, StatefulFunctions):
             raise TypeError("expected a StatefulFunctions")
         if not len(functions):
@@ -107,6 +108,14 @@ class FunctionServer:
             raise ValueError("mode must be 'auto', 'aio' or 'sync'")
         self.functions = functions
         self.address = address
+        # TLS (statemesh.tls): files read and checked now, errors are ValueError.
+        self._credentials = self._tls = None
+        if tls_cert or tls_key or tls_ca or require_client_cert:
+            from . import tls
+            tls.check_address(address)
+            self._tls = tls.ReloadableServerCredentials(tls_cert, tls_key, tls_ca,
+                                                        require_client_cert)
+            self._credentials = self._tls.credentials
         self.mode = "aio" if mode == "auto" else mode
         self.port = None
         self._handler = RequestHandler(functions)
@@ -120,6 +129,21 @@ class FunctionServer:
         # stop() waits for 0 before it cancels the runtime's Invoke streams.
         self._work = 0
         self._work_lock = threading.Lock()
+
+    def reload_tls(self):
+        """Re-reads the TLS files (serve() calls it on SIGHUP): new handshakes
+        use them, open connections are not touched. Returns True, or False
+        after logging why the files were refused (the old ones stay)."""
+        if self._tls is None:
+            log.info("SIGHUP: no TLS to reload")
+            return False
+        try:
+            self._tls.reload()
+        except ValueError as e:
+            log.error("TLS reload failed, keeping the previous certificate: %s", e)
+            return False
+        log.info("TLS certificate reloaded")
+        return True
 
     # ---- sync (threaded) ----------------------------------------------------
 
@@ -176,7 +200,10 @@ class FunctionServer:
 
     def _bind(self, server):
         try:
-            port = server.add_insecure_port(self.address)
+            if self._credentials is not None:
+                port = server.add_secure_port(self.address, self._credentials)
+            else:
+                port = server.add_insecure_port(self.address)
         except RuntimeError as e:
             raise OSError("cannot listen on %s: %s" % (self.address, e)) from None
         if not port:
@@ -369,13 +396,19 @@ def _ensure_logging():
             log.setLevel(logging.INFO)
 
 
-def serve(functions, address, *, mode="auto", grace=5.0, max_workers=32, options=None):
+def serve(functions, address, *, mode="auto", grace=5.0, max_workers=32, options=None,
+          tls_cert=None, tls_key=None, tls_ca=None, require_client_cert=False):
     """Serves ``functions`` on ``address`` ("unix:/path.sock" or "host:port")
     until SIGTERM or SIGINT, then drains in-flight RPCs for ``grace`` seconds.
-    Signal handlers are installed only when called from the main thread."""
+    Signal handlers are installed only when called from the main thread.
+    ``tls_cert``/``tls_key`` (PEM files, host:port only): serve over TLS;
+    ``tls_ca`` + ``require_client_cert=True``: only clients (the runtime)
+    with a certificate signed by that CA get in (mTLS). With TLS, SIGHUP
+    re-reads the three files (FunctionServer.reload_tls)."""
     _ensure_logging()
     srv = FunctionServer(functions, address, mode=mode, max_workers=max_workers,
-                         options=options)
+                         options=options, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+                         require_client_cert=require_client_cert)
     if srv.mode == "aio":
         try:
             asyncio.run(_serve_aio(srv, grace))
@@ -389,6 +422,8 @@ def serve(functions, address, *, mode="auto", grace=5.0, max_workers=32, options
         # Before binding: a supervisor that sees the socket may signal at once.
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda *_: stop.set())
+        if srv._tls is not None:
+            old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: srv.reload_tls())
     try:
         srv.start()
     except BaseException:
@@ -410,9 +445,12 @@ async def _serve_aio(srv, grace):
     stop = asyncio.Event()
     installed = []
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set}
+        if srv._tls is not None:
+            handlers[signal.SIGHUP] = srv.reload_tls
+        for sig, fn in handlers.items():
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, fn)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):
                 pass
@@ -428,9 +466,10 @@ async def _serve_aio(srv, grace):
             loop.remove_signal_handler(sig)
 
 
-async def serve_async(functions, address, *, grace=5.0, options=None):
-    """Serves on the running event loop (aio mode) until cancelled."""
-    srv = FunctionServer(functions, address, mode="aio", options=options)
+async def serve_async(functions, address, *, grace=5.0, options=None, **tls):
+    """Serves on the running event loop (aio mode) until cancelled. ``tls``:
+    tls_cert, tls_key, tls_ca, require_client_cert as for serve()."""
+    srv = FunctionServer(functions, address, mode="aio", options=options, **tls)
     await srv.start_async()
     try:
         await srv.wait_async()

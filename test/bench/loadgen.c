@@ -23,6 +23,10 @@
  *
  * and exits 0 if the run was clean (ok), 1 if not, 2 on a usage error.
  *
+ * TLS: with $STATEMESH_TLS_CA (and _CERT, _KEY for mTLS) set, the SDK
+ * clients (stream; send and call without --inflight) talk TLS to the
+ * ingress; the --inflight channels stay plaintext.
+ *
  * WORKLOADS. Message i (0 <= i < M) goes to address (i * P) mod K, P a
  * prime-ish stride coprime with K, so consecutive messages spread over the
  * whole key space and every address gets M/K or M/K + 1 messages:
@@ -375,6 +379,21 @@ static void *unary_main(void *arg)
     }
     sm_value_buf_cleanup(&reply);
     return NULL;
+}
+
+/* $STATEMESH_TLS_CA (and _CERT, _KEY) set: every client talks TLS to the
+ * ingress (the bench's TLS rows, docs/security.md). */
+static sm_client *client_new(const char *target)
+{
+    const char *ca = getenv("STATEMESH_TLS_CA");
+    sm_tls_options tls = {ca, getenv("STATEMESH_TLS_CERT"), getenv("STATEMESH_TLS_KEY"), 0};
+    sm_error err;
+    sm_client *c;
+
+    if (!ca || !*ca) return sm_client_create(target);
+    if (!(c = sm_client_create_tls(target, &tls, &err)))
+        fprintf(stderr, "loadgen: %s\n", err.message);
+    return c;
 }
 
 /* ---- unary, asynchronous: send and call with --inflight > 1 -------------- */
@@ -1015,7 +1034,7 @@ int main(int argc, char **argv)
     b.expected = calloc(b.o.addresses, sizeof *b.expected);
     b.w = calloc(b.o.clients, sizeof *b.w);
     lat = calloc(1, sizeof *lat);
-    if (!b.expected || !b.w || !lat || !(b.admin = sm_client_create(b.o.target))) {
+    if (!b.expected || !b.w || !lat || !(b.admin = client_new(b.o.target))) {
         errorf(error, sizeof error, "out of memory");
         goto out;
     }
@@ -1027,7 +1046,7 @@ int main(int argc, char **argv)
         sm_error err;
         w->b = &b;
         w->index = t;
-        if (!(w->client = sm_client_create(b.o.target))) {
+        if (!(w->client = client_new(b.o.target))) {
             errorf(error, sizeof error, "out of memory");
             goto out;
         }

@@ -7,6 +7,7 @@ build/bench/results.json.
     make bench QUICK=1              # the short set, under a minute
     /usr/bin/python3 test/bench/run.py --quick --only embedded --only hot
     /usr/bin/python3 test/bench/run.py --list
+    /usr/bin/python3 test/bench/run.py --quick --tls --only stream   # TLS on the ingress
     /usr/bin/python3 test/bench/run.py --quick --callgrind --only "embedded stream" --only "k1000 "
 
 Each run:
@@ -815,6 +816,24 @@ def label(r):
                                     r["addresses"], "" if r["sync"] else "nosync")
 
 
+def tls_setup(args):
+    """--tls: certificates in a temp dir (removed at exit), runtime.tls, the env for loadgen."""
+    d = tempfile.mkdtemp(prefix="smbench-tls-", dir=args.tmp)
+    atexit.register(shutil.rmtree, d, True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for argv in (["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+                                         "-subj", "/CN=bench-ca"],
+                 ["req"] + ec + ["-keyout", "s.key", "-out", "s.csr", "-subj", "/CN=bench"],
+                 ["x509", "-req", "-in", "s.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                  "-set_serial", "1", "-days", "2", "-extfile", "ext", "-out", "s.crt"]):
+        subprocess.run(["openssl"] + argv, cwd=d, check=True, capture_output=True)
+    args.set.append('tls = { cert = "%s"; key = "%s"; }'
+                    % (os.path.join(d, "s.crt"), os.path.join(d, "s.key")))
+    os.environ["STATEMESH_TLS_CA"] = os.path.join(d, "ca.crt")
+
+
 def main():
     ap = argparse.ArgumentParser(description="statemesh benchmark driver (make bench)")
     ap.add_argument("--build", default=os.path.join(REPO, "build"), help="build directory")
@@ -844,6 +863,11 @@ def main():
                          "messages are divided by %d (at least %d) and timeouts multiplied by %d; "
                          "the numbers in the table are then not representative; not with --perf"
                          % (CALLGRIND_DIVIDE, CALLGRIND_MIN_MESSAGES, CALLGRIND_TIMEOUT_FACTOR))
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on the ingress: a CA and a server certificate made with openssl "
+                         "in a temp dir, runtime.tls set, loadgen given $STATEMESH_TLS_CA "
+                         "(its --inflight channels stay plaintext: use with stream runs, "
+                         "or send/call with few clients)")
     ap.add_argument("--duration", type=float, metavar="S",
                     help="every run sends for S seconds (loadgen --duration) instead of its "
                          "message count, so runs compare at equal durations; messages then "
@@ -872,6 +896,8 @@ def main():
     if not runs:
         raise SystemExit("run.py: no run matches %s" % args.only)
 
+    if args.tls:
+        tls_setup(args)
     bench = Bench(args)
     bench.check_binaries(runs)
     if args.perf and not shutil.which("perf"):

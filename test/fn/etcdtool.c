@@ -18,6 +18,8 @@
  *        puts PREFIX%06d=i for i < N in order, retrying each until it succeeds
  *        (each attempt bounded by TIMEOUT_MS, default etcd.h's)
  *        -> wrote N maxgap_ms G retries K
+ *
+ * $ETCDTOOL_TLS_CA (and _CERT, _KEY): TLS, ENDPOINTS are https://host:port.
  */
 #include <grpc/grpc.h>
 
@@ -28,6 +30,7 @@
 
 #include "etcd.h"
 #include "log.h"
+#include "tls.h"
 #include "rpc.h"
 #include "timer.h"
 
@@ -216,7 +219,7 @@ static int cmd(struct tool *t, int argc, char **argv)
 int main(int argc, char **argv)
 {
     struct tool t;
-    char err[300];
+    char err[1300];
     int rc;
 
     if (argc < 3) return usage();
@@ -225,7 +228,10 @@ int main(int argc, char **argv)
     t.log.out = stderr;
     grpc_init();
     if (rpc_loop_init(&t.loop, &t.log) != 0) return 1;
-    if (etcd_client_create(&t.c, &t.loop, &t.timers, argv[1], err, sizeof err) != 0) {
+    /* TLS (test_tls.py): $ETCDTOOL_TLS_CA, and _CERT/_KEY for a client certificate. */
+    struct cfg_tls tls = {getenv("ETCDTOOL_TLS_CA") != NULL, getenv("ETCDTOOL_TLS_CERT"),
+                          getenv("ETCDTOOL_TLS_KEY"), getenv("ETCDTOOL_TLS_CA"), false};
+    if (etcd_client_create_tls(&t.c, &t.loop, &t.timers, argv[1], &tls, err, sizeof err) != 0) {
         fprintf(stderr, "etcdtool: %s\n", err);
         rc = 2;
     } else {

@@ -8,6 +8,8 @@
  *                   unix:/tmp/statemesh-testfn.sock.
  *   --slow-ms N     how long test/slow sleeps per batch (default 200).
  *   --ttl-ms N      the state TTL of test/ttl (default 1000).
+ *   --tls-cert F --tls-key F [--tls-ca F] [--require-client-cert]
+ *                   serve host:port over TLS (mTLS with the last two).
  *
  * Runs until SIGINT/SIGTERM. Logs logfmt lines to stderr
  * ($STATEMESH_LOG_LEVEL=debug for more). Exit 0 after a clean shutdown,
@@ -253,6 +255,7 @@ static int ttl(sm_ctx *ctx, const sm_value *msg, void *udata)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: testfn [--listen unix:/path.sock|host:port] [--slow-ms N] [--ttl-ms N]\n"
+               "              [--tls-cert F --tls-key F [--tls-ca F [--require-client-cert]]]\n"
                "Serves test/counter, test/echo, test/slow, test/forward, test/fail,\n"
                "test/order, test/effects, test/store and test/ttl; see the top of test/fn/testfn.c\n"
                "for their exact behaviour.\n");
@@ -270,6 +273,7 @@ int main(int argc, char **argv)
     long ttl_ms = 1000;
     sm_functions *fns = NULL;
     sm_server *srv = NULL;
+    sm_tls_options tls = {0};
     int rc = 1;
 
     for (int i = 1; i < argc; i++) {
@@ -292,6 +296,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "testfn: --ttl-ms wants 1..86400000 milliseconds\n");
                 return 2;
             }
+        } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
+            tls.cert_file = argv[++i];
+        } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
+            tls.key_file = argv[++i];
+        } else if (strcmp(argv[i], "--tls-ca") == 0 && i + 1 < argc) {
+            tls.ca_file = argv[++i];
+        } else if (strcmp(argv[i], "--require-client-cert") == 0) {
+            tls.require_client_cert = 1;
         } else {
             fprintf(stderr, "testfn: unexpected argument '%s'\n", argv[i]);
             usage(stderr);
@@ -316,6 +328,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (!(srv = sm_server_create(fns))) goto out;
+    if (tls.cert_file && sm_server_set_tls(srv, &tls) != SM_OK) goto out; /* logged */
     if (sm_server_listen(srv, opt.listen) != SM_OK) goto out; /* the reason is logged */
     if (sm_server_run(srv) != SM_OK) goto out;
     rc = 0;

@@ -227,6 +227,31 @@ int64_t rpc_call_deadline_ms(const struct rpc_call *call)
     return INT64_MAX;
 }
 
+/* Plaintext: no client certificate. */
+int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len)
+{
+    (void)call;
+    if (len) buf[0] = '\0';
+    return 0;
+}
+
+int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len)
+{
+    return rpc_call_peer_identity(call, buf, len);
+}
+
+int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len)
+{
+    (void)c;
+    if (len) buf[0] = '\0';
+    return 0;
+}
+
+int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len)
+{
+    return rpc_scall_peer_identity(c, buf, len);
+}
+
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp)
 {
     size_t len;
@@ -400,6 +425,12 @@ int rpc_channel_create(struct rpc_channel **out, struct rpc_loop *loop, const ch
 }
 
 void rpc_channel_destroy(struct rpc_channel **chp) { *chp = NULL; }
+
+long rpc_channel_calls(const struct rpc_channel *ch)
+{
+    (void)ch;
+    return 0;
+}
 
 int rpc_unary_start(struct rpc_channel *ch, const char *method, const ProtobufCMessage *req,
                     int64_t timeout_ms, rpc_unary_done_fn on_done, void *arg)

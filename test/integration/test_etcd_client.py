@@ -220,7 +220,7 @@ def test_dead_endpoint_is_skipped(etcd_cluster):
 
 
 def test_bad_endpoint_lists_are_refused(etcd_cluster):
-    for bad, why in [("https://127.0.0.1:2379", "https is not supported"),
+    for bad, why in [("https://127.0.0.1:2379", "https needs a tls group"),
                      ("127.0.0.1", "must be http://host:port"),
                      ("", "the list is empty"),
                      ("127.0.0.1:1,,127.0.0.1:2", "an endpoint is empty")]:

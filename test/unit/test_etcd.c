@@ -38,7 +38,7 @@ static void test_endpoint_lists(void **state)
         {"http://127.0.0.1:2379", NULL},
         {"127.0.0.1:2379,http://127.0.0.1:2380/", NULL},
         {"", "the list is empty"},
-        {"https://127.0.0.1:2379", "https is not supported"},
+        {"https://127.0.0.1:2379", "https needs a tls group"},
         {"127.0.0.1", "must be http://host:port"},
         {"http://127.0.0.1:x", "must be http://host:port"},
         {"http://127.0.0.1:1/path", "must be http://host:port"},

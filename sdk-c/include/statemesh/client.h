@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "statemesh/tls.h"
 #include "statemesh/value.h"
 
 #define SM_DEFAULT_INGRESS "127.0.0.1:7070"
@@ -83,6 +84,16 @@ typedef struct sm_stats {
  * lazily: an unreachable runtime shows up as UNAVAILABLE on the first RPC.
  * Returns NULL when out of memory (caller owns; sm_client_destroy). */
 sm_client *sm_client_create(const char *target);
+
+/* The same over TLS (statemesh/tls.h): the runtime's certificate is
+ * verified against tls->ca_file; tls->cert_file + key_file present a client
+ * certificate (mTLS). The files are read now: a missing or unreadable one,
+ * or one that holds no PEM certificate/key, gives NULL with err->code
+ * INVALID_ARGUMENT and err->message naming the file. A handshake that fails
+ * later (wrong CA, refused client certificate) shows as UNAVAILABLE on the
+ * first RPC. tls NULL = sm_client_create. */
+sm_client *sm_client_create_tls(const char *target, const sm_tls_options *tls,
+                                sm_error *err /* OUT, may be NULL */);
 
 /* Frees the client and sets *pc to NULL. NULL / *pc == NULL is a no-op. */
 void sm_client_destroy(sm_client **pc);

@@ -62,6 +62,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "statemesh/tls.h"
 #include "statemesh/value.h"
 
 /* The identity of one function instance. Both strings NUL-terminated. */
@@ -269,6 +270,16 @@ void sm_server_set_log_level(sm_server *srv, sm_log_level level);
  * replaced. Call before sm_server_run. Errors are logged; returns SM_OK,
  * SM_EINVAL, SM_EEXIST, SM_ESYS or SM_ESTATE (already running). */
 int sm_server_listen(sm_server *srv, const char *addr) SM_WARN_UNUSED;
+
+/* Serves the next host:port listens over TLS (statemesh/tls.h): cert_file
+ * and key_file required; ca_file + require_client_cert = 1 admit only
+ * clients (the runtime) with a certificate signed by that CA (mTLS). The
+ * files are read now; a missing one, or one without a PEM certificate/key,
+ * is logged (event=fn.tls.failed) and gives SM_EINVAL. A key that does not
+ * match its certificate makes sm_server_listen fail. A unix-socket listen
+ * after it fails with SM_EINVAL: unix sockets stay plain. Call before
+ * sm_server_listen; SM_ESTATE once running. */
+int sm_server_set_tls(sm_server *srv, const sm_tls_options *tls) SM_WARN_UNUSED;
 
 /* The TCP port bound by the last successful host:port listen (0 if none). */
 int sm_server_port(const sm_server *srv);
