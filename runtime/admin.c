@@ -578,6 +578,7 @@ int admin_register(struct rpc_server *rpc, struct server *s)
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (rpc_server_add_unary(rpc, methods[i].method, methods[i].fn, s) != 0) return -1;
     if (sadm_register(rpc, s) != 0) return -1;
+    if (cluster_register(rpc, s) != 0) return -1;
     if (boot_register(rpc, s) != 0) return -1;
     return spcreate_register(rpc, s);
 }

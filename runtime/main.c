@@ -234,6 +234,36 @@ static void housekeeping(void *arg)
     timer_start(&s->timers, &s->housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
 }
 
+/* The cluster's change hook: ownership or fencing changed, so the
+ * addresses dispatch held back get another look. */
+static void on_cluster_change(void *arg)
+{
+    disp_release_held(arg);
+}
+
+/* Joins the cluster before the ingress opens (cluster.h). Returns 0 once
+ * joined, 1 when asked to stop, -1 when joining is impossible. */
+static int cluster_join(struct server *s)
+{
+    const char *why;
+
+    cluster_set_change_hook(s->cluster, on_cluster_change, s);
+    cluster_start(s->cluster);
+    while (!cluster_joined(s->cluster)) {
+        int64_t deadline = rpc_now_ms() + LOOP_MAX_WAIT_MS, due = timer_next_due(&s->timers);
+        if ((why = cluster_failed(s->cluster)) != NULL) {
+            char q[1200];
+            LOG_ERROR(&s->log, "cluster.refused", "err=%s", log_quote(q, sizeof q, why));
+            fprintf(stderr, "statemeshd: %s; not starting\n", why);
+            return -1;
+        }
+        if (stop_requested()) return 1;
+        rpc_loop_next(&s->loop, due < deadline ? due : deadline);
+        timer_run_due(&s->timers, rpc_now_ms());
+    }
+    return 0;
+}
+
 /* A checkpoint write failed (checkpoint.h): stop now, commit nothing more. */
 /* One checkpoint and, once it is durable, the after-commit phases in their
  * order (Redis's beforeSleep): release acks and replies, un-park addresses,
@@ -346,8 +376,12 @@ static int check_config(const char *path)
         if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
         return 2;
     }
-    printf("%s: ok (%zu endpoints, data_dir %s, ingress %s)\n", path, cfg.n_endpoints,
+    printf("%s: ok (%zu endpoints, data_dir %s, ingress %s", path, cfg.n_endpoints,
            cfg.data_dir, cfg.ingress);
+    if (cfg.cluster.enabled)
+        printf(", cluster %s node %s advertise %s", cfg.cluster.name, cfg.cluster.node_id,
+               cfg.cluster.advertise);
+    printf(")\n");
     cfg_cleanup(&cfg);
     return 0;
 }
@@ -491,6 +525,18 @@ int main(int argc, char **argv)
         rc = EXIT_STORAGE;
         goto out;
     }
+    if (s.cfg.cluster.enabled) {
+        int j;
+        if (cluster_create(&s.cluster, &s, err, sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+        if ((j = cluster_join(&s)) != 0) {
+            rc = j > 0 ? 0 : 2;
+            goto out;
+        }
+    }
     timer_init(&s.housekeeping, housekeeping, &s);
     timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
     if (ingress_create(&s.ingress, &s) != 0 || ingress_start(s.ingress, s.cfg.ingress) != 0) {
@@ -532,6 +578,14 @@ out:
             if (closed) break;
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
         }
+    }
+    if (s.cluster) {               /* revoke the lease: the others see this node down now */
+        cluster_stop(s.cluster);
+        for (int64_t until = rpc_now_ms() + CLOSE_MS; !cluster_idle(s.cluster) && rpc_now_ms() < until;) {
+            rpc_loop_next(&s.loop, rpc_now_ms() + 50);
+            timer_run_due(&s.timers, rpc_now_ms());
+        }
+        if (cluster_idle(s.cluster)) cluster_destroy(&s.cluster);
     }
     spcreate_shutdown(&s);
     if (s.ingress && ingress_done(s.ingress)) ingress_destroy(&s.ingress);

@@ -13,6 +13,7 @@
 
 #include "bootstrap.h"
 #include "checkpoint.h"
+#include "cluster.h"
 #include "config.h"
 #include "delayed.h"
 #include "dispatch.h"
@@ -90,6 +91,8 @@ struct server {
     struct stats stats;
     int lock_fd;
     int stopping;                  /* no new batches are dispatched */
+    struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */
+    struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
 };
 
 #endif
