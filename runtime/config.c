@@ -1174,19 +1174,19 @@ static void load_cluster(struct loader *ld, config_setting_t *g, struct cfg *c)
             }
             cl->lease_ttl_ms = (int)v;
         } else if (strcmp(key, "initial_nodes") == 0) {
-            if (get_int(ld, s, name, 1, 4096, &v) == 0) cl->initial_nodes = (int)v;
+            if (get_int(ld, s, name, 1, 100, &v) == 0) cl->initial_nodes = (int)v;
         } else {
             unknown_setting(ld, s, name, known);
         }
     }
-    if (!cl->name)
+    if (!config_setting_get_member(g, "name"))
         setting_error(ld, g, "cluster.name", "missing; name the cluster, e.g. name = \"c1\"");
-    if (!cl->node_id)
+    if (!config_setting_get_member(g, "node_id"))
         setting_error(ld, g, "cluster.node_id", "missing; e.g. node_id = \"n-${ORDINAL}\"");
-    if (!cl->etcd && !config_setting_get_member(g, "etcd"))
+    if (!config_setting_get_member(g, "etcd"))
         setting_error(ld, g, "cluster.etcd", "missing; list etcd's endpoints, e.g. "
                       "etcd = [\"http://127.0.0.1:2379\"]");
-    if (!cl->initial_nodes && !config_setting_get_member(g, "initial_nodes"))
+    if (!config_setting_get_member(g, "initial_nodes"))
         setting_error(ld, g, "cluster.initial_nodes", "missing; the number of nodes the first "
                       "range assignment waits for, e.g. initial_nodes = 3");
 }

@@ -74,7 +74,7 @@
  *                                       # when it is host:port)
  *     etcd = ["http://127.0.0.1:2379"]; # 1..16 endpoints, http://host:port or host:port
  *     lease_ttl_ms = 5000;              # node lease, 1000..600000, whole seconds
- *     initial_nodes = 3;                # required, 1..4096: live nodes the controller
+ *     initial_nodes = 3;                # required, 1..100: live nodes the controller
  *                                       # waits for before the first range assignment
  *   };
  *
