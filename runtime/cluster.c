@@ -246,6 +246,13 @@ static int64_t serving_until(const struct cluster *c)
     return c->lease_deadline ? c->lease_deadline - c->ttl_ms / 10 : 0;
 }
 
+/* Serving by the clock: completions are handled before the loop runs the
+ * fence timer, so the state alone may be a moment late. */
+static bool lease_ok(const struct cluster *c)
+{
+    return c->state == CLUSTER_SERVING && c->ka && rpc_now_ms() < serving_until(c);
+}
+
 static void set_serving(struct cluster *c)
 {
     if (c->state == CLUSTER_SERVING) return;
@@ -615,8 +622,7 @@ static void campaign(struct cluster *c)
     Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT, *ops[1] = {&op};
     Etcdserverpb__TxnRequest q = ETCDSERVERPB__TXN_REQUEST__INIT;
 
-    if (!c->joined || c->stopping || c->campaigning || c->controller[0] || !c->ka ||
-        c->state != CLUSTER_SERVING)
+    if (!c->joined || c->stopping || c->campaigning || c->controller[0] || !lease_ok(c))
         return;
     cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
     cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
@@ -671,7 +677,7 @@ static void maybe_assign(struct cluster *c)
     Etcdserverpb__TxnRequest q = ETCDSERVERPB__TXN_REQUEST__INIT;
     size_t cklen;
 
-    if (!c->is_controller || c->n_ranges || c->assigning || c->stopping || !c->ka) return;
+    if (!c->is_controller || c->n_ranges || c->assigning || c->stopping || !lease_ok(c)) return;
     for (size_t i = 0; i < c->n_nodes && n < MAX_ASSIGN_NODES; i++)
         if (c->nodes[i].alive) alive[n++] = &c->nodes[i];
     if (n < (size_t)c->cfg->initial_nodes) {
@@ -840,8 +846,7 @@ int64_t cluster_lease_valid_until(const struct cluster *c)
 
 bool cluster_serves(const struct cluster *c, uint32_t kg)
 {
-    return kg < STORE_KEY_GROUPS && c->owner[kg] == c->self && c->state == CLUSTER_SERVING &&
-           rpc_now_ms() < serving_until(c);
+    return kg < STORE_KEY_GROUPS && c->owner[kg] == c->self && lease_ok(c);
 }
 
 void cluster_owner(const struct cluster *c, uint32_t kg, struct cluster_owner *out)
