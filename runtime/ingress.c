@@ -319,7 +319,7 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
 
     if ((ep = check_message(s, im, &code, why, sizeof why)) == NULL) {
         struct cluster_owner o = {0};
-        if (code == RPC_UNAVAILABLE && s->cluster && im->target)
+        if (code == RPC_UNAVAILABLE && s->cluster && im->target && !s->stopping)
             cluster_owner(s->cluster, store_key_group(im->target->type, im->target->id), &o);
         if (o.node_id) {           /* who to ask instead (docs/cluster.md) */
             const char *md[4] = {"x-statemesh-owner", o.node_id, "x-statemesh-owner-address",
