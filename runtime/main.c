@@ -7,7 +7,8 @@
  *                                       (docs/operations-disk.md: it may lose data)
  *
  * Exit codes: 0 clean stop (or --repair done); 1 cannot start (listen,
- * endpoints, data dir locked...); 2 usage or configuration error;
+ * endpoints, data dir locked...); 2 usage or configuration error, or the
+ * cluster refuses this node (docs/cluster.md);
  * EXIT_STORAGE (3) the store cannot be used: it refused to open (corrupt,
  * not enough free space, unreadable), or a checkpoint write failed while
  * running (disk full, I/O error). On a failed write the loop stops at once:
@@ -15,7 +16,8 @@
  * cancelled, and `event=runtime.storage_failed` is the last error logged.
  *
  * Start-up: config (refuse on any error) -> data dir lock -> store ->
- * recovery (queues rebuilt from the inbox keys) -> ingress -> endpoints ->
+ * recovery (queues rebuilt from the inbox keys) -> cluster join (with a
+ * `cluster` group: cluster.h) -> ingress -> endpoints ->
  * `runtime.ready`. Then one event loop (DESIGN §9):
  *
  *   wait for a completion (deadline: next timer, <= 100 ms) and drain the rest
