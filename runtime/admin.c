@@ -584,6 +584,7 @@ int admin_register(struct rpc_server *rpc, struct server *s)
         if (rpc_server_add_unary(rpc, methods[i].method, methods[i].fn, s) != 0) return -1;
     if (admin_register_health(rpc, s) != 0) return -1;
     if (sadm_register(rpc, s) != 0) return -1;
+    if (cluster_register(rpc, s) != 0) return -1;
     if (boot_register(rpc, s) != 0) return -1;
     return spcreate_register(rpc, s);
 }

@@ -216,6 +216,16 @@ static const struct command_help {
      "Prints the runtime's counters, one \"name value\" line each.\n"
      "\n"
      "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
+    {"cluster",
+     "  cluster status                    nodes, key-group ranges, controller, fencing\n",
+     "cluster status [--json]\n",
+     "Prints the cluster as the node at --address sees it (docs/cluster.md): its\n"
+     "name, the answering node and its state (joining, serving or fenced, with\n"
+     "the reason), the controller, then one line per node \"node ID ADVERTISE\n"
+     "alive|down [lease_left_ms=N]\" and one per range \"range FIRST-LAST OWNER\n"
+     "epoch=N\". A runtime without a cluster group says so.\n"
+     "\n"
+     "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
     {"egress",
      "  egress tail NAME [--from N | --earliest | --latest] [--follow]\n"
      "                                    records of an egress, one per line\n",
@@ -751,6 +761,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "call") == 0) rc = cmd_send_or_call(c, &a, 1);
     else if (strcmp(cmd, "state") == 0) rc = cmd_state(c, &a);
     else if (strcmp(cmd, "stats") == 0) rc = cmd_stats(c, &a);
+    else if (strcmp(cmd, "cluster") == 0) rc = cmd_cluster(c, &a);
     else if (strcmp(cmd, "egress") == 0) rc = cmd_egress(c, &a);
     else if (strcmp(cmd, "inspect") == 0) rc = cmd_inspect(c, &a);
     else if (strcmp(cmd, "savepoint") == 0) rc = cmd_savepoint(c, &a);

@@ -113,6 +113,7 @@ int cmd_send_stdin(sm_client *c, const struct args *a);
  * (skip = true) or resume (cli_admin.c). */
 int cmd_state(sm_client *c, const struct args *a);
 int cmd_stats(sm_client *c, const struct args *a);
+int cmd_cluster(sm_client *c, const struct args *a);
 int cmd_deadletters(sm_client *c, const struct args *a);
 int cmd_inspect(sm_client *c, const struct args *a);
 int cmd_stuck(sm_client *c, const struct args *a);

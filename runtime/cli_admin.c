@@ -88,6 +88,75 @@ int cmd_stats(sm_client *c, const struct args *a)
     return 0;
 }
 
+/* ---- cluster status ---- */
+
+int cmd_cluster(sm_client *c, const struct args *a)
+{
+    sm_topology t;
+    sm_error err;
+
+    if (a->npos != 2 || strcmp(a->pos[1], "status") != 0)
+        return usage_error("cluster needs the subcommand status (no arguments)");
+    if (sm_client_get_topology(c, a->timeout_ms, &t, &err) != SM_OK)
+        return rpc_error("cluster status", &err, a->address);
+    if (a->json) {
+        printf("{\"cluster\":%s", t.cluster ? "true" : "false");
+        if (t.cluster) {
+            fputs(",\"name\":", stdout);
+            valjson_put_string(stdout, t.cluster_name, strlen(t.cluster_name));
+            fputs(",\"node\":", stdout);
+            valjson_put_string(stdout, t.node_id, strlen(t.node_id));
+            fputs(",\"state\":", stdout);
+            valjson_put_string(stdout, t.state, strlen(t.state));
+            fputs(",\"fencing_reason\":", stdout);
+            valjson_put_string(stdout, t.fencing_reason, strlen(t.fencing_reason));
+            fputs(",\"controller\":", stdout);
+            valjson_put_string(stdout, t.controller, strlen(t.controller));
+            printf(",\"revision\":%" PRId64 ",\"key_groups\":%" PRIu32 ",\"nodes\":[",
+                   t.revision, t.key_groups);
+            for (size_t i = 0; i < t.n_nodes; i++) {
+                fputs(i ? ",{\"id\":" : "{\"id\":", stdout);
+                valjson_put_string(stdout, t.nodes[i].id, strlen(t.nodes[i].id));
+                fputs(",\"advertise\":", stdout);
+                valjson_put_string(stdout, t.nodes[i].advertise, strlen(t.nodes[i].advertise));
+                printf(",\"alive\":%s,\"lease_ttl_left_ms\":%" PRId64 "}",
+                       t.nodes[i].alive ? "true" : "false", t.nodes[i].lease_ttl_left_ms);
+            }
+            fputs("],\"ranges\":[", stdout);
+            for (size_t i = 0; i < t.n_ranges; i++) {
+                printf("%s{\"first\":%" PRIu32 ",\"last\":%" PRIu32 ",\"owner\":", i ? "," : "",
+                       t.ranges[i].first, t.ranges[i].last);
+                valjson_put_string(stdout, t.ranges[i].owner, strlen(t.ranges[i].owner));
+                printf(",\"epoch\":%" PRId64 "}", t.ranges[i].epoch);
+            }
+            fputc(']', stdout);
+        }
+        fputs("}\n", stdout);
+    } else if (!t.cluster) {
+        printf("not a cluster: the runtime at %s runs alone (no cluster group in its "
+               "configuration; docs/cluster.md)\n", sm_client_target(c));
+    } else {
+        printf("cluster %s node %s state %s controller %s revision %" PRId64 " key_groups %" PRIu32
+               "\n", t.cluster_name, t.node_id, t.state, t.controller[0] ? t.controller : "-",
+               t.revision, t.key_groups);
+        if (t.fencing_reason[0]) printf("fenced: %s\n", t.fencing_reason);
+        for (size_t i = 0; i < t.n_nodes; i++) {
+            printf("node %s %s %s", t.nodes[i].id,
+                   t.nodes[i].advertise[0] ? t.nodes[i].advertise : "-",
+                   t.nodes[i].alive ? "alive" : "down");
+            if (t.nodes[i].lease_ttl_left_ms >= 0)
+                printf(" lease_left_ms=%" PRId64, t.nodes[i].lease_ttl_left_ms);
+            fputc('\n', stdout);
+        }
+        for (size_t i = 0; i < t.n_ranges; i++)
+            printf("range %" PRIu32 "-%" PRIu32 " %s epoch=%" PRId64 "\n", t.ranges[i].first,
+                   t.ranges[i].last, t.ranges[i].owner, t.ranges[i].epoch);
+        if (t.n_ranges == 0) printf("# no ranges assigned yet\n");
+    }
+    sm_topology_cleanup(&t);
+    return 0;
+}
+
 /* ---- deadletters ---- */
 
 static void print_deadletter(const sm_deadletter *d, bool json)

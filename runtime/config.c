@@ -1242,6 +1242,171 @@ static void load_egresses(struct loader *ld, config_setting_t *list, struct cfg 
     }
 }
 
+/* ---- cluster -------------------------------------------------------------- */
+
+/* [A-Za-z0-9_.-], 1..CFG_CLUSTER_NAME_MAX bytes. */
+static int cluster_word_ok(const char *w)
+{
+    size_t n = strlen(w);
+    if (n == 0 || n > CFG_CLUSTER_NAME_MAX) return 0;
+    return strspn(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+/* One etcd endpoint: http://host:port or host:port. Returns NULL or why not. */
+static const char *etcd_url_problem(const char *u)
+{
+    const char *colon;
+    size_t n;
+    long port;
+    char *end;
+
+    if (strncmp(u, "https://", 8) == 0) return "https is not supported yet (no TLS): use http://";
+    if (strncmp(u, "http://", 7) == 0) u += 7;
+    else if (strstr(u, "://")) return "the scheme must be http://";
+    n = strlen(u);
+    if (n && u[n - 1] == '/') n--;
+    colon = memrchr(u, ':', n);
+    if (!colon || colon == u || memchr(u, '/', n)) return "must be http://host:port or host:port";
+    port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || end != u + n || port < 1 || port > 65535)
+        return "the port must be 1..65535";
+    return NULL;
+}
+
+static void load_cluster_etcd(struct loader *ld, config_setting_t *s, const char *name,
+                              struct cfg_cluster *cl)
+{
+    int n, type = config_setting_type(s);
+    size_t total = 0;
+    char *list, buf[160];
+
+    if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+        setting_error(ld, s, name, "expected a list of endpoints [\"http://host:port\", ...], "
+                      "got %s", type_name(type));
+        return;
+    }
+    n = config_setting_length(s);
+    if (n < 1 || n > 16) {
+        setting_error(ld, s, name, "needs 1..16 endpoints, got %d", n);
+        return;
+    }
+    char *urls[16] = {0};
+    for (int i = 0; i < n; i++) {
+        config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        char ename[CFG_SETTING_MAX + 8];
+        const char *why;
+
+        snprintf(ename, sizeof ename, "%s[%d]", name, i);
+        if (get_string(ld, e, ename, &urls[i]) != 0) continue;
+        if ((why = etcd_url_problem(urls[i])) != NULL || strchr(urls[i], ',')) {
+            setting_error(ld, e, ename, "bad etcd endpoint %s: %s", shown(buf, sizeof buf, urls[i]),
+                          why ? why : "one endpoint per list element");
+            free(urls[i]);
+            urls[i] = NULL;
+            continue;
+        }
+        total += strlen(urls[i]) + 1;
+    }
+    list = calloc(1, total + 1);
+    for (int i = 0; i < n; i++) {
+        if (urls[i] && list) {
+            if (list[0]) strcat(list, ",");
+            strcat(list, urls[i]);
+        }
+        free(urls[i]);
+    }
+    if (!list) {
+        setting_error(ld, s, name, "out of memory");
+        return;
+    }
+    free(cl->etcd);
+    cl->etcd = list;
+}
+
+static void load_cluster(struct loader *ld, config_setting_t *g, struct cfg *c)
+{
+    const char *known = "name, node_id, advertise, etcd, lease_ttl_ms, initial_nodes";
+    struct cfg_cluster *cl = &c->cluster;
+    char name[CFG_SETTING_MAX], buf[160];
+
+    cl->line = (int)config_setting_source_line(g);
+    if (!expect_group(ld, g, "cluster", "name = \"c1\"; node_id = \"n-0\"; etcd = [...]; "
+                      "initial_nodes = 3;"))
+        return;
+    cl->enabled = true;
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        char *str = NULL;
+        long long v;
+
+        snprintf(name, sizeof name, "cluster.%s", key);
+        if (strcmp(key, "name") == 0 || strcmp(key, "node_id") == 0) {
+            if (get_string(ld, s, name, &str) != 0) continue;
+            if (!cluster_word_ok(str)) {
+                setting_error(ld, s, name, "bad %s %s: use 1..%d characters of [A-Za-z0-9_.-]",
+                              key[0] == 'n' && key[1] == 'a' ? "cluster name" : "node id",
+                              shown(buf, sizeof buf, str), CFG_CLUSTER_NAME_MAX);
+                free(str);
+                continue;
+            }
+            char **dst = key[1] == 'a' ? &cl->name : &cl->node_id;
+            free(*dst);
+            *dst = str;
+        } else if (strcmp(key, "advertise") == 0) {
+            if (get_target(ld, s, name, TARGET_LISTEN, &str) != 0) continue;
+            if (strncmp(str, "unix", 4) == 0 || strchr(str, ':') == NULL) {
+                setting_error(ld, s, name, "%s: the others reach this node over TCP: use "
+                              "host:port", shown(buf, sizeof buf, str));
+                free(str);
+                continue;
+            }
+            free(cl->advertise);
+            cl->advertise = str;
+        } else if (strcmp(key, "etcd") == 0) {
+            load_cluster_etcd(ld, s, name, cl);
+        } else if (strcmp(key, "lease_ttl_ms") == 0) {
+            if (get_int(ld, s, name, 1000, 600000, &v) != 0) continue;
+            if (v % 1000) {
+                setting_error(ld, s, name, "%lld is not whole seconds (etcd leases count "
+                              "seconds): use a multiple of 1000", v);
+                continue;
+            }
+            cl->lease_ttl_ms = (int)v;
+        } else if (strcmp(key, "initial_nodes") == 0) {
+            if (get_int(ld, s, name, 1, 100, &v) == 0) cl->initial_nodes = (int)v;
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+    if (!config_setting_get_member(g, "name"))
+        setting_error(ld, g, "cluster.name", "missing; name the cluster, e.g. name = \"c1\"");
+    if (!config_setting_get_member(g, "node_id"))
+        setting_error(ld, g, "cluster.node_id", "missing; e.g. node_id = \"n-${ORDINAL}\"");
+    if (!config_setting_get_member(g, "etcd"))
+        setting_error(ld, g, "cluster.etcd", "missing; list etcd's endpoints, e.g. "
+                      "etcd = [\"http://127.0.0.1:2379\"]");
+    if (!config_setting_get_member(g, "initial_nodes"))
+        setting_error(ld, g, "cluster.initial_nodes", "missing; the number of nodes the first "
+                      "range assignment waits for, e.g. initial_nodes = 3");
+}
+
+/* After the whole file: advertise defaults to the ingress address. */
+static void finish_cluster(struct loader *ld, const config_setting_t *g, struct cfg *c)
+{
+    struct cfg_cluster *cl = &c->cluster;
+    char buf[160];
+
+    if (!cl->enabled || cl->advertise) return;
+    if (strncmp(c->ingress, "unix", 4) == 0 || strchr(c->ingress, ':') == NULL) {
+        setting_error(ld, g, "cluster.advertise", "missing: the ingress %s is "
+                     "not a TCP address, so say where the others reach this node "
+                     "(advertise = \"host:port\")", shown(buf, sizeof buf, c->ingress));
+        return;
+    }
+    if (!(cl->advertise = strdup(c->ingress))) setting_error(ld, g, "cluster", "out of memory");
+}
+
 /* ---- public --------------------------------------------------------------- */
 
 void cfg_cleanup(struct cfg *cfg)
@@ -1264,6 +1429,10 @@ void cfg_cleanup(struct cfg *cfg)
     free(cfg->endpoints);
     for (size_t i = 0; i < cfg->n_egresses; i++) free(cfg->egresses[i].name);
     free(cfg->egresses);
+    free(cfg->cluster.name);
+    free(cfg->cluster.node_id);
+    free(cfg->cluster.advertise);
+    free(cfg->cluster.etcd);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -1325,6 +1494,7 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
     c.storage_write_buffer_bytes = CFG_DEFAULT_WRITE_BUFFER;
     c.storage_compression = true;
     c.storage_max_open_files = CFG_DEFAULT_MAX_OPEN_FILES;
+    c.cluster.lease_ttl_ms = 5000;
     if (c.path == NULL || c.data_dir == NULL || c.ingress == NULL) {
         add_error_at(&ld, path, 0, NULL, "out of memory");
         goto out;
@@ -1341,9 +1511,12 @@ int cfg_load(const char *path, struct cfg *out, char *err, size_t errlen)
             load_endpoints(&ld, s, &c);
         else if (strcmp(key, "egresses") == 0)
             load_egresses(&ld, s, &c);
+        else if (strcmp(key, "cluster") == 0)
+            load_cluster(&ld, s, &c);
         else
-            unknown_setting(&ld, s, key, "runtime, endpoints, egresses");
+            unknown_setting(&ld, s, key, "runtime, endpoints, egresses, cluster");
     }
+    if (c.cluster.enabled) finish_cluster(&ld, config_setting_get_member(root, "cluster"), &c);
     if (ld.n_errors == 0) {
         *out = c;
         memset(&c, 0, sizeof c);

@@ -79,6 +79,21 @@
  *     }
  *   );
  *
+ *   cluster = {                         # optional: without it the node runs alone
+ *     name = "c1";                      # [A-Za-z0-9_.-], 1..64: the etcd prefix
+ *                                       # /statemesh/<name>/ (docs/cluster.md)
+ *     node_id = "n-${ORDINAL}";         # [A-Za-z0-9_.-], 1..64, unique in the cluster;
+ *                                       # kept in the store: another id on the same
+ *                                       # data dir is refused
+ *     advertise = "10.0.0.5:7070";      # host:port at which the others and clients
+ *                                       # reach this node's ingress (default: ingress,
+ *                                       # when it is host:port)
+ *     etcd = ["http://127.0.0.1:2379"]; # 1..16 endpoints, http://host:port or host:port
+ *     lease_ttl_ms = 5000;              # node lease, 1000..600000, whole seconds
+ *     initial_nodes = 3;                # required, 1..100: live nodes the controller
+ *                                       # waits for before the first range assignment
+ *   };
+ *
  * Every string value may use ${VAR} or ${VAR:-default}, expanded from the
  * environment; an unset VAR without default is an error.
  *
@@ -176,6 +191,19 @@ struct cfg_egress {
 /* The most a configuration may be, all its @included files together. */
 #define CFG_MAX_FILE_BYTES (1024u * 1024)
 
+/* The `cluster` group (docs/cluster.md); enabled = false without it. */
+struct cfg_cluster {
+    bool enabled;
+    char *name;
+    char *node_id;
+    char *advertise;          /* default: runtime.ingress (host:port) */
+    char *etcd;               /* the endpoints, comma-separated */
+    int lease_ttl_ms;         /* default 5000, a multiple of 1000 */
+    int initial_nodes;        /* required */
+    int line;
+};
+#define CFG_CLUSTER_NAME_MAX 64
+
 struct cfg {
     char *path;               /* the file as given */
     char *data_dir;           /* absolute or relative to cwd after resolution */
@@ -207,6 +235,7 @@ struct cfg {
     size_t n_endpoints;
     struct cfg_egress *egresses;
     size_t n_egresses;
+    struct cfg_cluster cluster;
 };
 
 /* Loads and validates `path`. On success the caller owns *out and releases it

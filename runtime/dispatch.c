@@ -501,6 +501,10 @@ int disp_run(struct server *s)
         if (ep->state != EP_UP) continue;
         while (ep_has_capacity(ep) && (mb = mbox_list_pop(&ep->ready)) != NULL) {
             if (mb->state != MBOX_READY) continue;     /* stale entry */
+            if (s->cluster && !cluster_serves(s->cluster, store_key_group(mb->type, mb->id))) {
+                mbox_list_push(&s->held, mb);          /* fenced, or not ours */
+                continue;
+            }
             dispatch_one(s, ep, mb);
             n++;
         }
@@ -508,6 +512,13 @@ int disp_run(struct server *s)
     }
     scache_evict(&s->scache, s->ckpt.generation);
     return n;
+}
+
+void disp_release_held(struct server *s)
+{
+    struct mbox *mb;
+    while ((mb = mbox_list_pop(&s->held)) != NULL)
+        if (mb->state == MBOX_READY) mbox_list_push(&mb->ep->ready, mb);
 }
 
 /* ---- answers ------------------------------------------------------------- */

@@ -64,8 +64,13 @@ int disp_skip(struct server *s, struct mbox *mb, const char *why,
 int disp_resume(struct server *s, struct mbox *mb) __attribute__((warn_unused_result));
 
 /* Builds and hands out batches for every ready address with capacity.
- * Returns how many batches went out. */
+ * Returns how many batches went out. In a cluster, a ready address whose
+ * key group this node does not serve now (cluster_serves) is held, not
+ * dispatched, until disp_release_held(). */
 int disp_run(struct server *s);
+/* Puts the held addresses back on their endpoints' ready lists (the
+ * cluster's change hook: ownership or fencing changed). */
+void disp_release_held(struct server *s);
 
 /* Answers from an endpoint. */
 void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,

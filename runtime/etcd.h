@@ -1,6 +1,6 @@
 /*
  * etcd — an etcd v3 client on the runtime's event loop (groundwork for the
- * cluster mode, docs/cluster.md). Nothing in the runtime uses it yet.
+ * cluster mode, docs/cluster.md), used by cluster.c.
  *
  * Everything runs on the thread that drives rpc_loop_next() and the caller's
  * timer heap (timer_run_due): no threads, every result comes back through a

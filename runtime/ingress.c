@@ -264,6 +264,14 @@ static struct endpoint *check_message(struct server *s, const struct inmsg *im, 
                  s->endpoints[idx].cfg->target ? s->endpoints[idx].cfg->target : "(embedded)");
         return NULL;
     }
+    if (s->cluster) {              /* docs/cluster.md: only the owner, while not fenced */
+        uint16_t kg = store_key_group(t->type, t->id);
+        if (!cluster_serves(s->cluster, kg)) {
+            *code = RPC_UNAVAILABLE;
+            cluster_explain(s->cluster, kg, why, whylen);
+            return NULL;
+        }
+    }
     return &s->endpoints[idx];
 }
 
@@ -311,7 +319,16 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
     int code;
 
     if ((ep = check_message(s, im, &code, why, sizeof why)) == NULL) {
-        rpc_call_error(call, code, "%s", why);
+        struct cluster_owner o = {0};
+        if (code == RPC_UNAVAILABLE && s->cluster && im->target && !s->stopping)
+            cluster_owner(s->cluster, store_key_group(im->target->type, im->target->id), &o);
+        if (o.node_id) {           /* who to ask instead (docs/cluster.md) */
+            const char *md[4] = {"x-statemesh-owner", o.node_id, "x-statemesh-owner-address",
+                                 o.advertise};
+            rpc_call_error_md(call, code, md, o.advertise[0] ? 2 : 1, "%s", why);
+        } else {
+            rpc_call_error(call, code, "%s", why);
+        }
         return;
     }
     pc = pending_add(in, call);

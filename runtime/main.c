@@ -7,7 +7,8 @@
  *                                       (docs/operations-disk.md: it may lose data)
  *
  * Exit codes: 0 clean stop (or --repair done); 1 cannot start (listen,
- * endpoints, data dir locked...); 2 usage or configuration error;
+ * endpoints, data dir locked...); 2 usage or configuration error, or the
+ * cluster refuses this node (docs/cluster.md);
  * EXIT_STORAGE (3) the store cannot be used: it refused to open (corrupt,
  * not enough free space, unreadable), or a checkpoint write failed while
  * running (disk full, I/O error). On a failed write the loop stops at once:
@@ -15,7 +16,8 @@
  * cancelled, and `event=runtime.storage_failed` is the last error logged.
  *
  * Start-up: config (refuse on any error) -> data dir lock -> store ->
- * recovery (queues rebuilt from the inbox keys) -> ingress -> endpoints ->
+ * recovery (queues rebuilt from the inbox keys) -> cluster join (with a
+ * `cluster` group: cluster.h) -> ingress -> endpoints ->
  * `runtime.ready`. Then one event loop (DESIGN §9):
  *
  *   wait for a completion (deadline: next timer, <= 100 ms) and drain the rest
@@ -287,6 +289,36 @@ static void housekeeping(void *arg)
     timer_start(&s->timers, &s->housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
 }
 
+/* The cluster's change hook: ownership or fencing changed, so the
+ * addresses dispatch held back get another look. */
+static void on_cluster_change(void *arg)
+{
+    disp_release_held(arg);
+}
+
+/* Joins the cluster before the ingress opens (cluster.h). Returns 0 once
+ * joined, 1 when asked to stop, -1 when joining is impossible. */
+static int cluster_join(struct server *s)
+{
+    const char *why;
+
+    cluster_set_change_hook(s->cluster, on_cluster_change, s);
+    cluster_start(s->cluster);
+    while (!cluster_joined(s->cluster)) {
+        int64_t deadline = rpc_now_ms() + LOOP_MAX_WAIT_MS, due = timer_next_due(&s->timers);
+        if ((why = cluster_failed(s->cluster)) != NULL) {
+            char q[1200];
+            LOG_ERROR(&s->log, "cluster.refused", "err=%s", log_quote(q, sizeof q, why));
+            fprintf(stderr, "statemeshd: %s; not starting\n", why);
+            return -1;
+        }
+        if (stop_requested()) return 1;
+        rpc_loop_next(&s->loop, due < deadline ? due : deadline);
+        timer_run_due(&s->timers, rpc_now_ms());
+    }
+    return 0;
+}
+
 /* A checkpoint write failed (checkpoint.h): stop now, commit nothing more. */
 /* One checkpoint and, once it is durable, the after-commit phases in their
  * order (Redis's beforeSleep): release acks and replies, un-park addresses,
@@ -402,8 +434,12 @@ static int check_config(const char *path)
         if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
         return 2;
     }
-    printf("%s: ok (%zu endpoints, data_dir %s, ingress %s)\n", path, cfg.n_endpoints,
+    printf("%s: ok (%zu endpoints, data_dir %s, ingress %s", path, cfg.n_endpoints,
            cfg.data_dir, cfg.ingress);
+    if (cfg.cluster.enabled)
+        printf(", cluster %s node %s advertise %s", cfg.cluster.name, cfg.cluster.node_id,
+               cfg.cluster.advertise);
+    printf(")\n");
     cfg_cleanup(&cfg);
     return 0;
 }
@@ -563,6 +599,18 @@ int main(int argc, char **argv)
         rc = EXIT_STORAGE;
         goto out;
     }
+    if (s.cfg.cluster.enabled) {
+        int j;
+        if (cluster_create(&s.cluster, &s, err, sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+        if ((j = cluster_join(&s)) != 0) {
+            rc = j > 0 ? 0 : 2;
+            goto out;
+        }
+    }
     timer_init(&s.housekeeping, housekeeping, &s);
     timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
     if (s.cfg.tls.on && tls_server_create(&s.tls, &s.cfg.tls, err, sizeof err) != 0) {
@@ -622,6 +670,14 @@ out:
             if (closed) break;
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
         }
+    }
+    if (s.cluster) {               /* revoke the lease: the others see this node down now */
+        cluster_stop(s.cluster);
+        for (int64_t until = rpc_now_ms() + CLOSE_MS; !cluster_idle(s.cluster) && rpc_now_ms() < until;) {
+            rpc_loop_next(&s.loop, rpc_now_ms() + 50);
+            timer_run_due(&s.timers, rpc_now_ms());
+        }
+        if (cluster_idle(s.cluster)) cluster_destroy(&s.cluster);
     }
     metrics_destroy(&s.metrics);
     spcreate_shutdown(&s);

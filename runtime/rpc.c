@@ -38,6 +38,7 @@
 #include <string.h>
 
 #define RPC_MAX_METHODS 24
+#define RPC_MAX_TRAILER 4
 #define RPC_PREPOSTED 32          /* outstanding request_call per method */
 
 static const char *const status_names[] = {
@@ -181,6 +182,8 @@ struct rpc_call {
     grpc_byte_buffer *send_bb;
     grpc_slice status_details;
     int status_details_set;
+    grpc_metadata trailer[RPC_MAX_TRAILER];  /* rpc_call_error_md */
+    size_t ntrailer;
     int cancelled;                   /* out-param of RECV_CLOSE_ON_SERVER */
     struct rpc_tag t_new, t_close, t_send;
     unsigned started : 1, close_pending : 1, send_pending : 1, answered : 1;
@@ -246,6 +249,10 @@ static void call_free(struct rpc_call *c)
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
     if (c->status_details_set) grpc_slice_unref(c->status_details);
+    for (size_t i = 0; i < c->ntrailer; i++) {
+        grpc_slice_unref(c->trailer[i].key);
+        grpc_slice_unref(c->trailer[i].value);
+    }
     if (c->started) srv->nopen--;
     free(c);
     srv->ncalls--;
@@ -420,6 +427,8 @@ static void call_finish(struct rpc_call *c, int code, const char *details, uint8
         c->status_details_set = 1;
         ops[n].data.send_status_from_server.status_details = &c->status_details;
     }
+    ops[n].data.send_status_from_server.trailing_metadata_count = c->ntrailer;
+    ops[n].data.send_status_from_server.trailing_metadata = c->ntrailer ? c->trailer : NULL;
     n++;
     c->send_pending = 1;
     start_batch(c->call, ops, n, &c->t_send);
@@ -446,6 +455,23 @@ void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    call_finish(c, code, msg, NULL, 0);
+    call_maybe_free(c);
+}
+
+void rpc_call_error_md(struct rpc_call *c, int code, const char *const *md, size_t nmd,
+                       const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (size_t i = 0; i < nmd && c->ntrailer < RPC_MAX_TRAILER && !c->answered; i++) {
+        c->trailer[c->ntrailer].key = grpc_slice_from_copied_string(md[2 * i]);
+        c->trailer[c->ntrailer].value = grpc_slice_from_copied_string(md[2 * i + 1]);
+        c->ntrailer++;
+    }
     call_finish(c, code, msg, NULL, 0);
     call_maybe_free(c);
 }

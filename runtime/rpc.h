@@ -186,6 +186,10 @@ void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp);
 /* Answers OK with an already encoded response (malloc'd; ownership moves). */
 void rpc_call_reply_raw(struct rpc_call *call, uint8_t *data, size_t len);
 /* Answers with a status; the handle is invalid afterwards. */
+/* rpc_call_error() with trailing metadata: md holds nmd key, value pairs
+ * (lowercase keys, printable ASCII values; at most 4 pairs; copied). */
+void rpc_call_error_md(struct rpc_call *call, int code, const char *const *md, size_t nmd,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -14,6 +14,7 @@
 #include "auth.h"
 #include "bootstrap.h"
 #include "checkpoint.h"
+#include "cluster.h"
 #include "config.h"
 #include "delayed.h"
 #include "dispatch.h"
@@ -97,6 +98,8 @@ struct server {
     struct metrics *metrics;       /* runtime.metrics (metrics.h), NULL = off */
     int lock_fd;
     int stopping;                  /* no new batches are dispatched */
+    struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */
+    struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
 };
 
 #endif

@@ -517,6 +517,58 @@ void sm_stats_cleanup(sm_stats *s)
     memset(s, 0, sizeof *s);
 }
 
+int sm_client_get_topology(sm_client *c, int timeout_ms, sm_topology *out, sm_error *err)
+{
+    Statemesh__V1__GetTopologyRequest req = STATEMESH__V1__GET_TOPOLOGY_REQUEST__INIT;
+    Statemesh__V1__GetTopologyResponse *resp;
+    int rc;
+
+    if ((rc = answer_begin(c, out, sizeof *out, err))) return rc;
+    rc = unary(c, "/statemesh.v1.Admin/GetTopology", &req.base,
+               &statemesh__v1__get_topology_response__descriptor, (ProtobufCMessage **)&resp,
+               timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    if (!(out->nodes = answer_items(&resp->base, resp->n_nodes, sizeof *out->nodes)))
+        return no_memory(err);
+    if (!(out->ranges = calloc(resp->n_ranges ? resp->n_ranges : 1, sizeof *out->ranges))) {
+        answer_free(resp, out->nodes);
+        out->nodes = NULL;
+        return no_memory(err);
+    }
+    out->cluster = resp->cluster;
+    out->cluster_name = resp->cluster_name;
+    out->node_id = resp->node_id;
+    out->controller = resp->controller;
+    out->state = resp->state;
+    out->fencing_reason = resp->fencing_reason;
+    out->revision = resp->revision;
+    out->key_groups = resp->key_groups;
+    for (size_t i = 0; i < resp->n_nodes; i++) {
+        out->nodes[i].id = resp->nodes[i]->id;
+        out->nodes[i].advertise = resp->nodes[i]->advertise;
+        out->nodes[i].alive = resp->nodes[i]->alive;
+        out->nodes[i].lease_ttl_left_ms = resp->nodes[i]->lease_ttl_left_ms;
+    }
+    for (size_t i = 0; i < resp->n_ranges; i++) {
+        out->ranges[i].first = resp->ranges[i]->first;
+        out->ranges[i].last = resp->ranges[i]->last;
+        out->ranges[i].owner = resp->ranges[i]->owner;
+        out->ranges[i].epoch = resp->ranges[i]->epoch;
+    }
+    out->n_nodes = resp->n_nodes;
+    out->n_ranges = resp->n_ranges;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_topology_cleanup(sm_topology *t)
+{
+    if (!t) return;
+    free(t->ranges);
+    answer_free(t->msg_, t->nodes);
+    memset(t, 0, sizeof *t);
+}
+
 /* ---- dead letters ---- */
 
 #define MAX_TYPE_LEN 256 /* as the runtime's ADDR_MAX_TYPE */

@@ -277,6 +277,20 @@ void rpc_call_error(struct rpc_call *call, int code, const char *fmt, ...)
     answer(call, code, msg, 0);
 }
 
+void rpc_call_error_md(struct rpc_call *call, int code, const char *const *md, size_t nmd,
+                       const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    (void)md;
+    (void)nmd;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (code == RPC_OK) fail("rpc_call_error_md with OK");
+    answer(call, code, msg, 0);
+}
+
 int rpc_fake_unary(struct rpc_server *srv, const char *method, const uint8_t *req, size_t len,
                    struct rpc_fake_answer *out)
 {

@@ -401,6 +401,88 @@ static void env_expansion_errors(void **state)
     unsetenv("SM_TEST_HOST");
 }
 
+/* ---- cluster ---------------------------------------------------------------------- */
+
+static void cluster_group(void **state)
+{
+    struct tmp t;
+    struct cfg c;
+    char err[1024];
+
+    (void)state;
+    setenv("SM_TEST_ORDINAL", "2", 1);
+    tmp_write(&t,
+              "runtime = { ingress = \"127.0.0.1:7072\"; };\n"
+              "cluster = {\n"
+              "  name = \"c1\";\n"
+              "  node_id = \"n-${SM_TEST_ORDINAL}\";\n"
+              "  etcd = [\"http://127.0.0.1:2379\", \"10.0.0.1:2379/\"];\n"
+              "  initial_nodes = 3;\n"
+              "};\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_true(c.cluster.enabled);
+    assert_string_equal(c.cluster.name, "c1");
+    assert_string_equal(c.cluster.node_id, "n-2");
+    assert_string_equal(c.cluster.advertise, "127.0.0.1:7072");  /* default: the ingress */
+    assert_string_equal(c.cluster.etcd, "http://127.0.0.1:2379,10.0.0.1:2379/");
+    assert_int_equal(c.cluster.lease_ttl_ms, 5000);
+    assert_int_equal(c.cluster.initial_nodes, 3);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+    unsetenv("SM_TEST_ORDINAL");
+
+    /* no cluster group: alone, as before */
+    tmp_write(&t, "runtime = { ingress = \"127.0.0.1:7072\"; };\n");
+    assert_int_equal(cfg_load(t.path, &c, err, sizeof err), 0);
+    assert_false(c.cluster.enabled);
+    assert_null(c.cluster.name);
+    cfg_cleanup(&c);
+    tmp_remove(&t);
+}
+
+static void cluster_errors(void **state)
+{
+    struct tmp t;
+    char err[4096], want[300];
+
+    (void)state;
+    unsetenv("SM_TEST_UNSET");
+    tmp_write(&t,
+              "runtime = { ingress = \"unix:/tmp/x.sock\"; };\n"
+              "cluster = {\n"
+              "  name = \"a b\";\n"
+              "  node_id = \"n-${SM_TEST_UNSET}\";\n"
+              "  etcd = [\"https://h:1\", \"h\"];\n"
+              "  lease_ttl_ms = 1500;\n"
+              "};\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 7);
+    snprintf(want, sizeof want, "%s:3: cluster.name: bad cluster name \"a b\"", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:4: cluster.node_id: environment variable SM_TEST_UNSET is "
+             "not set", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:5: cluster.etcd[0]: bad etcd endpoint \"https://h:1\": https "
+             "is not supported", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:5: cluster.etcd[1]: bad etcd endpoint \"h\": must be "
+             "http://host:port", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:6: cluster.lease_ttl_ms: 1500 is not whole seconds", t.path);
+    assert_error(err, want);
+    snprintf(want, sizeof want, "%s:2: cluster.initial_nodes: missing", t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
+
+    /* the ingress is a unix socket and no advertise: say where to reach the node */
+    tmp_write(&t,
+              "runtime = { ingress = \"unix:/tmp/x.sock\"; };\n"
+              "cluster = { name = \"c\"; node_id = \"n\"; etcd = [\"h:1\"]; initial_nodes = 1; };\n");
+    assert_int_equal(load_expect_fail(t.path, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s:2: cluster.advertise: missing: the ingress", t.path);
+    assert_error(err, want);
+    tmp_remove(&t);
+}
+
 /* ---- bad files ------------------------------------------------------------------ */
 
 static void syntax_error(void **state)
@@ -724,7 +806,7 @@ static void unknown_settings(void **state)
     assert_error(err, CONFIGS "bad_unknown.conf:4: runtime.checkpoint.fsync: unknown setting; "
                       "expected one of: interval_ms, sync");
     assert_error(err, CONFIGS "bad_unknown.conf:6: egress: unknown setting; expected one of: "
-                      "runtime, endpoints, egresses");
+                      "runtime, endpoints, egresses, cluster");
     assert_error(err, CONFIGS "bad_unknown.conf:10: endpoints[0].retries: unknown setting; "
                       "expected one of: functions, mode, target, library, streams, max_batch, "
                       "max_in_flight, invocation_timeout_ms, keepalive_ms, retry");
@@ -1363,6 +1445,8 @@ int main(void)
         cmocka_unit_test(env_expansion),
         cmocka_unit_test(nul_byte_refused),
         cmocka_unit_test(env_expansion_errors),
+        cmocka_unit_test(cluster_group),
+        cmocka_unit_test(cluster_errors),
         cmocka_unit_test(syntax_error),
         cmocka_unit_test(syntax_errors_located),
         cmocka_unit_test(syntax_error_long_line),

@@ -171,6 +171,37 @@ int sm_client_stats(sm_client *c, int timeout_ms, sm_stats *out /* OUT */,
                     sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 void sm_stats_cleanup(sm_stats *s);
 
+/* Admin GetTopology: the cluster as the node at `target` sees it
+ * (docs/cluster.md). cluster == false: that runtime runs alone and the
+ * rest is empty. Strings point into the answer. */
+typedef struct sm_topology_node {
+    const char *id, *advertise;
+    bool alive;                  /* its lease-bound key exists */
+    int64_t lease_ttl_left_ms;   /* the answering node only; -1 for the others */
+} sm_topology_node;
+typedef struct sm_topology_range {
+    uint32_t first, last;        /* key groups, inclusive */
+    const char *owner;           /* node id */
+    int64_t epoch;               /* the range's fencing epoch (etcd mod_revision) */
+} sm_topology_range;
+typedef struct sm_topology {
+    bool cluster;
+    const char *cluster_name, *node_id, *controller;  /* controller "" while none */
+    const char *state;           /* joining | serving | fenced */
+    const char *fencing_reason;  /* "" unless fenced */
+    int64_t revision;
+    uint32_t key_groups;
+    sm_topology_node *nodes;
+    size_t n_nodes;
+    sm_topology_range *ranges;
+    size_t n_ranges;
+    void *msg_;                  /* private */
+} sm_topology;
+/* On SM_OK the caller owns *out and frees it with sm_topology_cleanup. */
+int sm_client_get_topology(sm_client *c, int timeout_ms, sm_topology *out /* OUT */,
+                           sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+void sm_topology_cleanup(sm_topology *t);
+
 /* ---- Dead letters ----
  *
  * Messages whose batch failed its endpoint's retry.max_attempts times are
