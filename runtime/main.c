@@ -312,7 +312,9 @@ static int cluster_join(struct server *s)
             fprintf(stderr, "statemeshd: %s; not starting\n", why);
             return -1;
         }
-        if (stop_requested()) return 1;
+        int sig = pending_signal();
+        if (sig == SIGINT || sig == SIGTERM) return 1;
+        if (sig == SIGHUP) reload(s);
         rpc_loop_next(&s->loop, due < deadline ? due : deadline);
         timer_run_due(&s->timers, rpc_now_ms());
     }
