@@ -64,6 +64,7 @@ struct cluster {
     uint32_t self;                 /* index + 1 into nodes */
     enum cluster_state state;
     bool joined, stopping, loading;
+    bool paused;                   /* cluster_paused() */
     char failed[600];
     char fence_reason[300];
     void (*retry_fn)(struct cluster *c);
@@ -847,6 +848,16 @@ int64_t cluster_lease_valid_until(const struct cluster *c)
 bool cluster_serves(const struct cluster *c, uint32_t kg)
 {
     return kg < STORE_KEY_GROUPS && c->owner[kg] == c->self && lease_ok(c);
+}
+
+bool cluster_paused(const struct cluster *c)
+{
+    return c && c->paused;
+}
+
+void cluster_set_paused(struct cluster *c, bool paused)
+{
+    c->paused = paused;
 }
 
 void cluster_owner(const struct cluster *c, uint32_t kg, struct cluster_owner *out)

@@ -89,6 +89,12 @@ const char *cluster_failed(const struct cluster *c);
 bool cluster_serves(const struct cluster *c, uint32_t kg);
 void cluster_owner(const struct cluster *c, uint32_t kg, struct cluster_owner *out /* OUT */);
 enum cluster_state cluster_state(const struct cluster *c);
+/* True while a cluster savepoint barrier holds this node paused (see
+ * cluster_set_paused): dispatch starts no new batch and inbound peer frames
+ * are not applied (they are answered "retry later"), so that every node's
+ * snapshot is one consistent cut. */
+bool cluster_paused(const struct cluster *c);
+void cluster_set_paused(struct cluster *c, bool paused);
 /* rpc_now_ms() time until which the lease is valid for serving, 0: none. */
 int64_t cluster_lease_valid_until(const struct cluster *c);
 const char *cluster_node_id(const struct cluster *c);
