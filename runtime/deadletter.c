@@ -58,7 +58,7 @@ void dl_bury(struct server *s, struct mbox *mb, const char *error)
         free(buf);
         if (m->pending) ckpt_pending_remove(&s->ckpt, m);
         else store_batch_delete_message(s->ckpt.batch, mb->type, mb->id, m->seq);
-        if (m->call_id) {
+        if (m->call_id && !m->call_kg1) {   /* a Call on another node times out */
             snprintf(msg, sizeof msg, "the message failed %u times and was moved to dead letters "
                      "(id %llu): %s", mb->attempts, (unsigned long long)id, error);
             ckpt_add_error(&s->ckpt, m->call_id, RPC_ABORTED, msg);

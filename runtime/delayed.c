@@ -219,6 +219,12 @@ static void on_due(void *arg)
         LOG_ERROR(&s->log, "delayed.corrupt", "seq=%llu msg=\"stored delayed message is missing "
                   "or unreadable; dropped\"", (unsigned long long)d->seq);
         s->stats.delayed_dropped++;
+    } else if (peer_remote(s, store_key_group(sd->target->type, sd->target->id))) {
+        peer_out_message(s, d->kg, true, sd->target->type, sd->target->id,
+                         sd->caller ? sd->caller->type : NULL, sd->caller ? sd->caller->id : NULL,
+                         sd->argument->typename_, sd->argument->value.data,
+                         sd->argument->value.len, NULL);
+        s->stats.delayed_fired++;
     } else {
         struct msg *m = msg_create(sd->caller ? sd->caller->type : NULL,
                                    sd->caller ? sd->caller->id : NULL, sd->argument->typename_,

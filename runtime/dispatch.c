@@ -749,12 +749,21 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
         const Statemesh__V1__OutgoingMessage *o = r->outgoing_messages[i];
         int idx = cfg_match_endpoint(&s->cfg, o->target->type);
         const struct msg *cause = msgs[o->invocation_index];
-        struct msg *nm = msg_create(mb->type, mb->id, o->argument->typename_,
-                                    o->argument->value.data, o->argument->value.len,
-                                    cause->reply_key);
-        nm->call_id = cause->call_id;
-        disp_accept(s, &s->endpoints[idx], o->target->type, o->target->id, nm);
+        struct msg *nm;
         s->stats.messages_produced++;
+        if (peer_remote(s, store_key_group(o->target->type, o->target->id))) {
+            /* another node's address: through the outbox, after this checkpoint */
+            peer_out_message(s, store_key_group(mb->type, mb->id), false, o->target->type,
+                             o->target->id, mb->type, mb->id, o->argument->typename_,
+                             o->argument->value.data, o->argument->value.len, cause);
+            continue;
+        }
+        nm = msg_create(mb->type, mb->id, o->argument->typename_, o->argument->value.data,
+                        o->argument->value.len, cause->reply_key);
+        nm->call_id = cause->call_id;
+        nm->call_kg1 = cause->call_kg1;
+        nm->call_boot = cause->call_boot;
+        disp_accept(s, &s->endpoints[idx], o->target->type, o->target->id, nm);
     }
     for (i = 0; i < r->n_cancellations; i++)
         delayed_cancel(s, mb->type, mb->id, r->cancellations[i]->token);
@@ -769,6 +778,10 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
     for (i = 0; i < r->n_replies; i++) {
         const Statemesh__V1__Reply *rp = r->replies[i];
         const struct msg *cause = msgs[rp->invocation_index];
+        if ((cause->reply_key || cause->call_kg1) &&
+            peer_reply(s, store_key_group(mb->type, mb->id), cause, rp->value->typename_,
+                       rp->value->value.data, rp->value->value.len))
+            continue;                   /* the Call or its record lives on another node */
         if (cause->reply_key)
             idem_reply(s, cause->reply_key, rp->value->typename_, rp->value->value.data,
                        rp->value->value.len);

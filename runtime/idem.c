@@ -298,6 +298,16 @@ static int parse_reply_key(const char *rk, struct scope *sc)
     return 0;
 }
 
+int idem_reply_key_kg(const char *reply_key)
+{
+    struct scope sc;
+    int kg;
+    if (reply_key[0] != '\x01' || parse_reply_key(reply_key, &sc) != 0) return -1;
+    kg = store_key_group(sc.type, sc.id);
+    scope_free(&sc);
+    return kg;
+}
+
 void idem_reply(struct server *s, const char *reply_key, const char *typename,
                 const uint8_t *data, size_t len)
 {

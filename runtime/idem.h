@@ -55,6 +55,9 @@ void idem_remember(struct server *s, const char *type, const char *id, const cha
 /* The reply_key a Call to type/id with `key` carries (malloc'd): it names
  * the record its reply is stored in. */
 char *idem_reply_key(const char *type, const char *id, const char *key);
+/* The key group of the address a reply_key names, or -1 (a legacy key
+ * without address, or malformed). */
+int idem_reply_key_kg(const char *reply_key);
 /* A function replied to an invocation whose message carries reply_key. */
 void idem_reply(struct server *s, const char *reply_key, const char *typename,
                 const uint8_t *data, size_t len);

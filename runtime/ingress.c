@@ -767,7 +767,8 @@ int ingress_create(struct ingress **out, struct server *s)
         rpc_server_add_unary(in->rpc, "/statemesh.v1.Ingress/Call", on_call, in) != 0 ||
         (in->admin_rpc ? admin_register_health(in->rpc, s) : admin_register(in->rpc, s)) != 0 ||
         rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/SendStream", on_send_stream, in) != 0 ||
-        rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/Subscribe", egress_subscribe, s) != 0) {
+        rpc_server_add_stream(in->rpc, "/statemesh.v1.Ingress/Subscribe", egress_subscribe, s) != 0 ||
+        peer_register(in->rpc, s) != 0) {
         ingress_destroy(&in);
         return -1;
     }

@@ -41,6 +41,9 @@ struct msg {
     const char *caller_id;
     const char *typename;
     const char *reply_key;     /* idempotency key of the Call this chain answers; NULL none */
+    uint32_t call_kg1;         /* call_id waits on the node owning key group call_kg1 - 1
+                                * (a chain that came from another node, peer.h); 0: here */
+    uint64_t call_boot;        /* that node's incarnation (peer.h) */
     const uint8_t *data;
     size_t len;
     /* Its inbox (M) key is not in the store yet: it waits in the open

@@ -294,6 +294,7 @@ static void housekeeping(void *arg)
 static void on_cluster_change(void *arg)
 {
     disp_release_held(arg);
+    peer_kick(arg);
 }
 
 /* Joins the cluster before the ingress opens (cluster.h). Returns 0 once
@@ -340,6 +341,7 @@ static int commit(struct server *s)
     while ((mb = mbox_list_pop(&ck->parked)) != NULL) disp_unpark(s, mb);
     egress_after_commit(s);
     idem_after_commit(s);
+    peer_after_commit(s);              /* peer answers, then the outbox's new frames */
     if (s->ingress) ingress_after_commit(s->ingress);
     return 0;
 }
@@ -412,11 +414,12 @@ static int run_loop(struct server *s)
                 if (commit(s) != 0) return storage_failed(s);
                 for (size_t i = 0; i < s->n_endpoints; i++) ep_stop(&s->endpoints[i]);
                 ingress_cancel_all(s->ingress);
+                peer_stop(s->peer);
                 phase = CLOSING;
                 close_until = now + CLOSE_MS;
             }
         } else if (phase == CLOSING) {
-            int closed = ingress_done(s->ingress);
+            int closed = ingress_done(s->ingress) && peer_idle(s->peer);
             for (size_t i = 0; i < s->n_endpoints; i++) closed &= ep_closed(&s->endpoints[i]);
             if (closed) return 0;
             if (now >= close_until) {
@@ -603,6 +606,11 @@ int main(int argc, char **argv)
     }
     if (s.cfg.cluster.enabled) {
         int j;
+        if (peer_create(&s.peer, &s, err, sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: %s\n", err);
+            rc = EXIT_STORAGE;
+            goto out;
+        }
         if (cluster_create(&s.cluster, &s, err, sizeof err) != 0) {
             fprintf(stderr, "statemeshd: %s\n", err);
             rc = 2;
@@ -660,6 +668,7 @@ int main(int argc, char **argv)
     rc = 0;
 
 out:
+    peer_stop(s.peer);
     if (rc != 0 && s.ingress) {
         ingress_shutdown(s.ingress);
         ingress_cancel_all(s.ingress);
@@ -667,7 +676,7 @@ out:
         for (size_t i = 0; i < s.n_endpoints; i++)
             if (s.endpoints[i].ch) ep_stop(&s.endpoints[i]);
         for (int64_t until = rpc_now_ms() + CLOSE_MS; rpc_now_ms() < until;) {
-            int closed = ingress_done(s.ingress);
+            int closed = ingress_done(s.ingress) && peer_idle(s.peer);
             for (size_t i = 0; i < s.n_endpoints; i++) closed &= ep_closed(&s.endpoints[i]);
             if (closed) break;
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
@@ -684,6 +693,7 @@ out:
     metrics_destroy(&s.metrics);
     spcreate_shutdown(&s);
     if (s.ingress && ingress_done(s.ingress)) ingress_destroy(&s.ingress);
+    if (peer_idle(s.peer)) peer_destroy(&s.peer);
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);
     free(s.endpoints);
     if (s.loop.cq) rpc_loop_cleanup(&s.loop);

@@ -37,7 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RPC_MAX_METHODS 24
+#define RPC_MAX_METHODS 32
 #define RPC_MAX_TRAILER 4
 #define RPC_PREPOSTED 32          /* outstanding request_call per method */
 

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "mailbox.h"
 #include "metrics.h"
+#include "peer.h"
 #include "scache.h"
 #include "rpc.h"
 #include "store.h"
@@ -100,6 +101,7 @@ struct server {
     int stopping;                  /* no new batches are dispatched */
     struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */
     struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
+    struct peer *peer;             /* cross-node outbox and channels (peer.h), with a cluster */
 };
 
 #endif
