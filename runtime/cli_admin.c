@@ -119,8 +119,9 @@ int cmd_cluster(sm_client *c, const struct args *a)
                 valjson_put_string(stdout, t.nodes[i].id, strlen(t.nodes[i].id));
                 fputs(",\"advertise\":", stdout);
                 valjson_put_string(stdout, t.nodes[i].advertise, strlen(t.nodes[i].advertise));
-                printf(",\"alive\":%s,\"lease_ttl_left_ms\":%" PRId64 "}",
-                       t.nodes[i].alive ? "true" : "false", t.nodes[i].lease_ttl_left_ms);
+                printf(",\"alive\":%s,\"lease_ttl_left_ms\":%" PRId64 ",\"outbox_frames\":%"
+                       PRIu64 "}", t.nodes[i].alive ? "true" : "false",
+                       t.nodes[i].lease_ttl_left_ms, t.nodes[i].outbox_frames);
             }
             fputs("],\"ranges\":[", stdout);
             for (size_t i = 0; i < t.n_ranges; i++) {
@@ -146,6 +147,8 @@ int cmd_cluster(sm_client *c, const struct args *a)
                    t.nodes[i].alive ? "alive" : "down");
             if (t.nodes[i].lease_ttl_left_ms >= 0)
                 printf(" lease_left_ms=%" PRId64, t.nodes[i].lease_ttl_left_ms);
+            if (t.nodes[i].outbox_frames)
+                printf(" outbox_frames=%" PRIu64, t.nodes[i].outbox_frames);
             fputc('\n', stdout);
         }
         for (size_t i = 0; i < t.n_ranges; i++)

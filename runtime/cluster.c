@@ -989,6 +989,7 @@ static void on_get_topology(void *arg, struct rpc_call *call, const uint8_t *req
         nodes[i].advertise = (char *)n->advertise;
         nodes[i].alive = n->alive;
         nodes[i].lease_ttl_left_ms = -1;
+        nodes[i].outbox_frames = peer_outbox_depth(s->peer, n->id);
         if (self) {
             int64_t left = c->lease_deadline ? c->lease_deadline - rpc_now_ms() : 0;
             nodes[i].lease_ttl_left_ms = left > 0 && c->ka ? left : 0;

@@ -815,6 +815,10 @@ int sp_record_key_group(const uint8_t *key, size_t klen, const uint8_t *val, siz
         statemesh__v1__stored_dead_letter__free_unpacked(d, NULL);
         return kg;
     }
+    case 'O': case 'C':            /* peer.h: the source resp. destination key group */
+        if (klen != (key[0] == 'O' ? 13u : 5u)) return -2;
+        kg = key[1] << 8 | key[2];
+        return (uint32_t)kg < key_groups ? kg : -2;
     case 'E': case 'J': case 'X':
         return -1;
     default:

@@ -120,7 +120,7 @@ static int write_file(struct spjob *j, unsigned i, struct sp_file *info)
     }
     if (sp_writer_open(&sc.w, j->tmp, name, sc.err, sizeof sc.err) != 0) goto out;
     if (i < j->nranges) {
-        static const char kinds[] = "DIMPS";           /* key order */
+        static const char kinds[] = "CDIMOPS";         /* key order */
         for (const char *k = kinds; *k; k++) {
             uint8_t lo[3] = {(uint8_t)*k, (uint8_t)(info->kg_first >> 8), (uint8_t)info->kg_first};
             uint8_t hi[3] = {(uint8_t)*k, (uint8_t)((info->kg_last + 1) >> 8),

@@ -52,6 +52,13 @@ static int import_one(void *arg, const uint8_t *key, size_t klen, const uint8_t 
             k[1] = (uint8_t)(kg >> 8);
             k[2] = (uint8_t)kg;
         }
+    } else if (key[0] == 'O' || key[0] == 'C') {
+        /* outbox and channel records (peer.h) name key groups of the count
+         * they were written with: they cannot be re-keyed to another one */
+        kg = im->sp_groups == STORE_KEY_GROUPS
+                 ? sp_record_key_group(key, klen, val, vlen, STORE_KEY_GROUPS) : -3;
+        if (kg == -2) goto bad;
+        if (kg == -3) kg = -1;         /* skipped below */
     } else if (key[0] == 'L') {
         kg = sp_record_key_group(key, klen, val, vlen, STORE_KEY_GROUPS);
         if (kg < 0) goto bad;

@@ -548,6 +548,7 @@ int sm_client_get_topology(sm_client *c, int timeout_ms, sm_topology *out, sm_er
         out->nodes[i].advertise = resp->nodes[i]->advertise;
         out->nodes[i].alive = resp->nodes[i]->alive;
         out->nodes[i].lease_ttl_left_ms = resp->nodes[i]->lease_ttl_left_ms;
+        out->nodes[i].outbox_frames = resp->nodes[i]->outbox_frames;
     }
     for (size_t i = 0; i < resp->n_ranges; i++) {
         out->ranges[i].first = resp->ranges[i]->first;

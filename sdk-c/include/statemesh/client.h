@@ -178,6 +178,7 @@ typedef struct sm_topology_node {
     const char *id, *advertise;
     bool alive;                  /* its lease-bound key exists */
     int64_t lease_ttl_left_ms;   /* the answering node only; -1 for the others */
+    uint64_t outbox_frames;      /* frames the answering node holds for it, not yet acked */
 } sm_topology_node;
 typedef struct sm_topology_range {
     uint32_t first, last;        /* key groups, inclusive */
