@@ -1,8 +1,8 @@
 """
 The cluster control plane (runtime/cluster.c, docs/cluster.md) against a real
 3-member etcd (etcd_cluster.py) and three real statemeshd nodes sharing one
-function server: the first range assignment, the owner rule at the ingress,
-a node's kill -9 and restart, a SIGSTOP past the lease (self-fencing), the
+function server: the first range assignment, the owner rule at the ingress
+(messages between nodes: test_peer.py), a node's kill -9 and restart, a SIGSTOP past the lease (self-fencing), the
 etcd leader's kill, etcd without quorum, and configuration errors.
 
 Each test uses its own cluster name, so the tests share the etcd members but
@@ -164,24 +164,6 @@ def test_owner_serves_others_name_the_owner(sandbox, etcd_cluster):
         assert md["x-statemesh-owner"] == "n-%d" % i
         assert md["x-statemesh-owner-address"] == nodes.rts[i].ingress
         assert nodes.clients[i].int_state(COUNTER, id_) == 7          # the refusal changed nothing
-
-
-def test_message_to_another_nodes_address_is_held_not_dispatched(sandbox, etcd_cluster):
-    """Until cross-node delivery exists, a message a function on n-0 sends to an
-    address owned by n-1 stays queued (durably) on n-0 and is never run there."""
-    from harness import string
-    nodes = Nodes(sandbox, etcd_cluster, "held")
-    nodes.wait_assigned()
-    fwd = nodes.ids_owned_by(0, type_="test/forward")[0]
-    remote = nodes.ids_owned_by(1, prefix="r")[0]
-    local = nodes.ids_owned_by(0, prefix="l")[0]
-    nodes.clients[0].send("test/forward", fwd, string("%s %s" % (COUNTER, remote)))
-    wait_until(lambda: nodes.clients[0].get_state(COUNTER, remote).queued_messages == 1,
-               timeout=15, message="the forwarded message queued on n-0")
-    assert call_ok(nodes.clients[0], local, 1) == 1       # n-0 dispatches its own addresses...
-    st = nodes.clients[0].get_state(COUNTER, remote)
-    assert st.queued_messages == 1 and not st.in_flight and list(st.values) == []   # ...not n-1's
-    assert nodes.clients[1].state(COUNTER, remote) == {}
 
 
 def test_kill9_node_stays_owner_and_comes_back(sandbox, etcd_cluster):
