@@ -299,6 +299,17 @@ int peer_create(struct peer **out, struct server *s, char *err, size_t errlen)
 
     if (!p) abort();
     p->s = s;
+    if (s->cfg.tls.on && !s->cfg.tls.ca) {
+        snprintf(err, errlen, "runtime.tls has no ca: in a cluster the nodes connect to each "
+                 "other with TLS and verify each other's certificate with runtime.tls.ca "
+                 "(docs/security.md); set it, not starting");
+        free(p);
+        return -1;
+    }
+    if (s->auth.enabled)
+        LOG_WARN(&s->log, "peer.auth", "msg=\"runtime.auth is set: the Peer service takes the "
+                 "admin role and nodes send no token, so messages between nodes wait in the "
+                 "outboxes (docs/security.md, not supported yet)\"");
     if (getrandom(&p->boot, sizeof p->boot, 0) != (ssize_t)sizeof p->boot)
         p->boot = (uint64_t)rpc_now_ns() ^ ((uint64_t)timer_wall_ms() << 20);
     timer_init(&p->pump, on_pump_timer, p);
@@ -613,8 +624,21 @@ static int link_open(struct plink *l)
     struct server *s = l->p->s;
     if (!l->ch) {
         struct rpc_channel_options co = {0};
+        int rc;
         co.keepalive_ms = 10000;
-        if (rpc_channel_create(&l->ch, &s->loop, l->target, &co) != 0) return -1;
+        if (s->cfg.tls.on) {
+            /* the runtime's CA verifies the other node; its own pair is our identity */
+            struct cfg_tls t = {true, s->cfg.tls.cert, s->cfg.tls.key, s->cfg.tls.ca, false};
+            char why[600], q[700];
+            if (!(co.creds = tls_channel_credentials(&t, why, sizeof why))) {
+                LOG_ERROR(&s->log, "peer.tls", "node=%s err=%s", l->node_id,
+                          log_quote(q, sizeof q, why));
+                return -1;
+            }
+        }
+        rc = rpc_channel_create(&l->ch, &s->loop, l->target, &co);
+        if (co.creds) grpc_channel_credentials_release(co.creds);
+        if (rc != 0) return -1;
     }
     if (rpc_stream_open(&l->st, l->ch, "/statemesh.v1.Peer/Deliver", &cb, l) != 0) {
         l->st = NULL;
