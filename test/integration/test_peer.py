@@ -104,6 +104,11 @@ def test_message_to_another_node_delivered_once_and_reply_comes_back(sandbox, et
     time.sleep(0.5)                       # would a duplicate arrive? (it must not)
     assert nodes.clients[1].int_state(COUNTER, remote) == 3
     assert nodes.clients[0].state(COUNTER, remote) == {}      # never ran on n-0
+    # a delayed message from n-0 to n-1's address: kept on n-0 until due, then sent
+    eff = nodes.ids_owned_by(0, type_="test/effects", prefix="e")[0]
+    nodes.clients[0].send("test/effects", eff, string("after 300 %s %s" % (COUNTER, remote)))
+    wait_counter(nodes.clients[1], remote, 4)
+    assert nodes.clients[0].state(COUNTER, remote) == {}
     wait_until(lambda: outbox_for(nodes.rts[0], "n-1") == 0, timeout=15,
                message="n-0's outbox acked")
 
