@@ -232,6 +232,9 @@ static void chan_append(struct peer *p, struct pchan *c, struct pframe *f)
     c->tail = f;
     c->n++;
     p->frames++;
+    /* the outbox is memory held for messages: it counts toward
+     * runtime.max_queued_bytes, so the ingress pushes back while it is full */
+    p->s->stats.queued_bytes += (int64_t)(sizeof *f + f->len);
     chan_activate(p, c);
 }
 
@@ -533,6 +536,7 @@ static void ack_ok(struct peer *p, struct pchan *c, uint64_t seq)
         if (!c->head) c->tail = NULL;
         c->n--;
         p->frames--;
+        s->stats.queued_bytes -= (int64_t)(sizeof *f + f->len);
         free(f);
     }
     c->acked = seq;
@@ -963,6 +967,11 @@ static void judge(struct pin *in, const Statemesh__V1__PeerFrame *f)
     switch (f->kind) {
     case STATEMESH__V1__PEER_KIND__PEER_KIND_MESSAGE:
     case STATEMESH__V1__PEER_KIND__PEER_KIND_DELAYED:
+        if (s->stats.queued_bytes + (int64_t)s->mboxes.bytes >= (int64_t)s->cfg.max_queued_bytes) {
+            answer(in, STATEMESH__V1__PEER_ACK_STATUS__PEER_ACK_RETRY, f, 0, 0,
+                   "node %s is overloaded (runtime.max_queued_bytes)", cluster_node_id(s->cluster));
+            return;
+        }
         e = apply_message(p, f, why, sizeof why);
         break;
     case STATEMESH__V1__PEER_KIND__PEER_KIND_REPLY:

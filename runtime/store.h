@@ -16,6 +16,8 @@
  *   'J' idempotency key                      -> StoredIdempotency of format 1, which did
  *                                               not record the target (legacy, expires)
  *   'X' name                                 -> metadata (per node)
+ *   'O' s:u16be d:u16be seq:u64be            -> outbox frame to another node (peer.h)
+ *   'C' d:u16be s:u16be                      -> channel record of frames received (peer.h)
  *
  * So the keys of a key-group range [a, b] are one interval per kind S, M, P,
  * D, I: a savepoint (savepoint.h) exports and imports them by range. A

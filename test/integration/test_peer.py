@@ -17,6 +17,7 @@ import pytest
 from etcd_cluster import etcd_cluster  # noqa: F401  (fixture)
 from harness import int64, scaled, string, wait_until
 from test_cluster import COUNTER, Nodes, key_group, ranges_of, status
+from test_tls import certs  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.needs("statemeshd", "statemesh", "test/fn/testfn")
 
@@ -263,3 +264,45 @@ def test_outbox_travels_in_a_savepoint(sandbox, etcd_cluster):
     wait_counter(nodes.clients[1], remote, 12)
     wait_until(lambda: outbox_for(nodes.rts[0], "n-1") == 0, timeout=20,
                message="the restored outbox drained")
+
+
+def test_nodes_talk_over_mtls(sandbox, etcd_cluster, certs):
+    """runtime.tls with require_client_cert: the nodes verify each other with
+    runtime.tls.ca and present runtime.tls.cert as their client certificate."""
+    import json
+    import subprocess
+    import statemesh
+    from harness import binary, endpoint
+    from test_cluster import cluster_group, expected_ranges
+    tls = {"cert": str(certs / "server.crt"), "key": str(certs / "server.key"),
+           "ca": str(certs / "ca.crt"), "require_client_cert": True}
+    fn = sandbox.testfn()
+    rts = [sandbox.runtime([endpoint("test/*", fn)], name="tnode%d" % i, start=False,
+                           runtime_settings={"tls": tls},
+                           extra_config=cluster_group("peer-tls", "n-%d" % i, etcd_cluster,
+                                                      ttl_ms=TTL, initial_nodes=2))
+           for i in range(2)]
+    for rt in rts:
+        rt.start(wait=False)
+    for rt in rts:
+        rt.wait_ready(30)
+    tls_args = ["--tls-ca", tls["ca"], "--tls-cert", str(certs / "client.crt"),
+                "--tls-key", str(certs / "client.key")]
+
+    def assigned():
+        r = subprocess.run([str(binary("statemesh")), "--address", rts[1].ingress] + tls_args
+                           + ["cluster", "status", "--json"], capture_output=True, text=True,
+                           timeout=30)
+        return r.returncode == 0 and len(json.loads(r.stdout)["ranges"]) == 2
+    wait_until(assigned, timeout=30, interval=0.2, message="ranges assigned")
+
+    def owned_by(i, prefix, type_):
+        a, b = expected_ranges(2)[i]
+        return next("%s%d" % (prefix, j) for j in range(10000)
+                    if a <= key_group(type_, "%s%d" % (prefix, j)) <= b)
+    fwd, remote = owned_by(0, "f", FORWARD), owned_by(1, "r", COUNTER)
+    kw = dict(timeout=scaled(20), tls_ca=tls["ca"], tls_cert=str(certs / "client.crt"),
+              tls_key=str(certs / "client.key"))
+    with statemesh.Client(rts[0].ingress, **kw) as c0, statemesh.Client(rts[1].ingress, **kw) as c1:
+        assert c0.call(FORWARD, fwd, "%s %s" % (COUNTER, remote)) == 1    # n-0 -> n-1 -> n-0
+        assert c1.call(COUNTER, remote, 0) == 1
