@@ -222,8 +222,10 @@ static const struct command_help {
      "Prints the cluster as the node at --address sees it (docs/cluster.md): its\n"
      "name, the answering node and its state (joining, serving or fenced, with\n"
      "the reason), the controller, then one line per node \"node ID ADVERTISE\n"
-     "alive|down [lease_left_ms=N]\" and one per range \"range FIRST-LAST OWNER\n"
-     "epoch=N\". A runtime without a cluster group says so.\n"
+     "alive|down [lease_left_ms=N] [outbox_frames=N]\" and one per range \"range\n"
+     "FIRST-LAST OWNER epoch=N\". outbox_frames: messages the answering node\n"
+     "holds for that node, not yet acknowledged by it. A runtime without a\n"
+     "cluster group says so.\n"
      "\n"
      "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
     {"egress",
