@@ -614,9 +614,13 @@ static void on_link_closed(void *arg, int status, const char *details)
     l->st = NULL;
     rewind_link(p, l);
     if (p->stopping) return;
-    LOG_INFO(&p->s->log, "peer.link_down", "node=%s target=%s status=%s details=%s retry_in_ms=%lld",
-             l->node_id, l->target, rpc_status_name(status), log_quote(q, sizeof q, details),
-             (long long)l->backoff_ms);
+    if (l->backoff_ms == BACKOFF_MIN_MS)          /* once per outage, then at debug level */
+        LOG_INFO(&p->s->log, "peer.link_down", "node=%s target=%s status=%s details=%s "
+                 "retry_in_ms=%lld", l->node_id, l->target, rpc_status_name(status),
+                 log_quote(q, sizeof q, details), (long long)l->backoff_ms);
+    else
+        LOG_DEBUG(&p->s->log, "peer.link_down", "node=%s target=%s status=%s retry_in_ms=%lld",
+                  l->node_id, l->target, rpc_status_name(status), (long long)l->backoff_ms);
     l->waiting = 1;
     timer_start(&p->s->timers, &l->reconnect, rpc_now_ms() + l->backoff_ms);
     if (l->backoff_ms < BACKOFF_MAX_MS) l->backoff_ms *= 2;
