@@ -207,6 +207,14 @@ static void key_groups_of_records(void **state)
     assert_int_equal(sp_record_key_group((const uint8_t *)"Eev\0\0\0\0\0\0\0\0\1", 12, NULL, 0,
                                          4096), -1);
     assert_int_equal(sp_record_key_group((const uint8_t *)"S\0\0broken", 9, NULL, 0, 4096), -2);
+    /* peer.h: O under its source key group, C under its destination */
+    assert_int_equal(sp_record_key_group((const uint8_t *)"O\x0f\xff\0\x05\0\0\0\0\0\0\0\1",
+                                         13, NULL, 0, 4096), 4095);
+    assert_int_equal(sp_record_key_group((const uint8_t *)"C\x01\x02\0\x05", 5, NULL, 0, 4096),
+                     258);
+    assert_int_equal(sp_record_key_group((const uint8_t *)"C\x01\x02\0", 4, NULL, 0, 4096), -2);
+    assert_int_equal(sp_record_key_group((const uint8_t *)"C\x10\x00\0\x05", 5, NULL, 0, 4096),
+                     -2);
 }
 
 int main(void)
