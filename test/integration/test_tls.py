@@ -549,3 +549,58 @@ def test_etcd_client_over_mtls(sandbox, certs):
     assert r.returncode == 2 and "https needs a tls group" in r.stderr, r.stderr
     r = _etcdtool(url, "get", "tls/k", tls=dict(good, key=_p(certs, "stray.key")))
     assert r.returncode == 2 and "does not match" in r.stderr, r.stderr
+
+
+# ---- the admin listener and the greeter example over TLS ------------------------------
+
+
+def test_admin_listener_takes_the_ingress_tls(sandbox, certs):
+    """runtime.admin serves with the same TLS settings as the ingress: a
+    plaintext or certificate-less client is refused there too."""
+    fn = sandbox.testfn()
+    admin = "127.0.0.1:%d" % free_port()
+    rt = sandbox.runtime([endpoint("test/*", fn)],
+                         runtime_settings={"tls": _server_tls(certs, mtls=True), "admin": admin})
+    with _client(rt, certs, cert="client.crt", key="client.key") as c:
+        assert c.call("test/counter", "adm", 4) == 4
+    with statemesh.Client(admin, timeout=scaled(5), tls_ca=_p(certs, "ca.crt"),
+                          tls_cert=_p(certs, "client.crt"), tls_key=_p(certs, "client.key")) as a:
+        assert a.state("test/counter", "adm")      # the admin listener answers over mTLS
+    with statemesh.Client(admin, timeout=scaled(5)) as plain:
+        _refused(lambda: plain.state("test/counter", "adm"))
+    with statemesh.Client(admin, timeout=scaled(5), tls_ca=_p(certs, "ca.crt")) as nocert:
+        _refused(lambda: nocert.state("test/counter", "adm"))
+    tls = ["--tls-ca", _p(certs, "ca.crt"), "--tls-cert", _p(certs, "client.crt"),
+           "--tls-key", _p(certs, "client.key")]
+    r = _cli(rt, *tls, "--admin", admin, "state", "get", "test/counter", "adm")
+    assert r.returncode == 0 and "4" in r.stdout, (r.stdout, r.stderr)
+    r = _cli(rt, "--admin", admin, "state", "get", "test/counter", "adm")     # plaintext
+    assert r.returncode == 1, (r.stdout, r.stderr)
+
+
+def test_greeter_example_serves_mtls(sandbox, certs):
+    """examples/greeter's --tls-* options, as examples/kubernetes/remote.yaml runs it."""
+    greeter = binary("examples/greeter/greeter")
+    for bad in (["--tls-cert", _p(certs, "server.crt")],
+                ["--tls-ca", _p(certs, "ca.crt")],
+                ["--tls-cert", _p(certs, "server.crt"), "--tls-key", _p(certs, "server.key"),
+                 "--require-client-cert"]):
+        r = subprocess.run([str(greeter)] + bad, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "greeter:" in r.stderr, (bad, r.stderr)
+    g = sandbox.server([str(greeter), "--tls-cert", _p(certs, "server.crt"),
+                        "--tls-key", _p(certs, "server.key"), "--tls-ca", _p(certs, "ca.crt"),
+                        "--require-client-cert"],
+                       name="greeter", listen="127.0.0.1:%d" % free_port())
+    ok = endpoint("example/*", g, tls=_ep_tls(certs))
+    rt = sandbox.runtime([ok])
+    with rt.client() as c:
+        assert c.call("example/user", "ada", "hi") == "Hello ada, you are visitor #1"
+    rt.stop()
+    # Without a client certificate the greeter refuses the runtime: nothing is applied.
+    rt2 = sandbox.runtime([endpoint("example/*", g, tls=_ep_tls(certs, cert=None))], name="rt2")
+    with rt2.client() as c:
+        c.send("example/user", "bob", "hi")
+        wait_until(lambda: rt2.log_lines("endpoint.unreachable target=%s" % g.target), timeout=20)
+        line = rt2.log_lines("endpoint.unreachable target=%s" % g.target)[0]
+        assert "tls=on" in line and "client certificate" in line, line
+        assert c.get_state("example/user", "bob").queued_messages == 1
