@@ -197,6 +197,9 @@ struct inmsg {
     uint64_t delay_ms;
     int is_call;
     const char *bad_string;    /* a string field is not UTF-8 or holds a NUL: why */
+    const char *method;        /* unary: the method and request, to forward (forward.h) */
+    const uint8_t *req;
+    size_t len;
 };
 
 /* Validates an incoming message. Returns its endpoint, or NULL with a status
@@ -319,18 +322,16 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
     int code;
 
     if ((ep = check_message(s, im, &code, why, sizeof why)) == NULL) {
-        struct cluster_owner o = {0};
-        if (code == RPC_UNAVAILABLE && s->cluster && im->target && !s->stopping)
-            cluster_owner(s->cluster, store_key_group(im->target->type, im->target->id), &o);
-        if (o.node_id) {           /* who to ask instead (docs/cluster.md) */
-            const char *md[4] = {"x-statemesh-owner", o.node_id, "x-statemesh-owner-address",
-                                 o.advertise};
-            rpc_call_error_md(call, code, md, o.advertise[0] ? 2 : 1, "%s", why);
-        } else {
-            rpc_call_error(call, code, "%s", why);
-        }
+        /* Not served here: forwarded to the owner, or refused naming it (forward.h). */
+        if (code == RPC_UNAVAILABLE && s->cluster && im->target && !s->stopping &&
+            fwd_unary(s, call, im->method, im->req, im->len, im->target->type, im->target->id))
+            return;
+        rpc_call_error(call, code, "%s", why);
         return;
     }
+    if (s->cluster && fwd_unary(s, call, im->method, im->req, im->len, im->target->type,
+                                im->target->id))
+        return;                    /* served here: this adds the owner to the answer */
     pc = pending_add(in, call);
     if (im->key[0]) {
         switch (idem_check(s, im->target->type, im->target->id, im->key, im->is_call, pc->id)) {
@@ -378,6 +379,9 @@ static void accept_request(struct ingress *in, struct rpc_call *call,
     im.delay_ms = delay_ms;
     im.is_call = is_call;
     im.bad_string = wire_check_strings(desc, req, len, bad, sizeof bad) ? bad : NULL;
+    im.method = is_call ? "/statemesh.v1.Ingress/Call" : "/statemesh.v1.Ingress/Send";
+    im.req = req;
+    im.len = len;
     accept_unary(in, call, &im);
 }
 
@@ -603,6 +607,9 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         im.is_call = 0;
         im.bad_string = wire_check_strings(&statemesh__v1__stream_message__descriptor, body,
                                            blen, bad, sizeof bad) ? bad : NULL;
+        im.method = NULL;
+        im.req = NULL;
+        im.len = 0;
         if ((ep = check_message(s, &im, &code, why, sizeof why)) == NULL) {
             stream_error(st, sm->seq, code, why);
             continue;

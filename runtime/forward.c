@@ -1,0 +1,263 @@
+/* forward — see forward.h.
+ *
+ * Life of a forwarded call:
+ *
+ *   fwd_unary: not served here -> owner known, alive, not us, call not
+ *   already forwarded? -- no --> fwd_refuse (UNAVAILABLE + owner metadata)
+ *        | yes
+ *        v
+ *   peer channel (made on first use) -> rpc_unary_forward -> FLYING
+ *        |                                     |
+ *        | client goes away (on_client_gone):  |
+ *        | fc->call = NULL, cancel the forward |
+ *        v                                     v
+ *   on_done: the client still there? answer it with the owner's status,
+ *   response and x-statemesh-* metadata; unlink and free the fcall.
+ */
+#include "forward.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc.h"
+#include "server.h"
+
+/* A node's advertise address fits in this (config.c checks host:port). */
+#define FWD_NAME_MAX 256
+
+struct peer {
+    char node_id[FWD_NAME_MAX];   /* "" once retired (its advertise changed) */
+    char target[FWD_NAME_MAX];
+    struct rpc_channel *ch;
+};
+
+struct fcall {
+    struct forward *f;
+    struct rpc_call *call;        /* NULL once the client went away */
+    struct rpc_ucall *u;
+    char owner[FWD_NAME_MAX], owner_addr[FWD_NAME_MAX];
+    struct fcall *prev, *next;
+};
+
+struct forward {
+    struct server *s;
+    struct peer *peers;
+    size_t npeers;
+    struct fcall *calls;
+    size_t ncalls;
+};
+
+int fwd_create(struct forward **out, struct server *s)
+{
+    struct forward *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    f->s = s;
+    *out = f;
+    return 0;
+}
+
+/* Destroys retired channels whose calls are over. */
+static void reap_peers(struct forward *f)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < f->npeers; i++) {
+        if (!f->peers[i].node_id[0] && rpc_channel_calls(f->peers[i].ch) == 0) {
+            rpc_channel_destroy(&f->peers[i].ch);
+            continue;
+        }
+        f->peers[j++] = f->peers[i];
+    }
+    f->npeers = j;
+}
+
+/* The channel to node `id` at `target`, made on first use; NULL with a
+ * sentence in why. */
+static struct rpc_channel *peer_channel(struct forward *f, const char *id, const char *target,
+                                        char *why, size_t whylen)
+{
+    struct server *s = f->s;
+    struct rpc_channel_options co;
+    struct peer *np, *p = NULL;
+    int rc;
+
+    reap_peers(f);
+    for (size_t i = 0; i < f->npeers; i++)
+        if (strcmp(f->peers[i].node_id, id) == 0) {
+            if (strcmp(f->peers[i].target, target) == 0) return f->peers[i].ch;
+            f->peers[i].node_id[0] = '\0';            /* moved: retire the old channel */
+        }
+    if (strlen(id) >= FWD_NAME_MAX || strlen(target) >= FWD_NAME_MAX) {
+        snprintf(why, whylen, "node %.100s has an address too long to forward to", id);
+        return NULL;
+    }
+    memset(&co, 0, sizeof co);
+    co.keepalive_ms = 10000;
+    if (s->tls && !(co.creds = tls_channel_credentials(&s->cfg.tls, why, whylen))) return NULL;
+    np = realloc(f->peers, (f->npeers + 1) * sizeof *np);
+    if (!np) abort();
+    f->peers = np;
+    p = &f->peers[f->npeers];
+    memset(p, 0, sizeof *p);
+    rc = rpc_channel_create(&p->ch, &s->loop, target, &co);
+    if (co.creds) grpc_channel_credentials_release(co.creds);
+    if (rc != 0) {
+        snprintf(why, whylen, "cannot create a channel to node %s at %s", id, target);
+        return NULL;
+    }
+    snprintf(p->node_id, sizeof p->node_id, "%s", id);
+    snprintf(p->target, sizeof p->target, "%s", target);
+    f->npeers++;
+    return p->ch;
+}
+
+static void owner_md(const struct cluster_owner *o, const char **md, size_t *nmd)
+{
+    md[0] = "x-statemesh-owner";
+    md[1] = o->node_id;
+    md[2] = "x-statemesh-owner-address";
+    md[3] = o->advertise;
+    *nmd = o->advertise[0] ? 2 : 1;
+}
+
+void fwd_refuse(struct server *s, struct rpc_call *call, uint32_t kg)
+{
+    struct cluster_owner o = {0};
+    const char *md[4];
+    size_t nmd = 0;
+    char why[600];
+
+    cluster_explain(s->cluster, kg, why, sizeof why);
+    cluster_owner(s->cluster, kg, &o);
+    if (o.node_id) owner_md(&o, md, &nmd);
+    rpc_call_error_md(call, RPC_UNAVAILABLE, md, nmd, "%s", why);
+}
+
+static void fcall_free(struct fcall *fc)
+{
+    struct forward *f = fc->f;
+    if (fc->prev) fc->prev->next = fc->next;
+    else f->calls = fc->next;
+    if (fc->next) fc->next->prev = fc->prev;
+    f->ncalls--;
+    free(fc);
+}
+
+static void on_client_gone(void *arg, struct rpc_call *call)
+{
+    struct fcall *fc = arg;
+    (void)call;
+    fc->call = NULL;
+    rpc_unary_cancel(fc->u);
+}
+
+static void on_done(void *arg, int status, const char *details, const uint8_t *resp, size_t len,
+                    const char *const *md, size_t nmd)
+{
+    struct fcall *fc = arg;
+    struct rpc_call *call = fc->call;
+
+    if (call) {
+        rpc_call_set_cancel(call, NULL, NULL);
+        if (nmd) {                 /* the owner says who owns it (it may be another node now) */
+            rpc_call_add_trailer(call, md, nmd);
+        } else {
+            const char *ours[4] = {"x-statemesh-owner", fc->owner, "x-statemesh-owner-address",
+                                   fc->owner_addr};
+            rpc_call_add_trailer(call, ours, 2);
+        }
+        if (status == RPC_OK) {
+            uint8_t *copy = malloc(len ? len : 1);
+            if (!copy) abort();
+            if (len) memcpy(copy, resp, len);
+            rpc_call_reply_raw(call, copy, len);
+        } else if (status == RPC_UNAVAILABLE && !nmd) {
+            /* the owner could not be reached: say which, and that a retry may work */
+            rpc_call_error(call, status, "forwarding to node %s at %s, the owner of this address, "
+                           "failed: %s; retry", fc->owner, fc->owner_addr, details);
+        } else {
+            rpc_call_error(call, status, "%s", details);
+        }
+    }
+    fcall_free(fc);
+}
+
+int fwd_unary(struct server *s, struct rpc_call *call, const char *method, const uint8_t *req,
+              size_t len, const char *type, const char *id)
+{
+    struct forward *f = s->fwd;
+    struct cluster_owner o = {0};
+    struct rpc_channel *ch;
+    struct fcall *fc;
+    const char *self, *md[2];
+    uint32_t kg;
+    int64_t left;
+    char why[600];
+
+    if (!s->cluster) return 0;
+    kg = store_key_group(type, id);
+    cluster_owner(s->cluster, kg, &o);
+    if (cluster_serves(s->cluster, kg)) {
+        const char *omd[4];
+        size_t nmd;
+        owner_md(&o, omd, &nmd);
+        rpc_call_add_trailer(call, omd, nmd);
+        return 0;
+    }
+    self = cluster_node_id(s->cluster);
+    if (!f || !o.node_id || !o.alive || !o.advertise[0] || strcmp(o.node_id, self) == 0 ||
+        s->stopping || rpc_call_has_metadata(call, "x-statemesh-forwarded")) {
+        fwd_refuse(s, call, kg);
+        return 1;
+    }
+    if (!(ch = peer_channel(f, o.node_id, o.advertise, why, sizeof why))) {
+        const char *omd[4];
+        size_t nmd;
+        owner_md(&o, omd, &nmd);
+        rpc_call_error_md(call, RPC_UNAVAILABLE, omd, nmd, "%s", why);
+        return 1;
+    }
+    fc = calloc(1, sizeof *fc);
+    if (!fc) abort();
+    fc->f = f;
+    fc->call = call;
+    snprintf(fc->owner, sizeof fc->owner, "%s", o.node_id);
+    snprintf(fc->owner_addr, sizeof fc->owner_addr, "%s", o.advertise);
+    left = rpc_call_deadline_ms(call);
+    md[0] = "x-statemesh-forwarded";
+    md[1] = self;
+    if (rpc_unary_forward(&fc->u, ch, method, call, req, len, md, 1,
+                          left == INT64_MAX ? -1 : left > 0 ? left : 1, on_done, fc) != 0) {
+        free(fc);
+        rpc_call_error(call, RPC_INTERNAL, "cannot start forwarding to node %s", o.node_id);
+        return 1;
+    }
+    fc->next = f->calls;
+    if (fc->next) fc->next->prev = fc;
+    f->calls = fc;
+    f->ncalls++;
+    rpc_call_set_cancel(call, on_client_gone, fc);
+    s->stats.forwarded++;
+    return 1;
+}
+
+size_t fwd_pending(const struct forward *f) { return f ? f->ncalls : 0; }
+
+void fwd_cancel_all(struct forward *f)
+{
+    if (!f) return;
+    for (struct fcall *fc = f->calls; fc; fc = fc->next) rpc_unary_cancel(fc->u);
+}
+
+int fwd_idle(const struct forward *f) { return !f || f->ncalls == 0; }
+
+void fwd_destroy(struct forward **fp)
+{
+    struct forward *f = *fp;
+    if (!f) return;
+    if (f->ncalls) SM_PANIC("fwd_destroy with forwarded calls alive");
+    for (size_t i = 0; i < f->npeers; i++) rpc_channel_destroy(&f->peers[i].ch);
+    free(f->peers);
+    free(f);
+    *fp = NULL;
+}

@@ -1,0 +1,61 @@
+/*
+ * forward — any node of a cluster is an ingress (docs/cluster.md, "Routing"):
+ * a unary call (Send, Call, GetState and the Admin calls that name one
+ * address) whose address another node owns is forwarded to that owner's
+ * ingress (its advertise address, cluster_owner()) in one hop, as a gRPC
+ * call of the same method with the same request bytes.
+ *
+ * What travels: the client's request metadata (authorization token, trace
+ * context, ...; gRPC's own keys excepted), the client's deadline (none: none),
+ * and `x-statemesh-forwarded: <this node's id>`. The idempotency key is in
+ * the request, so it is checked on the owner. The client's answer is the
+ * owner's answer, status and message unchanged: an ack the owner released
+ * after its checkpoint, a reply, an error. Every answer of a cluster node
+ * carries `x-statemesh-owner` (and `x-statemesh-owner-address`) naming the
+ * node that owns the address, so clients may route directly.
+ *
+ * Loop prevention: a call that arrives with x-statemesh-forwarded is never
+ * forwarded again; if its node does not own the address (ownership moved
+ * meanwhile), it answers UNAVAILABLE naming the owner, as when the owner is
+ * down, unknown, or this node is the owner but fenced. UNAVAILABLE is
+ * retryable: the client retries (through any node).
+ *
+ * Channels: one per peer node, made at its first forward, TLS with the
+ * runtime's own CA and certificate (the client identity for an mTLS
+ * ingress) when runtime.tls is set. A node whose advertise address changes
+ * gets a new channel; the old one is destroyed once its calls are over.
+ * Every forwarded call is bounded by the client's deadline and cancelled
+ * when its client goes away; fwd_cancel_all() + fwd_idle() at shutdown.
+ */
+#ifndef SM_FORWARD_H
+#define SM_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct forward;
+struct rpc_call;
+
+int fwd_create(struct forward **out /* OUT */, struct server *s)
+    __attribute__((warn_unused_result));
+/* Routes a unary call for address (type, id) whose request has already
+ * been checked. Returns 0 when this node serves the address (or runs
+ * alone): the caller answers it, and the answer will carry the owner's
+ * metadata. Returns 1 when the call was taken: forwarded to the owner, or
+ * answered UNAVAILABLE with the reason and the owner's metadata; the
+ * caller must not touch `call` again. `method` is "/pkg.Service/Method"
+ * (a literal: not copied); req is borrowed. */
+int fwd_unary(struct server *s, struct rpc_call *call, const char *method, const uint8_t *req,
+              size_t len, const char *type, const char *id);
+/* Answers UNAVAILABLE for key group kg (not served here), with the
+ * sentence of cluster_explain() and the owner in trailing metadata. */
+void fwd_refuse(struct server *s, struct rpc_call *call, uint32_t kg);
+/* Forwarded calls still running. */
+size_t fwd_pending(const struct forward *f);
+/* Shutdown: cancels every forwarded call; run the loop until fwd_idle(). */
+void fwd_cancel_all(struct forward *f);
+int fwd_idle(const struct forward *f);
+void fwd_destroy(struct forward **fp);   /* only when idle */
+
+#endif
