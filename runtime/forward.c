@@ -22,6 +22,7 @@
 
 #include "rpc.h"
 #include "server.h"
+#include "statemesh/v1/ingress.pb-c.h"
 
 /* A node's advertise address fits in this (config.c checks host:port). */
 #define FWD_NAME_MAX 256
@@ -40,12 +41,27 @@ struct fcall {
     struct fcall *prev, *next;
 };
 
+struct fwd_stream {
+    struct forward *f;
+    struct rpc_stream *rs;
+    struct fwd_stream_callbacks cb;
+    void *arg;                    /* NULL once closed by the client side */
+    char node[FWD_NAME_MAX];
+    uint64_t *seqs;               /* sent or queued, not yet acknowledged: a FIFO */
+    size_t head, n, cap;
+    uint8_t *out;                 /* queued SendStreamRequest bytes (field 1 entries) */
+    size_t outlen, outcap;
+    struct fwd_stream *prev, *next;
+};
+
 struct forward {
     struct server *s;
     struct peer *peers;
     size_t npeers;
     struct fcall *calls;
     size_t ncalls;
+    struct fwd_stream *streams;   /* forwarded SendStreams, until gRPC is done with them */
+    size_t nstreams;
 };
 
 int fwd_create(struct forward **out, struct server *s)
@@ -241,23 +257,173 @@ int fwd_unary(struct server *s, struct rpc_call *call, const char *method, const
     return 1;
 }
 
-size_t fwd_pending(const struct forward *f) { return f ? f->ncalls : 0; }
+size_t fwd_pending(const struct forward *f) { return f ? f->ncalls + f->nstreams : 0; }
 
 void fwd_cancel_all(struct forward *f)
 {
     if (!f) return;
     for (struct fcall *fc = f->calls; fc; fc = fc->next) rpc_unary_cancel(fc->u);
+    for (struct fwd_stream *fs = f->streams; fs; fs = fs->next) rpc_stream_cancel(fs->rs);
 }
 
-int fwd_idle(const struct forward *f) { return !f || f->ncalls == 0; }
+int fwd_idle(const struct forward *f) { return !f || (f->ncalls == 0 && f->nstreams == 0); }
 
 void fwd_destroy(struct forward **fp)
 {
     struct forward *f = *fp;
     if (!f) return;
-    if (f->ncalls) SM_PANIC("fwd_destroy with forwarded calls alive");
+    if (f->ncalls || f->nstreams) SM_PANIC("fwd_destroy with forwarded calls alive");
     for (size_t i = 0; i < f->npeers; i++) rpc_channel_destroy(&f->peers[i].ch);
     free(f->peers);
     free(f);
     *fp = NULL;
+}
+
+/* ---- SendStream ------------------------------------------------------------ */
+
+
+static void fst_flush(struct fwd_stream *fs)
+{
+    if (!fs->outlen || !rpc_stream_writable(fs->rs)) return;
+    (void)rpc_stream_send(fs->rs, fs->out, fs->outlen);   /* the buffer is rpc's now */
+    fs->out = NULL;
+    fs->outlen = fs->outcap = 0;
+}
+
+static void fst_on_message(void *arg, const uint8_t *data, size_t len)
+{
+    struct fwd_stream *fs = arg;
+    Statemesh__V1__SendStreamResponse *r;
+
+    if (!fs->arg) return;
+    r = statemesh__v1__send_stream_response__unpack(NULL, len, data);
+    if (!r) {
+        rpc_stream_cancel(fs->rs);
+        return;
+    }
+    for (size_t i = 0; i < r->n_errors && fs->arg; i++)
+        fs->cb.on_error(fs->arg, r->errors[i]->seq, r->errors[i]->code, r->errors[i]->message);
+    while (fs->n && fs->seqs[fs->head] <= r->committed_through) {
+        fs->head++;
+        fs->n--;
+    }
+    if (fs->n == 0) fs->head = 0;
+    statemesh__v1__send_stream_response__free_unpacked(r, NULL);
+    if (fs->arg) fs->cb.on_ack(fs->arg, fs);
+}
+
+static void fst_on_writable(void *arg)
+{
+    fst_flush(arg);
+}
+
+static void fst_on_closed(void *arg, int status, const char *details)
+{
+    struct fwd_stream *fs = arg;
+    struct forward *f = fs->f;
+
+    if (fs->arg) {
+        char why[700];
+        snprintf(why, sizeof why, "forwarding to node %s ended: %s%s%s", fs->node,
+                 rpc_status_name(status), details[0] ? ": " : "", details);
+        fs->cb.on_closed(fs->arg, fs, fs->n, status, why);
+    }
+    if (fs->prev) fs->prev->next = fs->next;
+    else f->streams = fs->next;
+    if (fs->next) fs->next->prev = fs->prev;
+    f->nstreams--;
+    free(fs->seqs);
+    free(fs->out);
+    free(fs);
+}
+
+struct fwd_stream *fwd_stream_open(struct server *s, const char *node, const char *advertise,
+                                   struct rpc_scall *from, const struct fwd_stream_callbacks *cb,
+                                   void *arg, char *why, size_t whylen)
+{
+    static const struct rpc_stream_callbacks rcb = {fst_on_message, fst_on_writable,
+                                                    fst_on_closed};
+    struct forward *f = s->fwd;
+    struct rpc_channel *ch;
+    struct fwd_stream *fs;
+    const char *md[2];
+
+    if (!f) {
+        snprintf(why, whylen, "forwarding is off");
+        return NULL;
+    }
+    if (!(ch = peer_channel(f, node, advertise, why, whylen))) return NULL;
+    fs = calloc(1, sizeof *fs);
+    if (!fs) abort();
+    fs->f = f;
+    fs->cb = *cb;
+    fs->arg = arg;
+    snprintf(fs->node, sizeof fs->node, "%s", node);
+    md[0] = "x-statemesh-forwarded";
+    md[1] = cluster_node_id(s->cluster);
+    if (rpc_stream_open_forward(&fs->rs, ch, "/statemesh.v1.Ingress/SendStream", from, md, 1,
+                                &rcb, fs) != 0) {
+        free(fs);
+        snprintf(why, whylen, "cannot open a stream to node %s", node);
+        return NULL;
+    }
+    fs->next = f->streams;
+    if (fs->next) fs->next->prev = fs;
+    f->streams = fs;
+    f->nstreams++;
+    return fs;
+}
+
+void fwd_stream_push(struct fwd_stream *fs, uint64_t seq, const uint8_t *msg, size_t len)
+{
+    uint8_t hdr[11];
+    size_t h = 0, v = len;
+
+    if (fs->head + fs->n == fs->cap) {
+        if (fs->head) {
+            memmove(fs->seqs, fs->seqs + fs->head, fs->n * sizeof *fs->seqs);
+            fs->head = 0;
+        } else {
+            size_t cap = fs->cap ? fs->cap * 2 : 256;
+            uint64_t *q = realloc(fs->seqs, cap * sizeof *q);
+            if (!q) abort();
+            fs->seqs = q;
+            fs->cap = cap;
+        }
+    }
+    fs->seqs[fs->head + fs->n++] = seq;
+    hdr[h++] = 0x0a;                    /* SendStreamRequest.messages, length-delimited */
+    do {
+        hdr[h++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    if (fs->outlen + h + len > fs->outcap) {
+        size_t cap = fs->outcap ? fs->outcap : 4096;
+        uint8_t *o;
+        while (cap < fs->outlen + h + len) cap *= 2;
+        o = realloc(fs->out, cap);
+        if (!o) abort();
+        fs->out = o;
+        fs->outcap = cap;
+    }
+    memcpy(fs->out + fs->outlen, hdr, h);
+    if (len) memcpy(fs->out + fs->outlen + h, msg, len);
+    fs->outlen += h + len;
+    fs->f->s->stats.forwarded++;
+    fst_flush(fs);
+}
+
+uint64_t fwd_stream_first_pending(const struct fwd_stream *fs)
+{
+    return fs->n ? fs->seqs[fs->head] : 0;
+}
+
+size_t fwd_stream_pending(const struct fwd_stream *fs) { return fs->n; }
+
+const char *fwd_stream_node(const struct fwd_stream *fs) { return fs->node; }
+
+void fwd_stream_close(struct fwd_stream *fs)
+{
+    fs->arg = NULL;
+    rpc_stream_cancel(fs->rs);
 }

@@ -51,9 +51,50 @@ int fwd_unary(struct server *s, struct rpc_call *call, const char *method, const
 /* Answers UNAVAILABLE for key group kg (not served here), with the
  * sentence of cluster_explain() and the owner in trailing metadata. */
 void fwd_refuse(struct server *s, struct rpc_call *call, uint32_t kg);
-/* Forwarded calls still running. */
+/* ---- SendStream ----------------------------------------------------------
+ *
+ * A client's SendStream may carry messages for addresses of every node:
+ * ingress.c commits its own and hands each other one to the forwarded
+ * stream of its owner node (one per owner per client stream, opened at the
+ * first such message, with the client's metadata and the forwarded mark).
+ * A forwarded message keeps the client's seq (a subsequence of increasing
+ * seqs is increasing), so the owner's committed_through and errors need no
+ * translation. fwd_stream_first_pending() is the lowest seq sent and not yet
+ * covered by the owner's committed_through: the client's committed_through
+ * stays below it, so an ack is released only once the owner acknowledged.
+ */
+struct fwd_stream;
+struct rpc_scall;
+
+struct fwd_stream_callbacks {
+    /* The owner's committed_through advanced (first_pending changed). */
+    void (*on_ack)(void *arg, struct fwd_stream *fs);
+    /* The owner rejected message `seq` (never applied). */
+    void (*on_error)(void *arg, uint64_t seq, int code, const char *msg);
+    /* The forwarded stream ended (owner gone, shut down, refused): the
+     * handle is freed once this returns; pending says how many messages were
+     * sent and not acknowledged (their fate is unknown). */
+    void (*on_closed)(void *arg, struct fwd_stream *fs, size_t pending, int code,
+                      const char *why);
+};
+
+/* Opens a forwarded SendStream to node `node` at `advertise` for client
+ * stream `from`. Returns it, or NULL with a sentence in why. */
+struct fwd_stream *fwd_stream_open(struct server *s, const char *node, const char *advertise,
+                                   struct rpc_scall *from, const struct fwd_stream_callbacks *cb,
+                                   void *arg, char *why, size_t whylen);
+/* Queues one encoded StreamMessage (borrowed) with its seq for the owner. */
+void fwd_stream_push(struct fwd_stream *fs, uint64_t seq, const uint8_t *msg, size_t len);
+uint64_t fwd_stream_first_pending(const struct fwd_stream *fs);   /* 0: none */
+size_t fwd_stream_pending(const struct fwd_stream *fs);
+const char *fwd_stream_node(const struct fwd_stream *fs);
+/* The client stream is over: cancels the forwarded one (no callback runs
+ * any more); it is freed when gRPC is done with it. */
+void fwd_stream_close(struct fwd_stream *fs);
+
+/* Forwarded calls and streams still running. */
 size_t fwd_pending(const struct forward *f);
-/* Shutdown: cancels every forwarded call; run the loop until fwd_idle(). */
+/* Shutdown: cancels every forwarded call and stream; run the loop until fwd_idle(). */
 void fwd_cancel_all(struct forward *f);
 int fwd_idle(const struct forward *f);
 void fwd_destroy(struct forward **fp);   /* only when idle */

@@ -475,6 +475,10 @@ struct sstream {
     struct serr *errs;
     size_t nerrs, cap;
     unsigned half_closed : 1;
+    unsigned forwarded_in : 1; /* came from another node: never forwarded again */
+    uint64_t local_durable;    /* what this node's checkpoints cover (durable: also the owners') */
+    struct fwd_stream **routes;   /* forwarded streams, one per owner node (forward.h) */
+    size_t nroutes;
 };
 
 static void stream_free(struct sstream *st)
@@ -485,6 +489,8 @@ static void stream_free(struct sstream *st)
     if (st->next) st->next->prev = st->prev;
     for (size_t i = 0; i < st->nerrs; i++) free(st->errs[i].msg);
     free(st->errs);
+    for (size_t i = 0; i < st->nroutes; i++) fwd_stream_close(st->routes[i]);
+    free(st->routes);
     ckpt_source_detach(&in->s->ckpt, &st->src);
     in->s->stats.send_streams--;
     free(st);
@@ -510,6 +516,90 @@ static void stream_error(struct sstream *st, uint64_t seq, int code, const char 
     st->errs[st->nerrs].msg = strdup(msg);
     if (!st->errs[st->nerrs].msg) abort();
     st->nerrs++;
+}
+
+/* Messages sent to owner nodes and not acknowledged by them yet. */
+static uint64_t routed_pending(const struct sstream *st)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < st->nroutes; i++) n += fwd_stream_pending(st->routes[i]);
+    return n;
+}
+
+/* committed_through: what this node committed, and below the first message
+ * an owner has not acknowledged. */
+static void stream_update_durable(struct sstream *st)
+{
+    uint64_t d = st->local_durable;
+    for (size_t i = 0; i < st->nroutes; i++) {
+        uint64_t first = fwd_stream_first_pending(st->routes[i]);
+        if (first && first - 1 < d) d = first - 1;
+    }
+    if (d > st->durable) st->durable = d;
+}
+
+static int stream_progress(struct sstream *st);
+
+static void route_on_ack(void *arg, struct fwd_stream *fs)
+{
+    struct sstream *st = arg;
+    (void)fs;
+    stream_update_durable(st);
+    stream_progress(st);
+}
+
+static void route_on_error(void *arg, uint64_t seq, int code, const char *msg)
+{
+    stream_error(arg, seq, code, msg);
+}
+
+static void route_on_closed(void *arg, struct fwd_stream *fs, size_t pending, int code,
+                            const char *why)
+{
+    struct sstream *st = arg;
+    char msg[900];
+    size_t i;
+
+    for (i = 0; i < st->nroutes && st->routes[i] != fs; i++)
+        ;
+    if (i < st->nroutes) st->routes[i] = st->routes[--st->nroutes];
+    (void)code;
+    if (!pending) {
+        stream_progress(st);
+        return;
+    }
+    /* Messages whose fate is unknown: end the stream; the client re-sends
+     * what is above committed_through (ingress.proto). */
+    snprintf(msg, sizeof msg, "%s; every message up to seq %llu is committed, re-send the rest",
+             why, (unsigned long long)st->acked);
+    stream_end(st, RPC_UNAVAILABLE, msg);
+}
+
+/* The forwarded stream to the owner of `t`, opened on first use; NULL with
+ * why set when the message cannot be forwarded (owner down, unknown, this
+ * node fenced, the stream itself forwarded). */
+static struct fwd_stream *stream_route(struct sstream *st, const Statemesh__V1__Address *t,
+                                       char *why, size_t whylen)
+{
+    static const struct fwd_stream_callbacks cb = {route_on_ack, route_on_error,
+                                                   route_on_closed};
+    struct server *s = st->in->s;
+    struct cluster_owner o = {0};
+    struct fwd_stream *fs, **r;
+
+    cluster_owner(s->cluster, store_key_group(t->type, t->id), &o);
+    if (st->forwarded_in || !o.node_id || !o.alive || !o.advertise[0] ||
+        strcmp(o.node_id, cluster_node_id(s->cluster)) == 0)
+        return NULL;
+    for (size_t i = 0; i < st->nroutes; i++)
+        if (strcmp(fwd_stream_node(st->routes[i]), o.node_id) == 0) return st->routes[i];
+    if (!(fs = fwd_stream_open(s, o.node_id, o.advertise, st->c, &cb, st, why, whylen)))
+        return NULL;
+    r = realloc(st->routes, (st->nroutes + 1) * sizeof *r);
+    if (!r) abort();
+    st->routes = r;
+    st->routes[st->nroutes++] = fs;
+    return fs;
 }
 
 /* Sends acks and errors, ends the stream when it is done, reads when there
@@ -553,7 +643,8 @@ static int stream_progress(struct sstream *st)
         stream_end(st, st->half_closed ? RPC_OK : RPC_UNAVAILABLE, msg);
         return 1;
     }
-    if (!st->half_closed && !s->stopping && st->waiting + st->src.n < STREAM_WINDOW &&
+    if (!st->half_closed && !s->stopping &&
+        st->waiting + st->src.n + routed_pending(st) < STREAM_WINDOW &&
         (int64_t)st->src.n < st->in->read_limit &&
         !overloaded(s))
         rpc_scall_read(st->c);
@@ -611,6 +702,13 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         im.req = NULL;
         im.len = 0;
         if ((ep = check_message(s, &im, &code, why, sizeof why)) == NULL) {
+            struct fwd_stream *fs;
+            if (code == RPC_UNAVAILABLE && s->cluster && im.target && !s->stopping &&
+                (fs = stream_route(st, im.target, why, sizeof why)) != NULL) {
+                fwd_stream_push(fs, sm->seq, body, blen);   /* its owner commits and acks it */
+                st->waiting--;
+                continue;
+            }
             stream_error(st, sm->seq, code, why);
             continue;
         }
@@ -655,6 +753,7 @@ static void on_send_stream(void *arg, struct rpc_scall *c)
     }
     st->in = in;
     st->c = c;
+    st->forwarded_in = in->s->cluster && rpc_scall_has_metadata(c, "x-statemesh-forwarded");
     ckpt_source_attach(&in->s->ckpt, &st->src);
     st->next = in->streams;
     if (st->next) st->next->prev = st;
@@ -674,7 +773,8 @@ void ingress_after_commit(struct ingress *in)
     for (st = in->streams; st; st = next) {
         uint64_t first = ckpt_source_first(&st->src);
         next = st->next;
-        st->durable = first ? first - 1 : st->last_seq;
+        st->local_durable = first ? first - 1 : st->last_seq;
+        stream_update_durable(st);
         st->waiting = 0;
         stream_progress(st);
     }

@@ -1186,6 +1186,26 @@ static int md_reserved(const grpc_slice *key)
            grpc_slice_str_cmp(*key, "x-statemesh-forwarded") == 0;
 }
 
+/* Fills dst (room for RPC_MAX_FORWARD_MD + 2) with the request metadata of
+ * `from` worth carrying on, then up to 2 pairs of md; returns the count. */
+static size_t forward_md(grpc_metadata *dst, const grpc_metadata_array *from,
+                         const char *const *md, size_t nmd)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < from->count && n < RPC_MAX_FORWARD_MD; i++) {
+        if (md_reserved(&from->metadata[i].key)) continue;
+        dst[n].key = grpc_slice_ref(from->metadata[i].key);
+        dst[n].value = grpc_slice_ref(from->metadata[i].value);
+        n++;
+    }
+    for (size_t i = 0; i < nmd && i < 2; i++) {
+        dst[n].key = grpc_slice_from_copied_string(md[2 * i]);
+        dst[n].value = grpc_slice_from_copied_string(md[2 * i + 1]);
+        n++;
+    }
+    return n;
+}
+
 int rpc_unary_forward(struct rpc_ucall **out, struct rpc_channel *ch, const char *method,
                       const struct rpc_call *from, const uint8_t *req, size_t len,
                       const char *const *md, size_t nmd, int64_t timeout_ms,
@@ -1206,17 +1226,7 @@ int rpc_unary_forward(struct rpc_ucall **out, struct rpc_channel *ch, const char
     u->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, ch->loop->cq, m,
                                        NULL, deadline, NULL);
     grpc_slice_unref(m);
-    for (size_t i = 0; i < from->md.count && u->nsend_md < RPC_MAX_FORWARD_MD; i++) {
-        if (md_reserved(&from->md.metadata[i].key)) continue;
-        u->send_md[u->nsend_md].key = grpc_slice_ref(from->md.metadata[i].key);
-        u->send_md[u->nsend_md].value = grpc_slice_ref(from->md.metadata[i].value);
-        u->nsend_md++;
-    }
-    for (size_t i = 0; i < nmd && i < 2; i++) {
-        u->send_md[u->nsend_md].key = grpc_slice_from_copied_string(md[2 * i]);
-        u->send_md[u->nsend_md].value = grpc_slice_from_copied_string(md[2 * i + 1]);
-        u->nsend_md++;
-    }
+    u->nsend_md = forward_md(u->send_md, &from->md, md, nmd);
     grpc_metadata_array_init(&u->initial_md);
     grpc_metadata_array_init(&u->trailing_md);
     data = malloc(len ? len : 1);
@@ -1263,6 +1273,8 @@ struct rpc_stream {
     struct rpc_tag t_start, t_recv, t_send, t_status;
     int pending;                 /* batches outstanding */
     unsigned send_inflight : 1, status_received : 1;
+    grpc_metadata send_md[RPC_MAX_FORWARD_MD + 2];   /* rpc_stream_open_forward */
+    size_t nsend_md;
 };
 
 static void stream_maybe_close(struct rpc_stream *s)
@@ -1280,6 +1292,10 @@ static void stream_maybe_close(struct rpc_stream *s)
     if (s->error_string) gpr_free((void *)s->error_string);
     grpc_metadata_array_destroy(&s->initial_md);
     grpc_metadata_array_destroy(&s->trailing_md);
+    for (size_t i = 0; i < s->nsend_md; i++) {
+        grpc_slice_unref(s->send_md[i].key);
+        grpc_slice_unref(s->send_md[i].value);
+    }
     grpc_call_unref(s->call);
     s->ch->ncalls--;
     free(s);
@@ -1344,8 +1360,33 @@ static void stream_on_status(void *owner, int ok)
     stream_maybe_close(s);
 }
 
+static int stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                       const grpc_metadata_array *from, const char *const *md, size_t nmd,
+                       const struct rpc_stream_callbacks *cb, void *arg);
+
 int rpc_stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
                     const struct rpc_stream_callbacks *cb, void *arg)
+{
+    return stream_open(out, ch, method, NULL, NULL, 0, cb, arg);
+}
+
+int rpc_stream_open_forward(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                            const struct rpc_scall *from, const char *const *md, size_t nmd,
+                            const struct rpc_stream_callbacks *cb, void *arg)
+{
+    return stream_open(out, ch, method, &from->md, md, nmd, cb, arg);
+}
+
+int rpc_scall_has_metadata(const struct rpc_scall *c, const char *key)
+{
+    for (size_t i = 0; i < c->md.count; i++)
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, key) == 0) return 1;
+    return 0;
+}
+
+static int stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                       const grpc_metadata_array *from, const char *const *md, size_t nmd,
+                       const struct rpc_stream_callbacks *cb, void *arg)
 {
     struct rpc_stream *s = calloc(1, sizeof *s);
     grpc_slice m = grpc_slice_from_copied_string(method);
@@ -1366,8 +1407,11 @@ int rpc_stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char 
     grpc_slice_unref(m);
     ch->ncalls++;
 
+    if (from) s->nsend_md = forward_md(s->send_md, from, md, nmd);
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = s->nsend_md;
+    ops[0].data.send_initial_metadata.metadata = s->nsend_md ? s->send_md : NULL;
     ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[1].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
     s->pending++;

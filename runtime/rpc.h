@@ -175,6 +175,8 @@ void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
  * verified client certificate (plaintext, or TLS without mTLS). */
 int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len);
+/* 1 when the client of the stream sent request metadata `key` (lowercase). */
+int rpc_scall_has_metadata(const struct rpc_scall *c, const char *key);
 /* The same for the certificate's whole subject ("CN=...,O=..."). */
 int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len);
@@ -253,6 +255,13 @@ struct rpc_stream_callbacks {
 /* Opens a bidi stream. */
 int rpc_stream_open(struct rpc_stream **out /* OUT */, struct rpc_channel *ch, const char *method,
                     const struct rpc_stream_callbacks *cb, void *arg)
+    __attribute__((warn_unused_result));
+/* rpc_stream_open() carrying the request metadata of server stream `from`
+ * and up to 2 pairs of md, as rpc_unary_forward() does (forward.h). */
+int rpc_stream_open_forward(struct rpc_stream **out /* OUT */, struct rpc_channel *ch,
+                            const char *method, const struct rpc_scall *from,
+                            const char *const *md, size_t nmd,
+                            const struct rpc_stream_callbacks *cb, void *arg)
     __attribute__((warn_unused_result));
 /* 1 if a send may start now (no send in flight and the stream is open). */
 int rpc_stream_writable(const struct rpc_stream *s);

@@ -14,8 +14,12 @@ again; bearer tokens travel with the forward; bad input is refused on the
 first node. Lease TTL 5 s (docs/cluster.md).
 """
 
+import os
+import queue
 import random
 import secrets
+import signal
+import threading
 
 import grpc
 import pytest
@@ -317,3 +321,96 @@ def test_bearer_tokens_travel_with_the_forward(sandbox, etcd_cluster):
     assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
     got = c.clients[0].admin.GetState(req, metadata=ad_md, timeout=scaled(5))
     assert n_of(got) >= 3
+
+
+def stream_msgs(items, start_seq=1):
+    """SendStreamRequests of 100 messages each: items = [(id, value)], seqs from start_seq."""
+    reqs, cur = [], ingress_pb2.SendStreamRequest()
+    for k, (id_, v) in enumerate(items):
+        m = cur.messages.add(seq=start_seq + k)
+        m.target.CopyFrom(types_pb2.Address(type=COUNTER, id=id_))
+        m.argument.CopyFrom(int64(v))
+        if len(cur.messages) == 100:
+            reqs.append(cur)
+            cur = ingress_pb2.SendStreamRequest()
+    if len(cur.messages):
+        reqs.append(cur)
+    return reqs
+
+
+def test_send_stream_with_mixed_owners(sandbox, etcd_cluster):
+    c = Cluster(sandbox, etcd_cluster, "fwd-stream")
+    c.wait_serving()
+    ids = [id_ for i in range(3) for id_ in c.ids_owned_by(i, count=40, prefix="s%d-" % i)]
+    rnd = random.Random(5)
+    for via in range(3):
+        items = [(rnd.choice(ids), 1) for _ in range(3000)]
+        acks, errors = [], []
+        for resp in c.clients[via].ingress.SendStream(iter(stream_msgs(items)), timeout=scaled(60)):
+            acks.append(resp.committed_through)
+            errors.extend(resp.errors)
+        assert errors == []
+        assert acks == sorted(acks) and acks[-1] == 3000      # in order, to the last seq
+        want = {}
+        for id_, _ in items:
+            want[id_] = want.get(id_, 0) + 1
+        for id_ in ids:
+            want.setdefault(id_, 0)
+        # Every message applied once, on its owner.
+        for id_ in ids:
+            assert c.clients[c.owner_index(id_)].int_state(COUNTER, id_) == want[id_], id_
+        for id_ in ids:                      # reset for the next round
+            dreq = admin_pb2.DeleteStateRequest()
+            dreq.address.CopyFrom(types_pb2.Address(type=COUNTER, id=id_))
+            c.clients[via].admin.DeleteState(dreq, timeout=scaled(10))
+    # The owner's own refusal of a message comes back as that message's error.
+    bad = stream_msgs([(ids[-1], 1), (ids[-2], 1)])
+    bad[0].messages[1].idempotency_key = "k"
+    bad[0].messages[1].delay_ms = 10 ** 13            # over 365 days: refused locally too
+    out = list(c.clients[0].ingress.SendStream(iter(bad), timeout=scaled(30)))
+    errs = [e for r in out for e in r.errors]
+    assert [(e.seq, e.code) for e in errs] == [(2, grpc.StatusCode.INVALID_ARGUMENT.value[0])]
+    assert out[-1].committed_through == 2
+
+
+def test_send_stream_ack_waits_for_the_owner(sandbox, etcd_cluster):
+    """A message forwarded to a stopped owner is not acknowledged until the
+    owner commits it (SIGSTOP shorter than the 5 s lease)."""
+    c = Cluster(sandbox, etcd_cluster, "fwd-ackwait")
+    c.wait_serving()
+    local = c.ids_owned_by(0)[0]
+    remote = c.ids_owned_by(2)[0]
+    q = queue.Queue()
+
+    def reqs():
+        while True:
+            r = q.get()
+            if r is None:
+                return
+            yield r
+    resp = c.clients[0].ingress.SendStream(reqs(), timeout=scaled(60))
+    q.put(stream_msgs([(local, 1)])[0])
+    assert next(resp).committed_through == 1
+    os.kill(c.rts[2].pid, signal.SIGSTOP)
+    try:
+        q.put(stream_msgs([(remote, 1), (local, 1)], start_seq=2)[0])
+        # n-0 commits seq 3 at once; the ack stays below seq 2 while n-2 is stopped.
+        wait_until(lambda: c.clients[1].int_state(COUNTER, local) == 2, timeout=10,
+                   message="seq 3 committed on n-0")
+        got = []
+        t = threading.Thread(target=lambda: got.append(next(resp)), daemon=True)
+        t.start()
+        t.join(1.0)
+        assert got == []             # nothing above seq 1 while the owner cannot commit
+    finally:
+        os.kill(c.rts[2].pid, signal.SIGCONT)
+    t.join(scaled(20))
+    last = got[-1].committed_through if got else 0
+    while last < 3:
+        last = next(resp).committed_through
+    assert last == 3
+    q.put(None)
+    for _ in resp:                   # ends OK once everything is acknowledged
+        pass
+    assert c.clients[2].int_state(COUNTER, remote) == 1
+    assert c.clients[1].int_state(COUNTER, local) == 2
