@@ -61,7 +61,8 @@ struct forward {
     struct fcall *calls;
     size_t ncalls;
     struct fwd_stream *streams;   /* forwarded SendStreams, until gRPC is done with them */
-    size_t nstreams;
+    size_t nstreams;              /* their streams and the fan-ins' source streams */
+    struct fanin *fanins;         /* Subscribe fan-ins (see the end of the file) */
 };
 
 int fwd_create(struct forward **out, struct server *s)
@@ -257,6 +258,8 @@ int fwd_unary(struct server *s, struct rpc_call *call, const char *method, const
     return 1;
 }
 
+static void fanin_end_all(struct forward *f);
+
 size_t fwd_pending(const struct forward *f) { return f ? f->ncalls + f->nstreams : 0; }
 
 void fwd_cancel_all(struct forward *f)
@@ -264,6 +267,7 @@ void fwd_cancel_all(struct forward *f)
     if (!f) return;
     for (struct fcall *fc = f->calls; fc; fc = fc->next) rpc_unary_cancel(fc->u);
     for (struct fwd_stream *fs = f->streams; fs; fs = fs->next) rpc_stream_cancel(fs->rs);
+    fanin_end_all(f);
 }
 
 int fwd_idle(const struct forward *f) { return !f || (f->ncalls == 0 && f->nstreams == 0); }
@@ -426,4 +430,308 @@ void fwd_stream_close(struct fwd_stream *fs)
 {
     fs->arg = NULL;
     rpc_stream_cancel(fs->rs);
+}
+
+/* ---- Subscribe fan-in ------------------------------------------------------
+ *
+ *   fwd_subscribe -> one source per owner node (itself too) -> records queue
+ *   -> the client, one message at a time. A source: OPEN (stream) -> closed:
+ *   OK (caught up, no follow) = DONE; UNAVAILABLE/CANCELLED while following
+ *   = WAITING (timer, or the queue draining when it was paused) -> OPEN from
+ *   `next`; anything else ends the fan-in. The fanin is freed once the client
+ *   call is over and no source stream is open.
+ */
+
+struct fanin;
+
+struct fsrc {
+    struct fanin *fi;
+    char node[FWD_NAME_MAX], target[FWD_NAME_MAX];
+    uint64_t next;                /* next offset wanted; 0: the request's start */
+    struct rpc_stream *rs;        /* NULL while not open */
+    struct timer retry;
+    unsigned done : 1, paused : 1;
+};
+
+struct qmsg {
+    uint8_t *data;
+    size_t len;
+    struct qmsg *next;
+};
+
+struct fanin {
+    struct forward *f;
+    struct rpc_scall *c;          /* NULL once the client call is over */
+    Statemesh__V1__SubscribeRequest *req;   /* a copy: what each source asks */
+    struct fsrc *src;
+    size_t nsrc, open;
+    struct qmsg *qhead, *qtail;
+    size_t qbytes;
+    struct fanin *prev, *next;
+};
+
+static void fanin_open_src(struct fsrc *src);
+
+static void fanin_maybe_free(struct fanin *fi)
+{
+    struct forward *f = fi->f;
+    if (fi->c || fi->open) return;
+    for (size_t i = 0; i < fi->nsrc; i++)
+        if (timer_armed(&fi->src[i].retry)) timer_stop(&f->s->timers, &fi->src[i].retry);
+    while (fi->qhead) {
+        struct qmsg *m = fi->qhead;
+        fi->qhead = m->next;
+        free(m->data);
+        free(m);
+    }
+    if (fi->prev) fi->prev->next = fi->next;
+    else f->fanins = fi->next;
+    if (fi->next) fi->next->prev = fi->prev;
+    statemesh__v1__subscribe_request__free_unpacked(fi->req, NULL);
+    free(fi->src);
+    free(fi);
+}
+
+/* Ends the client call (once) and every source. */
+static void fanin_end(struct fanin *fi, int code, const char *msg)
+{
+    if (fi->c) {
+        rpc_scall_finish(fi->c, code, "%s", msg);
+        fi->c = NULL;
+        fi->f->s->stats.subscribers--;
+    }
+    for (size_t i = 0; i < fi->nsrc; i++)
+        if (fi->src[i].rs) rpc_stream_cancel(fi->src[i].rs);
+    fanin_maybe_free(fi);
+}
+
+/* Sends the next queued message; reopens paused sources once drained; ends
+ * the call when every source is done (no follow) and all is sent. */
+static void fanin_pump(struct fanin *fi)
+{
+    size_t done = 0;
+    if (!fi->c || !rpc_scall_writable(fi->c)) return;
+    if (fi->qhead) {
+        struct qmsg *m = fi->qhead;
+        fi->qhead = m->next;
+        if (!fi->qhead) fi->qtail = NULL;
+        fi->qbytes -= m->len;
+        rpc_scall_send(fi->c, m->data, m->len);
+        free(m);
+        return;
+    }
+    for (size_t i = 0; i < fi->nsrc; i++) {
+        struct fsrc *src = &fi->src[i];
+        done += src->done;
+        if (src->paused && !src->rs && fi->qbytes < FWD_SUB_QUEUE_BYTES / 2) {
+            src->paused = 0;
+            fanin_open_src(src);
+        }
+    }
+    if (done == fi->nsrc) fanin_end(fi, RPC_OK, "");
+}
+
+static void src_on_message(void *arg, const uint8_t *data, size_t len)
+{
+    struct fsrc *src = arg;
+    struct fanin *fi = src->fi;
+    Statemesh__V1__SubscribeResponse *r;
+    struct qmsg *m;
+
+    if (!fi->c) return;
+    r = statemesh__v1__subscribe_response__unpack(NULL, len, data);
+    if (!r) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "node %s sent an unreadable SubscribeResponse", src->node);
+        fanin_end(fi, RPC_INTERNAL, msg);
+        return;
+    }
+    if (r->n_records) src->next = r->records[r->n_records - 1]->offset + 1;
+    statemesh__v1__subscribe_response__free_unpacked(r, NULL);
+    m = malloc(sizeof *m);
+    if (!m) abort();
+    m->data = malloc(len ? len : 1);
+    if (!m->data) abort();
+    if (len) memcpy(m->data, data, len);
+    m->len = len;
+    m->next = NULL;
+    if (fi->qtail) fi->qtail->next = m;
+    else fi->qhead = m;
+    fi->qtail = m;
+    fi->qbytes += len;
+    if (fi->qbytes > FWD_SUB_QUEUE_BYTES && src->rs) {
+        src->paused = 1;          /* reopened from `next` once the client caught up */
+        rpc_stream_cancel(src->rs);
+    }
+    fanin_pump(fi);
+}
+
+static void src_on_retry(void *arg)
+{
+    struct fsrc *src = arg;
+    if (src->fi->c && !src->rs && !src->paused) fanin_open_src(src);
+}
+
+static void src_on_closed(void *arg, int status, const char *details)
+{
+    struct fsrc *src = arg;
+    struct fanin *fi = src->fi;
+    char msg[900];
+
+    src->rs = NULL;
+    fi->open--;
+    fi->f->nstreams--;
+    if (!fi->c) {
+        fanin_maybe_free(fi);
+        return;
+    }
+    if (status == RPC_OK) {
+        src->done = 1;
+        fanin_pump(fi);
+        return;
+    }
+    if (src->paused) {
+        fanin_pump(fi);
+        return;
+    }
+    if ((status == RPC_UNAVAILABLE || status == RPC_CANCELLED || status == RPC_DEADLINE_EXCEEDED) &&
+        fi->req->follow) {
+        timer_start(&fi->f->s->timers, &src->retry, rpc_now_ms() + FWD_SUB_RETRY_MS);
+        return;
+    }
+    snprintf(msg, sizeof msg, "egress of node %s: %s", src->node, details[0] ? details
+             : rpc_status_name(status));
+    fanin_end(fi, status, msg);
+}
+
+static void src_on_writable(void *arg)
+{
+    (void)arg;
+}
+
+static void fanin_open_src(struct fsrc *src)
+{
+    static const struct rpc_stream_callbacks cb = {src_on_message, src_on_writable,
+                                                   src_on_closed};
+    struct fanin *fi = src->fi;
+    struct forward *f = fi->f;
+    Statemesh__V1__SubscribeRequest r = *fi->req;
+    Statemesh__V1__NodeOffset no = STATEMESH__V1__NODE_OFFSET__INIT, *nop = &no;
+    struct rpc_channel *ch;
+    const char *md[2];
+    char why[600];
+    uint8_t *buf;
+    size_t len;
+
+    if (!(ch = peer_channel(f, src->node, src->target, why, sizeof why))) {
+        fanin_end(fi, RPC_INTERNAL, why);
+        return;
+    }
+    if (src->next) {              /* resume where this node's records stopped */
+        r.start = STATEMESH__V1__SUBSCRIBE_REQUEST__START__OFFSET;
+        r.from_offset = src->next;
+        no.node = src->node;
+        no.offset = src->next;
+        r.n_node_offsets = 1;
+        r.node_offsets = &nop;
+    }
+    md[0] = "x-statemesh-forwarded";
+    md[1] = cluster_node_id(f->s->cluster);
+    if (rpc_stream_open_forward(&src->rs, ch, "/statemesh.v1.Ingress/Subscribe", fi->c, md, 1,
+                                &cb, src) != 0) {
+        src->rs = NULL;
+        fanin_end(fi, RPC_INTERNAL, "cannot open a stream to another node");
+        return;
+    }
+    fi->open++;
+    f->nstreams++;
+    buf = rpc_pack(&r.base, &len);
+    rpc_stream_send(src->rs, buf, len);
+}
+
+static void fanin_on_message(void *arg, struct rpc_scall *c, const uint8_t *data, size_t len)
+{
+    (void)arg;
+    (void)c;
+    (void)data;
+    (void)len;                    /* only the first message counts (read by egress.c) */
+}
+
+static void fanin_on_writable(void *arg, struct rpc_scall *c)
+{
+    (void)c;
+    fanin_pump(arg);
+}
+
+static void fanin_on_cancel(void *arg, struct rpc_scall *c)
+{
+    struct fanin *fi = arg;
+    (void)c;
+    fi->f->s->stats.subscribers--;
+    fi->c = NULL;
+    fanin_end(fi, RPC_CANCELLED, "");
+}
+
+void fwd_subscribe(struct server *s, struct rpc_scall *c, const Statemesh__V1__SubscribeRequest *r)
+{
+    static const struct rpc_scall_callbacks cb = {fanin_on_message, fanin_on_writable,
+                                                  fanin_on_cancel};
+    struct forward *f = s->fwd;
+    struct fanin *fi;
+    uint8_t *buf;
+    size_t len;
+
+    if (!f) {
+        rpc_scall_finish(c, RPC_UNAVAILABLE, "statemeshd is not serving yet");
+        return;
+    }
+    fi = calloc(1, sizeof *fi);
+    if (!fi) abort();
+    fi->f = f;
+    fi->c = c;
+    buf = rpc_pack(&r->base, &len);            /* a private copy of the request */
+    fi->req = statemesh__v1__subscribe_request__unpack(NULL, len, buf);
+    free(buf);
+    if (!fi->req) abort();
+    /* The sources: every node that owns a range, in key-group order. */
+    for (uint32_t kg = 0; kg < STORE_KEY_GROUPS; kg++) {
+        struct cluster_owner o = {0};
+        size_t i;
+        cluster_owner(s->cluster, kg, &o);
+        if (!o.node_id || !o.advertise[0] || strlen(o.node_id) >= FWD_NAME_MAX ||
+            strlen(o.advertise) >= FWD_NAME_MAX)
+            continue;
+        for (i = 0; i < fi->nsrc && strcmp(fi->src[i].node, o.node_id) != 0; i++)
+            ;
+        if (i < fi->nsrc) continue;
+        fi->src = realloc(fi->src, (fi->nsrc + 1) * sizeof *fi->src);
+        if (!fi->src) abort();
+        memset(&fi->src[fi->nsrc], 0, sizeof *fi->src);
+        snprintf(fi->src[fi->nsrc].node, FWD_NAME_MAX, "%s", o.node_id);
+        snprintf(fi->src[fi->nsrc].target, FWD_NAME_MAX, "%s", o.advertise);
+        fi->nsrc++;
+    }
+    fi->next = f->fanins;
+    if (fi->next) fi->next->prev = fi;
+    f->fanins = fi;
+    s->stats.subscribers++;
+    rpc_scall_set(c, &cb, fi);
+    if (fi->nsrc == 0) {
+        fanin_end(fi, RPC_UNAVAILABLE, "no node owns a key-group range yet; retry");
+        return;
+    }
+    for (size_t i = 0; i < fi->nsrc; i++) {
+        fi->src[i].fi = fi;
+        timer_init(&fi->src[i].retry, src_on_retry, &fi->src[i]);
+    }
+    for (size_t i = 0; i < fi->nsrc && fi->c; i++) fanin_open_src(&fi->src[i]);
+}
+
+static void fanin_end_all(struct forward *f)
+{
+    struct fanin *fi = f->fanins, *next;
+    for (; fi; fi = next) {
+        next = fi->next;           /* fanin_end may free fi, never another fan-in */
+        fanin_end(fi, RPC_UNAVAILABLE, "statemeshd is shutting down");
+    }
 }

@@ -92,6 +92,32 @@ const char *fwd_stream_node(const struct fwd_stream *fs);
  * any more); it is freed when gRPC is done with it. */
 void fwd_stream_close(struct fwd_stream *fs);
 
+/* ---- Subscribe across nodes ---------------------------------------------
+ *
+ * A subscriber on any node of a cluster reads every node's egress log: the
+ * node fans in one forwarded Subscribe per node that owns a range (itself
+ * included, through its own ingress, so every source is alike), marked so
+ * that the receiving node answers from its own log only, with its id in
+ * each record's `node`. Offsets are per node: a record is identified by
+ * (node, offset), and a subscriber resumes with node_offsets (ingress.proto).
+ * Order: each node's records in offset (commit) order, so per address in
+ * commit order; no order across nodes. A source that fails with UNAVAILABLE
+ * (node down, restarting) is reopened from its next offset every
+ * FWD_SUB_RETRY_MS while following; without follow the subscription ends
+ * with the error. Any other error of a source (e.g. OUT_OF_RANGE) ends the
+ * subscription with it, naming the node. Memory: at most FWD_SUB_QUEUE_BYTES
+ * of records wait for the client; past that a source is cancelled and
+ * reopened from its next offset once the queue has drained.
+ */
+#define FWD_SUB_RETRY_MS 500
+#define FWD_SUB_QUEUE_BYTES ((size_t)8 << 20)
+
+struct Statemesh__V1__SubscribeRequest;
+/* Takes over Subscribe call `c` whose request `r` (borrowed) names a
+ * configured egress. */
+void fwd_subscribe(struct server *s, struct rpc_scall *c,
+                   const struct Statemesh__V1__SubscribeRequest *r);
+
 /* Forwarded calls and streams still running. */
 size_t fwd_pending(const struct forward *f);
 /* Shutdown: cancels every forwarded call and stream; run the loop until fwd_idle(). */

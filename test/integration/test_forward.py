@@ -38,14 +38,14 @@ class Cluster:
     """Nodes n-0..n-2 of cluster `name` (lease 5 s), one testfn. `settings`:
     runtime settings every node gets (e.g. auth)."""
 
-    def __init__(self, sandbox, etcd, name, n=3, settings=None):
+    def __init__(self, sandbox, etcd, name, n=3, settings=None, extra=""):
         self.fn = sandbox.testfn()
         self.rts = []
         for i in range(n):
             rt = sandbox.runtime([endpoint("test/*", self.fn)], name="node%d" % i, start=False,
                                  runtime_settings=settings,
-                                 extra_config=cluster_group(name, "n-%d" % i, etcd, ttl_ms=TTL_MS,
-                                                            initial_nodes=n))
+                                 extra_config=extra + "\n" + cluster_group(
+                                     name, "n-%d" % i, etcd, ttl_ms=TTL_MS, initial_nodes=n))
             self.rts.append(rt)
         for rt in self.rts:
             rt.start(wait=False)
@@ -60,10 +60,10 @@ class Cluster:
                 return i
         raise AssertionError(kg)
 
-    def ids_owned_by(self, i, count=1, prefix="k"):
+    def ids_owned_by(self, i, count=1, prefix="k", type_=COUNTER):
         out, j = [], 0
         while len(out) < count:
-            if self.owner_index("%s%d" % (prefix, j)) == i:
+            if self.owner_index("%s%d" % (prefix, j), type_) == i:
                 out.append("%s%d" % (prefix, j))
             j += 1
         return out
@@ -414,3 +414,65 @@ def test_send_stream_ack_waits_for_the_owner(sandbox, etcd_cluster):
         pass
     assert c.clients[2].int_state(COUNTER, remote) == 1
     assert c.clients[1].int_state(COUNTER, local) == 2
+
+
+def subscribe_req(start="EARLIEST", follow=False, from_offset=0, node_offsets=None):
+    r = ingress_pb2.SubscribeRequest(egress="log", follow=follow, from_offset=from_offset,
+                                     start=getattr(ingress_pb2.SubscribeRequest, start))
+    for node, off in (node_offsets or {}).items():
+        r.node_offsets.add(node=node, offset=off)
+    return r
+
+
+def records(stream):
+    return [(e.node, e.offset, e.value.value.decode(), e.source.id)
+            for resp in stream for e in resp.records]
+
+
+def test_subscribe_on_one_node_sees_every_node(sandbox, etcd_cluster):
+    c = Cluster(sandbox, etcd_cluster, "fwd-sub", extra='egresses = ( { name = "log"; } );')
+    c.wait_serving()
+    ids = [c.ids_owned_by(i, prefix="e", type_="test/effects")[0] for i in range(3)]
+    for i, id_ in enumerate(ids):       # through node 0: forwarded to each owner
+        c.clients[0].call("test/effects", id_, ";".join("egress log r%d-%d" % (i, k)
+                                                        for k in range(5)))
+    got = records(c.clients[1].ingress.Subscribe(subscribe_req(), timeout=scaled(20)))
+    assert len(got) == 15
+    for i, id_ in enumerate(ids):
+        mine = [g for g in got if g[0] == "n-%d" % i]
+        # Per node: its offsets, in commit order, every record once.
+        assert mine == [("n-%d" % i, k + 1, "r%d-%d" % (i, k), id_) for k in range(5)]
+    # Resuming with a per-node position: n-0 from offset 4, the others from the start.
+    got = records(c.clients[2].ingress.Subscribe(
+        subscribe_req("OFFSET", node_offsets={"n-0": 4}), timeout=scaled(20)))
+    assert sorted(g[1] for g in got if g[0] == "n-0") == [4, 5]
+    assert len([g for g in got if g[0] != "n-0"]) == 10
+    # Following: a record committed on n-2 later reaches a subscriber on n-0.
+    stream = c.clients[0].ingress.Subscribe(subscribe_req("LATEST", follow=True),
+                                             timeout=scaled(30))
+    seen = []
+
+    def reader():
+        try:
+            for resp in stream:
+                seen.extend((e.node, e.value.value.decode()) for e in resp.records)
+        except grpc.RpcError as e:         # our cancel below
+            assert e.code() == grpc.StatusCode.CANCELLED
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+
+    def write_and_see():
+        c.clients[1].call("test/effects", ids[2], "egress log later")
+        return ("n-2", "later") in seen
+    wait_until(write_and_see, timeout=20, interval=0.3, message="a later record from n-2")
+    stream.cancel()
+    t.join(scaled(10))
+    # An egress the node does not know is refused at once; a marked request is
+    # answered from the node's own log only.
+    with pytest.raises(grpc.RpcError) as ei:
+        list(c.clients[0].ingress.Subscribe(ingress_pb2.SubscribeRequest(egress="nope"),
+                                            timeout=scaled(10)))
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+    own = records(c.clients[1].ingress.Subscribe(subscribe_req(), timeout=scaled(10),
+                                                 metadata=(("x-statemesh-forwarded", "n-x"),)))
+    assert own and {g[0] for g in own} == {"n-1"}
