@@ -14,20 +14,24 @@ again; bearer tokens travel with the forward; bad input is refused on the
 first node. Lease TTL 5 s (docs/cluster.md).
 """
 
+import json
 import os
 import queue
 import random
 import secrets
 import signal
+import subprocess
 import threading
 
 import grpc
 import pytest
+import statemesh
 
 from etcd_cluster import etcd_cluster  # noqa: F401  (fixture)
 from harness import endpoint, int64, scaled, wait_until
 from statemesh.v1 import admin_pb2, ingress_pb2, types_pb2
-from test_cluster import COUNTER, KEY_GROUPS, call_ok, cluster_group, expected_ranges, key_group
+from test_cluster import (CLI, COUNTER, KEY_GROUPS, call_ok, cluster_group, expected_ranges,
+                          key_group)
 
 pytestmark = pytest.mark.needs("statemeshd", "statemesh", "test/fn/testfn")
 
@@ -442,6 +446,19 @@ def test_subscribe_on_one_node_sees_every_node(sandbox, etcd_cluster):
         mine = [g for g in got if g[0] == "n-%d" % i]
         # Per node: its offsets, in commit order, every record once.
         assert mine == [("n-%d" % i, k + 1, "r%d-%d" % (i, k), id_) for k in range(5)]
+    # The SDKs and the CLI show each record's node.
+    with statemesh.Client(c.rts[2].ingress) as sdk:
+        recs = list(sdk.subscribe("log", earliest=True, follow=False, timeout=scaled(20)))
+    assert sorted((r.node, r.offset) for r in recs) == sorted((g[0], g[1]) for g in got)
+    p = subprocess.run([CLI, "--address", c.rts[0].ingress, "egress", "tail", "log"],
+                       capture_output=True, text=True, timeout=scaled(30))
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == 15 and sum(l.startswith("n-1/") for l in lines) == 5, p.stdout
+    p = subprocess.run([CLI, "--address", c.rts[0].ingress, "egress", "tail", "log", "--json",
+                        "--from", "5"], capture_output=True, text=True, timeout=scaled(30))
+    assert sorted((json.loads(l)["node"], json.loads(l)["offset"]) for l in p.stdout.splitlines()) \
+        == [("n-0", 5), ("n-1", 5), ("n-2", 5)]
     # Resuming with a per-node position: n-0 from offset 4, the others from the start.
     got = records(c.clients[2].ingress.Subscribe(
         subscribe_req("OFFSET", node_offsets={"n-0": 4}), timeout=scaled(20)))
