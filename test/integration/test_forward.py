@@ -28,6 +28,7 @@ import pytest
 import statemesh
 
 from etcd_cluster import etcd_cluster  # noqa: F401  (fixture)
+from test_tls import certs  # noqa: F401  (fixture)
 from harness import endpoint, int64, scaled, wait_until
 from statemesh.v1 import admin_pb2, ingress_pb2, types_pb2
 from test_cluster import (CLI, COUNTER, KEY_GROUPS, call_ok, cluster_group, expected_ranges,
@@ -493,3 +494,30 @@ def test_subscribe_on_one_node_sees_every_node(sandbox, etcd_cluster):
     own = records(c.clients[1].ingress.Subscribe(subscribe_req(), timeout=scaled(10),
                                                  metadata=(("x-statemesh-forwarded", "n-x"),)))
     assert own and {g[0] for g in own} == {"n-1"}
+
+
+def test_forwarding_over_mtls(sandbox, etcd_cluster, certs):
+    """runtime.tls with client certificates required: a node forwards with the
+    runtime's CA and its own certificate as client identity."""
+    from test_tls import _p, _server_tls
+    c = Cluster(sandbox, etcd_cluster, "fwd-tls", settings={"tls": _server_tls(certs, mtls=True)})
+    ids = [c.ids_owned_by(i)[0] for i in range(3)]
+    clients = [statemesh.Client(rt.ingress, timeout=scaled(10), tls_ca=_p(certs, "ca.crt"),
+                                tls_cert=_p(certs, "client.crt"), tls_key=_p(certs, "client.key"))
+               for rt in c.rts]
+    try:
+        def through(via, id_):
+            try:
+                return clients[via].call(COUNTER, id_, 1, type=statemesh.IntType)
+            except statemesh.Unavailable:
+                return None
+        for via in range(3):
+            for owner in range(3):
+                if via != owner:
+                    wait_until(lambda: through(via, ids[owner]), timeout=30,
+                               message="n-%d forwards to n-%d over mTLS" % (via, owner))
+        for owner in range(3):
+            assert clients[owner].call(COUNTER, ids[owner], 0, type=statemesh.IntType) == 2
+    finally:
+        for cl in clients:
+            cl.close()
