@@ -521,3 +521,47 @@ def test_forwarding_over_mtls(sandbox, etcd_cluster, certs):
     finally:
         for cl in clients:
             cl.close()
+
+
+def test_send_stream_owner_killed_ends_with_what_is_committed(sandbox, etcd_cluster):
+    c = Cluster(sandbox, etcd_cluster, "fwd-streamkill")
+    c.wait_serving()
+    local = c.ids_owned_by(0)[0]
+    remote = c.ids_owned_by(2)[0]
+    q = queue.Queue()
+
+    def reqs():
+        while True:
+            r = q.get()
+            if r is None:
+                return
+            yield r
+    resp = c.clients[0].ingress.SendStream(reqs(), timeout=scaled(60))
+    q.put(stream_msgs([(remote, 1), (local, 1)])[0])
+    first = next(resp)
+    while first.committed_through < 2:
+        first = next(resp)
+    c.rts[2].kill9()
+    q.put(stream_msgs([(local, 1), (remote, 1), (local, 1)], start_seq=3)[0])
+    # Either the owner is already seen down (a per-message UNAVAILABLE for seq
+    # 4) or its forwarded stream breaks: the client's stream ends UNAVAILABLE
+    # saying what is committed. Never an ack for seq 4 without its owner.
+    errors, acked = [], 2
+    try:
+        for r in resp:
+            errors.extend((e.seq, e.code) for e in r.errors)
+            acked = r.committed_through
+            if acked >= 5:
+                break
+        ended = None
+    except grpc.RpcError as e:
+        ended = e
+    q.put(None)
+    if ended is not None:
+        assert ended.code() == grpc.StatusCode.UNAVAILABLE, ended.details()
+        assert "n-2" in ended.details() and "re-send the rest" in ended.details()
+        assert acked < 4
+    else:
+        assert errors == [(4, grpc.StatusCode.UNAVAILABLE.value[0])]
+    c.rts[2].start()
+    assert call_ok(c.clients[1], remote, 0, timeout=30) == 1     # seq 1 only, once
