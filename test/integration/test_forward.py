@@ -150,13 +150,10 @@ def test_every_node_serves_every_address(sandbox, etcd_cluster):
     dreq.address.CopyFrom(types_pb2.Address(type=COUNTER, id=id_))
     assert cl.admin.DeleteState(dreq, timeout=scaled(10)).deleted == 1
     assert c.clients[2].state(COUNTER, id_) == {}
-    # Nothing was stored on a node that does not own the address.
-    for owner, id_ in enumerate(ids):
-        for other in range(3):
-            if other != owner:
-                st = c.rts[other].client().stats()
-                assert st["forwarded_calls"] > 0
-    assert c.clients[0].stats()["forwarding_calls"] == 0
+    # Every node forwarded (its Stats say so), and none is left open.
+    for cl in c.clients:
+        st = cl.stats()
+        assert st["forwarded_calls"] > 0 and st["forwarding_calls"] == 0
 
 
 def test_all_key_groups_through_random_nodes(sandbox, etcd_cluster):
