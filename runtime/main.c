@@ -267,8 +267,8 @@ static void reload_auth(struct server *s)
 {
     char err[1024], q[1100];
 
-    if (!s->auth.enabled) {
-        LOG_INFO(&s->log, "runtime.sighup", "msg=\"nothing to reload (no runtime.auth)\"");
+    if (!s->auth.enabled || !s->cfg.n_auth_tokens) {
+        LOG_INFO(&s->log, "runtime.sighup", "msg=\"nothing to reload (no token files)\"");
     } else if (auth_load(&s->auth, s->cfg.auth_tokens, s->cfg.n_auth_tokens, err, sizeof err) != 0) {
         LOG_ERROR(&s->log, "auth.reload_failed", "err=%s msg=\"the tokens in force stay\"",
                   log_quote(q, sizeof q, err));
@@ -414,12 +414,13 @@ static int run_loop(struct server *s)
                 if (commit(s) != 0) return storage_failed(s);
                 for (size_t i = 0; i < s->n_endpoints; i++) ep_stop(&s->endpoints[i]);
                 ingress_cancel_all(s->ingress);
+                fwd_cancel_all(s->fwd);
                 peer_stop(s->peer);
                 phase = CLOSING;
                 close_until = now + CLOSE_MS;
             }
         } else if (phase == CLOSING) {
-            int closed = ingress_done(s->ingress) && peer_idle(s->peer);
+            int closed = ingress_done(s->ingress) && fwd_idle(s->fwd) && peer_idle(s->peer);
             for (size_t i = 0; i < s->n_endpoints; i++) closed &= ep_closed(&s->endpoints[i]);
             if (closed) return 0;
             if (now >= close_until) {
@@ -522,6 +523,11 @@ int main(int argc, char **argv)
         cfg_cleanup(&s.cfg);
         return 2;
     }
+    if (s.cfg.n_auth_certs) {                /* certificates stand for tokens (auth.h) */
+        s.auth.certs = s.cfg.auth_certs;
+        s.auth.n_certs = s.cfg.n_auth_certs;
+        s.auth.enabled = true;
+    }
     if (spcreate_config(&s, err, sizeof err) != 0) {
         fprintf(stderr, "statemeshd: %s, not starting\n", err);
         cfg_cleanup(&s.cfg);
@@ -620,6 +626,7 @@ int main(int argc, char **argv)
             rc = j > 0 ? 0 : 2;
             goto out;
         }
+        if (fwd_create(&s.fwd, &s) != 0) goto out;
     }
     timer_init(&s.housekeeping, housekeeping, &s);
     timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
@@ -656,7 +663,8 @@ int main(int argc, char **argv)
         LOG_WARN(&s.log, "runtime.no_endpoints", "msg=\"no endpoints configured: every message will be refused\"");
     LOG_INFO(&s.log, "runtime.ready", "ingress=%s admin=%s auth=%s data_dir=%s endpoints=%zu "
              "pid=%ld", s.cfg.ingress, s.cfg.admin ? s.cfg.admin : "ingress",
-             s.auth.enabled ? "tokens" : "off", s.cfg.data_dir, s.n_endpoints, (long)getpid());
+             !s.auth.enabled ? "off" : !s.auth.n ? "certificates"
+                 : s.auth.n_certs ? "tokens+certificates" : "tokens", s.cfg.data_dir, s.n_endpoints, (long)getpid());
     metrics_set_ready(&s, 1);
 
     if (run_loop(&s) != 0) {
@@ -681,6 +689,12 @@ out:
             if (closed) break;
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
         }
+    }
+    if (s.fwd) {                   /* forwarded calls end before their channels go */
+        fwd_cancel_all(s.fwd);
+        for (int64_t until = rpc_now_ms() + CLOSE_MS; !fwd_idle(s.fwd) && rpc_now_ms() < until;)
+            rpc_loop_next(&s.loop, rpc_now_ms() + 50);
+        if (fwd_idle(s.fwd)) fwd_destroy(&s.fwd);
     }
     if (s.cluster) {               /* revoke the lease: the others see this node down now */
         cluster_stop(s.cluster);

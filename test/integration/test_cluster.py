@@ -154,12 +154,16 @@ def test_owner_serves_others_name_the_owner(sandbox, etcd_cluster):
         assert call_ok(nodes.clients[i], id_, 5) == 5                 # end to end on its owner
         assert nodes.clients[i].call(COUNTER, id_, int64(2)) == 7
         other = (i + 1) % 3
+        # Another node forwards a call (test_forward.py); one already
+        # forwarded is refused, naming the owner.
         with pytest.raises(grpc.RpcError) as ei:
-            nodes.clients[other].send(COUNTER, id_, int64(1))
+            nodes.clients[other].ingress.Send(nodes.clients[other].send_request(COUNTER, id_, int64(1)),
+                                              metadata=(("x-statemesh-forwarded", "n-x"),),
+                                              timeout=scaled(10))
         e = ei.value
         assert e.code() == grpc.StatusCode.UNAVAILABLE
         assert "owned by node n-%d at %s" % (i, nodes.rts[i].ingress) in e.details()
-        assert "forwarding" in e.details()
+        assert "forwarded" in e.details()
         md = dict(e.trailing_metadata())
         assert md["x-statemesh-owner"] == "n-%d" % i
         assert md["x-statemesh-owner-address"] == nodes.rts[i].ingress
