@@ -42,6 +42,7 @@ int auth_role_parse(const char *s, enum auth_role *out)
     if (strcmp(s, "client") == 0) *out = AUTH_ROLE_CLIENT;
     else if (strcmp(s, "metrics") == 0) *out = AUTH_ROLE_METRICS;
     else if (strcmp(s, "admin") == 0) *out = AUTH_ROLE_ADMIN;
+    else if (strcmp(s, "peer") == 0) *out = AUTH_ROLE_PEER;
     else return -1;
     return 0;
 }
@@ -52,6 +53,7 @@ const char *auth_role_name(enum auth_role r)
     case AUTH_ROLE_CLIENT: return "client";
     case AUTH_ROLE_METRICS: return "metrics";
     case AUTH_ROLE_ADMIN: return "admin";
+    case AUTH_ROLE_PEER: return "peer";
     }
     return "?";
 }
@@ -215,6 +217,7 @@ enum auth_class auth_method_class(const char *method)
     if (strncmp(method, ingress, sizeof ingress - 1) == 0) return AUTH_CLIENT;
     if (strcmp(method, "/statemesh.v1.Admin/Stats") == 0) return AUTH_METRICS;
     if (strcmp(method, "/grpc.health.v1.Health/Check") == 0) return AUTH_OPEN;
+    if (strcmp(method, "/statemesh.v1.Peer/Deliver") == 0) return AUTH_PEER;
     return AUTH_ADMIN;
 }
 
@@ -227,6 +230,7 @@ static int roles_allow(unsigned roles, enum auth_class c)
     case AUTH_CLIENT: return (roles & (AUTH_ROLE_BIT(AUTH_ROLE_CLIENT) | admin)) != 0;
     case AUTH_METRICS: return (roles & (AUTH_ROLE_BIT(AUTH_ROLE_METRICS) | admin)) != 0;
     case AUTH_ADMIN: return (roles & admin) != 0;
+    case AUTH_PEER: return (roles & (AUTH_ROLE_BIT(AUTH_ROLE_PEER) | admin)) != 0;
     }
     return 0;
 }

@@ -8,7 +8,9 @@
  *
  *   client   Ingress: Send, Call, SendStream, Subscribe
  *   metrics  Admin/Stats only (read-only counters)
- *   admin    everything (client and metrics included)
+ *   peer     Peer/Deliver only: another node of the cluster (peer.h); nodes
+ *            send no token, so this role comes from a certificate entry
+ *   admin    everything (client, metrics and peer included)
  *
  * Certificates may stand for tokens (runtime.auth.certificates): an entry
  * { identity; role; } gives its role to a call that carries NO
@@ -47,10 +49,10 @@
 #define AUTH_TOKEN_MIN 16
 #define AUTH_TOKEN_MAX 4096
 
-enum auth_role { AUTH_ROLE_CLIENT = 1, AUTH_ROLE_METRICS = 2, AUTH_ROLE_ADMIN = 3 };
+enum auth_role { AUTH_ROLE_CLIENT = 1, AUTH_ROLE_METRICS = 2, AUTH_ROLE_ADMIN = 3, AUTH_ROLE_PEER = 4 };
 
 /* What a method needs. */
-enum auth_class { AUTH_OPEN = 0, AUTH_CLIENT, AUTH_METRICS, AUTH_ADMIN };
+enum auth_class { AUTH_OPEN = 0, AUTH_CLIENT, AUTH_METRICS, AUTH_ADMIN, AUTH_PEER };
 
 struct auth_entry {
     uint8_t hash[AUTH_HASH_BYTES];
@@ -80,7 +82,7 @@ struct auth {
 /* Bits of a set of roles (auth_cert_roles, auth_check). */
 #define AUTH_ROLE_BIT(r) (1u << (unsigned)(r))
 
-/* "client" / "metrics" / "admin" -> role. Returns 0 or -1. */
+/* "client" / "metrics" / "admin" / "peer" -> role. Returns 0 or -1. */
 int auth_role_parse(const char *s, enum auth_role *out /* OUT */);
 const char *auth_role_name(enum auth_role r);
 

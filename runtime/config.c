@@ -613,8 +613,8 @@ static void load_auth_token(struct loader *ld, config_setting_t *g, int idx,
             seen_role = 1;
             if (get_string(ld, s, name, &str) != 0) continue;
             if (auth_role_parse(str, &t->role) != 0)
-                setting_error(ld, s, name, "unknown role %s; use \"client\", \"metrics\" or "
-                              "\"admin\"", shown(buf, sizeof buf, str));
+                setting_error(ld, s, name, "unknown role %s; use \"client\", \"metrics\", "
+                              "\"admin\" or \"peer\"", shown(buf, sizeof buf, str));
             free(str);
         } else {
             unknown_setting(ld, s, name, "file, role");
@@ -700,8 +700,8 @@ static void load_auth_certs(struct loader *ld, config_setting_t *list, struct cf
                 seen_role = 1;
                 if (get_string(ld, s, name, &str) != 0) continue;
                 if (auth_role_parse(str, &e->role) != 0)
-                    setting_error(ld, s, name, "unknown role %s; use \"client\", \"metrics\" or "
-                                  "\"admin\"", shown(buf, sizeof buf, str));
+                    setting_error(ld, s, name, "unknown role %s; use \"client\", \"metrics\", "
+                                  "\"admin\" or \"peer\"", shown(buf, sizeof buf, str));
                 free(str);
             } else {
                 unknown_setting(ld, s, name, "identity, role");

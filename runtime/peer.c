@@ -309,10 +309,17 @@ int peer_create(struct peer **out, struct server *s, char *err, size_t errlen)
         free(p);
         return -1;
     }
-    if (s->auth.enabled)
-        LOG_WARN(&s->log, "peer.auth", "msg=\"runtime.auth is set: the Peer service takes the "
-                 "admin role and nodes send no token, so messages between nodes wait in the "
-                 "outboxes (docs/security.md, not supported yet)\"");
+    if (s->auth.enabled) {
+        bool mapped = false;
+        for (size_t i = 0; i < s->auth.n_certs; i++)
+            mapped |= s->auth.certs[i].role == AUTH_ROLE_PEER ||
+                      s->auth.certs[i].role == AUTH_ROLE_ADMIN;
+        if (!mapped)
+            LOG_WARN(&s->log, "peer.auth", "msg=\"runtime.auth is set but no entry of "
+                     "runtime.auth.certificates has the role peer: nodes send no token, so the "
+                     "other nodes' frames are refused and messages between nodes wait in the "
+                     "outboxes (docs/security.md#nodes-of-a-cluster)\"");
+    }
     if (getrandom(&p->boot, sizeof p->boot, 0) != (ssize_t)sizeof p->boot)
         p->boot = (uint64_t)rpc_now_ns() ^ ((uint64_t)timer_wall_ms() << 20);
     timer_init(&p->pump, on_pump_timer, p);

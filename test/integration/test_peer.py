@@ -265,38 +265,32 @@ def test_outbox_travels_in_a_savepoint(sandbox, etcd_cluster):
                message="the restored outbox drained")
 
 
-def test_nodes_talk_over_mtls(sandbox, etcd_cluster, certs):
+@pytest.mark.parametrize("auth", [False, True], ids=["mtls", "mtls+auth"])
+def test_nodes_talk_over_mtls(sandbox, etcd_cluster, certs, auth):
     """runtime.tls with require_client_cert: the nodes verify each other with
-    runtime.tls.ca and present runtime.tls.cert as their client certificate."""
-    import json
-    import subprocess
+    runtime.tls.ca and present runtime.tls.cert as their client certificate.
+    With runtime.auth, that certificate mapped to the role `peer` lets the
+    nodes in, and only them: a client's certificate gets PERMISSION_DENIED."""
     import statemesh
-    from harness import binary, endpoint
+    from harness import endpoint
     from test_cluster import cluster_group, expected_ranges
     tls = {"cert": str(certs / "server.crt"), "key": str(certs / "server.key"),
            "ca": str(certs / "ca.crt"), "require_client_cert": True}
+    settings = {"tls": tls}
+    if auth:
+        settings["auth"] = {"certificates": [{"identity": "localhost", "role": "peer"},
+                                             {"identity": "client-1.example", "role": "client"}]}
     fn = sandbox.testfn()
+    name = "peer-tls-auth" if auth else "peer-tls"
     rts = [sandbox.runtime([endpoint("test/*", fn)], name="tnode%d" % i, start=False,
-                           runtime_settings={"tls": tls},
-                           extra_config=cluster_group("peer-tls", "n-%d" % i, etcd_cluster,
+                           runtime_settings=settings,
+                           extra_config=cluster_group(name, "n-%d" % i, etcd_cluster,
                                                       ttl_ms=TTL, initial_nodes=2))
            for i in range(2)]
     for rt in rts:
         rt.start(wait=False)
     for rt in rts:
         rt.wait_ready(30)
-    tls_args = ["--tls-ca", tls["ca"], "--tls-cert", str(certs / "client.crt"),
-                "--tls-key", str(certs / "client.key")]
-
-    def assigned():
-        for rt in rts:
-            r = subprocess.run([str(binary("statemesh")), "--address", rt.ingress] + tls_args
-                               + ["cluster", "status", "--json"], capture_output=True,
-                               text=True, timeout=30)
-            if r.returncode != 0 or len(json.loads(r.stdout)["ranges"]) != 2:
-                return False
-        return True
-    wait_until(assigned, timeout=30, interval=0.2, message="ranges assigned")
 
     def owned_by(i, prefix, type_):
         a, b = expected_ranges(2)[i]
@@ -306,5 +300,24 @@ def test_nodes_talk_over_mtls(sandbox, etcd_cluster, certs):
     kw = dict(timeout=scaled(20), tls_ca=tls["ca"], tls_cert=str(certs / "client.crt"),
               tls_key=str(certs / "client.key"))
     with statemesh.Client(rts[0].ingress, **kw) as c0, statemesh.Client(rts[1].ingress, **kw) as c1:
-        assert c0.call(FORWARD, fwd, "%s %s" % (COUNTER, remote)) == 1    # n-0 -> n-1 -> n-0
+        def first_call():
+            try:
+                return c0.call(FORWARD, fwd, "%s %s" % (COUNTER, remote))  # n-0 -> n-1 -> n-0
+            except statemesh.errors.Unavailable:
+                return None                                # ranges not assigned everywhere yet
+        assert wait_until(first_call, timeout=30, interval=0.2, message="the first call") == 1
         assert c1.call(COUNTER, remote, 0) == 1
+    assert "event=peer.auth" not in rts[0].log()
+    if auth:                                               # a client may not speak Peer
+        pb = peer_pb()
+        creds = grpc.ssl_channel_credentials(
+            open(tls["ca"], "rb").read(), open(certs / "client.key", "rb").read(),
+            open(certs / "client.crt", "rb").read())
+        ch = grpc.secure_channel(rts[1].ingress, creds)
+        stream = ch.stream_stream("/statemesh.v1.Peer/Deliver",
+                                  request_serializer=pb.PeerFrames.SerializeToString,
+                                  response_deserializer=pb.PeerAcks.FromString)
+        with pytest.raises(grpc.RpcError) as ei:
+            list(stream(iter([pb.PeerFrames(src_node="x")]), timeout=scaled(10)))
+        assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        ch.close()

@@ -118,6 +118,13 @@ static void method_classes(void **state)
     assert_int_equal(auth_method_class("/grpc.health.v1.Health/Watch"), AUTH_ADMIN);
     assert_int_equal(auth_method_class("/x.Unknown/Method"), AUTH_ADMIN);
     assert_int_equal(auth_method_class(""), AUTH_ADMIN);
+    assert_int_equal(auth_method_class("/statemesh.v1.Peer/Deliver"), AUTH_PEER);
+    {
+        enum auth_role r;
+        assert_int_equal(auth_role_parse("peer", &r), 0);
+        assert_int_equal(r, AUTH_ROLE_PEER);
+        assert_string_equal(auth_role_name(r), "peer");
+    }
 }
 
 static int check(const struct auth *a, const char *method, const char *value)
@@ -222,6 +229,20 @@ static void certificates(void **state)
         assert_int_equal(auth_check(&a, "/statemesh.v1.Ingress/Send", NULL, 0, both, &msg), 0);
         assert_int_equal(auth_check(&a, "/statemesh.v1.Admin/Stats", NULL, 0, both, &msg), 0);
         assert_int_equal(auth_check(&a, "/statemesh.v1.Admin/Skip", NULL, 0, both, &msg),
+                         RPC_PERMISSION_DENIED);
+    }
+    /* the peer role: Peer/Deliver and nothing else; admin may too, client may not */
+    {
+        const char *msg;
+        unsigned peer = AUTH_ROLE_BIT(AUTH_ROLE_PEER);
+        assert_int_equal(auth_check(&a, "/statemesh.v1.Peer/Deliver", NULL, 0, peer, &msg), 0);
+        assert_int_equal(auth_check(&a, "/statemesh.v1.Ingress/Send", NULL, 0, peer, &msg),
+                         RPC_PERMISSION_DENIED);
+        assert_int_equal(auth_check(&a, "/statemesh.v1.Admin/Stats", NULL, 0, peer, &msg),
+                         RPC_PERMISSION_DENIED);
+        assert_int_equal(auth_check(&a, "/statemesh.v1.Peer/Deliver", NULL, 0,
+                                    AUTH_ROLE_BIT(AUTH_ROLE_ADMIN), &msg), 0);
+        assert_int_equal(check_cert(&a, "/statemesh.v1.Peer/Deliver", NULL, "app.example"),
                          RPC_PERMISSION_DENIED);
     }
 }
