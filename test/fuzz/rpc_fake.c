@@ -546,13 +546,3 @@ int rpc_stream_open_forward(struct rpc_stream **out, struct rpc_channel *ch, con
     (void)nmd;
     return rpc_stream_open(out, ch, method, cb, arg);
 }
-
-/* No client certificates here (auth.h's certificate roles). */
-int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *value, size_t len),
-                           void *arg)
-{
-    (void)call;
-    (void)fn;
-    (void)arg;
-    return 0;
-}
