@@ -179,6 +179,12 @@ int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len);
 int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len);
 
+/* The value of the client's metadata `key` (lowercase), borrowed while the
+ * call lives, not NUL-terminated; NULL when absent (the first one when
+ * repeated). */
+const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len /* OUT */);
+const char *rpc_scall_metadata(const struct rpc_scall *c, const char *key, size_t *len /* OUT */);
+
 /* Milliseconds left before the client's deadline (INT64_MAX: none). */
 int64_t rpc_call_deadline_ms(const struct rpc_call *call);
 /* Answers OK with `resp`; the handle is invalid afterwards. */
