@@ -800,6 +800,7 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
     struct msg **msgs;
     const struct trace_ctx *first_traced = NULL;
     struct trace_ctx *child = NULL;
+    char tp[TRACE_PARENT_LEN + 1];
     int64_t now = timer_wall_ms();
     uint32_t consumed;
     struct msg *m;
@@ -848,9 +849,11 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
                            d->target->type, d->target->id, d->argument, child);
     }
     free(child);
+    if (first_traced && r->n_egress_records)
+        trace_format(first_traced->trace_id, first_traced->span_id, first_traced->flags, tp);
     for (i = 0; i < r->n_egress_records; i++)
-        egress_append(s, cfg_find_egress(&s->cfg, r->egress_records[i]->egress), mb->type, mb->id,
-                      r->egress_records[i]->value);
+        egress_append_traced(s, cfg_find_egress(&s->cfg, r->egress_records[i]->egress), mb->type,
+                             mb->id, r->egress_records[i]->value, first_traced ? tp : NULL);
     for (i = 0; i < r->n_replies; i++) {
         const Statemesh__V1__Reply *rp = r->replies[i];
         const struct msg *cause = msgs[rp->invocation_index];

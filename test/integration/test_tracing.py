@@ -85,14 +85,14 @@ def receiver(otlp_pb2):
     r.stop()
 
 
-def start(sandbox, require, otlp, ratio=1.0, python=False):
+def start(sandbox, require, otlp, ratio=1.0, python=False, **kw):
     require("statemeshd", "test/fn/testfn")
     eps = [endpoint("test/*", sandbox.testfn())]
     if python:
         py = sandbox.server([PYTHON, str(PYFN), "--mode", "sync"], name="pyfn", env=python_env())
         eps.append(endpoint("py/*", py))
     rt = sandbox.runtime(endpoints=eps, runtime_settings={
-        "tracing": {"otlp": otlp, "sample_ratio": ratio}})
+        "tracing": {"otlp": otlp, "sample_ratio": ratio}}, **kw)
     return rt, rt.client()
 
 
@@ -192,6 +192,54 @@ def test_trace_id_in_log_lines_of_a_traced_message(sandbox, require, receiver):
     # The failed invocation's span carries the error.
     inv = wait_until(lambda: by_name(receiver.trace(TID), "statemesh.invoke"), timeout=20)
     assert inv[0].status.code == 2 and "always fails" in inv[0].status.message
+
+
+def test_delayed_messages_and_egress_records_carry_the_trace(sandbox, require, receiver):
+    """test/effects sends a delayed message and an egress record: the
+    delayed message, when it fires, is invoked in the same trace as a child
+    of the sender's invocation, and the egress record's traceparent names
+    that invocation span."""
+    from harness import ingress_pb2
+    rt, cl = start(sandbox, require, "127.0.0.1:%d" % receiver.port,
+                   extra_config='egresses = ( { name = "ev"; } );')
+    tp = "00-%s-%s-01" % (TID, SID)
+    assert call(cl, "test/effects", "e", string("after 200 test/trace d;egress ev hi"),
+                traceparent=tp) == "ok"
+
+    def both():
+        inv = {attr(s, "statemesh.address"): s for s in by_name(receiver.trace(TID),
+                                                                 "statemesh.invoke")}
+        return inv if {"test/effects/e", "test/trace/d"} <= set(inv) else None
+    inv = wait_until(both, timeout=20)
+    assert inv["test/trace/d"].parent_span_id == inv["test/effects/e"].span_id
+    req = ingress_pb2.SubscribeRequest(egress="ev", from_offset=1)
+    recs = [r for resp in cl.ingress.Subscribe(req, timeout=20) for r in resp.records]
+    assert recs[0].traceparent == "00-%s-%s-01" % (TID, inv["test/effects/e"].span_id.hex())
+
+
+def test_trace_context_survives_a_restart(sandbox, require, receiver):
+    """A queued message keeps its context in the store: with the function
+    server down, Send, restart the runtime, start the server: the message
+    is invoked in the client's trace."""
+    require("statemeshd", "test/fn/testfn")
+    fn = sandbox.testfn(start=False)
+    rt = sandbox.runtime(endpoints=[endpoint("test/*", fn)], runtime_settings={
+        "tracing": {"otlp": "127.0.0.1:%d" % receiver.port, "sample_ratio": 1.0}})
+    cl = rt.client()
+    from harness import ingress_pb2, types_pb2
+    req = ingress_pb2.SendRequest()
+    req.target.CopyFrom(types_pb2.Address(type="test/counter", id="r"))
+    from harness import int64
+    req.argument.CopyFrom(int64(5))
+    cl.ingress.Send(req, metadata=[("traceparent", "00-%s-%s-01" % (TID, SID))], timeout=20)
+    rt.stop()
+    rt.start()
+    fn.start()
+    inv = wait_until(lambda: by_name(receiver.trace(TID), "statemesh.invoke"), timeout=30)
+    assert attr(inv[0], "statemesh.address") == "test/counter/r"
+    assert inv[0].parent_span_id in {s.span_id for s in by_name(receiver.trace(TID),
+                                                                "statemesh.ingress/Send")}
+    assert cl.int_state("test/counter", "r") == 5
 
 
 def test_sample_ratio_zero_exports_nothing(sandbox, require, receiver):
