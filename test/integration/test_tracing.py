@@ -45,7 +45,7 @@ def otlp_pb2(tmp_path_factory):
 class Receiver:
     """An OTLP/gRPC trace collector on 127.0.0.1: keeps every span."""
 
-    def __init__(self, pb2):
+    def __init__(self, pb2, creds=None):
         self.pb2 = pb2
         self.spans = []
         self.requests = 0
@@ -57,7 +57,10 @@ class Receiver:
                 response_serializer=pb2.ExportTraceServiceResponse.SerializeToString)})
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if creds is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
         self.server.start()
 
     def _export(self, req, ctx):
@@ -268,6 +271,26 @@ def test_collector_down_runtime_unaffected(sandbox, require):
     assert "event=tracing.export_failed" in rt.log()
 
 
+def test_tls_to_the_collector(sandbox, require, otlp_pb2, tmp_path):
+    """tracing.tls: spans reach a collector that serves TLS with our CA."""
+    from test_tls import SAN_LOOPBACK, _ca, _leaf
+    _ca(tmp_path, "ca")
+    _leaf(tmp_path, "collector", "ca", SAN_LOOPBACK)
+    creds = grpc.ssl_server_credentials([((tmp_path / "collector.key").read_bytes(),
+                                          (tmp_path / "collector.crt").read_bytes())])
+    r = Receiver(otlp_pb2, creds)
+    try:
+        require("statemeshd", "test/fn/testfn")
+        rt = sandbox.runtime(endpoints=[endpoint("test/*", sandbox.testfn())], runtime_settings={
+            "tracing": {"otlp": "127.0.0.1:%d" % r.port,
+                        "tls": {"ca": str(tmp_path / "ca.crt")}}})
+        cl = rt.client()
+        tid = call(cl, "test/trace", "t", string(""))
+        assert wait_until(lambda: by_name(r.trace(tid), "statemesh.invoke"), timeout=20)
+    finally:
+        r.stop()
+
+
 @pytest.mark.parametrize("group,why", [
     ('{ sample_ratio = 0.5; }', "runtime.tracing.otlp: missing"),
     ('{ otlp = "127.0.0.1:4317"; sample_ratio = 1.5; }', "runtime.tracing.sample_ratio"),
@@ -275,6 +298,7 @@ def test_collector_down_runtime_unaffected(sandbox, require):
     ('{ otlp = "no port here"; }', "runtime.tracing.otlp"),
     ('{ otlp = "127.0.0.1:4317"; exporter = "zipkin"; }', "runtime.tracing.exporter"),
     ('"127.0.0.1:4317"', "runtime.tracing"),
+    ('{ otlp = "127.0.0.1:4317"; tls = { cert = "c.crt"; }; }', "runtime.tracing.tls"),
 ])
 def test_config_errors(tmp_path, require, group, why):
     require("statemeshd")
