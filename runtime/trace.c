@@ -4,7 +4,10 @@
  * TRACE_EXPORT_MS the timer takes up to TRACE_EXPORT_MAX of them from the
  * head, encodes one ExportTraceServiceRequest (rpc packs it at once, so the
  * ring slots are free again when rpc_unary_start returns) and starts the
- * call; a second export waits until the first one's on_done. The collector
+ * call; a second export waits until the first one's on_done. A full batch
+ * does not wait for the timer: it goes when it is complete, or when the
+ * export before it succeeds, so export keeps up with a busy runtime as long
+ * as the collector does. The collector
  * being down costs one failed call per tick: gRPC fails it fast
  * (UNAVAILABLE) while the channel reconnects with backoff.
  */
@@ -60,6 +63,8 @@ struct tracer {
     int64_t exported, dropped;
     int64_t last_warn_ms;
 };
+
+static void export_some(struct tracer *t);
 
 /* ---- W3C trace context --------------------------------------------------- */
 
@@ -238,7 +243,7 @@ void tracer_emit(struct tracer *t, const struct trace_span *sp)
         return;
     }
     t->ring[(t->head + t->len) % TRACE_QUEUE_SPANS] = *sp;
-    t->len++;
+    if (++t->len >= TRACE_EXPORT_MAX && !t->inflight) export_some(t);   /* a full batch: now */
 }
 
 void tracer_checkpoint_wait(struct tracer *t, const struct trace_ctx *c)
@@ -295,6 +300,7 @@ static void on_export_done(void *arg, int status, const char *details, const uin
         if (r) opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked(r, NULL);
         t->exported += (int64_t)n - rejected;
         t->dropped += rejected;
+        if (!t->stopped && t->len >= TRACE_EXPORT_MAX) export_some(t);   /* keep up */
         return;
     }
     t->dropped += (int64_t)n;

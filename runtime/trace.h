@@ -24,7 +24,7 @@
  * The tracer (one per process, in struct server) keeps finished spans in a
  * bounded ring (TRACE_QUEUE_SPANS). A timer on the event loop sends what is
  * there as one OTLP Export call at a time (at most TRACE_EXPORT_MAX spans
- * per call); nothing ever blocks the loop. A full ring drops the new span,
+ * per call; a full batch goes at once); nothing ever blocks the loop. A full ring drops the new span,
  * and a failed export drops its spans; both are counted (spans_dropped),
  * spans the collector accepted are counted as spans_exported.
  */
