@@ -700,6 +700,8 @@ out:
         tracer_stop(s.tracer);
         for (int64_t until = rpc_now_ms() + CLOSE_MS; !tracer_idle(s.tracer) && rpc_now_ms() < until;)
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
+        LOG_INFO(&s.log, "tracing.stopped", "spans_exported=%lld spans_dropped=%lld",
+                 (long long)tracer_exported(s.tracer), (long long)tracer_dropped(s.tracer));
         if (tracer_idle(s.tracer)) tracer_destroy(&s.tracer);
     }
     metrics_destroy(&s.metrics);
