@@ -239,7 +239,7 @@ def _batch(data, pos, end):
                     la = data[pos + 1]
                     if la < 0x80 and pos + 2 + la == e:
                         tn, v = _pair(data, pos + 2, e)
-                        invs.append((None, tn, v))
+                        invs.append((None, tn, v, None))
                         pos = e
                         continue
                 invs.append(_invocation(data, pos, e))

@@ -245,6 +245,30 @@ def test_trace_context_survives_a_restart(sandbox, require, receiver):
     assert cl.int_state("test/counter", "r") == 5
 
 
+def test_send_stream_context_applies_to_every_message(sandbox, require, receiver):
+    """SendStream: the stream's traceparent is the parent of each message;
+    a stream without one is not traced."""
+    from harness import ingress_pb2, int64, types_pb2
+    rt, cl = start(sandbox, require, "127.0.0.1:%d" % receiver.port)
+
+    def stream(md, prefix):
+        msgs = [ingress_pb2.StreamMessage(seq=i + 1, target=types_pb2.Address(
+            type="test/counter", id="%s%d" % (prefix, i)), argument=int64(1)) for i in range(3)]
+        it = cl.ingress.SendStream(iter([ingress_pb2.SendStreamRequest(messages=msgs)]),
+                                   metadata=md, timeout=20)
+        assert max(r.committed_through for r in it) == 3
+    stream([("traceparent", "00-%s-%s-01" % (TID, SID))], "s")
+    stream([], "u")
+    inv = wait_until(lambda: len(by_name(receiver.trace(TID), "statemesh.invoke")) >= 3 and
+                     by_name(receiver.trace(TID), "statemesh.invoke"), timeout=20)
+    assert sorted(attr(s, "statemesh.address") for s in inv) == \
+        ["test/counter/s0", "test/counter/s1", "test/counter/s2"]
+    assert {s.parent_span_id.hex() for s in inv} == {SID}
+    cl.wait_drained(timeout=20)
+    time.sleep(0.5)                                        # an export tick or two
+    assert not [s for s in receiver.spans if "/u" in (attr(s, "statemesh.address") or "")]
+
+
 def test_sample_ratio_zero_exports_nothing(sandbox, require, receiver):
     """No new trace is started; a client's context with the sampled flag
     clear is carried (the SDK sees it) but records no span."""
