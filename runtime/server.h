@@ -21,6 +21,7 @@
 #include "egress.h"
 #include "idem.h"
 #include "endpoint.h"
+#include "forward.h"
 #include "ingress.h"
 #include "log.h"
 #include "mailbox.h"
@@ -68,6 +69,7 @@ struct stats {
     int64_t bootstrap_already;     /* bootstrap entries found already loaded */
     int64_t spans_exported;        /* runtime.tracing: accepted by the collector */
     int64_t spans_dropped;         /* runtime.tracing: ring full or export failed */
+    int64_t forwarded;             /* calls forwarded to their owner node (forward.h) */
 };
 
 struct server {
@@ -104,6 +106,7 @@ struct server {
     int stopping;                  /* no new batches are dispatched */
     struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */
     struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
+    struct forward *fwd;           /* cluster: calls forwarded to the owner node (forward.h) */
 };
 
 #endif
