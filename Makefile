@@ -73,6 +73,11 @@ ETCD_PROTOS := protocol/etcd/mvccpb/kv.proto protocol/etcd/etcdserverpb/rpc.prot
 ETCD_PROTO_C := $(patsubst protocol/%.proto,$(B)/gen/%.pb-c.c,$(ETCD_PROTOS))
 ETCD_PROTO_O := $(patsubst $(B)/gen/%.c,$(B)/obj/gen/%.o,$(ETCD_PROTO_C))
 PROTO_H     += $(ETCD_PROTO_C:.c=.h)
+# OTLP's trace export as our own minimal .proto (runtime/trace.c): runtime only.
+OTLP_PROTOS := protocol/otlp/trace.proto
+OTLP_PROTO_C := $(patsubst protocol/%.proto,$(B)/gen/%.pb-c.c,$(OTLP_PROTOS))
+OTLP_PROTO_O := $(patsubst $(B)/gen/%.c,$(B)/obj/gen/%.o,$(OTLP_PROTO_C))
+PROTO_H     += $(OTLP_PROTO_C:.c=.h)
 PY_GEN_DIR  := sdk-python
 PY_PROTOS   := $(wildcard protocol/statemesh/v1/*.proto)
 PY_GEN      := $(patsubst protocol/%.proto,$(PY_GEN_DIR)/%_pb2.py,$(PY_PROTOS))
@@ -80,7 +85,7 @@ PY_GEN      := $(patsubst protocol/%.proto,$(PY_GEN_DIR)/%_pb2.py,$(PY_PROTOS))
 SDK_SRCS    := $(wildcard sdk-c/*.c)
 SDK_O       := $(patsubst %.c,$(B)/obj/%.o,$(SDK_SRCS))
 RT_SRCS     := $(filter-out runtime/main.c runtime/cli%.c,$(wildcard runtime/*.c))
-RT_O        := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRCS)) $(ETCD_PROTO_O)
+RT_O        := $(patsubst %.c,$(B)/obj/%.o,$(RT_SRCS)) $(ETCD_PROTO_O) $(OTLP_PROTO_O)
 CLI_SRCS    := $(wildcard runtime/cli*.c)
 CLI_O       := $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRCS))
 UNIT_SRCS   := $(wildcard test/unit/test_*.c)
@@ -273,7 +278,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -Wno-unused-p
                -I$(B)/gen -Isdk-c/include -Isdk-c -Iruntime $(PKG_CFLAGS)
 FZ_SDK_O    := $(patsubst %.c,$(FZ)/obj/%.o,$(SDK_SRCS)) $(patsubst $(B)/gen/%.c,$(FZ)/obj/gen/%.o,$(PROTO_C))
 FZ_RT_O     := $(patsubst %.c,$(FZ)/obj/%.o,$(RT_SRCS)) \
-               $(patsubst $(B)/gen/%.c,$(FZ)/obj/gen/%.o,$(ETCD_PROTO_C))
+               $(patsubst $(B)/gen/%.c,$(FZ)/obj/gen/%.o,$(ETCD_PROTO_C) $(OTLP_PROTO_C))
 # What each harness links besides itself: harnesses that #include a runtime
 # .c (to reach its statics) leave that file's object out.
 FZ_LINK_json      := $(FZ_SDK_O)

@@ -215,6 +215,8 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("addresses_paused", st->addresses_paused);
     ROW("bootstrap_loaded", st->bootstrap_loaded);
     ROW("bootstrap_already_loaded", st->bootstrap_already);
+    ROW("spans_exported", st->spans_exported);
+    ROW("spans_dropped", st->spans_dropped);
     ROW("state_cache_bytes", s->scache.bytes);
     ROW("state_cache_entries", s->scache.count);
     ROW("state_cache_hits", s->scache.hits);

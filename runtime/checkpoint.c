@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "server.h"
+#include "trace.h"
 #include "statemesh/v1/storage.pb-c.h"
 
 void ckpt_init(struct ckpt *ck)
@@ -185,11 +186,17 @@ static void write_inbox_key(struct ckpt *ck, struct msg *m)
     Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
     Statemesh__V1__TypedValue arg = STATEMESH__V1__TYPED_VALUE__INIT;
     uint8_t stack[512], *buf = stack;
+    char tp[TRACE_PARENT_LEN + 1];
     size_t n;
 
     sm.caller = ckpt_msg_fields(m, &caller, &arg);
     sm.argument = &arg;
     if (m->reply_key) sm.reply_key = (char *)m->reply_key;
+    if (m->trace) {                /* the message's parent span, as the ingress had it */
+        trace_format(m->trace->trace_id, m->trace->parent_id, m->trace->flags, tp);
+        sm.traceparent = tp;
+        sm.tracestate = m->trace->state;
+    }
     n = statemesh__v1__stored_message__get_packed_size(&sm);
     if (n > sizeof stack && !(buf = malloc(n))) abort();
     statemesh__v1__stored_message__pack(&sm, buf);

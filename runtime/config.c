@@ -823,12 +823,59 @@ static void load_tls(struct loader *ld, config_setting_t *g, const char *base, i
     }
 }
 
+/* runtime.tracing (trace.h): otlp is required; sample_ratio 0..1. */
+static void load_tracing(struct loader *ld, config_setting_t *g, struct cfg *c)
+{
+    const char *known = "otlp, sample_ratio, tls";
+    char name[CFG_SETTING_MAX];
+    struct cfg_tracing *t = &c->tracing;
+
+    if (!expect_group(ld, g, "runtime.tracing", "otlp = \"host:port\"; sample_ratio = 0.1;"))
+        return;
+    t->on = true;
+    t->sample_ratio = 1.0;
+    for (int i = 0; i < config_setting_length(g); i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *key = config_setting_name(s);
+        char *str = NULL;
+
+        snprintf(name, sizeof name, "runtime.tracing.%s", key);
+        if (strcmp(key, "otlp") == 0) {
+            if (get_target(ld, s, name, TARGET_REMOTE, &str) != 0) continue;
+            free(t->otlp);
+            t->otlp = str;
+        } else if (strcmp(key, "sample_ratio") == 0) {
+            double v;
+            int type = config_setting_type(s);
+            if (type == CONFIG_TYPE_FLOAT) v = config_setting_get_float(s);
+            else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64) v = (double)config_setting_get_int64(s);
+            else {
+                setting_error(ld, s, name, "must be a number from 0 to 1 (e.g. 0.1)");
+                continue;
+            }
+            if (!(v >= 0.0 && v <= 1.0)) {
+                setting_error(ld, s, name, "is %g; use a number from 0 (record no new trace) to 1 "
+                              "(record every one)", v);
+                continue;
+            }
+            t->sample_ratio = v;
+        } else if (strcmp(key, "tls") == 0) {
+            load_tls(ld, s, "runtime.tracing", 0, &t->tls);
+        } else {
+            unknown_setting(ld, s, name, known);
+        }
+    }
+    if (!t->otlp)
+        setting_error(ld, g, "runtime.tracing.otlp",
+                      "missing; give the OTLP/gRPC collector as \"host:port\" (e.g. \"127.0.0.1:4317\")");
+}
+
 static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     const char *known = "data_dir, ingress, log_level, max_message_bytes, checkpoint, "
                         "max_queued_bytes, idempotency_retention_hours, state_cache_bytes, "
                         "state_filter_bytes, max_streams_per_connection, max_calls, storage, "
-                        "admin, auth, metrics, tls";
+                        "admin, auth, metrics, tls, tracing";
     char name[CFG_SETTING_MAX];
 
     if (!expect_group(ld, g, "runtime", "...")) return;
@@ -902,6 +949,8 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
             load_storage(ld, s, c);
         } else if (strcmp(key, "tls") == 0) {
             load_tls(ld, s, "runtime", 1, &c->tls);
+        } else if (strcmp(key, "tracing") == 0) {
+            load_tracing(ld, s, c);
         } else {
             unknown_setting(ld, s, name, known);
         }
@@ -1510,6 +1559,8 @@ void cfg_cleanup(struct cfg *cfg)
     for (size_t i = 0; i < cfg->n_auth_certs; i++) free(cfg->auth_certs[i].identity);
     free(cfg->auth_certs);
     tls_cfg_cleanup(&cfg->tls);
+    free(cfg->tracing.otlp);
+    tls_cfg_cleanup(&cfg->tracing.tls);
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         free(cfg->endpoints[i].functions);
         free(cfg->endpoints[i].target);

@@ -26,6 +26,11 @@
  *     state_cache_bytes = 8388608;      # state values kept in memory (LRU), 0..64 GiB;
  *                                       # values written but not yet committed are
  *                                       # always kept, whatever the budget
+ *     tracing = {                       # optional: W3C trace context and OTLP spans
+ *       otlp = "127.0.0.1:4317";        # the collector (OTLP/gRPC), host:port
+ *       sample_ratio = 0.1;             # share of new traces recorded, 0..1 (default 1)
+ *       tls = { ca = "ca.crt"; };       # optional, as an endpoint's tls (docs/tracing.md)
+ *     };
  *     tls = {                           # TLS on the ingress (docs/security.md)
  *       cert = "server.crt"; key = "server.key";  # required; the key must match
  *       ca = "ca.crt";                  # CA of client certificates
@@ -204,6 +209,14 @@ struct cfg_cluster {
 };
 #define CFG_CLUSTER_NAME_MAX 64
 
+/* runtime.tracing (trace.h, docs/tracing.md); on = false without it. */
+struct cfg_tracing {
+    bool on;
+    char *otlp;               /* the OTLP/gRPC collector, host:port (required) */
+    double sample_ratio;      /* new traces recorded, 0..1; default 1 */
+    struct cfg_tls tls;       /* optional: TLS to the collector (ca; cert + key) */
+};
+
 struct cfg {
     char *path;               /* the file as given */
     char *data_dir;           /* absolute or relative to cwd after resolution */
@@ -240,6 +253,7 @@ struct cfg {
     struct cfg_egress *egresses;
     size_t n_egresses;
     struct cfg_cluster cluster;
+    struct cfg_tracing tracing;
 };
 
 /* Loads and validates `path`. On success the caller owns *out and releases it

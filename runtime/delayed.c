@@ -125,6 +125,16 @@ void delayed_add(struct server *s, int64_t due_wall_ms, const char *caller_type,
                  const char *caller_id, const char *token, const char *target_type,
                  const char *target_id, const Statemesh__V1__TypedValue *arg)
 {
+    delayed_add_traced(s, due_wall_ms, caller_type, caller_id, token, target_type, target_id, arg,
+                       NULL);
+}
+
+void delayed_add_traced(struct server *s, int64_t due_wall_ms, const char *caller_type,
+                        const char *caller_id, const char *token, const char *target_type,
+                        const char *target_id, const Statemesh__V1__TypedValue *arg,
+                        const struct trace_ctx *tr)
+{
+    char tp[TRACE_PARENT_LEN + 1];
     Statemesh__V1__StoredDelayed sd = STATEMESH__V1__STORED_DELAYED__INIT;
     Statemesh__V1__Address target = STATEMESH__V1__ADDRESS__INIT;
     Statemesh__V1__Address caller = STATEMESH__V1__ADDRESS__INIT;
@@ -144,6 +154,11 @@ void delayed_add(struct server *s, int64_t due_wall_ms, const char *caller_type,
     }
     sd.argument = (Statemesh__V1__TypedValue *)arg;
     sd.token = (char *)(token ? token : "");
+    if (tr) {
+        trace_format(tr->trace_id, tr->parent_id, tr->flags, tp);
+        sd.traceparent = tp;
+        sd.tracestate = (char *)tr->state;
+    }
     buf = rpc_pack(&sd.base, &len);
     store_batch_put_delayed(s->ckpt.batch, kg, due_wall_ms, seq, buf, len);
     free(buf);
@@ -229,6 +244,7 @@ static void on_due(void *arg)
         struct msg *m = msg_create(sd->caller ? sd->caller->type : NULL,
                                    sd->caller ? sd->caller->id : NULL, sd->argument->typename_,
                                    sd->argument->value.data, sd->argument->value.len, NULL);
+        if (s->tracer) m->trace = trace_ctx_from_header(sd->traceparent, sd->tracestate);
         disp_accept(s, &s->endpoints[idx], sd->target->type, sd->target->id, m);
         s->stats.delayed_fired++;
     }

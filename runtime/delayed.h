@@ -41,6 +41,14 @@ struct server;
 void delayed_add(struct server *s, int64_t due_wall_ms, const char *caller_type,
                  const char *caller_id, const char *token, const char *target_type,
                  const char *target_id, const Statemesh__V1__TypedValue *arg);
+/* The same for a traced message (trace.h): `tr` (borrowed; NULL: not
+ * traced) is stored with it, and the message it becomes when it fires
+ * carries the same trace and parent span. */
+struct trace_ctx;
+void delayed_add_traced(struct server *s, int64_t due_wall_ms, const char *caller_type,
+                        const char *caller_id, const char *token, const char *target_type,
+                        const char *target_id, const Statemesh__V1__TypedValue *arg,
+                        const struct trace_ctx *tr);
 /* 1 if `sender` has a pending delayed message with `token`. */
 int delayed_pending(struct server *s, const char *type, const char *id, const char *token);
 /* Cancels it if pending; returns 1 if something was cancelled. */

@@ -68,6 +68,7 @@ static struct mbox *enqueue(struct server *s, struct endpoint *ep, const char *t
                             const char *id, struct msg *m)
 {
     struct mbox *mb = mbox_get(&s->mboxes, type, id, ep);
+    if (m->trace) m->trace->enqueued_ns = trace_now_ns();
     mbox_push(mb, m);
     s->stats.queued_messages++;
     s->stats.queued_bytes += (int64_t)msg_footprint(m);
@@ -160,13 +161,24 @@ static void pause_address(struct server *s, struct mbox *mb, const char *why)
               log_quote(q + 120, sizeof q - 120, why));
 }
 
+/* " trace_id=<32 hex>" for log lines about a traced message, else "". */
+static const char *trace_log(const struct msg *m, char buf[48])
+{
+    buf[0] = '\0';
+    if (m && m->trace) {
+        memcpy(buf, " trace_id=", 10);
+        trace_id_hex(m->trace->trace_id, buf + 10);
+    }
+    return buf;
+}
+
 static void fail_batch(struct server *s, struct mbox *mb, const char *why)
 {
     const struct cfg_retry *rp = &mb->ep->cfg->retry;
     double d = rp->initial_backoff_ms > 0 ? rp->initial_backoff_ms : RETRY_INITIAL_MS;
     double max = rp->max_backoff_ms > 0 ? rp->max_backoff_ms : RETRY_MAX_MS;
     int64_t delay;
-    char q[600];
+    char q[600], tl[48];
 
     s->stats.batches_failed++;
     set_error(mb, why);
@@ -196,8 +208,8 @@ static void fail_batch(struct server *s, struct mbox *mb, const char *why)
     for (uint32_t i = 1; i < mb->attempts && d < max; i++) d *= rp->multiplier > 1.0 ? rp->multiplier : 2.0;
     delay = (int64_t)(d < max ? d : max);
     LOG_WARN(&s->log, "message.retry", "type=%s id=%s attempt=%u max_attempts=%d retry_in_ms=%lld "
-             "reason=%s", mb->type, log_quote(q, 120, mb->id), mb->attempts, rp->max_attempts,
-             (long long)delay, log_quote(q + 120, sizeof q - 120, why));
+             "reason=%s%s", mb->type, log_quote(q, 120, mb->id), mb->attempts, rp->max_attempts,
+             (long long)delay, log_quote(q + 120, sizeof q - 120, why), trace_log(mb->head, tl));
     mb->state = MBOX_BACKOFF;
     mb->fail->retry_at_ms = timer_wall_ms() + delay;
     mb->retry.fn = on_retry_timer;
@@ -341,6 +353,7 @@ static void scratch_invocations(struct disp_scratch *sc, size_t n)
 void disp_cleanup(struct server *s)
 {
     struct disp_scratch *sc = &s->scratch;
+    free(sc->tp);
     free(sc->sv);
     free(sc->svp);
     free(sc->tv);
@@ -424,6 +437,69 @@ static int read_state(struct server *s, struct mbox *mb, const struct ftype *ft,
 
 static void run_ops(struct server *s, struct mbox *mb);
 
+/* ---- tracing (trace.h) ----------------------------------------------------
+ *
+ * A traced message gets its invocation span id when it is sent (a resent
+ * or retried message a new one); its queue span (enqueued .. sent) is
+ * recorded then, its invocation span (sent .. answered) when the batch
+ * ends, and its checkpoint span (applied .. durable) by the loop after the
+ * commit (tracer_checkpoint_done). Only sampled contexts record spans. */
+static void trace_invocation(struct server *s, struct mbox *mb, struct msg *m,
+                             Statemesh__V1__Invocation *inv, size_t i, size_t n)
+{
+    struct disp_scratch *sc = &s->scratch;
+    struct trace_ctx *tc = m->trace;
+    char *tp;
+
+    if (!s->tracer) return;
+    if (sc->cap_tp < n) {
+        char *p = realloc(sc->tp, n * (TRACE_PARENT_LEN + 1));
+        if (!p) abort();
+        sc->tp = p;
+        sc->cap_tp = n;
+    }
+    tracer_new_span_id(s->tracer, tc->span_id);
+    tc->sent_ns = trace_now_ns();
+    if (tc->flags & TRACE_FLAG_SAMPLED) {
+        struct trace_span sp;
+        uint8_t qid[8];
+        tracer_new_span_id(s->tracer, qid);
+        trace_span_init(&sp, tc->trace_id, qid, tc->parent_id, tc->flags, TRACE_INTERNAL,
+                        "statemesh.queue", tc->enqueued_ns, tc->sent_ns);
+        trace_span_address(&sp, mb->type, mb->id);
+        tracer_emit(s->tracer, &sp);
+    }
+    tp = sc->tp + i * (TRACE_PARENT_LEN + 1);
+    trace_format(tc->trace_id, tc->span_id, tc->flags, tp);
+    inv->traceparent = tp;
+    if (tc->state[0]) inv->tracestate = tc->state;
+}
+
+/* The batch in flight ended: records the invocation span of each of its
+ * sampled messages. why: NULL when answered, else the failure. */
+static void trace_batch_end(struct server *s, struct mbox *mb, const char *why)
+{
+    int64_t now = 0;
+    for (struct msg *m = mb->batch; m; m = m->next) {
+        struct trace_ctx *tc = m->trace;
+        struct trace_span sp;
+        if (!tc || !tc->sent_ns) continue;
+        if (!now) now = trace_now_ns();
+        if (tc->flags & TRACE_FLAG_SAMPLED) {
+            trace_span_init(&sp, tc->trace_id, tc->span_id, tc->parent_id, tc->flags, TRACE_CLIENT,
+                            "statemesh.invoke", tc->sent_ns, now);
+            trace_span_address(&sp, mb->type, mb->id);
+            sp.count = mb->nbatch;
+            if (why) {
+                sp.error = 1;
+                snprintf(sp.status, sizeof sp.status, "%s", why);
+            }
+            tracer_emit(s->tracer, &sp);
+        }
+        tc->enqueued_ns = now;     /* a retry's queue span starts here */
+    }
+}
+
 static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
 {
     struct ftype *ft = ep_find_type(ep, mb->type);
@@ -478,6 +554,7 @@ static void dispatch_one(struct server *s, struct endpoint *ep, struct mbox *mb)
             sc->callers[i].id = (char *)m->caller_id;
             sc->inv[i].caller = &sc->callers[i];
         }
+        if (m->trace) trace_invocation(s, mb, m, &sc->inv[i], i, n);
         sc->invp[i] = &sc->inv[i];
     }
     b.req.target = &b.target;
@@ -721,6 +798,9 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
 {
     struct store_batch *b = s->ckpt.batch;
     struct msg **msgs;
+    const struct trace_ctx *first_traced = NULL;
+    struct trace_ctx *child = NULL;
+    char tp[TRACE_PARENT_LEN + 1];
     int64_t now = timer_wall_ms();
     uint32_t consumed;
     struct msg *m;
@@ -763,18 +843,26 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
         nm->call_id = cause->call_id;
         nm->call_kg1 = cause->call_kg1;
         nm->call_boot = cause->call_boot;
+        if (cause->trace) nm->trace = trace_ctx_child(cause->trace);
         disp_accept(s, &s->endpoints[idx], o->target->type, o->target->id, nm);
     }
     for (i = 0; i < r->n_cancellations; i++)
         delayed_cancel(s, mb->type, mb->id, r->cancellations[i]->token);
+    /* Delayed messages and egress records name no invocation: they carry the
+     * context of the batch's first traced message. */
+    for (i = 0; i < mb->nbatch && !first_traced; i++) first_traced = msgs[i]->trace;
+    if (first_traced && r->n_delayed_messages) child = trace_ctx_child(first_traced);
     for (i = 0; i < r->n_delayed_messages; i++) {
         const Statemesh__V1__DelayedMessage *d = r->delayed_messages[i];
-        delayed_add(s, now + (int64_t)d->delay_ms, mb->type, mb->id, d->cancellation_token,
-                    d->target->type, d->target->id, d->argument);
+        delayed_add_traced(s, now + (int64_t)d->delay_ms, mb->type, mb->id, d->cancellation_token,
+                           d->target->type, d->target->id, d->argument, child);
     }
+    free(child);
+    if (first_traced && r->n_egress_records)
+        trace_format(first_traced->trace_id, first_traced->span_id, first_traced->flags, tp);
     for (i = 0; i < r->n_egress_records; i++)
-        egress_append(s, cfg_find_egress(&s->cfg, r->egress_records[i]->egress), mb->type, mb->id,
-                      r->egress_records[i]->value);
+        egress_append_traced(s, cfg_find_egress(&s->cfg, r->egress_records[i]->egress), mb->type,
+                             mb->id, r->egress_records[i]->value, first_traced ? tp : NULL);
     for (i = 0; i < r->n_replies; i++) {
         const Statemesh__V1__Reply *rp = r->replies[i];
         const struct msg *cause = msgs[rp->invocation_index];
@@ -790,6 +878,10 @@ static void apply_result(struct server *s, struct mbox *mb, const struct ftype *
                        rp->value->value.len);
         s->stats.replies++;
     }
+    if (first_traced)
+        for (m = mb->batch; m; m = m->next)
+            if (m->trace && (m->trace->flags & TRACE_FLAG_SAMPLED))
+                tracer_checkpoint_wait(s->tracer, m->trace);
     consumed = mb->nbatch;
     s->stats.messages_delivered += consumed;
     s->stats.queued_messages -= consumed;
@@ -1082,12 +1174,16 @@ void disp_state_op(struct server *s, struct endpoint *ep, const char *type, cons
 void disp_on_response(struct server *s, struct endpoint *ep, struct mbox *mb,
                       const Statemesh__V1__BatchResponse *resp)
 {
+    if (s->tracer)
+        trace_batch_end(s, mb, resp->outcome_case == STATEMESH__V1__BATCH_RESPONSE__OUTCOME_FAILURE
+                                   ? resp->failure->message : NULL);
     on_response(s, ep, mb, resp);
     if (mb->ops && mb->state != MBOX_INFLIGHT) run_ops(s, mb);
 }
 
 void disp_on_lost(struct server *s, struct mbox *mb, int failed, const char *why)
 {
+    if (s->tracer) trace_batch_end(s, mb, why);
     on_lost(s, mb, failed, why);
     if (mb->ops && mb->state != MBOX_INFLIGHT) run_ops(s, mb);
 }

@@ -34,6 +34,8 @@ struct disp_scratch {
     Statemesh__V1__TypedValue *args;
     struct msg **msgs;
     size_t cap_inv;
+    char *tp;                  /* traceparents of a batch's traced invocations (trace.h) */
+    size_t cap_tp;
 };
 
 void disp_cleanup(struct server *s);

@@ -82,6 +82,12 @@ int egress_open(struct server *s)
 void egress_append(struct server *s, int idx, const char *src_type, const char *src_id,
                    const Statemesh__V1__TypedValue *v)
 {
+    egress_append_traced(s, idx, src_type, src_id, v, NULL);
+}
+
+void egress_append_traced(struct server *s, int idx, const char *src_type, const char *src_id,
+                          const Statemesh__V1__TypedValue *v, const char *traceparent)
+{
     struct egress_log *l = &s->egresses[idx];
     Statemesh__V1__StoredEgress rec = STATEMESH__V1__STORED_EGRESS__INIT;
     Statemesh__V1__Address src = STATEMESH__V1__ADDRESS__INIT;
@@ -93,6 +99,7 @@ void egress_append(struct server *s, int idx, const char *src_type, const char *
     rec.source = &src;
     rec.timestamp_ms = timer_wall_ms();
     rec.value = (Statemesh__V1__TypedValue *)v;
+    if (traceparent) rec.traceparent = (char *)traceparent;
     buf = rpc_pack(&rec.base, &len);
     store_batch_put_egress(s->ckpt.batch, l->cfg->name, l->next++, buf, len);
     free(buf);
@@ -165,6 +172,7 @@ static int collect_one(void *arg, uint64_t offset, const uint8_t *val, size_t le
     c->e[c->n].timestamp_ms = st->timestamp_ms;
     c->e[c->n].source = st->source;
     c->e[c->n].value = st->value;
+    c->e[c->n].traceparent = st->traceparent;
     if (c->node) c->e[c->n].node = (char *)c->node;
     c->ep[c->n] = &c->e[c->n];
     c->stored[c->n] = st;

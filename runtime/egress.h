@@ -49,6 +49,10 @@ void egress_close(struct server *s);
 /* Appends a record to log `idx` in the open checkpoint. */
 void egress_append(struct server *s, int idx, const char *src_type, const char *src_id,
                    const Statemesh__V1__TypedValue *v);
+/* The same with the W3C traceparent of the invocation that wrote it (NULL
+ * or "": not traced), stored with the record and given to subscribers. */
+void egress_append_traced(struct server *s, int idx, const char *src_type, const char *src_id,
+                          const Statemesh__V1__TypedValue *v, const char *traceparent);
 /* Checkpoint hooks: before the write (metadata) and after it is durable
  * (records become visible, subscribers are woken). */
 void egress_before_commit(struct server *s);

@@ -32,6 +32,14 @@ struct pcall {
     uint64_t id;
     struct timer deadline;     /* Call: answers DEADLINE_EXCEEDED just before gRPC does */
     int64_t timeout_ms;        /* the client's deadline as it arrived, for the message */
+    struct ispan *span;        /* its ingress span (runtime.tracing), NULL: none */
+};
+
+/* The ingress span of a traced Send or Call, recorded when it is answered.
+ * `msg` is the context its message carries: parent = this span. */
+struct ispan {
+    struct trace_span sp;
+    struct trace_ctx *msg;     /* moved to the message when admitted */
 };
 
 /* A Call is answered this long before its client's deadline, so the client
@@ -63,6 +71,7 @@ struct ingress {
 /* ---- pending calls ------------------------------------------------------- */
 
 static void on_cancel(void *arg, struct rpc_call *call);
+static void ispan_end(struct ingress *in, struct ispan *is, int code, const char *why);
 
 static struct pcall *pending_add(struct ingress *in, struct rpc_call *call)
 {
@@ -94,6 +103,7 @@ static struct pcall *pending_add(struct ingress *in, struct rpc_call *call)
     pc->in = in;
     pc->call = call;
     pc->id = ((uint64_t)in->gens[idx] << 32) | (idx + 1);
+    pc->span = NULL;
     timer_init(&pc->deadline, NULL, pc);
     in->slots[idx] = pc;
     in->live++;
@@ -116,13 +126,21 @@ static struct pcall *pending_take(struct ingress *in, uint64_t id)
     return pc;
 }
 
+/* Frees a taken pending call, recording its ingress span with `code`. */
+static void pcall_free(struct ingress *in, struct pcall *pc, int code, const char *why)
+{
+    if (!pc) return;
+    ispan_end(in, pc->span, code, why);
+    free(pc);
+}
+
 static void on_call_deadline(void *arg)
 {
     struct pcall *pc = arg;
     struct ingress *in = pc->in;
     struct rpc_call *call = pc->call;
     long long ms = (long long)pc->timeout_ms;
-    free(pending_take(in, pc->id));
+    pcall_free(in, pending_take(in, pc->id), RPC_DEADLINE_EXCEEDED, "no reply in time");
     rpc_call_error(call, RPC_DEADLINE_EXCEEDED, "no reply within %lld ms; the message is durable "
                    "and will still be processed (retry with --idempotency-key to apply it once)",
                    ms);
@@ -139,11 +157,66 @@ static void call_deadline_start(struct ingress *in, struct pcall *pc)
     timer_start(&in->s->timers, &pc->deadline, rpc_now_ms() + left - margin);
 }
 
+/* ---- tracing (trace.h) ------------------------------------------------------ */
+
+/* The ingress span of a call with metadata traceparent/tracestate: a child
+ * of the client's span when the header is valid, else a new trace when
+ * sampled (a malformed header is ignored, per W3C). NULL: not traced. */
+static struct ispan *ispan_start(struct server *s, const char *tp, size_t tplen, const char *ts,
+                                 size_t tslen, const char *name)
+{
+    struct ispan *is;
+    uint8_t tid[16], parent[8], sid[8], flags;
+    int has_parent = tp && trace_parse(tp, tplen, tid, parent, &flags) == 0;
+
+    if (!has_parent) {
+        if (!tracer_sample(s->tracer)) return NULL;
+        tracer_new_trace_id(s->tracer, tid);
+        flags = TRACE_FLAG_SAMPLED;
+        ts = NULL;
+    }
+    if (ts && !trace_state_ok(ts, tslen)) ts = NULL;
+    tracer_new_span_id(s->tracer, sid);
+    is = malloc(sizeof *is);
+    if (!is) abort();
+    trace_span_init(&is->sp, tid, sid, has_parent ? parent : NULL, flags, TRACE_SERVER, name,
+                    trace_now_ns(), 0);
+    is->msg = trace_ctx_create(tid, sid, flags, ts, ts ? tslen : 0);
+    return is;
+}
+
+static struct ispan *ispan_call(struct ingress *in, const struct rpc_call *call, const char *name)
+{
+    const char *tp, *ts;
+    size_t tplen, tslen;
+    if (!in->s->tracer) return NULL;
+    tp = rpc_call_metadata(call, "traceparent", &tplen);
+    ts = rpc_call_metadata(call, "tracestate", &tslen);
+    return ispan_start(in->s, tp, tplen, ts, tslen, name);
+}
+
+/* Records the span (sampled only) and frees it. code: the call's status. */
+static void ispan_end(struct ingress *in, struct ispan *is, int code, const char *why)
+{
+    if (!is) return;
+    if (is->sp.flags & TRACE_FLAG_SAMPLED) {
+        is->sp.end_ns = trace_now_ns();
+        if (code != RPC_OK) {
+            is->sp.error = 1;
+            snprintf(is->sp.status, sizeof is->sp.status, "%s: %s", rpc_status_name(code),
+                     why ? why : "");
+        }
+        tracer_emit(in->s->tracer, &is->sp);
+    }
+    free(is->msg);
+    free(is);
+}
+
 static void on_cancel(void *arg, struct rpc_call *call)
 {
     struct pcall *pc = arg;
     (void)call;
-    free(pending_take(pc->in, pc->id));
+    pcall_free(pc->in, pending_take(pc->in, pc->id), RPC_CANCELLED, "the client went away");
 }
 
 void ingress_complete(struct ingress *in, const struct ckpt_ack *a)
@@ -177,7 +250,8 @@ void ingress_complete(struct ingress *in, const struct ckpt_ack *a)
         break;
     }
     }
-    free(pc);
+    pcall_free(in, pc, a->kind == CKPT_ACK_ERROR ? a->code : RPC_OK,
+               a->kind == CKPT_ACK_ERROR ? (const char *)a->data : NULL);
 }
 
 uint64_t ingress_hold(struct ingress *in, struct rpc_call *call)
@@ -197,6 +271,7 @@ struct inmsg {
     uint64_t delay_ms;
     int is_call;
     const char *bad_string;    /* a string field is not UTF-8 or holds a NUL: why */
+    const struct trace_ctx *trace; /* copied onto the message; NULL: not traced */
     const char *method;        /* unary: the method and request, to forward (forward.h) */
     const uint8_t *req;
     size_t len;
@@ -294,8 +369,8 @@ static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im,
 {
     if (im->key[0]) idem_remember(s, im->target->type, im->target->id, im->key, im->is_call);
     if (im->delay_ms) {
-        delayed_add(s, timer_wall_ms() + (int64_t)im->delay_ms, NULL, NULL, NULL,
-                    im->target->type, im->target->id, im->arg);
+        delayed_add_traced(s, timer_wall_ms() + (int64_t)im->delay_ms, NULL, NULL, NULL,
+                           im->target->type, im->target->id, im->arg, im->trace);
     } else {
         char *rk = im->is_call && im->key[0] ? idem_reply_key(im->target->type, im->target->id,
                                                               im->key)
@@ -304,6 +379,10 @@ static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im,
                                    im->arg->value.len, rk);
         free(rk);
         m->call_id = call_id;
+        if (im->trace)
+            m->trace = trace_ctx_create(im->trace->trace_id, im->trace->parent_id,
+                                        im->trace->flags, im->trace->state,
+                                        strlen(im->trace->state));
         if (!im->key[0]) {         /* a key's record must not outlive a lost message */
             m->src = src;
             m->src_seq = src_seq;
@@ -313,9 +392,11 @@ static void admit(struct server *s, struct endpoint *ep, const struct inmsg *im,
     s->stats.messages_received++;
 }
 
-static void accept_unary(struct ingress *in, struct rpc_call *call, const struct inmsg *im)
+static void accept_unary(struct ingress *in, struct rpc_call *call, struct inmsg *im)
 {
     struct server *s = in->s;
+    struct ispan *span = ispan_call(in, call, im->is_call ? "statemesh.ingress/Call"
+                                                          : "statemesh.ingress/Send");
     struct endpoint *ep;
     struct pcall *pc;
     char why[600];
@@ -324,8 +405,11 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
     if ((ep = check_message(s, im, &code, why, sizeof why)) == NULL) {
         /* Not served here: forwarded to the owner, or refused naming it (forward.h). */
         if (code == RPC_UNAVAILABLE && s->cluster && im->target && !s->stopping &&
-            fwd_unary(s, call, im->method, im->req, im->len, im->target->type, im->target->id))
+            fwd_unary(s, call, im->method, im->req, im->len, im->target->type, im->target->id)) {
+            ispan_end(in, span, RPC_OK, NULL);     /* the owner node answers it */
             return;
+        }
+        ispan_end(in, span, code, why);
         rpc_call_error(call, code, "%s", why);
         return;
     }
@@ -333,6 +417,11 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
                                 im->target->id))
         return;                    /* served here: this adds the owner to the answer */
     pc = pending_add(in, call);
+    pc->span = span;
+    if (span) {
+        im->trace = span->msg;
+        trace_span_address(&span->sp, im->target->type, im->target->id);
+    }
     if (im->key[0]) {
         switch (idem_check(s, im->target->type, im->target->id, im->key, im->is_call, pc->id)) {
         case IDEM_NEW: break;
@@ -340,18 +429,18 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
             if (im->is_call) call_deadline_start(in, pc);
             return;
         case IDEM_CONFLICT:
-            free(pending_take(in, pc->id));
+            pcall_free(in, pending_take(in, pc->id), RPC_ALREADY_EXISTS, "idempotency conflict");
             rpc_call_error(call, RPC_ALREADY_EXISTS,
                            "idempotency key was already used by a Send, which has no reply");
             return;
         default:
-            free(pending_take(in, pc->id));
+            pcall_free(in, pending_take(in, pc->id), RPC_INTERNAL, "idempotency records unreadable");
             rpc_call_error(call, RPC_INTERNAL, "cannot read idempotency records (see the runtime log)");
             return;
         }
     }
     if (overloaded(s)) {
-        free(pending_take(in, pc->id));
+        pcall_free(in, pending_take(in, pc->id), RPC_RESOURCE_EXHAUSTED, "runtime queues are full");
         s->stats.rejected_overloaded++;
         rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
                        "runtime queues are full (%lld bytes queued, runtime.max_queued_bytes = %zu); "
@@ -379,6 +468,7 @@ static void accept_request(struct ingress *in, struct rpc_call *call,
     im.delay_ms = delay_ms;
     im.is_call = is_call;
     im.bad_string = wire_check_strings(desc, req, len, bad, sizeof bad) ? bad : NULL;
+    im.trace = NULL;
     im.method = is_call ? "/statemesh.v1.Ingress/Call" : "/statemesh.v1.Ingress/Send";
     im.req = req;
     im.len = len;
@@ -475,6 +565,9 @@ struct sstream {
     struct serr *errs;
     size_t nerrs, cap;
     unsigned half_closed : 1;
+    /* runtime.tracing and a valid traceparent on the stream: every message
+     * of the stream is a child of the client's span (docs/tracing.md). */
+    struct trace_ctx *trace;
     unsigned forwarded_in : 1; /* came from another node: never forwarded again */
     uint64_t local_durable;    /* what this node's checkpoints cover (durable: also the owners') */
     struct fwd_stream **routes;   /* forwarded streams, one per owner node (forward.h) */
@@ -489,6 +582,7 @@ static void stream_free(struct sstream *st)
     if (st->next) st->next->prev = st->prev;
     for (size_t i = 0; i < st->nerrs; i++) free(st->errs[i].msg);
     free(st->errs);
+    free(st->trace);
     for (size_t i = 0; i < st->nroutes; i++) fwd_stream_close(st->routes[i]);
     free(st->routes);
     ckpt_source_detach(&in->s->ckpt, &st->src);
@@ -698,6 +792,7 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         im.is_call = 0;
         im.bad_string = wire_check_strings(&statemesh__v1__stream_message__descriptor, body,
                                            blen, bad, sizeof bad) ? bad : NULL;
+        im.trace = st->trace;
         im.method = NULL;
         im.req = NULL;
         im.len = 0;
@@ -753,6 +848,15 @@ static void on_send_stream(void *arg, struct rpc_scall *c)
     }
     st->in = in;
     st->c = c;
+    if (in->s->tracer) {
+        size_t tplen, tslen;
+        const char *tp = rpc_scall_metadata(c, "traceparent", &tplen);
+        const char *ts = rpc_scall_metadata(c, "tracestate", &tslen);
+        uint8_t tid[16], sid[8], flags;
+        if (tp && trace_parse(tp, tplen, tid, sid, &flags) == 0)
+            st->trace = trace_ctx_create(tid, sid, flags, ts && trace_state_ok(ts, tslen) ? ts : NULL,
+                                         tslen);
+    }
     st->forwarded_in = in->s->cluster && rpc_scall_has_metadata(c, "x-statemesh-forwarded");
     ckpt_source_attach(&in->s->ckpt, &st->src);
     st->next = in->streams;
@@ -926,7 +1030,12 @@ void ingress_destroy(struct ingress **inp)
 {
     struct ingress *in = *inp;
     if (!in) return;
-    for (size_t i = 0; i < in->cap; i++) free(in->slots[i]);
+    for (size_t i = 0; i < in->cap; i++)
+        if (in->slots[i]) {
+            if (in->slots[i]->span) free(in->slots[i]->span->msg);
+            free(in->slots[i]->span);
+            free(in->slots[i]);
+        }
     free(in->slots);
     free(in->gens);
     free(in->free);

@@ -1,5 +1,6 @@
 /* mailbox — see mailbox.h. */
 #include "mailbox.h"
+#include "trace.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,11 @@ struct msg *msg_create(const char *caller_type, const char *caller_id, const cha
     return m;
 }
 
-void msg_destroy(struct msg *m) { free(m); }
+void msg_destroy(struct msg *m)
+{
+    free(m->trace);
+    free(m);
+}
 
 struct mbox_op *mbox_op_fn(void (*fn)(struct server *s, struct mbox *mb, void *arg),
                            void (*drop)(void *arg), void *arg)
@@ -88,7 +93,8 @@ struct mbox_op *mbox_op_create(uint64_t call_id, const char *name, const char *t
 size_t msg_footprint(const struct msg *m)
 {
     return sizeof *m + (m->caller_type ? strlen(m->caller_type) + strlen(m->caller_id) + 2 : 0) +
-           strlen(m->typename) + 1 + (m->reply_key ? strlen(m->reply_key) + 1 : 0) + m->len;
+           strlen(m->typename) + 1 + (m->reply_key ? strlen(m->reply_key) + 1 : 0) + m->len +
+           (m->trace ? sizeof *m->trace + strlen(m->trace->state) + 1 : 0);
 }
 
 static uint64_t addr_hash(const char *type, const char *id)

@@ -30,6 +30,7 @@
 #include "timer.h"
 
 struct ckpt_source;
+struct trace_ctx;
 struct server;
 struct mbox;
 
@@ -46,6 +47,7 @@ struct msg {
     uint64_t call_boot;        /* that node's incarnation (peer.h) */
     const uint8_t *data;
     size_t len;
+    struct trace_ctx *trace;   /* W3C trace context (trace.h), owned; NULL: not traced */
     /* Its inbox (M) key is not in the store yet: it waits in the open
      * checkpoint's pending list (see checkpoint.h) and is written only if
      * the message is still unconsumed when the checkpoint commits. */
@@ -64,7 +66,8 @@ struct msg {
 };
 
 /* Copies everything into one allocation. caller_type/id and reply_key may
- * be NULL. */
+ * be NULL. A trace context, if any, is set (m->trace, ownership moves)
+ * before the message is queued: msg_footprint counts it. */
 struct msg *msg_create(const char *caller_type, const char *caller_id, const char *typename,
                        const uint8_t *data, size_t len, const char *reply_key);
 void msg_destroy(struct msg *m);

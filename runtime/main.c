@@ -172,6 +172,7 @@ static int recover_one(void *arg, const char *type, const char *id, uint64_t seq
                    sm->argument->typename_, sm->argument->value.data, sm->argument->value.len,
                    sm->reply_key);
     m->seq = seq;
+    if (s->tracer) m->trace = trace_ctx_from_header(sm->traceparent, sm->tracestate);
     disp_recover(s, &s->endpoints[idx], type, id, m);
     rc->count++;
     statemesh__v1__stored_message__free_unpacked(sm, NULL);
@@ -336,6 +337,7 @@ static int commit(struct server *s)
 
     if (ckpt_dirty(ck)) egress_before_commit(s);   /* egress offsets join the group */
     if ((rc = ckpt_commit(s)) <= 0) return rc;
+    tracer_checkpoint_done(s->tracer);
     for (size_t i = 0; i < ck->nacks; i++) ingress_complete(s->ingress, &ck->acks[i]);
     ckpt_released(ck);
     while ((mb = mbox_list_pop(&ck->parked)) != NULL) disp_unpark(s, mb);
@@ -405,6 +407,10 @@ static int run_loop(struct server *s)
             if (commit(s) != 0) return storage_failed(s);
         disp_run(s);
         ingress_poll_streams(s->ingress);
+        if (s->tracer) {
+            s->stats.spans_exported = tracer_exported(s->tracer);
+            s->stats.spans_dropped = tracer_dropped(s->tracer);
+        }
         metrics_publish(s, 0);
 
         if (phase == DRAINING) {
@@ -598,6 +604,15 @@ int main(int argc, char **argv)
     grpc_init();
     grpc_up = 1;
     if (rpc_loop_init(&s.loop, &s.log) != 0) goto out;
+    if (s.cfg.tracing.on) {        /* before recovery: recovered messages keep their trace */
+        if (tracer_create(&s.tracer, &s.cfg.tracing, &s.loop, &s.timers, &s.log, err,
+                          sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: runtime.%s; not starting\n", err);
+            goto out;
+        }
+        LOG_INFO(&s.log, "tracing.on", "otlp=%s sample_ratio=%g tls=%s", s.cfg.tracing.otlp,
+                 s.cfg.tracing.sample_ratio, s.cfg.tracing.tls.on ? "on" : "off");
+    }
     s.n_endpoints = s.cfg.n_endpoints;
     s.endpoints = calloc(s.n_endpoints + 1, sizeof *s.endpoints);
     if (!s.endpoints) goto out;
@@ -703,6 +718,14 @@ out:
             timer_run_due(&s.timers, rpc_now_ms());
         }
         if (cluster_idle(s.cluster)) cluster_destroy(&s.cluster);
+    }
+    if (s.tracer) {                /* the last spans, while the collector is there */
+        tracer_stop(s.tracer);
+        for (int64_t until = rpc_now_ms() + CLOSE_MS; !tracer_idle(s.tracer) && rpc_now_ms() < until;)
+            rpc_loop_next(&s.loop, rpc_now_ms() + 50);
+        LOG_INFO(&s.log, "tracing.stopped", "spans_exported=%lld spans_dropped=%lld",
+                 (long long)tracer_exported(s.tracer), (long long)tracer_dropped(s.tracer));
+        if (tracer_idle(s.tracer)) tracer_destroy(&s.tracer);
     }
     metrics_destroy(&s.metrics);
     spcreate_shutdown(&s);

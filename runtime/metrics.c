@@ -316,6 +316,10 @@ static void render(struct text *t, const struct view *v)
       st->idempotent_duplicates);
     G("subscribers", "Egress subscriptions open.", st->subscribers);
     G("send_streams", "SendStream calls open.", st->send_streams);
+    C("spans_exported_total", "Trace spans the OTLP collector accepted (runtime.tracing).",
+      st->spans_exported);
+    C("spans_dropped_total", "Trace spans dropped: export queue full or export failed.",
+      st->spans_dropped);
 #undef C
 #undef G
 

@@ -1477,3 +1477,26 @@ void rpc_stream_cancel(struct rpc_stream *s)
 {
     grpc_call_cancel(s->call, NULL);
 }
+
+/* ---- request metadata ------------------------------------------------------ */
+
+static const char *md_find(const grpc_metadata_array *md, const char *key, size_t *len)
+{
+    for (size_t i = 0; i < md->count; i++)
+        if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) {
+            *len = GRPC_SLICE_LENGTH(md->metadata[i].value);
+            return (const char *)GRPC_SLICE_START_PTR(md->metadata[i].value);
+        }
+    *len = 0;
+    return NULL;
+}
+
+const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len)
+{
+    return md_find(&call->md, key, len);
+}
+
+const char *rpc_scall_metadata(const struct rpc_scall *c, const char *key, size_t *len)
+{
+    return md_find(&c->md, key, len);
+}

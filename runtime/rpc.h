@@ -188,6 +188,12 @@ int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *va
 int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len);
 
+/* The value of the client's metadata `key` (lowercase), borrowed while the
+ * call lives, not NUL-terminated; NULL when absent (the first one when
+ * repeated). */
+const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len /* OUT */);
+const char *rpc_scall_metadata(const struct rpc_scall *c, const char *key, size_t *len /* OUT */);
+
 /* Adds trailing metadata pairs (as rpc_call_error_md) that the call's
  * answer, whichever it is, will carry; copied. */
 void rpc_call_add_trailer(struct rpc_call *call, const char *const *md, size_t nmd);

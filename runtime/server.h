@@ -32,6 +32,7 @@
 #include "store.h"
 #include "timer.h"
 #include "tls.h"
+#include "trace.h"
 
 struct stats {
     int64_t messages_received;     /* accepted at the ingress */
@@ -67,6 +68,8 @@ struct stats {
     int64_t addresses_paused;      /* current: retries exhausted, waiting for an operator */
     int64_t bootstrap_loaded;      /* bootstrap entries loaded */
     int64_t bootstrap_already;     /* bootstrap entries found already loaded */
+    int64_t spans_exported;        /* runtime.tracing: accepted by the collector */
+    int64_t spans_dropped;         /* runtime.tracing: ring full or export failed */
     int64_t forwarded;             /* calls forwarded to their owner node (forward.h) */
 };
 
@@ -99,6 +102,7 @@ struct server {
     uint64_t next_seq;
     struct stats stats;
     struct metrics *metrics;       /* runtime.metrics (metrics.h), NULL = off */
+    struct tracer *tracer;         /* runtime.tracing (trace.h), NULL = off */
     int lock_fd;
     int stopping;                  /* no new batches are dispatched */
     struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */

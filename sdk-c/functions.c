@@ -217,6 +217,8 @@ struct sm_ctx {
     sm_address self;
     sm_address caller;
     bool has_caller;
+    const char *traceparent;  /* the invocation's, NULL: not traced */
+    char trace_id[33];
     size_t index, batch_size;
     struct slot *slots;
     struct ptr_vec out_msgs;  /* Statemesh__V1__OutgoingMessage * */
@@ -271,6 +273,16 @@ const sm_address *sm_ctx_self(const sm_ctx *ctx)
 const sm_address *sm_ctx_caller(const sm_ctx *ctx)
 {
     return ctx->has_caller ? &ctx->caller : NULL;
+}
+
+const char *sm_ctx_traceparent(const sm_ctx *ctx)
+{
+    return ctx->traceparent;
+}
+
+const char *sm_ctx_trace_id(const sm_ctx *ctx)
+{
+    return ctx->traceparent ? ctx->trace_id : NULL;
 }
 
 size_t sm_ctx_invocation_index(const sm_ctx *ctx)
@@ -925,6 +937,14 @@ int sm_functions_process(const sm_functions *fns, const Statemesh__V1__BatchRequ
         if (ctx.has_caller) {
             ctx.caller.type = inv->caller->type;
             ctx.caller.id = inv->caller->id;
+        }
+        /* "vv-<32 hex>-<16 hex>-ff": the trace id is characters 3..34. */
+        ctx.traceparent = inv && inv->traceparent && strlen(inv->traceparent) >= 55 &&
+                                  inv->traceparent[2] == '-' && inv->traceparent[35] == '-'
+                              ? inv->traceparent : NULL;
+        if (ctx.traceparent) {
+            memcpy(ctx.trace_id, ctx.traceparent + 3, 32);
+            ctx.trace_id[32] = '\0';
         }
         if (inv && inv->argument) {
             message.typename = inv->argument->typename_ ? inv->argument->typename_ : "";

@@ -16,7 +16,8 @@ Wire layout (protocol/statemesh/v1/function.proto):
                     3: repeated StateValue, 4: repeated Invocation }
     Address       { 1: type, 2: id }          TypedValue { 1: typename, 2: value }
     StateValue    { 1: name, 2: TypedValue }  Invocation { 1: caller Address,
-                                                           2: argument TypedValue }
+                                                           2: argument TypedValue,
+                                                           3: traceparent }
     FromFunction  { 1: repeated BatchResponse }
     BatchResponse { 1: batch_id, oneof { 2: Result, 3: Incomplete, 4: Failure } }
     Result        { 1: repeated StateMutation, 2: repeated OutgoingMessage,
@@ -185,11 +186,11 @@ def _state_value(data, pos, end, states):
 
 
 def _invocation(data, pos, end):
-    caller = None
+    caller = tp = None
     tn = v = b""
     while pos < end:
         tag = data[pos]
-        if tag == 0x0A or tag == 0x12:
+        if tag == 0x0A or tag == 0x12 or tag == 0x1A:
             pos += 1
             ln = data[pos]
             pos += 1
@@ -200,12 +201,14 @@ def _invocation(data, pos, end):
                 raise DecodeError("truncated invocation")
             if tag == 0x12:
                 tn, v = _pair(data, pos, e)
+            elif tag == 0x1A:
+                tp = data[pos:e]
             else:
                 caller = _pair(data, pos, e)
             pos = e
         else:
             pos = _skip(data, pos, end)
-    return (caller, tn, v)
+    return (caller, tn, v, tp)
 
 
 def _batch(data, pos, end):
@@ -236,7 +239,7 @@ def _batch(data, pos, end):
                     la = data[pos + 1]
                     if la < 0x80 and pos + 2 + la == e:
                         tn, v = _pair(data, pos + 2, e)
-                        invs.append((None, tn, v))
+                        invs.append((None, tn, v, None))
                         pos = e
                         continue
                 invs.append(_invocation(data, pos, e))
@@ -336,21 +339,21 @@ def _batch_fast(data, pos, end):
             caller = (data[p + 4:q], data[q + 2:ce])
             p = ce
         if p == e:
-            invs.append((caller, b"", b""))
+            invs.append((caller, b"", b"", None))
             continue
         if data[p] != 0x12 or data[p + 1] >= 0x80 or p + 2 + data[p + 1] != e:
             return None
         q = p + 2
         if q == e:
-            invs.append((caller, b"", b""))
+            invs.append((caller, b"", b"", None))
         elif data[q] != 0x0A or data[q + 1] >= 0x80:
             return None
         else:
             r = q + 2 + data[q + 1]
             if r == e:
-                invs.append((caller, data[q + 2:r], b""))
+                invs.append((caller, data[q + 2:r], b"", None))
             elif data[r] == 0x12 and data[r + 1] < 0x80 and r + 2 + data[r + 1] == e:
-                invs.append((caller, data[q + 2:r], data[r + 2:e]))
+                invs.append((caller, data[q + 2:r], data[r + 2:e], None))
             else:
                 return None
         p = e
@@ -365,7 +368,8 @@ def decode_to_function(data):
     Each batch is a tuple ``(batch_id, target_type, target_id, states,
     invocations)``: the strings are undecoded ``bytes``; ``states`` maps a
     state name to ``(typename, value)`` or None (absent); ``invocations`` is a
-    list of ``(caller, typename, value)`` with caller ``(type, id)`` or None.
+    list of ``(caller, typename, value, traceparent)`` with caller ``(type,
+    id)`` or None and traceparent the W3C header bytes or None.
     Raises DecodeError on malformed input.
     """
     batches = []

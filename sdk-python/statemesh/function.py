@@ -516,6 +516,7 @@ class Context:
 
     ``address`` (the function instance being invoked), ``caller`` (the
     sending function's Address, None for a message from the ingress),
+    ``trace_id`` and ``traceparent`` (W3C trace context, None when not traced),
     ``storage``, ``send()``, ``reply()``, ``send_after()``,
     ``cancel_delayed()``, ``send_egress()``.
 
@@ -525,7 +526,7 @@ class Context:
     """
 
     __slots__ = ("storage", "_ttype", "_tid", "_address", "_caller", "_index", "_out",
-                 "_tokens")
+                 "_tokens", "_trace")
 
     def __init__(self, ttype, tid, storage, out):
         self.storage = storage
@@ -533,6 +534,7 @@ class Context:
         self._tid = tid
         self._address = None
         self._caller = None
+        self._trace = None
         self._index = 0
         self._out = out
         self._tokens = None     # token bytes -> index in _out of its DelayedMessage
@@ -550,6 +552,23 @@ class Context:
         if c is None:
             return None
         return Address(c[0].decode(), c[1].decode())
+
+    @property
+    def trace_id(self):
+        """The W3C trace id of this invocation, 32 lowercase hex digits, or
+        None when the message is not traced (docs/tracing.md)."""
+        tp = self._trace
+        if tp is None or len(tp) < 55 or tp[2:3] != b"-" or tp[35:36] != b"-":
+            return None
+        return tp[3:35].decode("ascii", "replace")
+
+    @property
+    def traceparent(self):
+        """The invocation's W3C ``traceparent`` header (its span is the
+        runtime's invocation span: spans a handler records are its
+        children), or None when the message is not traced."""
+        tp = self._trace
+        return None if tp is None else tp.decode("ascii", "replace")
 
     @property
     def invocation_index(self):
@@ -897,9 +916,10 @@ class RequestHandler:
         fn = bound.fn
         i = 0
         try:
-            for caller, tn, v in invs:
+            for caller, tn, v, tp in invs:
                 ctx._index = i
                 ctx._caller = caller
+                ctx._trace = tp
                 m = _new(Message)
                 _set_tn(m, tn)
                 _set_v(m, v)
@@ -926,9 +946,10 @@ class RequestHandler:
         fn = bound.fn
         i = 0
         try:
-            for caller, tn, v in invs:
+            for caller, tn, v, tp in invs:
                 ctx._index = i
                 ctx._caller = caller
+                ctx._trace = tp
                 m = _new(Message)
                 _set_tn(m, tn)
                 _set_v(m, v)

@@ -551,3 +551,30 @@ def test_unknown_fields_are_skipped():
     out = RequestHandler(counter_functions()).handle_sync(data)
     r = from_function(out).responses[0]
     assert r.batch_id == 3 and mutations(r.result) == {"n": int_tv(4)}
+
+
+def test_context_trace_id_and_traceparent_every_decode_path():
+    """ctx.trace_id / ctx.traceparent (docs/tracing.md) on each decoder path:
+    the canonical fast path (no trace), the general one (a long state value
+    makes the fast path give up; short and traced invocations mixed)."""
+    functions = StatefulFunctions()
+    seen = []
+
+    @functions.bind("t/tr", specs=[ValueSpec("s", StringType)])
+    def f(ctx, message):
+        seen.append((ctx.trace_id, ctx.traceparent))
+
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    plain = batch(1, "t/tr", "a", {"s": str_tv("x")}, [str_tv("1"), str_tv("2")])
+    mixed = batch(2, "t/tr", "b", {"s": str_tv("y" * 300)}, [str_tv("1"), str_tv("2")])
+    mixed.invocations[1].traceparent = tp
+    mixed.invocations[1].tracestate = "k=v"
+    garbled = batch(3, "t/tr", "c", {"s": str_tv("z")}, [str_tv("1")])
+    garbled.invocations[0].traceparent = "not a traceparent"
+    for mode in ("sync", "aio"):
+        seen.clear()
+        resp = by_id(run(functions, plain, mixed, garbled, mode=mode))
+        assert all(r.HasField("result") for r in resp.values())
+        assert seen == [(None, None), (None, None), (None, None),
+                        ("4bf92f3577b34da6a3ce929d0e0e4736", tp),
+                        (None, "not a traceparent")]

@@ -22,6 +22,9 @@
  *                 Message: statemesh/int64 k; any other typename fails.
  *                 n += k, then replies the new n (statemesh/int64).
  *
+ *   test/trace    no state. Replies the invocation's W3C trace id
+ *                 (statemesh/string, 32 hex digits; "" when not traced).
+ *
  *   test/echo     no state. Replies the message unchanged (same typename,
  *                 same bytes).
  *
@@ -95,6 +98,15 @@ static int counter(sm_ctx *ctx, const sm_value *msg, void *udata)
     n += k;
     if (sm_state_set_int64(ctx, "n", n) < 0) return -1;
     return sm_reply_int64(ctx, n);
+}
+
+/* test/trace: replies the invocation's trace id ("" when not traced). */
+static int trace(sm_ctx *ctx, const sm_value *msg, void *udata)
+{
+    const char *t = sm_ctx_trace_id(ctx);
+    (void)msg;
+    (void)udata;
+    return sm_reply_string(ctx, t ? t : "");
 }
 
 static int echo(sm_ctx *ctx, const sm_value *msg, void *udata)
@@ -317,6 +329,7 @@ int main(int argc, char **argv)
     fns = sm_functions_create();
     if (!fns || sm_functions_bind(fns, "test/counter", counter_specs, 1, counter, NULL) ||
         sm_functions_bind(fns, "test/echo", NULL, 0, echo, NULL) ||
+        sm_functions_bind(fns, "test/trace", NULL, 0, trace, NULL) ||
         sm_functions_bind(fns, "test/slow", slow_specs, 2, slow, &opt) ||
         sm_functions_bind(fns, "test/forward", NULL, 0, forward, NULL) ||
         sm_functions_bind(fns, "test/fail", NULL, 0, fail, NULL) ||

@@ -227,7 +227,23 @@ int64_t rpc_call_deadline_ms(const struct rpc_call *call)
     return INT64_MAX;
 }
 
-/* Plaintext: no client certificate. */
+/* No metadata on fake calls (the harness does not turn tracing on). */
+const char *rpc_call_metadata(const struct rpc_call *call, const char *key, size_t *len)
+{
+    (void)call;
+    (void)key;
+    *len = 0;
+    return NULL;
+}
+
+const char *rpc_scall_metadata(const struct rpc_scall *c, const char *key, size_t *len)
+{
+    (void)c;
+    (void)key;
+    *len = 0;
+    return NULL;
+}
+
 int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len)
 {
     (void)call;
@@ -252,6 +268,7 @@ int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len)
     return rpc_scall_peer_identity(c, buf, len);
 }
 
+/* No client certificates here (auth.h's certificate roles). */
 int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *value, size_t len),
                            void *arg)
 {

@@ -18,6 +18,8 @@ Function types (namespace py/):
                that value re-encoded with the same built-in type to C
                test/echo (id = this id): checks Python decode+encode
                reproduces the bytes that C made or echoes.
+  py/trace     replies JSON {"trace_id": ctx.trace_id, "traceparent": ...}
+               (None when the message is not traced; test_tracing.py).
   py/describe  replies JSON {"typename": ..., "value": <decoded>} of what it
                got (bytes as hex; user types as hex).
   py/flaky     fails (raises RuntimeError) the first --flaky-failures times it
@@ -102,6 +104,11 @@ def reencode(ctx, message):
     if t is None:
         raise TypeError("py/reencode wants a built-in type, got %s" % message.typename)
     ctx.send("test/echo", ctx.address.id, message.as_type(t), type=t)
+
+
+@functions.bind("py/trace")
+def trace(ctx, message):
+    ctx.reply({"trace_id": ctx.trace_id, "traceparent": ctx.traceparent})
 
 
 @functions.bind("py/describe")

@@ -139,6 +139,15 @@ const sm_address *sm_ctx_caller(const sm_ctx *ctx);
 /* Index of the current invocation in its batch (0-based) and the batch size. */
 size_t sm_ctx_invocation_index(const sm_ctx *ctx);
 size_t sm_ctx_batch_size(const sm_ctx *ctx);
+/* W3C trace context of the invocation (docs/tracing.md), or NULL when the
+ * message is not traced (or the runtime has no runtime.tracing):
+ * sm_ctx_trace_id() is the 32 lowercase hex digits of the trace id,
+ * sm_ctx_traceparent() the whole "00-<trace id>-<span id>-<flags>" header,
+ * whose span is the runtime's invocation span: spans the handler records
+ * itself are its children. Messages the handler sends are traced by the
+ * runtime without help. Owned by the SDK, valid until the handler returns. */
+const char *sm_ctx_trace_id(const sm_ctx *ctx);
+const char *sm_ctx_traceparent(const sm_ctx *ctx);
 
 /* Scratch memory for the handler: n bytes, 16-byte aligned, owned by the
  * SDK and freed when the batch is done. NULL when out of memory. */
