@@ -180,7 +180,7 @@ $(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
 	  -Wl,--whole-archive $(B)/libstatemesh.a -Wl,--no-whole-archive $(SDK_EXPORTS) $(LIBS)
 
 CLI_RT_O := $(B)/obj/runtime/savepoint.o $(B)/obj/runtime/crc32c.o $(B)/obj/runtime/valjson.o \
-            $(B)/obj/runtime/spjsonl.o $(B)/obj/runtime/address.o
+            $(B)/obj/runtime/spjsonl.o $(B)/obj/runtime/address.o $(B)/obj/runtime/spcluster.o
 $(B)/statemesh: $(CLI_O) $(CLI_RT_O) $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 

@@ -10,6 +10,7 @@
  * have happened, like any other write.
  */
 #include "admin.h"
+#include "clustersp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -585,6 +586,7 @@ int admin_register(struct rpc_server *rpc, struct server *s)
     if (admin_register_health(rpc, s) != 0) return -1;
     if (sadm_register(rpc, s) != 0) return -1;
     if (cluster_register(rpc, s) != 0) return -1;
+    if (clustersp_register(rpc, s) != 0) return -1;
     if (boot_register(rpc, s) != 0) return -1;
     return spcreate_register(rpc, s);
 }

@@ -217,13 +217,25 @@ static const struct command_help {
      "\n"
      "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
     {"cluster",
-     "  cluster status                    nodes, key-group ranges, controller, fencing\n",
-     "cluster status [--json]\n",
-     "Prints the cluster as the node at --address sees it (docs/cluster.md): its\n"
-     "name, the answering node and its state (joining, serving or fenced, with\n"
+     "  cluster status                    nodes, key-group ranges, controller, fencing\n"
+     "  cluster savepoint DIR             a consistent savepoint of the whole cluster\n",
+     "cluster status [--json]\n"
+     "       statemesh cluster savepoint DIR [--ranges N] [--json]\n",
+     "status prints the cluster as the node at --address sees it (docs/cluster.md):\n"
+     "its name, the answering node and its state (joining, serving or fenced, with\n"
      "the reason), the controller, then one line per node \"node ID ADVERTISE\n"
      "alive|down [lease_left_ms=N]\" and one per range \"range FIRST-LAST OWNER\n"
      "epoch=N\". A runtime without a cluster group says so.\n"
+     "\n"
+     "savepoint asks the node at --address to coordinate a consistent cut of every\n"
+     "node (docs/savepoints.md, \"Cluster savepoints\"): through an etcd barrier each\n"
+     "owner of a range pauses dispatch, then all snapshot at once and resume, and\n"
+     "each writes DIR/NODE-ID (DIR: a new directory on a file system every node\n"
+     "shares; a relative DIR is made absolute here); CLUSTER.json is written last.\n"
+     "Prints one line per node (key groups, records, bytes) and the pause. A node\n"
+     "that does not pause within 10 s or goes down aborts it: every node resumes,\n"
+     "nothing is left under DIR. --ranges N: range files per node (default 16).\n"
+     "Restore it onto any number of nodes: docs/cluster.md, \"Rescaling\".\n"
      "\n"
      "options:\n" JSON_NOTE ADDR_NOTE TIMEOUT_NOTE "\n" EXIT_NOTE},
     {"egress",

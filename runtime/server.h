@@ -100,6 +100,7 @@ struct server {
     int stopping;                  /* no new batches are dispatched */
     struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */
     struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
+    struct clustersp *clustersp;   /* the cluster savepoint's barrier (clustersp.h), or NULL */
 };
 
 #endif

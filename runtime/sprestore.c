@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "savepoint.h"
+#include "spcluster.h"
 
 #define MARKER "restore_incomplete"
 #define BATCH_BYTES (4u << 20)
@@ -18,7 +19,8 @@ struct import {
     struct store *st;
     struct store_batch *b;
     uint32_t sp_groups;            /* the savepoint's key-group count */
-    int first, last;
+    const uint8_t *want;           /* [STORE_KEY_GROUPS]: 1 = import this group */
+    bool node_records;             /* import E, J, X (with group 0 or always) */
     uint64_t imported, skipped;
     char err[600];
 };
@@ -56,11 +58,22 @@ static int import_one(void *arg, const uint8_t *key, size_t klen, const uint8_t 
         kg = sp_record_key_group(key, klen, val, vlen, STORE_KEY_GROUPS);
         if (kg < 0) goto bad;
     } else if (key[0] == 'E' || key[0] == 'J' || key[0] == 'X') {
-        kg = 0;                                               /* node records go with group 0 */
+        /* node records go with group 0, or in a cluster restore with the
+         * node of the same id; a node's identity stays with its data dir */
+        kg = 0;
+        if (key[0] == 'X' && ((klen == 13 && memcmp(key, "Xcluster_name", 13) == 0) ||
+                              (klen == 13 && memcmp(key, "Xcluster_node", 13) == 0))) {
+            im->skipped++;
+            return 0;
+        }
+        if (!im->node_records) {
+            im->skipped++;
+            return 0;
+        }
     } else {
         goto bad;
     }
-    if (kg < im->first || kg > im->last) {
+    if (key[0] != 'E' && key[0] != 'J' && key[0] != 'X' && !im->want[kg]) {
         im->skipped++;
     } else {
         store_batch_put_raw(im->b, k, klen, val, vlen);
@@ -100,19 +113,105 @@ static void on_verified(void *arg, const struct sp_file *f, uint64_t records, ui
              " total_bytes=%" PRIu64, f->name, f->records, records, bytes);
 }
 
+/* True when file f holds a key group of the set (or is the node file). */
+static bool file_wanted(const struct sp_manifest *m, const struct sp_file *f, const uint8_t *want)
+{
+    if (m->key_groups != STORE_KEY_GROUPS || f->kg_first < 0) return true;   /* re-keyed: read all */
+    for (int g = f->kg_first; g <= f->kg_last; g++)
+        if (want[g]) return true;
+    return false;
+}
+
+/* Imports the wanted records of one (verified) savepoint directory. */
+static int import_dir(struct import *im, const char *dir, const struct sp_manifest *m, char *err,
+                      size_t errlen)
+{
+    char serr[1500];
+    im->sp_groups = m->key_groups;
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const struct sp_file *f = &m->files[i];
+        if (!file_wanted(m, f, im->want)) continue;
+        if (sp_read_file(dir, f, import_one, im, serr, sizeof serr) != 0) {
+            snprintf(err, errlen, "restore of %s failed in %s: %s", dir, f->name,
+                     im->err[0] ? im->err : serr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Opens the store and writes the marker. */
+static int import_begin(struct import *im, const char *spdir, const char *dbdir,
+                        const struct store_options *so, const struct log *lg, char *err,
+                        size_t errlen)
+{
+    char serr[1500];
+    if (store_open(&im->st, dbdir, so, lg, serr, sizeof serr) != 0) {
+        snprintf(err, errlen, "%s", serr);
+        return -1;
+    }
+    if (!(im->b = store_batch_create())) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    store_batch_put_meta(im->b, MARKER, spdir, strlen(spdir));
+    if (store_write(im->st, im->b, true) != 0) {
+        snprintf(err, errlen, "%s", store_last_error(im->st));
+        return -1;
+    }
+    store_batch_clear(im->b);
+    return 0;
+}
+
+/* The last, synced batch: the marker goes, restored_from is recorded. */
+static int import_end(struct import *im, const char *spdir, char *err, size_t errlen)
+{
+    store_batch_delete_raw(im->b, "X" MARKER, strlen("X" MARKER));
+    store_batch_put_meta(im->b, "restored_from", spdir, strlen(spdir));
+    if (store_write(im->st, im->b, true) != 0) {
+        snprintf(err, errlen, "%s", store_last_error(im->st));
+        return -1;
+    }
+    return 0;
+}
+
+static void log_done(const struct log *lg, const char *q, const struct import *im, int64_t t0,
+                     int64_t verify_ms)
+{
+    int64_t ms = mono_ms() - t0;
+    int64_t ims = ms - verify_ms;
+    LOG_INFO(lg, "restore.done", "savepoint=%s records=%" PRIu64 " skipped=%" PRIu64
+             " ms=%lld verify_ms=%lld records_per_s=%.0f import_records_per_s=%.0f", q,
+             im->imported, im->skipped, (long long)ms, (long long)verify_ms,
+             ms > 0 ? (double)(im->imported + im->skipped) * 1000.0 / (double)ms : 0.0,
+             ims > 0 ? (double)(im->imported + im->skipped) * 1000.0 / (double)ims : 0.0);
+}
+
+static int check_empty(const char *dbdir, char *err, size_t errlen)
+{
+    int e = dir_empty(dbdir);
+    if (e == 1) return 0;
+    snprintf(err, errlen, "%s %s; --from-savepoint restores only into an empty data dir "
+             "(move the data dir away or set runtime.data_dir to a new one)", dbdir,
+             e < 0 ? "cannot be read" : "already holds a store");
+    return -1;
+}
+
 int sprestore_run(const char *spdir, const char *dbdir, const struct store_options *so,
                   int kg_first, int kg_last, const struct log *lg, char *err, size_t errlen)
 {
     struct sp_manifest m;
     struct import im = {0};
+    uint8_t want[STORE_KEY_GROUPS];
     char q[4200], serr[1500];
     int64_t t0 = mono_ms(), verify_ms = 0;
-    int rc = -1, e;
+    int rc = -1;
 
-    if ((e = dir_empty(dbdir)) != 1) {
-        snprintf(err, errlen, "%s %s; --from-savepoint restores only into an empty data dir "
-                 "(move the data dir away or set runtime.data_dir to a new one)", dbdir,
-                 e < 0 ? "cannot be read" : "already holds a store");
+    if (check_empty(dbdir, err, errlen) != 0) return -1;
+    if (spc_is_cluster(spdir)) {
+        snprintf(err, errlen, "%s is a cluster savepoint (CLUSTER.json): restore it on the nodes "
+                 "of a cluster, whose configuration has a cluster group, after `statemeshd "
+                 "--cluster-assign` (docs/cluster.md, \"Rescaling\")", spdir);
         return -1;
     }
     LOG_INFO(lg, "restore.verify", "savepoint=%s", log_quote(q, sizeof q, spdir));
@@ -126,54 +225,78 @@ int sprestore_run(const char *spdir, const char *dbdir, const struct store_optio
                  spdir, m.store_format, STORE_FORMAT_VERSION);
         goto out;
     }
-    if (store_open(&im.st, dbdir, so, lg, serr, sizeof serr) != 0) {
-        snprintf(err, errlen, "%s", serr);
-        goto out;
-    }
-    im.b = store_batch_create();
-    im.sp_groups = m.key_groups;
-    im.first = kg_first;
-    im.last = kg_last;
-    store_batch_put_meta(im.b, MARKER, spdir, strlen(spdir));
-    if (store_write(im.st, im.b, true) != 0) {
-        snprintf(err, errlen, "%s", store_last_error(im.st));
-        goto out;
-    }
-    store_batch_clear(im.b);
+    for (int g = 0; g < STORE_KEY_GROUPS; g++) want[g] = g >= kg_first && g <= kg_last;
+    im.want = want;
+    im.node_records = want[0];
+    if (import_begin(&im, spdir, dbdir, so, lg, err, errlen) != 0) goto out;
     LOG_INFO(lg, "restore.start", "savepoint=%s key_groups=%d-%d savepoint_key_groups=%" PRIu32
              " records=%" PRIu64 "%s", q, kg_first, kg_last, m.key_groups, m.records,
              m.key_groups != STORE_KEY_GROUPS ? " rekey=1" : "");
-    for (size_t i = 0; i < m.nfiles; i++) {
-        const struct sp_file *f = &m.files[i];
-        if (m.key_groups == STORE_KEY_GROUPS && f->kg_first >= 0 &&
-            (f->kg_last < kg_first || f->kg_first > kg_last))
-            continue;                                         /* no group of the set */
-        if (sp_read_file(spdir, f, import_one, &im, serr, sizeof serr) != 0) {
-            snprintf(err, errlen, "restore of %s failed in %s: %s", spdir, f->name,
-                     im.err[0] ? im.err : serr);
-            goto out;
-        }
-    }
-    store_batch_delete_raw(im.b, "X" MARKER, strlen("X" MARKER));
-    store_batch_put_meta(im.b, "restored_from", spdir, strlen(spdir));
-    if (store_write(im.st, im.b, true) != 0) {
-        snprintf(err, errlen, "%s", store_last_error(im.st));
+    if (import_dir(&im, spdir, &m, err, errlen) != 0 || import_end(&im, spdir, err, errlen) != 0)
         goto out;
-    }
-    {
-        int64_t ms = mono_ms() - t0;
-        int64_t ims = ms - verify_ms;
-        LOG_INFO(lg, "restore.done", "savepoint=%s records=%" PRIu64 " skipped=%" PRIu64
-                 " ms=%lld verify_ms=%lld records_per_s=%.0f import_records_per_s=%.0f", q,
-                 im.imported, im.skipped, (long long)ms, (long long)verify_ms,
-                 ms > 0 ? (double)(im.imported + im.skipped) * 1000.0 / (double)ms : 0.0,
-                 ims > 0 ? (double)(im.imported + im.skipped) * 1000.0 / (double)ims : 0.0);
-    }
+    log_done(lg, q, &im, t0, verify_ms);
     rc = 0;
 out:
     store_batch_destroy(&im.b);
     store_close(&im.st);
     sp_manifest_free(&m);
+    return rc;
+}
+
+int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct store_options *so,
+                          const uint8_t *want, const char *node_id, const struct log *lg,
+                          char *err, size_t errlen)
+{
+    struct spc_manifest cm;
+    struct import im = {0};
+    char q[4200], serr[1500], sub[4200];
+    int64_t t0 = mono_ms(), verify_ms = 0;
+    uint32_t groups = 0;
+    int rc = -1;
+
+    if (check_empty(dbdir, err, errlen) != 0) return -1;
+    for (int g = 0; g < STORE_KEY_GROUPS; g++) groups += want[g];
+    LOG_INFO(lg, "restore.verify", "savepoint=%s cluster=1", log_quote(q, sizeof q, spdir));
+    if (spc_verify(spdir, &cm, on_verified, (void *)lg, serr, sizeof serr) != 0) {
+        snprintf(err, errlen, "cluster savepoint %s does not verify, nothing restored: %s", spdir,
+                 serr);
+        return -1;
+    }
+    verify_ms = mono_ms() - t0;
+    im.want = want;
+    if (import_begin(&im, spdir, dbdir, so, lg, err, errlen) != 0) goto out;
+    LOG_INFO(lg, "restore.start", "savepoint=%s cluster=1 node=%s key_groups_owned=%" PRIu32
+             " savepoint_nodes=%zu records=%" PRIu64, q, node_id, groups, cm.nnodes, cm.records);
+    for (size_t i = 0; i < cm.nnodes; i++) {
+        struct sp_manifest m;
+        snprintf(sub, sizeof sub, "%s/%s", spdir, cm.nodes[i].id);
+        if (sp_manifest_read(sub, &m, serr, sizeof serr) != 0) {
+            snprintf(err, errlen, "%s", serr);
+            goto out;
+        }
+        if (m.store_format > STORE_FORMAT_VERSION) {
+            snprintf(err, errlen, "savepoint %s holds store format %d; this statemeshd reads up "
+                     "to %d", sub, m.store_format, STORE_FORMAT_VERSION);
+            sp_manifest_free(&m);
+            goto out;
+        }
+        /* egress logs and metadata stay with the node of the same id */
+        im.node_records = strcmp(cm.nodes[i].id, node_id) == 0;
+        if (!im.node_records)
+            LOG_INFO(lg, "restore.node_records_skipped", "from=%s msg=\"egress logs and node "
+                     "metadata of another node stay with that node\"", cm.nodes[i].id);
+        rc = import_dir(&im, sub, &m, err, errlen);
+        sp_manifest_free(&m);
+        if (rc != 0) goto out;
+        rc = -1;
+    }
+    if (import_end(&im, spdir, err, errlen) != 0) goto out;
+    log_done(lg, q, &im, t0, verify_ms);
+    rc = 0;
+out:
+    store_batch_destroy(&im.b);
+    store_close(&im.st);
+    spc_manifest_free(&cm);
     return rc;
 }
 
