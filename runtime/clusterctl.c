@@ -207,7 +207,7 @@ int clusterctl_parse_nodes(const char *csv, char ids[][65], size_t max, char *er
 int clusterctl_assign(const struct cfg *cfg, const char *nodes_csv, const struct log *lg,
                       char *out, size_t outlen, char *err, size_t errlen)
 {
-    static char ids[CLUSTERCTL_MAX_NODES][65];
+    char ids[CLUSTERCTL_MAX_NODES][65];
     struct ctl t;
     int n = clusterctl_parse_nodes(nodes_csv, ids, CLUSTERCTL_MAX_NODES, err, errlen);
     char running[400] = "", keys[CLUSTERCTL_MAX_NODES][128], vals[CLUSTERCTL_MAX_NODES][100];

@@ -593,7 +593,7 @@ int main(int argc, char **argv)
     if (from_savepoint && spc_is_cluster(from_savepoint) && s.cfg.cluster.enabled) {
         /* a cluster savepoint: the key groups this node owns in etcd now
          * (statemeshd --cluster-assign), imported before it joins */
-        static uint8_t want[STORE_KEY_GROUPS];
+        uint8_t want[STORE_KEY_GROUPS];
         if (key_groups) {
             fprintf(stderr, "statemeshd: --key-groups does not go with a cluster savepoint: the "
                     "node imports the key groups etcd assigns it\n");
