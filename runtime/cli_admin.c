@@ -140,9 +140,10 @@ static int cmd_cluster_savepoint(sm_client *c, const struct args *a)
             printf("node %s key_groups %s: %" PRIu64 " records, %" PRIu64 " bytes, written in %"
                    PRId64 " ms\n", r.nodes[i].node_id, r.nodes[i].key_groups, r.nodes[i].records,
                    r.nodes[i].bytes, r.nodes[i].write_ms);
-        printf("cluster savepoint %s (id %s): %zu nodes, %" PRIu64 " records, %" PRIu64
+        printf("cluster savepoint %s (id %s): %zu node%s, %" PRIu64 " records, %" PRIu64
                " bytes; all paused after %" PRId64 " ms, complete after %" PRId64 " ms\n", r.path,
-               r.id, r.n_nodes, r.records, r.bytes, r.pause_ms, r.elapsed_ms);
+               r.id, r.n_nodes, r.n_nodes == 1 ? "" : "s", r.records, r.bytes, r.pause_ms,
+               r.elapsed_ms);
     }
     sm_cluster_savepoint_cleanup(&r);
     return 0;

@@ -120,9 +120,9 @@ static int cmd_verify(const struct args *a)
             fprintf(stderr, "statemesh: savepoint verify: %s\n", err);
             return EXIT_RPC;
         }
-        printf("ok %s: cluster savepoint of %s, %" PRIu64 " records from %zu nodes (%" PRIu64
+        printf("ok %s: cluster savepoint of %s, %" PRIu64 " records from %zu node%s (%" PRIu64
                " bytes), checksums match\n", a->pos[2], cm.cluster, cm.records, cm.nnodes,
-               cm.bytes);
+               cm.nnodes == 1 ? "" : "s", cm.bytes);
         spc_manifest_free(&cm);
         return 0;
     }

@@ -83,7 +83,7 @@ struct clustersp {
     char id[160];
     char path[PATH_MAX_LEN + 200];
     unsigned ranges;
-    int64_t paused_at, max_pause_ms;
+    int64_t paused_at, cut_at, max_pause_ms;
     struct timer drain, safety, retry;
     char done_val[700];            /* retried until put */
     /* coordinator */
@@ -232,7 +232,7 @@ static void on_part_done(void *arg, int rc, const char *err, const struct sp_man
         LOG_INFO(&sp->s->log, "clustersp.part_written", "id=%s records=%" PRIu64 " bytes=%"
                  PRIu64, sp->id, m->records, m->bytes);
         report_done(sp, "ok=1 records=%" PRIu64 " bytes=%" PRIu64 " write_ms=%lld", m->records,
-                    m->bytes, (long long)(rpc_now_ms() - sp->paused_at));
+                    m->bytes, (long long)(rpc_now_ms() - sp->cut_at));
     } else {
         LOG_WARN(&sp->s->log, "clustersp.part_failed", "id=%s err=%s", sp->id,
                  log_quote(q, sizeof q, err));
@@ -257,6 +257,7 @@ static void take_snapshot(struct clustersp *sp)
         return;
     }
     sp->part_running = true;
+    sp->cut_at = rpc_now_ms();
     LOG_INFO(&sp->s->log, "clustersp.cut", "id=%s paused_ms=%lld", sp->id,
              (long long)(rpc_now_ms() - sp->paused_at));
     failpoint(sp, "after_cut");
@@ -438,6 +439,7 @@ static void coord_sub_key(struct clustersp *sp, const char *rest, size_t len, co
     len -= idl + 1;
     if (len > 7 && memcmp(rest, "paused/", 7) == 0) {
         if ((n = coord_node(co, rest + 7, len - 7)) != NULL) n->paused = true;
+        timer_start(&sp->s->timers, &co->tick, rpc_now_ms());    /* look now, not next tick */
     } else if (len > 5 && memcmp(rest, "done/", 5) == 0) {
         if ((n = coord_node(co, rest + 5, len - 5)) == NULL || n->done) return;
         n->done = true;
@@ -454,6 +456,7 @@ static void coord_sub_key(struct clustersp *sp, const char *rest, size_t len, co
             snprintf(n->err, sizeof n->err, "%.*s", ep ? (int)(v + vlen - ep - 6) : 7,
                      ep ? ep + 6 : "unknown");
         }
+        timer_start(&sp->s->timers, &co->tick, rpc_now_ms());
     }
 }
 
