@@ -281,7 +281,8 @@ FZ_LINK_config    := $(FZ_RT_O) $(FZ_SDK_O)
 FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(CLI_SRCS))) \
                      $(FZ)/obj/runtime/cli_lib.o $(FZ)/obj/runtime/savepoint.o \
                      $(FZ)/obj/runtime/crc32c.o $(FZ)/obj/runtime/valjson.o \
-                     $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
+                     $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/address.o \
+                     $(FZ)/obj/runtime/spcluster.o $(FZ_SDK_O)
 FZ_LINK_spjsonl   := $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/valjson.o \
                      $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
 FZ_LINK_savepoint := $(FZ)/obj/runtime/savepoint.o $(FZ)/obj/runtime/crc32c.o $(FZ_SDK_O)
