@@ -185,7 +185,13 @@ int auth_load(struct auth *a, const struct auth_source *src, size_t n, char *err
                 return -1;
             }
     }
-    auth_cleanup(a);
+    {
+        const struct auth_cert *certs = a->certs;
+        size_t n_certs = a->n_certs;
+        auth_cleanup(a);
+        a->certs = certs;
+        a->n_certs = n_certs;
+    }
     a->entries = e;
     a->n = n;
     a->enabled = true;
@@ -198,6 +204,8 @@ void auth_cleanup(struct auth *a)
     free(a->entries);
     a->entries = NULL;
     a->n = 0;
+    a->certs = NULL;
+    a->n_certs = 0;
     a->enabled = false;
 }
 
@@ -210,23 +218,35 @@ enum auth_class auth_method_class(const char *method)
     return AUTH_ADMIN;
 }
 
-static int role_allows(enum auth_role r, enum auth_class c)
+/* Does a set of roles (AUTH_ROLE_BIT) allow a class of methods? */
+static int roles_allow(unsigned roles, enum auth_class c)
 {
+    unsigned admin = AUTH_ROLE_BIT(AUTH_ROLE_ADMIN);
     switch (c) {
     case AUTH_OPEN: return 1;
-    case AUTH_CLIENT: return r == AUTH_ROLE_CLIENT || r == AUTH_ROLE_ADMIN;
-    case AUTH_METRICS: return r == AUTH_ROLE_METRICS || r == AUTH_ROLE_ADMIN;
-    case AUTH_ADMIN: return r == AUTH_ROLE_ADMIN;
+    case AUTH_CLIENT: return (roles & (AUTH_ROLE_BIT(AUTH_ROLE_CLIENT) | admin)) != 0;
+    case AUTH_METRICS: return (roles & (AUTH_ROLE_BIT(AUTH_ROLE_METRICS) | admin)) != 0;
+    case AUTH_ADMIN: return (roles & admin) != 0;
     }
     return 0;
 }
 
+unsigned auth_cert_roles(const struct auth *a, const char *identity, size_t len)
+{
+    unsigned roles = 0;
+    if (!a || !identity) return 0;
+    for (size_t k = 0; k < a->n_certs; k++)
+        if (strlen(a->certs[k].identity) == len && memcmp(a->certs[k].identity, identity, len) == 0)
+            roles |= AUTH_ROLE_BIT(a->certs[k].role);
+    return roles;
+}
+
 int auth_check(const struct auth *a, const char *method, const char *value, size_t len,
-               const char **msg)
+               unsigned cert_roles, const char **msg)
 {
     enum auth_class cls;
     uint8_t h[AUTH_HASH_BYTES];
-    int role = 0;
+    unsigned roles = 0;
     size_t i = 0;
 
     *msg = NULL;
@@ -234,19 +254,23 @@ int auth_check(const struct auth *a, const char *method, const char *value, size
     cls = auth_method_class(method);
     if (cls == AUTH_OPEN) return 0;
     *msg = MSG_UNAUTHENTICATED;
-    if (!value || len > AUTH_TOKEN_MAX + 64 || len < 7 || strncasecmp(value, "bearer ", 7) != 0)
-        return RPC_UNAUTHENTICATED;
-    for (i = 6; i < len && value[i] == ' '; i++)
-        ;
-    if (i == len) return RPC_UNAUTHENTICATED;
-    auth_sha256(value + i, len - i, h);
-    for (size_t k = 0; k < a->n; k++) {
-        /* no early exit: every entry is compared */
-        int same = CRYPTO_memcmp(a->entries[k].hash, h, AUTH_HASH_BYTES) == 0;
-        role |= same ? (int)a->entries[k].role : 0;
+    if (!value) {                      /* no token: a mapped certificate may stand for one */
+        roles = cert_roles;
+    } else {
+        if (len > AUTH_TOKEN_MAX + 64 || len < 7 || strncasecmp(value, "bearer ", 7) != 0)
+            return RPC_UNAUTHENTICATED;
+        for (i = 6; i < len && value[i] == ' '; i++)
+            ;
+        if (i == len) return RPC_UNAUTHENTICATED;
+        auth_sha256(value + i, len - i, h);
+        for (size_t k = 0; k < a->n; k++) {
+            /* no early exit: every entry is compared */
+            int same = CRYPTO_memcmp(a->entries[k].hash, h, AUTH_HASH_BYTES) == 0;
+            roles |= same ? AUTH_ROLE_BIT(a->entries[k].role) : 0;
+        }
     }
-    if (role == 0) return RPC_UNAUTHENTICATED;
-    if (!role_allows((enum auth_role)role, cls)) {
+    if (roles == 0) return RPC_UNAUTHENTICATED;
+    if (!roles_allow(roles, cls)) {
         *msg = MSG_DENIED;
         return RPC_PERMISSION_DENIED;
     }

@@ -10,6 +10,14 @@
  *   metrics  Admin/Stats only (read-only counters)
  *   admin    everything (client and metrics included)
  *
+ * Certificates may stand for tokens (runtime.auth.certificates): an entry
+ * { identity; role; } gives its role to a call that carries NO
+ * `authorization` metadata and comes with a client certificate the server
+ * verified (mTLS) whose identity — one of its subject alternative names, or
+ * its common name when it has none (rpc_call_peer_identity) — equals
+ * `identity` exactly. A call that sends a token is judged by the token
+ * alone. A certificate matching several entries has the rights of each.
+ *
  * grpc.health.v1.Health/Check needs no token (probes carry none; it tells
  * only SERVING or NOT_SERVING). Any other method needs the admin role.
  *
@@ -55,11 +63,22 @@ struct auth_source {
     enum auth_role role;
 };
 
+/* runtime.auth.certificates (config.h keeps the list). */
+struct auth_cert {
+    char *identity;             /* a SAN or CN, exactly (the config owns it) */
+    enum auth_role role;
+};
+
 struct auth {
-    struct auth_entry *entries; /* NULL/0 when auth is off */
+    struct auth_entry *entries; /* NULL/0 when no token files */
     size_t n;
+    const struct auth_cert *certs; /* borrowed from the config, NULL/0: none */
+    size_t n_certs;
     bool enabled;
 };
+
+/* Bits of a set of roles (auth_cert_roles, auth_check). */
+#define AUTH_ROLE_BIT(r) (1u << (unsigned)(r))
 
 /* "client" / "metrics" / "admin" -> role. Returns 0 or -1. */
 int auth_role_parse(const char *s, enum auth_role *out /* OUT */);
@@ -71,8 +90,9 @@ const char *auth_role_name(enum auth_role r);
 int auth_read_token_file(const char *path, uint8_t hash[AUTH_HASH_BYTES] /* OUT */, char *err,
                          size_t errlen) __attribute__((warn_unused_result));
 
-/* Builds a table from `n` token files (n >= 1) into *a (whatever *a held is
- * released on success only). Returns 0, or -1 with "PATH: why" in err. */
+/* Builds a table from `n` token files (n >= 1) into *a (whatever tokens *a
+ * held are released on success only; its certs stay). Returns 0, or -1 with
+ * "PATH: why" in err. */
 int auth_load(struct auth *a, const struct auth_source *src, size_t n, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void auth_cleanup(struct auth *a);
@@ -83,11 +103,17 @@ void auth_sha256(const void *data, size_t len, uint8_t out[AUTH_HASH_BYTES] /* O
 /* The class of a full method name ("/statemesh.v1.Ingress/Send"). */
 enum auth_class auth_method_class(const char *method);
 
-/* Checks an `authorization` metadata value (NULL: none sent) for `method`.
+/* The roles (AUTH_ROLE_BIT set) of the certificate entries whose identity
+ * is the `len` bytes at `identity`; 0 when none. */
+unsigned auth_cert_roles(const struct auth *a, const char *identity, size_t len);
+
+/* Checks an `authorization` metadata value (NULL: none sent) for `method`;
+ * cert_roles: the roles the call's verified client certificate maps to
+ * (auth_cert_roles over its identities), used only when value is NULL.
  * Returns 0 (allowed), 16 (UNAUTHENTICATED) or 7 (PERMISSION_DENIED), with
  * *msg set to the static sentence to answer with. Auth off: always 0. */
 int auth_check(const struct auth *a, const char *method, const char *value, size_t len,
-               const char **msg /* OUT */);
+               unsigned cert_roles, const char **msg /* OUT */);
 
 /* 1 if a listen address is reachable from this host only (127.0.0.0/8,
  * [::1], localhost, unix sockets). */

@@ -639,6 +639,85 @@ static void load_auth_token(struct loader *ld, config_setting_t *g, int idx,
     *ok = 1;
 }
 
+/* runtime.auth.certificates = ( { identity = "..."; role = "..."; }, ... );
+ * An identity is a SAN or CN exactly as the certificate states it
+ * (printable, no comma, 1..1024 bytes); each at most once. */
+static void load_auth_certs(struct loader *ld, config_setting_t *list, struct cfg *c)
+{
+    int n = group_list_length(ld, list, "runtime.auth.certificates",
+                              "( { identity = ...; role = ...; }, ... )");
+    char name[CFG_SETTING_MAX], base[48], buf[160];
+
+    if (n < 0) return;
+    if (n == 0) {
+        setting_error(ld, list, "runtime.auth.certificates", "is empty; list certificate "
+                      "identities with their roles, or remove the setting");
+        return;
+    }
+    if (!(c->auth_certs = calloc((size_t)n, sizeof *c->auth_certs))) {
+        setting_error(ld, list, "runtime.auth.certificates", "out of memory");
+        return;
+    }
+    c->n_auth_certs = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        struct auth_cert *e = &c->auth_certs[i];
+        int seen_id = 0, seen_role = 0;
+
+        snprintf(base, sizeof base, "runtime.auth.certificates[%d]", i);
+        if (!expect_group(ld, g, base, "identity = \"spiffe://...\"; role = \"...\";")) continue;
+        for (int k = 0; k < config_setting_length(g); k++) {
+            config_setting_t *s = config_setting_get_elem(g, (unsigned)k);
+            const char *key = config_setting_name(s);
+            char *str = NULL;
+
+            snprintf(name, sizeof name, "%s.%s", base, key);
+            if (strcmp(key, "identity") == 0) {
+                seen_id = 1;
+                if (get_string(ld, s, name, &str) != 0) continue;
+                size_t len = strlen(str);
+                int bad = len == 0 || len > 1024;
+                for (size_t j = 0; j < len && !bad; j++)
+                    bad = str[j] == ',' || (unsigned char)str[j] < 0x21 || (unsigned char)str[j] > 0x7e;
+                if (bad) {
+                    setting_error(ld, s, name, "%s is not a certificate identity: give one subject "
+                                  "alternative name (or the common name) exactly, 1..1024 "
+                                  "printable bytes without spaces or commas",
+                                  shown(buf, sizeof buf, str));
+                    free(str);
+                    continue;
+                }
+                for (int j = 0; j < i; j++)
+                    if (c->auth_certs[j].identity && strcmp(c->auth_certs[j].identity, str) == 0) {
+                        setting_error(ld, s, name, "%s is also certificates[%d]; give each "
+                                      "identity once", shown(buf, sizeof buf, str), j);
+                        bad = 1;
+                        break;
+                    }
+                if (bad) free(str);
+                else e->identity = str;
+            } else if (strcmp(key, "role") == 0) {
+                seen_role = 1;
+                if (get_string(ld, s, name, &str) != 0) continue;
+                if (auth_role_parse(str, &e->role) != 0)
+                    setting_error(ld, s, name, "unknown role %s; use \"client\", \"metrics\" or "
+                                  "\"admin\"", shown(buf, sizeof buf, str));
+                free(str);
+            } else {
+                unknown_setting(ld, s, name, "identity, role");
+            }
+        }
+        if (!seen_id) {
+            snprintf(name, sizeof name, "%s.identity", base);
+            setting_error(ld, g, name, "missing; give the certificate's SAN or common name");
+        }
+        if (!seen_role) {
+            snprintf(name, sizeof name, "%s.role", base);
+            setting_error(ld, g, name, "missing; use \"client\", \"metrics\" or \"admin\"");
+        }
+    }
+}
+
 static void load_auth(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
     config_setting_t *list = NULL;
@@ -652,11 +731,13 @@ static void load_auth(struct loader *ld, config_setting_t *g, struct cfg *c)
         char name[CFG_SETTING_MAX];
         snprintf(name, sizeof name, "runtime.auth.%s", config_setting_name(s));
         if (strcmp(config_setting_name(s), "tokens") == 0) list = s;
-        else unknown_setting(ld, s, name, "tokens");
+        else if (strcmp(config_setting_name(s), "certificates") == 0) load_auth_certs(ld, s, c);
+        else unknown_setting(ld, s, name, "tokens, certificates");
     }
+    if (!list && c->n_auth_certs) return;        /* certificates only */
     if (!list) {
-        setting_error(ld, g, "runtime.auth.tokens", "missing; list the token files, or remove "
-                      "runtime.auth for an open runtime");
+        setting_error(ld, g, "runtime.auth.tokens", "missing; list the token files (or "
+                      "certificates), or remove runtime.auth for an open runtime");
         return;
     }
     n = group_list_length(ld, list, "runtime.auth.tokens", "( { file = ...; role = ...; }, ... )");
@@ -824,6 +905,13 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
         } else {
             unknown_setting(ld, s, name, known);
         }
+    }
+    if (c->n_auth_certs && !c->tls.ca) {
+        config_setting_t *a = config_setting_get_member(g, "auth");
+        setting_error(ld, a ? config_setting_get_member(a, "certificates") : g,
+                      "runtime.auth.certificates", "needs runtime.tls with a ca: client "
+                      "certificates are only verified against it (add require_client_cert = "
+                      "true to demand one)");
     }
     if (c->admin && c->ingress && strcmp(c->admin, c->ingress) == 0)
         setting_error(ld, config_setting_get_member(g, "admin"), "runtime.admin",
@@ -1419,6 +1507,8 @@ void cfg_cleanup(struct cfg *cfg)
     free(cfg->admin);
     for (size_t i = 0; i < cfg->n_auth_tokens; i++) free(cfg->auth_tokens[i].path);
     free(cfg->auth_tokens);
+    for (size_t i = 0; i < cfg->n_auth_certs; i++) free(cfg->auth_certs[i].identity);
+    free(cfg->auth_certs);
     tls_cfg_cleanup(&cfg->tls);
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
         free(cfg->endpoints[i].functions);

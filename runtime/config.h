@@ -215,6 +215,10 @@ struct cfg {
      * open. Each file was read and checked at load. */
     struct auth_source *auth_tokens;
     size_t n_auth_tokens;
+    /* runtime.auth.certificates: client-certificate identities with a role
+     * (auth.h); NULL/0 = none. Needs runtime.tls.ca (checked at load). */
+    struct auth_cert *auth_certs;
+    size_t n_auth_certs;
     enum log_level log_level; /* default info */
     size_t max_message_bytes; /* default 4 MiB, 1 KiB..64 MiB */
     int checkpoint_interval_ms; /* default 0 = every loop iteration, 0..60000 */

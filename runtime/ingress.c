@@ -713,11 +713,26 @@ void ingress_poll_streams(struct ingress *in)
 
 /* ---- lifecycle -------------------------------------------------------------- */
 
-/* rpc's authorize hook (rpc.h) over the server's token table (auth.h). */
-static int authorize_call(void *arg, const char *method, const char *value, size_t len,
-                          const char **msg)
+struct cert_match {
+    const struct auth *auth;
+    unsigned roles;
+};
+
+static void cert_identity(void *arg, const char *value, size_t len)
 {
-    return auth_check(arg, method, value, len, msg);
+    struct cert_match *m = arg;
+    m->roles |= auth_cert_roles(m->auth, value, len);
+}
+
+/* rpc's authorize hook (rpc.h) over the server's tokens and certificate
+ * entries (auth.h); a certificate is looked at only for a call without a
+ * token, and only when certificates are configured. */
+static int authorize_call(void *arg, grpc_call *call, const char *method, const char *value,
+                          size_t len, const char **msg)
+{
+    struct cert_match m = {arg, 0};
+    if (!value && m.auth->n_certs) rpc_peer_identity_each(call, cert_identity, &m);
+    return auth_check(m.auth, method, value, len, m.roles, msg);
 }
 
 int ingress_create(struct ingress **out, struct server *s)

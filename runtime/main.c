@@ -275,8 +275,8 @@ static void reload_auth(struct server *s)
 {
     char err[1024], q[1100];
 
-    if (!s->auth.enabled) {
-        LOG_INFO(&s->log, "runtime.sighup", "msg=\"nothing to reload (no runtime.auth)\"");
+    if (!s->auth.enabled || !s->cfg.n_auth_tokens) {
+        LOG_INFO(&s->log, "runtime.sighup", "msg=\"nothing to reload (no token files)\"");
     } else if (auth_load(&s->auth, s->cfg.auth_tokens, s->cfg.n_auth_tokens, err, sizeof err) != 0) {
         LOG_ERROR(&s->log, "auth.reload_failed", "err=%s msg=\"the tokens in force stay\"",
                   log_quote(q, sizeof q, err));
@@ -529,6 +529,11 @@ int main(int argc, char **argv)
         cfg_cleanup(&s.cfg);
         return 2;
     }
+    if (s.cfg.n_auth_certs) {                /* certificates stand for tokens (auth.h) */
+        s.auth.certs = s.cfg.auth_certs;
+        s.auth.n_certs = s.cfg.n_auth_certs;
+        s.auth.enabled = true;
+    }
     if (spcreate_config(&s, err, sizeof err) != 0 || clustersp_config(&s, err, sizeof err) != 0) {
         fprintf(stderr, "statemeshd: %s, not starting\n", err);
         cfg_cleanup(&s.cfg);
@@ -693,7 +698,8 @@ int main(int argc, char **argv)
         LOG_WARN(&s.log, "runtime.no_endpoints", "msg=\"no endpoints configured: every message will be refused\"");
     LOG_INFO(&s.log, "runtime.ready", "ingress=%s admin=%s auth=%s data_dir=%s endpoints=%zu "
              "pid=%ld", s.cfg.ingress, s.cfg.admin ? s.cfg.admin : "ingress",
-             s.auth.enabled ? "tokens" : "off", s.cfg.data_dir, s.n_endpoints, (long)getpid());
+             !s.auth.enabled ? "off" : !s.auth.n ? "certificates"
+                 : s.auth.n_certs ? "tokens+certificates" : "tokens", s.cfg.data_dir, s.n_endpoints, (long)getpid());
     metrics_set_ready(&s, 1);
 
     if (run_loop(&s) != 0) {

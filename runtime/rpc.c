@@ -207,7 +207,7 @@ struct rpc_server {
     struct rpc_tag t_shutdown;
     rpc_observe_fn observe;          /* NULL: not observed */
     void *observe_arg;
-    int (*authorize)(void *, const char *, const char *, size_t, const char **);
+    int (*authorize)(void *, grpc_call *, const char *, const char *, size_t, const char **);
     void *authorize_arg;
     grpc_server_credentials *creds;  /* NULL = plaintext; released at start */
 };
@@ -303,8 +303,8 @@ static void request_one(struct rpc_method *m)
 
 /* The server's authorize hook on a new call (rpc_server_options). Returns
  * 0 or the status to refuse it with (*msg: its details). */
-static int authorize(struct rpc_server *srv, const char *method, const grpc_metadata_array *md,
-                     const char **msg)
+static int authorize(struct rpc_server *srv, grpc_call *call, const char *method,
+                     const grpc_metadata_array *md, const char **msg)
 {
     const grpc_slice *val = NULL;
     int n = 0;
@@ -316,7 +316,7 @@ static int authorize(struct rpc_server *srv, const char *method, const grpc_meta
             n++;
         }
     if (n != 1) val = NULL;
-    return srv->authorize(srv->authorize_arg, method,
+    return srv->authorize(srv->authorize_arg, call, method,
                           val ? (const char *)GRPC_SLICE_START_PTR(*val) : NULL,
                           val ? GRPC_SLICE_LENGTH(*val) : 0, msg);
 }
@@ -356,7 +356,7 @@ static void server_on_new(void *owner, int ok)
         if (c->method->handle == NULL)   /* unknown method: classed by its name */
             snprintf(name, sizeof name, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
                      (const char *)GRPC_SLICE_START_PTR(c->details.method));
-        code = authorize(srv, c->method->handle ? c->method->name : name, &c->md, &msg);
+        code = authorize(srv, c->call, c->method->handle ? c->method->name : name, &c->md, &msg);
         if (code != 0) {
             rpc_call_error(c, code, "%s", msg ? msg : "refused");
             return;
@@ -738,7 +738,7 @@ static void scall_on_new(void *owner, int ok)
     }
     if (srv->authorize) {
         const char *msg = NULL;
-        int code = authorize(srv, c->method->name, &c->md, &msg);
+        int code = authorize(srv, c->call, c->method->name, &c->md, &msg);
         if (code != 0) {
             rpc_scall_finish(c, code, "%s", msg ? msg : "refused");
             return;
@@ -937,6 +937,26 @@ int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len)
 int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len)
 {
     return peer_property(c->call, NULL, buf, len);
+}
+
+int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *value, size_t len),
+                           void *arg)
+{
+    grpc_auth_context *ctx;
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *p;
+    int n = 0;
+
+    if (!call || !(ctx = grpc_call_auth_context(call))) return 0;
+    if (grpc_auth_context_peer_is_authenticated(ctx)) {
+        it = grpc_auth_context_peer_identity(ctx);
+        while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+            fn(arg, p->value, p->value_length);
+            n++;
+        }
+    }
+    grpc_auth_context_release(ctx);
+    return n;
 }
 
 int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len)

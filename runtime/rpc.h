@@ -90,10 +90,11 @@ struct rpc_server_options {
                                  * RESOURCE_EXHAUSTED instead of buffering on */
     /* Called for every new call before its request is read or its module
      * sees it, with the full method name and the `authorization` metadata
-     * value (NULL: none; two or more: refused as if missing). Nonzero: the
-     * call is answered with that status and *msg. NULL = no check. */
-    int (*authorize)(void *arg, const char *method, const char *value, size_t len,
-                     const char **msg);
+     * value (NULL: none; two or more: refused as if missing), and the call
+     * gRPC call (for rpc_peer_identity_each). Nonzero: the call is answered
+     * with that status and *msg. NULL = no check. */
+    int (*authorize)(void *arg, grpc_call *call, const char *method, const char *value,
+                     size_t len, const char **msg);
     void *authorize_arg;
     grpc_server_credentials *creds; /* TLS (tls.h), NULL = plaintext; ownership moves
                                  * to rpc, also when rpc_server_create fails */
@@ -175,6 +176,12 @@ void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
  * verified client certificate (plaintext, or TLS without mTLS). */
 int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len);
+/* Calls fn once per identity of the verified client certificate (each SAN,
+ * or the CN when it has none: the values rpc_call_peer_identity joins),
+ * with its bytes and length. Returns how many there were (0: plaintext, or
+ * no verified certificate). */
+int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *value, size_t len),
+                           void *arg);
 /* The same for the certificate's whole subject ("CN=...,O=..."). */
 int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len);

@@ -14,17 +14,24 @@ offline, against the real binary:
     both containers mount, a remote target names a headless Service and its
     port;
   - the runtime image's package list covers every shared library that
-    `ldd build/statemeshd` needs (Dockerfile.runtime).
+    `ldd build/statemeshd` needs (Dockerfile.runtime);
+  - the security pieces: make-secrets.sh writes the Secrets every secret
+    volume names (with the keys the configs read), the configs check with
+    those files at their mount paths, the sidecar shape's config really
+    serves TLS with the hashed tokens (a client with the clear token and the
+    CA calls the greeter; no token, or the client token on admin calls, is
+    refused), and the NetworkPolicies admit what the pods need and no more.
 """
 
 import re
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import REPO, binary
+from harness import REPO, binary, free_port
 
 K8S = REPO / "examples" / "kubernetes"
 pytestmark = pytest.mark.needs("statemeshd")
@@ -55,6 +62,34 @@ def embedded_configs():
 CONFIGS = embedded_configs()
 
 
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory):
+    """make-secrets.sh's output: DIR/<secret name>/<key>, DIR/clear/, DIR/secrets.yaml."""
+    out = tmp_path_factory.mktemp("k8s") / "secrets"
+    r = subprocess.run([str(K8S / "make-secrets.sh"), "-n", "default", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _secret_mounts(manifest):
+    """{mountPath: secretName} of the statemeshd container of `manifest`."""
+    _, pod = _runtime_pod(manifests()[manifest])
+    (rt,) = [c for c in pod["containers"] if c["name"] == "statemeshd"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return {m["mountPath"]: volumes[m["name"]]["secret"]["secretName"]
+            for m in rt["volumeMounts"] if "secret" in volumes.get(m["name"], {})}
+
+
+def materialize(manifest, text, secrets):
+    """The config with each secret volume's mount path replaced by the
+    directory make-secrets.sh wrote that Secret's keys into."""
+    for mount, secret in _secret_mounts(manifest).items():
+        assert (secrets / secret).is_dir(), "make-secrets.sh writes no Secret %s" % secret
+        text = text.replace(mount + "/", "%s/" % (secrets / secret))
+    return text
+
+
 def check_config(path):
     return subprocess.run([str(binary("statemeshd")), "--check-config", str(path)],
                           capture_output=True, text=True, timeout=60)
@@ -71,7 +106,9 @@ def test_the_examples_hold_both_shapes():
 
 @pytest.mark.parametrize("manifest,cm,key,text", CONFIGS,
                          ids=["%s:%s/%s" % (m, c, k) for m, c, k, _ in CONFIGS])
-def test_configmap_config_passes_check_config(tmp_path, manifest, cm, key, text):
+def test_configmap_config_passes_check_config(tmp_path, secrets, manifest, cm, key, text):
+    text = materialize(manifest, text, secrets)
+    assert "/etc/statemesh/tls" not in text and "/etc/statemesh/tokens" not in text
     path = tmp_path / key
     path.write_text(text)
     p = check_config(path)
@@ -89,8 +126,9 @@ def _line_of(text, needle):
 
 @pytest.mark.parametrize("manifest,cm,key,text", CONFIGS,
                          ids=["%s:%s/%s" % (m, c, k) for m, c, k, _ in CONFIGS])
-def test_broken_copy_fails_with_file_and_line(tmp_path, manifest, cm, key, text):
+def test_broken_copy_fails_with_file_and_line(tmp_path, secrets, manifest, cm, key, text):
     """Two independent mistakes in a copy: both reported, each as FILE:LINE."""
+    text = materialize(manifest, text, secrets)
     broken = text.replace("max_batch = 100;", "max_batch = 0;", 1)
     assert broken != text
     broken = broken.replace("runtime = {", 'runtime = {\n  log_levle = "debug";', 1)
@@ -160,10 +198,23 @@ def test_runtime_pod_matches_its_config(manifest):
     assert host == "0.0.0.0"
     port = int(port)
     assert port in [p["containerPort"] for p in rt["ports"]]
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert rt[probe]["grpc"]["port"] == port, probe
-    assert rt["readinessProbe"]["grpc"].get("service", "") in ("", "statemesh.v1.Ingress")
     assert pod["terminationGracePeriodSeconds"] >= 10      # drain 5 s + close 3 s
+
+    # TLS on the ingress, tokens, admin calls on loopback only.
+    assert re.search(r"\btls = \{", text) and "require_client_cert" in text
+    assert 'role = "admin"' in text and 'role = "client"' in text
+    assert _setting(text, "admin").startswith("127.0.0.1:")
+    for mount in _secret_mounts(manifest):
+        (vol,) = [v for v in pod["volumes"]
+                  if v["name"] in [m["name"] for m in rt["volumeMounts"] if m["mountPath"] == mount]]
+        assert vol["secret"]["defaultMode"] & 0o007 == 0, "%s is world-readable" % mount
+
+    # HTTP probes on the metrics port (the kubelet's gRPC probes speak no TLS).
+    probes = {p: rt[p]["httpGet"] for p in ("readinessProbe", "livenessProbe", "startupProbe")}
+    assert all(g["port"] == "metrics" for g in probes.values()), probes
+    assert probes["readinessProbe"]["path"] == "/readyz"
+    assert probes["startupProbe"]["path"] == "/readyz"
+    assert probes["livenessProbe"]["path"] == "/healthz"
 
     # Metrics on the pod IP, on the named port the scrape annotations give.
     host, mport = _setting(text, "metrics").rsplit(":", 1)
@@ -214,6 +265,16 @@ def test_remote_target_is_a_headless_service():
     (fn,) = dep["spec"]["template"]["spec"]["containers"]
     assert "0.0.0.0:%d" % port in fn["args"]
     assert dep["spec"]["replicas"] >= 2
+    # mTLS both ways: the greeter requires a client certificate of the CA and
+    # the runtime's endpoint presents one.
+    assert "--require-client-cert" in fn["args"]
+    mounts = {m["mountPath"]: m["name"] for m in fn["volumeMounts"]}
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    for flag in ("--tls-cert", "--tls-key", "--tls-ca"):
+        path = Path(fn["args"][fn["args"].index(flag) + 1])
+        assert vols[mounts[str(path.parent)]]["secret"]["secretName"] == "greeter-tls"
+    ep = text[text.index("endpoints"):]
+    assert re.search(r"tls = \{[^}]*ca = [^}]*cert = [^}]*key = ", ep), ep
 
 
 # ---------------------------------------------------------------------------
@@ -272,3 +333,104 @@ def test_runtime_image_has_statemeshd_libraries():
         if owner not in have:
             missing[lib] = owner
     assert not missing, "Dockerfile.runtime lacks packages for: %s" % missing
+
+
+# ---------------------------------------------------------------------------
+# Secrets, the secured config for real, NetworkPolicies
+# ---------------------------------------------------------------------------
+
+
+def test_make_secrets_writes_every_secret_the_manifests_mount(secrets):
+    with open(secrets / "secrets.yaml") as f:
+        made = {d["metadata"]["name"]: d for d in yaml.safe_load_all(f) if d}
+    wanted = set()
+    for docs in manifests().values():
+        for d in docs:
+            spec = d.get("spec", {}).get("template", {}).get("spec", {})
+            for v in spec.get("volumes", []):
+                if "secret" in v:
+                    wanted.add(v["secret"]["secretName"])
+    assert wanted == {"statemesh-tls", "statemesh-tokens", "greeter-tls"}, wanted
+    assert wanted <= set(made), made.keys()
+    for name in wanted:
+        assert set(made[name]["data"]) == {p.name for p in (secrets / name).iterdir()}, name
+    # Hashes only in the runtime's Secret; the clear tokens stay with the operator.
+    for role in ("admin", "client", "metrics"):
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}\n",
+                            (secrets / "statemesh-tokens" / (role + ".token")).read_text())
+        assert oct((secrets / "clear" / (role + ".token")).stat().st_mode & 0o777) == "0o600"
+    # A second run never overwrites.
+    r = subprocess.run([str(K8S / "make-secrets.sh"), str(secrets)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_sidecar_config_serves_tls_with_hashed_tokens(sandbox, secrets):
+    """The sidecar shape's config, run as is but for paths and ports: TLS with
+    the Secret's certificate (dialled as localhost, as kubectl port-forward
+    does), the clear tokens against their hashes, admin on its own listener."""
+    import grpc
+    import statemesh
+    from statemesh import errors as sm_errors
+    (text,) = [t for m, _, _, t in CONFIGS if m == "sidecar.yaml"]
+    text = materialize("sidecar.yaml", text, secrets)
+    sock = _setting(text, "target")[len("unix:"):]
+    fn = sandbox.greeter(listen="unix:%s" % (sandbox.workdir / "greeter.sock"))
+    port, admin, metrics = free_port(), free_port(), free_port()
+    text = (text.replace(_setting(text, "data_dir"), str(sandbox.workdir / "data"))
+                .replace('"0.0.0.0:7070"', '"127.0.0.1:%d"' % port)
+                .replace('"127.0.0.1:7071"', '"127.0.0.1:%d"' % admin)
+                .replace('"0.0.0.0:9464"', '"127.0.0.1:%d"' % metrics)
+                .replace(sock, str(sandbox.workdir / "greeter.sock")))
+    rt = sandbox.runtime(config_text=text, ingress="127.0.0.1:%d" % port)
+    ca = str(secrets / "ca.crt")
+    client_token = (secrets / "clear" / "client.token").read_text().strip()
+    admin_token = (secrets / "clear" / "admin.token").read_text().strip()
+    with statemesh.Client("localhost:%d" % port, tls_ca=ca, token=client_token, timeout=10) as c:
+        assert c.call("example/user", "alice", "hi") == "Hello alice, you are visitor #1"
+    with statemesh.Client("localhost:%d" % port, tls_ca=ca, timeout=10) as anon:
+        with pytest.raises(sm_errors.StatemeshError) as e:
+            anon.call("example/user", "alice", "hi")
+        assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+    with statemesh.Client("localhost:%d" % admin, tls_ca=ca, token=client_token, timeout=10) as a:
+        with pytest.raises(sm_errors.StatemeshError) as e:
+            a.state("example/user", "alice")
+        assert e.value.code == grpc.StatusCode.PERMISSION_DENIED
+    with statemesh.Client("localhost:%d" % admin, tls_ca=ca, token=admin_token, timeout=10) as a:
+        assert a.state("example/user", "alice")
+    with socket.create_connection(("127.0.0.1", metrics), timeout=10) as s:
+        s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+        assert b"200" in s.recv(100).split(b"\r\n")[0]
+    rt.stop()
+
+
+def _policies(manifest):
+    return {d["metadata"]["name"]: d for d in _by_kind(manifests()[manifest], "NetworkPolicy")}
+
+
+@pytest.mark.parametrize("manifest", ["sidecar.yaml", "remote.yaml"])
+def test_network_policy_admits_clients_and_prometheus_only(manifest):
+    docs = manifests()[manifest]
+    sts, pod = _runtime_pod(docs)
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    pols = [p for p in _policies(manifest).values()
+            if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+    assert len(pols) == 1, pols
+    spec = pols[0]["spec"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    (rt,) = [c for c in pod["containers"] if c["name"] == "statemeshd"]
+    ports = {p["name"]: p["containerPort"] for p in rt["ports"]}
+    admitted = {p["port"]: rule["from"] for rule in spec["ingress"] for p in rule["ports"]}
+    assert set(admitted) == {ports["ingress"], ports["metrics"]}     # never the admin port
+    assert admitted[ports["ingress"]] == [{"podSelector": {"matchLabels":
+                                                            {"statemesh.io/client": "true"}}}]
+    assert "namespaceSelector" in admitted[ports["metrics"]][0]
+    egress_ports = {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}
+    if manifest == "sidecar.yaml":
+        assert spec["egress"] == []                       # a unix socket only
+    else:
+        assert egress_ports == {7000, 53}
+        greeter = _policies(manifest)["greeter"]["spec"]
+        assert greeter["ingress"] == [{"from": [{"podSelector": {"matchLabels": labels}}],
+                                       "ports": [{"protocol": "TCP", "port": 7000}]}]
+        assert greeter["egress"] == []

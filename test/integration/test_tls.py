@@ -549,3 +549,135 @@ def test_etcd_client_over_mtls(sandbox, certs):
     assert r.returncode == 2 and "https needs a tls group" in r.stderr, r.stderr
     r = _etcdtool(url, "get", "tls/k", tls=dict(good, key=_p(certs, "stray.key")))
     assert r.returncode == 2 and "does not match" in r.stderr, r.stderr
+
+
+# ---- the admin listener and the greeter example over TLS ------------------------------
+
+
+def test_admin_listener_takes_the_ingress_tls(sandbox, certs):
+    """runtime.admin serves with the same TLS settings as the ingress: a
+    plaintext or certificate-less client is refused there too."""
+    fn = sandbox.testfn()
+    admin = "127.0.0.1:%d" % free_port()
+    rt = sandbox.runtime([endpoint("test/*", fn)],
+                         runtime_settings={"tls": _server_tls(certs, mtls=True), "admin": admin})
+    with _client(rt, certs, cert="client.crt", key="client.key") as c:
+        assert c.call("test/counter", "adm", 4) == 4
+    with statemesh.Client(admin, timeout=scaled(5), tls_ca=_p(certs, "ca.crt"),
+                          tls_cert=_p(certs, "client.crt"), tls_key=_p(certs, "client.key")) as a:
+        assert a.state("test/counter", "adm")      # the admin listener answers over mTLS
+    with statemesh.Client(admin, timeout=scaled(5)) as plain:
+        _refused(lambda: plain.state("test/counter", "adm"))
+    with statemesh.Client(admin, timeout=scaled(5), tls_ca=_p(certs, "ca.crt")) as nocert:
+        _refused(lambda: nocert.state("test/counter", "adm"))
+    tls = ["--tls-ca", _p(certs, "ca.crt"), "--tls-cert", _p(certs, "client.crt"),
+           "--tls-key", _p(certs, "client.key")]
+    r = _cli(rt, *tls, "--admin", admin, "state", "get", "test/counter", "adm")
+    assert r.returncode == 0 and "4" in r.stdout, (r.stdout, r.stderr)
+    r = _cli(rt, "--admin", admin, "state", "get", "test/counter", "adm")     # plaintext
+    assert r.returncode == 1, (r.stdout, r.stderr)
+
+
+def test_greeter_example_serves_mtls(sandbox, certs):
+    """examples/greeter's --tls-* options, as examples/kubernetes/remote.yaml runs it."""
+    greeter = binary("examples/greeter/greeter")
+    for bad in (["--tls-cert", _p(certs, "server.crt")],
+                ["--tls-ca", _p(certs, "ca.crt")],
+                ["--tls-cert", _p(certs, "server.crt"), "--tls-key", _p(certs, "server.key"),
+                 "--require-client-cert"]):
+        r = subprocess.run([str(greeter)] + bad, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "greeter:" in r.stderr, (bad, r.stderr)
+    g = sandbox.server([str(greeter), "--tls-cert", _p(certs, "server.crt"),
+                        "--tls-key", _p(certs, "server.key"), "--tls-ca", _p(certs, "ca.crt"),
+                        "--require-client-cert"],
+                       name="greeter", listen="127.0.0.1:%d" % free_port())
+    ok = endpoint("example/*", g, tls=_ep_tls(certs))
+    rt = sandbox.runtime([ok])
+    with rt.client() as c:
+        assert c.call("example/user", "ada", "hi") == "Hello ada, you are visitor #1"
+    rt.stop()
+    # Without a client certificate the greeter refuses the runtime: nothing is applied.
+    rt2 = sandbox.runtime([endpoint("example/*", g, tls=_ep_tls(certs, cert=None))], name="rt2")
+    with rt2.client() as c:
+        c.send("example/user", "bob", "hi")
+        wait_until(lambda: rt2.log_lines("endpoint.unreachable target=%s" % g.target), timeout=20)
+        line = rt2.log_lines("endpoint.unreachable target=%s" % g.target)[0]
+        assert "tls=on" in line and "client certificate" in line, line
+        assert c.get_state("example/user", "bob").queued_messages == 1
+
+
+# ---- certificates mapped to roles (runtime.auth.certificates) ---------------------------
+
+
+def test_client_certificates_mapped_to_roles(sandbox, certs):
+    """A verified client certificate whose SAN is listed stands for a token of
+    that role; a call with a token is judged by the token alone."""
+    import secrets as pysecrets
+    admin_token = pysecrets.token_hex(16)
+    tok = sandbox.path("admin.token")
+    tok.write_text(admin_token + "\n")
+    os.chmod(tok, 0o600)
+    tls = _server_tls(certs, mtls=True)
+    tls["require_client_cert"] = False              # certificates optional: tokens still work
+    fn = sandbox.testfn()
+    rt = sandbox.runtime([endpoint("test/*", fn)], runtime_settings={
+        "tls": tls,
+        "auth": {"tokens": [{"file": str(tok), "role": "admin"}],
+                 "certificates": [{"identity": "spiffe://statemesh/client-1", "role": "client"}]}})
+    assert "auth=tokens+certificates" in rt.log_lines("event=runtime.ready")[0]
+    mapped = dict(cert="client.crt", key="client.key")          # SAN spiffe://statemesh/client-1
+    unmapped = dict(cert="elsewhere.crt", key="elsewhere.key")  # right CA, SAN not listed
+
+    def code(fn_):
+        try:
+            fn_()
+        except sm_errors.StatemeshError as e:
+            return e.code
+        return grpc.StatusCode.OK
+
+    with _client(rt, certs, **mapped) as c:
+        assert c.call("test/counter", "m", 3) == 3                     # client role, no token
+        assert code(lambda: c.state("test/counter", "m")) == grpc.StatusCode.PERMISSION_DENIED
+    with _client(rt, certs, **mapped, token="not-the-token-0123456789") as c:
+        assert code(lambda: c.call("test/counter", "m", 1)) == grpc.StatusCode.UNAUTHENTICATED
+    with _client(rt, certs, **mapped, token=admin_token) as c:
+        assert c.state("test/counter", "m")                           # the token's role
+    with _client(rt, certs, **unmapped) as c:
+        assert code(lambda: c.call("test/counter", "m", 1)) == grpc.StatusCode.UNAUTHENTICATED
+    with _client(rt, certs) as c:                                      # no certificate at all
+        assert code(lambda: c.call("test/counter", "m", 1)) == grpc.StatusCode.UNAUTHENTICATED
+        with statemesh.Client(rt.ingress, timeout=scaled(10), tls_ca=_p(certs, "ca.crt"),
+                              token=admin_token) as a:
+            assert a.call("test/counter", "m", 0) == 3                 # refused ones: nothing
+
+
+def test_certificate_mapping_config_errors(sandbox, certs):
+    crt, key, ca = (_p(certs, "server.crt"), _p(certs, "server.key"), _p(certs, "ca.crt"))
+    tls = 'tls = { cert = "%s"; key = "%s"; ca = "%s"; };' % (crt, key, ca)
+    no_ca = 'tls = { cert = "%s"; key = "%s"; };' % (crt, key)
+
+    def conf(tls_, certs_):
+        return "runtime = { %s auth = { certificates = ( %s ); }; };\n" % (tls_, certs_)
+    one = '{ identity = "spiffe://x/a"; role = "client"; }'
+    cases = [
+        (conf(no_ca, one), "runtime.auth.certificates: needs runtime.tls with a ca"),
+        (conf("", one), "runtime.auth.certificates: needs runtime.tls with a ca"),
+        (conf(tls, one + ", " + one.replace("client", "admin")),
+         'runtime.auth.certificates[1].identity: "spiffe://x/a" is also certificates[0]'),
+        (conf(tls, '{ identity = "a.example,b.example"; role = "client"; }'),
+         "is not a certificate identity"),
+        (conf(tls, '{ identity = ""; role = "client"; }'), "is not a certificate identity"),
+        (conf(tls, '{ identity = "a.example"; role = "root"; }'),
+         'runtime.auth.certificates[0].role: unknown role "root"'),
+        (conf(tls, '{ identity = "a.example"; }'), "runtime.auth.certificates[0].role: missing"),
+        (conf(tls, '{ role = "admin"; }'), "runtime.auth.certificates[0].identity: missing"),
+        (conf(tls, '{ identity = "a.example"; role = "admin"; san = "x"; }'),
+         "runtime.auth.certificates[0].san: unknown setting"),
+        (conf(tls, ""), "runtime.auth.certificates: is empty"),
+        ("runtime = { %s auth = { }; };\n" % tls, "runtime.auth.tokens: missing"),
+    ]
+    for text, want in cases:
+        rc, out = _check(sandbox, text)
+        assert rc == 2 and want in out, (text, out)
+    rc, out = _check(sandbox, conf(tls, one))        # certificates alone are enough
+    assert rc == 0, out

@@ -123,7 +123,7 @@ static void method_classes(void **state)
 static int check(const struct auth *a, const char *method, const char *value)
 {
     const char *msg;
-    return auth_check(a, method, value, value ? strlen(value) : 0, &msg);
+    return auth_check(a, method, value, value ? strlen(value) : 0, 0, &msg);
 }
 
 static void checks(void **state)
@@ -173,6 +173,59 @@ static void checks(void **state)
                      RPC_UNAUTHENTICATED);
 }
 
+static int check_cert(const struct auth *a, const char *method, const char *value,
+                      const char *identity)
+{
+    const char *msg;
+    unsigned roles = auth_cert_roles(a, identity, identity ? strlen(identity) : 0);
+    return auth_check(a, method, value, value ? strlen(value) : 0, roles, &msg);
+}
+
+static void certificates(void **state)
+{
+    struct auth a = {0};
+    struct auth_entry e[1];
+    struct auth_cert c[3] = {{(char *)"spiffe://sm/ops", AUTH_ROLE_ADMIN},
+                             {(char *)"app.example", AUTH_ROLE_CLIENT},
+                             {(char *)"prom.example", AUTH_ROLE_METRICS}};
+
+    (void)state;
+    auth_sha256("client-token-012345", 19, e[0].hash);
+    e[0].role = AUTH_ROLE_CLIENT;
+    a.entries = e;
+    a.n = 1;
+    a.certs = c;
+    a.n_certs = 3;
+    a.enabled = true;
+
+    assert_int_equal(auth_cert_roles(&a, "app.example", 11), AUTH_ROLE_BIT(AUTH_ROLE_CLIENT));
+    assert_int_equal(auth_cert_roles(&a, "app.example", 10), 0);    /* a prefix is not it */
+    assert_int_equal(auth_cert_roles(&a, "APP.EXAMPLE", 11), 0);    /* exact bytes */
+    assert_int_equal(auth_cert_roles(&a, NULL, 0), 0);
+    /* no token: the certificate's role */
+    assert_int_equal(check_cert(&a, "/statemesh.v1.Ingress/Send", NULL, "app.example"), 0);
+    assert_int_equal(check_cert(&a, "/statemesh.v1.Admin/Skip", NULL, "app.example"),
+                     RPC_PERMISSION_DENIED);
+    assert_int_equal(check_cert(&a, "/statemesh.v1.Admin/Skip", NULL, "spiffe://sm/ops"), 0);
+    assert_int_equal(check_cert(&a, "/statemesh.v1.Admin/Skip", NULL, "other.example"),
+                     RPC_UNAUTHENTICATED);
+    assert_int_equal(check_cert(&a, "/statemesh.v1.Ingress/Send", NULL, NULL), RPC_UNAUTHENTICATED);
+    /* a token is judged alone: a wrong one fails even with the ops certificate */
+    assert_int_equal(check_cert(&a, "/statemesh.v1.Admin/Skip", "Bearer nope-nope-nope",
+                                "spiffe://sm/ops"), RPC_UNAUTHENTICATED);
+    assert_int_equal(check_cert(&a, "/statemesh.v1.Admin/Skip", "Bearer client-token-012345",
+                                "spiffe://sm/ops"), RPC_PERMISSION_DENIED);
+    /* two matching entries: the rights of each, not more (client + metrics is not admin) */
+    {
+        const char *msg;
+        unsigned both = AUTH_ROLE_BIT(AUTH_ROLE_CLIENT) | AUTH_ROLE_BIT(AUTH_ROLE_METRICS);
+        assert_int_equal(auth_check(&a, "/statemesh.v1.Ingress/Send", NULL, 0, both, &msg), 0);
+        assert_int_equal(auth_check(&a, "/statemesh.v1.Admin/Stats", NULL, 0, both, &msg), 0);
+        assert_int_equal(auth_check(&a, "/statemesh.v1.Admin/Skip", NULL, 0, both, &msg),
+                         RPC_PERMISSION_DENIED);
+    }
+}
+
 static void load_refuses_duplicates(void **state)
 {
     struct auth a = {0};
@@ -218,6 +271,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sha256_vectors),   cmocka_unit_test(token_files),
         cmocka_unit_test(method_classes),   cmocka_unit_test(checks),
+        cmocka_unit_test(certificates),
         cmocka_unit_test(load_refuses_duplicates), cmocka_unit_test(local_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
