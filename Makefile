@@ -288,7 +288,8 @@ FZ_LINK_spjsonl   := $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/valjson.o \
 FZ_LINK_savepoint := $(FZ)/obj/runtime/savepoint.o $(FZ)/obj/runtime/crc32c.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
-FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o,$(FZ_RT_O)) \
+FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o \
+                                 $(FZ)/obj/runtime/clusterctl.o,$(FZ_RT_O)) \
                      $(FZ)/obj/test/fuzz/rpc_fake.o $(FZ_SDK_O)
 
 $(FZ)/.cflags: FORCE

@@ -39,7 +39,11 @@ IDS = ["c%d" % i for i in range(48)]
 
 
 def owner_of(id_, n):
-    kg = key_group(COUNTER, id_)
+    return owner_of_type(COUNTER, id_, n)
+
+
+def owner_of_type(type_, id_, n):
+    kg = key_group(type_, id_)
     for i, (a, b) in enumerate(expected_ranges(n)):
         if a <= kg <= b:
             return i
@@ -343,3 +347,39 @@ def test_bad_input_gets_clear_errors(sandbox, etcd_cluster):
     plain.start(wait=False)
     assert plain.wait_exit(timeout=30) == 3
     assert "is a cluster savepoint (CLUSTER.json)" in plain.log()
+
+
+def test_node_that_cannot_pause_in_time_aborts(sandbox, etcd_cluster):
+    """A batch in flight longer than the pause timeout keeps its node from
+    pausing: the savepoint is aborted with the node named, and every node
+    goes on (the slow batch is answered, the other node serves)."""
+    from harness import admin_pb2
+    fn = sandbox.testfn(slow_ms=4000)
+    c = Cluster(sandbox, etcd_cluster, "slowpause", 2, fn, "h")
+    c.wait_ranges()
+    slow = [i for i in ("s%d" % k for k in range(100)) if owner_of_type("test/slow", i, 2) == 1][0]
+    admin = c.clients[0].admin
+    for req, why in [(admin_pb2.ClusterSavepointRequest(path="relative/sp"), "absolute path"),
+                     (admin_pb2.ClusterSavepointRequest(path=str(sandbox.path("sp")), ranges=5000),
+                      "ranges must be 1..4096")]:
+        with pytest.raises(grpc.RpcError) as ei:
+            admin.ClusterSavepoint(req, timeout=scaled(10))
+        assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in ei.value.details()
+    c.clients[1].send("test/slow", slow, int64(1))
+    wait_until(lambda: c.clients[1].get_state("test/slow", slow).in_flight, timeout=10,
+               message="the slow batch in flight")
+    sp = sandbox.path("sp-slow")
+    with pytest.raises(grpc.RpcError) as ei:
+        admin.ClusterSavepoint(admin_pb2.ClusterSavepointRequest(path=str(sp),
+                                                                 pause_timeout_ms=1000),
+                               timeout=scaled(20))
+    assert ei.value.code() == grpc.StatusCode.ABORTED
+    assert "node(s) n-1 did not pause within 1000 ms" in ei.value.details()
+    assert not sp.exists() and list(sp.parent.glob("sp-slow*")) == []
+    wait_until(lambda: c.clients[1].int_state("test/slow", slow, name="batches") == 1,
+               timeout=20, message="the slow batch answered")
+    mine = [i for i in IDS if owner_of(i, 2) == 0][0]
+    assert c.clients[0].call(COUNTER, mine, int64(4), timeout=scaled(15)) == 4
+    for rt in c.rts:
+        assert "event=clustersp.resumed" in rt.log()
+    c.stop()
