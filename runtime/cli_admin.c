@@ -117,8 +117,8 @@ static int cmd_cluster_savepoint(sm_client *c, const struct args *a)
     if (!a->json)
         fprintf(stderr, "cluster savepoint: pausing every owner of a range through etcd, then "
                 "each node writes its part to %s/NODE ...\n", path);
-    if (sm_client_cluster_savepoint(c, path, a->has_ranges ? (uint32_t)a->ranges : 0, 0, 0, &r,
-                                    &err) != SM_OK)
+    if (sm_client_cluster_savepoint(c, path, a->has_ranges ? (uint32_t)a->ranges : 0,
+                                    (uint32_t)a->pause_timeout_ms, 0, &r, &err) != SM_OK)
         return rpc_error("cluster savepoint", &err, a->address);
     if (a->json) {
         fputs("{\"path\":", stdout);

@@ -369,12 +369,11 @@ def test_node_that_cannot_pause_in_time_aborts(sandbox, etcd_cluster):
     wait_until(lambda: c.clients[1].get_state("test/slow", slow).in_flight, timeout=10,
                message="the slow batch in flight")
     sp = sandbox.path("sp-slow")
-    with pytest.raises(grpc.RpcError) as ei:
-        admin.ClusterSavepoint(admin_pb2.ClusterSavepointRequest(path=str(sp),
-                                                                 pause_timeout_ms=1000),
-                               timeout=scaled(20))
-    assert ei.value.code() == grpc.StatusCode.ABORTED
-    assert "node(s) n-1 did not pause within 1000 ms" in ei.value.details()
+    r = run_cli("--address", c.rts[0].ingress, "cluster", "savepoint", sp, "--pause-timeout", 1000)
+    assert r.returncode == 1 and "ABORTED" in r.stderr, r.stderr
+    assert "node(s) n-1 did not pause within 1000 ms" in r.stderr
+    r = run_cli("--address", c.rts[0].ingress, "cluster", "status", "--pause-timeout", 1000)
+    assert r.returncode == 2 and "--pause-timeout only applies to cluster savepoint" in r.stderr
     assert not sp.exists() and list(sp.parent.glob("sp-slow*")) == []
     wait_until(lambda: c.clients[1].int_state("test/slow", slow, name="batches") == 1,
                timeout=20, message="the slow batch answered")
