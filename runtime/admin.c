@@ -10,7 +10,6 @@
  * have happened, like any other write.
  */
 #include "admin.h"
-#include "clustersp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "address.h"
 #include "bootstrap.h"
+#include "clustersp.h"
 #include "deadletter.h"
 #include "dispatch.h"
 #include "grpc/health/v1/health.pb-c.h"

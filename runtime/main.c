@@ -55,14 +55,14 @@
 #include <grpc/grpc.h>
 
 #include "address.h"
+#include "clusterctl.h"
+#include "clustersp.h"
 #include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
+#include "spcluster.h"
 #include "spcreate.h"
 #include "sprestore.h"
-#include "clusterctl.h"
-#include "clustersp.h"
-#include "spcluster.h"
 #include "statemesh/version.h"
 #include "statemesh/v1/storage.pb-c.h"
 
@@ -657,7 +657,10 @@ int main(int argc, char **argv)
             rc = 2;
             goto out;
         }
-        if (clustersp_create(&s) != 0) goto out;
+        if (clustersp_create(&s) != 0) {
+            fprintf(stderr, "statemeshd: out of memory\n");
+            goto out;
+        }
         if ((j = cluster_join(&s)) != 0) {
             rc = j > 0 ? 0 : 2;
             goto out;
