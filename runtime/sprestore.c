@@ -15,12 +15,23 @@
 #define MARKER "restore_incomplete"
 #define BATCH_BYTES (4u << 20)
 
+/* The dead-letter ids imported so far (a cluster restore merges several
+ * nodes' dead letters, whose ids each node numbered on its own): open
+ * addressing over non-zero ids. */
+struct idset {
+    uint64_t *v;
+    size_t cap, n;
+    uint64_t max;                  /* the largest id seen, imported or not */
+};
+
 struct import {
     struct store *st;
     struct store_batch *b;
     uint32_t sp_groups;            /* the savepoint's key-group count */
     const uint8_t *want;           /* [STORE_KEY_GROUPS]: 1 = import this group */
     bool node_records;             /* import E, J, X (with group 0 or always) */
+    struct idset *dl;              /* cluster restore: dead-letter ids in use, else NULL */
+    uint64_t renumbered;
     uint64_t imported, skipped;
     char err[600];
 };
@@ -30,6 +41,58 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t get_u64be(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    return v;
+}
+
+static bool idset_has(const struct idset *d, uint64_t id)
+{
+    if (!d->cap) return false;
+    for (size_t i = (size_t)(id * 0x9E3779B97F4A7C15ull) & (d->cap - 1);; i = (i + 1) & (d->cap - 1)) {
+        if (d->v[i] == id) return true;
+        if (!d->v[i]) return false;
+    }
+}
+
+static int idset_add(struct idset *d, uint64_t id)
+{
+    if (2 * (d->n + 1) > d->cap) {
+        size_t cap = d->cap ? 2 * d->cap : 1024;
+        uint64_t *old = d->v, *v = calloc(cap, sizeof *v);
+        size_t ocap = d->cap;
+        if (!v) return -1;
+        d->v = v;
+        d->cap = cap;
+        d->n = 0;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i]) (void)idset_add(d, old[i]);
+        free(old);
+    }
+    for (size_t i = (size_t)(id * 0x9E3779B97F4A7C15ull) & (d->cap - 1);; i = (i + 1) & (d->cap - 1))
+        if (!d->v[i]) {
+            d->v[i] = id;
+            d->n++;
+            return 0;
+        }
+}
+
+/* A dead letter of a cluster restore: its id, or a fresh one when another
+ * node's dead letter imported before has it. Returns 0, or -1. */
+static int dl_unique(struct import *im, uint8_t *key)
+{
+    uint64_t id = get_u64be(key + 1);
+    if (id > im->dl->max) im->dl->max = id;
+    if (!id || idset_has(im->dl, id)) {
+        id = ++im->dl->max;
+        for (int i = 0; i < 8; i++) key[1 + i] = (uint8_t)(id >> (56 - 8 * i));
+        im->renumbered++;
+    }
+    return idset_add(im->dl, id);
 }
 
 static int import_one(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
@@ -57,6 +120,14 @@ static int import_one(void *arg, const uint8_t *key, size_t klen, const uint8_t 
     } else if (key[0] == 'L') {
         kg = sp_record_key_group(key, klen, val, vlen, STORE_KEY_GROUPS);
         if (kg < 0) goto bad;
+        if (im->dl && im->want[kg] && klen == 9) {
+            memcpy(stack, key, klen);
+            k = stack;
+            if (dl_unique(im, k) != 0) {
+                snprintf(im->err, sizeof im->err, "out of memory");
+                return -1;
+            }
+        }
     } else if (key[0] == 'E' || key[0] == 'J' || key[0] == 'X') {
         /* node records go with group 0, or in a cluster restore with the
          * node of the same id; a node's identity stays with its data dir */
@@ -293,6 +364,7 @@ int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct sto
 {
     struct spc_manifest cm;
     struct import im = {0};
+    struct idset dl = {0};
     char q[4200], serr[1500], sub[4200];
     int64_t t0 = mono_ms(), verify_ms = 0;
     uint32_t groups = 0;
@@ -308,6 +380,7 @@ int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct sto
     }
     verify_ms = mono_ms() - t0;
     im.want = want;
+    im.dl = &dl;
     if (import_begin(&im, spdir, dbdir, so, lg, err, errlen) != 0) goto out;
     LOG_INFO(lg, "restore.start", "savepoint=%s cluster=1 node=%s key_groups_owned=%" PRIu32
              " savepoint_nodes=%zu records=%" PRIu64, q, node_id, groups, cm.nnodes, cm.records);
@@ -335,12 +408,17 @@ int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct sto
         rc = -1;
     }
     if (import_end(&im, spdir, err, errlen) != 0) goto out;
+    if (im.renumbered)
+        LOG_WARN(lg, "restore.dead_letters_renumbered", "count=%" PRIu64 " msg=\"dead letters "
+                 "of different nodes had the same id; the later ones got new ids\"",
+                 im.renumbered);
     log_done(lg, q, &im, t0, verify_ms);
     rc = 0;
 out:
     store_batch_destroy(&im.b);
     store_close(&im.st);
     spc_manifest_free(&cm);
+    free(dl.v);
     return rc;
 }
 

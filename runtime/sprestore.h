@@ -35,7 +35,9 @@ int sprestore_run(const char *spdir, const char *dbdir, const struct store_optio
  * this node owns in etcd's ranges/), reading only the range files that
  * hold some of them; egress logs and metadata only from the sub-directory
  * named node_id (a node removed by a rescale leaves its egress logs
- * behind: docs/cluster.md). Returns 0, or -1 with a sentence in err. */
+ * behind: docs/cluster.md). Dead letters of different parts with the same
+ * id (each node numbers its own) get new ids above the largest one seen.
+ * Returns 0, or -1 with a sentence in err. */
 int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct store_options *so,
                           const uint8_t *want, const char *node_id, const struct log *lg,
                           char *err, size_t errlen) __attribute__((warn_unused_result));

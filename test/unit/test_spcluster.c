@@ -9,12 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "clusterctl.h"
 #include "spcluster.h"
+#include "sprestore.h"
+#include "statemesh/v1/storage.pb-c.h"
+#include "store.h"
 
 static void make_dir(char *dir, size_t n)
 {
@@ -139,12 +143,103 @@ static void parse_nodes(void **state)
     assert_non_null(strstr(err, "at most 4 nodes"));
 }
 
+/* One node's part: an empty range file over every group and node.smsp
+ * holding one dead letter with id `id` for test/counter/<target>. */
+static void write_part(const char *dir, const char *node, uint64_t id, const char *target,
+                       struct spc_node *cn)
+{
+    char sub[300], err[600];
+    struct sp_file files[2] = {{.kg_first = 0, .kg_last = 4095}, {.kg_first = -1, .kg_last = -1}};
+    struct sp_manifest m = {.format_version = SP_FORMAT_VERSION, .statemesh_version = "test",
+                            .store_format = STORE_FORMAT_VERSION, .key_groups = 4096,
+                            .files = files, .nfiles = 2};
+    Statemesh__V1__StoredDeadLetter d = STATEMESH__V1__STORED_DEAD_LETTER__INIT;
+    Statemesh__V1__Address a = STATEMESH__V1__ADDRESS__INIT;
+    struct sp_writer *w;
+    uint8_t key[9] = {'L'}, val[256];
+    size_t vlen;
+
+    snprintf(sub, sizeof sub, "%s/%s", dir, node);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(sp_writer_open(&w, sub, "kg-0000-4095.smsp", err, sizeof err), 0);
+    assert_int_equal(sp_writer_finish(&w, &files[0], err, sizeof err), 0);
+    files[0].kg_first = 0;
+    files[0].kg_last = 4095;
+    a.type = "test/counter";
+    a.id = (char *)target;
+    d.target = &a;
+    d.error = "boom";
+    vlen = statemesh__v1__stored_dead_letter__pack(&d, val);
+    for (int i = 0; i < 8; i++) key[1 + i] = (uint8_t)(id >> (56 - 8 * i));
+    assert_int_equal(sp_writer_open(&w, sub, SP_NODE_FILE, err, sizeof err), 0);
+    assert_int_equal(sp_writer_add(w, key, sizeof key, val, vlen, err, sizeof err), 0);
+    assert_int_equal(sp_writer_finish(&w, &files[1], err, sizeof err), 0);
+    files[1].kg_first = files[1].kg_last = -1;
+    m.records = files[0].records + files[1].records;
+    m.bytes = files[0].bytes + files[1].bytes;
+    assert_int_equal(sp_manifest_write(sub, &m, err, sizeof err), 0);
+    snprintf(cn->id, sizeof cn->id, "%s", node);
+    cn->records = m.records;
+    cn->bytes = m.bytes;
+}
+
+static int count_dl(void *arg, uint64_t id, const uint8_t *val, size_t len)
+{
+    uint64_t *ids = arg;
+    (void)val;
+    (void)len;
+    ids[ids[0] < 4 ? ++ids[0] : 0] = id;
+    return 0;
+}
+
+/* Two nodes numbered their dead letters on their own: both have id 7. A
+ * restore that merges them keeps both, the later one under a new id. */
+static void restore_merges_dead_letters_with_the_same_id(void **state)
+{
+    char dir[64], db[128], err[2000];
+    struct spc_node nodes[2] = {{.nranges = 1, .first = {0}, .last = {2047}},
+                                {.nranges = 1, .first = {2048}, .last = {4095}}};
+    struct spc_manifest m = {.format_version = 1, .cluster = "c1", .id = "t",
+                             .statemesh_version = "test", .key_groups = 4096, .nodes = nodes,
+                             .nnodes = 2};
+    struct store_options so = {0, 0, true, 0, 0};
+    struct log lg = {LOG_LEVEL_ERROR, stderr};
+    static uint8_t want[STORE_KEY_GROUPS];
+    uint64_t ids[5] = {0};
+    struct store *st;
+
+    (void)state;
+    make_dir(dir, sizeof dir);
+    write_part(dir, "n-0", 7, "a", &nodes[0]);
+    write_part(dir, "n-1", 7, "b", &nodes[1]);
+    m.records = nodes[0].records + nodes[1].records;
+    m.bytes = nodes[0].bytes + nodes[1].bytes;
+    assert_int_equal(spc_manifest_write(dir, &m, err, sizeof err), 0);
+    memset(want, 1, sizeof want);
+    snprintf(db, sizeof db, "%s/db", dir);
+    assert_int_equal(mkdir(db, 0755), 0);
+    if (sprestore_run_cluster(dir, db, &so, want, "n-0", &lg, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(store_open(&st, db, &so, &lg, err, sizeof err), 0);
+    assert_int_equal(store_scan_deadletters(st, 0, count_dl, ids), 0);
+    store_close(&st);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(ids[1], 7);
+    assert_int_equal(ids[2], 8);
+    /* a second restore into the same store is refused */
+    assert_int_equal(sprestore_run_cluster(dir, db, &so, want, "n-0", &lg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "already holds a store"));
+    snprintf(err, sizeof err, "rm -rf '%s'", dir);
+    assert_int_equal(system(err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(manifest_round_trip),
         cmocka_unit_test(manifest_refusals),
         cmocka_unit_test(parse_nodes),
+        cmocka_unit_test(restore_merges_dead_letters_with_the_same_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
