@@ -32,6 +32,15 @@ struct import {
     bool node_records;             /* import E, J, X (with group 0 or always) */
     struct idset *dl;              /* cluster restore: dead-letter ids in use, else NULL */
     uint64_t renumbered;
+    /* cluster restore: the part being read and what it owned at the cut. A
+     * queued message (M) under a key group its node did not own was held
+     * there for another node; pass 1 imports the rest and finds the largest
+     * sequence number, pass 2 appends the held ones after it, so they never
+     * overwrite the owner's messages with the same sequence number. */
+    const struct spc_node *part;
+    int pass;
+    uint64_t seq_max, held;
+    bool part_held;
     uint64_t imported, skipped;
     char err[600];
 };
@@ -95,12 +104,38 @@ static int dl_unique(struct import *im, uint8_t *key)
     return idset_add(im->dl, id);
 }
 
+static bool part_owns(const struct spc_node *n, uint32_t kg)
+{
+    for (uint32_t r = 0; r < n->nranges; r++)
+        if (kg >= n->first[r] && kg <= n->last[r]) return true;
+    return false;
+}
+
 static int import_one(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
 {
     struct import *im = arg;
     int kg;
     uint8_t stack[1600], *k = (uint8_t *)key;
+    bool renumber = false;
 
+    if (im->part && key[0] == 'M' && klen > 11) {
+        bool held = !part_owns(im->part, (uint32_t)(key[1] << 8 | key[2]));
+        if (im->pass == 1) {
+            uint64_t seq = get_u64be(key + klen - 8);
+            if (seq > im->seq_max) im->seq_max = seq;
+            if (held) {
+                im->held++;
+                im->part_held = true;
+                return 0;
+            }
+        } else if (!held) {
+            return 0;
+        } else {
+            renumber = true;
+        }
+    } else if (im->pass == 2) {
+        return 0;
+    }
     if (strchr("SMPID", key[0])) {
         if (klen < 3) goto bad;
         kg = im->sp_groups == STORE_KEY_GROUPS && key[0] != 'D'
@@ -116,6 +151,17 @@ static int import_one(void *arg, const uint8_t *key, size_t klen, const uint8_t 
             memcpy(k, key, klen);
             k[1] = (uint8_t)(kg >> 8);
             k[2] = (uint8_t)kg;
+        }
+        if (renumber && im->want[kg]) {                     /* after the owner's messages */
+            uint64_t seq = ++im->seq_max;
+            if (k == key) {
+                if (!(k = klen <= sizeof stack ? stack : malloc(klen))) {
+                    snprintf(im->err, sizeof im->err, "out of memory");
+                    return -1;
+                }
+                memcpy(k, key, klen);
+            }
+            for (int i = 0; i < 8; i++) k[klen - 8 + i] = (uint8_t)(seq >> (56 - 8 * i));
         }
     } else if (key[0] == 'L') {
         kg = sp_record_key_group(key, klen, val, vlen, STORE_KEY_GROUPS);
@@ -365,6 +411,7 @@ int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct sto
     struct spc_manifest cm;
     struct import im = {0};
     struct idset dl = {0};
+    bool held_in[SPC_MAX_NODES] = {false};
     char q[4200], serr[1500], sub[4200];
     int64_t t0 = mono_ms(), verify_ms = 0;
     uint32_t groups = 0;
@@ -384,8 +431,11 @@ int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct sto
     if (import_begin(&im, spdir, dbdir, so, lg, err, errlen) != 0) goto out;
     LOG_INFO(lg, "restore.start", "savepoint=%s cluster=1 node=%s key_groups_owned=%" PRIu32
              " savepoint_nodes=%zu records=%" PRIu64, q, node_id, groups, cm.nnodes, cm.records);
+    im.pass = 1;
+again:
     for (size_t i = 0; i < cm.nnodes; i++) {
         struct sp_manifest m;
+        if (im.pass == 2 && !held_in[i]) continue;
         snprintf(sub, sizeof sub, "%s/%s", spdir, cm.nodes[i].id);
         if (sp_manifest_read(sub, &m, serr, sizeof serr) != 0) {
             snprintf(err, errlen, "%s", serr);
@@ -399,13 +449,22 @@ int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct sto
         }
         /* egress logs and metadata stay with the node of the same id */
         im.node_records = strcmp(cm.nodes[i].id, node_id) == 0;
-        if (!im.node_records)
+        if (!im.node_records && im.pass == 1)
             LOG_INFO(lg, "restore.node_records_skipped", "from=%s msg=\"egress logs and node "
                      "metadata of another node stay with that node\"", cm.nodes[i].id);
+        im.part = &cm.nodes[i];
+        im.part_held = false;
         rc = import_dir(&im, sub, &m, err, errlen);
+        held_in[i] = im.part_held;
         sp_manifest_free(&m);
         if (rc != 0) goto out;
         rc = -1;
+    }
+    if (im.pass == 1 && im.held) {
+        LOG_INFO(lg, "restore.held_messages", "count=%" PRIu64 " msg=\"messages held on a node "
+                 "for another node's address go after the owner's queue\"", im.held);
+        im.pass = 2;
+        goto again;
     }
     if (import_end(&im, spdir, err, errlen) != 0) goto out;
     if (im.renumbered)

@@ -36,7 +36,9 @@ int sprestore_run(const char *spdir, const char *dbdir, const struct store_optio
  * hold some of them; egress logs and metadata only from the sub-directory
  * named node_id (a node removed by a rescale leaves its egress logs
  * behind: docs/cluster.md). Dead letters of different parts with the same
- * id (each node numbers its own) get new ids above the largest one seen.
+ * id (each node numbers its own) get new ids above the largest one seen;
+ * messages a part's node held for a key group it did not own go after
+ * the owner's, with sequence numbers above every one imported.
  * Returns 0, or -1 with a sentence in err. */
 int sprestore_run_cluster(const char *spdir, const char *dbdir, const struct store_options *so,
                           const uint8_t *want, const char *node_id, const struct log *lg,

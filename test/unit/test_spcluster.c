@@ -143,10 +143,25 @@ static void parse_nodes(void **state)
     assert_non_null(strstr(err, "at most 4 nodes"));
 }
 
-/* One node's part: an empty range file over every group and node.smsp
+/* An M key of test/counter/x with sequence number seq. */
+static size_t message_key(uint8_t *key, uint64_t seq)
+{
+    uint16_t kg = store_key_group("test/counter", "x");
+    size_t n = 0;
+    key[n++] = 'M';
+    key[n++] = (uint8_t)(kg >> 8);
+    key[n++] = (uint8_t)kg;
+    memcpy(key + n, "test/counter\0x\0", 15);
+    n += 15;
+    for (int i = 0; i < 8; i++) key[n++] = (uint8_t)(seq >> (56 - 8 * i));
+    return n;
+}
+
+/* One node's part: a range file over every group holding test/counter/x's
+ * message with sequence number 5 whose value is `text`, and node.smsp
  * holding one dead letter with id `id` for test/counter/<target>. */
 static void write_part(const char *dir, const char *node, uint64_t id, const char *target,
-                       struct spc_node *cn)
+                       const char *text, struct spc_node *cn)
 {
     char sub[300], err[600];
     struct sp_file files[2] = {{.kg_first = 0, .kg_last = 4095}, {.kg_first = -1, .kg_last = -1}};
@@ -162,6 +177,11 @@ static void write_part(const char *dir, const char *node, uint64_t id, const cha
     snprintf(sub, sizeof sub, "%s/%s", dir, node);
     assert_int_equal(mkdir(sub, 0755), 0);
     assert_int_equal(sp_writer_open(&w, sub, "kg-0000-4095.smsp", err, sizeof err), 0);
+    {
+        uint8_t mkey[64];
+        size_t mlen = message_key(mkey, 5);
+        assert_int_equal(sp_writer_add(w, mkey, mlen, text, strlen(text), err, sizeof err), 0);
+    }
     assert_int_equal(sp_writer_finish(&w, &files[0], err, sizeof err), 0);
     files[0].kg_first = 0;
     files[0].kg_last = 4095;
@@ -183,6 +203,26 @@ static void write_part(const char *dir, const char *node, uint64_t id, const cha
     cn->bytes = m.bytes;
 }
 
+struct seen_messages {
+    int n;
+    uint64_t seq[4];
+    char text[4][8];
+};
+
+static int count_message(void *arg, const char *type, const char *id, uint64_t seq,
+                         const uint8_t *val, size_t len)
+{
+    struct seen_messages *m = arg;
+    assert_string_equal(type, "test/counter");
+    assert_string_equal(id, "x");
+    if (m->n < 4) {
+        m->seq[m->n] = seq;
+        snprintf(m->text[m->n], sizeof m->text[0], "%.*s", (int)len, (const char *)val);
+    }
+    m->n++;
+    return 0;
+}
+
 static int count_dl(void *arg, uint64_t id, const uint8_t *val, size_t len)
 {
     uint64_t *ids = arg;
@@ -192,8 +232,11 @@ static int count_dl(void *arg, uint64_t id, const uint8_t *val, size_t len)
     return 0;
 }
 
-/* Two nodes numbered their dead letters on their own: both have id 7. A
- * restore that merges them keeps both, the later one under a new id. */
+/* Two nodes numbered their dead letters and messages on their own: both
+ * have dead letter 7 and a message with sequence number 5 for test/counter/x
+ * (owned by one of them; the other held its message for it). A restore that
+ * merges them keeps both of each: the dead letter under a new id, the held
+ * message after the owner's. */
 static void restore_merges_dead_letters_with_the_same_id(void **state)
 {
     char dir[64], db[128], err[2000];
@@ -206,12 +249,15 @@ static void restore_merges_dead_letters_with_the_same_id(void **state)
     struct log lg = {LOG_LEVEL_ERROR, stderr};
     static uint8_t want[STORE_KEY_GROUPS];
     uint64_t ids[5] = {0};
+    struct seen_messages msgs = {0};
+    uint16_t kg = store_key_group("test/counter", "x");
+    int owner = kg <= 2047 ? 0 : 1;
     struct store *st;
 
     (void)state;
     make_dir(dir, sizeof dir);
-    write_part(dir, "n-0", 7, "a", &nodes[0]);
-    write_part(dir, "n-1", 7, "b", &nodes[1]);
+    write_part(dir, "n-0", 7, "a", owner == 0 ? "owner" : "held", &nodes[0]);
+    write_part(dir, "n-1", 7, "b", owner == 1 ? "owner" : "held", &nodes[1]);
     m.records = nodes[0].records + nodes[1].records;
     m.bytes = nodes[0].bytes + nodes[1].bytes;
     assert_int_equal(spc_manifest_write(dir, &m, err, sizeof err), 0);
@@ -222,7 +268,13 @@ static void restore_merges_dead_letters_with_the_same_id(void **state)
         fail_msg("%s", err);
     assert_int_equal(store_open(&st, db, &so, &lg, err, sizeof err), 0);
     assert_int_equal(store_scan_deadletters(st, 0, count_dl, ids), 0);
+    assert_int_equal(store_scan_messages(st, count_message, &msgs), 0);
     store_close(&st);
+    assert_int_equal(msgs.n, 2);
+    assert_int_equal(msgs.seq[0], 5);
+    assert_string_equal(msgs.text[0], "owner");
+    assert_int_equal(msgs.seq[1], 6);
+    assert_string_equal(msgs.text[1], "held");
     assert_int_equal(ids[0], 2);
     assert_int_equal(ids[1], 7);
     assert_int_equal(ids[2], 8);
