@@ -121,6 +121,7 @@ static void delete_keys(struct clustersp *sp, const char *id)
     uint8_t end[400];
     size_t kl = sp_key(sp, k, sizeof k, id, NULL, NULL), el;
     etcd_delete(cluster_etcd(sp->c), k, kl, NULL, 0, ignore_result, NULL);
+    if (kl + 2 > sizeof k) return;                 /* cannot happen: ids are short */
     k[kl] = '/';
     k[++kl] = '\0';
     el = etcd_prefix_end(k, kl, end);
