@@ -100,7 +100,7 @@ ALL := $(B)/statemeshd $(B)/statemesh $(B)/libstatemesh.a $(B)/libstatemesh.so \
        $(B)/statemesh.pc $(EXAMPLE_BINS) $(TESTFN_BINS) $(MODULES) $(PY_GEN) $(PY_VERSION) \
        $(B)/test/libiofail.so
 
-.PHONY: all deps run test unit integration clean install uninstall dist bench bench-bins bench-savepoint fuzz fuzz-build \
+.PHONY: all deps run test unit integration clean install uninstall dist bench bench-bins bench-savepoint bench-forward fuzz fuzz-build \
         fuzz-smoke FORCE
 all: deps-check $(ALL)
 
@@ -367,6 +367,11 @@ bench: deps-check
 bench-savepoint: deps-check
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	$(PYTHON) test/bench/savepoint_bench.py --build $(B) $(SP_BENCH_ARGS)
+
+# Forwarding between cluster nodes (docs/cluster.md, "Routing"): needs etcd.
+bench-forward: deps-check
+	@$(MAKE) --no-print-directory all
+	PYTHONPATH=$(CURDIR)/sdk-python $(PYTHON) test/bench/forward_bench.py $(FWD_BENCH_ARGS)
 
 $(B)/test/bench/loadgen: $(B)/obj/test/bench/loadgen.o $(B)/libstatemesh.a
 	@mkdir -p $(dir $@)

@@ -126,6 +126,9 @@ static void on_get_state(void *arg, struct rpc_call *call, const uint8_t *req, s
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "%s", e);
         goto out;
     }
+    if (fwd_unary(s, call, "/statemesh.v1.Admin/GetState", req, len, r->address->type,
+                  r->address->id))
+        goto out;                  /* another node owns it (forward.h) */
     if (r->name[0]) {
         uint8_t *val;
         size_t vlen;
@@ -222,6 +225,10 @@ static void on_stats(void *arg, struct rpc_call *call, const uint8_t *req, size_
     ROW("state_filter_scanned", fs.scanned);
     ROW("state_filter_scan_ms", fs.scan_ms);
     ROW("state_filter_skips", fs.skips);
+    if (s->cluster) {
+        ROW("forwarded_calls", st->forwarded);
+        ROW("forwarding_calls", fwd_pending(s->fwd));
+    }
 #undef ROW
     for (size_t i = 0; i < n; i++) {
         statemesh__v1__stat__init(&stats[i]);
@@ -421,7 +428,9 @@ static void on_inspect(void *arg, struct rpc_call *call, const uint8_t *req, siz
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "request is not a valid InspectRequest");
         return;
     }
-    if (check_address(call, &statemesh__v1__inspect_request__descriptor, req, len, r->address) == 0) {
+    if (check_address(call, &statemesh__v1__inspect_request__descriptor, req, len, r->address) == 0 &&
+        !fwd_unary(s, call, "/statemesh.v1.Admin/Inspect", req, len, r->address->type,
+                   r->address->id)) {
         mb = mbox_find(&s->mboxes, r->address->type, r->address->id);
         if (mb) {
             fill_status(&b, mb);
@@ -512,6 +521,9 @@ static void act(struct server *s, struct rpc_call *call, const uint8_t *req, siz
         return;
     }
     if (check_address(call, &statemesh__v1__address_request__descriptor, req, len, r->address) != 0)
+        goto out;
+    if (fwd_unary(s, call, skip ? "/statemesh.v1.Admin/Skip" : "/statemesh.v1.Admin/Resume", req,
+                  len, r->address->type, r->address->id))
         goto out;
     if (s->stopping) {
         rpc_call_error(call, RPC_UNAVAILABLE, "statemeshd is shutting down");

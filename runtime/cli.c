@@ -37,7 +37,9 @@
  *   egress tail one line per record: "OFFSET TIME TYPE ID VALUE" (TIME in
  *               UTC, ISO 8601 with milliseconds; ID JSON-quoted if it is
  *               empty or holds a space, quote or control character; VALUE
- *               as in state get, JSON on one line).
+ *               as in state get, JSON on one line). On a cluster node
+ *               OFFSET is NODE/OFFSET (each node has its own log and offsets;
+ *               --json adds "node"), and --from N starts every node at N.
  *   deadletters list
  *               one line per dead letter, by id: "ID TIME TYPE ID ATTEMPTS
  *               VALUE ERROR" (TIME when it was stored, TYPE ID its target,

@@ -78,7 +78,13 @@ int cmd_send_or_call(sm_client *c, const struct args *a, int call)
 static int print_record(const sm_egress_record *rec, bool json)
 {
     if (json) {
-        printf("{\"offset\":%" PRIu64 ",\"timestamp_ms\":%" PRId64 ",\"time\":\"", rec->offset,
+        fputc('{', stdout);
+        if (rec->node && *rec->node) {          /* cluster: offsets are per node */
+            fputs("\"node\":", stdout);
+            valjson_put_string(stdout, rec->node, strlen(rec->node));
+            fputc(',', stdout);
+        }
+        printf("\"offset\":%" PRIu64 ",\"timestamp_ms\":%" PRId64 ",\"time\":\"", rec->offset,
                rec->timestamp_ms);
         put_time(stdout, rec->timestamp_ms);
         fputs("\",\"source\":", stdout);
@@ -87,6 +93,10 @@ static int print_record(const sm_egress_record *rec, bool json)
         valjson_put(stdout, &rec->value, true);
         fputs("}\n", stdout);
     } else {
+        if (rec->node && *rec->node) {          /* cluster: NODE/OFFSET */
+            put_id(stdout, rec->node);
+            fputc('/', stdout);
+        }
         printf("%" PRIu64 " ", rec->offset);
         put_time(stdout, rec->timestamp_ms);
         printf(" %s ", *rec->source_type ? rec->source_type : "-");

@@ -911,9 +911,10 @@ void cluster_explain(const struct cluster *c, uint32_t kg, char *why, size_t why
                  "to assign ranges (statemesh cluster status); retry", kg, c->cfg->initial_nodes);
     else if (c->owner[kg] != c->self)
         snprintf(why, whylen, "key group %u is owned by node %s at %s%s, not by this node %s; "
-                 "send it there (forwarding between nodes comes next)", kg, o.node_id,
-                 o.advertise[0] ? o.advertise : "(unknown address)",
-                 o.alive ? "" : " (down at the moment)", c->cfg->node_id);
+                 "%s", kg, o.node_id, o.advertise[0] ? o.advertise : "(unknown address)",
+                 o.alive ? "" : " (down at the moment)", c->cfg->node_id,
+                 o.alive ? "a call forwarded once is not forwarded again: send it there or retry"
+                         : "retry once it is back");
     else
         snprintf(why, whylen, "node %s is fenced (%s): it serves key group %u again once it is "
                  "registered in etcd; retry", c->cfg->node_id,

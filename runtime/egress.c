@@ -137,6 +137,7 @@ static void sub_end(struct egress_sub *sub, int code, const char *msg)
 }
 
 struct collect {
+    const char *node;          /* cluster: this node's id on every record */
     Statemesh__V1__SubscribeResponse resp;
     Statemesh__V1__EgressEntry *e, **ep;
     Statemesh__V1__StoredEgress **stored;
@@ -164,6 +165,7 @@ static int collect_one(void *arg, uint64_t offset, const uint8_t *val, size_t le
     c->e[c->n].timestamp_ms = st->timestamp_ms;
     c->e[c->n].source = st->source;
     c->e[c->n].value = st->value;
+    if (c->node) c->e[c->n].node = (char *)c->node;
     c->ep[c->n] = &c->e[c->n];
     c->stored[c->n] = st;
     c->n++;
@@ -207,6 +209,7 @@ static void sub_pump(struct egress_sub *sub)
     if (!c.e || !c.ep || !c.stored) abort();
     c.expect = sub->pos;
     c.limit = l->committed;
+    c.node = s->cluster ? cluster_node_id(s->cluster) : NULL;
     rc = store_scan_egress(s->store, l->cfg->name, sub->pos, collect_one, &c);
     if (rc < 0 || c.corrupt) {
         sub_end(sub, RPC_INTERNAL, "cannot read the egress from the store (see the runtime log)");
@@ -252,12 +255,26 @@ static void sub_on_message(void *arg, struct rpc_scall *call, const uint8_t *dat
         statemesh__v1__subscribe_request__free_unpacked(r, NULL);
         return;
     }
+    if (s->cluster && !rpc_scall_has_metadata(call, "x-statemesh-forwarded")) {
+        /* Every node's log, fanned in (forward.h); the call is its now. */
+        fwd_subscribe(s, call, r);
+        s->stats.subscribers--;
+        free(sub);
+        statemesh__v1__subscribe_request__free_unpacked(r, NULL);
+        return;
+    }
     l = &s->egresses[idx];
     sub->follow = r->follow;
     switch (r->start) {
     case STATEMESH__V1__SUBSCRIBE_REQUEST__START__LATEST: sub->pos = l->committed; break;
     case STATEMESH__V1__SUBSCRIBE_REQUEST__START__EARLIEST: sub->pos = l->first; break;
-    default: sub->pos = r->from_offset ? r->from_offset : l->first; break;
+    default:
+        sub->pos = r->from_offset;
+        for (size_t i = 0; s->cluster && i < r->n_node_offsets; i++)
+            if (strcmp(r->node_offsets[i]->node, cluster_node_id(s->cluster)) == 0)
+                sub->pos = r->node_offsets[i]->offset;
+        if (!sub->pos) sub->pos = l->first;
+        break;
     }
     statemesh__v1__subscribe_request__free_unpacked(r, NULL);
     sub->log = idx;

@@ -197,6 +197,9 @@ struct inmsg {
     uint64_t delay_ms;
     int is_call;
     const char *bad_string;    /* a string field is not UTF-8 or holds a NUL: why */
+    const char *method;        /* unary: the method and request, to forward (forward.h) */
+    const uint8_t *req;
+    size_t len;
 };
 
 /* Validates an incoming message. Returns its endpoint, or NULL with a status
@@ -319,18 +322,16 @@ static void accept_unary(struct ingress *in, struct rpc_call *call, const struct
     int code;
 
     if ((ep = check_message(s, im, &code, why, sizeof why)) == NULL) {
-        struct cluster_owner o = {0};
-        if (code == RPC_UNAVAILABLE && s->cluster && im->target && !s->stopping)
-            cluster_owner(s->cluster, store_key_group(im->target->type, im->target->id), &o);
-        if (o.node_id) {           /* who to ask instead (docs/cluster.md) */
-            const char *md[4] = {"x-statemesh-owner", o.node_id, "x-statemesh-owner-address",
-                                 o.advertise};
-            rpc_call_error_md(call, code, md, o.advertise[0] ? 2 : 1, "%s", why);
-        } else {
-            rpc_call_error(call, code, "%s", why);
-        }
+        /* Not served here: forwarded to the owner, or refused naming it (forward.h). */
+        if (code == RPC_UNAVAILABLE && s->cluster && im->target && !s->stopping &&
+            fwd_unary(s, call, im->method, im->req, im->len, im->target->type, im->target->id))
+            return;
+        rpc_call_error(call, code, "%s", why);
         return;
     }
+    if (s->cluster && fwd_unary(s, call, im->method, im->req, im->len, im->target->type,
+                                im->target->id))
+        return;                    /* served here: this adds the owner to the answer */
     pc = pending_add(in, call);
     if (im->key[0]) {
         switch (idem_check(s, im->target->type, im->target->id, im->key, im->is_call, pc->id)) {
@@ -378,6 +379,9 @@ static void accept_request(struct ingress *in, struct rpc_call *call,
     im.delay_ms = delay_ms;
     im.is_call = is_call;
     im.bad_string = wire_check_strings(desc, req, len, bad, sizeof bad) ? bad : NULL;
+    im.method = is_call ? "/statemesh.v1.Ingress/Call" : "/statemesh.v1.Ingress/Send";
+    im.req = req;
+    im.len = len;
     accept_unary(in, call, &im);
 }
 
@@ -471,6 +475,10 @@ struct sstream {
     struct serr *errs;
     size_t nerrs, cap;
     unsigned half_closed : 1;
+    unsigned forwarded_in : 1; /* came from another node: never forwarded again */
+    uint64_t local_durable;    /* what this node's checkpoints cover (durable: also the owners') */
+    struct fwd_stream **routes;   /* forwarded streams, one per owner node (forward.h) */
+    size_t nroutes;
 };
 
 static void stream_free(struct sstream *st)
@@ -481,6 +489,8 @@ static void stream_free(struct sstream *st)
     if (st->next) st->next->prev = st->prev;
     for (size_t i = 0; i < st->nerrs; i++) free(st->errs[i].msg);
     free(st->errs);
+    for (size_t i = 0; i < st->nroutes; i++) fwd_stream_close(st->routes[i]);
+    free(st->routes);
     ckpt_source_detach(&in->s->ckpt, &st->src);
     in->s->stats.send_streams--;
     free(st);
@@ -506,6 +516,90 @@ static void stream_error(struct sstream *st, uint64_t seq, int code, const char 
     st->errs[st->nerrs].msg = strdup(msg);
     if (!st->errs[st->nerrs].msg) abort();
     st->nerrs++;
+}
+
+/* Messages sent to owner nodes and not acknowledged by them yet. */
+static uint64_t routed_pending(const struct sstream *st)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < st->nroutes; i++) n += fwd_stream_pending(st->routes[i]);
+    return n;
+}
+
+/* committed_through: what this node committed, and below the first message
+ * an owner has not acknowledged. */
+static void stream_update_durable(struct sstream *st)
+{
+    uint64_t d = st->local_durable;
+    for (size_t i = 0; i < st->nroutes; i++) {
+        uint64_t first = fwd_stream_first_pending(st->routes[i]);
+        if (first && first - 1 < d) d = first - 1;
+    }
+    if (d > st->durable) st->durable = d;
+}
+
+static int stream_progress(struct sstream *st);
+
+static void route_on_ack(void *arg, struct fwd_stream *fs)
+{
+    struct sstream *st = arg;
+    (void)fs;
+    stream_update_durable(st);
+    stream_progress(st);
+}
+
+static void route_on_error(void *arg, uint64_t seq, int code, const char *msg)
+{
+    stream_error(arg, seq, code, msg);
+}
+
+static void route_on_closed(void *arg, struct fwd_stream *fs, size_t pending, int code,
+                            const char *why)
+{
+    struct sstream *st = arg;
+    char msg[900];
+    size_t i;
+
+    for (i = 0; i < st->nroutes && st->routes[i] != fs; i++)
+        ;
+    if (i < st->nroutes) st->routes[i] = st->routes[--st->nroutes];
+    (void)code;
+    if (!pending) {
+        stream_progress(st);
+        return;
+    }
+    /* Messages whose fate is unknown: end the stream; the client re-sends
+     * what is above committed_through (ingress.proto). */
+    snprintf(msg, sizeof msg, "%s; every message up to seq %llu is committed, re-send the rest",
+             why, (unsigned long long)st->acked);
+    stream_end(st, RPC_UNAVAILABLE, msg);
+}
+
+/* The forwarded stream to the owner of `t`, opened on first use; NULL with
+ * why set when the message cannot be forwarded (owner down, unknown, this
+ * node fenced, the stream itself forwarded). */
+static struct fwd_stream *stream_route(struct sstream *st, const Statemesh__V1__Address *t,
+                                       char *why, size_t whylen)
+{
+    static const struct fwd_stream_callbacks cb = {route_on_ack, route_on_error,
+                                                   route_on_closed};
+    struct server *s = st->in->s;
+    struct cluster_owner o = {0};
+    struct fwd_stream *fs, **r;
+
+    cluster_owner(s->cluster, store_key_group(t->type, t->id), &o);
+    if (st->forwarded_in || !o.node_id || !o.alive || !o.advertise[0] ||
+        strcmp(o.node_id, cluster_node_id(s->cluster)) == 0)
+        return NULL;
+    for (size_t i = 0; i < st->nroutes; i++)
+        if (strcmp(fwd_stream_node(st->routes[i]), o.node_id) == 0) return st->routes[i];
+    if (!(fs = fwd_stream_open(s, o.node_id, o.advertise, st->c, &cb, st, why, whylen)))
+        return NULL;
+    r = realloc(st->routes, (st->nroutes + 1) * sizeof *r);
+    if (!r) abort();
+    st->routes = r;
+    st->routes[st->nroutes++] = fs;
+    return fs;
 }
 
 /* Sends acks and errors, ends the stream when it is done, reads when there
@@ -549,7 +643,8 @@ static int stream_progress(struct sstream *st)
         stream_end(st, st->half_closed ? RPC_OK : RPC_UNAVAILABLE, msg);
         return 1;
     }
-    if (!st->half_closed && !s->stopping && st->waiting + st->src.n < STREAM_WINDOW &&
+    if (!st->half_closed && !s->stopping &&
+        st->waiting + st->src.n + routed_pending(st) < STREAM_WINDOW &&
         (int64_t)st->src.n < st->in->read_limit &&
         !overloaded(s))
         rpc_scall_read(st->c);
@@ -603,7 +698,17 @@ static void stream_on_message(void *arg, struct rpc_scall *c, const uint8_t *dat
         im.is_call = 0;
         im.bad_string = wire_check_strings(&statemesh__v1__stream_message__descriptor, body,
                                            blen, bad, sizeof bad) ? bad : NULL;
+        im.method = NULL;
+        im.req = NULL;
+        im.len = 0;
         if ((ep = check_message(s, &im, &code, why, sizeof why)) == NULL) {
+            struct fwd_stream *fs;
+            if (code == RPC_UNAVAILABLE && s->cluster && im.target && !s->stopping &&
+                (fs = stream_route(st, im.target, why, sizeof why)) != NULL) {
+                fwd_stream_push(fs, sm->seq, body, blen);   /* its owner commits and acks it */
+                st->waiting--;
+                continue;
+            }
             stream_error(st, sm->seq, code, why);
             continue;
         }
@@ -648,6 +753,7 @@ static void on_send_stream(void *arg, struct rpc_scall *c)
     }
     st->in = in;
     st->c = c;
+    st->forwarded_in = in->s->cluster && rpc_scall_has_metadata(c, "x-statemesh-forwarded");
     ckpt_source_attach(&in->s->ckpt, &st->src);
     st->next = in->streams;
     if (st->next) st->next->prev = st;
@@ -667,7 +773,8 @@ void ingress_after_commit(struct ingress *in)
     for (st = in->streams; st; st = next) {
         uint64_t first = ckpt_source_first(&st->src);
         next = st->next;
-        st->durable = first ? first - 1 : st->last_seq;
+        st->local_durable = first ? first - 1 : st->last_seq;
+        stream_update_durable(st);
         st->waiting = 0;
         stream_progress(st);
     }

@@ -420,11 +420,12 @@ static int run_loop(struct server *s)
                 if (commit(s) != 0) return storage_failed(s);
                 for (size_t i = 0; i < s->n_endpoints; i++) ep_stop(&s->endpoints[i]);
                 ingress_cancel_all(s->ingress);
+                fwd_cancel_all(s->fwd);
                 phase = CLOSING;
                 close_until = now + CLOSE_MS;
             }
         } else if (phase == CLOSING) {
-            int closed = ingress_done(s->ingress);
+            int closed = ingress_done(s->ingress) && fwd_idle(s->fwd);
             for (size_t i = 0; i < s->n_endpoints; i++) closed &= ep_closed(&s->endpoints[i]);
             if (closed) return 0;
             if (now >= close_until) {
@@ -665,6 +666,7 @@ int main(int argc, char **argv)
             rc = j > 0 ? 0 : 2;
             goto out;
         }
+        if (fwd_create(&s.fwd, &s) != 0) goto out;
     }
     timer_init(&s.housekeeping, housekeeping, &s);
     timer_start(&s.timers, &s.housekeeping, rpc_now_ms() + HOUSEKEEPING_MS);
@@ -728,6 +730,12 @@ out:
         }
     }
     clustersp_shutdown(&s);        /* abort a barrier it coordinates, resume */
+    if (s.fwd) {                   /* forwarded calls end before their channels go */
+        fwd_cancel_all(s.fwd);
+        for (int64_t until = rpc_now_ms() + CLOSE_MS; !fwd_idle(s.fwd) && rpc_now_ms() < until;)
+            rpc_loop_next(&s.loop, rpc_now_ms() + 50);
+        if (fwd_idle(s.fwd)) fwd_destroy(&s.fwd);
+    }
     if (s.cluster) {               /* revoke the lease: the others see this node down now */
         cluster_stop(s.cluster);
         for (int64_t until = rpc_now_ms() + CLOSE_MS; !cluster_idle(s.cluster) && rpc_now_ms() < until;) {

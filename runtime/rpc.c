@@ -38,7 +38,9 @@
 #include <string.h>
 
 #define RPC_MAX_METHODS 24
-#define RPC_MAX_TRAILER 4
+#define RPC_MAX_TRAILER 6
+/* Request metadata a forwarded call carries on (rpc_unary_forward), at most. */
+#define RPC_MAX_FORWARD_MD 16
 #define RPC_PREPOSTED 32          /* outstanding request_call per method */
 
 static const char *const status_names[] = {
@@ -474,6 +476,22 @@ void rpc_call_error_md(struct rpc_call *c, int code, const char *const *md, size
     }
     call_finish(c, code, msg, NULL, 0);
     call_maybe_free(c);
+}
+
+void rpc_call_add_trailer(struct rpc_call *c, const char *const *md, size_t nmd)
+{
+    for (size_t i = 0; i < nmd && c->ntrailer < RPC_MAX_TRAILER && !c->answered; i++) {
+        c->trailer[c->ntrailer].key = grpc_slice_from_copied_string(md[2 * i]);
+        c->trailer[c->ntrailer].value = grpc_slice_from_copied_string(md[2 * i + 1]);
+        c->ntrailer++;
+    }
+}
+
+int rpc_call_has_metadata(const struct rpc_call *c, const char *key)
+{
+    for (size_t i = 0; i < c->md.count; i++)
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, key) == 0) return 1;
+    return 0;
 }
 
 void rpc_call_set_cancel(struct rpc_call *c, rpc_cancel_fn fn, void *arg)
@@ -1060,8 +1078,35 @@ struct rpc_ucall {
     const char *error_string;
     struct rpc_tag t_done;
     rpc_unary_done_fn on_done;
+    rpc_forward_done_fn on_forward_done;  /* rpc_unary_forward */
     void *arg;
+    grpc_metadata send_md[RPC_MAX_FORWARD_MD + 2];
+    size_t nsend_md;
 };
+
+/* The trailing metadata keys a forwarded answer carries back (x-statemesh-*),
+ * as NUL-terminated pairs in buf; returns the number of pairs. */
+static size_t forward_trailer(const grpc_metadata_array *md, const char **kv, char *buf,
+                              size_t buflen)
+{
+    size_t n = 0, used = 0;
+    for (size_t i = 0; i < md->count && n < 4; i++) {
+        size_t kl = GRPC_SLICE_LENGTH(md->metadata[i].key);
+        size_t vl = GRPC_SLICE_LENGTH(md->metadata[i].value);
+        const char *k = (const char *)GRPC_SLICE_START_PTR(md->metadata[i].key);
+        if (kl < 12 || memcmp(k, "x-statemesh-", 12) != 0 || used + kl + vl + 2 > buflen) continue;
+        memcpy(buf + used, k, kl);
+        buf[used + kl] = '\0';
+        kv[2 * n] = buf + used;
+        used += kl + 1;
+        memcpy(buf + used, GRPC_SLICE_START_PTR(md->metadata[i].value), vl);
+        buf[used + vl] = '\0';
+        kv[2 * n + 1] = buf + used;
+        used += vl + 1;
+        n++;
+    }
+    return n;
+}
 
 static void ucall_on_done(void *owner, int ok)
 {
@@ -1074,7 +1119,20 @@ static void ucall_on_done(void *owner, int ok)
     if (dl >= sizeof details) dl = sizeof details - 1;
     memcpy(details, GRPC_SLICE_START_PTR(u->details), dl);
     details[dl] = '\0';
-    if (status == RPC_OK && (!u->recv_bb || bb_read(u->recv_bb, &s) != 0)) {
+    if (u->on_forward_done) {
+        const char *kv[8];
+        char buf[1024];
+        size_t n = forward_trailer(&u->trailing_md, kv, buf, sizeof buf);
+        if (status == RPC_OK && (!u->recv_bb || bb_read(u->recv_bb, &s) != 0)) {
+            u->on_forward_done(u->arg, RPC_INTERNAL, "empty or unreadable response", NULL, 0, kv, n);
+        } else if (status == RPC_OK) {
+            u->on_forward_done(u->arg, RPC_OK, "", GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s),
+                               kv, n);
+            grpc_slice_unref(s);
+        } else {
+            u->on_forward_done(u->arg, status, details, NULL, 0, kv, n);
+        }
+    } else if (status == RPC_OK && (!u->recv_bb || bb_read(u->recv_bb, &s) != 0)) {
         u->on_done(u->arg, RPC_INTERNAL, "empty or unreadable response", NULL, 0);
     } else if (status == RPC_OK) {
         u->on_done(u->arg, RPC_OK, "", GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
@@ -1088,6 +1146,10 @@ static void ucall_on_done(void *owner, int ok)
     grpc_metadata_array_destroy(&u->trailing_md);
     if (u->send_bb) grpc_byte_buffer_destroy(u->send_bb);
     if (u->recv_bb) grpc_byte_buffer_destroy(u->recv_bb);
+    for (size_t i = 0; i < u->nsend_md; i++) {
+        grpc_slice_unref(u->send_md[i].key);
+        grpc_slice_unref(u->send_md[i].value);
+    }
     grpc_call_unref(u->call);
     u->ch->ncalls--;
     free(u);
@@ -1133,6 +1195,91 @@ int rpc_unary_start(struct rpc_channel *ch, const char *method, const ProtobufCM
     return 0;
 }
 
+/* Request metadata that is the transport's or gRPC's own, never carried on. */
+static int md_reserved(const grpc_slice *key)
+{
+    const char *k = (const char *)GRPC_SLICE_START_PTR(*key);
+    size_t kl = GRPC_SLICE_LENGTH(*key);
+    return kl == 0 || k[0] == ':' || (kl >= 5 && memcmp(k, "grpc-", 5) == 0) ||
+           grpc_slice_str_cmp(*key, "user-agent") == 0 ||
+           grpc_slice_str_cmp(*key, "content-type") == 0 || grpc_slice_str_cmp(*key, "te") == 0 ||
+           grpc_slice_str_cmp(*key, "x-statemesh-forwarded") == 0;
+}
+
+/* Fills dst (room for RPC_MAX_FORWARD_MD + 2) with the request metadata of
+ * `from` worth carrying on, then up to 2 pairs of md; returns the count. */
+static size_t forward_md(grpc_metadata *dst, const grpc_metadata_array *from,
+                         const char *const *md, size_t nmd)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < from->count && n < RPC_MAX_FORWARD_MD; i++) {
+        if (md_reserved(&from->metadata[i].key)) continue;
+        dst[n].key = grpc_slice_ref(from->metadata[i].key);
+        dst[n].value = grpc_slice_ref(from->metadata[i].value);
+        n++;
+    }
+    for (size_t i = 0; i < nmd && i < 2; i++) {
+        dst[n].key = grpc_slice_from_copied_string(md[2 * i]);
+        dst[n].value = grpc_slice_from_copied_string(md[2 * i + 1]);
+        n++;
+    }
+    return n;
+}
+
+int rpc_unary_forward(struct rpc_ucall **out, struct rpc_channel *ch, const char *method,
+                      const struct rpc_call *from, const uint8_t *req, size_t len,
+                      const char *const *md, size_t nmd, int64_t timeout_ms,
+                      rpc_forward_done_fn on_done, void *arg)
+{
+    struct rpc_ucall *u = calloc(1, sizeof *u);
+    grpc_slice m = grpc_slice_from_copied_string(method);
+    gpr_timespec deadline = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+                                           : ms_to_deadline(rpc_now_ms() + timeout_ms);
+    uint8_t *data;
+    grpc_op ops[6];
+
+    if (!u) return -1;
+    u->ch = ch;
+    u->on_forward_done = on_done;
+    u->arg = arg;
+    u->t_done = (struct rpc_tag){ucall_on_done, u};
+    u->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, ch->loop->cq, m,
+                                       NULL, deadline, NULL);
+    grpc_slice_unref(m);
+    u->nsend_md = forward_md(u->send_md, &from->md, md, nmd);
+    grpc_metadata_array_init(&u->initial_md);
+    grpc_metadata_array_init(&u->trailing_md);
+    data = malloc(len ? len : 1);
+    if (!data) abort();
+    if (len) memcpy(data, req, len);
+    u->send_bb = bb_from_owned(data, len);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = u->nsend_md;
+    ops[0].data.send_initial_metadata.metadata = u->nsend_md ? u->send_md : NULL;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = u->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &u->recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &u->trailing_md;
+    ops[5].data.recv_status_on_client.status = &u->status;
+    ops[5].data.recv_status_on_client.status_details = &u->details;
+    ops[5].data.recv_status_on_client.error_string = &u->error_string;
+    ch->ncalls++;
+    start_batch(u->call, ops, 6, &u->t_done);
+    *out = u;
+    return 0;
+}
+
+void rpc_unary_cancel(struct rpc_ucall *u)
+{
+    grpc_call_cancel(u->call, NULL);
+}
+
 struct rpc_stream {
     struct rpc_channel *ch;
     grpc_call *call;
@@ -1146,6 +1293,8 @@ struct rpc_stream {
     struct rpc_tag t_start, t_recv, t_send, t_status;
     int pending;                 /* batches outstanding */
     unsigned send_inflight : 1, status_received : 1;
+    grpc_metadata send_md[RPC_MAX_FORWARD_MD + 2];   /* rpc_stream_open_forward */
+    size_t nsend_md;
 };
 
 static void stream_maybe_close(struct rpc_stream *s)
@@ -1163,6 +1312,10 @@ static void stream_maybe_close(struct rpc_stream *s)
     if (s->error_string) gpr_free((void *)s->error_string);
     grpc_metadata_array_destroy(&s->initial_md);
     grpc_metadata_array_destroy(&s->trailing_md);
+    for (size_t i = 0; i < s->nsend_md; i++) {
+        grpc_slice_unref(s->send_md[i].key);
+        grpc_slice_unref(s->send_md[i].value);
+    }
     grpc_call_unref(s->call);
     s->ch->ncalls--;
     free(s);
@@ -1227,8 +1380,33 @@ static void stream_on_status(void *owner, int ok)
     stream_maybe_close(s);
 }
 
+static int stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                       const grpc_metadata_array *from, const char *const *md, size_t nmd,
+                       const struct rpc_stream_callbacks *cb, void *arg);
+
 int rpc_stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
                     const struct rpc_stream_callbacks *cb, void *arg)
+{
+    return stream_open(out, ch, method, NULL, NULL, 0, cb, arg);
+}
+
+int rpc_stream_open_forward(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                            const struct rpc_scall *from, const char *const *md, size_t nmd,
+                            const struct rpc_stream_callbacks *cb, void *arg)
+{
+    return stream_open(out, ch, method, &from->md, md, nmd, cb, arg);
+}
+
+int rpc_scall_has_metadata(const struct rpc_scall *c, const char *key)
+{
+    for (size_t i = 0; i < c->md.count; i++)
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, key) == 0) return 1;
+    return 0;
+}
+
+static int stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                       const grpc_metadata_array *from, const char *const *md, size_t nmd,
+                       const struct rpc_stream_callbacks *cb, void *arg)
 {
     struct rpc_stream *s = calloc(1, sizeof *s);
     grpc_slice m = grpc_slice_from_copied_string(method);
@@ -1249,8 +1427,11 @@ int rpc_stream_open(struct rpc_stream **out, struct rpc_channel *ch, const char 
     grpc_slice_unref(m);
     ch->ncalls++;
 
+    if (from) s->nsend_md = forward_md(s->send_md, from, md, nmd);
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = s->nsend_md;
+    ops[0].data.send_initial_metadata.metadata = s->nsend_md ? s->send_md : NULL;
     ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[1].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
     s->pending++;

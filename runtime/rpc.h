@@ -176,6 +176,8 @@ void rpc_call_set_cancel(struct rpc_call *call, rpc_cancel_fn fn, void *arg);
  * verified client certificate (plaintext, or TLS without mTLS). */
 int rpc_call_peer_identity(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_identity(const struct rpc_scall *c, char *buf, size_t len);
+/* 1 when the client of the stream sent request metadata `key` (lowercase). */
+int rpc_scall_has_metadata(const struct rpc_scall *c, const char *key);
 /* Calls fn once per identity of the verified client certificate (each SAN,
  * or the CN when it has none: the values rpc_call_peer_identity joins),
  * with its bytes and length. Returns how many there were (0: plaintext, or
@@ -186,6 +188,11 @@ int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *va
 int rpc_call_peer_subject(const struct rpc_call *call, char *buf, size_t len);
 int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len);
 
+/* Adds trailing metadata pairs (as rpc_call_error_md) that the call's
+ * answer, whichever it is, will carry; copied. */
+void rpc_call_add_trailer(struct rpc_call *call, const char *const *md, size_t nmd);
+/* 1 when the client sent request metadata `key` (lowercase). */
+int rpc_call_has_metadata(const struct rpc_call *call, const char *key);
 /* Milliseconds left before the client's deadline (INT64_MAX: none). */
 int64_t rpc_call_deadline_ms(const struct rpc_call *call);
 /* Answers OK with `resp`; the handle is invalid afterwards. */
@@ -228,6 +235,24 @@ int rpc_unary_start(struct rpc_channel *ch, const char *method, const ProtobufCM
                     int64_t timeout_ms, rpc_unary_done_fn on_done, void *arg)
     __attribute__((warn_unused_result));
 
+/* Forwarding a unary server call to another server (forward.h): the same
+ * method with the request bytes `req` (copied), the client's request
+ * metadata carried on (all but gRPC's and the transport's own keys and
+ * x-statemesh-forwarded, at most 16) plus up to 2 pairs of `md`, and a
+ * deadline timeout_ms from now (< 0: none). on_done runs exactly once with
+ * the status, the response (borrowed, on OK) and the answer's x-statemesh-*
+ * trailing metadata as nmd key/value pairs (borrowed). *out stays valid
+ * until on_done has run; rpc_unary_cancel() makes on_done come sooner. */
+struct rpc_ucall;
+typedef void (*rpc_forward_done_fn)(void *arg, int status, const char *details,
+                                    const uint8_t *resp, size_t len,
+                                    const char *const *md, size_t nmd);
+int rpc_unary_forward(struct rpc_ucall **out /* OUT */, struct rpc_channel *ch,
+                      const char *method, const struct rpc_call *from, const uint8_t *req,
+                      size_t len, const char *const *md, size_t nmd, int64_t timeout_ms,
+                      rpc_forward_done_fn on_done, void *arg) __attribute__((warn_unused_result));
+void rpc_unary_cancel(struct rpc_ucall *u);
+
 struct rpc_stream_callbacks {
     void (*on_message)(void *arg, const uint8_t *data, size_t len);
     void (*on_writable)(void *arg);            /* the previous send completed */
@@ -237,6 +262,13 @@ struct rpc_stream_callbacks {
 /* Opens a bidi stream. */
 int rpc_stream_open(struct rpc_stream **out /* OUT */, struct rpc_channel *ch, const char *method,
                     const struct rpc_stream_callbacks *cb, void *arg)
+    __attribute__((warn_unused_result));
+/* rpc_stream_open() carrying the request metadata of server stream `from`
+ * and up to 2 pairs of md, as rpc_unary_forward() does (forward.h). */
+int rpc_stream_open_forward(struct rpc_stream **out /* OUT */, struct rpc_channel *ch,
+                            const char *method, const struct rpc_scall *from,
+                            const char *const *md, size_t nmd,
+                            const struct rpc_stream_callbacks *cb, void *arg)
     __attribute__((warn_unused_result));
 /* 1 if a send may start now (no send in flight and the stream is open). */
 int rpc_stream_writable(const struct rpc_stream *s);

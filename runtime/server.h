@@ -21,6 +21,7 @@
 #include "egress.h"
 #include "idem.h"
 #include "endpoint.h"
+#include "forward.h"
 #include "ingress.h"
 #include "log.h"
 #include "mailbox.h"
@@ -65,6 +66,7 @@ struct stats {
     int64_t addresses_paused;      /* current: retries exhausted, waiting for an operator */
     int64_t bootstrap_loaded;      /* bootstrap entries loaded */
     int64_t bootstrap_already;     /* bootstrap entries found already loaded */
+    int64_t forwarded;             /* calls forwarded to their owner node (forward.h) */
 };
 
 struct server {
@@ -100,6 +102,7 @@ struct server {
     int stopping;                  /* no new batches are dispatched */
     struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */
     struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
+    struct forward *fwd;           /* cluster: calls forwarded to the owner node (forward.h) */
     struct clustersp *clustersp;   /* the cluster savepoint's barrier (clustersp.h), or NULL */
 };
 

@@ -175,7 +175,9 @@ static void on_set_state(void *arg, struct rpc_call *call, const uint8_t *req, s
     }
     ep = check_write(s, call, &statemesh__v1__set_state_request__descriptor, req, len, r->address,
                      r->name, 0);
-    if (!ep) goto out;
+    if (!ep || fwd_unary(s, call, "/statemesh.v1.Admin/SetState", req, len, r->address->type,
+                         r->address->id))
+        goto out;
     v = r->value;
     if (!v) {
         rpc_call_error(call, RPC_INVALID_ARGUMENT, "value is missing");
@@ -219,7 +221,8 @@ static void on_delete_state(void *arg, struct rpc_call *call, const uint8_t *req
     }
     ep = check_write(s, call, &statemesh__v1__delete_state_request__descriptor, req, len,
                      r->address, r->name, 1);
-    if (ep)
+    if (ep && !fwd_unary(s, call, "/statemesh.v1.Admin/DeleteState", req, len, r->address->type,
+                         r->address->id))
         disp_state_op(s, ep, r->address->type, r->address->id,
                       mbox_op_create(ingress_hold(s->ingress, call), r->name[0] ? r->name : NULL,
                                      NULL, NULL, 0));

@@ -267,6 +267,7 @@ int sm_subscription_next(sm_subscription *sub, int wait_ms, sm_egress_record *re
             rec->timestamp_ms = e->timestamp_ms;
             rec->source_type = e->source && e->source->type ? e->source->type : "";
             rec->source_id = e->source && e->source->id ? e->source->id : "";
+            rec->node = e->node ? e->node : "";
             if (e->value) {
                 rec->value.typename = e->value->typename_ ? e->value->typename_ : "";
                 rec->value.data = e->value->value.data;

@@ -112,12 +112,14 @@ class BootstrapResult(namedtuple("BootstrapResult", "outcome error")):
         return self.outcome in ("loaded", "already_loaded")
 
 
-class EgressRecord(namedtuple("EgressRecord", "offset timestamp_ms source value")):
+class EgressRecord(namedtuple("EgressRecord", "offset timestamp_ms source value node",
+                              defaults=("",))):
     """One record of an egress log: ``offset`` (consecutive from 1),
     ``timestamp_ms`` (commit time, Unix epoch ms; ``timestamp`` is a UTC
-    datetime), ``source`` (the Address of the function that wrote it) and
+    datetime), ``source`` (the Address of the function that wrote it),
     ``value``, a :class:`Message` (``value.as_json()``, ``as_string()``,
-    ``value.value`` ...)."""
+    ``value.value`` ...), and in a cluster ``node``, the node whose log holds
+    it (offsets are per node; "" on a runtime alone)."""
 
     __slots__ = ()
 
@@ -1216,7 +1218,7 @@ def _records(resp):
         src = e.source
         v = e.value
         yield EgressRecord(e.offset, e.timestamp_ms, Address(src.type, src.id),
-                           Message(v.typename, v.value))
+                           Message(v.typename, v.value), e.node)
 
 
 class Subscription:

@@ -252,15 +252,6 @@ int rpc_scall_peer_subject(const struct rpc_scall *c, char *buf, size_t len)
     return rpc_scall_peer_identity(c, buf, len);
 }
 
-int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *value, size_t len),
-                           void *arg)
-{
-    (void)call;
-    (void)fn;
-    (void)arg;
-    return 0;
-}
-
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *resp)
 {
     size_t len;
@@ -493,3 +484,66 @@ int rpc_stream_send(struct rpc_stream *s, uint8_t *data, size_t len)
 }
 
 void rpc_stream_cancel(struct rpc_stream *s) { (void)s; }
+
+/* Forwarding (forward.h): the fake server is never part of a cluster. */
+void rpc_call_add_trailer(struct rpc_call *call, const char *const *md, size_t nmd)
+{
+    (void)call;
+    (void)md;
+    (void)nmd;
+}
+
+int rpc_call_has_metadata(const struct rpc_call *call, const char *key)
+{
+    (void)call;
+    (void)key;
+    return 0;
+}
+
+int rpc_scall_has_metadata(const struct rpc_scall *c, const char *key)
+{
+    (void)c;
+    (void)key;
+    return 0;
+}
+
+int rpc_unary_forward(struct rpc_ucall **out, struct rpc_channel *ch, const char *method,
+                      const struct rpc_call *from, const uint8_t *req, size_t len,
+                      const char *const *md, size_t nmd, int64_t timeout_ms,
+                      rpc_forward_done_fn on_done, void *arg)
+{
+    (void)out;
+    (void)ch;
+    (void)method;
+    (void)from;
+    (void)req;
+    (void)len;
+    (void)md;
+    (void)nmd;
+    (void)timeout_ms;
+    (void)on_done;
+    (void)arg;
+    return -1;
+}
+
+void rpc_unary_cancel(struct rpc_ucall *u) { (void)u; }
+
+int rpc_stream_open_forward(struct rpc_stream **out, struct rpc_channel *ch, const char *method,
+                            const struct rpc_scall *from, const char *const *md, size_t nmd,
+                            const struct rpc_stream_callbacks *cb, void *arg)
+{
+    (void)from;
+    (void)md;
+    (void)nmd;
+    return rpc_stream_open(out, ch, method, cb, arg);
+}
+
+/* No client certificates here (auth.h's certificate roles). */
+int rpc_peer_identity_each(grpc_call *call, void (*fn)(void *arg, const char *value, size_t len),
+                           void *arg)
+{
+    (void)call;
+    (void)fn;
+    (void)arg;
+    return 0;
+}

@@ -488,6 +488,8 @@ typedef struct sm_egress_record {
     const char *source_type;    /* the function that wrote it ("" if unknown) */
     const char *source_id;
     sm_value value;
+    const char *node;           /* cluster: the node whose log holds it (offsets are
+                                 * per node); "" on a runtime alone */
 } sm_egress_record;
 
 typedef struct sm_subscription sm_subscription;
