@@ -107,6 +107,7 @@ struct server {
     struct cluster *cluster;       /* NULL: no `cluster` group, the node runs alone */
     struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
     struct forward *fwd;           /* cluster: calls forwarded to the owner node (forward.h) */
+    struct clustersp *clustersp;   /* the cluster savepoint's barrier (clustersp.h), or NULL */
 };
 
 #endif
