@@ -185,7 +185,7 @@ $(B)/statemeshd: $(B)/obj/runtime/main.o $(B)/libruntime.a $(B)/libstatemesh.a
 	  -Wl,--whole-archive $(B)/libstatemesh.a -Wl,--no-whole-archive $(SDK_EXPORTS) $(LIBS)
 
 CLI_RT_O := $(B)/obj/runtime/savepoint.o $(B)/obj/runtime/crc32c.o $(B)/obj/runtime/valjson.o \
-            $(B)/obj/runtime/spjsonl.o $(B)/obj/runtime/address.o
+            $(B)/obj/runtime/spjsonl.o $(B)/obj/runtime/address.o $(B)/obj/runtime/spcluster.o
 $(B)/statemesh: $(CLI_O) $(CLI_RT_O) $(B)/libstatemesh.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
@@ -286,13 +286,15 @@ FZ_LINK_config    := $(FZ_RT_O) $(FZ_SDK_O)
 FZ_LINK_cli_stdin := $(patsubst %.c,$(FZ)/obj/%.o,$(filter-out runtime/cli.c,$(CLI_SRCS))) \
                      $(FZ)/obj/runtime/cli_lib.o $(FZ)/obj/runtime/savepoint.o \
                      $(FZ)/obj/runtime/crc32c.o $(FZ)/obj/runtime/valjson.o \
-                     $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
+                     $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/address.o \
+                     $(FZ)/obj/runtime/spcluster.o $(FZ_SDK_O)
 FZ_LINK_spjsonl   := $(FZ)/obj/runtime/spjsonl.o $(FZ)/obj/runtime/valjson.o \
                      $(FZ)/obj/runtime/address.o $(FZ_SDK_O)
 FZ_LINK_savepoint := $(FZ)/obj/runtime/savepoint.o $(FZ)/obj/runtime/crc32c.o $(FZ_SDK_O)
 FZ_LINK_storage   := $(filter-out $(FZ)/obj/runtime/store.o,$(FZ_RT_O)) $(FZ)/obj/test/fuzz/store_raw.o $(FZ_SDK_O)
 FZ_LINK_answer    := $(filter-out $(FZ)/obj/runtime/endpoint.o,$(FZ_RT_O)) $(FZ_SDK_O)
-FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o,$(FZ_RT_O)) \
+FZ_LINK_ingress   := $(filter-out $(FZ)/obj/runtime/ingress.o $(FZ)/obj/runtime/rpc.o \
+                                 $(FZ)/obj/runtime/clusterctl.o,$(FZ_RT_O)) \
                      $(FZ)/obj/test/fuzz/rpc_fake.o $(FZ_SDK_O)
 
 $(FZ)/.cflags: FORCE

@@ -17,6 +17,7 @@
 
 #include "address.h"
 #include "bootstrap.h"
+#include "clustersp.h"
 #include "deadletter.h"
 #include "dispatch.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -599,6 +600,7 @@ int admin_register(struct rpc_server *rpc, struct server *s)
     if (admin_register_health(rpc, s) != 0) return -1;
     if (sadm_register(rpc, s) != 0) return -1;
     if (cluster_register(rpc, s) != 0) return -1;
+    if (clustersp_register(rpc, s) != 0) return -1;
     if (boot_register(rpc, s) != 0) return -1;
     return spcreate_register(rpc, s);
 }

@@ -51,6 +51,7 @@ struct args {
     bool jsonl;            /* --jsonl (savepoint export) */
     const char *out;       /* --out FILE (savepoint export) */
     bool has_key_groups;
+    uint64_t pause_timeout_ms;   /* --pause-timeout (cluster savepoint), 0: the runtime's 10 s */
     uint64_t key_groups;   /* --key-groups (savepoint from-jsonl) */
     uint64_t limit;        /* --limit */
     const char *mode;      /* --mode (bootstrap) */

@@ -4,11 +4,13 @@
  * inspect, stuck, skip, resume.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "statemesh/client.h"
@@ -90,13 +92,72 @@ int cmd_stats(sm_client *c, const struct args *a)
 
 /* ---- cluster status ---- */
 
+/* ---- cluster savepoint ---- */
+
+static int cmd_cluster_savepoint(sm_client *c, const struct args *a)
+{
+    char path[PATH_MAX + 2], cwd[PATH_MAX];
+    sm_cluster_savepoint r;
+    sm_error err;
+    const char *dir;
+
+    if (a->npos != 3 || !a->pos[2][0])
+        return usage_error("cluster savepoint needs DIR (a new directory every node can write)");
+    if (a->has_ranges && (a->ranges < 1 || a->ranges > 4096))
+        return usage_error("--ranges must be 1..4096");
+    dir = a->pos[2];
+    if (dir[0] == '/') {
+        snprintf(path, sizeof path, "%s", dir);
+    } else {
+        if (!getcwd(cwd, sizeof cwd)) return usage_error("cannot read the working directory");
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", cwd, dir) >= sizeof path)
+            return usage_error("savepoint path too long");
+    }
+    while (strlen(path) > 1 && path[strlen(path) - 1] == '/') path[strlen(path) - 1] = '\0';
+    if (!a->json)
+        fprintf(stderr, "cluster savepoint: pausing every owner of a range through etcd, then "
+                "each node writes its part to %s/NODE ...\n", path);
+    if (sm_client_cluster_savepoint(c, path, a->has_ranges ? (uint32_t)a->ranges : 0,
+                                    (uint32_t)a->pause_timeout_ms, 0, &r, &err) != SM_OK)
+        return rpc_error("cluster savepoint", &err, a->address);
+    if (a->json) {
+        fputs("{\"path\":", stdout);
+        valjson_put_string(stdout, r.path, strlen(r.path));
+        fputs(",\"id\":", stdout);
+        valjson_put_string(stdout, r.id, strlen(r.id));
+        printf(",\"pause_ms\":%" PRId64 ",\"elapsed_ms\":%" PRId64 ",\"records\":%" PRIu64
+               ",\"bytes\":%" PRIu64 ",\"nodes\":[", r.pause_ms, r.elapsed_ms, r.records, r.bytes);
+        for (size_t i = 0; i < r.n_nodes; i++) {
+            fputs(i ? ",{\"node\":" : "{\"node\":", stdout);
+            valjson_put_string(stdout, r.nodes[i].node_id, strlen(r.nodes[i].node_id));
+            printf(",\"key_groups\":\"%s\",\"records\":%" PRIu64 ",\"bytes\":%" PRIu64
+                   ",\"write_ms\":%" PRId64 "}", r.nodes[i].key_groups, r.nodes[i].records,
+                   r.nodes[i].bytes, r.nodes[i].write_ms);
+        }
+        fputs("]}\n", stdout);
+    } else {
+        for (size_t i = 0; i < r.n_nodes; i++)
+            printf("node %s key_groups %s: %" PRIu64 " records, %" PRIu64 " bytes, written in %"
+                   PRId64 " ms\n", r.nodes[i].node_id, r.nodes[i].key_groups, r.nodes[i].records,
+                   r.nodes[i].bytes, r.nodes[i].write_ms);
+        printf("cluster savepoint %s (id %s): %zu node%s, %" PRIu64 " records, %" PRIu64
+               " bytes; all paused after %" PRId64 " ms, complete after %" PRId64 " ms\n", r.path,
+               r.id, r.n_nodes, r.n_nodes == 1 ? "" : "s", r.records, r.bytes, r.pause_ms,
+               r.elapsed_ms);
+    }
+    sm_cluster_savepoint_cleanup(&r);
+    return 0;
+}
+
 int cmd_cluster(sm_client *c, const struct args *a)
 {
     sm_topology t;
     sm_error err;
 
+    if (a->npos >= 2 && strcmp(a->pos[1], "savepoint") == 0) return cmd_cluster_savepoint(c, a);
+    if (a->has_ranges) return usage_error("--ranges only applies to cluster savepoint");
     if (a->npos != 2 || strcmp(a->pos[1], "status") != 0)
-        return usage_error("cluster needs the subcommand status (no arguments)");
+        return usage_error("cluster needs a subcommand: status, or savepoint DIR");
     if (sm_client_get_topology(c, a->timeout_ms, &t, &err) != SM_OK)
         return rpc_error("cluster status", &err, a->address);
     if (a->json) {

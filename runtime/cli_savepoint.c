@@ -28,6 +28,7 @@
 
 #include "cli.h"
 #include "savepoint.h"
+#include "spcluster.h"
 #include "statemesh/client.h"
 
 static double now_s(void)
@@ -113,6 +114,18 @@ static int cmd_verify(const struct args *a)
     double last = now_s();
 
     if (a->npos != 3) return usage_error("savepoint verify needs DIR");
+    if (spc_is_cluster(a->pos[2])) {
+        struct spc_manifest cm;
+        if (spc_verify(a->pos[2], &cm, on_file, &last, err, sizeof err) != 0) {
+            fprintf(stderr, "statemesh: savepoint verify: %s\n", err);
+            return EXIT_RPC;
+        }
+        printf("ok %s: cluster savepoint of %s, %" PRIu64 " records from %zu node%s (%" PRIu64
+               " bytes), checksums match\n", a->pos[2], cm.cluster, cm.records, cm.nnodes,
+               cm.nnodes == 1 ? "" : "s", cm.bytes);
+        spc_manifest_free(&cm);
+        return 0;
+    }
     if (sp_verify(a->pos[2], &m, on_file, &last, err, sizeof err) != 0) {
         fprintf(stderr, "statemesh: savepoint verify: %s\n", err);
         return EXIT_RPC;
@@ -214,6 +227,95 @@ static void put_counts(const uint64_t *n, bool json)
     }
 }
 
+/* A cluster savepoint: the census over every node's part. */
+static int inspect_cluster(const struct args *a)
+{
+    struct spc_manifest cm;
+    struct census c = {0};
+    char err[1500], sub[PATH_MAX + 100];
+    double last = now_s();
+    int rc = EXIT_RPC;
+
+    if (spc_verify(a->pos[2], &cm, on_file, &last, err, sizeof err) != 0) {
+        fprintf(stderr, "statemesh: savepoint inspect: %s\n", err);
+        return EXIT_RPC;
+    }
+    c.key_groups = cm.key_groups;
+    for (size_t i = 0; i < cm.nnodes; i++) {
+        struct sp_manifest m;
+        snprintf(sub, sizeof sub, "%s/%s", a->pos[2], cm.nodes[i].id);
+        if (sp_manifest_read(sub, &m, err, sizeof err) != 0) {
+            fprintf(stderr, "statemesh: savepoint inspect: %s\n", err);
+            goto out;
+        }
+        for (size_t f = 0; f < m.nfiles; f++)
+            if (sp_read_file(sub, &m.files[f], count_record, &c, err, sizeof err) != 0) {
+                fprintf(stderr, "statemesh: savepoint inspect: %s\n", err);
+                sp_manifest_free(&m);
+                goto out;
+            }
+        sp_manifest_free(&m);
+    }
+    if (a->json) {
+        printf("{\"path\":");
+        valjson_put_string(stdout, a->pos[2], strlen(a->pos[2]));
+        printf(",\"cluster\":");
+        valjson_put_string(stdout, cm.cluster, strlen(cm.cluster));
+        printf(",\"id\":");
+        valjson_put_string(stdout, cm.id, strlen(cm.id));
+        printf(",\"key_groups\":%" PRIu32 ",\"cut_at_ms\":%" PRId64 ",\"pause_ms\":%" PRId64
+               ",\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"totals\":{", cm.key_groups,
+               cm.cut_at_ms, cm.pause_ms, cm.records, cm.bytes);
+        put_counts(c.total, true);
+        printf("},\"types\":{");
+        for (size_t i = 0; i < c.ntypes; i++) {
+            if (i) putchar(',');
+            valjson_put_string(stdout, c.types[i].type, strlen(c.types[i].type));
+            printf(":{");
+            put_counts(c.types[i].n, true);
+            putchar('}');
+        }
+        printf("},\"nodes\":[");
+        for (size_t i = 0; i < cm.nnodes; i++) {
+            printf("%s{\"node\":\"%s\",\"key_groups\":[", i ? "," : "", cm.nodes[i].id);
+            for (uint32_t r = 0; r < cm.nodes[i].nranges; r++)
+                printf("%s[%" PRIu32 ",%" PRIu32 "]", r ? "," : "", cm.nodes[i].first[r],
+                       cm.nodes[i].last[r]);
+            printf("],\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", cm.nodes[i].records,
+                   cm.nodes[i].bytes);
+        }
+        printf("]}\n");
+    } else {
+        printf("cluster savepoint %s of cluster %s (id %s)\n", a->pos[2], cm.cluster, cm.id);
+        printf("  %" PRIu32 " key groups, cut at %" PRId64 " ms (Unix) after a pause of %" PRId64
+               " ms\n", cm.key_groups, cm.cut_at_ms, cm.pause_ms);
+        printf("  %" PRIu64 " records, %" PRIu64 " bytes from %zu nodes, checksums match\n",
+               cm.records, cm.bytes, cm.nnodes);
+        printf("totals: ");
+        put_counts(c.total, false);
+        printf("\n");
+        for (size_t i = 0; i < c.ntypes; i++) {
+            printf("type %s: ", c.types[i].type);
+            put_counts(c.types[i].n, false);
+            printf("\n");
+        }
+        for (size_t i = 0; i < cm.nnodes; i++) {
+            printf("node %s (key groups", cm.nodes[i].id);
+            for (uint32_t r = 0; r < cm.nodes[i].nranges; r++)
+                printf("%s%" PRIu32 "-%" PRIu32, r ? "," : " ", cm.nodes[i].first[r],
+                       cm.nodes[i].last[r]);
+            printf("): %" PRIu64 " records, %" PRIu64 " bytes in %s/%s\n", cm.nodes[i].records,
+                   cm.nodes[i].bytes, a->pos[2], cm.nodes[i].id);
+        }
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < c.ntypes; i++) free(c.types[i].type);
+    free(c.types);
+    spc_manifest_free(&cm);
+    return rc;
+}
+
 static int cmd_inspect_savepoint(const struct args *a)
 {
     struct sp_manifest m;
@@ -223,6 +325,7 @@ static int cmd_inspect_savepoint(const struct args *a)
     int rc = EXIT_RPC;
 
     if (a->npos != 3) return usage_error("savepoint inspect needs DIR");
+    if (spc_is_cluster(a->pos[2])) return inspect_cluster(a);
     if (sp_manifest_read(a->pos[2], &m, err, sizeof err) != 0) {
         fprintf(stderr, "statemesh: savepoint inspect: %s\n", err);
         return EXIT_RPC;

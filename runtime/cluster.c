@@ -84,6 +84,8 @@ struct cluster {
     int64_t epoch[STORE_KEY_GROUPS];
     cluster_change_fn hook;
     void *hook_arg;
+    cluster_key_fn key_hook;       /* keys under the prefix this module does not use */
+    void *key_hook_arg;
 };
 
 /* ---- pure helpers ---------------------------------------------------------- */
@@ -513,6 +515,7 @@ static int apply(struct cluster *c, const Mvccpb__KeyValue *kv, int is_put)
         range_put(c, (uint32_t)first, end, idx, kv->mod_revision);
         return 1;
     }
+    if (c->key_hook) c->key_hook(c->key_hook_arg, k, klen, v, vlen, is_put);
     return 0;
 }
 
@@ -825,6 +828,33 @@ void cluster_set_change_hook(struct cluster *c, cluster_change_fn fn, void *arg)
 {
     c->hook = fn;
     c->hook_arg = arg;
+}
+
+void cluster_set_key_hook(struct cluster *c, cluster_key_fn fn, void *arg)
+{
+    c->key_hook = fn;
+    c->key_hook_arg = arg;
+}
+
+struct etcd_client *cluster_etcd(const struct cluster *c) { return c->etcd; }
+const char *cluster_prefix(const struct cluster *c) { return c->prefix; }
+int64_t cluster_lease(const struct cluster *c) { return c->ka ? c->lease_id : 0; }
+int64_t cluster_revision(const struct cluster *c) { return c->revision; }
+
+size_t cluster_range_count(const struct cluster *c) { return c->n_ranges; }
+
+void cluster_range(const struct cluster *c, size_t i, uint32_t *first, uint32_t *last,
+                   const char **owner)
+{
+    *first = c->ranges[i].first;
+    *last = c->ranges[i].last;
+    *owner = c->nodes[c->ranges[i].owner - 1].id;
+}
+
+bool cluster_node_alive(const struct cluster *c, const char *id)
+{
+    uint32_t k = node_find(c, id, strlen(id));
+    return k && c->nodes[k - 1].alive;
 }
 
 void cluster_start(struct cluster *c)

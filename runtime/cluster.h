@@ -95,6 +95,23 @@ enum cluster_state cluster_state(const struct cluster *c);
  * snapshot is one consistent cut. */
 bool cluster_paused(const struct cluster *c);
 void cluster_set_paused(struct cluster *c, bool paused);
+/* ---- for the cluster savepoint (clustersp.h) ---- */
+
+/* Runs for every PUT/DELETE (read or watched) of a key under the prefix
+ * that this module does not use itself; key is relative to the prefix. */
+typedef void (*cluster_key_fn)(void *arg, const char *key, size_t klen, const char *val,
+                               size_t vlen, int is_put);
+void cluster_set_key_hook(struct cluster *c, cluster_key_fn fn, void *arg);
+struct etcd_client *cluster_etcd(const struct cluster *c);
+const char *cluster_prefix(const struct cluster *c);       /* "/statemesh/<name>/" */
+int64_t cluster_lease(const struct cluster *c);            /* 0: no lease now */
+int64_t cluster_revision(const struct cluster *c);         /* of the topology seen */
+size_t cluster_range_count(const struct cluster *c);
+/* Range i (in key-group order); owner borrowed until the next change. */
+void cluster_range(const struct cluster *c, size_t i, uint32_t *first, uint32_t *last,
+                   const char **owner);
+bool cluster_node_alive(const struct cluster *c, const char *id);
+
 /* rpc_now_ms() time until which the lease is valid for serving, 0: none. */
 int64_t cluster_lease_valid_until(const struct cluster *c);
 const char *cluster_node_id(const struct cluster *c);

@@ -572,6 +572,7 @@ int disp_run(struct server *s)
 {
     int n = 0;
     if (s->stopping) return 0;
+    if (cluster_paused(s->cluster)) return 0;   /* a cluster savepoint's barrier (clustersp.h) */
     for (size_t i = 0; i < s->n_endpoints; i++) {
         struct endpoint *ep = &s->endpoints[i];
         struct mbox *mb;

@@ -55,9 +55,12 @@
 #include <grpc/grpc.h>
 
 #include "address.h"
+#include "clusterctl.h"
+#include "clustersp.h"
 #include "deadletter.h"
 #include "dispatch.h"
 #include "server.h"
+#include "spcluster.h"
 #include "spcreate.h"
 #include "sprestore.h"
 #include "statemesh/version.h"
@@ -90,7 +93,12 @@ static void usage(FILE *f)
             "                                       may lose data: docs/operations-disk.md)\n"
             "       statemeshd --from-savepoint DIR [--key-groups A-B] -c FILE\n"
             "                                       restore a savepoint into an empty data dir,\n"
-            "                                       then run (docs/savepoints.md)\n"
+            "                                       then run (docs/savepoints.md); a cluster\n"
+            "                                       savepoint: the key groups etcd assigns\n"
+            "                                       this node (docs/cluster.md, Rescaling)\n"
+            "       statemeshd --cluster-assign ID1,ID2,... -c FILE\n"
+            "                                       with every node stopped: even key-group\n"
+            "                                       ranges over these nodes, new epochs\n"
             "       statemeshd --help | --version\n");
 }
 
@@ -462,14 +470,15 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'}, {"check-config", required_argument, NULL, 'C'},
         {"repair", no_argument, NULL, 'R'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'}, {"from-savepoint", required_argument, NULL, 'F'},
-        {"key-groups", required_argument, NULL, 'K'}, {NULL, 0, NULL, 0}};
+        {"key-groups", required_argument, NULL, 'K'},
+        {"cluster-assign", required_argument, NULL, 'A'}, {NULL, 0, NULL, 0}};
     struct server s;
     const char *config = NULL;
     char err[16384], dbdir[4200];
     struct store_options so = {0, 0, true, 0, 0};
     sigset_t set;
     int c, rc = 1, grpc_up = 0, repair = 0, kg_first = 0, kg_last = STORE_KEY_GROUPS - 1;
-    const char *from_savepoint = NULL, *key_groups = NULL;
+    const char *from_savepoint = NULL, *key_groups = NULL, *assign = NULL;
 
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
@@ -478,6 +487,7 @@ int main(int argc, char **argv)
         case 'R': repair = 1; break;
         case 'F': from_savepoint = optarg; break;
         case 'K': key_groups = optarg; break;
+        case 'A': assign = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("statemeshd %s\n", SM_VERSION); return 0;
         default:   /* getopt_long has said what is wrong */
@@ -534,10 +544,22 @@ int main(int argc, char **argv)
         s.auth.n_certs = s.cfg.n_auth_certs;
         s.auth.enabled = true;
     }
-    if (spcreate_config(&s, err, sizeof err) != 0) {
+    if (spcreate_config(&s, err, sizeof err) != 0 || clustersp_config(&s, err, sizeof err) != 0) {
         fprintf(stderr, "statemeshd: %s, not starting\n", err);
         cfg_cleanup(&s.cfg);
         return 2;
+    }
+    if (assign) {                  /* an offline step: no data dir, no runtime */
+        char summary[8192] = "";
+        rc = from_savepoint || repair ? -1
+             : clusterctl_assign(&s.cfg, assign, &s.log, summary, sizeof summary, err, sizeof err);
+        if (rc == 0)
+            fputs(summary, stdout);
+        else
+            fprintf(stderr, "statemeshd: %s\n", from_savepoint || repair
+                    ? "--cluster-assign goes alone with -c FILE" : err);
+        cfg_cleanup(&s.cfg);
+        return rc == 0 ? 0 : 2;
     }
 
     /* Block the stop signals before gRPC starts its threads, so they stay
@@ -583,7 +605,29 @@ int main(int argc, char **argv)
         }
         goto out;
     }
-    if (from_savepoint &&
+    if (from_savepoint && spc_is_cluster(from_savepoint) && s.cfg.cluster.enabled) {
+        /* a cluster savepoint: the key groups this node owns in etcd now
+         * (statemeshd --cluster-assign), imported before it joins */
+        uint8_t want[STORE_KEY_GROUPS];
+        if (key_groups) {
+            fprintf(stderr, "statemeshd: --key-groups does not go with a cluster savepoint: the "
+                    "node imports the key groups etcd assigns it\n");
+            rc = 2;
+            goto out;
+        }
+        if (clusterctl_owned(&s.cfg, want, &s.log, err, sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+        if (mkdirs(dbdir) != 0 ||
+            sprestore_run_cluster(from_savepoint, dbdir, &so, want, s.cfg.cluster.node_id, &s.log,
+                                  err, sizeof err) != 0) {
+            fprintf(stderr, "statemeshd: %s\n", err);
+            rc = EXIT_STORAGE;
+            goto out;
+        }
+    } else if (from_savepoint &&
         (mkdirs(dbdir) != 0 ||
          sprestore_run(from_savepoint, dbdir, &so, kg_first, kg_last, &s.log, err, sizeof err) != 0)) {
         fprintf(stderr, "statemeshd: %s\n", err);
@@ -635,6 +679,10 @@ int main(int argc, char **argv)
         if (cluster_create(&s.cluster, &s, err, sizeof err) != 0) {
             fprintf(stderr, "statemeshd: %s\n", err);
             rc = 2;
+            goto out;
+        }
+        if (clustersp_create(&s) != 0) {
+            fprintf(stderr, "statemeshd: out of memory\n");
             goto out;
         }
         if ((j = cluster_join(&s)) != 0) {
@@ -705,6 +753,7 @@ out:
             rpc_loop_next(&s.loop, rpc_now_ms() + 50);
         }
     }
+    clustersp_shutdown(&s);        /* abort a barrier it coordinates, resume */
     if (s.fwd) {                   /* forwarded calls end before their channels go */
         fwd_cancel_all(s.fwd);
         for (int64_t until = rpc_now_ms() + CLOSE_MS; !fwd_idle(s.fwd) && rpc_now_ms() < until;)
@@ -729,6 +778,7 @@ out:
     }
     metrics_destroy(&s.metrics);
     spcreate_shutdown(&s);
+    clustersp_destroy(&s);
     if (s.ingress && ingress_done(s.ingress)) ingress_destroy(&s.ingress);
     if (peer_idle(s.peer)) peer_destroy(&s.peer);
     for (size_t i = 0; s.endpoints && i < s.n_endpoints; i++) ep_cleanup(&s.endpoints[i]);

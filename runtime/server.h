@@ -109,6 +109,7 @@ struct server {
     struct mbox_list held;         /* READY addresses of key groups not served now (cluster.h) */
     struct forward *fwd;           /* cluster: calls forwarded to the owner node (forward.h) */
     struct peer *peer;             /* cross-node outbox and channels (peer.h), with a cluster */
+    struct clustersp *clustersp;   /* the cluster savepoint's barrier (clustersp.h), or NULL */
 };
 
 #endif

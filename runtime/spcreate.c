@@ -33,6 +33,8 @@
 struct spjob {
     struct server *s;
     struct rpc_scall *call;        /* NULL once the client is gone */
+    spcreate_done_fn done_fn;      /* a local job (spcreate_local): told the result */
+    void *done_arg;
     struct store_snapshot *snap;
     pthread_t thread;
     bool thread_started;
@@ -296,6 +298,7 @@ static void job_finish(struct spjob *j)
                  j->m.bytes, j->m.nfiles, (long long)ms,
                  ms > 0 ? (double)j->m.records * 1000.0 / (double)ms : 0.0,
                  ms > 0 ? mb * 1000.0 / (double)ms : 0.0);
+        if (j->done_fn) j->done_fn(j->done_arg, 0, NULL, &j->m);
         if (j->call && !rpc_scall_writable(j->call)) {
             /* A progress message is in flight: the last one (done, the
              * manifest) goes when it completes, then the call ends. The job
@@ -310,6 +313,7 @@ static void job_finish(struct spjob *j)
         bool cancelled = atomic_load(&j->cancel);
         LOG_WARN(&s->log, cancelled ? "savepoint.cancelled" : "savepoint.failed",
                  "path=%s err=%s", q, log_quote(qe, sizeof qe, j->err));
+        if (j->done_fn) j->done_fn(j->done_arg, -1, j->err, NULL);
         if (j->call)
             rpc_scall_finish(j->call, cancelled ? RPC_CANCELLED : RPC_INTERNAL,
                              "savepoint %s not written: %s", j->path, j->err);
@@ -510,6 +514,73 @@ static void on_open(void *arg, struct rpc_scall *c)
     static const struct rpc_scall_callbacks cb = {on_request, NULL, NULL};
     rpc_scall_set(c, &cb, arg);
     rpc_scall_read(c);
+}
+
+int spcreate_local(struct server *s, const char *path, unsigned nranges, spcreate_done_fn fn,
+                   void *arg, char *err, size_t errlen)
+{
+    struct spjob *j = NULL;
+    size_t pl = strlen(path);
+    char q[PATH_MAX_LEN + 10];
+    struct stat st;
+
+    if (s->savepoint) {
+        snprintf(err, errlen, "a savepoint is being written to %.300s; one at a time",
+                 s->savepoint->path);
+        return -1;
+    }
+    if (pl == 0 || path[0] != '/' || pl > PATH_MAX_LEN || lstat(path, &st) == 0) {
+        snprintf(err, errlen, "%.300s is not an absolute path of a new directory", path);
+        return -1;
+    }
+    remove_stale_partials(s, path);
+    j = calloc(1, sizeof *j);
+    if (!j || !(j->path = strdup(path)) || !(j->tmp = malloc(pl + 40))) {
+        if (j) job_free(j);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(j->tmp, pl + 40, "%s.partial-%ld", path, (long)getpid());
+    if (mkdir(j->tmp, 0755) != 0) {
+        snprintf(err, errlen, "cannot create %.300s: %s", j->tmp, strerror(errno));
+        job_free(j);
+        return -1;
+    }
+    j->s = s;
+    j->done_fn = fn;
+    j->done_arg = arg;
+    j->nranges = nranges ? nranges : SP_DEFAULT_RANGES;
+    j->t0 = j->last_log = rpc_now_ms();
+    j->m.format_version = SP_FORMAT_VERSION;
+    snprintf(j->m.statemesh_version, sizeof j->m.statemesh_version, "%s", SM_VERSION);
+    j->m.store_format = STORE_FORMAT_VERSION;
+    j->m.key_groups = STORE_KEY_GROUPS;
+    j->m.cut.taken_at_ms = timer_wall_ms();
+    j->m.cut.checkpoint = s->ckpt.generation;
+    j->snap = store_snapshot_take(s->store);
+    if (!j->snap || pthread_create(&j->thread, NULL, writer_main, j) != 0) {
+        if (j->snap) store_snapshot_release(s->store, &j->snap);
+        remove_partial(j->tmp);
+        snprintf(err, errlen, "cannot start the savepoint writer");
+        job_free(j);
+        return -1;
+    }
+    j->thread_started = true;
+    s->savepoint = j;
+    timer_init(&j->tick, on_tick, j);
+    timer_start(&s->timers, &j->tick, rpc_now_ms() + TICK_MS);
+    LOG_INFO(&s->log, "savepoint.start", "path=%s ranges=%u checkpoint=%llu local=1",
+             log_quote(q, sizeof q, j->path), j->nranges,
+             (unsigned long long)j->m.cut.checkpoint);
+    return 0;
+}
+
+void spcreate_cancel_local(struct server *s)
+{
+    struct spjob *j = s->savepoint;
+    if (!j || !j->done_fn) return;
+    j->done_fn = NULL;             /* the owner has gone: no callback */
+    atomic_store(&j->cancel, true);
 }
 
 int spcreate_config(struct server *s, char *err, size_t errlen)

@@ -32,6 +32,7 @@
 
 struct rpc_server;
 struct server;
+struct sp_manifest;
 
 /* Reads the fault knob into s->sp_fault_sleep_us: 0, or -1 with a
  * sentence in err for a bad value. */
@@ -40,6 +41,19 @@ int spcreate_config(struct server *s, char *err, size_t errlen)
 /* Adds Admin.CreateSavepoint to `rpc`. Returns 0 or -1. */
 int spcreate_register(struct rpc_server *rpc, struct server *s)
     __attribute__((warn_unused_result));
+/* A local job: how it ended, on the loop. rc 0: m is the written
+ * manifest (borrowed for the call); -1: err says why (the partial
+ * directory is gone). */
+typedef void (*spcreate_done_fn)(void *arg, int rc, const char *err, const struct sp_manifest *m);
+/* Writes a savepoint of this node's store to PATH (absolute, new, parent
+ * existing) with no client: the cluster savepoint's per-node part
+ * (clustersp.h). The LevelDB snapshot — the cut — is taken before this
+ * returns 0; fn runs once when the files are written or failed. -1 with a
+ * sentence in err: nothing started (another savepoint is running, ...). */
+int spcreate_local(struct server *s, const char *path, unsigned nranges, spcreate_done_fn fn,
+                   void *arg, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Cancels a running local job without calling its fn. */
+void spcreate_cancel_local(struct server *s);
 /* Shutdown: stops a running savepoint and waits for its thread. */
 void spcreate_shutdown(struct server *s);
 

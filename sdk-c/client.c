@@ -562,6 +562,49 @@ int sm_client_get_topology(sm_client *c, int timeout_ms, sm_topology *out, sm_er
     return SM_OK;
 }
 
+int sm_client_cluster_savepoint(sm_client *c, const char *path, uint32_t ranges,
+                                uint32_t pause_timeout_ms, int timeout_ms,
+                                sm_cluster_savepoint *out, sm_error *err)
+{
+    Statemesh__V1__ClusterSavepointRequest req = STATEMESH__V1__CLUSTER_SAVEPOINT_REQUEST__INIT;
+    Statemesh__V1__ClusterSavepointResponse *resp;
+    int rc;
+
+    if ((rc = answer_begin(c, out, sizeof *out, err))) return rc;
+    req.path = (char *)path;
+    req.ranges = ranges;
+    req.pause_timeout_ms = pause_timeout_ms;
+    rc = unary(c, "/statemesh.v1.Admin/ClusterSavepoint", &req.base,
+               &statemesh__v1__cluster_savepoint_response__descriptor,
+               (ProtobufCMessage **)&resp, timeout_ms, err);
+    if (rc != SM_OK) return rc;
+    if (!(out->nodes = answer_items(&resp->base, resp->n_nodes, sizeof *out->nodes)))
+        return no_memory(err);
+    out->path = resp->path;
+    out->id = resp->id;
+    out->pause_ms = resp->pause_ms;
+    out->elapsed_ms = resp->elapsed_ms;
+    out->records = resp->records;
+    out->bytes = resp->bytes;
+    for (size_t i = 0; i < resp->n_nodes; i++) {
+        out->nodes[i].node_id = resp->nodes[i]->node_id;
+        out->nodes[i].key_groups = resp->nodes[i]->key_groups;
+        out->nodes[i].records = resp->nodes[i]->records;
+        out->nodes[i].bytes = resp->nodes[i]->bytes;
+        out->nodes[i].write_ms = resp->nodes[i]->write_ms;
+    }
+    out->n_nodes = resp->n_nodes;
+    out->msg_ = resp;
+    return SM_OK;
+}
+
+void sm_cluster_savepoint_cleanup(sm_cluster_savepoint *r)
+{
+    if (!r) return;
+    answer_free(r->msg_, r->nodes);
+    memset(r, 0, sizeof *r);
+}
+
 void sm_topology_cleanup(sm_topology *t)
 {
     if (!t) return;

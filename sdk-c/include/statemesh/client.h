@@ -203,6 +203,31 @@ int sm_client_get_topology(sm_client *c, int timeout_ms, sm_topology *out /* OUT
                            sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
 void sm_topology_cleanup(sm_topology *t);
 
+/* A consistent savepoint of the whole cluster (docs/savepoints.md, "Cluster
+ * savepoints"): the node called coordinates an etcd barrier and answers
+ * when PATH (absolute, new, on a file system every node shares) is
+ * complete. ranges: files per node (0 = 16); pause_timeout_ms: 0 = 10000.
+ * timeout_ms bounds the whole call (0 = none). */
+typedef struct sm_cluster_savepoint_node {
+    const char *node_id, *key_groups;   /* key_groups: "0-2047" (owned at the cut) */
+    uint64_t records, bytes;
+    int64_t write_ms;
+} sm_cluster_savepoint_node;
+typedef struct sm_cluster_savepoint {
+    const char *path, *id;
+    int64_t pause_ms, elapsed_ms;
+    uint64_t records, bytes;
+    sm_cluster_savepoint_node *nodes;
+    size_t n_nodes;
+    void *msg_;                  /* private */
+} sm_cluster_savepoint;
+/* On SM_OK the caller owns *out and frees it with sm_cluster_savepoint_cleanup. */
+int sm_client_cluster_savepoint(sm_client *c, const char *path, uint32_t ranges,
+                                uint32_t pause_timeout_ms, int timeout_ms,
+                                sm_cluster_savepoint *out /* OUT */,
+                                sm_error *err /* OUT, may be NULL */) SM_WARN_UNUSED;
+void sm_cluster_savepoint_cleanup(sm_cluster_savepoint *r);
+
 /* ---- Dead letters ----
  *
  * Messages whose batch failed its endpoint's retry.max_attempts times are
