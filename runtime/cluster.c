@@ -808,7 +808,8 @@ int cluster_create(struct cluster **out, struct server *s, char *err, size_t err
     timer_init(&c->retry, on_retry, c);
     timer_init(&c->fence, on_fence_timer, c);
     timer_init(&c->assign_retry, on_assign_retry, c);
-    if (etcd_client_create(&c->etcd, &s->loop, &s->timers, cc->etcd, e, sizeof e) != 0) {
+    if (etcd_client_create_tls(&c->etcd, &s->loop, &s->timers, cc->etcd, &cc->etcd_tls, e,
+                               sizeof e) != 0) {
         snprintf(err, errlen, "cluster.etcd: %s", e);
         free(c);
         return -1;

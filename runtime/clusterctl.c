@@ -125,7 +125,8 @@ static int ctl_open(struct ctl *t, const struct cfg *cfg, const struct log *lg, 
         grpc_shutdown_blocking();
         return -1;
     }
-    if (etcd_client_create(&t->etcd, &t->loop, &t->timers, cfg->cluster.etcd, e, sizeof e) != 0) {
+    if (etcd_client_create_tls(&t->etcd, &t->loop, &t->timers, cfg->cluster.etcd,
+                               &cfg->cluster.etcd_tls, e, sizeof e) != 0) {
         snprintf(err, errlen, "cluster.etcd: %s", e);
         rpc_loop_cleanup(&t->loop);
         grpc_shutdown_blocking();

@@ -774,12 +774,12 @@ static void load_auth(struct loader *ld, config_setting_t *g, struct cfg *c)
     free(ok);
 }
 
-/* A `tls = { cert; key; ca; require_client_cert; }` group under `base`
- * ("runtime" or "endpoints[N]"). server: the ingress (require_client_cert
+/* A `tls = { cert; key; ca; require_client_cert; }` group named `group`
+ * ("runtime.tls", "endpoints[N].tls", "cluster.etcd_tls", ...). server: the ingress (require_client_cert
  * allowed). Paths resolve like data_dir; the files are read and checked
  * now (tls_check), so a missing file or a key that does not match its
  * certificate stops the start, not the first handshake. */
-static void load_tls(struct loader *ld, config_setting_t *g, const char *base, int server,
+static void load_tls(struct loader *ld, config_setting_t *g, const char *group, int server,
                      struct cfg_tls *t)
 {
     const char *known = server ? "cert, key, ca, require_client_cert" : "ca, cert, key";
@@ -787,7 +787,7 @@ static void load_tls(struct loader *ld, config_setting_t *g, const char *base, i
     const char *bad;
     int errors = ld->n_errors;
 
-    snprintf(name, sizeof name, "%s.tls", base);
+    snprintf(name, sizeof name, "%s", group);
     if (!expect_group(ld, g, name, server ? "cert = \"server.crt\"; key = \"server.key\"; ..."
                                           : "ca = \"ca.crt\"; ...")) return;
     for (int i = 0; i < config_setting_length(g); i++) {
@@ -799,7 +799,7 @@ static void load_tls(struct loader *ld, config_setting_t *g, const char *base, i
                                                : NULL;
         char *str = NULL;
 
-        snprintf(name, sizeof name, "%s.tls.%s", base, key);
+        snprintf(name, sizeof name, "%s.%s", group, key);
         if (slot) {
             if (get_string(ld, s, name, &str) != 0) continue;
             if (str[0] == '\0') {
@@ -818,7 +818,7 @@ static void load_tls(struct loader *ld, config_setting_t *g, const char *base, i
     t->on = true;
     if (ld->n_errors != errors) return;
     if ((bad = tls_check(t, server, why, sizeof why)) != NULL) {
-        snprintf(name, sizeof name, "%s.tls.%s", base, bad);
+        snprintf(name, sizeof name, "%s.%s", group, bad);
         setting_error(ld, g, name, "%s", why);
     }
 }
@@ -860,7 +860,7 @@ static void load_tracing(struct loader *ld, config_setting_t *g, struct cfg *c)
             }
             t->sample_ratio = v;
         } else if (strcmp(key, "tls") == 0) {
-            load_tls(ld, s, "runtime.tracing", 0, &t->tls);
+            load_tls(ld, s, "runtime.tracing.tls", 0, &t->tls);
         } else {
             unknown_setting(ld, s, name, known);
         }
@@ -948,7 +948,7 @@ static void load_runtime(struct loader *ld, config_setting_t *g, struct cfg *c)
         } else if (strcmp(key, "storage") == 0) {
             load_storage(ld, s, c);
         } else if (strcmp(key, "tls") == 0) {
-            load_tls(ld, s, "runtime", 1, &c->tls);
+            load_tls(ld, s, "runtime.tls", 1, &c->tls);
         } else if (strcmp(key, "tracing") == 0) {
             load_tracing(ld, s, c);
         } else {
@@ -1238,7 +1238,8 @@ static void load_endpoint(struct loader *ld, config_setting_t *g, size_t idx,
         setting_error(ld, s_tls, name, "TLS is for TCP targets; a unix socket stays plain "
                       "(its file permissions guard it): remove tls, or use host:port");
     } else if (s_tls) {
-        load_tls(ld, s_tls, base, 0, &ep->tls);
+        snprintf(name, sizeof name, "%s.tls", base);
+        load_tls(ld, s_tls, name, 0, &ep->tls);
     }
 }
 
@@ -1397,13 +1398,14 @@ static const char *etcd_url_problem(const char *u)
     long port;
     char *end;
 
-    if (strncmp(u, "https://", 8) == 0) return "https is not supported yet (no TLS): use http://";
-    if (strncmp(u, "http://", 7) == 0) u += 7;
-    else if (strstr(u, "://")) return "the scheme must be http://";
+    if (strncmp(u, "https://", 8) == 0) u += 8;
+    else if (strncmp(u, "http://", 7) == 0) u += 7;
+    else if (strstr(u, "://")) return "the scheme must be http:// or https://";
     n = strlen(u);
     if (n && u[n - 1] == '/') n--;
     colon = memrchr(u, ':', n);
-    if (!colon || colon == u || memchr(u, '/', n)) return "must be http://host:port or host:port";
+    if (!colon || colon == u || memchr(u, '/', n))
+        return "must be http://host:port, https://host:port or host:port";
     port = strtol(colon + 1, &end, 10);
     if (end == colon + 1 || end != u + n || port < 1 || port > 65535)
         return "the port must be 1..65535";
@@ -1462,7 +1464,7 @@ static void load_cluster_etcd(struct loader *ld, config_setting_t *s, const char
 
 static void load_cluster(struct loader *ld, config_setting_t *g, struct cfg *c)
 {
-    const char *known = "name, node_id, advertise, etcd, lease_ttl_ms, initial_nodes";
+    const char *known = "name, node_id, advertise, etcd, etcd_tls, lease_ttl_ms, initial_nodes";
     struct cfg_cluster *cl = &c->cluster;
     char name[CFG_SETTING_MAX], buf[160];
 
@@ -1502,6 +1504,8 @@ static void load_cluster(struct loader *ld, config_setting_t *g, struct cfg *c)
             cl->advertise = str;
         } else if (strcmp(key, "etcd") == 0) {
             load_cluster_etcd(ld, s, name, cl);
+        } else if (strcmp(key, "etcd_tls") == 0) {
+            load_tls(ld, s, "cluster.etcd_tls", 0, &cl->etcd_tls);
         } else if (strcmp(key, "lease_ttl_ms") == 0) {
             if (get_int(ld, s, name, 1000, 600000, &v) != 0) continue;
             if (v % 1000) {
@@ -1526,6 +1530,21 @@ static void load_cluster(struct loader *ld, config_setting_t *g, struct cfg *c)
     if (!config_setting_get_member(g, "initial_nodes"))
         setting_error(ld, g, "cluster.initial_nodes", "missing; the number of nodes the first "
                       "range assignment waits for, e.g. initial_nodes = 3");
+    if (cl->etcd) {                 /* https:// and etcd_tls go together (etcd.h) */
+        config_setting_t *s_etcd = config_setting_get_member(g, "etcd");
+        int https = 0, plain = 0;
+        for (const char *p = cl->etcd; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+            if (strncmp(p, "https://", 8) == 0) https++;
+            else plain++;
+        }
+        if (cl->etcd_tls.on && plain)
+            setting_error(ld, s_etcd, "cluster.etcd", "with cluster.etcd_tls every endpoint is "
+                          "https://host:port");
+        else if (!cl->etcd_tls.on && https)
+            setting_error(ld, s_etcd, "cluster.etcd", "https:// needs cluster.etcd_tls = { ca = "
+                          "\"etcd-ca.crt\"; } (and cert + key when etcd checks client "
+                          "certificates)");
+    }
 }
 
 /* After the whole file: advertise defaults to the ingress address. */
@@ -1574,6 +1593,7 @@ void cfg_cleanup(struct cfg *cfg)
     free(cfg->cluster.node_id);
     free(cfg->cluster.advertise);
     free(cfg->cluster.etcd);
+    tls_cfg_cleanup(&cfg->cluster.etcd_tls);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -203,6 +203,7 @@ struct cfg_cluster {
     char *node_id;
     char *advertise;          /* default: runtime.ingress (host:port) */
     char *etcd;               /* the endpoints, comma-separated */
+    struct cfg_tls etcd_tls;  /* cluster.etcd_tls: https:// endpoints (off = plaintext) */
     int lease_ttl_ms;         /* default 5000, a multiple of 1000 */
     int initial_nodes;        /* required */
     int line;

@@ -312,9 +312,12 @@ def check_config(sandbox, text, name="bad.conf"):
 
 @pytest.mark.parametrize("group,needle", [
     ('cluster = { name = "c"; node_id = "n"; etcd = ["https://127.0.0.1:2379"]; initial_nodes = 1; };',
-     "cluster.etcd[0]: bad etcd endpoint \"https://127.0.0.1:2379\": https is not supported"),
+     "cluster.etcd: https:// needs cluster.etcd_tls = { ca = "),
+    ('cluster = { name = "c"; node_id = "n"; etcd = ["https://127.0.0.1:2379", "http://h:1"]; '
+     'initial_nodes = 1; etcd_tls = { ca = "/nonexistent/ca.crt"; }; };',
+     "cluster.etcd_tls.ca: /nonexistent/ca.crt: cannot read"),
     ('cluster = { name = "c"; node_id = "n"; etcd = ["ftp://x:1"]; initial_nodes = 1; };',
-     "the scheme must be http://"),
+     "the scheme must be http:// or https://"),
     ('cluster = { name = "c"; node_id = "n"; etcd = ["127.0.0.1:99999"]; initial_nodes = 1; };',
      "the port must be 1..65535"),
     ('cluster = { name = "c"; node_id = "n"; etcd = []; initial_nodes = 1; };',

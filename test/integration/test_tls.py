@@ -681,3 +681,44 @@ def test_certificate_mapping_config_errors(sandbox, certs):
         assert rc == 2 and want in out, (text, out)
     rc, out = _check(sandbox, conf(tls, one))        # certificates alone are enough
     assert rc == 0, out
+
+
+def test_cluster_node_joins_etcd_over_mtls(sandbox, certs):
+    """cluster.etcd_tls: a node registers, takes every key group and serves,
+    with etcd demanding client certificates; mismatched groups are refused."""
+    if not shutil.which("etcd"):
+        if os.environ.get("STATEMESH_REQUIRE_ETCD"):
+            pytest.fail("etcd not installed and STATEMESH_REQUIRE_ETCD is set")
+        pytest.skip("etcd not installed (Debian: etcd-server)")
+    port, peer = free_port(), free_port()
+    url, peer_url = "https://127.0.0.1:%d" % port, "http://127.0.0.1:%d" % peer
+    sandbox.server(["etcd", "--name", "m0", "--data-dir", str(sandbox.path("etcd")),
+                    "--listen-client-urls", "https://{listen}", "--advertise-client-urls", url,
+                    "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                    "--initial-cluster", "m0=" + peer_url, "--cert-file", _p(certs, "server.crt"),
+                    "--key-file", _p(certs, "server.key"), "--trusted-ca-file", _p(certs, "ca.crt"),
+                    "--client-cert-auth", "--logger", "zap", "--log-level", "warn"],
+                   name="etcd", listen="127.0.0.1:%d" % port)
+    good = {"ca": _p(certs, "ca.crt"), "cert": _p(certs, "client.crt"), "key": _p(certs, "client.key")}
+    wait_until(lambda: _etcdtool(url, "put", "tls/up", "1", tls=good).returncode == 0, timeout=30)
+    etcd_tls = 'etcd_tls = { ca = "%s"; cert = "%s"; key = "%s"; };' % (
+        good["ca"], good["cert"], good["key"])
+    group = ('cluster = { name = "tlsc"; node_id = "n-0"; etcd = ["%s"]; initial_nodes = 1; '
+             'lease_ttl_ms = 5000; %s };\n' % (url, etcd_tls))
+    fn = sandbox.testfn()
+    rt = sandbox.runtime([endpoint("test/*", fn)], extra_config=group)
+    with rt.client() as c:
+        wait_until(lambda: c.call("test/counter", "e", 0) == 0, timeout=30,
+                   message="the node serves once it owns the key groups")
+        assert c.call("test/counter", "e", 5) == 5
+    r = _etcdtool(url, "get", "/statemesh/tlsc/nodes/n-0", tls=good)
+    assert r.returncode == 0 and "advertise=" in r.stdout, r.stdout + r.stderr
+    rt.stop()
+    # Without a client certificate etcd refuses the node: it never joins, and says why.
+    no_cert = group.replace(etcd_tls, 'etcd_tls = { ca = "%s"; };' % good["ca"])
+    rt2 = sandbox.runtime([endpoint("test/*", fn)], extra_config=no_cert, name="rt2",
+                          start=False)
+    rt2.start(wait=False)
+    wait_until(lambda: "cluster" in rt2.log() and "UNAVAILABLE" in rt2.log(), timeout=30,
+               message="the refused etcd connection logged")
+    assert "runtime.ready" not in rt2.log()
