@@ -20,8 +20,9 @@
 #   OUTDIR/secrets.yaml            the four Secrets (statemesh-tls, greeter-tls,
 #                                  statemesh-tokens, statemesh-client-token)
 #
-# The runtime certificate names the Services of both examples in NAMESPACE,
-# and localhost/127.0.0.1 for `kubectl port-forward`. Certificates last 365
+# The runtime certificate names the Services of the examples in NAMESPACE,
+# every node of cluster.yaml (*.statemesh-cluster...), and localhost and
+# 127.0.0.1 for `kubectl port-forward`. Certificates last 365
 # days; run again (and apply, then `kubectl exec … kill -HUP 1`, or roll the
 # pods) to rotate: statemeshd re-reads its files on SIGHUP.
 set -eu
@@ -65,7 +66,8 @@ key ca.key
 openssl req -x509 -new -key ca.key -days 365 -subj "/O=statemesh/CN=statemesh example CA" \
     -out ca.crt
 svc() { printf 'DNS:%s,DNS:%s.%s.svc,DNS:%s.%s.svc.cluster.local' "$1" "$1" "$ns" "$1" "$ns"; }
-leaf statemesh statemesh-tls "$(svc statemesh),$(svc statemesh-remote),DNS:localhost,IP:127.0.0.1"
+leaf statemesh statemesh-tls \
+    "$(svc statemesh),$(svc statemesh-remote),$(svc statemesh-cluster),DNS:*.statemesh-cluster.$ns.svc.cluster.local,DNS:localhost,IP:127.0.0.1"
 leaf greeter greeter-tls "$(svc greeter)"
 leaf client clear "DNS:client"
 mv clear/tls.crt clear/client.crt

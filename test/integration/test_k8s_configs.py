@@ -95,8 +95,8 @@ def check_config(path):
                           capture_output=True, text=True, timeout=60)
 
 
-def test_the_examples_hold_both_shapes():
-    assert {m for m, *_ in CONFIGS} == {"sidecar.yaml", "remote.yaml"}, CONFIGS
+def test_the_examples_hold_every_shape():
+    assert {m for m, *_ in CONFIGS} == {"sidecar.yaml", "remote.yaml", "cluster.yaml"}, CONFIGS
     texts = {m: t for m, _, _, t in CONFIGS}
     assert re.search(r'mode = "sidecar";\s*\n\s*target = "unix:', texts["sidecar.yaml"])
     assert 'mode = "remote"' in texts["remote.yaml"]
@@ -171,7 +171,7 @@ def _mount_path(container, volume):
     return paths[0]
 
 
-@pytest.mark.parametrize("manifest", ["sidecar.yaml", "remote.yaml"])
+@pytest.mark.parametrize("manifest", ["sidecar.yaml", "remote.yaml", "cluster.yaml"])
 def test_runtime_pod_matches_its_config(manifest):
     docs = manifests()[manifest]
     sts, pod = _runtime_pod(docs)
@@ -191,7 +191,11 @@ def test_runtime_pod_matches_its_config(manifest):
     claims = [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]]
     data_mounts = [m["mountPath"] for m in rt["volumeMounts"] if m["name"] in claims]
     assert _setting(text, "data_dir") in data_mounts
-    assert sts["spec"]["replicas"] == 1
+    if "cluster = {" in text:         # one node per pod; the first assignment waits for all
+        n = int(re.search(r"initial_nodes = (\d+);", text).group(1))
+        assert sts["spec"]["replicas"] == n and sts["spec"]["podManagementPolicy"] == "Parallel"
+    else:
+        assert sts["spec"]["replicas"] == 1
 
     # The ingress listens on the pod IP, on the port the probes and the Service use.
     host, port = _setting(text, "ingress").rsplit(":", 1)
@@ -227,10 +231,11 @@ def test_runtime_pod_matches_its_config(manifest):
     assert "limits" in rt["resources"] and "requests" in rt["resources"]
 
 
-def test_sidecar_socket_is_shared_through_an_emptydir():
-    docs = manifests()["sidecar.yaml"]
+@pytest.mark.parametrize("manifest", ["sidecar.yaml", "cluster.yaml"])
+def test_sidecar_socket_is_shared_through_an_emptydir(manifest):
+    docs = manifests()[manifest]
     _, pod = _runtime_pod(docs)
-    text = [t for m, _, _, t in CONFIGS if m == "sidecar.yaml"][0]
+    text = [t for m, _, _, t in CONFIGS if m == manifest][0]
     sock = Path(_setting(text, "target")[len("unix:"):])
     (rt,) = [c for c in pod["containers"] if c["name"] == "statemeshd"]
     fns = [c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] != "statemeshd"]
@@ -408,7 +413,7 @@ def _policies(manifest):
     return {d["metadata"]["name"]: d for d in _by_kind(manifests()[manifest], "NetworkPolicy")}
 
 
-@pytest.mark.parametrize("manifest", ["sidecar.yaml", "remote.yaml"])
+@pytest.mark.parametrize("manifest", ["sidecar.yaml", "remote.yaml", "cluster.yaml"])
 def test_network_policy_admits_clients_and_prometheus_only(manifest):
     docs = manifests()[manifest]
     sts, pod = _runtime_pod(docs)
@@ -422,15 +427,50 @@ def test_network_policy_admits_clients_and_prometheus_only(manifest):
     ports = {p["name"]: p["containerPort"] for p in rt["ports"]}
     admitted = {p["port"]: rule["from"] for rule in spec["ingress"] for p in rule["ports"]}
     assert set(admitted) == {ports["ingress"], ports["metrics"]}     # never the admin port
-    assert admitted[ports["ingress"]] == [{"podSelector": {"matchLabels":
-                                                            {"statemesh.io/client": "true"}}}]
+    clients = [{"podSelector": {"matchLabels": {"statemesh.io/client": "true"}}}]
+    if manifest == "cluster.yaml":      # the other nodes too: forwarding and Peer
+        clients.append({"podSelector": {"matchLabels": labels}})
+    assert admitted[ports["ingress"]] == clients
     assert "namespaceSelector" in admitted[ports["metrics"]][0]
     egress_ports = {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}
     if manifest == "sidecar.yaml":
         assert spec["egress"] == []                       # a unix socket only
+    elif manifest == "cluster.yaml":
+        assert egress_ports == {7070, 2379, 53}           # the nodes, etcd, DNS
+        etcd = _policies(manifest)["etcd"]["spec"]
+        assert {"podSelector": {"matchLabels": labels}} in etcd["ingress"][0]["from"]
+        assert [p["port"] for p in etcd["ingress"][0]["ports"]] == [2379]
     else:
         assert egress_ports == {7000, 53}
         greeter = _policies(manifest)["greeter"]["spec"]
         assert greeter["ingress"] == [{"from": [{"podSelector": {"matchLabels": labels}}],
                                        "ports": [{"protocol": "TCP", "port": 7000}]}]
         assert greeter["egress"] == []
+
+
+def test_cluster_nodes_reach_each_other_by_stable_names_over_tls(secrets):
+    """cluster.yaml: node_id is the pod's name, advertise its DNS name on the
+    headless Service, etcd's endpoints the etcd StatefulSet's pods, and the
+    runtime certificate names every node; its identity has the peer role."""
+    docs = manifests()["cluster.yaml"]
+    sts, pod = _runtime_pod(docs)
+    (text,) = [t for m, _, _, t in CONFIGS if m == "cluster.yaml"]
+    (rt,) = [c for c in pod["containers"] if c["name"] == "statemeshd"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in rt["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert _setting(text, "node_id") == "${POD_NAME:-%s-0}" % sts["metadata"]["name"]
+    svc = sts["spec"]["serviceName"]
+    (headless,) = [s for s in _by_kind(docs, "Service") if s["metadata"]["name"] == svc]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert _setting(text, "advertise") == (
+        "${POD_NAME:-%s-0}.%s.${POD_NAMESPACE:-default}.svc.cluster.local:7070"
+        % (sts["metadata"]["name"], svc))
+    (etcd,) = [s for s in _by_kind(docs, "StatefulSet") if s["metadata"]["name"] == "etcd"]
+    urls = re.findall(r'"(http://[^"]+)"', text[text.index("etcd = ["):])
+    assert urls == ["http://etcd-%d.etcd.${POD_NAMESPACE:-default}.svc.cluster.local:2379" % i
+                    for i in range(etcd["spec"]["replicas"])]
+    assert re.search(r'identity = "statemesh"; role = "peer";', text)
+    san = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                          str(secrets / "statemesh-tls" / "tls.crt")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "DNS:statemesh," in san and "DNS:*.%s.default.svc.cluster.local" % svc in san
