@@ -18,7 +18,8 @@
 #   sm_runtime  $sm_build/statemeshd
 #   sm_python   the Python interpreter: $PYTHON, default /usr/bin/python3
 # and installs traps: on INT, TERM and EXIT every process started by
-# sm_start_server / sm_run_runtime gets SIGTERM and is waited for (further
+# sm_start_server / sm_start_bg / sm_run_runtime gets SIGTERM and is waited
+# for, the runtime first, then the others in reverse start order (further
 # INT/TERM are ignored while waiting); INT then exits with 130 and TERM with
 # 143 (EXIT keeps the script's own status).
 # Every message starts with "run.sh:" and goes to stderr.
@@ -52,6 +53,9 @@
 #       first, runs "$sm_python" SCRIPT ARG... with $sm_root/sdk-python put
 #       in front of PYTHONPATH (an existing PYTHONPATH is kept after it), and
 #       waits up to 10 s (the interpreter and grpc take a while to load).
+#   sm_start_bg NAME CMD [ARG...]
+#       Starts CMD ARG... in the background, to be stopped like the servers
+#       (a second runtime of a cluster, etcd), without waiting for anything.
 #   sm_run_runtime CONFIG
 #       Runs statemeshd -c CONFIG (with the caller's environment, so
 #       `VAR=value sm_run_runtime CONFIG` passes VAR to it) until it exits,
@@ -89,19 +93,22 @@ sm_require_python_stubs() {
   fi
 }
 
-# Stops the runtime first, then the function servers, and waits for them.
-# A second INT or TERM meanwhile (make passes on the TERM it gets; Ctrl-C
-# twice) is ignored, and since one that came in before the `trap ''` cuts a
-# `wait` short, each process is waited for until it is gone.
+# Stops the runtime first, then the other processes in reverse start order
+# (a cluster's other nodes before etcd), each gone before the next gets its
+# TERM. A second INT or TERM meanwhile (make passes on the TERM it gets;
+# Ctrl-C twice) is ignored, and since one that came in before the `trap ''`
+# cuts a `wait` short, each process is waited for until it is gone.
+sm__term_wait() {
+  kill -TERM "$1" 2>/dev/null || true
+  while kill -0 "$1" 2>/dev/null; do wait "$1" 2>/dev/null || sleep 0.05; done
+}
 sm__stop() {
-  local p
+  local i
   trap '' INT TERM
   trap - EXIT
-  for p in $sm_runtime_pid ${sm_server_pids[@]+"${sm_server_pids[@]}"}; do
-    kill -TERM "$p" 2>/dev/null || true
-  done
-  for p in $sm_runtime_pid ${sm_server_pids[@]+"${sm_server_pids[@]}"}; do
-    while kill -0 "$p" 2>/dev/null; do wait "$p" 2>/dev/null || sleep 0.05; done
+  if [ -n "$sm_runtime_pid" ]; then sm__term_wait "$sm_runtime_pid"; fi
+  for ((i = ${#sm_server_pids[@]} - 1; i >= 0; i--)); do
+    sm__term_wait "${sm_server_pids[$i]}"
   done
 }
 trap 'sm__stop; exit 130' INT
@@ -124,6 +131,14 @@ sm_start_server() {
     done
     sleep 0.1
   done
+}
+
+sm_start_bg() {
+  local name="$1"
+  shift
+  "$@" &
+  sm_server_pids+=($!)
+  sm_server_names+=("$name")
 }
 
 sm_start_python_server() {
