@@ -537,7 +537,6 @@ int sp_manifest_write(const char *dir, const struct sp_manifest *m, char *err, s
 {
     char path[4200], when[64], cut[64], q[200];
     FILE *f;
-    int fd;
 
     snprintf(path, sizeof path, "%s/%s", dir, SP_MANIFEST);
     if ((f = fopen(path, "wx")) == NULL) {
@@ -567,6 +566,12 @@ int sp_manifest_write(const char *dir, const struct sp_manifest *m, char *err, s
                 fi->records, fi->bytes, fi->sha256, i + 1 < m->nfiles ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
+    return sp_json_file_close(f, path, err, errlen);
+}
+
+int sp_json_file_close(FILE *f, const char *path, char *err, size_t errlen)
+{
+    int fd;
     if (fflush(f) != 0 || (fd = fileno(f)) < 0 || fsync(fd) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
         fclose(f);
@@ -579,7 +584,7 @@ int sp_manifest_write(const char *dir, const struct sp_manifest *m, char *err, s
     return 0;
 }
 
-static int get_u64(const sm_json *o, const char *k, uint64_t *out)
+int sp_json_get_u64(const sm_json *o, const char *k, uint64_t *out)
 {
     int64_t v;
     if (sm_json_get_int64(o, k, &v) != SM_OK || v < 0) return -1;
@@ -651,7 +656,7 @@ int sp_manifest_read(const char *dir, struct sp_manifest *m, char *err, size_t e
     if (sm_json_get(&doc, "cut", &cut) == SM_OK && cut.kind == SM_JSON_OBJECT) {
         if (sm_json_get_int64(&cut, "taken_at_ms", &m->cut.taken_at_ms) != SM_OK)
             m->cut.taken_at_ms = 0;
-        if (get_u64(&cut, "checkpoint", &m->cut.checkpoint) != 0) m->cut.checkpoint = 0;
+        if (sp_json_get_u64(&cut, "checkpoint", &m->cut.checkpoint) != 0) m->cut.checkpoint = 0;
     }
     if (sm_json_get(&doc, "files", &files) != SM_OK || files.kind != SM_JSON_ARRAY ||
         sm_json_iter_init(&it, &files) != SM_OK) {
@@ -685,7 +690,7 @@ int sp_manifest_read(const char *dir, struct sp_manifest *m, char *err, size_t e
         if (e.kind != SM_JSON_OBJECT ||
             sm_json_get_string(&e, "name", fi->name, sizeof fi->name, &nl) != SM_OK ||
             nl == 0 || strchr(fi->name, '/') || fi->name[0] == '.' ||
-            get_u64(&e, "records", &fi->records) != 0 || get_u64(&e, "bytes", &u) != 0 ||
+            sp_json_get_u64(&e, "records", &fi->records) != 0 || sp_json_get_u64(&e, "bytes", &u) != 0 ||
             sm_json_get_string(&e, "sha256", fi->sha256, sizeof fi->sha256, &nl) != SM_OK ||
             nl != 64 || sm_json_get(&e, "key_groups", &kg) != SM_OK) {
             snprintf(err, errlen, "%s: file entry %zu: needs \"name\" (a plain file name), "

@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define SP_FORMAT_VERSION 1
 #define SP_MANIFEST "MANIFEST.json"
@@ -77,6 +78,14 @@ void sp_manifest_free(struct sp_manifest *m);
 /* Writes DIR/MANIFEST.json (fsync'd). */
 int sp_manifest_write(const char *dir, const struct sp_manifest *m, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* Flushes, fsyncs and closes a JSON file being written (f is closed in
+ * every case). Returns 0, or -1 with "cannot write PATH: why" in err. */
+int sp_json_file_close(FILE *f, const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Member k of object o as a non-negative integer: 0, or -1 when absent,
+ * not an integer or negative. */
+struct sm_json;
+int sp_json_get_u64(const struct sm_json *o, const char *k, uint64_t *out /* OUT */);
 /* Reads and checks DIR/MANIFEST.json (types, ranges that tile the key
  * groups without overlap, file names without '/'). */
 int sp_manifest_read(const char *dir, struct sp_manifest *m /* OUT */, char *err, size_t errlen)

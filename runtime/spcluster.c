@@ -42,7 +42,6 @@ int spc_manifest_write(const char *dir, const struct spc_manifest *m, char *err,
 {
     char path[4200], when[64], cut[64], q1[200], q2[400], q3[100];
     FILE *f;
-    int fd;
 
     snprintf(path, sizeof path, "%s/%s", dir, SPC_MANIFEST);
     if ((f = fopen(path, "wx")) == NULL) {
@@ -72,24 +71,7 @@ int spc_manifest_write(const char *dir, const struct spc_manifest *m, char *err,
                 n->bytes, i + 1 < m->nnodes ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
-    if (fflush(f) != 0 || (fd = fileno(f)) < 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        fclose(f);
-        return -1;
-    }
-    if (fclose(f) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-static int get_u64(const sm_json *o, const char *k, uint64_t *out)
-{
-    int64_t v;
-    if (sm_json_get_int64(o, k, &v) != SM_OK || v < 0) return -1;
-    *out = (uint64_t)v;
-    return 0;
+    return sp_json_file_close(f, path, err, errlen);
 }
 
 /* A node id is a sub-directory name: [A-Za-z0-9_.-], not starting with '.'. */
@@ -113,7 +95,7 @@ static int read_node(const char *path, const sm_json *e, struct spc_node *n, uin
 
     if (e->kind != SM_JSON_OBJECT ||
         sm_json_get_string(e, "node", n->id, sizeof n->id, &nl) != SM_OK || !plain_id(n->id) ||
-        get_u64(e, "records", &n->records) != 0 || get_u64(e, "bytes", &n->bytes) != 0 ||
+        sp_json_get_u64(e, "records", &n->records) != 0 || sp_json_get_u64(e, "bytes", &n->bytes) != 0 ||
         sm_json_get(e, "key_groups", &kgs) != SM_OK || kgs.kind != SM_JSON_ARRAY ||
         sm_json_iter_init(&it, &kgs) != SM_OK) {
         snprintf(err, errlen, "%s: node entry %zu: needs \"node\" (an id of [A-Za-z0-9_.-]), "
@@ -181,7 +163,7 @@ int spc_manifest_read(const char *dir, struct spc_manifest *m, char *err, size_t
     if (sm_json_get_string(&doc, "cluster", m->cluster, sizeof m->cluster, NULL) != SM_OK ||
         sm_json_get_string(&doc, "id", m->id, sizeof m->id, NULL) != SM_OK ||
         sm_json_get_int64(&doc, "key_groups", &v) != SM_OK || v < 1 || v > 65536 ||
-        get_u64(&doc, "records", &m->records) != 0 || get_u64(&doc, "bytes", &m->bytes) != 0) {
+        sp_json_get_u64(&doc, "records", &m->records) != 0 || sp_json_get_u64(&doc, "bytes", &m->bytes) != 0) {
         snprintf(err, errlen, "%s: needs \"cluster\", \"id\", \"key_groups\" (1..65536), "
                  "\"records\" and \"bytes\"", path);
         goto out;

@@ -461,8 +461,7 @@ static void cluster_errors(void **state)
     snprintf(want, sizeof want, "%s:4: cluster.node_id: environment variable SM_TEST_UNSET is "
              "not set", t.path);
     assert_error(err, want);
-    snprintf(want, sizeof want, "%s:5: cluster.etcd[0]: bad etcd endpoint \"https://h:1\": https "
-             "is not supported", t.path);
+    snprintf(want, sizeof want, "%s:5: cluster.etcd: https:// needs cluster.etcd_tls", t.path);
     assert_error(err, want);
     snprintf(want, sizeof want, "%s:5: cluster.etcd[1]: bad etcd endpoint \"h\": must be "
              "http://host:port", t.path);
