@@ -522,7 +522,20 @@ def _etcdtool(endpoints, *args, tls=None):
 def _mtls_etcd(sandbox, certs):
     """A one-member etcd on https that demands client certificates of the CA:
     (its URL, the etcdtool TLS settings that get in)."""
-    url, good = _mtls_etcd(sandbox, certs)
+    if not shutil.which("etcd"):
+        if os.environ.get("STATEMESH_REQUIRE_ETCD"):
+            pytest.fail("etcd not installed and STATEMESH_REQUIRE_ETCD is set")
+        pytest.skip("etcd not installed (Debian: etcd-server)")
+    port, peer = free_port(), free_port()
+    url, peer_url = "https://127.0.0.1:%d" % port, "http://127.0.0.1:%d" % peer
+    sandbox.server(["etcd", "--name", "m0", "--data-dir", str(sandbox.path("etcd")),
+                    "--listen-client-urls", "https://{listen}", "--advertise-client-urls", url,
+                    "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                    "--initial-cluster", "m0=" + peer_url, "--cert-file", _p(certs, "server.crt"),
+                    "--key-file", _p(certs, "server.key"), "--trusted-ca-file", _p(certs, "ca.crt"),
+                    "--client-cert-auth", "--logger", "zap", "--log-level", "warn"],
+                   name="etcd", listen="127.0.0.1:%d" % port)
+    good = {"ca": _p(certs, "ca.crt"), "cert": _p(certs, "client.crt"), "key": _p(certs, "client.key")}
     return url, good
 
 
@@ -680,20 +693,7 @@ def test_certificate_mapping_config_errors(sandbox, certs):
 def test_cluster_node_joins_etcd_over_mtls(sandbox, certs):
     """cluster.etcd_tls: a node registers, takes every key group and serves,
     with etcd demanding client certificates; mismatched groups are refused."""
-    if not shutil.which("etcd"):
-        if os.environ.get("STATEMESH_REQUIRE_ETCD"):
-            pytest.fail("etcd not installed and STATEMESH_REQUIRE_ETCD is set")
-        pytest.skip("etcd not installed (Debian: etcd-server)")
-    port, peer = free_port(), free_port()
-    url, peer_url = "https://127.0.0.1:%d" % port, "http://127.0.0.1:%d" % peer
-    sandbox.server(["etcd", "--name", "m0", "--data-dir", str(sandbox.path("etcd")),
-                    "--listen-client-urls", "https://{listen}", "--advertise-client-urls", url,
-                    "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                    "--initial-cluster", "m0=" + peer_url, "--cert-file", _p(certs, "server.crt"),
-                    "--key-file", _p(certs, "server.key"), "--trusted-ca-file", _p(certs, "ca.crt"),
-                    "--client-cert-auth", "--logger", "zap", "--log-level", "warn"],
-                   name="etcd", listen="127.0.0.1:%d" % port)
-    good = {"ca": _p(certs, "ca.crt"), "cert": _p(certs, "client.crt"), "key": _p(certs, "client.key")}
+    url, good = _mtls_etcd(sandbox, certs)
     wait_until(lambda: _etcdtool(url, "put", "tls/up", "1", tls=good).returncode == 0, timeout=30)
     etcd_tls = 'etcd_tls = { ca = "%s"; cert = "%s"; key = "%s"; };' % (
         good["ca"], good["cert"], good["key"])
