@@ -86,6 +86,11 @@ struct clustersp {
     int64_t paused_at, cut_at, max_pause_ms;
     struct timer drain, safety, retry;
     char done_val[700];            /* retried until put */
+    /* A barrier put while this node still took part in another one (whose
+     * key had not gone yet: its coordinator died and its lease has not
+     * expired): started when that one's key goes. "id" then the value. */
+    char *pending;                 /* NULL: none */
+    size_t pending_idlen, pending_vlen;
     /* coordinator */
     struct coord *co;
 };
@@ -325,6 +330,38 @@ static bool listed(const char *nodes, const char *me)
     return false;
 }
 
+static void clear_pending(struct clustersp *sp)
+{
+    free(sp->pending);
+    sp->pending = NULL;
+}
+
+static void keep_pending(struct clustersp *sp, const char *id, size_t idlen, const char *v,
+                         size_t vlen)
+{
+    char *copy = malloc(idlen + vlen + 1);
+    if (!copy) return;               /* the coordinator's pause timeout then says so */
+    memcpy(copy, id, idlen);
+    memcpy(copy + idlen, v, vlen);
+    clear_pending(sp);
+    sp->pending = copy;
+    sp->pending_idlen = idlen;
+    sp->pending_vlen = vlen;
+    LOG_INFO(&sp->s->log, "clustersp.queued", "id=%.*s behind=%s", (int)idlen, id, sp->id);
+}
+
+static void on_main_key(struct clustersp *sp, const char *id, size_t idlen, const char *v,
+                        size_t vlen, int is_put);
+
+static void start_pending(struct clustersp *sp)
+{
+    char *p = sp->pending;
+    if (!p || sp->active) return;
+    sp->pending = NULL;
+    on_main_key(sp, p, sp->pending_idlen, p + sp->pending_idlen, sp->pending_vlen, 1);
+    free(p);
+}
+
 static void on_main_key(struct clustersp *sp, const char *id, size_t idlen, const char *v,
                         size_t vlen, int is_put)
 {
@@ -332,8 +369,12 @@ static void on_main_key(struct clustersp *sp, const char *id, size_t idlen, cons
     const char *pp;
 
     if (!is_put) {
-        if (sp->active && strlen(sp->id) == idlen && memcmp(sp->id, id, idlen) == 0)
+        if (sp->pending && sp->pending_idlen == idlen && memcmp(sp->pending, id, idlen) == 0)
+            clear_pending(sp);
+        if (sp->active && strlen(sp->id) == idlen && memcmp(sp->id, id, idlen) == 0) {
             participant_end(sp, "barrier_ended");
+            start_pending(sp);
+        }
         return;
     }
     if (idlen >= sizeof sp->id || cluster_word(v, vlen, "phase", phase, sizeof phase) != 0 ||
@@ -341,7 +382,10 @@ static void on_main_key(struct clustersp *sp, const char *id, size_t idlen, cons
         !listed(nodes, cluster_node_id(sp->c)))
         return;
     if (sp->active) {
-        if (strlen(sp->id) != idlen || memcmp(sp->id, id, idlen) != 0) return;   /* one at a time */
+        if (strlen(sp->id) != idlen || memcmp(sp->id, id, idlen) != 0) {     /* one at a time */
+            if (strcmp(phase, "pause") == 0) keep_pending(sp, id, idlen, v, vlen);
+            return;
+        }
         if (strcmp(phase, "snapshot") == 0 && !sp->snapshot_started) take_snapshot(sp);
         return;
     }
@@ -805,6 +849,7 @@ void clustersp_destroy(struct server *s)
     timer_stop(&s->timers, &sp->safety);
     timer_stop(&s->timers, &sp->retry);
     coord_free(sp);
+    clear_pending(sp);
     if (s->cluster) cluster_set_key_hook(s->cluster, NULL, NULL);
     free(sp);
     s->clustersp = NULL;

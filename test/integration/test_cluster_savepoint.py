@@ -240,13 +240,17 @@ def test_rescale_2_3_2_every_counter_exact(sandbox, etcd_cluster):
 
 
 @pytest.mark.parametrize("step,coordinator", [("before_paused", 0), ("after_paused", 0),
-                                             ("after_cut", 0), ("after_paused", 1)])
+                                             ("after_cut", 0), ("after_paused", 1),
+                                             ("after_cut", 1)])
 def test_node_dying_in_the_barrier_aborts_and_the_other_resumes(sandbox, etcd_cluster, step,
                                                                 coordinator):
     """n-1 aborts at a failure point of the barrier (as kill -9 would stop it):
     coordinated by n-0 the savepoint fails with a clear error once n-1's lease
     is gone; coordinated by n-1 itself, its lease-bound barrier key goes with
-    it. Either way n-0 resumes and no DIR appears."""
+    it. Either way n-0 resumes and no DIR appears. A new savepoint started
+    while n-0 still takes part in the dead one (after_cut, coordinated by
+    n-1: n-0 has its cut and waits for the old barrier key to go) is queued
+    on n-0 and runs once that key goes."""
     fn = sandbox.testfn()
     c = Cluster(sandbox, etcd_cluster, "barrier-%s-%d" % (step.replace("_", ""), coordinator), 2,
                 fn, "d", start=False)
